@@ -1,0 +1,99 @@
+//! The command line (clap derive), one subcommand per verb, and the dispatch to the library.
+//! The same definitions generate the man page and shell completions for the packages.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config;
+use crate::exit;
+use crate::paths::Paths;
+use crate::report;
+use crate::scan::{ProcFs, ProcessTable};
+
+/// Prepares a Linux VM for Azure Disk Encryption of its OS disk: frees `/` of workloads for the encryption window,
+/// then puts everything back.
+#[derive(Debug, Parser)]
+#[command(name = "ade-prep", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Resolve every system path (/etc, /proc, /var/lib, /run) under this folder instead of /; for tests.
+    #[arg(long, global = true, hide = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the processes holding the filesystem of PATH (default /), with fuser's access codes and their class.
+    Scan {
+        /// A path on the filesystem to scan.
+        #[arg(long, value_name = "PATH", default_value = "/")]
+        mount: PathBuf,
+        /// Print JSON (shape in README.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the effective configuration as TOML (defaults, config.toml, config.d/*.toml).
+    Config,
+}
+
+/// Whether the process runs as root.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn out(text: &str) -> anyhow::Result<()> {
+    let mut o = std::io::stdout().lock();
+    match o.write_all(text.as_bytes()).and_then(|_| o.flush()) {
+        // A closed pipe (`| head`) is not an error worth reporting.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to standard output"),
+    }
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    let paths = cli.root.clone().map_or_else(Paths::system, Paths::under);
+    let settings = config::load(&paths, is_root())?;
+    match cli.command {
+        Command::Scan { mount, json } => {
+            if !mount.exists() {
+                return Err(exit::with_code(exit::USAGE, anyhow::anyhow!("{}: no such file or directory", mount.display())));
+            }
+            let scan = ProcFs::new(paths.proc()).scan(&mount)?;
+            let r = report::scan_report(&scan, &settings);
+            if json {
+                out(&(serde_json::to_string_pretty(&r)? + "\n"))?;
+            } else {
+                out(&report::scan_text(&r))?;
+            }
+            if scan.unreadable_count() > 0 {
+                log::warn!(
+                    "{} entries could not be read{}",
+                    scan.unreadable_count(),
+                    if is_root() { "" } else { " (not root)" }
+                );
+            }
+            Ok(exit::OK)
+        }
+        Command::Config => {
+            let files = config::files(&paths)?;
+            let mut text = String::from("# effective configuration: built-in defaults");
+            for f in &files {
+                text.push_str(&format!(", then {}", f.display()));
+            }
+            text.push('\n');
+            text.push_str(&settings.to_toml());
+            out(&text)?;
+            Ok(exit::OK)
+        }
+    }
+}

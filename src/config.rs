@@ -1,0 +1,582 @@
+//! Configuration: built-in defaults, then [`paths::CONFIG_FILE`], then [`paths::CONFIG_DIR`]`/*.toml` in lexical
+//! order. Every field is optional in a file; unknown keys and wrong types are errors naming file, line and key.
+//!
+//! Merge rules: scalars from a later layer replace earlier ones; `[workloads.NAME]` fields replace that workload's
+//! fields (a new NAME adds a workload); the `[protected]` lists are appended to (built-in protections cannot be
+//! removed from a file).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::paths::Paths;
+
+/// A configuration error, always naming the file and, where known, line and key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema.
+    #[error("{path}:{line}: {key}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The key at fault (as written in the file), or `-` when unknown.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The values parse but do not make sense together.
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        /// The file that set the value (or `built-in`).
+        path: PathBuf,
+        /// The dotted key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Running as root, a config file others could write is refused.
+    #[error("{path}: refused: {why} (must be owned by root and not writable by group or others)")]
+    Insecure {
+        /// The file.
+        path: PathBuf,
+        /// Owner or mode found.
+        why: String,
+    },
+}
+
+/// What to do with a process holding the filesystem that no unit runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StrayPolicy {
+    /// List them and fail (prepare rolls back).
+    Report,
+    /// SIGTERM, wait the grace period, SIGKILL.
+    Terminate,
+}
+
+/// A command run before a workload's units are stopped, as an argv (never a shell).
+/// `{sid}`, `{sidlower}` and `{nr}` are replaced from an SAP unit name `SAP<SID>_<NR>.service`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreStop {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// User to run as (default root).
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// Seconds before the command is killed and counted as failed.
+    #[serde(default = "default_prestop_timeout")]
+    pub timeout_secs: u64,
+    /// Exit codes that mean success.
+    #[serde(default = "default_ok_codes")]
+    pub ok_exit_codes: Vec<i32>,
+}
+
+fn default_user() -> String {
+    "root".into()
+}
+fn default_prestop_timeout() -> u64 {
+    300
+}
+fn default_ok_codes() -> Vec<i32> {
+    vec![0]
+}
+
+/// One workload of the catalogue: how to recognise its processes and how to stop it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Unit-name globs (`docker.service`, `docker-*.scope`).
+    pub units: Vec<String>,
+    /// Command-name globs (`/proc/PID/comm`, 15 characters at most).
+    pub comms: Vec<String>,
+    /// Executable-path globs.
+    pub exes: Vec<String>,
+    /// Globs matched against each command-line argument (a JVM's main class).
+    pub args: Vec<String>,
+    /// cgroup-path globs, for processes outside any unit (Docker's cgroupfs driver: `/docker/*`).
+    pub cgroups: Vec<String>,
+    /// Units stopped with this workload even when none of their processes holds the filesystem.
+    pub companion_units: Vec<String>,
+    /// Seconds each stop job may take.
+    pub stop_timeout_secs: u64,
+    /// Commands run before the units are stopped, in order.
+    pub pre_stop: Vec<PreStop>,
+}
+
+/// Extra patterns of processes that are never stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Protected {
+    /// Unit-name globs.
+    pub units: Vec<String>,
+    /// Command-name globs.
+    pub comms: Vec<String>,
+    /// Executable-path globs.
+    pub exes: Vec<String>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Processes holding the filesystem in no unit.
+    pub stray: Stray,
+    /// Docker specifics.
+    pub docker: Docker,
+    /// The encryption window.
+    pub window: Window,
+    /// Additional protected processes (the built-in ones always apply).
+    pub protected: Protected,
+    /// The workload catalogue, by name.
+    pub workloads: BTreeMap<String, Workload>,
+}
+
+/// Stray process handling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stray {
+    /// `report` or `terminate`.
+    pub policy: StrayPolicy,
+    /// Seconds between SIGTERM and SIGKILL under `terminate`.
+    pub grace_secs: u64,
+}
+
+/// Docker specifics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Docker {
+    /// Grace period given to `docker stop` for each running container (live-restore).
+    pub stop_grace_secs: u64,
+}
+
+/// The encryption window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// Hours after which the window is closed (restore) even without word from ADE.
+    pub timeout_hours: u64,
+    /// Seconds prepare waits for other extension handlers to finish before it acts.
+    pub extension_wait_secs: u64,
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let mut workloads = BTreeMap::new();
+        workloads.insert(
+            "docker".into(),
+            Workload {
+                units: s(&["docker.service", "docker.socket", "containerd.service", "docker-*.scope"]),
+                comms: s(&["dockerd", "containerd", "containerd-shim*", "docker-proxy"]),
+                exes: s(&["/usr/bin/dockerd", "/usr/bin/containerd", "/usr/bin/containerd-shim*"]),
+                args: vec![],
+                cgroups: s(&["/docker/*", "/system.slice/docker-*.scope*"]),
+                companion_units: s(&["docker.socket", "containerd.service"]),
+                stop_timeout_secs: 90,
+                pre_stop: vec![],
+            },
+        );
+        workloads.insert(
+            "mongodb".into(),
+            Workload {
+                units: s(&["mongod.service", "mongodb.service"]),
+                comms: s(&["mongod"]),
+                exes: s(&["/usr/bin/mongod"]),
+                args: vec![],
+                cgroups: vec![],
+                companion_units: vec![],
+                stop_timeout_secs: 90,
+                pre_stop: vec![],
+            },
+        );
+        workloads.insert(
+            "cassandra".into(),
+            Workload {
+                units: s(&["cassandra.service"]),
+                comms: vec![],
+                exes: vec![],
+                // The JVM's comm is `java`: it is recognised by its unit or its main class.
+                args: s(&["org.apache.cassandra.service.CassandraDaemon"]),
+                cgroups: vec![],
+                companion_units: vec![],
+                stop_timeout_secs: 90,
+                pre_stop: vec![PreStop {
+                    argv: s(&["nodetool", "drain"]),
+                    user: default_user(),
+                    timeout_secs: 600,
+                    ok_exit_codes: vec![0],
+                }],
+            },
+        );
+        workloads.insert(
+            "sap".into(),
+            Workload {
+                units: s(&["SAP*_[0-9][0-9].service", "sapinit.service", "sapinit*"]),
+                comms: s(&["sapstartsrv", "hdb*"]),
+                exes: s(&["/usr/sap/*"]),
+                args: vec![],
+                cgroups: vec![],
+                companion_units: vec![],
+                stop_timeout_secs: 90,
+                pre_stop: vec![
+                    PreStop {
+                        argv: s(&["sapcontrol", "-nr", "{nr}", "-function", "StopSystem", "ALL"]),
+                        user: "{sidlower}adm".into(),
+                        timeout_secs: 120,
+                        ok_exit_codes: vec![0],
+                    },
+                    PreStop {
+                        // Exit code 2 means WaitforStopped timed out: a failure.
+                        argv: s(&["sapcontrol", "-nr", "{nr}", "-function", "WaitforStopped", "600", "10"]),
+                        user: "{sidlower}adm".into(),
+                        timeout_secs: 660,
+                        ok_exit_codes: vec![0],
+                    },
+                ],
+            },
+        );
+        Settings {
+            stray: Stray { policy: StrayPolicy::Report, grace_secs: 10 },
+            docker: Docker { stop_grace_secs: 30 },
+            window: Window { timeout_hours: 24, extension_wait_secs: 900 },
+            protected: Protected::default(),
+            workloads,
+        }
+    }
+}
+
+// ---- the raw layer: what one file may say ----
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    stray: Option<RawStray>,
+    docker: Option<RawDocker>,
+    window: Option<RawWindow>,
+    protected: Option<RawProtected>,
+    workloads: Option<BTreeMap<String, RawWorkload>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStray {
+    policy: Option<StrayPolicy>,
+    grace_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocker {
+    stop_grace_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindow {
+    timeout_hours: Option<u64>,
+    extension_wait_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProtected {
+    units: Option<Vec<String>>,
+    comms: Option<Vec<String>>,
+    exes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkload {
+    units: Option<Vec<String>>,
+    comms: Option<Vec<String>>,
+    exes: Option<Vec<String>>,
+    args: Option<Vec<String>>,
+    cgroups: Option<Vec<String>>,
+    companion_units: Option<Vec<String>>,
+    stop_timeout_secs: Option<u64>,
+    pre_stop: Option<Vec<PreStop>>,
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+/// The key written on the line of `offset` (text before `=`, or the table header), for error messages.
+fn key_at(text: &str, offset: usize) -> String {
+    let start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next().unwrap_or("").trim();
+    let key = match line.split_once('=') {
+        Some((k, _)) => k.trim(),
+        None => line.trim_matches(|c| c == '[' || c == ']'),
+    };
+    if key.is_empty() {
+        "-".into()
+    } else {
+        key.to_string()
+    }
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<RawFile, ConfigError> {
+    toml::from_str::<RawFile>(text).map_err(|e| {
+        let (line, key) = match e.span() {
+            Some(sp) => (line_of(text, sp.start), key_at(text, sp.start)),
+            None => (1, "-".into()),
+        };
+        // Keep the first line of toml's message: the rest is a source excerpt.
+        let message = e.message().lines().next().unwrap_or("invalid").to_string();
+        ConfigError::Parse { path: path.to_path_buf(), line, key, message }
+    })
+}
+
+fn merge(settings: &mut Settings, raw: RawFile) {
+    if let Some(r) = raw.stray {
+        if let Some(v) = r.policy {
+            settings.stray.policy = v;
+        }
+        if let Some(v) = r.grace_secs {
+            settings.stray.grace_secs = v;
+        }
+    }
+    if let Some(r) = raw.docker {
+        if let Some(v) = r.stop_grace_secs {
+            settings.docker.stop_grace_secs = v;
+        }
+    }
+    if let Some(r) = raw.window {
+        if let Some(v) = r.timeout_hours {
+            settings.window.timeout_hours = v;
+        }
+        if let Some(v) = r.extension_wait_secs {
+            settings.window.extension_wait_secs = v;
+        }
+    }
+    if let Some(r) = raw.protected {
+        settings.protected.units.extend(r.units.unwrap_or_default());
+        settings.protected.comms.extend(r.comms.unwrap_or_default());
+        settings.protected.exes.extend(r.exes.unwrap_or_default());
+    }
+    for (name, r) in raw.workloads.unwrap_or_default() {
+        let w = settings.workloads.entry(name).or_insert_with(|| Workload {
+            units: vec![],
+            comms: vec![],
+            exes: vec![],
+            args: vec![],
+            cgroups: vec![],
+            companion_units: vec![],
+            stop_timeout_secs: 90,
+            pre_stop: vec![],
+        });
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = r.$f { w.$f = v; } )* };
+        }
+        set!(units, comms, exes, args, cgroups, companion_units, stop_timeout_secs, pre_stop);
+    }
+}
+
+fn validate(settings: &Settings, path: &Path) -> Result<(), ConfigError> {
+    let invalid = |key: String, message: &str| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key,
+        message: message.to_string(),
+    };
+    if settings.window.timeout_hours == 0 {
+        return Err(invalid("window.timeout_hours".into(), "must be at least 1"));
+    }
+    for (name, w) in &settings.workloads {
+        if w.stop_timeout_secs == 0 {
+            return Err(invalid(format!("workloads.{name}.stop_timeout_secs"), "must be at least 1"));
+        }
+        if w.units.is_empty() && w.comms.is_empty() && w.exes.is_empty() && w.args.is_empty() && w.cgroups.is_empty() {
+            return Err(invalid(format!("workloads.{name}"), "matches nothing: give units, comms, exes, args or cgroups"));
+        }
+        for (i, p) in w.pre_stop.iter().enumerate() {
+            if p.argv.is_empty() || p.argv[0].is_empty() {
+                return Err(invalid(format!("workloads.{name}.pre_stop[{i}].argv"), "must name a program"));
+            }
+            if p.timeout_secs == 0 {
+                return Err(invalid(format!("workloads.{name}.pre_stop[{i}].timeout_secs"), "must be at least 1"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a file not owned by root or writable by group or others (only enforced when running as root).
+fn check_owner(path: &Path, enforce: bool) -> Result<(), ConfigError> {
+    use std::os::unix::fs::MetadataExt;
+    if !enforce {
+        return Ok(());
+    }
+    let md = std::fs::metadata(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    if md.uid() != 0 {
+        return Err(ConfigError::Insecure { path: path.into(), why: format!("owned by uid {}", md.uid()) });
+    }
+    if md.mode() & 0o022 != 0 {
+        return Err(ConfigError::Insecure { path: path.into(), why: format!("mode {:04o}", md.mode() & 0o7777) });
+    }
+    Ok(())
+}
+
+/// The files that make up the configuration, in the order they are applied.
+pub fn files(paths: &Paths) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut out = vec![];
+    let main = paths.config_file();
+    if main.exists() {
+        out.push(main);
+    }
+    let dir = paths.config_dir();
+    match std::fs::read_dir(&dir) {
+        Ok(rd) => {
+            let mut extra: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            extra.sort();
+            out.extend(extra);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(ConfigError::Read { path: dir, source }),
+    }
+    Ok(out)
+}
+
+/// Loads the effective configuration. `enforce_owner` is true when running as root.
+pub fn load(paths: &Paths, enforce_owner: bool) -> Result<Settings, ConfigError> {
+    let mut settings = Settings::default();
+    for path in files(paths)? {
+        check_owner(&path, enforce_owner)?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let raw = parse_file(&path, &text)?;
+        merge(&mut settings, raw);
+        validate(&settings, &path)?;
+    }
+    Ok(settings)
+}
+
+impl Settings {
+    /// The effective configuration as TOML, as `ade-prep config` prints it.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+impl fmt::Display for StrayPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StrayPolicy::Report => "report",
+            StrayPolicy::Terminate => "terminate",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, rel: &str, text: &str) -> PathBuf {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn no_files_gives_the_defaults() {
+        let d = tempfile::tempdir().unwrap();
+        let s = load(&Paths::under(d.path()), false).unwrap();
+        assert_eq!(s, Settings::default());
+    }
+
+    #[test]
+    fn layers_apply_in_order_and_dropins_lexically() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "etc/ade-prep/config.toml", "[stray]\npolicy = \"terminate\"\ngrace_secs = 5\n");
+        write(d.path(), "etc/ade-prep/config.d/20-b.toml", "[stray]\ngrace_secs = 20\n");
+        write(d.path(), "etc/ade-prep/config.d/10-a.toml", "[stray]\ngrace_secs = 10\n[protected]\nunits=[\"x.service\"]\n");
+        write(d.path(), "etc/ade-prep/config.d/30-c.conf", "not toml, ignored: not *.toml");
+        write(
+            d.path(),
+            "etc/ade-prep/config.d/40-w.toml",
+            "[workloads.redis]\nunits = [\"redis-server.service\"]\nstop_timeout_secs = 30\n\
+             [workloads.docker]\nstop_timeout_secs = 120\n",
+        );
+        let s = load(&Paths::under(d.path()), false).unwrap();
+        assert_eq!(s.stray.policy, StrayPolicy::Terminate);
+        assert_eq!(s.stray.grace_secs, 20);
+        assert_eq!(s.protected.units, vec!["x.service".to_string()]);
+        assert_eq!(s.workloads["redis"].stop_timeout_secs, 30);
+        assert_eq!(s.workloads["docker"].stop_timeout_secs, 120);
+        // fields not given keep the earlier layer's value
+        assert_eq!(s.workloads["docker"].units, Settings::default().workloads["docker"].units);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "etc/ade-prep/config.toml", "[stray]\npolicy = \"report\"\ngrase_secs = 3\n");
+        let e = load(&Paths::under(d.path()), false).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}:3: grase_secs: unknown field", p.display())), "{e}");
+        assert_eq!(e.lines().count(), 1);
+    }
+
+    #[test]
+    fn wrong_type_names_file_line_and_key() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "etc/ade-prep/config.d/a.toml", "\n[window]\ntimeout_hours = \"soon\"\n");
+        let e = load(&Paths::under(d.path()), false).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}:3: timeout_hours: invalid type", p.display())), "{e}");
+    }
+
+    #[test]
+    fn bad_policy_value_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "etc/ade-prep/config.toml", "[stray]\npolicy = \"kill\"\n");
+        let e = load(&Paths::under(d.path()), false).unwrap_err().to_string();
+        assert!(e.contains(":2: policy: unknown variant `kill`"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_are_named_with_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "etc/ade-prep/config.toml", "[workloads.x]\npre_stop = [{argv = []}]\nunits=[\"x\"]\n");
+        let e = load(&Paths::under(d.path()), false).unwrap_err().to_string();
+        assert!(e.contains("workloads.x.pre_stop[0].argv: must name a program"), "{e}");
+    }
+
+    #[test]
+    fn group_writable_file_is_refused_when_enforced() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "etc/ade-prep/config.toml", "");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o664)).unwrap();
+        assert!(load(&Paths::under(d.path()), false).is_ok());
+        let e = load(&Paths::under(d.path()), true).unwrap_err().to_string();
+        // as root the owner is root, so the mode is what is refused; as another user the owner is.
+        assert!(e.contains("refused"), "{e}");
+    }
+
+    #[test]
+    fn effective_config_round_trips_through_toml() {
+        let s = Settings::default();
+        let back: Settings = toml::from_str(&s.to_toml()).unwrap();
+        assert_eq!(back, s);
+    }
+}

@@ -1,0 +1,13 @@
+//! ade-prep: makes Azure Disk Encryption of a Linux OS disk succeed by taking the workloads off `/` for the
+//! encryption window (scan → classify → plan → execute → wait → restore) and putting everything back.
+#![deny(missing_docs)]
+
+pub mod classify;
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod glob;
+pub mod mountinfo;
+pub mod paths;
+pub mod report;
+pub mod scan;

@@ -1,0 +1,219 @@
+#!/bin/bash
+# build-guest.sh [--nspawn-only] - build ade-prep's test guests (idempotent, cached).
+#
+# Output under H=${ADE_HARNESS_DIR:-/var/cache/ade-prep-harness}:
+#   qemu-root/   private qemu-system-x86 7.2 from extracted .debs (the host's
+#                qemu-utils 10.0 from backports Breaks qemu-system-common 7.2,
+#                so it cannot be apt-installed)
+#   rootfs/      debootstrapped Debian 12 minbase: systemd 252, dbus, kernel,
+#                psmisc, python3-minimal, redis-server (installed, DISABLED:
+#                tests `systemctl enable --now redis-server` themselves)
+#                + guest-overlay/ (vm-job.target, vm-run-job.service, runner)
+#   images/      vmlinuz, initrd.img, debian12.img, debian12-selinux.img
+#                (raw ext4; vm-run.sh boots a qcow2 overlay of them per run)
+#   rootfs-ns/   copy of rootfs for nspawn-run.sh, without the vm-job wants link
+#   logs/STEP.log, logs/timings
+# Steps: qemu rootfs overlay image selinux nspawn. A step is skipped while its
+# marker $H/.done-STEP holds the current recipe hash (its code, package lists,
+# overlay contents and the hashes of the steps it derives from) and its output
+# exists; otherwise it is redone from scratch (markers are written last, so an
+# interrupted step is redone). Editing guest-overlay/ redoes overlay + images +
+# rootfs-ns but not debootstrap.
+#   --nspawn-only  build only rootfs, overlay, nspawn (enough for nspawn-run.sh)
+# Host packages are apt-installed when missing. Run as root.
+# Env: ADE_HARNESS_DIR, MIRROR (default: the Debian mirror of /etc/apt/sources.list*).
+# Exit: 0 ok, 1 failure (the failing step's log tail is printed), 2 usage.
+set -u -o pipefail
+H=${ADE_HARNESS_DIR:-/var/cache/ade-prep-harness}
+HERE=$(cd "$(dirname "$0")" && pwd)
+OVERLAY=$HERE/guest-overlay
+ROOT_PKGS=systemd,systemd-sysv,dbus,udev,linux-image-amd64,initramfs-tools,kmod,procps,iproute2,psmisc,python3-minimal,redis-server
+SE_PKGS="selinux-basics selinux-policy-default auditd"
+STEPS="qemu rootfs selinux overlay image nspawn"
+declare -A DEPS=([qemu]="" [rootfs]="" [selinux]=rootfs [overlay]="rootfs selinux" [image]=overlay [nspawn]=overlay)
+
+die() { echo "build-guest: $*" >&2; exit 1; }
+case ${1:-} in
+  --nspawn-only) STEPS="rootfs overlay nspawn"; DEPS[overlay]=rootfs;;
+  "") ;;
+  *) echo "usage: $0 [--nspawn-only]" >&2; exit 2;;
+esac
+[ "$(id -u)" = 0 ] || die "must run as root"
+[ -d "$OVERLAY" ] || die "missing $OVERLAY"
+mkdir -p "$H/logs" || die "cannot create $H"
+exec 9>"$H/.lock"
+flock -n 9 || { echo "build-guest: waiting for another build-guest.sh on $H" >&2; flock 9; }
+
+# apt-get install, with one `apt-get update` retry (fresh machines have no lists).
+apt_install() {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" && return
+  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+}
+
+# Host tools, installed only when missing.
+PKGS=()
+for p in debootstrap:debootstrap systemd-nspawn:systemd-container busctl:systemd \
+         mkfs.ext4:e2fsprogs nsenter:util-linux flock:util-linux pgrep:procps \
+         fuser:psmisc qemu-img:qemu-utils sha256sum:coreutils; do
+  command -v "${p%%:*}" >/dev/null || PKGS+=("${p#*:}")
+done
+if [ ${#PKGS[@]} -gt 0 ]; then
+  echo "build-guest: installing host packages: ${PKGS[*]}"
+  apt_install "${PKGS[@]}" >"$H/logs/host.log" 2>&1 || die "apt-get install ${PKGS[*]} failed, see $H/logs/host.log"
+fi
+
+MIRROR=${MIRROR:-$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
+  /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^(URIs:|deb )/' |
+  grep -oE 'https?://[^ ]+/debian/?( |$)' | head -n1 | tr -d ' ')}
+[ -n "$MIRROR" ] || die "no Debian mirror found in /etc/apt/sources.list*; set MIRROR"
+
+# fresh DIR: unmount whatever an interrupted chroot/debootstrap left below DIR,
+# then delete DIR without crossing into other filesystems.
+fresh() {
+  awk -v d="$1/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r |
+    while read -r m; do umount -l "$m"; done
+  rm -rf --one-file-system "$1"
+}
+
+step_qemu() {
+  fresh "$H/qemu-root"; rm -rf "$H/debs"; mkdir -p "$H/qemu-root" "$H/debs"
+  # Install qemu-system-x86's dependencies (seabios, ipxe-qemu, qemu-system-data,
+  # libraries) but not qemu-system-{common,x86} themselves.
+  local deps
+  deps=$(apt-get install -s --no-install-recommends qemu-system-x86 |
+         awk '/^Inst/{print $2}' | grep -vxE 'qemu-system-(common|x86)' || true)
+  # shellcheck disable=SC2086   # word splitting of the package list is intended
+  [ -z "$deps" ] || apt_install $deps
+  (cd "$H/debs" && apt-get -o APT::Sandbox::User=root download qemu-system-x86 qemu-system-common)
+  for d in "$H"/debs/*.deb; do dpkg-deb -x "$d" "$H/qemu-root"; done
+  # qemu finds firmware relative to its own prefix: link the host's copies in.
+  mkdir -p "$H/qemu-root/usr/share/qemu" "$H/qemu-root/usr/lib/ipxe"
+  ln -sf /usr/share/qemu/* "$H/qemu-root/usr/share/qemu/"
+  ln -sfn /usr/share/seabios "$H/qemu-root/usr/share/seabios"
+  ln -sfn /usr/lib/ipxe/qemu "$H/qemu-root/usr/lib/ipxe/qemu"
+  "$H/qemu-root/usr/bin/qemu-system-x86_64" --version
+  ls -L "$H/qemu-root/usr/share/seabios/bios-256k.bin" "$H/qemu-root/usr/share/qemu/linuxboot_dma.bin"
+  rm -rf "$H/debs"
+}
+
+step_rootfs() {
+  local R=$H/rootfs
+  fresh "$R"
+  debootstrap --variant=minbase --include="$ROOT_PKGS" bookworm "$R" "$MIRROR"
+  echo adeguest > "$R/etc/hostname"
+  echo '/dev/vda / ext4 rw 0 1' > "$R/etc/fstab"
+  rm -f "$R/etc/resolv.conf"              # host's copy; the guests have no network
+  chroot "$R" passwd -d root
+  : > "$R/etc/machine-id"                 # fresh transient machine id on every boot
+  # redis-server: installed for end-to-end tests, started only when a test asks.
+  chroot "$R" systemctl disable redis-server.service
+  if chroot "$R" systemctl is-enabled -q redis-server.service; then echo "redis still enabled"; exit 1; fi
+  chroot "$R" apt-get clean
+  rm -rf "$R"/var/lib/apt/lists/*_Packages
+}
+
+# SELinux tree: rootfs + selinux-basics, selinux-policy-default, auditd, fully
+# labeled (the overlay step adds and labels the harness files).
+step_selinux() {
+  local R=$H/rootfs-se
+  fresh "$R"; cp -a "$H/rootfs" "$R"
+  # shellcheck disable=SC2064    # expand $R now
+  trap "umount '$R/proc' 2>/dev/null || true" EXIT   # never leave proc mounted
+  cp /etc/resolv.conf "$R/etc/resolv.conf"
+  printf '#!/bin/sh\nexit 101\n' > "$R/usr/sbin/policy-rc.d"; chmod +x "$R/usr/sbin/policy-rc.d"
+  chroot "$R" apt-get update
+  # shellcheck disable=SC2086
+  chroot "$R" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $SE_PKGS
+  chroot "$R" apt-get clean
+  rm -rf "$R"/var/lib/apt/lists/*_Packages
+  rm -f "$R/etc/resolv.conf" "$R/usr/sbin/policy-rc.d"
+  grep -E '^SELINUX=' "$R/etc/selinux/config"
+  # Label the whole tree now instead of an /.autorelabel boot; without /proc
+  # mounted ~20k files fail. mkfs.ext4 -d keeps the security.selinux xattrs.
+  mount -t proc proc "$R/proc"
+  chroot "$R" setfiles -F -q -e /proc -e /sys -e /dev /etc/selinux/default/contexts/files/file_contexts /
+  umount "$R/proc"
+}
+
+# Copy guest-overlay/ into rootfs (and rootfs-se, relabeling what it touched):
+# root-owned, existing directories keep their modes. Files of an earlier
+# overlay version are removed first, via the manifest.
+step_overlay() {
+  local R f
+  for R in "$H/rootfs" "$H/rootfs-se"; do
+    [ "$R" = "$H/rootfs" ] || [[ " $STEPS " = *" selinux "* ]] || continue
+    if [ -f "$H/overlay.manifest" ]; then
+      while read -r f; do rm -f "${R:?}/$f"; done < "$H/overlay.manifest"
+    fi
+    tar -C "$OVERLAY" -c . | tar -C "$R" -x --no-overwrite-dir --no-same-owner
+    [ -x "$R/usr/local/sbin/vm-run-job" ]
+  done
+  (cd "$OVERLAY" && find . ! -type d) > "$H/overlay.manifest"
+  if [[ " $STEPS " = *" selinux "* ]]; then
+    R=$H/rootfs-se
+    chroot "$R" setfiles -F /etc/selinux/default/contexts/files/file_contexts /etc/systemd/system /usr/local
+  fi
+}
+
+step_image() {
+  local k=("$H"/rootfs/boot/vmlinuz-*) i=("$H"/rootfs/boot/initrd.img-*) img
+  if [ ${#k[@]} != 1 ] || [ ! -f "${k[0]}" ] || [ ! -f "${i[0]}" ]; then
+    echo "need exactly one kernel + initrd"; return 1
+  fi
+  mkdir -p "$H/images"
+  cp "${k[0]}" "$H/images/vmlinuz"; cp "${i[0]}" "$H/images/initrd.img"
+  for img in debian12:rootfs debian12-selinux:rootfs-se; do
+    [ -d "$H/${img#*:}" ] || continue
+    rm -f "$H/images/${img%%:*}.img"
+    mkfs.ext4 -q -F -L root -d "$H/${img#*:}" "$H/images/${img%%:*}.img.tmp" 3G
+    mv "$H/images/${img%%:*}.img.tmp" "$H/images/${img%%:*}.img"
+  done
+}
+
+step_nspawn() {
+  fresh "$H/rootfs-ns.tmp"; cp -a "$H/rootfs" "$H/rootfs-ns.tmp"
+  # The container boots the default target: never start the VM job there.
+  rm -rf "$H/rootfs-ns.tmp/etc/systemd/system/vm-job.target.wants"
+  fresh "$H/rootfs-ns"; mv "$H/rootfs-ns.tmp" "$H/rootfs-ns"
+}
+
+output_ok() {
+  case $1 in
+    qemu)    [ -x "$H/qemu-root/usr/bin/qemu-system-x86_64" ];;
+    rootfs)  [ -x "$H/rootfs/usr/lib/systemd/systemd" ];;
+    overlay) [ -x "$H/rootfs/usr/local/sbin/vm-run-job" ];;
+    selinux) [ -x "$H/rootfs-se/usr/sbin/setfiles" ];;
+    image)   [ -f "$H/images/debian12.img" ] && [ -f "$H/images/vmlinuz" ] && [ -f "$H/images/initrd.img" ] &&
+             { [[ " $STEPS " != *" selinux "* ]] || [ -f "$H/images/debian12-selinux.img" ]; };;
+    nspawn)  [ -x "$H/rootfs-ns/usr/lib/systemd/systemd" ];;
+  esac
+}
+
+# Hash of everything step $1's output depends on.
+recipe() {
+  { declare -f "step_$1"; echo "$ROOT_PKGS|$SE_PKGS"
+    [ "$1" = overlay ] && tar -C "$OVERLAY" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -c .
+    for d in ${DEPS[$1]}; do [[ " $STEPS " = *" $d "* ]] || continue; echo "$d=$(cat "$H/.done-$d" 2>/dev/null)"; done
+  } | sha256sum | cut -c1-16
+}
+
+echo "build-guest: ADE_HARNESS_DIR=$H mirror=$MIRROR steps: $STEPS"
+T0=$SECONDS
+for s in $STEPS; do
+  r=$(recipe "$s")
+  if [ "$(cat "$H/.done-$s" 2>/dev/null)" = "$r" ] && output_ok "$s"; then
+    echo "[$s] up to date"; continue
+  fi
+  rm -f "$H/.done-$s"
+  echo "[$s] building (log: $H/logs/$s.log)"; t=$SECONDS
+  ( set -e; "step_$s" ) >"$H/logs/$s.log" 2>&1
+  rc=$?
+  if [ $rc != 0 ] || ! output_ok "$s"; then
+    tail -n 25 "$H/logs/$s.log" >&2
+    die "step '$s' FAILED (rc=$rc) after $((SECONDS-t))s; full log: $H/logs/$s.log"
+  fi
+  echo "$r" > "$H/.done-$s"
+  echo "[$s] done in $((SECONDS-t))s"
+  echo "$(date -Is) $s $((SECONDS-t))s" >> "$H/logs/timings"
+done
+echo "build-guest: complete in $((SECONDS-T0))s"

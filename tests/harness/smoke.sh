@@ -1,0 +1,76 @@
+#!/bin/bash
+# smoke.sh [--nspawn-only] - self-test of the harness; prints timings.
+#   Builds what is missing (build-guest.sh [--nspawn-only]; SMOKE_NO_BUILD=1
+#   skips that), then checks:
+#   nspawn: systemd Version over the system bus, a transient unit started and
+#           active, the job's own unit by GetUnitByPID, exit code, -t timeout,
+#           NSPAWN_BIND_RO
+#   vm:     plain guest (systemd, /work share, exit code); SELinux guest
+#           (enforce exists, writing 1 makes it enforcing); reboot round trip
+#           (boot 2 sees a file written in boot 1, then a hard reset, boot 3
+#           sees both files)
+# Ends with "N passed, N failed"; exit 0 only when all passed.
+# shellcheck disable=SC2016   # the job scripts expand in the guest
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+ONLY=''
+case ${1:-} in --nspawn-only) ONLY=--nspawn-only;; "") ;; *) echo "usage: $0 [--nspawn-only]" >&2; exit 2;; esac
+if [ "${SMOKE_NO_BUILD:-0}" != 1 ]; then
+  "$HERE/build-guest.sh" $ONLY || { echo "smoke: build-guest.sh failed"; echo "0 passed, 1 failed"; exit 1; }
+fi
+W=$(mktemp -d /tmp/ade-smoke.XXXXXX); trap 'rm -rf "$W"' EXIT
+PASS=0 FAILED=0
+# check NAME EXPECTED_RC GREP_PATTERN... -- RUNNER ARGS... : run, compare rc, grep output
+check() {
+  local name=$1 want=$2 pats=() t rc p bad=''
+  shift 2
+  while [ "$1" != -- ]; do pats+=("$1"); shift; done; shift
+  t=$(date +%s%N)
+  "$@" > "$W/out" 2> "$W/err"; rc=$?
+  t=$((($(date +%s%N) - t) / 1000000))
+  [ "$rc" = "$want" ] || bad="rc=$rc, want $want"
+  for p in "${pats[@]}"; do grep -qE -- "$p" "$W/out" "$W/err" || bad="$bad; no /$p/"; done
+  if [ -z "$bad" ]; then
+    PASS=$((PASS + 1)); printf 'ok   %-34s %6d ms\n' "$name" "$t"
+  else
+    FAILED=$((FAILED + 1)); printf 'FAIL %-34s %6d ms: %s\n' "$name" "$t" "$bad"
+    sed 's/^/  out| /' "$W/out"; sed 's/^/  err| /' "$W/err" | tail -n 40
+  fi
+  grep -h '^vm-run: rc=' "$W/err" | sed 's/^/     /'
+  grep -h '^nspawn-run: booted' "$W/err" | sed 's/^/     /'
+}
+
+# --- nspawn ---------------------------------------------------------------
+mkdir -p "$W/ro"; echo hello-ro > "$W/ro/f"
+NSCMD='set -e
+busctl get-property org.freedesktop.systemd1 /org/freedesktop/systemd1 org.freedesktop.systemd1.Manager Version
+busctl call org.freedesktop.systemd1 /org/freedesktop/systemd1 org.freedesktop.systemd1.Manager GetUnitByPID u $$
+systemd-run -q --unit=ade-smoke.service sleep 300
+systemctl is-active ade-smoke.service
+systemctl stop ade-smoke.service
+cat /ro/f; echo written > /work/ns-file; exit 3'
+NSPAWN_TIMING=1 NSPAWN_BIND_RO="$W/ro:/ro" check "nspawn: bus, transient unit" 3 \
+  '^s "252' 'nspawn_2drun_2djob_2escope' '^active$' 'hello-ro' -- "$HERE/nspawn-run.sh" "$W" "$NSCMD"
+[ "$(cat "$W/ns-file" 2>/dev/null)" = written ] || { FAILED=$((FAILED + 1)); echo "FAIL nspawn: /work not written"; }
+check "nspawn: -t timeout" 124 -- "$HERE/nspawn-run.sh" -t 2 "$W" 'sleep 30'
+
+if [ -z "$ONLY" ]; then
+# --- vm -------------------------------------------------------------------
+check "vm: plain" 7 '^systemd 252' '^work-ok$' 'rc=7 boots=1' -- "$HERE/vm-run.sh" "$W" \
+  'systemctl --version | head -n1; test -f ns-file && echo work-ok; test ! -e /sys/fs/selinux/enforce; exit 7'
+
+check "vm -s: selinux enforcing" 0 '^before=0$' '^after=1$' 'enforce at exit=1' -- "$HERE/vm-run.sh" -s "$W" \
+  'set -e; test -e /sys/fs/selinux/enforce; echo before=$(cat /sys/fs/selinux/enforce)
+   echo 1 > /sys/fs/selinux/enforce; echo after=$(cat /sys/fs/selinux/enforce)'
+
+check "vm: reboot + hard reset" 0 '^boot1$' '^boot2 sees a$' '^boot3 sees a b$' 'rc=0 boots=3' -- \
+  "$HERE/vm-run.sh" "$W" 'case $VMRUN_BOOT in
+  1) echo boot1; echo a > /var/tmp/smoke-a; sync; vm-run-ctl reboot;;
+  2) echo "boot2 sees $(cat /var/tmp/smoke-a)"; echo b > /var/tmp/smoke-b; sync; vm-run-ctl hard-reset;;
+  3) echo "boot3 sees $(cat /var/tmp/smoke-a /var/tmp/smoke-b | tr "\n" " " | sed "s/ $//")";;
+  *) exit 9;;
+esac'
+fi
+
+echo "$PASS passed, $FAILED failed"
+[ "$FAILED" = 0 ]
