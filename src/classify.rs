@@ -48,11 +48,20 @@ pub const PROTECTED_UNITS: &[&str] = &[
 ];
 
 /// Command names never stopped.
-pub const PROTECTED_COMMS: &[&str] =
-    &["systemd", "systemd-journal", "dbus-daemon", "dbus-broker*", "systemd-udevd", "systemd-logind", "sshd", "ade-prep"];
+pub const PROTECTED_COMMS: &[&str] = &[
+    "systemd",
+    "systemd-journal",
+    "dbus-daemon",
+    "dbus-broker*",
+    "systemd-udevd",
+    "systemd-logind",
+    "sshd",
+    "ade-prep",
+];
 
 /// Executable paths never stopped (the guest agent and the extension handlers it runs, ade-prep).
-pub const PROTECTED_EXES: &[&str] = &["/var/lib/waagent/*", "/usr/sbin/waagent", "/usr/bin/ade-prep", "/usr/sbin/ade-prep"];
+pub const PROTECTED_EXES: &[&str] =
+    &["/var/lib/waagent/*", "/usr/sbin/waagent", "/usr/bin/ade-prep", "/usr/sbin/ade-prep"];
 
 /// The slice the guest agent runs extension handlers in.
 const EXTENSION_CGROUP: &str = "*/azure-vmextensions*";
@@ -66,17 +75,20 @@ fn protected_reason(h: &Holder, s: &Settings) -> Option<String> {
     }
     let m = |pats: &[&str], v: &str| pats.iter().find(|p| glob::matches(p, v)).map(|p| p.to_string());
     if let Some(u) = &h.unit {
-        if let Some(p) = m(PROTECTED_UNITS, u).or_else(|| s.protected.units.iter().find(|p| glob::matches(p, u)).cloned())
+        if let Some(p) =
+            m(PROTECTED_UNITS, u).or_else(|| s.protected.units.iter().find(|p| glob::matches(p, u)).cloned())
         {
             return Some(format!("unit {u} matches {p}"));
         }
     }
-    if let Some(p) = m(PROTECTED_COMMS, &h.comm).or_else(|| s.protected.comms.iter().find(|p| glob::matches(p, &h.comm)).cloned())
+    if let Some(p) =
+        m(PROTECTED_COMMS, &h.comm).or_else(|| s.protected.comms.iter().find(|p| glob::matches(p, &h.comm)).cloned())
     {
         return Some(format!("comm {} matches {p}", h.comm));
     }
     if let Some(e) = &h.exe {
-        if let Some(p) = m(PROTECTED_EXES, e).or_else(|| s.protected.exes.iter().find(|p| glob::matches(p, e)).cloned()) {
+        if let Some(p) = m(PROTECTED_EXES, e).or_else(|| s.protected.exes.iter().find(|p| glob::matches(p, e)).cloned())
+        {
             return Some(format!("exe {e} matches {p}"));
         }
     }
@@ -193,6 +205,9 @@ mod tests {
         w.comms = vec![];
         w.exes = vec![];
         s.workloads.insert("redis".into(), w);
-        assert_eq!(classify(&h(401, "redis-server", Some("redis-server.service")), &s).workload.as_deref(), Some("redis"));
+        assert_eq!(
+            classify(&h(401, "redis-server", Some("redis-server.service")), &s).workload.as_deref(),
+            Some("redis")
+        );
     }
 }

@@ -66,7 +66,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Scan { mount, json } => {
             if !mount.exists() {
-                return Err(exit::with_code(exit::USAGE, anyhow::anyhow!("{}: no such file or directory", mount.display())));
+                return Err(exit::with_code(
+                    exit::USAGE,
+                    anyhow::anyhow!("{}: no such file or directory", mount.display()),
+                ));
             }
             let scan = ProcFs::new(paths.proc()).scan(&mount)?;
             let r = report::scan_report(&scan, &settings);

@@ -405,7 +405,10 @@ fn validate(settings: &Settings, path: &Path) -> Result<(), ConfigError> {
             return Err(invalid(format!("workloads.{name}.stop_timeout_secs"), "must be at least 1"));
         }
         if w.units.is_empty() && w.comms.is_empty() && w.exes.is_empty() && w.args.is_empty() && w.cgroups.is_empty() {
-            return Err(invalid(format!("workloads.{name}"), "matches nothing: give units, comms, exes, args or cgroups"));
+            return Err(invalid(
+                format!("workloads.{name}"),
+                "matches nothing: give units, comms, exes, args or cgroups",
+            ));
         }
         for (i, p) in w.pre_stop.iter().enumerate() {
             if p.argv.is_empty() || p.argv[0].is_empty() {
@@ -510,7 +513,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "etc/ade-prep/config.toml", "[stray]\npolicy = \"terminate\"\ngrace_secs = 5\n");
         write(d.path(), "etc/ade-prep/config.d/20-b.toml", "[stray]\ngrace_secs = 20\n");
-        write(d.path(), "etc/ade-prep/config.d/10-a.toml", "[stray]\ngrace_secs = 10\n[protected]\nunits=[\"x.service\"]\n");
+        write(
+            d.path(),
+            "etc/ade-prep/config.d/10-a.toml",
+            "[stray]\ngrace_secs = 10\n[protected]\nunits=[\"x.service\"]\n",
+        );
         write(d.path(), "etc/ade-prep/config.d/30-c.conf", "not toml, ignored: not *.toml");
         write(
             d.path(),

@@ -124,7 +124,11 @@ pub fn scan_text(r: &ScanReport) -> String {
         r.processes.len(),
         r.processes_seen
     );
-    let _ = writeln!(o, "{:>7} {:>6} {:<5} {:>9} {:<9} {:<10} {:<28} COMMAND", "PID", "UID", "CODES", "FDS(W)", "CLASS", "WORKLOAD", "UNIT");
+    let _ = writeln!(
+        o,
+        "{:>7} {:>6} {:<5} {:>9} {:<9} {:<10} {:<28} COMMAND",
+        "PID", "UID", "CODES", "FDS(W)", "CLASS", "WORKLOAD", "UNIT"
+    );
     for p in &r.processes {
         let cmd = if p.cmdline.is_empty() { format!("[{}]", p.comm) } else { p.cmdline.join(" ") };
         let cmd: String = cmd.chars().take(80).collect();

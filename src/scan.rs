@@ -221,8 +221,8 @@ impl ProcFs {
         let md = std::fs::metadata(&canon).map_err(perr)?;
         let dev = std::os::unix::fs::MetadataExt::dev(&md);
         let mi_path = self.proc_root.join("self/mountinfo");
-        let text = std::fs::read_to_string(&mi_path)
-            .map_err(|source| ScanError::Proc { path: mi_path.clone(), source })?;
+        let text =
+            std::fs::read_to_string(&mi_path).map_err(|source| ScanError::Proc { path: mi_path.clone(), source })?;
         let (mounts, _) = mountinfo::parse(&text);
         // The mount holding the path with the same device (bind mounts and btrfs subvolumes make the device the
         // better witness); fall back to the longest prefix.
@@ -457,10 +457,7 @@ fn details(proc_root: &Path, hit: &Hit) -> Option<Holder> {
     let flags: u64 = rest.get(6)?.parse().ok()?;
     let cmdline = std::fs::read(pdir.join("cmdline"))
         .map(|b| {
-            b.split(|&c| c == 0)
-                .filter(|s| !s.is_empty())
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect()
+            b.split(|&c| c == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
         })
         .unwrap_or_default();
     let link = |n: &str| std::fs::read_link(pdir.join(n)).ok().map(|p| p.to_string_lossy().into_owned());
@@ -488,12 +485,9 @@ impl ProcessTable for ProcFs {
         let (target, mounts) = self.target(path)?;
         let kernel = self.kernel_users(&target, &mounts);
         let perr = |source| ScanError::Proc { path: self.proc_root.clone(), source };
-        let proc_fd = nix::fcntl::open(
-            &self.proc_root,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| perr(e.into()))?;
+        let proc_fd =
+            nix::fcntl::open(&self.proc_root, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| perr(e.into()))?;
         let me = std::process::id() as i32;
         let pids: Vec<i32> = std::fs::read_dir(&self.proc_root)
             .map_err(perr)?
@@ -552,10 +546,7 @@ mod tests {
         let hybrid = "1:name=systemd:/system.slice/cassandra.service\n0::/system.slice/cassandra.service\n";
         assert_eq!(unit_from_cgroup(hybrid).0.as_deref(), Some("cassandra.service"));
         // hybrid where the unified hierarchy is unused: fall back to name=systemd
-        assert_eq!(
-            unit_from_cgroup("1:name=systemd:/system.slice/a.service\n0::/\n").0.as_deref(),
-            Some("a.service")
-        );
+        assert_eq!(unit_from_cgroup("1:name=systemd:/system.slice/a.service\n0::/\n").0.as_deref(), Some("a.service"));
         // delegated subtrees below a service belong to the service
         assert_eq!(
             unit_from_cgroup("0::/system.slice/containerd.service/k8s.io/abc\n").0.as_deref(),

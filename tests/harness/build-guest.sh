@@ -151,7 +151,11 @@ step_overlay() {
   (cd "$OVERLAY" && find . ! -type d) > "$H/overlay.manifest"
   if [[ " $STEPS " = *" selinux "* ]]; then
     R=$H/rootfs-se
+    # shellcheck disable=SC2064
+    trap "umount '$R/proc' 2>/dev/null || true" EXIT   # setfiles needs /proc
+    mount -t proc proc "$R/proc"
     chroot "$R" setfiles -F /etc/selinux/default/contexts/files/file_contexts /etc/systemd/system /usr/local
+    umount "$R/proc"
   fi
 }
 

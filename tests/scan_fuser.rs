@@ -1,0 +1,258 @@
+//! Conformance of `ade-prep scan --json` with the real `fuser -vm` (psmisc): processes of our own hold a filesystem
+//! we make in every way fuser knows (read fd, write fd, cwd, chroot root, executable, mmap with its fd closed,
+//! deleted-but-open file), and both tools must report the same pid → codes map. Also on `/` of this machine, for the
+//! pids both saw. Needs root (mount, chroot) and psmisc; without them the tests say SKIPPED and do nothing.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn skip(why: &str) -> bool {
+    eprintln!("SKIPPED: {why}");
+    true
+}
+
+fn unusable() -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        return skip("needs root (mounts, chroot)");
+    }
+    if Command::new("fuser").arg("-V").output().is_err() {
+        return skip("fuser (psmisc) is not installed");
+    }
+    false
+}
+
+/// fuser -vm PATH → pid → codes (letters sorted), kernel users excluded.
+fn fuser(path: &Path) -> BTreeMap<i32, String> {
+    // -v prints the pids on stdout and the rest of the table on stderr: one pipe for both keeps the rows whole.
+    let out =
+        Command::new("sh").args(["-c", "exec fuser -vm \"$1\" 2>&1", "sh"]).arg(path).output().expect("run fuser");
+    // Rows: [NAME:] USER PID ACCESS COMMAND, ACCESS as the columns "fFrcem" with '.' for gaps.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut map = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with("Cannot stat")) {
+        let mut f: Vec<&str> = line.split_whitespace().collect();
+        if f.first().is_some_and(|w| w.ends_with(':')) {
+            f.remove(0);
+        }
+        if f.len() < 3 || f[1] == "kernel" {
+            continue;
+        }
+        if let Ok(pid) = f[1].parse::<i32>() {
+            map.insert(pid, sorted(&f[2].replace('.', "")));
+        }
+    }
+    map
+}
+
+fn sorted(s: &str) -> String {
+    let mut c: Vec<char> = s.chars().collect();
+    c.sort();
+    c.into_iter().collect()
+}
+
+/// ade-prep scan --mount PATH --json → (pid → codes, pids with unreadable entries).
+fn ade_prep(path: &Path) -> (BTreeMap<i32, String>, Vec<i32>, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ade-prep"))
+        .args(["scan", "--json", "--mount"])
+        .arg(path)
+        .output()
+        .expect("run ade-prep");
+    assert!(out.status.success(), "ade-prep scan failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("scan --json is JSON");
+    let map = v["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["pid"].as_i64().unwrap() as i32, sorted(p["codes"].as_str().unwrap())))
+        .collect();
+    let unreadable =
+        v["unreadable"]["entries"].as_array().unwrap().iter().map(|u| u["pid"].as_i64().unwrap() as i32).collect();
+    (map, unreadable, v)
+}
+
+/// A mounted filesystem that is unmounted (lazily) when dropped.
+struct Mounted {
+    dir: tempfile::TempDir,
+    loopimg: Option<PathBuf>,
+}
+
+impl Mounted {
+    fn tmpfs() -> Mounted {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", "size=64m", "adeprep-test"]).arg(dir.path()).status();
+        assert!(ok.unwrap().success(), "mount tmpfs");
+        Mounted { dir, loopimg: None }
+    }
+
+    fn ext4_loop() -> Option<Mounted> {
+        let dir = tempfile::tempdir().unwrap();
+        let img = std::env::temp_dir().join(format!("adeprep-scan-{}.img", std::process::id()));
+        let sh = format!(
+            "truncate -s 64M {i} && mkfs.ext4 -q -F {i} && mount -o loop {i} {d}",
+            i = img.display(),
+            d = dir.path().display()
+        );
+        let ok = Command::new("sh").args(["-c", &sh]).status().map(|s| s.success()).unwrap_or(false);
+        if !ok {
+            let _ = std::fs::remove_file(&img);
+            eprintln!("SKIPPED (ext4 part): cannot make or loop-mount an ext4 image here");
+            return None;
+        }
+        Some(Mounted { dir, loopimg: Some(img) })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        if let Some(i) = &self.loopimg {
+            let _ = std::fs::remove_file(i);
+        }
+    }
+}
+
+/// Children that hold the filesystem; killed when dropped.
+#[derive(Default)]
+struct Holders {
+    pids: Vec<(i32, &'static str)>,
+}
+
+impl Drop for Holders {
+    fn drop(&mut self) {
+        for (pid, _) in &self.pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(*pid), None);
+        }
+    }
+}
+
+impl Holders {
+    /// `sh -c SCRIPT` that ends in `exec sleep`: the fds and cwd it sets up survive the exec.
+    fn shell(&mut self, what: &'static str, script: &str) {
+        let child = Command::new("sh").args(["-c", script]).spawn().expect("spawn sh");
+        self.pids.push((child.id() as i32, what));
+    }
+
+    /// Forks a child that runs `f` (raw syscalls only) and then sleeps forever.
+    fn fork(&mut self, what: &'static str, f: impl FnOnce()) {
+        // SAFETY: the child only makes async-signal-safe system calls (open, mmap, close, chroot, unlink, pause).
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => {
+                f();
+                loop {
+                    // SAFETY: pause has no preconditions.
+                    unsafe { libc::pause() };
+                }
+            }
+            nix::unistd::ForkResult::Parent { child } => self.pids.push((child.as_raw(), what)),
+        }
+    }
+}
+
+fn cstr(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
+}
+
+/// Starts one holder of each kind on `fs` and returns them with the codes fuser gives each.
+fn start_holders(fs: &Path) -> (Holders, BTreeMap<i32, &'static str>) {
+    let d = fs.display();
+    std::fs::write(fs.join("data"), vec![7u8; 8192]).unwrap();
+    std::fs::write(fs.join("mapped"), vec![7u8; 8192]).unwrap();
+    std::fs::write(fs.join("doomed"), b"x").unwrap();
+    std::fs::copy("/bin/sleep", fs.join("sleep-copy")).unwrap();
+    let mut h = Holders::default();
+    h.shell("f", &format!("exec 3<{d}/data; exec sleep 1000"));
+    h.shell("F", &format!("exec 3>>{d}/data; exec sleep 1000"));
+    h.shell("c", &format!("cd {d} && exec sleep 1000"));
+    h.shell("e", &format!("exec {d}/sleep-copy 1000"));
+    let root = cstr(fs);
+    h.fork("r", move || {
+        // SAFETY: plain system calls on a valid C string.
+        unsafe { libc::chroot(root.as_ptr()) };
+    });
+    let mapped = cstr(&fs.join("mapped"));
+    h.fork("m", move || {
+        // SAFETY: plain system calls; the mapping is never touched.
+        unsafe {
+            let fd = libc::open(mapped.as_ptr(), libc::O_RDONLY);
+            libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_SHARED, fd, 0);
+            libc::close(fd);
+        }
+    });
+    let doomed = cstr(&fs.join("doomed"));
+    h.fork("f", move || {
+        // SAFETY: plain system calls on a valid C string.
+        unsafe {
+            libc::open(doomed.as_ptr(), libc::O_RDONLY);
+            libc::unlink(doomed.as_ptr());
+        }
+    });
+    // Let the shells reach their exec and the forks their pause.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let expect = h.pids.iter().copied().collect();
+    (h, expect)
+}
+
+fn conformance_on(fs: &Path) {
+    let (holders, expect) = start_holders(fs);
+    let theirs = fuser(fs);
+    let (ours, _, json) = ade_prep(fs);
+    // Our own children are there with the code we made them hold with, in both views.
+    for (pid, code) in &expect {
+        assert_eq!(theirs.get(pid).map(String::as_str), Some(*code), "fuser on pid {pid} (expected {code})");
+    }
+    assert_eq!(ours, theirs, "ade-prep and fuser disagree on {}", fs.display());
+    // The deleted-but-open file is still counted as an fd, the write fd as writable.
+    let procs = json["processes"].as_array().unwrap();
+    let by_pid = |pid: i32| procs.iter().find(|p| p["pid"] == pid).unwrap();
+    let writer = holders.pids.iter().find(|(_, w)| *w == "F").unwrap().0;
+    assert_eq!(by_pid(writer)["writable_fds"], 1);
+    drop(holders);
+}
+
+#[test]
+fn same_codes_as_fuser_on_tmpfs() {
+    if unusable() {
+        return;
+    }
+    let m = Mounted::tmpfs();
+    conformance_on(m.path());
+}
+
+#[test]
+fn same_codes_as_fuser_on_ext4_loop() {
+    if unusable() {
+        return;
+    }
+    if let Some(m) = Mounted::ext4_loop() {
+        conformance_on(m.path());
+    }
+}
+
+#[test]
+fn same_codes_as_fuser_on_root_for_pids_in_both_views() {
+    if unusable() {
+        return;
+    }
+    let theirs = fuser(Path::new("/"));
+    let (ours, unreadable, _) = ade_prep(Path::new("/"));
+    let mut compared = 0;
+    for (pid, code) in &ours {
+        // Processes come and go between the two runs; entries neither tool could read are not comparable.
+        if unreadable.contains(pid) {
+            continue;
+        }
+        if let Some(t) = theirs.get(pid) {
+            assert_eq!(code, t, "pid {pid}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 5, "only {compared} pids compared");
+    eprintln!("compared {compared} pids on /");
+}
