@@ -135,6 +135,8 @@ impl Drop for Holders {
 impl Holders {
     /// `sh -c SCRIPT` that ends in `exec sleep`: the fds and cwd it sets up survive the exec.
     fn shell(&mut self, what: &'static str, script: &str) {
+        // Reaped by pid in Drop (waitpid), like the forked holders.
+        #[allow(clippy::zombie_processes)]
         let child = Command::new("sh").args(["-c", script]).spawn().expect("spawn sh");
         self.pids.push((child.id() as i32, what));
     }
