@@ -8,10 +8,8 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn skip(why: &str) -> bool {
-    eprintln!("SKIPPED: {why}");
-    true
-}
+mod common;
+use common::skip;
 
 fn unusable() -> bool {
     if !nix::unistd::geteuid().is_root() {

@@ -9,8 +9,9 @@
 #                psmisc, python3-minimal, redis-server (installed, DISABLED:
 #                tests `systemctl enable --now redis-server` themselves)
 #                + guest-overlay/ (vm-job.target, vm-run-job.service, runner)
-#   images/      vmlinuz, initrd.img, debian12.img, debian12-selinux.img
-#                (raw ext4; vm-run.sh boots a qcow2 overlay of them per run)
+#   images/      vmlinuz, initrd.img (small, virtio + ext4 only), debian12.img,
+#                debian12-selinux.img (raw ext4, 3 GB sparse; vm-run.sh boots a
+#                qcow2 overlay of them per run)
 #   rootfs-ns/   copy of rootfs for nspawn-run.sh, without the vm-job wants link
 #   logs/STEP.log, logs/timings
 # Steps: qemu rootfs overlay image selinux nspawn. A step is skipped while its
@@ -160,12 +161,18 @@ step_overlay() {
 }
 
 step_image() {
-  local k=("$H"/rootfs/boot/vmlinuz-*) i=("$H"/rootfs/boot/initrd.img-*) img
-  if [ ${#k[@]} != 1 ] || [ ! -f "${k[0]}" ] || [ ! -f "${i[0]}" ]; then
-    echo "need exactly one kernel + initrd"; return 1
-  fi
+  local k=("$H"/rootfs/boot/vmlinuz-*) img
+  if [ ${#k[@]} != 1 ] || [ ! -f "${k[0]}" ]; then echo "need exactly one kernel"; return 1; fi
   mkdir -p "$H/images"
-  cp "${k[0]}" "$H/images/vmlinuz"; cp "${i[0]}" "$H/images/initrd.img"
+  cp "${k[0]}" "$H/images/vmlinuz"
+  # A small initrd for qemu (MODULES=list: virtio + ext4, 6 MB instead of the
+  # 36 MB MODULES=most one in /boot): unpacking it under TCG saves ~7 s a boot.
+  local c=$H/rootfs/tmp/ade-initramfs
+  rm -rf "$c"; cp -a "$H/rootfs/etc/initramfs-tools" "$c"
+  sed -i 's/^MODULES=.*/MODULES=list/' "$c/initramfs.conf"
+  printf '%s\n' virtio_pci virtio_blk ext4 crc32c_generic >> "$c/modules"
+  chroot "$H/rootfs" mkinitramfs -d /tmp/ade-initramfs -o /tmp/ade-initrd.img "${k[0]##*/vmlinuz-}"
+  mv "$H/rootfs/tmp/ade-initrd.img" "$H/images/initrd.img"; rm -rf "$c"
   for img in debian12:rootfs debian12-selinux:rootfs-se; do
     [ -d "$H/${img#*:}" ] || continue
     rm -f "$H/images/${img%%:*}.img"

@@ -27,6 +27,7 @@
 #   whatever the guest did not sync is lost, as on real power loss).
 # Env: ADE_HARNESS_DIR (/var/cache/ade-prep-harness), VMRUN_MEM (MiB, 1024),
 #   VMRUN_SMP (2), VMRUN_MAX_BOOTS (5), VMRUN_APPEND (extra kernel args),
+#   VMRUN_KERNEL, VMRUN_INITRD (default images/vmlinuz, images/initrd.img),
 #   VMRUN_ACCEL=tcg|kvm (tcg; kvm hangs stock kernels on PVM hosts),
 #   VMRUN_KEEP=1 keep the run dir (disk.qcow2, serial.N.log, ctl/) and print it,
 #   VMRUN_QUIET=1 no summary line (rc, boots, seconds per boot) on stderr.
@@ -41,7 +42,7 @@ shift $((OPTIND-1))
 [ -d "$1" ] || { echo "vm-run: no such dir: $1" >&2; exit 2; }
 DIR=$(realpath "$1"); shift
 QEMU=$H/qemu-root/usr/bin/qemu-system-x86_64
-KERNEL=$H/images/vmlinuz; INITRD=$H/images/initrd.img
+KERNEL=${VMRUN_KERNEL:-$H/images/vmlinuz}; INITRD=${VMRUN_INITRD:-$H/images/initrd.img}
 IMG=$H/images/debian12.img
 APPEND="root=/dev/vda rw console=ttyS0 systemd.unit=vm-job.target ${VMRUN_APPEND:-}"
 if [ $SEL = 1 ]; then IMG=$H/images/debian12-selinux.img; APPEND="$APPEND security=selinux selinux=1"; fi

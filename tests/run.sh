@@ -1,0 +1,40 @@
+#!/bin/bash
+# tests/run.sh — the one test command (README.md, .ci/run). Run as root on a fresh Debian 12 machine:
+# installs what the tests need (Debian packages, the zig toolchain for glibc-2.17 builds), builds the cached test
+# guests (tests/harness/build-guest.sh: nspawn root, qemu images), then runs fmt, clippy and every test.
+# Env: ADE_HARNESS_DIR (cache, default /var/cache/ade-prep-harness), SKIP_VM=1 skips the qemu image build and tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "tests/run.sh: run as root (mounts, nspawn, qemu)" >&2; exit 2; }
+
+log() { printf '== %s\n' "$*"; }
+
+# Debian packages the tests call.
+PKGS="psmisc lsof time bc e2fsprogs util-linux procps debootstrap systemd-container dbus shellcheck
+      debhelper dpkg-dev fakeroot lintian rpm rpmlint"
+missing=
+for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  log "installing Debian packages:$missing"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+# The release package is built for glibc 2.17 with cargo-zigbuild.
+if ! command -v cargo-zigbuild >/dev/null || ! python3 -c 'import ziglang' 2>/dev/null; then
+  log "installing ziglang and cargo-zigbuild (pip)"
+  pip install -q ziglang cargo-zigbuild
+fi
+rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
+
+# The cached guests (skipped steps when already built).
+if [ -x tests/harness/build-guest.sh ]; then
+  if [ "${SKIP_VM:-0}" = 1 ]; then tests/harness/build-guest.sh --nspawn-only; else tests/harness/build-guest.sh; fi
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --all-targets -- -D warnings
+log "cargo test"
+cargo test --all-targets
+log "all tests passed"
