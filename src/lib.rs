@@ -9,5 +9,6 @@ pub mod exit;
 pub mod glob;
 pub mod mountinfo;
 pub mod paths;
+pub mod plan;
 pub mod report;
 pub mod scan;

@@ -1,0 +1,477 @@
+//! Plan: a pure function from a snapshot of the machine and the settings to the ordered steps of `prepare`.
+//! `--dry-run` prints exactly this plan; execution carries out the very same one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::classify::{Class, Classification};
+use crate::config::{PreStop, Settings, StrayPolicy};
+use crate::scan::Holder;
+
+/// What the planner knows of one unit (read from systemd before planning).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnitFacts {
+    /// Unit name.
+    pub id: String,
+    /// `loaded`, `not-found`, `masked`...
+    pub load_state: String,
+    /// `active`, `inactive`, `activating`...
+    pub active_state: String,
+    /// Units that can start this one (sockets, timers, paths).
+    pub triggered_by: Vec<String>,
+}
+
+impl UnitFacts {
+    /// Running or on its way (a stop job is needed).
+    pub fn is_running(&self) -> bool {
+        matches!(self.active_state.as_str(), "active" | "activating" | "reloading" | "deactivating")
+    }
+    /// A transient unit (scope): stopped, never masked or started again.
+    pub fn is_transient(&self) -> bool {
+        self.id.ends_with(".scope")
+    }
+    /// A unit that starts others.
+    pub fn is_trigger(&self) -> bool {
+        [".socket", ".timer", ".path"].iter().any(|s| self.id.ends_with(s))
+    }
+}
+
+/// A snapshot of the machine: everything the plan depends on.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The filesystem being freed.
+    pub mount: PathBuf,
+    /// Holders with their class.
+    pub holders: Vec<(Holder, Classification)>,
+    /// Facts of the units of workload holders, their triggers and their workloads' companion units.
+    pub units: BTreeMap<String, UnitFacts>,
+    /// SELinux is enforcing now.
+    pub selinux_enforcing: bool,
+    /// Running Docker containers (ids) when Docker is a workload; with live-restore they outlive dockerd.
+    pub docker_containers: Vec<String>,
+}
+
+/// One step of prepare.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// Wait for other extension handlers still running to end.
+    WaitForExtensions {
+        /// Bound.
+        timeout_secs: u64,
+    },
+    /// Take the serialisation lock for the window.
+    TakeLock,
+    /// Run a workload's pre-stop command.
+    PreStop {
+        /// The workload.
+        workload: String,
+        /// The command, placeholders replaced.
+        command: PreStop,
+    },
+    /// `docker stop` the running containers before dockerd goes (live-restore keeps them otherwise).
+    StopContainers {
+        /// Container ids.
+        ids: Vec<String>,
+        /// Grace period for each.
+        grace_secs: u64,
+    },
+    /// Runtime-mask the units (then Reload) so that nothing starts them during the window.
+    MaskUnits {
+        /// Units.
+        units: Vec<String>,
+    },
+    /// Stop units concurrently, each with its timeout (systemd keeps their mutual ordering).
+    StopUnits {
+        /// `triggers` or `services`.
+        wave: String,
+        /// Unit and timeout in seconds.
+        units: Vec<(String, u64)>,
+    },
+    /// Re-scan; leftovers of stopped units are killed (KillUnit), strays follow the policy.
+    ClearHolders {
+        /// Stray policy.
+        policy: StrayPolicy,
+        /// SIGTERM → SIGKILL grace.
+        grace_secs: u64,
+    },
+    /// Switch SELinux to permissive.
+    SelinuxPermissive,
+}
+
+/// The plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// The filesystem being freed.
+    pub mount: PathBuf,
+    /// Steps in order.
+    pub steps: Vec<Step>,
+    /// Holders left alone (protected or other), for the operator.
+    pub left_alone: Vec<String>,
+}
+
+/// Why no plan can be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// A pre-stop command needs an SAP system id and number that could not be found.
+    #[error("workload {workload}: pre_stop uses {{sid}}/{{nr}} but no SAP<SID>_<NR> unit or sapstartsrv pf= profile was found")]
+    NoSapInstance {
+        /// The workload.
+        workload: String,
+    },
+}
+
+/// SAP system id and instance number from a unit `SAP<SID>_<NR>.service` or a profile path
+/// `pf=/usr/sap/<SID>/SYS/profile/<SID>_<INSTANCE><NR>_<host>`.
+pub fn sap_instance(unit: Option<&str>, cmdline: &[String]) -> Option<(String, String)> {
+    if let Some(u) = unit.and_then(|u| u.strip_suffix(".service")).and_then(|u| u.strip_prefix("SAP")) {
+        if let Some((sid, nr)) = u.split_once('_') {
+            if sid.len() == 3 && nr.len() == 2 && nr.bytes().all(|b| b.is_ascii_digit()) {
+                return Some((sid.to_string(), nr.to_string()));
+            }
+        }
+    }
+    for a in cmdline {
+        if let Some(pf) = a.strip_prefix("pf=") {
+            let name = pf.rsplit('/').next()?;
+            let mut parts = name.split('_');
+            let (sid, inst) = (parts.next()?, parts.next()?);
+            let nr: String = inst.chars().rev().take(2).collect::<Vec<_>>().into_iter().rev().collect();
+            if sid.len() == 3 && nr.len() == 2 && nr.bytes().all(|b| b.is_ascii_digit()) {
+                return Some((sid.to_string(), nr));
+            }
+        }
+    }
+    None
+}
+
+fn substitute(p: &PreStop, sid: &str, nr: &str) -> PreStop {
+    let sub = |s: &str| s.replace("{sidlower}", &sid.to_lowercase()).replace("{sid}", sid).replace("{nr}", nr);
+    PreStop { argv: p.argv.iter().map(|a| sub(a)).collect(), user: sub(&p.user), ..p.clone() }
+}
+
+fn uses_placeholders(p: &PreStop) -> bool {
+    p.argv.iter().chain(std::iter::once(&p.user)).any(|a| a.contains("{sid") || a.contains("{nr}"))
+}
+
+/// The plan for a snapshot.
+pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
+    // Workloads present, and the units their holders run in.
+    let mut workloads: BTreeMap<&str, Vec<&Holder>> = BTreeMap::new();
+    let mut left_alone = vec![];
+    for (h, c) in &snap.holders {
+        match (c.class, c.workload.as_deref()) {
+            (Class::Workload, Some(w)) => workloads.entry(w).or_default().push(h),
+            _ => left_alone.push(format!("{} ({}, pid {}): {}", h.comm, class_word(c.class), h.pid, c.reason)),
+        }
+    }
+    // The units to stop: holders' units, their workloads' companions, and everything that can trigger them.
+    let mut unit_workload: BTreeMap<String, &str> = BTreeMap::new();
+    for (w, hs) in &workloads {
+        for h in hs {
+            if let Some(u) = &h.unit {
+                unit_workload.entry(u.clone()).or_insert(w);
+            }
+        }
+        for u in &settings.workloads[*w].companion_units {
+            if snap.units.get(u).is_some_and(|f| f.load_state == "loaded") {
+                unit_workload.entry(u.clone()).or_insert(w);
+            }
+        }
+    }
+    let mut frontier: Vec<String> = unit_workload.keys().cloned().collect();
+    while let Some(u) = frontier.pop() {
+        let w = unit_workload[&u];
+        for t in snap.units.get(&u).map(|f| f.triggered_by.clone()).unwrap_or_default() {
+            if !unit_workload.contains_key(&t) && snap.units.get(&t).is_some_and(|f| f.load_state == "loaded") {
+                unit_workload.insert(t.clone(), w);
+                frontier.push(t);
+            }
+        }
+    }
+    let facts = |u: &str| snap.units.get(u);
+    let timeout = |u: &str| settings.workloads[unit_workload[u]].stop_timeout_secs;
+
+    let mut steps = vec![Step::WaitForExtensions { timeout_secs: settings.window.extension_wait_secs }, Step::TakeLock];
+    // Pre-stop commands of the workloads that are running.
+    for (w, hs) in &workloads {
+        let cfg = &settings.workloads[*w];
+        if cfg.pre_stop.is_empty() {
+            continue;
+        }
+        if cfg.pre_stop.iter().any(uses_placeholders) {
+            let instances: BTreeSet<(String, String)> =
+                hs.iter().filter_map(|h| sap_instance(h.unit.as_deref(), &h.cmdline)).collect();
+            if instances.is_empty() {
+                return Err(PlanError::NoSapInstance { workload: w.to_string() });
+            }
+            for (sid, nr) in &instances {
+                for p in &cfg.pre_stop {
+                    steps.push(Step::PreStop { workload: w.to_string(), command: substitute(p, sid, nr) });
+                }
+            }
+        } else {
+            for p in &cfg.pre_stop {
+                steps.push(Step::PreStop { workload: w.to_string(), command: p.clone() });
+            }
+        }
+    }
+    if workloads.contains_key("docker") && !snap.docker_containers.is_empty() {
+        steps.push(Step::StopContainers {
+            ids: snap.docker_containers.clone(),
+            grace_secs: settings.docker.stop_grace_secs,
+        });
+    }
+    let mask: Vec<String> =
+        unit_workload.keys().filter(|u| facts(u).is_none_or(|f| !f.is_transient())).cloned().collect();
+    if !mask.is_empty() {
+        steps.push(Step::MaskUnits { units: mask });
+    }
+    let running = |u: &&String| facts(u).is_none_or(|f| f.is_running());
+    let (triggers, services): (Vec<&String>, Vec<&String>) =
+        unit_workload.keys().filter(running).partition(|u| facts(u).is_some_and(|f| f.is_trigger()));
+    for (wave, units) in [("triggers", triggers), ("services", services)] {
+        if !units.is_empty() {
+            steps.push(Step::StopUnits {
+                wave: wave.into(),
+                units: units.into_iter().map(|u| (u.clone(), timeout(u))).collect(),
+            });
+        }
+    }
+    steps.push(Step::ClearHolders { policy: settings.stray.policy, grace_secs: settings.stray.grace_secs });
+    if snap.selinux_enforcing {
+        steps.push(Step::SelinuxPermissive);
+    }
+    Ok(Plan { mount: snap.mount.clone(), steps, left_alone })
+}
+
+fn class_word(c: Class) -> &'static str {
+    match c {
+        Class::Workload => "workload without a catalogue entry",
+        Class::Protected => "protected",
+        Class::Other => "other",
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::WaitForExtensions { timeout_secs } => {
+                write!(f, "wait for other extension handlers to finish (at most {timeout_secs} s)")
+            }
+            Step::TakeLock => write!(f, "take the serialisation lock for the window"),
+            Step::PreStop { workload, command } => write!(
+                f,
+                "run pre-stop of {workload} as {}: {} (timeout {} s, success on exit {:?})",
+                command.user,
+                command.argv.join(" "),
+                command.timeout_secs,
+                command.ok_exit_codes
+            ),
+            Step::StopContainers { ids, grace_secs } => {
+                write!(f, "docker stop -t {grace_secs} {} ({} containers)", ids.join(" "), ids.len())
+            }
+            Step::MaskUnits { units } => write!(f, "runtime-mask, then reload: {}", units.join(" ")),
+            Step::StopUnits { wave, units } => {
+                let list: Vec<String> = units.iter().map(|(u, t)| format!("{u} ({t} s)")).collect();
+                write!(f, "stop {wave} concurrently: {}", list.join(" "))
+            }
+            Step::ClearHolders { policy, grace_secs } => write!(
+                f,
+                "re-scan; kill leftovers of stopped units; processes in no unit: {policy} (grace {grace_secs} s)"
+            ),
+            Step::SelinuxPermissive => write!(f, "set SELinux permissive (enforcing now)"),
+        }
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "plan to free {}:", self.mount.display())?;
+        for (i, s) in self.steps.iter().enumerate() {
+            writeln!(f, "{:>3}. {s}", i + 1)?;
+        }
+        if !self.left_alone.is_empty() {
+            writeln!(f, "left alone ({}):", self.left_alone.len())?;
+            for l in &self.left_alone {
+                writeln!(f, "     {l}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::classify;
+    use crate::scan::Access;
+
+    fn holder(pid: i32, comm: &str, unit: Option<&str>) -> Holder {
+        Holder {
+            pid,
+            ppid: 1,
+            uid: 0,
+            comm: comm.into(),
+            cmdline: vec![comm.into()],
+            exe: None,
+            cwd: None,
+            unit: unit.map(Into::into),
+            cgroup: unit.map(|u| format!("/system.slice/{u}")),
+            kernel_thread: false,
+            access: Access { file: true, ..Default::default() },
+            fds: 1,
+            writable_fds: 0,
+        }
+    }
+
+    fn unit(id: &str, active: &str, triggered_by: &[&str]) -> (String, UnitFacts) {
+        (
+            id.into(),
+            UnitFacts {
+                id: id.into(),
+                load_state: "loaded".into(),
+                active_state: active.into(),
+                triggered_by: triggered_by.iter().map(|s| s.to_string()).collect(),
+            },
+        )
+    }
+
+    fn snap(holders: Vec<Holder>, units: Vec<(String, UnitFacts)>, s: &Settings) -> Snapshot {
+        Snapshot {
+            mount: "/".into(),
+            holders: holders.into_iter().map(|h| (h.clone(), classify(&h, s))).collect(),
+            units: units.into_iter().collect(),
+            selinux_enforcing: false,
+            docker_containers: vec![],
+        }
+    }
+
+    #[test]
+    fn docker_with_socket_and_containerd_masks_all_and_stops_triggers_first() {
+        let s = Settings::default();
+        let mut sn = snap(
+            vec![
+                holder(10, "dockerd", Some("docker.service")),
+                holder(11, "containerd", Some("containerd.service")),
+                holder(12, "sshd", Some("ssh.service")),
+            ],
+            vec![
+                unit("docker.service", "active", &["docker.socket"]),
+                unit("docker.socket", "active", &[]),
+                unit("containerd.service", "active", &[]),
+                unit("docker-abc.scope", "active", &[]),
+            ],
+            &s,
+        );
+        sn.holders.push({
+            let h = holder(13, "nginx", Some("docker-abc.scope"));
+            (h.clone(), classify(&h, &s))
+        });
+        sn.docker_containers = vec!["abc".into()];
+        let p = plan(&sn, &s).unwrap();
+        let kinds: Vec<&str> = p
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::WaitForExtensions { .. } => "wait",
+                Step::TakeLock => "lock",
+                Step::StopContainers { .. } => "containers",
+                Step::MaskUnits { .. } => "mask",
+                Step::StopUnits { wave, .. } if wave == "triggers" => "stop-triggers",
+                Step::StopUnits { .. } => "stop-services",
+                Step::ClearHolders { .. } => "clear",
+                Step::PreStop { .. } => "prestop",
+                Step::SelinuxPermissive => "selinux",
+            })
+            .collect();
+        assert_eq!(kinds, ["wait", "lock", "containers", "mask", "stop-triggers", "stop-services", "clear"]);
+        assert_eq!(
+            p.steps[3],
+            Step::MaskUnits {
+                units: vec!["containerd.service".into(), "docker.service".into(), "docker.socket".into()]
+            }
+        );
+        assert_eq!(p.steps[4], Step::StopUnits { wave: "triggers".into(), units: vec![("docker.socket".into(), 90)] });
+        let Step::StopUnits { units, .. } = &p.steps[5] else { panic!() };
+        let names: Vec<&str> = units.iter().map(|(u, _)| u.as_str()).collect();
+        assert_eq!(names, ["containerd.service", "docker-abc.scope", "docker.service"]);
+        assert_eq!(p.left_alone.len(), 1, "sshd is left alone");
+    }
+
+    #[test]
+    fn nothing_to_stop_still_locks_and_switches_selinux() {
+        let s = Settings::default();
+        let mut sn = snap(vec![holder(12, "vim", Some("session-1.scope"))], vec![], &s);
+        sn.selinux_enforcing = true;
+        let p = plan(&sn, &s).unwrap();
+        assert_eq!(p.steps.len(), 4);
+        assert_eq!(p.steps[1], Step::TakeLock);
+        assert_eq!(p.steps[3], Step::SelinuxPermissive);
+    }
+
+    #[test]
+    fn inactive_units_are_masked_not_stopped_and_timeouts_come_from_the_workload() {
+        let mut s = Settings::default();
+        s.workloads.get_mut("mongodb").unwrap().stop_timeout_secs = 7;
+        let sn = snap(
+            vec![holder(20, "mongod", Some("mongod.service"))],
+            vec![unit("mongod.service", "active", &["mongod.timer"]), unit("mongod.timer", "inactive", &[])],
+            &s,
+        );
+        let p = plan(&sn, &s).unwrap();
+        assert!(p.steps.contains(&Step::MaskUnits { units: vec!["mongod.service".into(), "mongod.timer".into()] }));
+        assert!(p
+            .steps
+            .contains(&Step::StopUnits { wave: "services".into(), units: vec![("mongod.service".into(), 7)] }));
+        assert!(!p.steps.iter().any(|st| matches!(st, Step::StopUnits { wave, .. } if wave == "triggers")));
+    }
+
+    #[test]
+    fn cassandra_drains_first_and_sap_pre_stops_are_per_instance() {
+        let s = Settings::default();
+        let mut j = holder(30, "java", Some("cassandra.service"));
+        j.cmdline = vec!["java".into(), "org.apache.cassandra.service.CassandraDaemon".into()];
+        let sap = holder(31, "sapstartsrv", Some("SAPHN1_00.service"));
+        let sn = snap(
+            vec![j, sap],
+            vec![unit("cassandra.service", "active", &[]), unit("SAPHN1_00.service", "active", &[])],
+            &s,
+        );
+        let p = plan(&sn, &s).unwrap();
+        let pre: Vec<String> = p
+            .steps
+            .iter()
+            .filter_map(|st| match st {
+                Step::PreStop { command, .. } => Some(format!("{}: {}", command.user, command.argv.join(" "))),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            pre,
+            [
+                "root: nodetool drain",
+                "hn1adm: sapcontrol -nr 00 -function StopSystem ALL",
+                "hn1adm: sapcontrol -nr 00 -function WaitforStopped 600 10"
+            ]
+        );
+    }
+
+    #[test]
+    fn sap_without_an_instance_is_an_error_naming_the_workload() {
+        let s = Settings::default();
+        let sn = snap(vec![holder(40, "hdbindexserver", None)], vec![], &s);
+        assert_eq!(plan(&sn, &s).unwrap_err(), PlanError::NoSapInstance { workload: "sap".into() });
+    }
+
+    #[test]
+    fn sap_instance_from_unit_or_profile() {
+        assert_eq!(sap_instance(Some("SAPABC_02.service"), &[]), Some(("ABC".into(), "02".into())));
+        let cmd = vec!["sapstartsrv".into(), "pf=/usr/sap/HN1/SYS/profile/HN1_HDB00_vm1".into(), "-D".into()];
+        assert_eq!(sap_instance(None, &cmd), Some(("HN1".into(), "00".into())));
+        assert_eq!(sap_instance(Some("sapinit.service"), &["x".into()]), None);
+    }
+}
