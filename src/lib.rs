@@ -11,4 +11,5 @@ pub mod mountinfo;
 pub mod paths;
 pub mod plan;
 pub mod report;
+pub mod runner;
 pub mod scan;

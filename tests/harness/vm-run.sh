@@ -92,7 +92,7 @@ while :; do
     echo "vm-run: guest stopped without a result in boot $BOOT (qemu rc=$QRC; a reboot needs vm-run-ctl expect-reboot)" >&2
     R=125; break
   fi
-  rm -f "$CTL/request-$WHY"
+  if [ $WHY = reset ]; then rm -f "$CTL/request-hard-reset"; else rm -f "$CTL/request-reboot"; fi
   if [ $BOOT -ge "${VMRUN_MAX_BOOTS:-5}" ]; then echo "vm-run: too many boots ($BOOT)" >&2; R=125; break; fi
   [ "${VMRUN_QUIET:-0}" = 1 ] || echo "vm-run: boot $BOOT ended by $WHY, booting again" >&2
 done
