@@ -66,11 +66,17 @@ impl Runner for RealRunner {
             let groups = nix::unistd::getgrouplist(&name, pw.gid).unwrap_or_else(|_| vec![pw.gid]);
             cmd.env("HOME", &pw.dir).env("USER", user).env("LOGNAME", user);
             cmd.current_dir(if pw.dir.is_dir() { pw.dir.as_path() } else { std::path::Path::new("/") });
-            // SAFETY: setgroups is a plain system call, async-signal-safe.
+            let (uid, gid) = (pw.uid, pw.gid);
+            // std's uid()/gid() run before pre_exec, and setgroups needs root: drop privileges here, in order.
+            // SAFETY: setgroups, setgid and setuid are plain system calls, async-signal-safe.
             unsafe {
-                cmd.pre_exec(move || nix::unistd::setgroups(&groups).map_err(std::io::Error::from));
+                cmd.pre_exec(move || {
+                    nix::unistd::setgroups(&groups)?;
+                    nix::unistd::setgid(gid)?;
+                    nix::unistd::setuid(uid)?;
+                    Ok(())
+                });
             }
-            cmd.uid(pw.uid.as_raw()).gid(pw.gid.as_raw());
         }
         // Its own process group, so that a timeout kills the command and everything it started.
         cmd.process_group(0);

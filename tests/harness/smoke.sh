@@ -3,10 +3,11 @@
 #   Builds what is missing (build-guest.sh [--nspawn-only]; SMOKE_NO_BUILD=1
 #   skips that), then checks:
 #   nspawn: systemd Version over the system bus, a transient unit started and
-#           active, the job's own unit by GetUnitByPID, exit code, -t timeout,
-#           NSPAWN_BIND_RO
+#           active, the job's own unit by GetUnitByPID, redis-server disabled
+#           but startable (PONG), exit code, -t timeout, NSPAWN_BIND_RO
 #   vm:     plain guest (systemd, /work share, exit code); SELinux guest
-#           (enforce exists, writing 1 makes it enforcing); reboot round trip
+#           (enforce exists, writing 1 makes it enforcing, a reboot requested
+#           while enforcing, permissive again after it); reboot round trip
 #           (boot 2 sees a file written in boot 1, then a hard reset, boot 3
 #           sees both files)
 # Ends with "N passed, N failed"; exit 0 only when all passed.
@@ -48,9 +49,12 @@ busctl call org.freedesktop.systemd1 /org/freedesktop/systemd1 org.freedesktop.s
 systemd-run -q --unit=ade-smoke.service sleep 300
 systemctl is-active ade-smoke.service
 systemctl stop ade-smoke.service
+systemctl is-enabled redis-server.service || true
+systemctl start redis-server.service; redis-cli ping
 cat /ro/f; echo written > /work/ns-file; exit 3'
-NSPAWN_TIMING=1 NSPAWN_BIND_RO="$W/ro:/ro" check "nspawn: bus, transient unit" 3 \
-  '^s "252' 'nspawn_2drun_2djob_2escope' '^active$' 'hello-ro' -- "$HERE/nspawn-run.sh" "$W" "$NSCMD"
+NSPAWN_TIMING=1 NSPAWN_BIND_RO="$W/ro:/ro" check "nspawn: bus, units, redis" 3 \
+  '^s "252' 'nspawn_2drun_2djob_2escope' '^active$' '^disabled$' '^PONG$' 'hello-ro' -- \
+  "$HERE/nspawn-run.sh" "$W" "$NSCMD"
 [ "$(cat "$W/ns-file" 2>/dev/null)" = written ] || { FAILED=$((FAILED + 1)); echo "FAIL nspawn: /work not written"; }
 check "nspawn: -t timeout" 124 -- "$HERE/nspawn-run.sh" -t 2 "$W" 'sleep 30'
 
@@ -59,9 +63,16 @@ if [ -z "$ONLY" ]; then
 check "vm: plain" 7 '^systemd 252' '^work-ok$' 'rc=7 boots=1' -- "$HERE/vm-run.sh" "$W" \
   'systemctl --version | head -n1; test -f ns-file && echo work-ok; test ! -e /sys/fs/selinux/enforce; exit 7'
 
-check "vm -s: selinux enforcing" 0 '^before=0$' '^after=1$' 'enforce at exit=1' -- "$HERE/vm-run.sh" -s "$W" \
-  'set -e; test -e /sys/fs/selinux/enforce; echo before=$(cat /sys/fs/selinux/enforce)
-   echo 1 > /sys/fs/selinux/enforce; echo after=$(cat /sys/fs/selinux/enforce)'
+# boot 1 goes enforcing and reboots from there (vm-run-ctl must get its
+# request out through 9p); boot 2 comes up permissive again.
+check "vm -s: selinux enforcing, reboot" 0 '^before=0$' '^after=1$' '^boot2 enforce=0$' 'rc=0 boots=2' -- \
+  "$HERE/vm-run.sh" -s "$W" 'set -e; test -e /sys/fs/selinux/enforce
+  if [ "$VMRUN_BOOT" = 1 ]; then
+    echo before=$(cat /sys/fs/selinux/enforce); echo 1 > /sys/fs/selinux/enforce
+    echo after=$(cat /sys/fs/selinux/enforce); vm-run-ctl reboot
+  fi
+  echo boot2 enforce=$(cat /sys/fs/selinux/enforce); echo 1 > /sys/fs/selinux/enforce'
+grep -q 'enforce at exit=1' "$W/err" || { FAILED=$((FAILED + 1)); echo "FAIL vm -s: enforce at exit not reported"; }
 
 check "vm: reboot + hard reset" 0 '^boot1$' '^boot2 sees a$' '^boot3 sees a b$' 'rc=0 boots=3' -- \
   "$HERE/vm-run.sh" "$W" 'case $VMRUN_BOOT in
