@@ -6,6 +6,7 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod exit;
+pub mod extension;
 pub mod glob;
 pub mod mountinfo;
 pub mod paths;
