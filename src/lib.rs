@@ -2,6 +2,7 @@
 //! encryption window (scan → classify → plan → execute → wait → restore) and putting everything back.
 #![deny(missing_docs)]
 
+pub mod checks;
 pub mod classify;
 pub mod cli;
 pub mod config;

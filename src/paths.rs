@@ -27,6 +27,12 @@ pub const SYS: &str = "/sys";
 pub const OS_RELEASE: &str = "/etc/os-release";
 /// The SELinux configuration file (read, never written).
 pub const SELINUX_CONFIG: &str = "/etc/selinux/config";
+/// Where selinuxfs is mounted when mountinfo does not say otherwise.
+pub const SELINUXFS: &str = "/sys/fs/selinux";
+/// Red Hat's release file (CentOS's os-release lacks the minor version).
+pub const REDHAT_RELEASE: &str = "/etc/redhat-release";
+/// CentOS's release file.
+pub const CENTOS_RELEASE: &str = "/etc/centos-release";
 
 /// Every constant above, for the test that keeps README.md and the packaging in line with the code.
 pub const ALL: &[(&str, &str)] = &[

@@ -1,0 +1,421 @@
+//! ADE's own state: an operation under way (request queue, phase markers, the dd writing the encrypted volume)
+//! and the extension's last reported status against what the guest shows.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::mountinfo::Mount;
+use crate::paths::WAAGENT_DIR;
+
+use super::{AdeState, Check, DmDevice, Input, Process, Status, ADE_OPERATION, ENCRYPTION_STATUS};
+
+/// ADE's OS encryption phases, in the order its state machines run them (each distro runs a subset); a marker file
+/// named after each is written when the phase ends. The last one ends the encryption.
+pub const PHASES: &[&str] = &[
+    "PrereqState",
+    "SelinuxState",
+    "StripdownState",
+    "UnmountOldrootState",
+    "SplitRootPartitionState",
+    "EncryptBlockDeviceState",
+    "PatchBootSystemState",
+];
+
+/// The mapper name ADE gives the encrypted OS volume.
+pub const OS_MAPPER: &str = "osencrypt";
+
+const OP_TITLE: &str = "no ADE operation under way";
+const OP_FIX: &str = "An ADE operation is under way: do not change, reboot or prepare the VM until it ends (3 to 16 \
+    hours for an OS disk, SSH is off meanwhile); follow it with `az vm encryption show` or \
+    Get-AzVMDiskEncryptionStatus. If it failed midway, restore the snapshot or backup taken before encryption.";
+
+const STATUS_TITLE: &str = "encryption status consistent";
+const STATUS_FIX: &str = "Change encryption only with the supported commands: to disable ADE run `az vm encryption \
+    disable` (or Disable-AzVMDiskEncryption), then remove the extension (Remove-AzVMDiskEncryptionExtension fails \
+    before that); never decrypt with low-level commands. On VMRestartPending reboot the VM and wait a few minutes; \
+    on an error read /var/log/azure/Microsoft.Azure.Security.AzureDiskEncryptionForLinux/ and retry once fixed.";
+
+/// What the extension last reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdeStatus {
+    /// `status.operation` (EnableEncryption, DisableEncryption...).
+    pub operation: Option<String>,
+    /// `status.status` (transitioning, success, error).
+    pub status: Option<String>,
+    /// `status.code`.
+    pub code: Option<i64>,
+    /// `status.formattedMessage.message`.
+    pub message: Option<String>,
+    /// The OS volume's state from the substatus message (Encrypted, NotEncrypted, EncryptionInProgress...).
+    pub os: Option<String>,
+    /// The data volumes' state from the substatus message.
+    pub data: Option<String>,
+}
+
+/// Parses a `status/<seq>.status` file: a JSON array whose first element's `status` holds operation, status, code
+/// and `substatus[].formattedMessage.message`, itself JSON like `{"os": "Encrypted", "data": "NotEncrypted"}`.
+pub fn parse_ade_status(text: &str) -> Result<AdeStatus, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let st = v.get(0).and_then(|e| e.get("status")).ok_or("no [0].status")?;
+    let s = |k: &str| st.get(k).and_then(Value::as_str).map(str::to_string);
+    let mut out = AdeStatus {
+        operation: s("operation"),
+        status: s("status"),
+        code: st.get("code").and_then(|c| c.as_i64().or_else(|| c.as_str()?.parse().ok())),
+        message: st.pointer("/formattedMessage/message").and_then(Value::as_str).map(str::to_string),
+        ..Default::default()
+    };
+    for sub in st.get("substatus").and_then(Value::as_array).into_iter().flatten() {
+        let Some(msg) = sub.pointer("/formattedMessage/message").and_then(Value::as_str) else { continue };
+        let Ok(inner) = serde_json::from_str::<Value>(msg) else { continue };
+        if inner.get("os").is_some() || inner.get("data").is_some() {
+            out.os = inner.get("os").and_then(Value::as_str).map(str::to_string);
+            out.data = inner.get("data").and_then(Value::as_str).map(str::to_string);
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// A key of ADE's request queue ini (ConfigParser lowercases keys: compared without case).
+fn ini_value(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once('=').or_else(|| l.split_once(':'))?;
+        k.trim().eq_ignore_ascii_case(key).then(|| v.trim().to_string()).filter(|v| !v.is_empty() && v != "None")
+    })
+}
+
+fn dd_to_osencrypt(procs: &[Process]) -> Option<&Process> {
+    let target = format!("of=/dev/mapper/{OS_MAPPER}");
+    procs.iter().find(|p| {
+        let is_dd = p.comm == "dd" || p.cmdline.first().is_some_and(|a| a.rsplit('/').next() == Some("dd"));
+        is_dd && p.cmdline.contains(&target)
+    })
+}
+
+/// An ADE operation under way, and its phase.
+pub fn ade_operation(
+    queue: &Input<Option<String>>,
+    markers: &Input<Option<Vec<String>>>,
+    procs: &Input<Vec<Process>>,
+    mounts: &Input<Vec<Mount>>,
+) -> Check {
+    let mk = |r, e: String| Check::new(ADE_OPERATION, OP_TITLE, OP_FIX, r, e);
+    let mut seen = vec![];
+    let mut errors = vec![];
+    let mut under_way = false;
+    match queue {
+        Ok(Some(text)) => {
+            under_way = true;
+            let op = ini_value(text, "EncryptionOperation").or_else(|| ini_value(text, "command"));
+            let vol = ini_value(text, "VolumeType");
+            seen.push(format!(
+                "request queued ({}, volume type {})",
+                op.as_deref().unwrap_or("operation not named"),
+                vol.as_deref().unwrap_or("not named")
+            ));
+        }
+        Ok(None) => {}
+        Err(e) => errors.push(e.clone()),
+    }
+    let mut finished = false;
+    match markers {
+        Ok(Some(names)) if !names.is_empty() => {
+            let done: Vec<&str> = PHASES.iter().copied().filter(|p| names.iter().any(|n| n == p)).collect();
+            let other: Vec<&str> = names.iter().map(String::as_str).filter(|n| !PHASES.contains(n)).collect();
+            finished = done.last() == PHASES.last();
+            let mut s =
+                format!("OS phases finished: {}", if done.is_empty() { "none".into() } else { done.join(", ") });
+            if !other.is_empty() {
+                s.push_str(&format!(" (other markers: {})", other.join(", ")));
+            }
+            seen.push(s);
+        }
+        Ok(_) => {}
+        Err(e) => errors.push(e.clone()),
+    }
+    match procs {
+        Ok(p) => {
+            if let Some(dd) = dd_to_osencrypt(p) {
+                under_way = true;
+                seen.push(format!("encrypting the OS volume: pid {} `{}`", dd.pid, dd.cmdline.join(" ")));
+            }
+        }
+        Err(e) => errors.push(e.clone()),
+    }
+    if let Ok(m) = mounts {
+        if let Some(root) = m.iter().rev().find(|m| m.mount_point == Path::new("/")) {
+            if root.fstype == "tmpfs" {
+                under_way = true;
+                seen.push("/ is a tmpfs: ADE has moved to its RAM root".into());
+            }
+        }
+    }
+    let markers_only = !seen.is_empty() && !under_way;
+    if under_way || (markers_only && !finished) {
+        let how = if under_way { "under way" } else { "interrupted (phase markers without a queued request)" };
+        return mk(Status::Warn, format!("ADE operation {how}: {}", seen.join("; ")));
+    }
+    if !errors.is_empty() {
+        return mk(Status::Unknown, errors.join("; "));
+    }
+    if finished {
+        return mk(
+            Status::Pass,
+            format!("no operation under way; OS encryption finished earlier ({})", seen.join("; ")),
+        );
+    }
+    mk(Status::Pass, "no request queued, no phase marker, no dd writing the OS volume".into())
+}
+
+/// The extension's last reported status against the guest: `/` on the encrypted OS volume or not, dm-crypt data
+/// volumes or none.
+pub fn encryption_status(
+    state: &Input<Option<AdeState>>,
+    mounts: &Input<Vec<Mount>>,
+    dm: &Input<Vec<DmDevice>>,
+) -> Check {
+    let mk = |r, e: String| Check::new(ENCRYPTION_STATUS, STATUS_TITLE, STATUS_FIX, r, e);
+    let st = match state {
+        Err(e) => return mk(Status::Unknown, e.clone()),
+        Ok(None) => return mk(Status::NotApplicable, "the ADE extension is not installed".into()),
+        Ok(Some(s)) => s,
+    };
+    let Some(seq) = st.seq else {
+        return mk(Status::NotApplicable, format!("{} has no settings yet: no operation requested", st.handler));
+    };
+    let file = format!("{WAAGENT_DIR}/{}/status/{seq}.status", st.handler);
+    let Some(text) = &st.status else {
+        return mk(Status::NotApplicable, format!("{file} not written yet"));
+    };
+    let reported = match parse_ade_status(text) {
+        Ok(r) => r,
+        Err(e) => return mk(Status::Unknown, format!("{file}: {e}")),
+    };
+    let (mounts, dm) = match (mounts, dm) {
+        (Ok(m), Ok(d)) => (m, d),
+        (Err(e), _) | (_, Err(e)) => return mk(Status::Unknown, e.clone()),
+    };
+    let root = mounts.iter().rev().find(|m| m.mount_point == Path::new("/"));
+    let os_mapped =
+        dm.iter().any(|d| d.name == OS_MAPPER) || root.is_some_and(|r| r.source == format!("/dev/mapper/{OS_MAPPER}"));
+    let data_crypt: Vec<&str> =
+        dm.iter().filter(|d| d.is_crypt() && d.name != OS_MAPPER).map(|d| d.name.as_str()).collect();
+    let guest = format!(
+        "guest: {}, {} dm-crypt data volume(s){}",
+        if os_mapped { "OS volume on /dev/mapper/osencrypt" } else { "OS volume not encrypted" },
+        data_crypt.len(),
+        if data_crypt.is_empty() { String::new() } else { format!(" ({})", data_crypt.join(", ")) }
+    );
+    let said = format!(
+        "extension ({file}): {} {}, os {}, data {}",
+        reported.operation.as_deref().unwrap_or("-"),
+        reported.status.as_deref().unwrap_or("-"),
+        reported.os.as_deref().unwrap_or("-"),
+        reported.data.as_deref().unwrap_or("-")
+    );
+    let mut problems = vec![];
+    match reported.os.as_deref() {
+        Some("Encrypted") if !os_mapped => {
+            problems.push("Azure reports the OS disk encrypted but the guest shows it decrypted".to_string())
+        }
+        Some("NotEncrypted") if os_mapped => {
+            problems.push("Azure reports the OS disk not encrypted but the guest runs on osencrypt".to_string())
+        }
+        Some("VMRestartPending") => problems.push("OS disk encrypted, the VM must be restarted".to_string()),
+        Some("EncryptionInProgress") => problems.push("OS disk encryption in progress".to_string()),
+        _ => {}
+    }
+    match reported.data.as_deref() {
+        Some("Encrypted") if data_crypt.is_empty() => {
+            problems.push("Azure reports data volumes encrypted but the guest has no dm-crypt data volume".to_string())
+        }
+        Some("NotEncrypted") if !data_crypt.is_empty() => problems
+            .push("Azure reports data volumes not encrypted but the guest has dm-crypt data volumes".to_string()),
+        _ => {}
+    }
+    if reported.status.as_deref() == Some("error") {
+        problems.push(format!(
+            "the last operation failed (code {}): {}",
+            reported.code.map_or("-".into(), |c| c.to_string()),
+            reported.message.as_deref().unwrap_or("no message")
+        ));
+    }
+    if problems.is_empty() {
+        mk(Status::Pass, format!("{said}; {guest}"))
+    } else {
+        mk(Status::Warn, format!("{}; {said}; {guest}", problems.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mountinfo::parse;
+
+    fn status_json(status: &str, os: &str, data: &str) -> String {
+        let inner = serde_json::json!({"os": os, "data": data}).to_string();
+        serde_json::json!([{
+            "version": 1.0,
+            "timestampUTC": "2024-03-01T10:00:00Z",
+            "status": {
+                "name": "Microsoft.Azure.Security.AzureDiskEncryptionForLinux",
+                "operation": "EnableEncryption",
+                "status": status,
+                "code": 0,
+                "formattedMessage": {"lang": "en-US", "message": "Encryption succeeded for all volumes"},
+                "substatus": [{"name": "x", "status": "success", "code": 0,
+                               "formattedMessage": {"lang": "en-US", "message": inner}}]
+            }
+        }])
+        .to_string()
+    }
+
+    fn state(text: Option<String>) -> Input<Option<AdeState>> {
+        Ok(Some(AdeState {
+            handler: "Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.1.0.53".into(),
+            seq: Some(1),
+            status: text,
+        }))
+    }
+
+    fn crypt(node: &str, name: &str) -> DmDevice {
+        DmDevice {
+            node: node.into(),
+            dev: Some((253, 0)),
+            name: name.into(),
+            uuid: Some(format!("CRYPT-LUKS1-x-{name}")),
+        }
+    }
+
+    const PLAIN: &str = "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n";
+    const ENC: &str = "1 0 253:0 / / rw - ext4 /dev/mapper/osencrypt rw\n";
+
+    #[test]
+    fn parses_the_status_file() {
+        let s = parse_ade_status(&status_json("success", "Encrypted", "NotMounted")).unwrap();
+        assert_eq!(s.operation.as_deref(), Some("EnableEncryption"));
+        assert_eq!((s.os.as_deref(), s.data.as_deref()), (Some("Encrypted"), Some("NotMounted")));
+        assert_eq!(s.code, Some(0));
+        assert!(parse_ade_status("{\"status\": 1}").is_err());
+        assert!(parse_ade_status("[]").is_err());
+        assert!(parse_ade_status("\u{0}garbage").unwrap_err().starts_with("not JSON"));
+    }
+
+    #[test]
+    fn mismatches_warn() {
+        let m = |t: &str| Ok(parse(t).0);
+        let ok = encryption_status(
+            &state(Some(status_json("success", "Encrypted", "NotEncrypted"))),
+            &m(ENC),
+            &Ok(vec![crypt("dm-0", "osencrypt")]),
+        );
+        assert_eq!(ok.result, Status::Pass, "{}", ok.evidence);
+        // decrypted with low-level commands: Azure still says encrypted
+        let c = encryption_status(
+            &state(Some(status_json("success", "Encrypted", "NotEncrypted"))),
+            &m(PLAIN),
+            &Ok(vec![]),
+        );
+        assert_eq!(c.result, Status::Warn);
+        assert!(
+            c.evidence.starts_with("Azure reports the OS disk encrypted but the guest shows it decrypted"),
+            "{}",
+            c.evidence
+        );
+        let c = encryption_status(
+            &state(Some(status_json("success", "NotEncrypted", "Encrypted"))),
+            &m(PLAIN),
+            &Ok(vec![]),
+        );
+        assert!(c.evidence.contains("no dm-crypt data volume"), "{}", c.evidence);
+        let c = encryption_status(
+            &state(Some(status_json("success", "NotEncrypted", "NotEncrypted"))),
+            &m(PLAIN),
+            &Ok(vec![crypt("dm-1", "resourceencrypt")]),
+        );
+        assert_eq!(c.result, Status::Warn);
+        let c = encryption_status(
+            &state(Some(status_json("success", "VMRestartPending", "Encrypted"))),
+            &m(PLAIN),
+            &Ok(vec![crypt("dm-1", "a")]),
+        );
+        assert!(c.evidence.contains("must be restarted"));
+        let c = encryption_status(
+            &state(Some(status_json("error", "NotEncrypted", "NotEncrypted"))),
+            &m(PLAIN),
+            &Ok(vec![]),
+        );
+        assert_eq!(c.result, Status::Warn);
+        assert!(c.evidence.contains("the last operation failed (code 0)"), "{}", c.evidence);
+    }
+
+    #[test]
+    fn nothing_to_compare_or_unreadable() {
+        let m = Ok(parse(PLAIN).0);
+        assert_eq!(encryption_status(&Ok(None), &m, &Ok(vec![])).result, Status::NotApplicable);
+        assert_eq!(encryption_status(&state(None), &m, &Ok(vec![])).result, Status::NotApplicable);
+        let no_seq = Ok(Some(AdeState { handler: "h".into(), seq: None, status: None }));
+        assert_eq!(encryption_status(&no_seq, &m, &Ok(vec![])).result, Status::NotApplicable);
+        let c = encryption_status(&state(Some("[{".into())), &m, &Ok(vec![]));
+        assert_eq!(c.result, Status::Unknown);
+        assert!(c.evidence.contains("status/1.status: not JSON"), "{}", c.evidence);
+        assert_eq!(encryption_status(&Err("e".into()), &m, &Ok(vec![])).result, Status::Unknown);
+        let good = state(Some(status_json("success", "Encrypted", "NotEncrypted")));
+        assert_eq!(encryption_status(&good, &m, &Err("no dm".into())).result, Status::Unknown);
+    }
+
+    fn dd(pid: i32) -> Process {
+        Process {
+            pid,
+            ppid: Some(1),
+            comm: "dd".into(),
+            cmdline: ["dd", "if=/dev/sda1", "of=/dev/mapper/osencrypt", "bs=52428800", "conv=sparse"]
+                .map(String::from)
+                .to_vec(),
+            cwd: Some("/".into()),
+        }
+    }
+
+    #[test]
+    fn operation_phase() {
+        let none: Input<Option<String>> = Ok(None);
+        let no_markers: Input<Option<Vec<String>>> = Ok(None);
+        let m = Ok(parse(PLAIN).0);
+        let quiet = ade_operation(&none, &no_markers, &Ok(vec![]), &m);
+        assert_eq!(quiet.result, Status::Pass);
+        let queue =
+            Ok(Some("[encryption_request_queue]\nencryptionoperation = EnableEncryption\nvolumetype = OS\n".into()));
+        let marks = Ok(Some(vec!["PrereqState".into(), "StripdownState".into()]));
+        let c = ade_operation(&queue, &marks, &Ok(vec![dd(4242)]), &m);
+        assert_eq!(c.result, Status::Warn);
+        assert_eq!(
+            c.evidence,
+            "ADE operation under way: request queued (EnableEncryption, volume type OS); OS phases finished: \
+             PrereqState, StripdownState; encrypting the OS volume: pid 4242 `dd if=/dev/sda1 of=/dev/mapper/osencrypt \
+             bs=52428800 conv=sparse`"
+        );
+        // all phases marked, nothing queued: finished earlier
+        let all = Ok(Some(PHASES.iter().map(|s| s.to_string()).collect()));
+        assert_eq!(ade_operation(&none, &all, &Ok(vec![]), &m).result, Status::Pass);
+        // some phases marked, nothing queued: interrupted
+        let c = ade_operation(&none, &marks, &Ok(vec![]), &m);
+        assert_eq!(c.result, Status::Warn);
+        assert!(c.evidence.contains("interrupted"));
+        // ADE's RAM root
+        let c = ade_operation(&none, &no_markers, &Ok(vec![]), &Ok(parse("1 0 0:40 / / rw - tmpfs tmpfs rw\n").0));
+        assert_eq!(c.result, Status::Warn);
+        // unreadable and nothing found: unknown
+        let c = ade_operation(
+            &Err("/a/azure_crypt_request_queue.ini: Is a directory (os error 21)".into()),
+            &no_markers,
+            &Ok(vec![]),
+            &m,
+        );
+        assert_eq!(c.result, Status::Unknown);
+        assert!(c.evidence.contains("Is a directory"));
+        // a dd alone is enough
+        assert_eq!(ade_operation(&none, &no_markers, &Ok(vec![dd(7)]), &m).result, Status::Warn);
+    }
+}

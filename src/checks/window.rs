@@ -1,0 +1,128 @@
+//! What `prepare` acts on during the encryption window (SELinux, workloads holding `/`), and the backup reminder.
+
+use std::collections::BTreeMap;
+
+use super::{Check, Flow, Input, Selinux, Status, WorkloadHolder, BACKUP, SELINUX, WORKLOADS};
+
+const SELINUX_TITLE: &str = "SELinux not enforcing";
+const SELINUX_FIX: &str = "Let `ade-prep prepare` switch SELinux to permissive for the encryption (it restores \
+    enforcing afterwards), or run `setenforce 0` yourself and `setenforce 1` once encryption has finished.";
+
+const WORKLOADS_TITLE: &str = "no workload holding /";
+const WORKLOADS_FIX: &str = "Run `ade-prep prepare` (or stop these services yourself) before enabling encryption: ADE \
+    cannot stop SAP, MongoDB, Cassandra, Docker and similar workloads, and their open files keep / from being \
+    unmounted; prepare restarts them once encryption is done.";
+
+const BACKUP_TITLE: &str = "snapshot or backup first";
+const BACKUP_FIX: &str = "Take a snapshot or backup of the VM's disks right before enabling encryption, and restore \
+    it if OS disk encryption fails midway or the VM does not come back after the restart it asks for.";
+
+const ONLINE: &str = "ADE encrypts this distribution online and does not unmount /";
+
+/// SELinux enforcing warns (prepare switches it to permissive).
+pub fn selinux(s: &Selinux, flow: Flow) -> Check {
+    let mk = |r, e: String| Check::new(SELINUX, SELINUX_TITLE, SELINUX_FIX, r, e);
+    if flow == Flow::Online {
+        return mk(Status::NotApplicable, ONLINE.into());
+    }
+    match &s.enforce {
+        Err(e) => mk(Status::Unknown, e.clone()),
+        Ok(None) => mk(Status::Pass, format!("no {}: SELinux is disabled or absent", s.path)),
+        Ok(Some(t)) => match t.trim() {
+            "1" => mk(Status::Warn, format!("SELinux is enforcing ({} is 1); prepare sets it permissive", s.path)),
+            "0" => mk(Status::Pass, format!("SELinux is permissive ({} is 0)", s.path)),
+            other => mk(Status::Unknown, format!("{}: unexpected content {other:?}", s.path)),
+        },
+    }
+}
+
+/// Workloads holding `/` warn, naming the units prepare would stop.
+pub fn workloads(w: &Input<Vec<WorkloadHolder>>, flow: Flow) -> Check {
+    let mk = |r, e: String| Check::new(WORKLOADS, WORKLOADS_TITLE, WORKLOADS_FIX, r, e);
+    if flow == Flow::Online {
+        return mk(Status::NotApplicable, ONLINE.into());
+    }
+    let w = match w {
+        Ok(w) => w,
+        Err(e) => return mk(Status::Unknown, e.clone()),
+    };
+    if w.is_empty() {
+        return mk(Status::Pass, "no workload from the catalogue holds /".into());
+    }
+    let mut units: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut strays = vec![];
+    for h in w {
+        match &h.unit {
+            Some(u) => {
+                let e = units.entry(h.workload.as_str()).or_default();
+                if !e.contains(&u.as_str()) {
+                    e.push(u);
+                }
+            }
+            None => strays.push(format!("pid {} {} ({})", h.pid, h.comm, h.workload)),
+        }
+    }
+    let mut parts = vec![];
+    if !units.is_empty() {
+        let l: Vec<String> = units.iter().map(|(w, u)| format!("{w}: {}", u.join(", "))).collect();
+        parts.push(format!("prepare would stop {}", l.join("; ")));
+    }
+    if !strays.is_empty() {
+        parts.push(format!("processes no unit runs: {}", strays.join(", ")));
+    }
+    mk(Status::Warn, parts.join("; "))
+}
+
+/// The reminder to snapshot or back up, always shown.
+pub fn backup(flow: Flow) -> Check {
+    let e = match flow {
+        Flow::Online => "reminder: ADE encrypts online here, a backup is still the way back",
+        _ => "reminder: OS disk encryption cannot be undone midway",
+    };
+    Check::new(BACKUP, BACKUP_TITLE, BACKUP_FIX, Status::Info, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sel(e: Input<Option<String>>) -> Selinux {
+        Selinux { path: "/sys/fs/selinux/enforce".into(), enforce: e }
+    }
+
+    #[test]
+    fn selinux_modes() {
+        assert_eq!(selinux(&sel(Ok(Some("1".into()))), Flow::Unmount).result, Status::Warn);
+        assert_eq!(selinux(&sel(Ok(Some("0\n".into()))), Flow::Unmount).result, Status::Pass);
+        assert_eq!(selinux(&sel(Ok(None)), Flow::Unmount).result, Status::Pass);
+        assert_eq!(selinux(&sel(Ok(Some("yes".into()))), Flow::Unmount).result, Status::Unknown);
+        assert_eq!(selinux(&sel(Err("perm".into())), Flow::Unknown).result, Status::Unknown);
+        assert_eq!(selinux(&sel(Ok(Some("1".into()))), Flow::Online).result, Status::NotApplicable);
+    }
+
+    fn wh(pid: i32, comm: &str, unit: Option<&str>, w: &str) -> WorkloadHolder {
+        WorkloadHolder { pid, comm: comm.into(), unit: unit.map(Into::into), workload: w.into() }
+    }
+
+    #[test]
+    fn workloads_name_their_units() {
+        let w = vec![
+            wh(10, "dockerd", Some("docker.service"), "docker"),
+            wh(11, "containerd", Some("containerd.service"), "docker"),
+            wh(12, "dockerd", Some("docker.service"), "docker"),
+            wh(20, "mongod", Some("mongod.service"), "mongodb"),
+            wh(30, "hdbindexserver", None, "sap"),
+        ];
+        let c = workloads(&Ok(w), Flow::Unmount);
+        assert_eq!(c.result, Status::Warn);
+        assert_eq!(
+            c.evidence,
+            "prepare would stop docker: docker.service, containerd.service; mongodb: mongod.service; \
+             processes no unit runs: pid 30 hdbindexserver (sap)"
+        );
+        assert_eq!(workloads(&Ok(vec![]), Flow::Unmount).result, Status::Pass);
+        assert_eq!(workloads(&Err("scan".into()), Flow::Unmount).result, Status::Unknown);
+        assert_eq!(workloads(&Err("scan".into()), Flow::Online).result, Status::NotApplicable);
+        assert_eq!(backup(Flow::Unmount).result, Status::Info);
+    }
+}
