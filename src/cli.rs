@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::checks;
 use crate::config;
 use crate::exit;
 use crate::paths::Paths;
@@ -43,6 +44,12 @@ pub enum Command {
     },
     /// Print the effective configuration as TOML (defaults, config.toml, config.d/*.toml).
     Config,
+    /// Check every precondition of ADE's troubleshooting guide, with the fix for each; exit 1 when one fails.
+    Check {
+        /// Print JSON (shape in docs/checks.md).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Whether the process runs as root.
@@ -97,6 +104,16 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             text.push_str(&settings.to_toml());
             out(&text)?;
             Ok(exit::OK)
+        }
+        Command::Check { json } => {
+            let report = checks::check_machine(&paths, &settings, &checks::Waagent::for_paths(&paths));
+            if json {
+                out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
+            } else {
+                use std::io::IsTerminal;
+                out(&checks::render::text(&report, std::io::stdout().is_terminal()))?;
+            }
+            Ok(if report.has_failures() { exit::FAILED } else { exit::OK })
         }
     }
 }
