@@ -15,3 +15,5 @@ pub mod plan;
 pub mod report;
 pub mod runner;
 pub mod scan;
+pub mod selinux;
+pub mod state;

@@ -121,6 +121,10 @@ impl Paths {
     pub fn os_release(&self) -> PathBuf {
         self.resolve(OS_RELEASE)
     }
+    /// The SELinux configuration file under the root.
+    pub fn selinux_config(&self) -> PathBuf {
+        self.resolve(SELINUX_CONFIG)
+    }
 }
 
 #[cfg(test)]
