@@ -50,6 +50,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run CMD holding the serialisation lock, once no encryption window is open; CMD's exit code passes through
+    /// (5 when the wait ran out).
+    Lock {
+        /// Seconds to wait for the lock and the window (0: one try); without it, wait as long as it takes.
+        #[arg(long, value_name = "SECS")]
+        wait: Option<u64>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 /// Whether the process runs as root.
@@ -93,6 +103,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 );
             }
             Ok(exit::OK)
+        }
+        Command::Lock { wait, command } => {
+            crate::lock::run_holding(&paths, wait.map(std::time::Duration::from_secs), &command)
         }
         Command::Config => {
             let files = config::files(&paths)?;

@@ -12,6 +12,10 @@ pub const PRECONDITION: u8 = 3;
 pub const NOT_ROOT: u8 = 4;
 /// The lock or the window is held by someone else and the wait ran out.
 pub const BUSY: u8 = 5;
+/// `ade-prep lock -- CMD`: CMD could not be run (not executable), as shells report it.
+pub const CMD_NOT_RUNNABLE: u8 = 126;
+/// `ade-prep lock -- CMD`: CMD was not found, as shells report it.
+pub const CMD_NOT_FOUND: u8 = 127;
 
 /// An error with the exit code it maps to.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +39,14 @@ pub fn code_of(e: &anyhow::Error) -> u8 {
             return c.code;
         }
         if cause.downcast_ref::<crate::config::ConfigError>().is_some() {
+            return USAGE;
+        }
+        if let Some(e) = cause.downcast_ref::<crate::lock::LockError>() {
+            return e.exit_code();
+        }
+        if let Some(crate::state::StateError::Corrupt { .. } | crate::state::StateError::Version { .. }) =
+            cause.downcast_ref::<crate::state::StateError>()
+        {
             return USAGE;
         }
         if let Some(crate::scan::ScanError::Path { .. }) = cause.downcast_ref::<crate::scan::ScanError>() {

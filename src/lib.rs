@@ -9,6 +9,7 @@ pub mod config;
 pub mod exit;
 pub mod extension;
 pub mod glob;
+pub mod lock;
 pub mod mountinfo;
 pub mod paths;
 pub mod plan;

@@ -1,0 +1,506 @@
+//! The serialisation lock ([`paths::LOCK_FILE`]): an flock that keeps ade-prep, custom scripts (`ade-prep lock --
+//! CMD`) and golden-image steps from changing the machine at the same time.
+//!
+//! The holder writes who it is (pid, command, since) into the lock file, so a waiter can say whom it waits for; a
+//! clean release empties the file, so information left in a file whose flock is free comes from a holder that died
+//! (stale) and is reported as such. The flock only lives as long as its process: across processes and the reboot
+//! the journal holds the window, and [`Lock::acquire_when_closed`] waits for both.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::errno::Errno;
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use serde::{Deserialize, Serialize};
+
+use crate::exit;
+use crate::paths::Paths;
+use crate::state::{self, Store};
+
+/// Who holds (or held) the lock, as its holder wrote it into the lock file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HolderInfo {
+    /// Process id.
+    pub pid: i32,
+    /// What it runs (`ade-prep prepare`, `ade-prep lock -- /opt/golden/step.sh`).
+    pub command: String,
+    /// When it took the lock (unix seconds).
+    pub since: u64,
+}
+
+impl fmt::Display for HolderInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pid {} ({}) since {}", self.pid, self.command, state::format_utc(self.since))
+    }
+}
+
+/// The lock as a bystander sees it (`ade-prep status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockState {
+    /// Nobody holds it.
+    Free,
+    /// Held; by whom, when the holder has written it yet.
+    Held(Option<HolderInfo>),
+    /// Nobody holds it, but this holder ended without releasing it (killed): its information is left behind.
+    Stale(HolderInfo),
+}
+
+/// What went wrong, naming the lock file.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Creating, opening or writing the lock file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The lock file is not a regular file owned by this user.
+    #[error("{path}: refused: {why}")]
+    Insecure {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// The wait ran out.
+    #[error("busy after waiting {:.1} s: {what}", waited.as_secs_f64())]
+    Busy {
+        /// What was waited for.
+        what: String,
+        /// How long.
+        waited: Duration,
+    },
+    /// The journal could not be read: whether the window is open is unknown.
+    #[error(transparent)]
+    Journal(state::StateError),
+}
+
+impl LockError {
+    /// The exit code: [`exit::BUSY`] when the wait ran out, [`exit::USAGE`] for an unreadable journal.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LockError::Busy { .. } => exit::BUSY,
+            LockError::Journal(state::StateError::Corrupt { .. } | state::StateError::Version { .. }) => exit::USAGE,
+            _ => exit::FAILED,
+        }
+    }
+}
+
+/// The serialisation lock of the system (or fixture tree) under a [`Paths`] root.
+#[derive(Debug, Clone)]
+pub struct Lock {
+    path: PathBuf,
+    proc: PathBuf,
+}
+
+/// The lock, held: dropping it releases it (and empties the holder information).
+#[derive(Debug)]
+pub struct LockGuard {
+    file: File,
+    path: PathBuf,
+    info: HolderInfo,
+    stale: Option<HolderInfo>,
+    announced: bool,
+}
+
+impl LockGuard {
+    /// What this holder wrote into the lock file.
+    pub fn holder(&self) -> &HolderInfo {
+        &self.info
+    }
+
+    /// The information a dead holder left behind, if the lock was taken over from one.
+    pub fn stale(&self) -> Option<&HolderInfo> {
+        self.stale.as_ref()
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        // Empty first, so that information in a file nobody locks always means a holder that died.
+        let _ = self.file.set_len(0);
+        if self.announced {
+            log::info!("lock: released {}", self.path.display());
+        }
+        // Closing the file releases the flock.
+    }
+}
+
+fn flock(file: &File, op: libc::c_int) -> nix::Result<()> {
+    // SAFETY: flock(2) on a descriptor the File owns for the duration of the call.
+    Errno::result(unsafe { libc::flock(file.as_raw_fd(), op) }).map(drop)
+}
+
+fn read_info(file: &File) -> Option<HolderInfo> {
+    let mut text = String::new();
+    (&*file).read_to_string(&mut text).ok()?;
+    serde_json::from_str(text.trim()).ok()
+}
+
+impl Lock {
+    /// The lock under `paths`.
+    pub fn new(paths: &Paths) -> Self {
+        Lock { path: paths.lock_file(), proc: paths.proc() }
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(&self, path: &Path) -> impl FnOnce(std::io::Error) -> LockError {
+        let path = path.to_path_buf();
+        move |source| LockError::Io { path, source }
+    }
+
+    /// Opens (creating it 0600, its folder 0755) the lock file, refusing symlinks and files not ours.
+    fn open(&self) -> Result<File, LockError> {
+        if let Some(dir) = self.path.parent() {
+            if !dir.is_dir() {
+                std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(self.io(dir))?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(self.io(dir))?;
+            }
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            // No symlink, no FIFO left to block on, not inherited by the command run under the lock.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&self.path)
+            .map_err(self.io(&self.path))?;
+        let md = file.metadata().map_err(self.io(&self.path))?;
+        let insecure = |why: String| LockError::Insecure { path: self.path.clone(), why };
+        if !md.file_type().is_file() {
+            return Err(insecure("not a regular file".into()));
+        }
+        let me = nix::unistd::geteuid().as_raw();
+        if md.uid() != me {
+            return Err(insecure(format!("owned by uid {}, not {me}", md.uid())));
+        }
+        if md.mode() & 0o777 != 0o600 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(self.io(&self.path))?;
+        }
+        Ok(file)
+    }
+
+    /// Whether `pid` is a live process (under the [`Paths`] root's `/proc`).
+    fn alive(&self, pid: i32) -> bool {
+        self.proc.join(pid.to_string()).exists()
+    }
+
+    /// Takes the lock if it is free; `None` when someone holds it. Writes `command` as the holder information.
+    pub fn try_acquire(&self, command: &str) -> Result<Option<LockGuard>, LockError> {
+        let file = self.open()?;
+        match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(()) => {}
+            Err(Errno::EWOULDBLOCK) => return Ok(None),
+            Err(e) => return Err(LockError::Io { path: self.path.clone(), source: e.into() }),
+        }
+        let stale = read_info(&file);
+        let info = HolderInfo { pid: std::process::id() as i32, command: command.to_string(), since: state::now() };
+        let mut text = serde_json::to_string(&info).map_err(|e| self.io(&self.path)(e.into()))?;
+        text.push('\n');
+        file.set_len(0).and_then(|_| file.write_all_at(text.as_bytes(), 0)).map_err(self.io(&self.path))?;
+        Ok(Some(LockGuard { file, path: self.path.clone(), info, stale, announced: false }))
+    }
+
+    /// The lock as a bystander sees it, without taking it.
+    pub fn state(&self) -> Result<LockState, LockError> {
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&self.path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockState::Free),
+            Err(e) => return Err(self.io(&self.path)(e)),
+        };
+        match flock(&file, libc::LOCK_SH | libc::LOCK_NB) {
+            Ok(()) => Ok(read_info(&file).map_or(LockState::Free, LockState::Stale)),
+            Err(Errno::EWOULDBLOCK) => Ok(LockState::Held(read_info(&file))),
+            Err(e) => Err(LockError::Io { path: self.path.clone(), source: e.into() }),
+        }
+    }
+
+    /// Who holds the lock, in words, for waiting messages.
+    fn describe_holder(&self) -> String {
+        match self.state() {
+            Ok(LockState::Held(Some(h))) if !self.alive(h.pid) => {
+                format!(
+                    "{} is held; its recorded holder {h} is gone (another process keeps it open)",
+                    self.path.display()
+                )
+            }
+            Ok(LockState::Held(Some(h))) => format!("{} is held by {h}", self.path.display()),
+            Ok(_) => format!("{} is held (holder not recorded yet)", self.path.display()),
+            Err(e) => format!("{} is held ({e})", self.path.display()),
+        }
+    }
+
+    /// Takes the lock, waiting at most `wait` (`None`: as long as it takes; zero: one try), saying who holds it
+    /// while waiting. [`LockError::Busy`] when the wait runs out.
+    pub fn acquire(&self, command: &str, wait: Option<Duration>) -> Result<LockGuard, LockError> {
+        self.acquire_unless(command, wait, |_| Ok(None))
+    }
+
+    /// Takes the lock once it is free and the journal in `store` has no open window; the window is checked with
+    /// the lock held (prepare opens it holding the lock), so the two cannot race.
+    pub fn acquire_when_closed(
+        &self,
+        command: &str,
+        store: &dyn Store,
+        wait: Option<Duration>,
+    ) -> Result<LockGuard, LockError> {
+        self.acquire_unless(command, wait, |_| {
+            let record = store.load().map_err(LockError::Journal)?;
+            Ok(record.filter(|r| r.is_window_open()).map(|r| {
+                format!(
+                    "the encryption window is {} since {} ({}; `ade-prep restore` closes it)",
+                    r.phase,
+                    state::format_utc(r.opened_at),
+                    store.location().display()
+                )
+            }))
+        })
+    }
+
+    /// The waiting loop: `blocked` is asked, with the lock held, whether something else still forbids going on.
+    fn acquire_unless(
+        &self,
+        command: &str,
+        wait: Option<Duration>,
+        mut blocked: impl FnMut(&LockGuard) -> Result<Option<String>, LockError>,
+    ) -> Result<LockGuard, LockError> {
+        let start = Instant::now();
+        let mut said: Option<(String, Instant)> = None;
+        loop {
+            let (why, poll) = match self.try_acquire(command)? {
+                Some(mut guard) => match blocked(&guard)? {
+                    None => {
+                        if let Some(s) = &guard.stale {
+                            let fate = if self.alive(s.pid) { "no longer holds it" } else { "is gone" };
+                            log::warn!("lock: stale holder information in {}: {s} {fate}", self.path.display());
+                        }
+                        log::info!("lock: taken {} by {}", self.path.display(), guard.info);
+                        guard.announced = true;
+                        return Ok(guard);
+                    }
+                    Some(why) => (why, Duration::from_secs(1)),
+                },
+                None => (self.describe_holder(), Duration::from_millis(200)),
+            };
+            let waited = start.elapsed();
+            let left = match wait {
+                Some(w) if waited >= w => return Err(LockError::Busy { what: why, waited }),
+                Some(w) => w - waited,
+                None => Duration::MAX,
+            };
+            let repeat = !matches!(&said, Some((w, at)) if *w == why && at.elapsed() < Duration::from_secs(60));
+            if repeat {
+                log::warn!("waiting ({} s so far): {why}", waited.as_secs());
+                said = Some((why, Instant::now()));
+            }
+            std::thread::sleep(poll.min(left));
+        }
+    }
+}
+
+/// The child run under the lock, for the signal forwarder (0 while it is not started yet).
+static CHILD: AtomicI32 = AtomicI32::new(0);
+/// A signal to pass on that came before the child existed.
+static PENDING: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    } else {
+        PENDING.store(sig, Ordering::SeqCst);
+    }
+}
+
+/// A handler that does nothing: unlike SIG_IGN it is not inherited by the command (exec resets handlers).
+extern "C" fn leave_to_child(_: libc::c_int) {}
+
+/// `ade-prep lock [--wait SECS] -- CMD ARGS...`: runs `argv` holding the lock, outside the encryption window, and
+/// returns its exit code (128 + signal when it was killed; 126/127 when it cannot be run, as shells do).
+/// While it runs, SIGTERM and SIGHUP are passed on to it and SIGINT/SIGQUIT are left to it (the terminal sends
+/// them to it too), so the lock is held until it has exited.
+pub fn run_holding(paths: &Paths, wait: Option<Duration>, argv: &[std::ffi::OsString]) -> anyhow::Result<u8> {
+    let (program, args) = argv.split_first().context("no command given")?;
+    let shown: Vec<String> = argv.iter().map(|a| String::from_utf8_lossy(a.as_bytes()).into_owned()).collect();
+    let mut command = format!("ade-prep lock -- {}", shown.join(" "));
+    if command.len() > 200 {
+        command = format!("{}...", command.chars().take(197).collect::<String>());
+    }
+    let store = state::FileStore::new(paths);
+    // Its exit code comes from exit::code_of, which knows LockError.
+    let guard = Lock::new(paths).acquire_when_closed(&command, &store, wait)?;
+    // Handlers go in before the command starts, so that no signal can end this process while it runs.
+    let pass_on = SigAction::new(SigHandler::Handler(forward), SaFlags::SA_RESTART, SigSet::empty());
+    let leave = SigAction::new(SigHandler::Handler(leave_to_child), SaFlags::SA_RESTART, SigSet::empty());
+    let mut saved = vec![];
+    for (sig, action) in
+        [(Signal::SIGTERM, &pass_on), (Signal::SIGHUP, &pass_on), (Signal::SIGINT, &leave), (Signal::SIGQUIT, &leave)]
+    {
+        // SAFETY: the handlers only touch atomics and call kill(2).
+        if let Ok(old) = unsafe { signal::sigaction(sig, action) } {
+            saved.push((sig, old));
+        }
+    }
+    let status = match std::process::Command::new(program).args(args).spawn() {
+        Ok(mut child) => {
+            CHILD.store(child.id() as i32, Ordering::SeqCst);
+            let early = PENDING.swap(0, Ordering::SeqCst);
+            if early != 0 {
+                // SAFETY: plain kill(2) of our own child.
+                unsafe { libc::kill(child.id() as i32, early) };
+            }
+            let status = child.wait();
+            CHILD.store(0, Ordering::SeqCst);
+            Ok(status)
+        }
+        Err(e) => Err(e),
+    };
+    for (sig, old) in saved {
+        // SAFETY: puts back the disposition found above.
+        let _ = unsafe { signal::sigaction(sig, &old) };
+    }
+    drop(guard);
+    let status = match status {
+        Ok(s) => s.with_context(|| format!("waiting for {}", shown[0]))?,
+        Err(e) => {
+            let code = match e.kind() {
+                std::io::ErrorKind::NotFound => exit::CMD_NOT_FOUND,
+                _ => exit::CMD_NOT_RUNNABLE,
+            };
+            return Err(exit::with_code(code, anyhow::anyhow!("{}: {e}", shown[0])));
+        }
+    };
+    use std::os::unix::process::ExitStatusExt;
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => c as u8,
+        (None, Some(s)) => 128u8.wrapping_add(s as u8),
+        (None, None) => exit::FAILED,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_open_sees_the_holder_and_the_guard_releases() {
+        let d = tempfile::tempdir().unwrap();
+        let lock = Lock::new(&Paths::under(d.path()));
+        assert_eq!(lock.state().unwrap(), LockState::Free);
+        let g = lock.try_acquire("test one").unwrap().unwrap();
+        assert!(g.stale().is_none());
+        // flock belongs to the open file: a second open in the same process conflicts like another process.
+        assert!(lock.try_acquire("test two").unwrap().is_none());
+        match lock.state().unwrap() {
+            LockState::Held(Some(h)) => {
+                assert_eq!((h.pid, h.command.as_str()), (std::process::id() as i32, "test one"));
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(g);
+        assert_eq!(lock.state().unwrap(), LockState::Free);
+        assert!(lock.try_acquire("test two").unwrap().is_some());
+    }
+
+    #[test]
+    fn file_and_folder_get_their_modes() {
+        let d = tempfile::tempdir().unwrap();
+        let lock = Lock::new(&Paths::under(d.path()));
+        let _g = lock.try_acquire("t").unwrap().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!(mode(lock.path()), 0o600);
+        assert_eq!(mode(lock.path().parent().unwrap()), 0o755);
+    }
+
+    #[test]
+    fn information_left_by_a_dead_holder_is_stale() {
+        let d = tempfile::tempdir().unwrap();
+        let lock = Lock::new(&Paths::under(d.path()));
+        drop(lock.try_acquire("t").unwrap().unwrap());
+        let dead = HolderInfo { pid: 999_999, command: "ade-prep prepare".into(), since: 1_714_564_700 };
+        std::fs::write(lock.path(), serde_json::to_string(&dead).unwrap()).unwrap();
+        assert_eq!(lock.state().unwrap(), LockState::Stale(dead.clone()));
+        let g = lock.acquire("t", Some(Duration::ZERO)).unwrap();
+        assert_eq!(g.stale(), Some(&dead));
+        drop(g);
+        assert_eq!(lock.state().unwrap(), LockState::Free);
+    }
+
+    #[test]
+    fn a_symlink_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let lock = Lock::new(&Paths::under(d.path()));
+        std::fs::create_dir_all(lock.path().parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(d.path().join("elsewhere"), lock.path()).unwrap();
+        let e = lock.try_acquire("t").unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}: ", lock.path().display())), "{e}");
+        assert!(!d.path().join("elsewhere").exists());
+    }
+
+    #[test]
+    fn busy_names_the_holder_after_the_wait() {
+        let d = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/proc", d.path().join("proc")).unwrap();
+        let lock = Lock::new(&Paths::under(d.path()));
+        let _g = lock.try_acquire("ade-prep prepare").unwrap().unwrap();
+        let t = Instant::now();
+        let e = lock.acquire("t", Some(Duration::from_millis(300))).unwrap_err();
+        assert!(t.elapsed() >= Duration::from_millis(300));
+        assert_eq!(e.exit_code(), exit::BUSY);
+        let e = e.to_string();
+        assert!(e.contains(&format!("held by pid {} (ade-prep prepare)", std::process::id())), "{e}");
+    }
+
+    #[test]
+    fn an_open_window_blocks_even_a_free_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::under(d.path());
+        let store = state::FileStore::new(&paths);
+        let mut j = state::Journal::open(&store, Path::new("/"), "b").unwrap();
+        let lock = Lock::new(&paths);
+        let e = lock.acquire_when_closed("t", &store, Some(Duration::ZERO)).unwrap_err().to_string();
+        assert!(e.contains("the encryption window is preparing since"), "{e}");
+        // The lock itself was not kept.
+        assert_eq!(lock.state().unwrap(), LockState::Free);
+        j.set_phase(state::Phase::Closed).unwrap();
+        assert!(lock.acquire_when_closed("t", &store, Some(Duration::ZERO)).is_ok());
+    }
+
+    #[test]
+    fn a_corrupt_journal_is_not_taken_for_a_closed_window() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::under(d.path());
+        std::fs::create_dir_all(paths.state_file().parent().unwrap()).unwrap();
+        std::fs::write(paths.state_file(), "{\"version\": 1, \"pha").unwrap();
+        let store = state::FileStore::new(&paths);
+        let e = Lock::new(&paths).acquire_when_closed("t", &store, None).unwrap_err();
+        assert_eq!(e.exit_code(), exit::USAGE);
+        assert!(e.to_string().starts_with(&format!("{}: corrupt journal", paths.state_file().display())));
+    }
+}
