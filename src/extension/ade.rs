@@ -1,0 +1,888 @@
+//! ADE's own handler, as the guest agent lays it out: the newest handler folder
+//! (`/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-<version>/`), the settings it was given
+//! (`config/<seq>.settings`) and the status it reports (`status/<seq>.status`), and the watcher that waits for it to
+//! be done.
+//!
+//! ADE rewrites its status file in place (truncate, then write), so a reader can see it empty or half written: such
+//! a read is "read again", never acted on. ADE also reports `success` while it is still at work ("EnableEncryption
+//! started" when its daemon starts, "Encryption settings stamped", "Encryption succeeded for data volumes"), with the
+//! OS substatus `EncryptionInProgress`: [`decide`] waits while the OS volume is in progress or pending a restart.
+
+use std::fmt;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::ADE_HANDLER;
+use crate::paths::Paths;
+
+/// How often the watcher looks when inotify says nothing (or is not available).
+pub const DEFAULT_POLL: Duration = Duration::from_secs(5);
+
+/// A file of the extension that cannot be read or understood.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtensionError {
+    /// Reading failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The settings file is not what the guest agent writes.
+    #[error("{path}: {message}")]
+    Settings {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (never the protected settings).
+        message: String,
+    },
+}
+
+/// The ADE handler folder found on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdeHandler {
+    /// The folder.
+    pub dir: PathBuf,
+    /// Its version, as in the folder name.
+    pub version: String,
+}
+
+fn numeric_version(v: &str) -> Option<Vec<u64>> {
+    v.split('.').map(|p| p.parse::<u64>().ok()).collect()
+}
+
+/// The newest ADE handler folder under the guest agent's folder (versions compared numerically); `None` when ADE
+/// is not installed.
+pub fn find_ade_handler(paths: &Paths) -> Result<Option<AdeHandler>, ExtensionError> {
+    let dir = paths.waagent_dir();
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(ExtensionError::Io { path: dir, source }),
+    };
+    let prefix = format!("{ADE_HANDLER}-");
+    let mut best: Option<(Vec<u64>, AdeHandler)> = None;
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // The agent keeps the package (`<name>.zip`) and manifests beside the folder: only numbered folders count.
+        let Some(version) = name.strip_prefix(&prefix).and_then(numeric_version) else { continue };
+        if !entry.path().is_dir() {
+            continue;
+        }
+        if best.as_ref().map_or(true, |(b, _)| *b < version) {
+            let v = name[prefix.len()..].to_string();
+            best = Some((version, AdeHandler { dir: entry.path(), version: v }));
+        }
+    }
+    Ok(best.map(|(_, h)| h))
+}
+
+/// The current sequence number: the highest `config/<seq>.settings`; `None` when there is none.
+pub fn current_seq(handler_dir: &Path) -> Result<Option<u64>, ExtensionError> {
+    let dir = handler_dir.join("config");
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(ExtensionError::Io { path: dir, source }),
+    };
+    Ok(rd.flatten().filter_map(|e| e.file_name().to_str()?.strip_suffix(".settings")?.parse::<u64>().ok()).max())
+}
+
+/// `config/<seq>.settings` of a handler.
+pub fn settings_path(handler_dir: &Path, seq: u64) -> PathBuf {
+    handler_dir.join("config").join(format!("{seq}.settings"))
+}
+
+/// `status/<seq>.status` of a handler.
+pub fn status_path(handler_dir: &Path, seq: u64) -> PathBuf {
+    handler_dir.join("status").join(format!("{seq}.status"))
+}
+
+// ---- settings ----
+
+/// The public settings ADE was given (the protected settings stay encrypted and are never read).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PublicSettings {
+    /// `EncryptionOperation`: EnableEncryption, EnableEncryptionFormatAll, DisableEncryption, ...
+    pub encryption_operation: Option<String>,
+    /// `VolumeType`: OS, Data or All.
+    pub volume_type: Option<String>,
+}
+
+impl PublicSettings {
+    /// An enable (EnableEncryption, EnableEncryptionFormat, EnableEncryptionFormatAll).
+    pub fn is_enable(&self) -> bool {
+        self.encryption_operation.as_deref().is_some_and(|o| o.to_ascii_lowercase().starts_with("enableencryption"))
+    }
+
+    /// The OS volume is part of it (VolumeType OS or All).
+    pub fn includes_os(&self) -> bool {
+        self.volume_type.as_deref().is_some_and(|v| v.eq_ignore_ascii_case("os") || v.eq_ignore_ascii_case("all"))
+    }
+}
+
+/// Parses a settings file's text: `runtimeSettings[0].handlerSettings.publicSettings`, an object or a string of
+/// JSON. Errors say where the shape is wrong, never what the file holds.
+pub fn parse_settings(text: &str) -> Result<PublicSettings, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let hs = v
+        .get("runtimeSettings")
+        .and_then(|r| r.get(0))
+        .and_then(|r| r.get("handlerSettings"))
+        .ok_or("no runtimeSettings[0].handlerSettings")?;
+    let public = match hs.get("publicSettings") {
+        None | Some(Value::Null) => return Ok(PublicSettings::default()),
+        Some(Value::String(s)) => {
+            serde_json::from_str::<Value>(s).map_err(|e| format!("publicSettings is a string but not JSON: {e}"))?
+        }
+        Some(v) => v.clone(),
+    };
+    if !public.is_object() {
+        return Err("publicSettings is not an object".into());
+    }
+    let text_of = |k: &str| public.get(k).and_then(Value::as_str).map(str::to_string);
+    Ok(PublicSettings { encryption_operation: text_of("EncryptionOperation"), volume_type: text_of("VolumeType") })
+}
+
+/// Reads and parses `config/<seq>.settings`.
+pub fn read_settings(handler_dir: &Path, seq: u64) -> Result<PublicSettings, ExtensionError> {
+    let path = settings_path(handler_dir, seq);
+    let text = std::fs::read_to_string(&path).map_err(|source| ExtensionError::Io { path: path.clone(), source })?;
+    parse_settings(&text).map_err(|message| ExtensionError::Settings { path, message })
+}
+
+// ---- status ----
+
+/// `status.status` of the status file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpStatus {
+    /// At work.
+    Transitioning,
+    /// The reported operation succeeded (not necessarily the whole encryption: see [`decide`]).
+    Success,
+    /// Failed.
+    Error,
+    /// Done with a warning.
+    Warning,
+    /// Anything else (never acted on).
+    Other(String),
+}
+
+impl fmt::Display for OpStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OpStatus::Transitioning => "transitioning",
+            OpStatus::Success => "success",
+            OpStatus::Error => "error",
+            OpStatus::Warning => "warning",
+            OpStatus::Other(s) => s,
+        })
+    }
+}
+
+/// The OS volume's state, from the substatus message `{"os": ..., "data": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum OsState {
+    /// Not encrypted.
+    NotEncrypted,
+    /// Being encrypted.
+    EncryptionInProgress,
+    /// Encrypted; the VM must restart to finish.
+    VMRestartPending,
+    /// Encrypted.
+    Encrypted,
+    /// Being decrypted.
+    DecryptionInProgress,
+    /// Anything else.
+    Other(String),
+}
+
+impl fmt::Display for OsState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OsState::NotEncrypted => "NotEncrypted",
+            OsState::EncryptionInProgress => "EncryptionInProgress",
+            OsState::VMRestartPending => "VMRestartPending",
+            OsState::Encrypted => "Encrypted",
+            OsState::DecryptionInProgress => "DecryptionInProgress",
+            OsState::Other(s) => s,
+        })
+    }
+}
+
+impl OsState {
+    fn parse(s: &str) -> Self {
+        match s {
+            "NotEncrypted" => OsState::NotEncrypted,
+            "EncryptionInProgress" => OsState::EncryptionInProgress,
+            "VMRestartPending" => OsState::VMRestartPending,
+            "Encrypted" => OsState::Encrypted,
+            "DecryptionInProgress" => OsState::DecryptionInProgress,
+            other => OsState::Other(other.to_string()),
+        }
+    }
+}
+
+/// What ADE's status file says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdeStatus {
+    /// `status.status`.
+    pub status: OpStatus,
+    /// `status.operation` (EnableEncryption, EnableEncryptionOSVolume, ...).
+    pub operation: String,
+    /// `status.code` (ADE writes it as a string, the agent's format as a number).
+    pub code: String,
+    /// `status.formattedMessage.message`.
+    pub message: String,
+    /// The OS volume's state from the substatus, when reported.
+    pub os: Option<OsState>,
+    /// The data volumes' state from the substatus, when reported.
+    pub data: Option<String>,
+    /// `timestampUTC`.
+    pub timestamp: Option<String>,
+}
+
+fn scalar_text(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Parses a status file's text; an error (empty, half written, not the format) means "read again".
+pub fn parse_status(text: &str) -> Result<AdeStatus, String> {
+    if text.trim().is_empty() {
+        return Err("empty".into());
+    }
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let first = v.as_array().and_then(|a| a.first()).ok_or("not a JSON array with an element")?;
+    let st = first.get("status").filter(|s| s.is_object()).ok_or("no status object in element 0")?;
+    let status = match st.get("status").and_then(Value::as_str).ok_or("no status.status")? {
+        "transitioning" => OpStatus::Transitioning,
+        "success" => OpStatus::Success,
+        "error" => OpStatus::Error,
+        "warning" => OpStatus::Warning,
+        other => OpStatus::Other(other.to_string()),
+    };
+    let message = scalar_text(st.get("formattedMessage").and_then(|m| m.get("message")));
+    let mut os = None;
+    let mut data = None;
+    for sub in st.get("substatus").and_then(Value::as_array).into_iter().flatten() {
+        let Some(m) = sub.get("formattedMessage").and_then(|m| m.get("message")).and_then(Value::as_str) else {
+            continue;
+        };
+        let Ok(inner) = serde_json::from_str::<Value>(m) else { continue };
+        if let Some(o) = inner.get("os").and_then(Value::as_str) {
+            os = Some(OsState::parse(o));
+            data = inner.get("data").and_then(Value::as_str).map(str::to_string);
+            break;
+        }
+    }
+    Ok(AdeStatus {
+        status,
+        operation: scalar_text(st.get("operation")),
+        code: scalar_text(st.get("code")),
+        message,
+        os,
+        data,
+        timestamp: first.get("timestampUTC").and_then(Value::as_str).map(str::to_string),
+    })
+}
+
+/// One read of a status file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "read", rename_all = "snake_case")]
+pub enum StatusRead {
+    /// Not there (yet).
+    Missing,
+    /// There but not usable now (half written, or an I/O error): read again.
+    Invalid {
+        /// Why.
+        why: String,
+    },
+    /// Read.
+    Ok {
+        /// What it says.
+        status: AdeStatus,
+    },
+}
+
+/// Reads `status/<seq>.status`.
+pub fn read_status(handler_dir: &Path, seq: u64) -> StatusRead {
+    match std::fs::read_to_string(status_path(handler_dir, seq)) {
+        Ok(text) => match parse_status(&text) {
+            Ok(status) => StatusRead::Ok { status },
+            Err(why) => StatusRead::Invalid { why },
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => StatusRead::Missing,
+        Err(e) => StatusRead::Invalid { why: e.to_string() },
+    }
+}
+
+// ---- the decision ----
+
+/// How ADE's run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The OS volume reports Encrypted.
+    Encrypted,
+    /// The operation ended in success or warning without the OS volume being at work.
+    Succeeded {
+        /// The operation.
+        operation: String,
+        /// ADE's message.
+        message: String,
+    },
+    /// The operation ended in error.
+    Failed {
+        /// The operation.
+        operation: String,
+        /// ADE's code.
+        code: String,
+        /// ADE's message.
+        message: String,
+    },
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Encrypted => f.write_str("the OS volume is encrypted"),
+            Outcome::Succeeded { operation, message } => write!(f, "{operation} succeeded: {message}"),
+            Outcome::Failed { operation, code, message } => write!(f, "{operation} failed (code {code}): {message}"),
+        }
+    }
+}
+
+/// Whether the window can close.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", content = "detail", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Not yet, and why.
+    Wait(String),
+    /// ADE is done.
+    Done(Outcome),
+}
+
+/// Whether ADE is done, from its status alone. Done when the operation ended in error, or the OS volume reports
+/// Encrypted, or the operation ended in success (or warning) while the OS volume is neither in progress nor
+/// pending a restart (ADE reports success at steps on the way, with the OS volume `EncryptionInProgress`).
+pub fn decide(s: &AdeStatus) -> Verdict {
+    let os = s.os.as_ref().map_or("not reported".to_string(), |o| o.to_string());
+    let wait = |why: &str| Verdict::Wait(format!("{why} ({} {}, OS {os})", s.operation, s.status));
+    match (&s.status, &s.os) {
+        (OpStatus::Error, _) => Verdict::Done(Outcome::Failed {
+            operation: s.operation.clone(),
+            code: s.code.clone(),
+            message: s.message.clone(),
+        }),
+        (_, Some(OsState::Encrypted)) => Verdict::Done(Outcome::Encrypted),
+        (_, Some(OsState::VMRestartPending)) => wait("OS volume encrypted, waiting through the restart"),
+        (_, Some(OsState::EncryptionInProgress)) => wait("OS volume encryption in progress"),
+        (_, Some(OsState::DecryptionInProgress)) => wait("decryption in progress"),
+        (OpStatus::Success | OpStatus::Warning, _) => {
+            Verdict::Done(Outcome::Succeeded { operation: s.operation.clone(), message: s.message.clone() })
+        }
+        (OpStatus::Transitioning, _) => wait("at work"),
+        (OpStatus::Other(_), _) => wait("unknown status"),
+    }
+}
+
+// ---- observing and waiting ----
+
+/// One look at the extension: which handler, which seq, what its status says, and the verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Observation {
+    /// The newest ADE handler folder.
+    pub handler: Option<AdeHandler>,
+    /// Its current sequence number.
+    pub seq: Option<u64>,
+    /// The status file's contents.
+    pub status: StatusRead,
+    /// What that means.
+    pub verdict: Verdict,
+}
+
+/// Looks once; never fails (what cannot be read is a reason to wait).
+pub fn observe(paths: &Paths) -> Observation {
+    let wait = |handler, seq, status, why: String| Observation { handler, seq, status, verdict: Verdict::Wait(why) };
+    let handler = match find_ade_handler(paths) {
+        Ok(Some(h)) => h,
+        Ok(None) => {
+            let why = format!("no {ADE_HANDLER}-<version> folder in {}", paths.waagent_dir().display());
+            return wait(None, None, StatusRead::Missing, why);
+        }
+        Err(e) => return wait(None, None, StatusRead::Missing, e.to_string()),
+    };
+    let seq = match current_seq(&handler.dir) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            let why = format!("no settings in {}", handler.dir.join("config").display());
+            return wait(Some(handler), None, StatusRead::Missing, why);
+        }
+        Err(e) => return wait(Some(handler), None, StatusRead::Missing, e.to_string()),
+    };
+    let path = status_path(&handler.dir, seq);
+    let status = read_status(&handler.dir, seq);
+    let verdict = match &status {
+        StatusRead::Missing => Verdict::Wait(format!("no status yet: {}", path.display())),
+        StatusRead::Invalid { why } => Verdict::Wait(format!("{}: {why}; reading again", path.display())),
+        StatusRead::Ok { status } => decide(status),
+    };
+    Observation { handler: Some(handler), seq: Some(seq), status, verdict }
+}
+
+/// How a wait ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitEnd {
+    /// ADE is done.
+    Done {
+        /// How.
+        outcome: Outcome,
+        /// The observation that said so.
+        last: Observation,
+    },
+    /// The timeout ran out first.
+    TimedOut {
+        /// The last observation.
+        last: Observation,
+    },
+    /// The stop flag was raised (SIGTERM).
+    Stopped {
+        /// The last observation.
+        last: Observation,
+    },
+}
+
+/// Waits for ADE: inotify on the guest agent's folder, the handler folder and its `status/` and `config/`
+/// (so a new handler version or a new seq is followed), polling as a fallback.
+#[derive(Debug, Clone)]
+pub struct Watcher {
+    paths: Paths,
+    poll: Duration,
+    stop: Option<Arc<AtomicBool>>,
+}
+
+impl Watcher {
+    /// A watcher of the extension under `paths`, polling every [`DEFAULT_POLL`] besides inotify.
+    pub fn new(paths: &Paths) -> Self {
+        Watcher { paths: paths.clone(), poll: DEFAULT_POLL, stop: None }
+    }
+
+    /// Looks at least this often.
+    pub fn poll_every(mut self, every: Duration) -> Self {
+        self.poll = every;
+        self
+    }
+
+    /// Ends the wait with [`WaitEnd::Stopped`] once `flag` is set (checked at every wake-up).
+    pub fn stop_when(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.stop = Some(flag);
+        self
+    }
+
+    fn folders(&self, last: &Observation) -> Vec<PathBuf> {
+        let mut dirs = vec![self.paths.waagent_dir()];
+        if let Some(h) = &last.handler {
+            dirs.extend([h.dir.clone(), h.dir.join("status"), h.dir.join("config")]);
+        }
+        dirs.retain(|d| d.is_dir());
+        dirs
+    }
+
+    /// Waits until ADE is done or `timeout` runs out; `on_change` sees every observation that differs from the
+    /// one before (the first one included).
+    pub fn wait_until_done(&self, timeout: Duration, mut on_change: impl FnMut(&Observation)) -> WaitEnd {
+        let start = Instant::now();
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .map_err(|e| log::warn!("inotify unavailable ({e}): polling every {} s", self.poll.as_secs_f64()))
+            .ok();
+        let mask = AddWatchFlags::IN_CLOSE_WRITE
+            | AddWatchFlags::IN_MODIFY
+            | AddWatchFlags::IN_CREATE
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_ONLYDIR;
+        let mut watched: Vec<PathBuf> = vec![];
+        let mut wds: Vec<WatchDescriptor> = vec![];
+        let mut previous: Option<Observation> = None;
+        loop {
+            let obs = observe(&self.paths);
+            if previous.as_ref() != Some(&obs) {
+                on_change(&obs);
+            }
+            if let Verdict::Done(outcome) = &obs.verdict {
+                return WaitEnd::Done { outcome: outcome.clone(), last: obs };
+            }
+            if self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
+                return WaitEnd::Stopped { last: obs };
+            }
+            let elapsed = start.elapsed();
+            if elapsed >= timeout {
+                return WaitEnd::TimedOut { last: obs };
+            }
+            let nap = self.poll.min(timeout - elapsed);
+            match &inotify {
+                Some(ino) => {
+                    let want = self.folders(&obs);
+                    if want != watched {
+                        for wd in wds.drain(..) {
+                            let _ = ino.rm_watch(wd);
+                        }
+                        wds = want.iter().filter_map(|d| ino.add_watch(d.as_path(), mask).ok()).collect();
+                        watched = want;
+                        // Something may have changed between the look and the watches: look again first.
+                        previous = Some(obs);
+                        continue;
+                    }
+                    let mut fds = [nix::poll::PollFd::new(ino.as_fd(), nix::poll::PollFlags::POLLIN)];
+                    let ms = nix::poll::PollTimeout::try_from(nap).unwrap_or(nix::poll::PollTimeout::MAX);
+                    if let Ok(n) = nix::poll::poll(&mut fds, ms) {
+                        if n > 0 {
+                            // Drain; what changed is found by looking again.
+                            while ino.read_events().is_ok_and(|e| !e.is_empty()) {}
+                        }
+                    }
+                }
+                None => std::thread::sleep(nap),
+            }
+            previous = Some(obs);
+        }
+    }
+}
+
+/// Waits for ADE under `paths` (see [`Watcher::wait_until_done`]).
+pub fn wait_until_done(paths: &Paths, timeout: Duration, on_change: impl FnMut(&Observation)) -> WaitEnd {
+    Watcher::new(paths).wait_until_done(timeout, on_change)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const VERSION: &str = "1.1.0.76";
+
+    fn handler_dir(root: &Path) -> PathBuf {
+        root.join(format!("var/lib/waagent/{ADE_HANDLER}-{VERSION}"))
+    }
+
+    /// A status file as ADE's HandlerUtil.do_status_report writes it (version and code as strings, the substatus
+    /// message the JSON of DiskUtil.get_encryption_status).
+    fn ade_status(operation: &str, status: &str, code: &str, message: &str, os: &str, data: &str) -> String {
+        let sub = serde_json::json!({"os": os, "data": data}).to_string();
+        serde_json::json!([{
+            "version": VERSION,
+            "timestampUTC": "2024-05-01T12:00:00Z",
+            "status": {
+                "name": ADE_HANDLER,
+                "operation": operation,
+                "status": status,
+                "code": code,
+                "formattedMessage": {"lang": "en-US", "message": message},
+                "substatus": [{
+                    "name": ADE_HANDLER,
+                    "operation": operation,
+                    "status": status,
+                    "code": code,
+                    "formattedMessage": {"lang": "en-US", "message": sub}
+                }]
+            }
+        }])
+        .to_string()
+    }
+
+    /// The agent's generic format, as in the extension handler documentation (version 1.0, numeric code).
+    const AGENT_SAMPLE: &str = r#"[{"version":1.0,"timestampUTC":"2024-05-01T12:00:00Z","status":{"name":"AzureDiskEncryptionForLinux","operation":"EnableEncryption","status":"transitioning","code":0,"formattedMessage":{"lang":"en-US","message":"Encryption started"},"substatus":[{"name":"AzureDiskEncryptionForLinux","status":"success","code":0,"formattedMessage":{"lang":"en-US","message":"{\"os\": \"EncryptionInProgress\", \"data\": \"NotEncrypted\"}"}}]}}]"#;
+
+    const SETTINGS: &str = r#"{"runtimeSettings":[{"handlerSettings":{"protectedSettingsCertThumbprint":"1BE9A13AA1321C7C515EF109746998BAB6D86FD1","protectedSettings":"MIIByAYJKoZIhvcNAQcDoIIBuTCCAbUCAQAxggFxMIIBbQIBADBVMEExPzA9BgoJkiaJk","publicSettings":{"EncryptionOperation":"EnableEncryption","KeyVaultURL":"https://kv.vault.azure.net/","VolumeType":"All","KeyEncryptionAlgorithm":"RSA-OAEP","SequenceVersion":"8c1d3a4e"}}}]}"#;
+
+    /// Writes like Python's `open(path, 'w+').write(text)`: truncate, then the text, here in two pieces with a
+    /// pause between them so that a reader can see it half written.
+    fn write_like_ade(path: &Path, text: &str, pause: Duration) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut f = std::fs::File::create(path).unwrap();
+        let half = text.len() / 2;
+        f.write_all(&text.as_bytes()[..half]).unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(pause);
+        f.write_all(&text.as_bytes()[half..]).unwrap();
+    }
+
+    fn put(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn parses_the_agent_sample_and_ade_status_files() {
+        let s = parse_status(AGENT_SAMPLE).unwrap();
+        assert_eq!(s.status, OpStatus::Transitioning);
+        assert_eq!((s.operation.as_str(), s.code.as_str()), ("EnableEncryption", "0"));
+        assert_eq!(s.os, Some(OsState::EncryptionInProgress));
+        assert_eq!(s.data.as_deref(), Some("NotEncrypted"));
+        let s = parse_status(&ade_status(
+            "EnableEncryptionOSVolume",
+            "success",
+            "0",
+            "OS disk successfully encrypted, please reboot the VM",
+            "VMRestartPending",
+            "NotMounted",
+        ))
+        .unwrap();
+        assert_eq!(s.status, OpStatus::Success);
+        assert_eq!(s.os, Some(OsState::VMRestartPending));
+        assert_eq!(s.timestamp.as_deref(), Some("2024-05-01T12:00:00Z"));
+    }
+
+    #[test]
+    fn a_half_written_status_is_never_a_status() {
+        let full = ade_status("EnableEncryption", "error", "10", "Failed to encrypt", "NotEncrypted", "NotMounted");
+        assert!(parse_status(&full).is_ok());
+        for cut in (0..full.len() - 1).step_by(7) {
+            assert!(parse_status(&full[..cut]).is_err(), "cut at {cut}: {}", &full[..cut]);
+        }
+        assert_eq!(parse_status("").unwrap_err(), "empty");
+        assert!(parse_status("{}").is_err());
+        assert!(parse_status("[]").is_err());
+    }
+
+    fn verdict(op: &str, status: &str, os: &str) -> Verdict {
+        decide(&parse_status(&ade_status(op, status, "0", "msg", os, "NotMounted")).unwrap())
+    }
+
+    #[test]
+    fn success_on_the_way_is_not_done() {
+        // What ADE reports during one OS-volume enable, in order (handle.py: start_daemon, stamp_disks_with_settings,
+        // daemon_encrypt data volumes, OS volume done, after the reboot).
+        let steps = [
+            ("EnableEncryption", "success", "EncryptionInProgress", false),
+            ("StartEncryption", "success", "EncryptionInProgress", false),
+            ("EnableEncryptionDataVolumes", "success", "EncryptionInProgress", false),
+            ("EnableEncryptionOSVolume", "transitioning", "EncryptionInProgress", false),
+            ("EnableEncryptionOSVolume", "success", "VMRestartPending", false),
+            ("EnableEncryption", "success", "Encrypted", true),
+        ];
+        for (op, st, os, done) in steps {
+            let v = verdict(op, st, os);
+            assert_eq!(matches!(v, Verdict::Done(_)), done, "{op} {st} {os}: {v:?}");
+        }
+        assert_eq!(verdict("EnableEncryption", "success", "Encrypted"), Verdict::Done(Outcome::Encrypted));
+        match verdict("EnableEncryptionOSVolume", "success", "VMRestartPending") {
+            Verdict::Wait(why) => assert!(why.contains("waiting through the restart"), "{why}"),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_and_plain_success_are_done() {
+        assert_eq!(
+            verdict("Enable", "error", "EncryptionInProgress"),
+            Verdict::Done(Outcome::Failed { operation: "Enable".into(), code: "0".into(), message: "msg".into() })
+        );
+        assert!(matches!(
+            verdict("EnableEncryption", "success", "NotEncrypted"),
+            Verdict::Done(Outcome::Succeeded { .. })
+        ));
+        assert!(matches!(
+            verdict("EnableEncryption", "warning", "NotEncrypted"),
+            Verdict::Done(Outcome::Succeeded { .. })
+        ));
+        assert!(matches!(verdict("EnableEncryption", "transitioning", "NotEncrypted"), Verdict::Wait(_)));
+        assert!(matches!(verdict("EnableEncryption", "paused", "NotEncrypted"), Verdict::Wait(_)));
+    }
+
+    #[test]
+    fn the_newest_handler_version_wins_numerically() {
+        let d = tempfile::tempdir().unwrap();
+        let w = d.path().join("var/lib/waagent");
+        for v in ["1.1.0.9", "1.1.0.100", "1.1.0.76"] {
+            std::fs::create_dir_all(w.join(format!("{ADE_HANDLER}-{v}"))).unwrap();
+        }
+        put(&w.join(format!("{ADE_HANDLER}-1.1.0.200.zip")), "zip");
+        put(&w.join(format!("{ADE_HANDLER}-1.1.0.300")), "a file, not a folder");
+        std::fs::create_dir_all(w.join("Microsoft.Azure.Extensions.CustomScript-9.9.9")).unwrap();
+        let h = find_ade_handler(&Paths::under(d.path())).unwrap().unwrap();
+        assert_eq!(h.version, "1.1.0.100");
+        assert_eq!(h.dir, w.join(format!("{ADE_HANDLER}-1.1.0.100")));
+        assert_eq!(find_ade_handler(&Paths::under(d.path().join("nothing"))).unwrap(), None);
+    }
+
+    #[test]
+    fn the_current_seq_is_the_highest_settings_number() {
+        let d = tempfile::tempdir().unwrap();
+        let h = handler_dir(d.path());
+        assert_eq!(current_seq(&h).unwrap(), None);
+        for f in ["0.settings", "2.settings", "10.settings", "11.settings.rejected", "x.settings", "12.status"] {
+            put(&h.join("config").join(f), "{}");
+        }
+        assert_eq!(current_seq(&h).unwrap(), Some(10));
+    }
+
+    #[test]
+    fn public_settings_are_read_and_protected_ones_left_alone() {
+        let p = parse_settings(SETTINGS).unwrap();
+        assert_eq!(p.encryption_operation.as_deref(), Some("EnableEncryption"));
+        assert_eq!(p.volume_type.as_deref(), Some("All"));
+        assert!(p.is_enable() && p.includes_os());
+        // Public settings as a string of JSON (older agents).
+        let as_string = r#"{"runtimeSettings":[{"handlerSettings":{"publicSettings":"{\"EncryptionOperation\":\"DisableEncryption\",\"VolumeType\":\"Data\"}"}}]}"#;
+        let p = parse_settings(as_string).unwrap();
+        assert!(!p.is_enable() && !p.includes_os());
+        let d = tempfile::tempdir().unwrap();
+        let h = handler_dir(d.path());
+        put(&settings_path(&h, 3), &SETTINGS[..SETTINGS.len() - 20]);
+        let e = read_settings(&h, 3).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}: not valid JSON", settings_path(&h, 3).display())), "{e}");
+        assert!(!e.contains("MIIB"), "protected settings must not appear in errors: {e}");
+        put(&settings_path(&h, 4), r#"{"runtimeSettings":[]}"#);
+        assert!(read_settings(&h, 4).unwrap_err().to_string().ends_with("no runtimeSettings[0].handlerSettings"));
+    }
+
+    #[test]
+    fn observe_says_why_it_waits() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::under(d.path());
+        let why = |o: Observation| match o.verdict {
+            Verdict::Wait(w) => w,
+            v => panic!("{v:?}"),
+        };
+        assert!(why(observe(&paths)).starts_with(&format!("no {ADE_HANDLER}-<version> folder in")));
+        let h = handler_dir(d.path());
+        std::fs::create_dir_all(&h).unwrap();
+        assert!(why(observe(&paths)).starts_with("no settings in"));
+        put(&settings_path(&h, 0), SETTINGS);
+        assert!(why(observe(&paths)).starts_with("no status yet"));
+        put(&status_path(&h, 0), "[{\"version\": \"1.1.0.76\", \"timestampUTC\": \"2024-05-01T1");
+        assert!(why(observe(&paths)).ends_with("reading again"));
+    }
+
+    #[test]
+    fn the_watcher_follows_the_status_through_half_written_files_to_the_end() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::under(d.path());
+        let h = handler_dir(d.path());
+        put(&settings_path(&h, 0), SETTINGS);
+        let st = status_path(&h, 0);
+        put(&st, &ade_status("EnableEncryption", "success", "0", "started", "EncryptionInProgress", "NotMounted"));
+        let writer = std::thread::spawn(move || {
+            let pause = Duration::from_millis(150);
+            std::thread::sleep(pause);
+            let steps = [
+                ("StartEncryption", "success", "EncryptionInProgress"),
+                ("EnableEncryptionOSVolume", "transitioning", "EncryptionInProgress"),
+                ("EnableEncryptionOSVolume", "success", "VMRestartPending"),
+                ("EnableEncryption", "success", "Encrypted"),
+            ];
+            for (op, status, os) in steps {
+                write_like_ade(&st, &ade_status(op, status, "0", "m", os, "NotMounted"), pause);
+                std::thread::sleep(pause);
+            }
+        });
+        let mut seen = vec![];
+        let t = Instant::now();
+        // A long poll: only inotify can make this quick.
+        let end = Watcher::new(&paths)
+            .poll_every(Duration::from_secs(30))
+            .wait_until_done(Duration::from_secs(20), |o| seen.push(o.clone()));
+        writer.join().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        match end {
+            WaitEnd::Done { outcome: Outcome::Encrypted, last } => assert_eq!(last.seq, Some(0)),
+            other => panic!("{other:?}"),
+        }
+        // Every observation but the last said wait; the restart-pending one was seen.
+        assert!(seen[..seen.len() - 1].iter().all(|o| matches!(o.verdict, Verdict::Wait(_))));
+        assert!(seen
+            .iter()
+            .any(|o| matches!(&o.status, StatusRead::Ok { status } if status.os == Some(OsState::VMRestartPending))));
+    }
+
+    #[test]
+    fn the_watcher_follows_a_new_seq_and_ignores_the_old_one() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::under(d.path());
+        let h = handler_dir(d.path());
+        std::fs::create_dir_all(paths.waagent_dir()).unwrap();
+        let h2 = h.clone();
+        let writer = std::thread::spawn(move || {
+            let pause = Duration::from_millis(150);
+            std::thread::sleep(pause);
+            // The handler appears (first install), then its settings and status.
+            put(&settings_path(&h2, 0), SETTINGS);
+            std::thread::sleep(pause);
+            put(
+                &status_path(&h2, 0),
+                &ade_status("EnableEncryption", "success", "0", "started", "EncryptionInProgress", "NotMounted"),
+            );
+            std::thread::sleep(pause);
+            // New settings mid-window (a status query): the old seq's file is no longer the one to read...
+            put(&settings_path(&h2, 1), SETTINGS);
+            std::thread::sleep(pause);
+            put(
+                &status_path(&h2, 0),
+                &ade_status("EnableEncryption", "error", "5", "stale", "NotEncrypted", "NotMounted"),
+            );
+            std::thread::sleep(pause);
+            // ...ADE writes to the newest seq's file.
+            write_like_ade(
+                &status_path(&h2, 1),
+                &ade_status("EnableEncryption", "success", "0", "done", "Encrypted", "NotMounted"),
+                pause,
+            );
+        });
+        let mut seqs = vec![];
+        let end = Watcher::new(&paths)
+            // A long poll: a new handler folder, a new seq and the status must all be noticed through inotify.
+            .poll_every(Duration::from_secs(30))
+            .wait_until_done(Duration::from_secs(10), |o| seqs.push(o.seq));
+        writer.join().unwrap();
+        match end {
+            WaitEnd::Done { outcome, last } => {
+                assert_eq!(outcome, Outcome::Encrypted);
+                assert_eq!(last.seq, Some(1));
+                assert_eq!(last.handler.unwrap().dir, h);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(seqs.contains(&Some(0)) && seqs.contains(&None), "{seqs:?}");
+    }
+
+    #[test]
+    fn the_watcher_times_out_or_stops_with_the_last_observation() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::under(d.path());
+        let t = Instant::now();
+        let end = Watcher::new(&paths)
+            .poll_every(Duration::from_millis(50))
+            .wait_until_done(Duration::from_millis(300), |_| {});
+        assert!(t.elapsed() >= Duration::from_millis(300));
+        match end {
+            WaitEnd::TimedOut { last } => assert!(matches!(last.verdict, Verdict::Wait(_))),
+            other => panic!("{other:?}"),
+        }
+        let flag = Arc::new(AtomicBool::new(false));
+        let f2 = flag.clone();
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            f2.store(true, Ordering::SeqCst);
+        });
+        let end = Watcher::new(&paths)
+            .poll_every(Duration::from_millis(50))
+            .stop_when(flag)
+            .wait_until_done(Duration::from_secs(20), |_| {});
+        setter.join().unwrap();
+        assert!(matches!(end, WaitEnd::Stopped { .. }), "{end:?}");
+    }
+}
