@@ -77,7 +77,7 @@ pub fn find_ade_handler(paths: &Paths) -> Result<Option<AdeHandler>, ExtensionEr
         if !entry.path().is_dir() {
             continue;
         }
-        if best.as_ref().map_or(true, |(b, _)| *b < version) {
+        if best.as_ref().is_none_or(|(b, _)| *b < version) {
             let v = name[prefix.len()..].to_string();
             best = Some((version, AdeHandler { dir: entry.path(), version: v }));
         }
