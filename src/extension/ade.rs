@@ -765,7 +765,10 @@ mod tests {
         put(&settings_path(&h, 0), SETTINGS);
         assert!(why(observe(&paths)).starts_with("no status yet"));
         put(&status_path(&h, 0), "[{\"version\": \"1.1.0.76\", \"timestampUTC\": \"2024-05-01T1");
-        assert!(why(observe(&paths)).ends_with("reading again"));
+        let o = observe(&paths);
+        // The daemon can show it as JSON.
+        assert_eq!(serde_json::to_value(&o).unwrap()["status"]["read"], "invalid");
+        assert!(why(o).ends_with("reading again"));
     }
 
     #[test]
