@@ -42,6 +42,37 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Free the filesystem for ADE: check, plan, then stop the workloads (masked for the window), set SELinux
+    /// permissive and hold the lock; the window stays open until `restore` (or the daemon sees ADE finish).
+    Prepare {
+        /// Print the ordered plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON: the plan, and the journal when executed.
+        #[arg(long)]
+        json: bool,
+        /// A path on the filesystem to free.
+        #[arg(long, value_name = "PATH", default_value = "/")]
+        mount: PathBuf,
+        /// Check ids whose failure not to refuse on (comma-separated; see `ade-prep check`).
+        #[arg(long, value_name = "CHECK_ID,...", value_delimiter = ',')]
+        force: Vec<String>,
+        /// Seconds to wait for the lock (default: as long as it takes).
+        #[arg(long, value_name = "SECS")]
+        wait: Option<u64>,
+    },
+    /// Undo everything the journal records (start units, unmask, SELinux back) and close the window.
+    Restore {
+        /// Seconds to wait for the lock (default: as long as it takes).
+        #[arg(long, value_name = "SECS")]
+        wait: Option<u64>,
+    },
+    /// Show the window (open or not, since when, what was changed) and the lock holder.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the effective configuration as TOML (defaults, config.toml, config.d/*.toml).
     Config,
     /// Check every precondition of ADE's troubleshooting guide, with the fix for each; exit 1 when one fails.
@@ -101,6 +132,44 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     scan.unreadable_count(),
                     if is_root() { "" } else { " (not root)" }
                 );
+            }
+            Ok(exit::OK)
+        }
+        Command::Prepare { dry_run, json, mount, force, wait } => {
+            if !mount.exists() {
+                return Err(exit::with_code(
+                    exit::USAGE,
+                    anyhow::anyhow!("{}: no such file or directory", mount.display()),
+                ));
+            }
+            let edges = crate::commands::RealEdges::new(&paths)?;
+            let opts = crate::commands::PrepareOpts { dry_run, force, lock_wait: wait };
+            let (prepared, _guard) = crate::commands::prepare(&paths, &settings, &edges, &mount, &opts)?;
+            match prepared {
+                None => out("no preparation needed: ADE encrypts this distribution's OS disk online\n")?,
+                Some(p) if json => out(&(serde_json::to_string_pretty(&p)? + "\n"))?,
+                Some(p) if !p.executed => out(&format!("{}(dry run: nothing was changed)\n", p.plan))?,
+                Some(p) => out(&format!(
+                    "{}window open: {}\n",
+                    p.plan,
+                    p.journal.as_ref().map(crate::commands::summary).unwrap_or_default()
+                ))?,
+            }
+            Ok(exit::OK)
+        }
+        Command::Restore { wait } => {
+            match crate::commands::restore(&paths, &settings, wait)? {
+                None => out("nothing to restore: no window is open\n")?,
+                Some(r) => out(&format!("restored: {}\n", r.summary()))?,
+            }
+            Ok(exit::OK)
+        }
+        Command::Status { json } => {
+            let s = crate::commands::status(&paths)?;
+            if json {
+                out(&(serde_json::to_string_pretty(&s)? + "\n"))?;
+            } else {
+                out(&crate::commands::status_text(&s))?;
             }
             Ok(exit::OK)
         }

@@ -152,6 +152,24 @@ pub struct Scan {
 }
 
 impl Scan {
+    /// A scan result made by hand, for fake process tables: `holders` on the filesystem mounted at `mount`.
+    pub fn from_holders(mount: &Path, holders: Vec<Holder>) -> Scan {
+        Scan {
+            target: Target {
+                path: mount.to_path_buf(),
+                device: "0:0".into(),
+                mount_point: mount.to_path_buf(),
+                fstype: String::new(),
+                source: String::new(),
+                dev: 0,
+            },
+            holders,
+            kernel: KernelUsers::default(),
+            unreadable: vec![],
+            processes_seen: 0,
+        }
+    }
+
     /// Total of unreadable entries.
     pub fn unreadable_count(&self) -> u32 {
         self.unreadable.iter().map(|u| u.count).sum()

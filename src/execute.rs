@@ -1,0 +1,628 @@
+//! Execute: gather the snapshot the planner needs, then walk the plan's steps through the edges, journal first
+//! (intent before each change, outcome after). On failure, roll back with the same code as `restore`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+
+use crate::classify::{classify, Class};
+use crate::config::{Settings, StrayPolicy};
+use crate::extension::running_handlers;
+use crate::failpoint;
+use crate::plan::{Plan, Snapshot, Step, UnitFacts};
+use crate::restore;
+use crate::runner::{RunError, Runner};
+use crate::scan::{Holder, ProcessTable};
+use crate::selinux::{Mode, Selinux};
+use crate::state::{Change, Journal, Store};
+use crate::systemd::ServiceManager;
+
+/// The edges execution works through: one real implementation each, fakes in tests.
+pub struct Machine<'a> {
+    /// The process table.
+    pub procs: &'a dyn ProcessTable,
+    /// systemd.
+    pub systemd: &'a dyn ServiceManager,
+    /// SELinux.
+    pub selinux: &'a dyn Selinux,
+    /// Outside commands (pre-stop, docker).
+    pub runner: &'a dyn Runner,
+    /// The effective configuration.
+    pub settings: &'a Settings,
+}
+
+/// Reads what the planner needs: holders and their classes, the facts of every unit involved, SELinux, containers.
+pub fn snapshot(m: &Machine, mount: &Path) -> anyhow::Result<Snapshot> {
+    let scan = m.procs.scan(mount)?;
+    let holders: Vec<_> =
+        scan.holders.into_iter().map(|h| (classify(&h, m.settings), h)).map(|(c, h)| (h, c)).collect();
+    let mut units: BTreeMap<String, UnitFacts> = BTreeMap::new();
+    let mut todo: Vec<String> = vec![];
+    let mut workloads = BTreeSet::new();
+    for (h, c) in &holders {
+        if c.class == Class::Workload {
+            todo.extend(h.unit.clone());
+            workloads.extend(c.workload.clone());
+        }
+    }
+    for w in &workloads {
+        todo.extend(m.settings.workloads[w].companion_units.iter().cloned());
+    }
+    while let Some(u) = todo.pop() {
+        if units.contains_key(&u) {
+            continue;
+        }
+        let info = m.systemd.unit(&u).with_context(|| format!("reading unit {u}"))?;
+        todo.extend(info.triggered_by.iter().cloned());
+        units.insert(
+            u,
+            UnitFacts {
+                id: info.id,
+                load_state: info.load_state,
+                active_state: info.active_state,
+                triggered_by: info.triggered_by,
+            },
+        );
+    }
+    let selinux_enforcing = m.selinux.mode()? == Mode::Enforcing;
+    let docker_containers = if workloads.contains("docker") { running_containers(m.runner)? } else { vec![] };
+    Ok(Snapshot { mount: mount.to_path_buf(), holders, units, selinux_enforcing, docker_containers })
+}
+
+/// Ids of running Docker containers; none when the docker CLI is not installed.
+fn running_containers(runner: &dyn Runner) -> anyhow::Result<Vec<String>> {
+    let argv: Vec<String> = ["docker", "ps", "-q", "--no-trunc"].iter().map(|s| s.to_string()).collect();
+    match runner.run(&argv, "root", Duration::from_secs(60)) {
+        Err(RunError::Spawn { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
+        Err(e) => Err(anyhow!("docker ps: {e}")),
+        Ok(o) if o.code == Some(0) => Ok(o.stdout.split_whitespace().map(str::to_string).collect()),
+        Ok(o) => Err(anyhow!("docker ps: exit {:?}: {}", o.code, o.stderr_tail)),
+    }
+}
+
+/// Waits until no extension handler other than ADE and the guest agent runs, at most `timeout`.
+fn wait_for_extensions(m: &Machine, mount: &Path, timeout: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut said = String::new();
+    loop {
+        // Handlers run from /var/lib/waagent, on `/`: they are among the holders of `/` (exe and cwd).
+        let scan = m.procs.scan(mount)?;
+        let procs: Vec<_> =
+            scan.holders.iter().map(|h| (h.pid, h.comm.as_str(), h.cmdline.as_slice(), h.cwd.as_deref())).collect();
+        let running = running_handlers(&procs);
+        if running.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = running.iter().map(|r| format!("{} (pid {}, {})", r.handler, r.pid, r.comm)).collect();
+        let names = names.join(", ");
+        if start.elapsed() >= timeout {
+            bail!("extension handlers still running after {} s: {names}", timeout.as_secs());
+        }
+        if names != said {
+            log::warn!("waiting for extension handlers to finish: {names}");
+            said = names;
+        }
+        std::thread::sleep(
+            Duration::from_secs(2).min(timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(100))),
+        );
+    }
+}
+
+fn record<S: Store>(j: &mut Journal<S>, change: Change) -> anyhow::Result<u32> {
+    let seq = j.intend(change)?;
+    failpoint::hit("prepare");
+    Ok(seq)
+}
+
+fn finish<S: Store>(j: &mut Journal<S>, seq: u32) -> anyhow::Result<()> {
+    j.done(seq)?;
+    failpoint::hit("prepare");
+    Ok(())
+}
+
+fn fail<S: Store>(j: &mut Journal<S>, seq: u32, e: anyhow::Error) -> anyhow::Error {
+    if let Err(je) = j.failed(seq, format!("{e:#}")) {
+        return e.context(format!("and the journal could not record it: {je}"));
+    }
+    e
+}
+
+/// Carries out the plan. The lock is already held and the journal open (phase Preparing). On failure everything
+/// done is rolled back and the error says why (and what could not be rolled back).
+pub fn execute<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::Result<()> {
+    match run_steps(m, plan, j) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            log::error!("prepare failed: {e:#}; rolling back");
+            match restore::restore(m, j) {
+                Ok(r) => {
+                    log::warn!("rolled back: {}", r.summary());
+                    Err(e.context("prepare failed and was rolled back"))
+                }
+                Err(re) => Err(e.context(format!("prepare failed; rollback incomplete: {re:#}"))),
+            }
+        }
+    }
+}
+
+fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::Result<()> {
+    let mut stopped: BTreeSet<String> = BTreeSet::new();
+    failpoint::hit("prepare");
+    for step in &plan.steps {
+        match step {
+            Step::WaitForExtensions { timeout_secs } => {
+                wait_for_extensions(m, &plan.mount, Duration::from_secs(*timeout_secs))?;
+            }
+            Step::TakeLock => {
+                let seq = record(j, Change::LockHeld {})?;
+                log::info!("lock held for the window");
+                finish(j, seq)?;
+            }
+            Step::PreStop { workload, command } => {
+                let seq = record(
+                    j,
+                    Change::PreStop {
+                        workload: workload.clone(),
+                        argv: command.argv.clone(),
+                        user: command.user.clone(),
+                    },
+                )?;
+                log::info!("pre-stop {workload}: running {:?} as {}", command.argv, command.user);
+                let r = m.runner.run(&command.argv, &command.user, Duration::from_secs(command.timeout_secs));
+                let err = match r {
+                    Err(e) => Some(anyhow!("pre-stop of {workload}: {e}")),
+                    Ok(o) if o.timed_out => Some(anyhow!(
+                        "pre-stop of {workload}: {:?} timed out after {} s",
+                        command.argv,
+                        command.timeout_secs
+                    )),
+                    Ok(o) if o.code.is_some_and(|c| command.ok_exit_codes.contains(&c)) => None,
+                    Ok(o) => Some(anyhow!(
+                        "pre-stop of {workload}: {:?} exited {} (expected {:?}): {}",
+                        command.argv,
+                        o.code.map_or("by a signal".into(), |c| c.to_string()),
+                        command.ok_exit_codes,
+                        o.stderr_tail
+                    )),
+                };
+                match err {
+                    Some(e) => return Err(fail(j, seq, e)),
+                    None => finish(j, seq)?,
+                }
+            }
+            Step::StopContainers { ids, grace_secs } => {
+                let seq = record(j, Change::StopContainers { ids: ids.clone() })?;
+                let mut argv: Vec<String> = vec!["docker".into(), "stop".into(), "-t".into(), grace_secs.to_string()];
+                argv.extend(ids.iter().cloned());
+                let timeout = Duration::from_secs(grace_secs + 60);
+                match m.runner.run(&argv, "root", timeout) {
+                    Ok(o) if o.code == Some(0) => {
+                        log::info!("stopped {} docker container(s)", ids.len());
+                        finish(j, seq)?
+                    }
+                    Ok(o) => return Err(fail(j, seq, anyhow!("docker stop: exit {:?}: {}", o.code, o.stderr_tail))),
+                    Err(e) => return Err(fail(j, seq, anyhow!("docker stop: {e}"))),
+                }
+            }
+            Step::MaskUnits { units } => {
+                let mut seqs = vec![];
+                for u in units {
+                    seqs.push(record(j, Change::MaskUnit { unit: u.clone() })?);
+                }
+                match m.systemd.mask_runtime(units) {
+                    Ok(_) => {
+                        for (u, seq) in units.iter().zip(seqs) {
+                            log::info!("masked {u} (runtime)");
+                            finish(j, seq)?;
+                        }
+                    }
+                    Err(e) => {
+                        let e = anyhow!("masking {}: {e}", units.join(" "));
+                        for seq in &seqs[1..] {
+                            let _ = j.failed(*seq, format!("{e:#}"));
+                        }
+                        return Err(fail(j, seqs[0], e));
+                    }
+                }
+            }
+            Step::StopUnits { wave, units } => {
+                let mut seqs = BTreeMap::new();
+                let mut batch = vec![];
+                for (u, t) in units {
+                    let before = m.systemd.unit(u).map(|i| i.active_state).unwrap_or_else(|_| "unknown".into());
+                    seqs.insert(
+                        u.clone(),
+                        record(j, Change::StopUnit { unit: u.clone(), active_state_before: before })?,
+                    );
+                    batch.push((u.clone(), Duration::from_secs(*t)));
+                }
+                log::info!("stopping {wave}: {}", units.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>().join(" "));
+                let results = m.systemd.stop_units(&batch);
+                let mut errors = vec![];
+                for (u, r) in results {
+                    let seq = seqs[&u];
+                    match r {
+                        Ok(()) => {
+                            log::info!("stopped {u}");
+                            stopped.insert(u);
+                            finish(j, seq)?;
+                        }
+                        Err(e) => {
+                            let _ = j.failed(seq, e.to_string());
+                            errors.push(e.to_string());
+                        }
+                    }
+                }
+                if !errors.is_empty() {
+                    bail!("{}", errors.join("; "));
+                }
+            }
+            Step::ClearHolders { policy, grace_secs } => {
+                clear_holders(m, &plan.mount, &stopped, *policy, Duration::from_secs(*grace_secs), j)?;
+            }
+            Step::SelinuxPermissive => {
+                let previous = m.selinux.mode()?;
+                if previous == Mode::Enforcing {
+                    let seq = record(j, Change::SelinuxPermissive { previous })?;
+                    match m.selinux.set_enforcing(false) {
+                        Ok(()) => finish(j, seq)?,
+                        Err(e) => return Err(fail(j, seq, e.into())),
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Re-scan: workload processes still holding the filesystem. Leftovers of a unit we stopped (KillMode=process)
+/// are terminated; processes in no unit follow the stray policy; anything else is an error naming them.
+fn clear_holders<S: Store>(
+    m: &Machine,
+    mount: &Path,
+    stopped: &BTreeSet<String>,
+    policy: StrayPolicy,
+    grace: Duration,
+    j: &mut Journal<S>,
+) -> anyhow::Result<()> {
+    let scan = m.procs.scan(mount)?;
+    let left: Vec<Holder> =
+        scan.holders.into_iter().filter(|h| classify(h, m.settings).class == Class::Workload).collect();
+    if left.is_empty() {
+        return Ok(());
+    }
+    let describe = |h: &Holder| format!("pid {} {} ({})", h.pid, h.comm, h.unit.as_deref().unwrap_or("no unit"));
+    let (mut kill, mut refuse) = (vec![], vec![]);
+    for h in left {
+        let leftover = h.unit.as_ref().is_some_and(|u| stopped.contains(u));
+        let stray = h.unit.is_none() || h.unit.as_deref().is_some_and(|u| u.ends_with(".scope"));
+        if leftover || (stray && policy == StrayPolicy::Terminate) {
+            kill.push(h);
+        } else {
+            refuse.push(describe(&h));
+        }
+    }
+    if !refuse.is_empty() {
+        bail!(
+            "workload processes still hold {} after stopping their units (stray policy {policy}): {}",
+            mount.display(),
+            refuse.join(", ")
+        );
+    }
+    for h in &kill {
+        let seq = record(j, Change::TerminateProcess { pid: h.pid, comm: h.comm.clone(), unit: h.unit.clone() })?;
+        terminate(h.pid, grace);
+        log::info!("terminated {}", describe(h));
+        finish(j, seq)?;
+    }
+    Ok(())
+}
+
+/// SIGTERM, wait up to `grace`, SIGKILL.
+fn terminate(pid: i32, grace: Duration) {
+    use nix::sys::signal::{kill, Signal};
+    let p = nix::unistd::Pid::from_raw(pid);
+    if kill(p, Signal::SIGTERM).is_err() {
+        return;
+    }
+    let start = Instant::now();
+    while start.elapsed() < grace {
+        if kill(p, None).is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = kill(p, Signal::SIGKILL);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::plan;
+    use crate::runner::Outcome;
+    use crate::scan::{Access, Scan, ScanError};
+    use crate::selinux::SelinuxError;
+    use crate::state::{FileStore, Phase, Status};
+    use crate::systemd::fake::{service, FakeCall, FakeFailure, FakeSystemd};
+    use crate::systemd::UnitInfo;
+    use std::cell::{Cell, RefCell};
+
+    /// Holders whose unit systemd says is running (or that have no unit) are there.
+    struct FakeProcs<'a> {
+        holders: Vec<Holder>,
+        systemd: &'a FakeSystemd,
+    }
+    impl ProcessTable for FakeProcs<'_> {
+        fn scan(&self, path: &Path) -> Result<Scan, ScanError> {
+            let live = self
+                .holders
+                .iter()
+                .filter(|h| {
+                    h.unit.as_ref().is_none_or(|u| self.systemd.unit(u).map(|i| i.is_running()).unwrap_or(false))
+                })
+                .cloned()
+                .collect();
+            Ok(Scan::from_holders(path, live))
+        }
+    }
+
+    struct FakeSelinux(Cell<Mode>);
+    impl Selinux for FakeSelinux {
+        fn mode(&self) -> Result<Mode, SelinuxError> {
+            Ok(self.0.get())
+        }
+        fn set_enforcing(&self, on: bool) -> Result<(), SelinuxError> {
+            self.0.set(if on { Mode::Enforcing } else { Mode::Permissive });
+            Ok(())
+        }
+    }
+
+    /// Records argv; exits with the code given for argv[0] (0 otherwise).
+    #[derive(Default)]
+    struct FakeRunner {
+        calls: RefCell<Vec<Vec<String>>>,
+        codes: BTreeMap<String, i32>,
+    }
+    impl Runner for FakeRunner {
+        fn run(&self, argv: &[String], _user: &str, _t: Duration) -> Result<Outcome, RunError> {
+            self.calls.borrow_mut().push(argv.to_vec());
+            if argv[0] == "docker" && argv.get(1).map(String::as_str) == Some("ps") {
+                return Ok(Outcome {
+                    code: Some(0),
+                    timed_out: false,
+                    stdout: "c1\nc2\n".into(),
+                    stderr_tail: String::new(),
+                });
+            }
+            let code = self.codes.get(&argv[0]).copied().unwrap_or(0);
+            Ok(Outcome { code: Some(code), timed_out: false, stdout: String::new(), stderr_tail: "boom".into() })
+        }
+    }
+
+    fn holder(pid: i32, comm: &str, unit: Option<&str>) -> Holder {
+        Holder {
+            pid,
+            ppid: 1,
+            uid: 0,
+            comm: comm.into(),
+            cmdline: vec![comm.into()],
+            exe: None,
+            cwd: None,
+            unit: unit.map(Into::into),
+            cgroup: unit.map(|u| format!("/system.slice/{u}")),
+            kernel_thread: false,
+            access: Access { file: true, ..Default::default() },
+            fds: 1,
+            writable_fds: 1,
+        }
+    }
+
+    fn socket(name: &str, triggers: &str) -> UnitInfo {
+        UnitInfo { triggers: vec![triggers.into()], ..service(name, "active") }
+    }
+
+    fn docker_systemd() -> FakeSystemd {
+        FakeSystemd::new()
+            .with_unit(UnitInfo { triggered_by: vec!["docker.socket".into()], ..service("docker.service", "active") })
+            .with_unit(socket("docker.socket", "docker.service"))
+            .with_unit(service("containerd.service", "active"))
+            .with_unit(service("ssh.service", "active"))
+    }
+
+    fn docker_holders() -> Vec<Holder> {
+        vec![
+            holder(10, "dockerd", Some("docker.service")),
+            holder(11, "containerd", Some("containerd.service")),
+            holder(12, "sshd", Some("ssh.service")),
+        ]
+    }
+
+    struct World {
+        sd: FakeSystemd,
+        se: FakeSelinux,
+        runner: FakeRunner,
+        settings: Settings,
+        dir: tempfile::TempDir,
+    }
+
+    impl World {
+        fn new(sd: FakeSystemd) -> World {
+            World {
+                sd,
+                se: FakeSelinux(Cell::new(Mode::Enforcing)),
+                runner: FakeRunner::default(),
+                settings: Settings::default(),
+                dir: tempfile::tempdir().unwrap(),
+            }
+        }
+        fn journal(&self) -> Journal<FileStore> {
+            Journal::open(FileStore::at(self.dir.path().join("state.json")), Path::new("/"), "boot-1").unwrap()
+        }
+        fn prepare(&self, holders: Vec<Holder>) -> (anyhow::Result<()>, Journal<FileStore>) {
+            let procs = FakeProcs { holders, systemd: &self.sd };
+            let m = Machine {
+                procs: &procs,
+                systemd: &self.sd,
+                selinux: &self.se,
+                runner: &self.runner,
+                settings: &self.settings,
+            };
+            let snap = snapshot(&m, Path::new("/")).unwrap();
+            let p = plan(&snap, &self.settings).unwrap();
+            let mut j = self.journal();
+            let r = execute(&m, &p, &mut j);
+            (r, j)
+        }
+        fn restore(&self, j: &mut Journal<FileStore>) -> restore::Restored {
+            let procs = FakeProcs { holders: vec![], systemd: &self.sd };
+            let m = Machine {
+                procs: &procs,
+                systemd: &self.sd,
+                selinux: &self.se,
+                runner: &self.runner,
+                settings: &self.settings,
+            };
+            restore::restore(&m, j).unwrap()
+        }
+        fn active(&self, u: &str) -> String {
+            self.sd.unit(u).unwrap().active_state
+        }
+    }
+
+    #[test]
+    fn prepare_then_restore_round_trip() {
+        let w = World::new(docker_systemd());
+        let (r, j) = w.prepare(docker_holders());
+        r.unwrap();
+        // containers stopped before dockerd, triggers stopped before services, all masked, SELinux permissive
+        assert_eq!(w.runner.calls.borrow()[1], ["docker", "stop", "-t", "30", "c1", "c2"]);
+        let stops: Vec<FakeCall> = w.sd.calls().into_iter().filter(|c| matches!(c, FakeCall::Stop(_))).collect();
+        assert_eq!(
+            stops,
+            [
+                FakeCall::Stop(vec!["docker.socket".into()]),
+                FakeCall::Stop(vec!["containerd.service".into(), "docker.service".into()])
+            ]
+        );
+        assert_eq!(w.sd.masked(), ["containerd.service", "docker.service", "docker.socket"]);
+        assert_eq!(w.active("docker.service"), "inactive");
+        assert_eq!(w.active("ssh.service"), "active", "protected units are left alone");
+        assert_eq!(w.se.0.get(), Mode::Permissive);
+        assert!(j.record().entries.iter().all(|e| e.status == Status::Done));
+
+        // A new process restores from the journal file alone.
+        let mut j2 = Journal::resume(FileStore::at(w.dir.path().join("state.json"))).unwrap().unwrap();
+        let r = w.restore(&mut j2);
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+        assert_eq!(w.sd.masked(), Vec::<String>::new());
+        for u in ["docker.service", "docker.socket", "containerd.service"] {
+            assert_eq!(w.active(u), "active", "{u}");
+        }
+        assert_eq!(w.se.0.get(), Mode::Enforcing);
+        assert_eq!(w.runner.calls.borrow().last().unwrap(), &["docker", "start", "c1", "c2"]);
+        assert_eq!(j2.record().phase, Phase::Closed);
+        // services come back before their triggers, and only after the unmask
+        let calls = w.sd.calls();
+        let unmask = calls.iter().position(|c| matches!(c, FakeCall::Unmask(_))).unwrap();
+        let starts: Vec<&FakeCall> = calls[unmask..].iter().filter(|c| matches!(c, FakeCall::Start(_))).collect();
+        assert_eq!(
+            starts,
+            [
+                &FakeCall::Start(vec!["docker.service".into(), "containerd.service".into()]),
+                &FakeCall::Start(vec!["docker.socket".into()])
+            ]
+        );
+        // A second restore finds nothing to do.
+        let again = w.restore(&mut j2);
+        assert_eq!(again.summary(), "nothing to undo");
+        drop(j);
+    }
+
+    #[test]
+    fn a_unit_that_fails_to_stop_rolls_everything_back_and_names_it() {
+        let w = World::new(docker_systemd().fail_stop("containerd.service", FakeFailure::Result("timeout".into())));
+        let (r, j) = w.prepare(docker_holders());
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(e.contains("containerd.service") && e.contains("timeout"), "{e}");
+        assert!(e.contains("rolled back"), "{e}");
+        assert_eq!(w.sd.masked(), Vec::<String>::new());
+        assert_eq!(w.active("docker.service"), "active");
+        assert_eq!(w.active("docker.socket"), "active");
+        assert_eq!(w.se.0.get(), Mode::Enforcing, "SELinux was never switched");
+        assert_eq!(j.record().phase, Phase::Closed);
+    }
+
+    #[test]
+    fn a_failing_pre_stop_rolls_back_before_anything_is_stopped() {
+        let mut w = World::new(FakeSystemd::new().with_unit(service("cassandra.service", "active")));
+        w.runner.codes.insert("nodetool".into(), 1);
+        let (r, j) = w.prepare(vec![holder(20, "java", Some("cassandra.service"))]);
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(e.contains("pre-stop of cassandra") && e.contains("exited 1"), "{e}");
+        assert_eq!(w.active("cassandra.service"), "active");
+        assert!(!w.sd.calls().iter().any(|c| matches!(c, FakeCall::Stop(_))));
+        let pre = j.record().entries.iter().find(|e| matches!(e.change, Change::PreStop { .. })).unwrap();
+        assert_eq!(pre.status, Status::Undone, "a failed step is kept, and closed by the rollback");
+    }
+
+    #[test]
+    fn a_stray_workload_process_fails_prepare_under_the_report_policy() {
+        let w = World::new(FakeSystemd::new().with_unit(service("mongod.service", "active")));
+        let mut stray = holder(31, "mongod", None);
+        stray.cgroup = Some("/user.slice".into());
+        let (r, _) = w.prepare(vec![holder(30, "mongod", Some("mongod.service")), stray]);
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(e.contains("pid 31 mongod (no unit)") && e.contains("stray policy report"), "{e}");
+        assert_eq!(w.active("mongod.service"), "active", "rolled back");
+    }
+
+    #[test]
+    fn a_stray_is_terminated_under_the_terminate_policy_and_recorded() {
+        let mut w = World::new(FakeSystemd::new().with_unit(service("mongod.service", "active")));
+        w.settings.stray.policy = StrayPolicy::Terminate;
+        w.settings.stray.grace_secs = 5;
+        let mut child = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        let stray = holder(child.id() as i32, "mongod", None);
+        // The fake table keeps listing the stray: reap the child in a thread so that SIGTERM ends it for real.
+        let pid = child.id();
+        let reaper = std::thread::spawn(move || child.wait().unwrap());
+        let (r, j) = w.prepare(vec![holder(30, "mongod", Some("mongod.service")), stray]);
+        r.unwrap();
+        let status = reaper.join().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
+        assert!(j
+            .record()
+            .entries
+            .iter()
+            .any(|e| matches!(&e.change, Change::TerminateProcess { pid: p, .. } if *p == pid as i32)));
+    }
+
+    #[test]
+    fn a_unit_that_fails_to_come_back_is_named_and_retried_by_the_next_restore() {
+        let w = World::new(FakeSystemd::new().with_unit(service("mongod.service", "active")));
+        let (r, mut j) = w.prepare(vec![holder(30, "mongod", Some("mongod.service"))]);
+        r.unwrap();
+        // A new machine view where the unit refuses to start once.
+        let w_fail = World {
+            sd: FakeSystemd::new()
+                .with_unit(service("mongod.service", "inactive"))
+                .fail_start("mongod.service", FakeFailure::Result("failed".into())),
+            se: FakeSelinux(Cell::new(Mode::Permissive)),
+            runner: FakeRunner::default(),
+            settings: Settings::default(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let r1 = w_fail.restore(&mut j);
+        assert_eq!(r1.failed.len(), 1, "{:?}", r1);
+        assert!(r1.failed[0].contains("mongod.service failed to come back"), "{:?}", r1.failed);
+        assert_eq!(j.record().phase, Phase::Restoring, "the window stays open for a retry");
+        w_fail.sd.heal("mongod.service");
+        let r2 = w_fail.restore(&mut j);
+        assert!(r2.failed.is_empty());
+        assert_eq!(r2.undone, ["start mongod.service"]);
+        assert_eq!(j.record().phase, Phase::Closed);
+    }
+}

@@ -1,0 +1,183 @@
+//! Restore: undo every change the journal records, from the journal alone (a new process, after a crash or the
+//! reboot). Every undo is idempotent, so a change recorded as intended but never done is undone all the same:
+//! unmasking a unit that is not masked, or starting one that runs, changes nothing.
+//!
+//! Order: SELinux back; unmask every unit (one call, then Reload); start the stopped units that were running
+//! (services first, then their triggers, each batch concurrently, each job awaited); start stopped containers.
+//! Units that fail to come back are named and stay in the journal for the next `restore`.
+
+use std::time::Duration;
+
+use anyhow::anyhow;
+
+use crate::execute::Machine;
+use crate::failpoint;
+use crate::glob;
+use crate::runner::Runner;
+use crate::selinux::Mode;
+use crate::state::{Change, Journal, Phase, Store};
+
+/// What restore did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// Changes undone.
+    pub undone: Vec<String>,
+    /// Changes that could not be undone, with why.
+    pub failed: Vec<String>,
+}
+
+impl Restored {
+    /// One line for the operator.
+    pub fn summary(&self) -> String {
+        if self.undone.is_empty() && self.failed.is_empty() {
+            return "nothing to undo".into();
+        }
+        let mut s = format!("{} change(s) undone", self.undone.len());
+        if !self.failed.is_empty() {
+            s.push_str(&format!(", {} failed: {}", self.failed.len(), self.failed.join("; ")));
+        }
+        s
+    }
+}
+
+fn hit() {
+    failpoint::hit("restore");
+}
+
+/// The stop timeout of the workload a unit belongs to (the start job gets as long), 90 s when none matches.
+fn timeout_for(m: &Machine, unit: &str) -> Duration {
+    let secs = m
+        .settings
+        .workloads
+        .values()
+        .find(|w| glob::any(&w.units, unit) || w.companion_units.iter().any(|c| c == unit))
+        .map_or(90, |w| w.stop_timeout_secs);
+    Duration::from_secs(secs)
+}
+
+fn was_running(state: &str) -> bool {
+    matches!(state, "active" | "activating" | "reloading" | "deactivating" | "unknown")
+}
+
+/// Undoes what the journal records and closes the window. Errors only when the journal cannot be written; undo
+/// failures are in the result (and the window stays in phase Restoring so that a second restore retries them).
+pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Restored> {
+    let mut out = Restored::default();
+    let todo: Vec<(u32, Change)> = j.to_undo().map(|e| (e.seq, e.change.clone())).collect();
+    if todo.is_empty() && j.record().phase == Phase::Closed {
+        return Ok(out);
+    }
+    j.set_phase(Phase::Restoring)?;
+    hit();
+    let ok = |j: &mut Journal<S>, seq: u32, what: String, out: &mut Restored| -> anyhow::Result<()> {
+        j.undone(seq)?;
+        hit();
+        out.undone.push(what);
+        Ok(())
+    };
+    let bad = |j: &mut Journal<S>, seq: u32, what: String, out: &mut Restored| -> anyhow::Result<()> {
+        j.undo_failed(seq, what.clone())?;
+        hit();
+        log::error!("restore: {what}");
+        out.failed.push(what);
+        Ok(())
+    };
+
+    // 1. SELinux.
+    for (seq, c) in &todo {
+        if let Change::SelinuxPermissive { previous } = c {
+            let enforcing = *previous == Mode::Enforcing;
+            match m.selinux.set_enforcing(enforcing) {
+                Ok(()) => ok(j, *seq, format!("SELinux back to {previous}"), &mut out)?,
+                Err(e) => bad(j, *seq, format!("SELinux back to {previous}: {e}"), &mut out)?,
+            }
+        }
+    }
+    // 2. Unmask, in one call (with its Reload).
+    let masks: Vec<(u32, String)> = todo
+        .iter()
+        .filter_map(|(s, c)| if let Change::MaskUnit { unit } = c { Some((*s, unit.clone())) } else { None })
+        .collect();
+    if !masks.is_empty() {
+        let units: Vec<String> = masks.iter().map(|(_, u)| u.clone()).collect();
+        match m.systemd.unmask_runtime(&units) {
+            Ok(_) => {
+                for (seq, u) in &masks {
+                    log::info!("unmasked {u}");
+                    ok(j, *seq, format!("unmask {u}"), &mut out)?;
+                }
+            }
+            Err(e) => {
+                for (seq, u) in &masks {
+                    bad(j, *seq, format!("unmask {u}: {e}"), &mut out)?;
+                }
+            }
+        }
+    }
+    // 3. Start what was running, newest stop first: services, then the triggers (sockets, timers, paths).
+    let stops: Vec<(u32, String, String)> = todo
+        .iter()
+        .filter_map(|(s, c)| match c {
+            Change::StopUnit { unit, active_state_before } => Some((*s, unit.clone(), active_state_before.clone())),
+            _ => None,
+        })
+        .collect();
+    let is_trigger = |u: &str| [".socket", ".timer", ".path"].iter().any(|s| u.ends_with(s));
+    for triggers in [false, true] {
+        let wave: Vec<&(u32, String, String)> = stops.iter().filter(|(_, u, _)| is_trigger(u) == triggers).collect();
+        let (start, skip): (Vec<_>, Vec<_>) =
+            wave.into_iter().partition(|(_, u, before)| was_running(before) && !u.ends_with(".scope"));
+        for (seq, u, before) in skip {
+            ok(j, *seq, format!("{u} left stopped (was {before})"), &mut out)?;
+        }
+        if start.is_empty() {
+            continue;
+        }
+        let batch: Vec<(String, Duration)> = start.iter().map(|(_, u, _)| (u.clone(), timeout_for(m, u))).collect();
+        let results = m.systemd.start_units(&batch);
+        for ((seq, u, _), (_, r)) in start.iter().zip(results) {
+            match r {
+                Ok(()) => {
+                    log::info!("started {u}");
+                    ok(j, *seq, format!("start {u}"), &mut out)?
+                }
+                Err(e) => bad(j, *seq, format!("{u} failed to come back: {e}"), &mut out)?,
+            }
+        }
+    }
+    // 4. Containers, once dockerd is back.
+    for (seq, c) in &todo {
+        if let Change::StopContainers { ids } = c {
+            match start_containers(m.runner, ids) {
+                Ok(()) => ok(j, *seq, format!("started {} container(s)", ids.len()), &mut out)?,
+                Err(e) => bad(j, *seq, format!("docker start: {e}"), &mut out)?,
+            }
+        }
+    }
+    // 5. Nothing to undo for the rest; the lock goes with the window.
+    for (seq, c) in &todo {
+        match c {
+            Change::PreStop { .. } | Change::TerminateProcess { .. } | Change::LockHeld {} => {
+                ok(j, *seq, c.to_string(), &mut out)?
+            }
+            _ => {}
+        }
+    }
+    if out.failed.is_empty() {
+        j.set_phase(Phase::Closed)?;
+        hit();
+        log::info!("window closed: {}", out.summary());
+    }
+    Ok(out)
+}
+
+fn start_containers(runner: &dyn Runner, ids: &[String]) -> anyhow::Result<()> {
+    let mut argv: Vec<String> = vec!["docker".into(), "start".into()];
+    argv.extend(ids.iter().cloned());
+    let o = runner.run(&argv, "root", Duration::from_secs(300))?;
+    if o.code == Some(0) {
+        Ok(())
+    } else {
+        Err(anyhow!("exit {:?}: {}", o.code, o.stderr_tail))
+    }
+}
