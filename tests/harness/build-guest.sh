@@ -12,14 +12,15 @@
 #   images/      vmlinuz, initrd.img (small, virtio + ext4 only), debian12.img,
 #                debian12-selinux.img (raw ext4, 3 GB sparse; vm-run.sh boots a
 #                qcow2 overlay of them per run)
-#   rootfs-ns/   copy of rootfs for nspawn-run.sh, without the vm-job wants link
+#   rootfs-se/   rootfs + SELinux packages, labeled (source of the SELinux image)
+#   rootfs-ns/   copy of rootfs for nspawn-run.sh, without the guest-overlay files
 #   logs/STEP.log, logs/timings
-# Steps: qemu rootfs overlay image selinux nspawn. A step is skipped while its
+# Steps: qemu rootfs selinux overlay image nspawn. A step is skipped while its
 # marker $H/.done-STEP holds the current recipe hash (its code, package lists,
 # overlay contents and the hashes of the steps it derives from) and its output
 # exists; otherwise it is redone from scratch (markers are written last, so an
-# interrupted step is redone). Editing guest-overlay/ redoes overlay + images +
-# rootfs-ns but not debootstrap.
+# interrupted step is redone). Editing guest-overlay/ redoes overlay + image
+# (~30 s), not debootstrap, selinux or rootfs-ns.
 #   --nspawn-only  build only rootfs, overlay, nspawn (enough for nspawn-run.sh)
 # Host packages are apt-installed when missing. Run as root.
 # Env: ADE_HARNESS_DIR, MIRROR (default: the Debian mirror of /etc/apt/sources.list*).
@@ -31,11 +32,11 @@ OVERLAY=$HERE/guest-overlay
 ROOT_PKGS=systemd,systemd-sysv,dbus,udev,linux-image-amd64,initramfs-tools,kmod,procps,iproute2,psmisc,python3-minimal,redis-server
 SE_PKGS="selinux-basics selinux-policy-default auditd"
 STEPS="qemu rootfs selinux overlay image nspawn"
-declare -A DEPS=([qemu]="" [rootfs]="" [selinux]=rootfs [overlay]="rootfs selinux" [image]=overlay [nspawn]=overlay)
+declare -A DEPS=([qemu]="" [rootfs]="" [selinux]=rootfs [overlay]=rootfs [image]="overlay selinux" [nspawn]=rootfs)
 
 die() { echo "build-guest: $*" >&2; exit 1; }
 case ${1:-} in
-  --nspawn-only) STEPS="rootfs overlay nspawn"; DEPS[overlay]=rootfs;;
+  --nspawn-only) STEPS="rootfs overlay nspawn";;
   "") ;;
   *) echo "usage: $0 [--nspawn-only]" >&2; exit 2;;
 esac
@@ -136,32 +137,25 @@ step_selinux() {
   umount "$R/proc"
 }
 
-# Copy guest-overlay/ into rootfs (and rootfs-se, relabeling what it touched):
-# root-owned, existing directories keep their modes. Files of an earlier
-# overlay version are removed first, via the manifest.
-step_overlay() {
-  local R f
-  for R in "$H/rootfs" "$H/rootfs-se"; do
-    [ "$R" = "$H/rootfs" ] || [[ " $STEPS " = *" selinux "* ]] || continue
-    if [ -f "$H/overlay.manifest" ]; then
-      while read -r f; do rm -f "${R:?}/$f"; done < "$H/overlay.manifest"
-    fi
-    tar -C "$OVERLAY" -c . | tar -C "$R" -x --no-overwrite-dir --no-same-owner
-    [ -x "$R/usr/local/sbin/vm-run-job" ]
-  done
-  (cd "$OVERLAY" && find . ! -type d) > "$H/overlay.manifest"
-  if [[ " $STEPS " = *" selinux "* ]]; then
-    R=$H/rootfs-se
-    # shellcheck disable=SC2064
-    trap "umount '$R/proc' 2>/dev/null || true" EXIT   # setfiles needs /proc
-    mount -t proc proc "$R/proc"
-    chroot "$R" setfiles -F /etc/selinux/default/contexts/files/file_contexts /etc/systemd/system /usr/local
-    umount "$R/proc"
+# put_overlay TREE: copy guest-overlay/ into TREE, root-owned, existing
+# directories keep their modes. Files that an earlier overlay version put
+# there (TREE.overlay-manifest) are removed first.
+put_overlay() {
+  local f
+  if [ -f "$1.overlay-manifest" ]; then
+    while read -r f; do rm -f "${1:?}/$f"; done < "$1.overlay-manifest"
   fi
+  tar -C "$OVERLAY" -c . | tar -C "$1" -x --no-overwrite-dir --no-same-owner
+  (cd "$OVERLAY" && find . ! -type d) > "$1.overlay-manifest"
+  [ -x "$1/usr/local/sbin/vm-run-job" ]
 }
 
+step_overlay() { put_overlay "$H/rootfs"; }
+
+# Kernel, a small initrd, and the two disk images (the SELinux one only when
+# the selinux step is built: rootfs-se gets the overlay here, relabeled).
 step_image() {
-  local k=("$H"/rootfs/boot/vmlinuz-*) img
+  local k=("$H"/rootfs/boot/vmlinuz-*) R=$H/rootfs-se img
   if [ ${#k[@]} != 1 ] || [ ! -f "${k[0]}" ]; then echo "need exactly one kernel"; return 1; fi
   mkdir -p "$H/images"
   cp "${k[0]}" "$H/images/vmlinuz"
@@ -173,6 +167,14 @@ step_image() {
   printf '%s\n' virtio_pci virtio_blk ext4 crc32c_generic >> "$c/modules"
   chroot "$H/rootfs" mkinitramfs -d /tmp/ade-initramfs -o /tmp/ade-initrd.img "${k[0]##*/vmlinuz-}"
   mv "$H/rootfs/tmp/ade-initrd.img" "$H/images/initrd.img"; rm -rf "$c"
+  if [ -d "$R" ]; then
+    put_overlay "$R"
+    # shellcheck disable=SC2064
+    trap "umount '$R/proc' 2>/dev/null || true" EXIT   # setfiles needs /proc
+    mount -t proc proc "$R/proc"
+    chroot "$R" setfiles -F /etc/selinux/default/contexts/files/file_contexts /etc/systemd/system /usr/local
+    umount "$R/proc"
+  fi
   for img in debian12:rootfs debian12-selinux:rootfs-se; do
     [ -d "$H/${img#*:}" ] || continue
     rm -f "$H/images/${img%%:*}.img"
@@ -181,11 +183,17 @@ step_image() {
   done
 }
 
+# rootfs-ns: rootfs without the harness's guest files (the container boots the
+# default target and must never start the VM job), so editing guest-overlay/
+# does not redo this copy.
 step_nspawn() {
-  fresh "$H/rootfs-ns.tmp"; cp -a "$H/rootfs" "$H/rootfs-ns.tmp"
-  # The container boots the default target: never start the VM job there.
-  rm -rf "$H/rootfs-ns.tmp/etc/systemd/system/vm-job.target.wants"
-  fresh "$H/rootfs-ns"; mv "$H/rootfs-ns.tmp" "$H/rootfs-ns"
+  local T=$H/rootfs-ns.tmp f
+  fresh "$T"; cp -a "$H/rootfs" "$T"
+  if [ -f "$H/rootfs.overlay-manifest" ]; then
+    while read -r f; do rm -f "${T:?}/$f"; done < "$H/rootfs.overlay-manifest"
+  fi
+  rm -rf "$T/etc/systemd/system/vm-job.target.wants"
+  fresh "$H/rootfs-ns"; mv "$T" "$H/rootfs-ns"
 }
 
 output_ok() {
@@ -195,7 +203,7 @@ output_ok() {
     overlay) [ -x "$H/rootfs/usr/local/sbin/vm-run-job" ];;
     selinux) [ -x "$H/rootfs-se/usr/sbin/setfiles" ];;
     image)   [ -f "$H/images/debian12.img" ] && [ -f "$H/images/vmlinuz" ] && [ -f "$H/images/initrd.img" ] &&
-             { [[ " $STEPS " != *" selinux "* ]] || [ -f "$H/images/debian12-selinux.img" ]; };;
+             [ -f "$H/images/debian12-selinux.img" ];;
     nspawn)  [ -x "$H/rootfs-ns/usr/lib/systemd/systemd" ];;
   esac
 }
@@ -204,7 +212,7 @@ output_ok() {
 recipe() {
   { declare -f "step_$1"; echo "$ROOT_PKGS|$SE_PKGS"
     [ "$1" = overlay ] && tar -C "$OVERLAY" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -c .
-    for d in ${DEPS[$1]}; do [[ " $STEPS " = *" $d "* ]] || continue; echo "$d=$(cat "$H/.done-$d" 2>/dev/null)"; done
+    for d in ${DEPS[$1]}; do echo "$d=$(cat "$H/.done-$d" 2>/dev/null)"; done
   } | sha256sum | cut -c1-16
 }
 

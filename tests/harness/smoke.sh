@@ -5,9 +5,10 @@
 #   nspawn: systemd Version over the system bus, a transient unit started and
 #           active, the job's own unit by GetUnitByPID, redis-server disabled
 #           but startable (PONG), exit code, -t timeout, NSPAWN_BIND_RO
-#   vm:     plain guest (systemd, /work share, exit code); SELinux guest
-#           (enforce exists, writing 1 makes it enforcing, a reboot requested
-#           while enforcing, permissive again after it); reboot round trip
+#   vm:     plain guest (systemd, /work share, redis PONG, exit code); SELinux guest
+#           (enforce exists, writing 1 makes it enforcing, /work writable and
+#           executable while enforcing, a reboot requested while enforcing,
+#           permissive again after it); reboot round trip
 #           (boot 2 sees a file written in boot 1, then a hard reset, boot 3
 #           sees both files)
 # Ends with "N passed, N failed"; exit 0 only when all passed.
@@ -60,16 +61,19 @@ check "nspawn: -t timeout" 124 -- "$HERE/nspawn-run.sh" -t 2 "$W" 'sleep 30'
 
 if [ -z "$ONLY" ]; then
 # --- vm -------------------------------------------------------------------
-check "vm: plain" 7 '^systemd 252' '^work-ok$' 'rc=7 boots=1' -- "$HERE/vm-run.sh" "$W" \
-  'systemctl --version | head -n1; test -f ns-file && echo work-ok; test ! -e /sys/fs/selinux/enforce; exit 7'
+check "vm: plain, redis" 7 '^systemd 252' '^work-ok$' '^PONG$' 'rc=7 boots=1' -- "$HERE/vm-run.sh" "$W" \
+  'systemctl --version | head -n1; test -f ns-file && echo work-ok; test ! -e /sys/fs/selinux/enforce
+  systemctl start redis-server; redis-cli ping; exit 7'
 
 # boot 1 goes enforcing and reboots from there (vm-run-ctl must get its
 # request out through 9p); boot 2 comes up permissive again.
-check "vm -s: selinux enforcing, reboot" 0 '^before=0$' '^after=1$' '^boot2 enforce=0$' 'rc=0 boots=2' -- \
+check "vm -s: selinux enforcing, reboot" 0 '^before=0$' '^after=1$' '^work-write-exec-ok$' '^boot2 enforce=0$' 'rc=0 boots=2' -- \
   "$HERE/vm-run.sh" -s "$W" 'set -e; test -e /sys/fs/selinux/enforce
   if [ "$VMRUN_BOOT" = 1 ]; then
     echo before=$(cat /sys/fs/selinux/enforce); echo 1 > /sys/fs/selinux/enforce
-    echo after=$(cat /sys/fs/selinux/enforce); vm-run-ctl reboot
+    echo after=$(cat /sys/fs/selinux/enforce)
+    echo x > /work/se-file && cp /bin/true /work/se-true && /work/se-true && echo work-write-exec-ok
+    vm-run-ctl reboot
   fi
   echo boot2 enforce=$(cat /sys/fs/selinux/enforce); echo 1 > /sys/fs/selinux/enforce'
 grep -q 'enforce at exit=1' "$W/err" || { FAILED=$((FAILED + 1)); echo "FAIL vm -s: enforce at exit not reported"; }
