@@ -67,6 +67,13 @@ pub enum Command {
         #[arg(long, value_name = "SECS")]
         wait: Option<u64>,
     },
+    /// The unit's entry (Type=notify): when ADE's settings ask to encrypt the OS volume, prepare, wait for ADE
+    /// through the reboot, restore; after a reboot, resume the open window.
+    Run {
+        /// Check ids whose failure not to refuse on (comma-separated).
+        #[arg(long, value_name = "CHECK_ID,...", value_delimiter = ',')]
+        force: Vec<String>,
+    },
     /// Show the window (open or not, since when, what was changed) and the lock holder.
     Status {
         /// Print JSON.
@@ -164,6 +171,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(exit::OK)
         }
+        Command::Run { force } => crate::daemon::run(&paths, &settings, &crate::daemon::RunOpts { force }),
         Command::Status { json } => {
             let s = crate::commands::status(&paths)?;
             if json {

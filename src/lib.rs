@@ -7,6 +7,7 @@ pub mod classify;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod execute;
 pub mod exit;
 pub mod extension;

@@ -1,0 +1,306 @@
+//! `ade-prep run`: the entry of the Type=notify unit that the path unit starts when ADE's settings appear.
+//! Decide whether this ADE run needs the window (an enable that includes the OS volume, on a distribution that
+//! unmounts, not yet encrypted), prepare, say READY=1, follow ADE's status through the reboot, restore when it is
+//! done or the window times out. After a reboot the unit starts again, finds the open window and goes on waiting.
+//! SIGTERM keeps the window (the journal holds it) and exits cleanly; `restore` stays available by hand.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+
+use crate::checks::{self, Flow};
+use crate::commands::{self, PrepareOpts, RealEdges};
+use crate::config::Settings;
+use crate::exit;
+use crate::extension::ade::{self, Observation, OsState, PublicSettings, StatusRead, Verdict, WaitEnd, Watcher};
+use crate::paths::Paths;
+use crate::state::{self, AdeRef, FileStore, Journal, Phase, Store};
+
+/// What `run` decides about ADE's current request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Prepare for this run.
+    Prepare {
+        /// The handler folder.
+        handler_dir: PathBuf,
+        /// The settings' sequence number.
+        seq: u64,
+    },
+    /// Nothing to do, and why.
+    Skip(String),
+}
+
+/// Pure: whether ADE's request needs the window.
+pub fn decide(obs: &Observation, public: Option<&PublicSettings>, flow: Flow) -> Decision {
+    let (Some(h), Some(seq)) = (&obs.handler, obs.seq) else {
+        return Decision::Skip(format!("no ADE request: {}", verdict_text(&obs.verdict)));
+    };
+    let Some(p) = public else {
+        return Decision::Skip(format!("ADE settings seq {seq} have no readable public settings"));
+    };
+    let op = p.encryption_operation.as_deref().unwrap_or("none");
+    let vt = p.volume_type.as_deref().unwrap_or("none");
+    if !p.is_enable() {
+        return Decision::Skip(format!("ADE operation {op} is not an enable: nothing to prepare"));
+    }
+    if !p.includes_os() {
+        return Decision::Skip(format!("ADE volume type {vt} does not include the OS volume: / is not unmounted"));
+    }
+    match flow {
+        Flow::Unmount => {}
+        Flow::Online => {
+            return Decision::Skip("this distribution encrypts the OS disk online: no preparation needed".into())
+        }
+        Flow::Unsupported | Flow::Unknown => {
+            return Decision::Skip("ADE does not unmount / on this distribution (see `ade-prep check`)".into())
+        }
+    }
+    if let StatusRead::Ok { status } = &obs.status {
+        if status.os == Some(OsState::Encrypted) {
+            return Decision::Skip("the OS volume is already encrypted".into());
+        }
+    }
+    Decision::Prepare { handler_dir: h.dir.clone(), seq }
+}
+
+fn verdict_text(v: &Verdict) -> String {
+    match v {
+        Verdict::Wait(why) => why.clone(),
+        Verdict::Done(o) => o.to_string(),
+    }
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_term(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() -> anyhow::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let act = SigAction::new(SigHandler::Handler(on_term), SaFlags::empty(), SigSet::empty());
+    for s in [Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { sigaction(s, &act) }.context("installing the SIGTERM handler")?;
+    }
+    Ok(())
+}
+
+fn notify(state: &[sd_notify::NotifyState]) {
+    // Outside a Type=notify unit NOTIFY_SOCKET is unset and this does nothing.
+    let _ = sd_notify::notify(false, state);
+}
+
+fn status(text: &str) {
+    log::info!("{text}");
+    notify(&[sd_notify::NotifyState::Status(text)]);
+}
+
+/// Pings the watchdog at half its interval, when the unit asks for it.
+fn start_watchdog() {
+    let mut usec = 0u64;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        let every = Duration::from_micros(usec / 2);
+        std::thread::spawn(move || loop {
+            notify(&[sd_notify::NotifyState::Watchdog]);
+            std::thread::sleep(every);
+        });
+    }
+}
+
+/// Seconds since a file was last written (ADE's head start: its daemon sleeps about 60 s before the OS work).
+fn age(path: &Path) -> Option<Duration> {
+    let m = std::fs::metadata(path).ok()?.modified().ok()?;
+    SystemTime::now().duration_since(m).ok()
+}
+
+/// ADE's OS-disk work has begun when its markers folder holds anything.
+fn os_work_started(paths: &Paths) -> Option<Vec<String>> {
+    let dir = paths.ade_config_dir().join("os_encryption_markers");
+    let names: Vec<String> =
+        std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+    (!names.is_empty()).then_some(names)
+}
+
+/// Options of `run`.
+#[derive(Debug, Clone, Default)]
+pub struct RunOpts {
+    /// Check ids whose failure not to refuse on.
+    pub force: Vec<String>,
+}
+
+/// `ade-prep run`.
+pub fn run(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Result<u8> {
+    install_signal_handlers()?;
+    start_watchdog();
+    let store = FileStore::new(paths);
+    let open = store.load()?.filter(|r| r.is_window_open());
+    if let Some(r) = &open {
+        if r.phase != Phase::Open {
+            // A prepare or a restore was cut short (crash, reboot): finish the restore, then decide anew.
+            status(&format!("found a window in phase {}: restoring it first", r.phase));
+            commands::restore(paths, settings, None)?;
+        }
+    }
+    let open = store.load()?.filter(|r| r.is_window_open());
+    if open.is_none() {
+        let obs = ade::observe(paths);
+        let public = match (&obs.handler, obs.seq) {
+            (Some(h), Some(seq)) => match ade::read_settings(&h.dir, seq) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    log::warn!("{e}");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let flow = checks::check_machine(paths, settings, &checks::Waagent::for_paths(paths)).flow;
+        let forced_distro = opts.force.iter().flat_map(|f| f.split(',')).any(|id| id == "distro");
+        let flow = if forced_distro && flow != Flow::Online { Flow::Unmount } else { flow };
+        let (handler_dir, seq) = match decide(&obs, public.as_ref(), flow) {
+            Decision::Skip(why) => {
+                status(&format!("nothing to do: {why}"));
+                notify(&[sd_notify::NotifyState::Ready]);
+                return Ok(exit::OK);
+            }
+            Decision::Prepare { handler_dir, seq } => (handler_dir, seq),
+        };
+        let settings_file = ade::settings_path(&handler_dir, seq);
+        status(&format!("ADE request seq {seq} includes the OS volume: preparing"));
+        let edges = RealEdges::new(paths)?;
+        let popts = PrepareOpts { dry_run: false, force: opts.force.clone(), lock_wait: None };
+        let (prepared, guard) = commands::prepare(paths, settings, &edges, Path::new("/"), &popts)?;
+        drop(guard); // the journal holds the window from now on
+        if prepared.is_none() {
+            status("nothing to do: no preparation needed");
+            notify(&[sd_notify::NotifyState::Ready]);
+            return Ok(exit::OK);
+        }
+        if let Some(a) = age(&settings_file) {
+            log::info!(
+                "prepare finished {:.0} s after ADE's settings appeared (ADE waits about 60 s)",
+                a.as_secs_f64()
+            );
+        }
+        if let Some(markers) = os_work_started(paths) {
+            log::error!(
+                "ADE's OS-disk work began before prepare finished (markers: {}): the unmount may already have failed",
+                markers.join(", ")
+            );
+        }
+        let mut j = Journal::resume(FileStore::new(paths))?.context("the journal vanished after prepare")?;
+        j.set_ade(AdeRef { handler_dir, seq })?;
+    }
+    wait_and_restore(paths, settings)
+}
+
+fn wait_and_restore(paths: &Paths, settings: &Settings) -> anyhow::Result<u8> {
+    let record = FileStore::new(paths).load()?.context("no journal")?;
+    let summary = commands::summary(&record);
+    let deadline = record.opened_at + settings.window.timeout_hours * 3600;
+    let remaining = Duration::from_secs(deadline.saturating_sub(state::now()));
+    notify(&[sd_notify::NotifyState::Ready]);
+    status(&format!("{summary}, waiting for ADE"));
+    let flag = Arc::new(AtomicBool::new(false));
+    let watcher_flag = flag.clone();
+    // Bridge the signal flag to the watcher's.
+    std::thread::spawn(move || loop {
+        if STOP.load(Ordering::SeqCst) {
+            watcher_flag.store(true, Ordering::SeqCst);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    let end = Watcher::new(paths).stop_when(flag).wait_until_done(remaining, |obs| {
+        status(&format!("{summary}, waiting for ADE: {}", verdict_text(&obs.verdict)));
+    });
+    match end {
+        WaitEnd::Stopped { .. } => {
+            status("stopping: the window stays open (the journal holds it); `ade-prep restore` closes it");
+            notify(&[sd_notify::NotifyState::Stopping]);
+            Ok(exit::OK)
+        }
+        WaitEnd::Done { outcome, .. } => {
+            status(&format!("ADE done: {outcome}; restoring"));
+            restore_now(paths, settings)
+        }
+        WaitEnd::TimedOut { last } => {
+            log::error!(
+                "no completion from ADE within {} h ({}): restoring",
+                settings.window.timeout_hours,
+                verdict_text(&last.verdict)
+            );
+            restore_now(paths, settings)?;
+            Ok(exit::FAILED)
+        }
+    }
+}
+
+fn restore_now(paths: &Paths, settings: &Settings) -> anyhow::Result<u8> {
+    notify(&[sd_notify::NotifyState::Stopping]);
+    let r = commands::restore(paths, settings, None)?;
+    status(&format!("restored: {}", r.map(|r| r.summary()).unwrap_or_else(|| "nothing to undo".into())));
+    Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extension::ade::AdeHandler;
+
+    fn obs(os: Option<&str>) -> Observation {
+        let status = match os {
+            None => StatusRead::Missing,
+            Some(os) => {
+                let text = format!(
+                    r#"[{{"status":{{"operation":"EnableEncryption","status":"transitioning","code":0,
+                    "formattedMessage":{{"message":"x"}},"substatus":[{{"formattedMessage":{{"message":
+                    "{{\"os\": \"{os}\", \"data\": \"NotEncrypted\"}}"}}}}]}}}}]"#
+                );
+                StatusRead::Ok { status: ade::parse_status(&text).unwrap() }
+            }
+        };
+        Observation {
+            handler: Some(AdeHandler { dir: "/var/lib/waagent/ADE-2.4".into(), version: "2.4".into() }),
+            seq: Some(0),
+            status,
+            verdict: Verdict::Wait("x".into()),
+        }
+    }
+
+    fn public(op: &str, vt: &str) -> PublicSettings {
+        PublicSettings { encryption_operation: Some(op.into()), volume_type: Some(vt.into()) }
+    }
+
+    #[test]
+    fn prepares_only_for_an_os_enable_on_a_distribution_that_unmounts() {
+        let o = obs(None);
+        assert!(matches!(
+            decide(&o, Some(&public("EnableEncryption", "All")), Flow::Unmount),
+            Decision::Prepare { .. }
+        ));
+        assert!(matches!(
+            decide(&o, Some(&public("EnableEncryptionFormatAll", "OS")), Flow::Unmount),
+            Decision::Prepare { .. }
+        ));
+        let skip = |d: Decision| match d {
+            Decision::Skip(why) => why,
+            d => panic!("{d:?}"),
+        };
+        assert!(skip(decide(&o, Some(&public("EnableEncryption", "Data")), Flow::Unmount)).contains("does not include"));
+        assert!(skip(decide(&o, Some(&public("DisableEncryption", "All")), Flow::Unmount)).contains("not an enable"));
+        assert!(skip(decide(&o, Some(&public("EnableEncryption", "OS")), Flow::Online)).contains("online"));
+        assert!(
+            skip(decide(&o, Some(&public("EnableEncryption", "OS")), Flow::Unsupported)).contains("does not unmount")
+        );
+        assert!(skip(decide(&obs(Some("Encrypted")), Some(&public("EnableEncryption", "OS")), Flow::Unmount))
+            .contains("already encrypted"));
+        assert!(skip(decide(&o, None, Flow::Unmount)).contains("no readable public settings"));
+        let none = Observation { handler: None, seq: None, ..obs(None) };
+        assert!(skip(decide(&none, None, Flow::Unmount)).starts_with("no ADE request"));
+    }
+}
