@@ -161,18 +161,21 @@ pub(crate) fn wait<B: JobBus>(
         match bus.next_removed(until) {
             Ok(Some(r)) => {
                 // Only our own jobs, by object path: the same unit may have other jobs, and other units' jobs
-                // (dependencies pulled in, other clients) arrive on the same stream.
-                if let Some(i) = pending.iter().position(|p| p.job == r.job) {
-                    let p = pending.remove(i);
+                // (dependencies pulled in, other clients) arrive on the same stream. A unit named twice in the
+                // batch got the same job twice.
+                let now = bus.now();
+                let (ours, others): (Vec<Pending>, Vec<Pending>) = pending.drain(..).partition(|p| p.job == r.job);
+                pending = others;
+                if ours.is_empty() {
+                    log::debug!("JobRemoved {} ({}) {}: not ours", r.job, r.unit, r.result);
+                }
+                for p in ours {
                     let res = if r.result == "done" {
                         Ok(())
                     } else {
-                        Err(JobError::Result { op, unit: p.unit.clone(), job: p.job.clone(), result: r.result })
+                        Err(JobError::Result { op, unit: p.unit.clone(), job: p.job.clone(), result: r.result.clone() })
                     };
-                    let now = bus.now();
                     resolve(&p, res, now, results);
-                } else {
-                    log::debug!("JobRemoved {} ({}) {}: not ours", r.job, r.unit, r.result);
                 }
             }
             Ok(None) => {}
@@ -390,6 +393,15 @@ mod tests {
         assert_eq!(r[0], Ok(()));
         // At 0, 2, 4, 6, 8 s.
         assert_eq!(bus.lookups, 5);
+    }
+
+    #[test]
+    fn a_unit_named_twice_gets_the_result_twice() {
+        let mut bus = Script::new().signal(100, 1, "a.service", "failed").gone(1, 100);
+        let r = run(&mut bus, JobOp::Stop, &[("a.service", 1, 90_000), ("a.service", 1, 90_000)]);
+        assert_eq!(r[0], r[1]);
+        assert!(r[0].is_err());
+        assert_eq!(bus.elapsed(), Duration::from_millis(100));
     }
 
     #[test]
