@@ -305,7 +305,9 @@ fn in_container_masks_hold_against_restart_start_and_socket_activation() {
     assert!(changes.iter().any(|c| c.path == "/run/systemd/system/fake-docker.service"), "{changes:?}");
     assert!(!Path::new("/run/systemd/system/fake-docker.service").exists());
     assert!(!sd.unit(svc).unwrap().is_masked());
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim as i32), nix::sys::signal::Signal::SIGKILL);
+    // What the executor does with such leftovers: KillUnit on the stopped unit reaches them.
+    sd.kill_unit(svc, libc::SIGKILL).unwrap();
+    wait_for("the shim to die", 5, || !alive(shim));
     all_ok(&sd.start_units(&batch(&["fake-docker.socket", svc], 30.0)));
     let u = sd.unit(svc).unwrap();
     assert_eq!(

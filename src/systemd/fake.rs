@@ -19,6 +19,8 @@ pub enum FakeCall {
     Unmask(Vec<String>),
     /// reload (also recorded after each mask and unmask, as the real one does).
     Reload,
+    /// kill_unit with this unit and signal.
+    Kill(String, i32),
     /// stop_units with this batch.
     Stop(Vec<String>),
     /// start_units with this batch.
@@ -293,6 +295,19 @@ impl ServiceManager for FakeSystemd {
         self.run_jobs(JobOp::Start, batch)
     }
 
+    fn kill_unit(&self, unit: &str, signal: i32) -> Result<(), SystemdError> {
+        let mut st = self.st();
+        st.calls.push(FakeCall::Kill(unit.to_string(), signal));
+        if !st.units.contains_key(unit) {
+            return Err(SystemdError::Call {
+                what: format!("kill {unit} (signal {signal})"),
+                error: DbusError::named("org.freedesktop.systemd1.NoSuchUnit", format!("Unit {unit} not loaded.")),
+            });
+        }
+        st.pids.retain(|_, u| u != unit);
+        Ok(())
+    }
+
     fn job_counters(&self) -> Result<JobCounters, SystemdError> {
         Ok(JobCounters { jobs: 0, installed_jobs: self.st().installed_jobs })
     }
@@ -372,5 +387,15 @@ mod tests {
         f.stop_units(&batch(&["b.service"]));
         assert_eq!(f.stopped_with_mask_in_effect(), vec!["b.service".to_string()]);
         assert!(f.unit("missing.service").unwrap().load_state == "not-found");
+        assert!(f.kill_unit("missing.service", 9).unwrap_err().to_string().starts_with("kill missing.service"));
+    }
+
+    #[test]
+    fn kill_unit_clears_its_processes() {
+        let f = FakeSystemd::new().with_unit(service("a.service", "inactive")).with_pid(77, "a.service");
+        assert_eq!(f.unit_by_pid(77).unwrap().as_deref(), Some("a.service"));
+        f.kill_unit("a.service", 9).unwrap();
+        assert_eq!(f.unit_by_pid(77).unwrap(), None);
+        assert_eq!(f.calls(), vec![FakeCall::Kill("a.service".into(), 9)]);
     }
 }

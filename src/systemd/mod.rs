@@ -39,6 +39,9 @@ pub trait ServiceManager {
     fn stop_units(&self, batch: &[(String, Duration)]) -> Vec<(String, Result<(), JobError>)>;
     /// Starts the units concurrently, as [`ServiceManager::stop_units`] stops them.
     fn start_units(&self, batch: &[(String, Duration)]) -> Vec<(String, Result<(), JobError>)>;
+    /// Sends `signal` to every process left in the unit's cgroup (KillUnit who=all), e.g. what a KillMode=process
+    /// unit leaves behind once stopped.
+    fn kill_unit(&self, unit: &str, signal: i32) -> Result<(), SystemdError>;
     /// The manager's job counters, to prove that a dry run queued no job.
     fn job_counters(&self) -> Result<JobCounters, SystemdError>;
 }

@@ -34,6 +34,9 @@ pub trait Manager {
     /// Enqueues a stop job; returns its object.
     #[zbus(name = "StopUnit")]
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    /// Sends a signal to the unit's processes (`who`: main, control or all).
+    #[zbus(name = "KillUnit")]
+    fn kill_unit(&self, name: &str, who: &str, signal: i32) -> zbus::Result<()>;
     /// Asks for the Job* and Unit* signals, which systemd sends only to subscribed clients.
     #[zbus(name = "Subscribe")]
     fn subscribe(&self) -> zbus::Result<()>;

@@ -308,6 +308,12 @@ impl ServiceManager for Systemd {
         self.run_jobs(JobOp::Start, batch)
     }
 
+    fn kill_unit(&self, unit: &str, signal: i32) -> Result<(), SystemdError> {
+        call(|| format!("kill {unit} (signal {signal})"), self.manager.kill_unit(unit, "all", signal))?;
+        log::info!("{unit}: sent signal {signal} to its processes");
+        Ok(())
+    }
+
     fn job_counters(&self) -> Result<JobCounters, SystemdError> {
         Ok(JobCounters {
             jobs: call(|| "manager property NJobs".into(), self.manager.n_jobs())?,
