@@ -17,7 +17,7 @@ use crate::runner::{RunError, Runner};
 use crate::scan::{Holder, ProcessTable};
 use crate::selinux::{Mode, Selinux};
 use crate::state::{Change, Journal, Store};
-use crate::systemd::ServiceManager;
+use crate::systemd::{Reload, ServiceManager};
 
 /// The edges execution works through: one real implementation each, fakes in tests.
 pub struct Machine<'a> {
@@ -211,7 +211,7 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                 for u in units {
                     seqs.push(record(j, Change::MaskUnit { unit: u.clone() })?);
                 }
-                match m.systemd.mask_runtime(units) {
+                match m.systemd.mask_runtime(units, Reload::Now) {
                     Ok(_) => {
                         for (u, seq) in units.iter().zip(seqs) {
                             log::info!("masked {u} (runtime)");
