@@ -63,6 +63,7 @@ pub fn snapshot(m: &Machine, mount: &Path) -> anyhow::Result<Snapshot> {
                 load_state: info.load_state,
                 active_state: info.active_state,
                 triggered_by: info.triggered_by,
+                fragment_path: info.fragment_path,
             },
         );
     }
@@ -211,10 +212,10 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                 for u in units {
                     seqs.push(record(j, Change::MaskUnit { unit: u.clone() })?);
                 }
-                match m.systemd.mask_runtime(units, Reload::Now) {
+                match m.systemd.mask_runtime(units, Reload::Later) {
                     Ok(_) => {
                         for (u, seq) in units.iter().zip(seqs) {
-                            log::info!("masked {u} (runtime)");
+                            log::info!("masked {u} (runtime, effective after the stops)");
                             finish(j, seq)?;
                         }
                     }
@@ -258,6 +259,10 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                 if !errors.is_empty() {
                     bail!("{}", errors.join("; "));
                 }
+            }
+            Step::ActivateMasks => {
+                m.systemd.reload().context("reloading systemd to activate the masks")?;
+                log::info!("masks in effect");
             }
             Step::ClearHolders { policy, grace_secs } => {
                 clear_holders(m, &plan.mount, &stopped, *policy, Duration::from_secs(*grace_secs), j)?;
@@ -507,6 +512,7 @@ mod tests {
             ]
         );
         assert_eq!(w.sd.masked(), ["containerd.service", "docker.service", "docker.socket"]);
+        assert_eq!(w.sd.stopped_with_mask_in_effect(), Vec::<String>::new(), "stops ran with the units' own settings");
         assert_eq!(w.active("docker.service"), "inactive");
         assert_eq!(w.active("ssh.service"), "active", "protected units are left alone");
         assert_eq!(w.se.0.get(), Mode::Permissive);

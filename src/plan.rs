@@ -22,6 +22,8 @@ pub struct UnitFacts {
     pub active_state: String,
     /// Units that can start this one (sockets, timers, paths).
     pub triggered_by: Vec<String>,
+    /// The unit file (a runtime mask cannot shadow one in /etc/systemd/system or /run/systemd/system).
+    pub fragment_path: String,
 }
 
 impl UnitFacts {
@@ -32,6 +34,12 @@ impl UnitFacts {
     /// A transient unit (scope): stopped, never masked or started again.
     pub fn is_transient(&self) -> bool {
         self.id.ends_with(".scope")
+    }
+    /// A runtime mask (in /run/systemd/system) can shadow this unit's file.
+    pub fn maskable(&self) -> bool {
+        !self.is_transient()
+            && !self.fragment_path.starts_with("/etc/systemd/system/")
+            && !self.fragment_path.starts_with("/run/systemd/")
     }
     /// A unit that starts others.
     pub fn is_trigger(&self) -> bool {
@@ -79,11 +87,14 @@ pub enum Step {
         /// Grace period for each.
         grace_secs: u64,
     },
-    /// Runtime-mask the units (then Reload) so that nothing starts them during the window.
+    /// Write runtime masks for the units; they take effect at [`Step::ActivateMasks`], after the stops (a mask
+    /// loaded before the stop would drop the unit's own ExecStop, KillMode and Restart settings).
     MaskUnits {
         /// Units.
         units: Vec<String>,
     },
+    /// Reload systemd: the masks take effect, so nothing starts the units during the window.
+    ActivateMasks,
     /// Stop units concurrently, each with its timeout (systemd keeps their mutual ordering).
     StopUnits {
         /// `triggers` or `services`.
@@ -111,6 +122,8 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Holders left alone (protected or other), for the operator.
     pub left_alone: Vec<String>,
+    /// What the plan cannot guarantee, for the operator.
+    pub warnings: Vec<String>,
 }
 
 /// Why no plan can be made.
@@ -225,9 +238,20 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
             grace_secs: settings.docker.stop_grace_secs,
         });
     }
-    let mask: Vec<String> =
-        unit_workload.keys().filter(|u| facts(u).is_none_or(|f| !f.is_transient())).cloned().collect();
-    if !mask.is_empty() {
+    let mut warnings = vec![];
+    let mut mask = vec![];
+    for u in unit_workload.keys() {
+        match facts(u) {
+            Some(f) if f.is_transient() => {}
+            Some(f) if !f.maskable() => warnings.push(format!(
+                "{u}: unit file {} outranks a runtime mask: stopped but not masked, something may start it again",
+                f.fragment_path
+            )),
+            _ => mask.push(u.clone()),
+        }
+    }
+    let masking = !mask.is_empty();
+    if masking {
         steps.push(Step::MaskUnits { units: mask });
     }
     let running = |u: &&String| facts(u).is_none_or(|f| f.is_running());
@@ -241,11 +265,14 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
             });
         }
     }
+    if masking {
+        steps.push(Step::ActivateMasks);
+    }
     steps.push(Step::ClearHolders { policy: settings.stray.policy, grace_secs: settings.stray.grace_secs });
     if snap.selinux_enforcing {
         steps.push(Step::SelinuxPermissive);
     }
-    Ok(Plan { mount: snap.mount.clone(), steps, left_alone })
+    Ok(Plan { mount: snap.mount.clone(), steps, left_alone, warnings })
 }
 
 fn class_word(c: Class) -> &'static str {
@@ -274,7 +301,10 @@ impl fmt::Display for Step {
             Step::StopContainers { ids, grace_secs } => {
                 write!(f, "docker stop -t {grace_secs} {} ({} containers)", ids.join(" "), ids.len())
             }
-            Step::MaskUnits { units } => write!(f, "runtime-mask, then reload: {}", units.join(" ")),
+            Step::MaskUnits { units } => {
+                write!(f, "write runtime masks (effective at the reload): {}", units.join(" "))
+            }
+            Step::ActivateMasks => write!(f, "reload systemd: the masks take effect for the window"),
             Step::StopUnits { wave, units } => {
                 let list: Vec<String> = units.iter().map(|(u, t)| format!("{u} ({t} s)")).collect();
                 write!(f, "stop {wave} concurrently: {}", list.join(" "))
@@ -293,6 +323,9 @@ impl fmt::Display for Plan {
         writeln!(f, "plan to free {}:", self.mount.display())?;
         for (i, s) in self.steps.iter().enumerate() {
             writeln!(f, "{:>3}. {s}", i + 1)?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
         }
         if !self.left_alone.is_empty() {
             writeln!(f, "left alone ({}):", self.left_alone.len())?;
@@ -336,6 +369,7 @@ mod tests {
                 load_state: "loaded".into(),
                 active_state: active.into(),
                 triggered_by: triggered_by.iter().map(|s| s.to_string()).collect(),
+                fragment_path: format!("/lib/systemd/system/{id}"),
             },
         )
     }
@@ -381,6 +415,7 @@ mod tests {
                 Step::TakeLock => "lock",
                 Step::StopContainers { .. } => "containers",
                 Step::MaskUnits { .. } => "mask",
+                Step::ActivateMasks => "reload",
                 Step::StopUnits { wave, .. } if wave == "triggers" => "stop-triggers",
                 Step::StopUnits { .. } => "stop-services",
                 Step::ClearHolders { .. } => "clear",
@@ -388,7 +423,7 @@ mod tests {
                 Step::SelinuxPermissive => "selinux",
             })
             .collect();
-        assert_eq!(kinds, ["wait", "lock", "containers", "mask", "stop-triggers", "stop-services", "clear"]);
+        assert_eq!(kinds, ["wait", "lock", "containers", "mask", "stop-triggers", "stop-services", "reload", "clear"]);
         assert_eq!(
             p.steps[3],
             Step::MaskUnits {
@@ -400,6 +435,21 @@ mod tests {
         let names: Vec<&str> = units.iter().map(|(u, _)| u.as_str()).collect();
         assert_eq!(names, ["containerd.service", "docker-abc.scope", "docker.service"]);
         assert_eq!(p.left_alone.len(), 1, "sshd is left alone");
+    }
+
+    #[test]
+    fn a_unit_file_in_etc_is_stopped_but_not_masked_with_a_warning() {
+        let s = Settings::default();
+        let (id, mut f) = unit("mongod.service", "active", &[]);
+        f.fragment_path = "/etc/systemd/system/mongod.service".into();
+        let sn = snap(vec![holder(20, "mongod", Some("mongod.service"))], vec![(id, f)], &s);
+        let p = plan(&sn, &s).unwrap();
+        assert!(!p.steps.iter().any(|st| matches!(st, Step::MaskUnits { .. } | Step::ActivateMasks)));
+        assert!(p
+            .steps
+            .contains(&Step::StopUnits { wave: "services".into(), units: vec![("mongod.service".into(), 90)] }));
+        assert_eq!(p.warnings.len(), 1);
+        assert!(p.warnings[0].contains("/etc/systemd/system/mongod.service outranks a runtime mask"));
     }
 
     #[test]
