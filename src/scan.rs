@@ -33,7 +33,7 @@ pub struct Access {
     pub file_write: bool,
     /// r: root directory.
     pub root: bool,
-    /// m: memory-mapped file (or shared library).
+    /// m: memory-mapped file (or shared library); only looked for when `exe` is false, as fuser shows it.
     pub mmap: bool,
 }
 
@@ -382,10 +382,14 @@ fn walk_one(proc_fd: &OwnedFd, pid: i32, dev: u64, out: &mut Partial) {
     }
     acc.file = fds > 0;
     acc.file_write = wfds > 0;
-    match read_at(&dirfd, c"maps") {
-        Ok(text) => acc.mmap = maps_hit(&text, dev),
-        Err(e) if gone(e) => {}
-        Err(e) => unread("maps", e, out),
+    // fuser shows `m` only when `e` is not there: when the executable is on the filesystem, maps (the costliest
+    // file of the walk) need not be read.
+    if !acc.exe {
+        match read_at(&dirfd, c"maps") {
+            Ok(text) => acc.mmap = maps_hit(&text, dev),
+            Err(e) if gone(e) => {}
+            Err(e) => unread("maps", e, out),
+        }
     }
     if acc.any() {
         out.hits.push(Hit { pid, uid, access: acc, fds, writable_fds: wfds });
