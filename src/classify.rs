@@ -133,25 +133,7 @@ pub fn classify(h: &Holder, s: &Settings) -> Classification {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scan::Access;
-
-    fn h(pid: i32, comm: &str, unit: Option<&str>) -> Holder {
-        Holder {
-            pid,
-            ppid: 1,
-            uid: 0,
-            comm: comm.into(),
-            cmdline: vec![],
-            exe: None,
-            cwd: None,
-            unit: unit.map(Into::into),
-            cgroup: unit.map(|u| format!("/system.slice/{u}")),
-            kernel_thread: false,
-            access: Access::default(),
-            fds: 0,
-            writable_fds: 0,
-        }
-    }
+    use crate::scan::test_holder as h;
 
     fn class_of(x: &Holder) -> (Class, Option<String>) {
         let c = classify(x, &Settings::default());

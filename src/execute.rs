@@ -347,7 +347,7 @@ mod tests {
     use super::*;
     use crate::plan::plan;
     use crate::runner::Outcome;
-    use crate::scan::{Access, Scan, ScanError};
+    use crate::scan::{test_holder as holder, Scan, ScanError};
     use crate::selinux::SelinuxError;
     use crate::state::{FileStore, Phase, Status};
     use crate::systemd::fake::{service, FakeCall, FakeFailure, FakeSystemd};
@@ -406,24 +406,6 @@ mod tests {
         }
     }
 
-    fn holder(pid: i32, comm: &str, unit: Option<&str>) -> Holder {
-        Holder {
-            pid,
-            ppid: 1,
-            uid: 0,
-            comm: comm.into(),
-            cmdline: vec![comm.into()],
-            exe: None,
-            cwd: None,
-            unit: unit.map(Into::into),
-            cgroup: unit.map(|u| format!("/system.slice/{u}")),
-            kernel_thread: false,
-            access: Access { file: true, ..Default::default() },
-            fds: 1,
-            writable_fds: 1,
-        }
-    }
-
     fn socket(name: &str, triggers: &str) -> UnitInfo {
         UnitInfo { triggers: vec![triggers.into()], ..service(name, "active") }
     }
@@ -465,15 +447,12 @@ mod tests {
         fn journal(&self) -> Journal<FileStore> {
             Journal::open(FileStore::at(self.dir.path().join("state.json")), Path::new("/"), "boot-1").unwrap()
         }
+        fn machine<'a>(&'a self, procs: &'a FakeProcs<'a>) -> Machine<'a> {
+            Machine { procs, systemd: &self.sd, selinux: &self.se, runner: &self.runner, settings: &self.settings }
+        }
         fn prepare(&self, holders: Vec<Holder>) -> (anyhow::Result<()>, Journal<FileStore>) {
             let procs = FakeProcs { holders, systemd: &self.sd };
-            let m = Machine {
-                procs: &procs,
-                systemd: &self.sd,
-                selinux: &self.se,
-                runner: &self.runner,
-                settings: &self.settings,
-            };
+            let m = self.machine(&procs);
             let snap = snapshot(&m, Path::new("/")).unwrap();
             let p = plan(&snap, &self.settings).unwrap();
             let mut j = self.journal();
@@ -482,14 +461,7 @@ mod tests {
         }
         fn restore(&self, j: &mut Journal<FileStore>) -> restore::Restored {
             let procs = FakeProcs { holders: vec![], systemd: &self.sd };
-            let m = Machine {
-                procs: &procs,
-                systemd: &self.sd,
-                selinux: &self.se,
-                runner: &self.runner,
-                settings: &self.settings,
-            };
-            restore::restore(&m, j).unwrap()
+            restore::restore(&self.machine(&procs), j).unwrap()
         }
         fn active(&self, u: &str) -> String {
             self.sd.unit(u).unwrap().active_state

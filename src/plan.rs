@@ -341,25 +341,7 @@ impl fmt::Display for Plan {
 mod tests {
     use super::*;
     use crate::classify::classify;
-    use crate::scan::Access;
-
-    fn holder(pid: i32, comm: &str, unit: Option<&str>) -> Holder {
-        Holder {
-            pid,
-            ppid: 1,
-            uid: 0,
-            comm: comm.into(),
-            cmdline: vec![comm.into()],
-            exe: None,
-            cwd: None,
-            unit: unit.map(Into::into),
-            cgroup: unit.map(|u| format!("/system.slice/{u}")),
-            kernel_thread: false,
-            access: Access { file: true, ..Default::default() },
-            fds: 1,
-            writable_fds: 0,
-        }
-    }
+    use crate::scan::test_holder as holder;
 
     fn unit(id: &str, active: &str, triggered_by: &[&str]) -> (String, UnitFacts) {
         (

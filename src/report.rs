@@ -4,33 +4,16 @@ use serde::Serialize;
 
 use crate::classify::{classify, Class};
 use crate::config::Settings;
-use crate::scan::{KernelUsers, Scan, Target, Unreadable};
+use crate::scan::{Holder, KernelUsers, Scan, Target, Unreadable};
 
-/// One process in `scan --json`.
+/// One process in `scan --json`: the holder's fields, its codes and its class.
 #[derive(Debug, Serialize)]
 pub struct ProcessEntry {
-    /// Process id.
-    pub pid: i32,
-    /// Parent process id.
-    pub ppid: i32,
-    /// Owner uid.
-    pub uid: u32,
-    /// `/proc/PID/comm`.
-    pub comm: String,
-    /// Command line.
-    pub cmdline: Vec<String>,
-    /// Executable path.
-    pub exe: Option<String>,
-    /// systemd unit.
-    pub unit: Option<String>,
-    /// cgroup path.
-    pub cgroup: Option<String>,
+    /// What the scan found.
+    #[serde(flatten)]
+    pub holder: Holder,
     /// fuser's access codes (`fFrcem`).
     pub codes: String,
-    /// Open fds on the filesystem.
-    pub fds: u32,
-    /// Of which writable.
-    pub writable_fds: u32,
     /// workload, protected or other.
     pub class: Class,
     /// Workload name.
@@ -73,17 +56,8 @@ pub fn scan_report(scan: &Scan, settings: &Settings) -> ScanReport {
         .map(|h| {
             let c = classify(h, settings);
             ProcessEntry {
-                pid: h.pid,
-                ppid: h.ppid,
-                uid: h.uid,
-                comm: h.comm.clone(),
-                cmdline: h.cmdline.clone(),
-                exe: h.exe.clone(),
-                unit: h.unit.clone(),
-                cgroup: h.cgroup.clone(),
+                holder: h.clone(),
                 codes: h.access.codes(),
-                fds: h.fds,
-                writable_fds: h.writable_fds,
                 class: c.class,
                 workload: c.workload,
                 reason: c.reason,
@@ -129,7 +103,8 @@ pub fn scan_text(r: &ScanReport) -> String {
         "{:>7} {:>6} {:<5} {:>9} {:<9} {:<10} {:<28} COMMAND",
         "PID", "UID", "CODES", "FDS(W)", "CLASS", "WORKLOAD", "UNIT"
     );
-    for p in &r.processes {
+    for e in &r.processes {
+        let p = &e.holder;
         let cmd = if p.cmdline.is_empty() { format!("[{}]", p.comm) } else { p.cmdline.join(" ") };
         let cmd: String = cmd.chars().take(80).collect();
         let _ = writeln!(
@@ -137,10 +112,10 @@ pub fn scan_text(r: &ScanReport) -> String {
             "{:>7} {:>6} {:<5} {:>9} {:<9} {:<10} {:<28} {}",
             p.pid,
             p.uid,
-            p.codes,
+            e.codes,
             format!("{}({})", p.fds, p.writable_fds),
-            class_name(p.class),
-            p.workload.as_deref().unwrap_or("-"),
+            class_name(e.class),
+            e.workload.as_deref().unwrap_or("-"),
             p.unit.as_deref().unwrap_or("-"),
             cmd
         );
