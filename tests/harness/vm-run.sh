@@ -44,7 +44,8 @@ DIR=$(realpath "$1"); shift
 QEMU=$H/qemu-root/usr/bin/qemu-system-x86_64
 KERNEL=${VMRUN_KERNEL:-$H/images/vmlinuz}; INITRD=${VMRUN_INITRD:-$H/images/initrd.img}
 IMG=$H/images/debian12.img
-APPEND="root=/dev/vda rw console=ttyS0 systemd.unit=vm-job.target ${VMRUN_APPEND:-}"
+# panic=-1: a guest panic ends qemu at once (-no-reboot) instead of hanging until -t.
+APPEND="root=/dev/vda rw console=ttyS0 panic=-1 systemd.unit=vm-job.target ${VMRUN_APPEND:-}"
 if [ $SEL = 1 ]; then IMG=$H/images/debian12-selinux.img; APPEND="$APPEND security=selinux selinux=1"; fi
 for f in "$QEMU" "$KERNEL" "$INITRD" "$IMG"; do
   [ -e "$f" ] || { echo "vm-run: missing $f (run build-guest.sh)" >&2; exit 125; }
