@@ -150,6 +150,7 @@ pub fn execute<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow
 
 fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::Result<()> {
     let mut stopped: BTreeSet<String> = BTreeSet::new();
+    let mut stop_seqs: BTreeMap<String, u32> = BTreeMap::new();
     failpoint::hit("prepare");
     for step in &plan.steps {
         match step {
@@ -229,21 +230,28 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                 }
             }
             Step::StopUnits { wave, units } => {
-                let mut seqs = BTreeMap::new();
-                let mut batch = vec![];
-                for (u, t) in units {
-                    let before = m.systemd.unit(u).map(|i| i.active_state).unwrap_or_else(|_| "unknown".into());
-                    seqs.insert(
-                        u.clone(),
-                        record(j, Change::StopUnit { unit: u.clone(), active_state_before: before })?,
-                    );
-                    batch.push((u.clone(), Duration::from_secs(*t)));
+                if stop_seqs.is_empty() {
+                    // Every stop intent, with every unit's state, before the first stop: stopping a trigger also
+                    // stops the services that Require it (docker.service, docker.socket), before their own wave.
+                    for (u, _) in plan.steps.iter().flat_map(|s| match s {
+                        Step::StopUnits { units, .. } => units.as_slice(),
+                        _ => &[],
+                    }) {
+                        if stop_seqs.contains_key(u) {
+                            continue;
+                        }
+                        let before = m.systemd.unit(u).map(|i| i.active_state).unwrap_or_else(|_| "unknown".into());
+                        let seq = record(j, Change::StopUnit { unit: u.clone(), active_state_before: before })?;
+                        stop_seqs.insert(u.clone(), seq);
+                    }
                 }
+                let batch: Vec<(String, Duration)> =
+                    units.iter().map(|(u, t)| (u.clone(), Duration::from_secs(*t))).collect();
                 log::info!("stopping {wave}: {}", units.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>().join(" "));
                 let results = m.systemd.stop_units(&batch);
                 let mut errors = vec![];
                 for (u, r) in results {
-                    let seq = seqs[&u];
+                    let seq = stop_seqs[&u];
                     match r {
                         Ok(()) => {
                             log::info!("stopped {u}");
@@ -516,6 +524,41 @@ mod tests {
         let again = w.restore(&mut j2);
         assert_eq!(again.summary(), "nothing to undo");
         drop(j);
+    }
+
+    #[test]
+    fn a_service_stopped_with_the_trigger_it_requires_is_recorded_as_running_and_comes_back() {
+        // docker.service has Requires=docker.socket: stopping the socket (first wave) stops the service with it,
+        // before the service's own wave. Found by the crash test in nspawn (tests/crash_nspawn.rs).
+        let sd = docker_systemd().with_unit(UnitInfo {
+            triggered_by: vec!["docker.socket".into()],
+            requires: vec!["docker.socket".into()],
+            ..service("docker.service", "active")
+        });
+        let w = World::new(sd);
+        let (r, j) = w.prepare(docker_holders());
+        r.unwrap();
+        let stops: Vec<(u32, &str, &str)> = j
+            .record()
+            .entries
+            .iter()
+            .filter_map(|e| match &e.change {
+                Change::StopUnit { unit, active_state_before } => {
+                    Some((e.seq, unit.as_str(), active_state_before.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(stops.iter().all(|(_, _, before)| *before == "active"), "{stops:?}");
+        // Every stop intent is in the journal before the first stop, so a crash between the waves loses none.
+        let seqs: Vec<u32> = stops.iter().map(|(s, _, _)| *s).collect();
+        assert_eq!(seqs, (seqs[0]..seqs[0] + 3).collect::<Vec<_>>(), "{stops:?}");
+        let mut j2 = Journal::resume(FileStore::at(w.dir.path().join("state.json"))).unwrap().unwrap();
+        let r = w.restore(&mut j2);
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+        for u in ["docker.service", "docker.socket", "containerd.service"] {
+            assert_eq!(w.active(u), "active", "{u}");
+        }
     }
 
     #[test]

@@ -206,6 +206,14 @@ impl State {
                 u.active_state = active.into();
                 u.sub_state = sub.into();
                 u.main_pid = (op == JobOp::Start).then_some(1000 + self.next_job);
+                if op == JobOp::Stop {
+                    // As systemd does: a stop propagates to the units that Require this one.
+                    for other in self.units.values_mut().filter(|o| o.requires.iter().any(|r| r == unit)) {
+                        other.active_state = "inactive".into();
+                        other.sub_state = "dead".into();
+                        other.main_pid = None;
+                    }
+                }
                 Ok(())
             }
         }
