@@ -19,3 +19,242 @@ pub fn need_root() -> bool {
         skip("needs root")
     }
 }
+
+// ---- the nspawn harness, for tests that act on a real systemd ----------------------------------------------
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// Set (to 1) only inside the container, by [`nspawn_suite`]: the `in_container_*` tests change the machine.
+pub const IN_CONTAINER: &str = "ADE_IN_CONTAINER";
+
+/// Writes past libtest's output capture, so that skips and measurements show on a normal `cargo test`.
+pub fn visible(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// A skip of an nspawn suite: printed, or a failure under ADE_REQUIRE_NSPAWN=1.
+pub fn skip_nspawn(suite: &str, why: &str) {
+    if std::env::var("ADE_REQUIRE_NSPAWN").as_deref() == Ok("1") {
+        panic!("ADE_REQUIRE_NSPAWN=1 but {suite} cannot run: {why}");
+    }
+    visible(&format!("SKIPPED: {suite}: {why}"));
+}
+
+/// Where a host file of this build is seen inside the container: under /work when it is in the worktree, else
+/// in its folder bound read-only at `mount`.
+fn inner_path(file: &Path, mount: &str, binds: &mut Vec<String>) -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    match file.strip_prefix(manifest) {
+        Ok(rel) => Path::new("/work").join(rel),
+        Err(_) => {
+            binds.push(format!("{}:{mount}", file.parent().expect("a folder").display()));
+            Path::new(mount).join(file.file_name().expect("a file name"))
+        }
+    }
+}
+
+/// Boots the harness container once (this worktree at /work) and runs this test binary inside it with
+/// `--ignored in_container_`, the ade-prep binary of this build in ADE_PREP_BIN; asserts that exactly `expected`
+/// in-container tests passed. Skips (see [`skip_nspawn`]) when not root or when the harness cache is missing.
+pub fn nspawn_suite(suite: &str, expected: usize, timeout_secs: u64) {
+    if std::env::var(IN_CONTAINER).is_ok() {
+        return;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return skip_nspawn(suite, "not root (systemd-nspawn needs root)");
+    }
+    let harness_dir = std::env::var("ADE_HARNESS_DIR").unwrap_or_else(|_| "/var/cache/ade-prep-harness".into());
+    if !Path::new(&harness_dir).join("rootfs-ns/usr/lib/systemd/systemd").exists() {
+        return skip_nspawn(
+            suite,
+            &format!("no nspawn root in {harness_dir} (build it with tests/harness/build-guest.sh --nspawn-only)"),
+        );
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut binds = vec![];
+    let test_bin = inner_path(&std::env::current_exe().expect("test binary"), "/ade-test-bin", &mut binds);
+    let ade_bin = inner_path(Path::new(env!("CARGO_BIN_EXE_ade-prep")), "/ade-bin", &mut binds);
+    let cmd = format!(
+        "{IN_CONTAINER}=1 ADE_PREP_BIN={} ADE_SCENARIOS=/work/tests/scenarios RUST_BACKTRACE=1 {} --ignored \
+         --test-threads=1 --nocapture in_container_",
+        ade_bin.display(),
+        test_bin.display()
+    );
+    let mut c = Command::new(manifest.join("tests/harness/nspawn-run.sh"));
+    c.args(["-t", &timeout_secs.to_string()]).arg(manifest).arg(&cmd).env("NSPAWN_TIMING", "1");
+    if !binds.is_empty() {
+        c.env("NSPAWN_BIND_RO", binds.join(" "));
+    }
+    let t = Instant::now();
+    let out = c.output().expect("running tests/harness/nspawn-run.sh");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    for l in stdout.lines().chain(stderr.lines()) {
+        if let Some(i) = l.find("MEASURED:") {
+            visible(&format!("{suite}: {}", &l[i..]));
+        } else if l.starts_with("nspawn-run: booted") || l.starts_with("test result:") {
+            visible(&format!("{suite}: {l}"));
+        }
+    }
+    visible(&format!("{suite}: whole run {:.1}s", t.elapsed().as_secs_f64()));
+    assert!(
+        out.status.success() && stdout.contains("test result: ok"),
+        "in-container tests failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    let want = format!("test result: ok. {expected} passed; 0 failed");
+    assert!(stdout.contains(&want), "expected {expected} in-container tests to pass:\n{stdout}");
+    assert!(!stdout.contains("SKIPPED"), "{stdout}");
+}
+
+/// True inside the harness container; prints a skip elsewhere (these tests change units).
+pub fn inside() -> bool {
+    if std::env::var(IN_CONTAINER).as_deref() == Ok("1") {
+        return true;
+    }
+    visible("SKIPPED: in_container_* tests run only inside the nspawn container (started by the suite's host test)");
+    false
+}
+
+/// Polls `f` every 50 ms until it holds; panics after `secs`.
+pub fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(secs), "timed out after {secs}s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs a command, panicking when it cannot start.
+pub fn sh(argv: &[&str]) -> Output {
+    Command::new(argv[0]).args(&argv[1..]).output().unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+}
+
+/// The folder holding the selinuxfs stand-in (`enforce`), bound at /sys/fs/selinux for ade-prep (see
+/// [`ade_prep_cmd`]): the container has no SELinux, and its /sys/fs is a read-only sysfs with no selinux folder.
+pub const FAKE_SELINUXFS: &str = "/run/ade-fake-selinuxfs";
+
+/// The ade-prep of this build, run in a private mount namespace where a tmpfs on /sys/fs holds only
+/// /sys/fs/selinux, bound to [`FAKE_SELINUXFS`]: SelinuxFs finds no selinuxfs in mountinfo and falls back to
+/// /sys/fs/selinux/enforce, as on a machine whose mountinfo it cannot read.
+pub fn ade_prep_cmd(args: &[&str]) -> Command {
+    let bin = std::env::var("ADE_PREP_BIN").expect("ADE_PREP_BIN");
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private", "sh", "-c"]).arg(format!(
+        "mount -t tmpfs -o mode=0755 tmpfs /sys/fs && mkdir /sys/fs/selinux && mount --bind {FAKE_SELINUXFS} \
+         /sys/fs/selinux && exec \"$0\" \"$@\""
+    ));
+    c.arg(bin).args(args);
+    c
+}
+
+/// Installs the scenario units, starts the two workloads (ade-db; fake-docker.socket + .service, KillMode=process
+/// with a shim), declares them in config.d (db with a pre-stop), and sets the selinuxfs stand-in to enforcing.
+pub fn setup_workloads() {
+    let dir = PathBuf::from(std::env::var("ADE_SCENARIOS").expect("ADE_SCENARIOS"));
+    let st = Command::new(dir.join("install.sh")).status().expect("install.sh");
+    assert!(st.success(), "install.sh: {st}");
+    let o = sh(&["systemctl", "start", "ade-db.service", "fake-docker.socket", "fake-docker.service"]);
+    assert!(o.status.success(), "{o:?}");
+    std::fs::create_dir_all("/etc/ade-prep/config.d").unwrap();
+    std::fs::write(
+        "/etc/ade-prep/config.d/50-test.toml",
+        "[workloads.db]\nunits = [\"ade-db.service\"]\npre_stop = [{ argv = [\"/bin/true\"] }]\n\n\
+         [workloads.fakedocker]\nunits = [\"fake-docker.service\"]\ncompanion_units = [\"fake-docker.socket\"]\n\
+         stop_timeout_secs = 30\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(FAKE_SELINUXFS).unwrap();
+    std::fs::write(Path::new(FAKE_SELINUXFS).join("enforce"), "1").unwrap();
+}
+
+/// The units the tests declare as workloads.
+pub const WORKLOAD_UNITS: [&str; 3] = ["ade-db.service", "fake-docker.service", "fake-docker.socket"];
+
+/// What the crash and daemon tests compare: the workload units, their runtime masks, the SELinux stand-in, the
+/// lock and the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineState {
+    /// (unit, ActiveState, mask in effect, mask file in /run/systemd/system).
+    pub units: Vec<(String, String, bool, bool)>,
+    /// The content of the stand-in's `enforce`.
+    pub enforce: String,
+    /// free, held or stale.
+    pub lock: String,
+    /// The journal says the window is open.
+    pub window_open: bool,
+}
+
+impl MachineState {
+    /// Reads it (inside the container).
+    pub fn read() -> MachineState {
+        use ade_prep::systemd::ServiceManager;
+        let paths = ade_prep::paths::Paths::system();
+        let sd = ade_prep::systemd::Systemd::system().expect("system bus");
+        let units = WORKLOAD_UNITS
+            .iter()
+            .map(|u| {
+                let i = sd.unit(u).expect("unit");
+                let file = Path::new("/run/systemd/system").join(u).exists();
+                (u.to_string(), i.active_state.clone(), i.is_masked(), file)
+            })
+            .collect();
+        let enforce = std::fs::read_to_string(Path::new(FAKE_SELINUXFS).join("enforce")).unwrap().trim().to_string();
+        let lock = match ade_prep::lock::Lock::new(&paths).state().expect("lock state") {
+            ade_prep::lock::LockState::Free => "free",
+            ade_prep::lock::LockState::Held(_) => "held",
+            ade_prep::lock::LockState::Stale(_) => "stale",
+        };
+        use ade_prep::state::Store;
+        let window_open =
+            ade_prep::state::FileStore::new(&paths).load().expect("journal").is_some_and(|r| r.is_window_open());
+        MachineState { units, enforce, lock: lock.into(), window_open }
+    }
+
+    /// Everything as the tests start it: units active and unmasked, enforcing, lock free, no window.
+    pub fn baseline() -> MachineState {
+        MachineState {
+            units: WORKLOAD_UNITS.iter().map(|u| (u.to_string(), "active".to_string(), false, false)).collect(),
+            enforce: "1".into(),
+            lock: "free".into(),
+            window_open: false,
+        }
+    }
+
+    /// Everything the window changes is in place: units inactive and masked, permissive, window open.
+    pub fn is_fully_prepared(&self) -> bool {
+        self.units.iter().all(|(_, a, m, f)| a == "inactive" && *m && *f) && self.enforce == "0" && self.window_open
+    }
+}
+
+/// Waits until the workloads hold their files on / again after a start: a process between systemd's fork and its
+/// exec is not yet what a scan recognises, and a prepare right then plans without it (and then refuses at its
+/// re-scan, rolling back).
+pub fn settle_workloads() {
+    let held = |pid: &str, file: &str| {
+        std::fs::read_link(format!("/proc/{}/fd/3", pid.trim())).is_ok_and(|p| p == Path::new(file))
+    };
+    wait_for("ade-db to hold its data file", 10, || {
+        let o = sh(&["systemctl", "show", "-P", "MainPID", "ade-db.service"]);
+        held(&String::from_utf8_lossy(&o.stdout), "/var/lib/ade-db/data.log")
+    });
+    // fake-dockerd.sh writes the shim's pid before its main process holds dockerd.log.
+    let show = |p: &str| {
+        String::from_utf8_lossy(&sh(&["systemctl", "show", "-P", p, "fake-docker.service"]).stdout).trim().to_string()
+    };
+    wait_for("fake-docker to hold its file", 10, || held(&show("MainPID"), "/var/lib/fake-docker/dockerd.log"));
+    // A shim left behind by an earlier stop (a kill before prepare terminated it) is killed here, so that every
+    // prepare meets the same processes and visits the same failpoints.
+    let (main, cg) = (show("MainPID"), show("ControlGroup"));
+    let shim = std::fs::read_to_string("/run/fake-docker/shim.pid").unwrap_or_default().trim().to_string();
+    for v in ["/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
+        let Ok(procs) = std::fs::read_to_string(format!("{v}{cg}/cgroup.procs")) else { continue };
+        for pid in procs.lines().filter(|p| *p != main && *p != shim) {
+            let _ = sh(&["kill", "-9", pid]);
+        }
+        break;
+    }
+    wait_for("fake-docker's shim to hold its file", 10, || held(&shim, "/var/lib/fake-docker/shim.log"));
+}
