@@ -1,0 +1,204 @@
+//! `ade-prep run` as the Type=notify unit it is meant to be, against a real systemd 252 in systemd-nspawn
+//! (issue 7 §5, §6, §7): READY once prepared, STATUS= with the phase, waiting through VMRestartPending, SIGTERM
+//! keeping the window, a new start resuming it, restore on ADE's success, restore on the window's timeout, and
+//! nothing done for requests that do not need the window.
+//!
+//! ADE is simulated by its handler folder, with config/<seq>.settings and status/<seq>.status written as the guest
+//! agent and the extension write them. SELinux: a stand-in at /sys/fs/selinux (see tests/common).
+//! The host side boots the container once and runs the `in_container_*` tests inside it.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use ade_prep::paths::Paths;
+use ade_prep::state::{FileStore, Store};
+use common::{ade_prep_cmd, inside, settle_workloads, setup_workloads, sh, wait_for, MachineState};
+
+#[test]
+fn daemon_in_nspawn() {
+    common::nspawn_suite("daemon_nspawn", 1, 600);
+}
+
+const UNIT: &str = "ade-prep-test.service";
+const HANDLER: &str = "/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.1";
+
+/// config/<seq>.settings as the guest agent writes it: public settings in clear, protected ones encrypted.
+fn write_settings(seq: u32, operation: &str, volume_type: &str) {
+    let text = serde_json::json!({"runtimeSettings": [{"handlerSettings": {
+        "protectedSettingsCertThumbprint": "1BE9A13AA1321C7C515EF109746998BAB6D86FD1",
+        "protectedSettings": "MIIByAYJKoZIhvcNAQcDoIIBuTCCAbUCAQAxggFxMIIBbQIBADBVMEExPzA9BgoJkiaJk/IsZAEZ",
+        "publicSettings": {"EncryptionOperation": operation, "VolumeType": volume_type,
+                           "KeyVaultURL": "https://kv.vault.azure.net/", "SequenceVersion": format!("seq-{seq}")}
+    }}]});
+    let dir = Path::new(HANDLER).join("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{seq}.settings")), text.to_string()).unwrap();
+}
+
+/// status/<seq>.status as the extension writes it (truncate, then write in place).
+fn write_status(seq: u32, status: &str, os: &str) {
+    let sub = serde_json::json!({"os": os, "data": "NotEncrypted"}).to_string();
+    let text = serde_json::json!([{"version": 1.0, "timestampUTC": "2024-05-01T12:00:00Z", "status": {
+        "name": "Microsoft.Azure.Security.AzureDiskEncryptionForLinux", "operation": "EnableEncryption",
+        "status": status, "code": 0, "formattedMessage": {"lang": "en-US", "message": "Encryption in progress"},
+        "substatus": [{"name": "Microsoft.Azure.Security.AzureDiskEncryptionForLinux", "status": "success",
+                       "code": 0, "formattedMessage": {"lang": "en-US", "message": sub}}]}}]);
+    let dir = Path::new(HANDLER).join("status");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{seq}.status")), text.to_string()).unwrap();
+}
+
+/// `systemd-run --wait` of `ade-prep -v run --force distro` as a Type=notify transient unit: the child ends when
+/// the unit does, with the service's exit code.
+fn start_unit() -> Child {
+    let inner = ade_prep_cmd(&["-v", "run", "--force", "distro"]);
+    let mut c = Command::new("systemd-run");
+    c.args([
+        "--wait",
+        "--quiet",
+        "--unit",
+        UNIT,
+        "-p",
+        "Type=notify",
+        "-p",
+        "NotifyAccess=main",
+        "-p",
+        "TimeoutStartSec=120",
+    ])
+    .arg(inner.get_program())
+    .args(inner.get_args())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    c.spawn().expect("systemd-run")
+}
+
+fn show(prop: &str) -> String {
+    String::from_utf8_lossy(&sh(&["systemctl", "show", "-P", prop, UNIT]).stdout).trim().to_string()
+}
+
+fn wait_status(what: &str, secs: u64) -> String {
+    let mut last = String::new();
+    wait_for(&format!("STATUS= containing {what:?}"), secs, || {
+        last = show("StatusText");
+        last.contains(what)
+    });
+    last
+}
+
+fn finish(child: Child) -> (Option<i32>, String) {
+    let o = child.wait_with_output().unwrap();
+    (o.status.code(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+}
+
+fn unit_log() -> String {
+    String::from_utf8_lossy(&sh(&["journalctl", "-q", "--no-pager", "-o", "cat", "-u", UNIT]).stdout).into_owned()
+}
+
+fn db_pid() -> String {
+    String::from_utf8_lossy(&sh(&["systemctl", "show", "-P", "MainPID", "ade-db.service"]).stdout).trim().to_string()
+}
+
+fn journal_text() -> String {
+    std::fs::read_to_string(Paths::system().state_file()).unwrap_or_default()
+}
+
+#[test]
+#[ignore = "runs inside the nspawn container, started by daemon_in_nspawn"]
+fn in_container_run_prepares_waits_through_the_reboot_keeps_the_window_on_sigterm_and_restores() {
+    if !inside() {
+        return;
+    }
+    setup_workloads();
+    settle_workloads();
+    let base = MachineState::baseline();
+    assert_eq!(MachineState::read(), base);
+
+    // ADE's settings for an enable of all volumes, its status: OS encryption in progress.
+    write_settings(0, "EnableEncryption", "All");
+    write_status(0, "transitioning", "EncryptionInProgress");
+    let t = Instant::now();
+    let child = start_unit();
+    wait_for("the unit to be active (READY=1)", 60, || show("ActiveState") == "active");
+    let ready = t.elapsed();
+    let s = MachineState::read();
+    assert!(s.is_fully_prepared(), "READY before the window was open: {s:?}");
+    let text = wait_status("waiting for ADE: OS volume encryption in progress", 10);
+    assert!(text.starts_with("stopped 3 unit(s), masked 3, terminated 1 process(es), SELinux permissive"), "{text}");
+    println!("MEASURED: run: READY=1 {:.2}s after systemd-run (prepare included)", ready.as_secs_f64());
+
+    // The OS volume is encrypted, a restart pending: still waiting (through the reboot).
+    write_status(0, "success", "VMRestartPending");
+    wait_status("waiting through the restart", 15);
+    assert_eq!(show("ActiveState"), "active");
+    assert!(MachineState::read().is_fully_prepared());
+
+    // SIGTERM: the unit ends cleanly, the window stays open.
+    let o = sh(&["systemctl", "stop", UNIT]);
+    assert!(o.status.success(), "{o:?}");
+    let (code, out) = finish(child);
+    assert_eq!(code, Some(0), "run after SIGTERM: {out}");
+    let s = MachineState::read();
+    assert!(s.is_fully_prepared(), "SIGTERM closed the window: {s:?}");
+    assert!(unit_log().contains("stopping: the window stays open"), "{}", unit_log());
+
+    // Started again (as after the reboot): it finds the open window and goes on waiting, without preparing again.
+    let journal_before = journal_text();
+    let child = start_unit();
+    wait_for("the unit to be active again", 60, || show("ActiveState") == "active");
+    wait_status("waiting through the restart", 15);
+    assert!(MachineState::read().is_fully_prepared());
+    let j = FileStore::new(&Paths::system()).load().unwrap().unwrap();
+    let before: ade_prep::state::Record = serde_json::from_str(&journal_before).unwrap();
+    assert_eq!((j.opened_at, j.entries.len()), (before.opened_at, before.entries.len()), "the same window");
+
+    // ADE reports success with the OS volume encrypted: restore, exit 0.
+    let t = Instant::now();
+    write_status(0, "success", "Encrypted");
+    let (code, out) = finish(child);
+    println!(
+        "MEASURED: run: restored and exited {:.2}s after the Encrypted status was written",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(code, Some(0), "run after Encrypted: {out}");
+    settle_workloads();
+    assert_eq!(MachineState::read(), base);
+    assert!(unit_log().contains("ADE done: the OS volume is encrypted; restoring"), "{}", unit_log());
+
+    // The window's timeout: a new request (seq 1) with no status yet; the window opened 25 h ago (the journal's
+    // opened_at moved back while the unit was stopped, as after a long shutdown): restore, exit 1.
+    write_settings(1, "EnableEncryption", "OS");
+    let child = start_unit();
+    wait_for("the unit to be active", 60, || show("ActiveState") == "active");
+    wait_status("waiting for ADE: no status yet", 15);
+    assert!(MachineState::read().is_fully_prepared());
+    sh(&["systemctl", "stop", UNIT]);
+    assert_eq!(finish(child).0, Some(0));
+    let store = FileStore::new(&Paths::system());
+    let mut r = store.load().unwrap().unwrap();
+    r.opened_at -= 25 * 3600;
+    store.save(&r).unwrap();
+    let child = start_unit();
+    let (code, out) = finish(child);
+    assert_eq!(code, Some(1), "run past the window's timeout: {out}");
+    settle_workloads();
+    assert_eq!(MachineState::read(), base);
+    assert!(unit_log().contains("no completion from ADE within 24 h"), "{}", unit_log());
+    sh(&["systemctl", "reset-failed", UNIT]);
+
+    // Requests that do not need the window: exit 0, nothing changed (same db process, same journal).
+    for (seq, op, vt, why) in [
+        (2, "DisableEncryption", "All", "ADE operation DisableEncryption is not an enable"),
+        (3, "EnableEncryption", "Data", "ADE volume type Data does not include the OS volume"),
+    ] {
+        write_settings(seq, op, vt);
+        let (pid, journal) = (db_pid(), journal_text());
+        let (code, out) = finish(start_unit());
+        assert_eq!(code, Some(0), "{op} {vt}: {out}");
+        assert_eq!(MachineState::read(), base, "{op} {vt}");
+        assert_eq!((db_pid(), journal_text()), (pid, journal), "{op} {vt} changed something");
+        assert!(unit_log().contains(why), "{}", unit_log());
+    }
+}
