@@ -1,0 +1,128 @@
+//! Bad input gets a clear message (issue 7 §8), from the built binary against `--root` fixture trees (their /proc
+//! a link to the real one): a missing ADE handler folder, an unreadable status file, a lock left by a dead
+//! process, a journal from a newer ade-prep.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ade-prep");
+const HANDLER: &str = "var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.1";
+
+fn root() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/proc", d.path().join("proc")).unwrap();
+    d
+}
+
+fn ade_prep(root: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("--root").arg(root).args(args).env_remove("RUST_LOG").env_remove("NOTIFY_SOCKET");
+    c
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn put(root: &Path, rel: &str, text: &str) -> PathBuf {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn run_without_an_ade_handler_folder_says_why_and_exits_0() {
+    if common::need_root() {
+        return;
+    }
+    let d = root();
+    let o = ade_prep(d.path(), &["-v", "run"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let want = format!(
+        "nothing to do: no ADE request: no Microsoft.Azure.Security.AzureDiskEncryptionForLinux-<version> folder in {}",
+        d.path().join("var/lib/waagent").display()
+    );
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+    assert!(!d.path().join("var/lib/ade-prep/state.json").exists(), "no window was opened");
+}
+
+#[test]
+fn an_unreadable_status_keeps_run_waiting_and_says_so() {
+    if common::need_root() {
+        return;
+    }
+    let d = root();
+    // An open window (prepare done, nothing left to undo), whose ADE status is half written.
+    let mut j: serde_json::Value = serde_json::from_str(include_str!("fixtures/state/v1.json")).unwrap();
+    j["opened_at"] = ade_prep::state::now().into();
+    j["entries"] = serde_json::json!([]);
+    put(d.path(), "var/lib/ade-prep/state.json", &j.to_string());
+    put(
+        d.path(),
+        &format!("{HANDLER}/config/0.settings"),
+        r#"{"runtimeSettings":[{"handlerSettings":{"publicSettings":{"EncryptionOperation":"EnableEncryption","VolumeType":"All"}}}]}"#,
+    );
+    let status = put(
+        d.path(),
+        &format!("{HANDLER}/status/0.status"),
+        r#"[{"version":1.0,"timestampUTC":"2024-05-01T12:00:00Z","status":{"name":"Microsoft.Az"#,
+    );
+    let log = d.path().join("run.log");
+    let mut child =
+        ade_prep(d.path(), &["-v", "run"]).stderr(Stdio::from(std::fs::File::create(&log).unwrap())).spawn().unwrap();
+    let want = format!("waiting for ADE: {}: ", status.display());
+    common::wait_for("run to say it reads the status again", 20, || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains(&want)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "run stopped waiting: {}", std::fs::read_to_string(&log).unwrap());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("reading again"), "{text}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(0), "{}", std::fs::read_to_string(&log).unwrap());
+    let after = std::fs::read_to_string(d.path().join("var/lib/ade-prep/state.json")).unwrap();
+    assert!(after.contains("\"phase\": \"open\"") || after.contains("\"phase\":\"open\""), "{after}");
+}
+
+#[test]
+fn a_lock_left_by_a_dead_process_is_reported_stale_by_status() {
+    let d = root();
+    let mut dead = Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    dead.wait().unwrap();
+    put(d.path(), "run/ade-prep/lock", &format!("{{\"pid\":{pid},\"command\":\"prepare\",\"since\":1714564700}}\n"));
+    let o = ade_prep(d.path(), &["status"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&format!("lock: stale, pid {pid} (prepare) since 2024-05-01T11:58:20Z")), "{out}");
+    let o = ade_prep(d.path(), &["status", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["lock"], "stale");
+}
+
+#[test]
+fn a_journal_from_a_newer_version_is_refused_by_restore_and_status_naming_the_file() {
+    if common::need_root() {
+        return;
+    }
+    let d = root();
+    let text = include_str!("fixtures/state/v1.json").replacen("\"version\": 1", "\"version\": 2", 1);
+    let p = put(d.path(), "var/lib/ade-prep/state.json", &text);
+    for args in [&["restore"][..], &["status"], &["status", "--json"]] {
+        let o = ade_prep(d.path(), args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(
+            e.contains(&format!("{}: journal version 2 is from a newer ade-prep", p.display()))
+                && e.contains("refusing"),
+            "{args:?}: {e}"
+        );
+        assert!(o.stdout.is_empty(), "{args:?}");
+    }
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), text, "the journal is left as it was");
+}
