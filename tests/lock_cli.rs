@@ -156,6 +156,12 @@ fn a_killed_holder_leaves_stale_information_that_the_next_one_reports() {
 fn sigterm_is_passed_on_and_the_lock_held_until_the_command_ends() {
     let d = root();
     let mut a = hold(d.path(), "trap 'echo got-term > term; exit 9' TERM; sleep 30 & echo $! > sleep.pid; wait");
+    // `started` is touched before the trap is set: wait for sleep.pid, written after it.
+    let t = Instant::now();
+    while std::fs::read_to_string(d.path().join("sleep.pid")).map_or(true, |s| !s.ends_with('\n')) {
+        assert!(t.elapsed() < Duration::from_secs(10), "the command never got past its trap");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     let status = a.wait().unwrap();
     kill_pidfile(&d.path().join("sleep.pid"));
