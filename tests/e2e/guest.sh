@@ -87,16 +87,18 @@ EOF
   tl "ADE status: $2 $1 os=$5" "service $(svc_state)"
 }
 
-# A custom-script-like extension process: runs from the Custom Script download folder for CS_SECS, then exits.
+# A custom-script-like extension process, running from the Custom Script download folder: it goes on for CS_SECS
+# after ade-prep.service has started (whatever the guest's speed), then exits; prepare must wait for it.
 start_custom_script() {
   mkdir -p "$CS_DIR"
   cat > "$CS_DIR/script.sh" <<EOF
 #!/bin/bash
-sleep ${CS_SECS:-20}
+until [ "\$(systemctl show -p ActiveState --value $SVC)" != inactive ]; do sleep 1; done
+sleep ${CS_SECS:-15}
 date +%s.%N > $E/cs-done
 EOF
   chmod 755 "$CS_DIR/script.sh"
-  (cd "$CS_DIR" && setsid ./script.sh </dev/null >/dev/null 2>&1 &)
+  (cd "$CS_DIR" && setsid "$CS_DIR/script.sh" </dev/null >/dev/null 2>&1 &)
   tl "custom script started" "pid $(pgrep -f "$CS_DIR/script.sh" | head -n1)"
 }
 
