@@ -268,7 +268,9 @@ fn wait_and_restore(paths: &Paths, settings: &Settings) -> anyhow::Result<u8> {
 }
 
 fn restore_now(paths: &Paths, settings: &Settings) -> anyhow::Result<u8> {
-    notify(&[sd_notify::NotifyState::Stopping]);
+    // No STOPPING=1 here: systemd would take it as the service stopping (deactivating, stop-sigterm, bounded by
+    // TimeoutStopSec, inactive afterwards instead of RemainAfterExit's active (exited)), and ade-prep.path, seeing
+    // ADE's settings still there, would start `run` again at once.
     let r = commands::restore(paths, settings, None)?;
     status(&format!("restored: {}", r.map(|r| r.summary()).unwrap_or_else(|| "nothing to undo".into())));
     Ok(exit::OK)
