@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 
@@ -125,6 +125,33 @@ fn os_work_started(paths: &Paths) -> Option<Vec<String>> {
     (!names.is_empty()).then_some(names)
 }
 
+/// How long `run` waits for ADE's first settings file when the handler folder is there without one.
+pub const SETTINGS_WAIT: Duration = Duration::from_secs(600);
+
+/// Looks at ADE; while its handler folder exists without a settings file, looks again every `every` until one
+/// appears, `timeout` passes or `stop` is raised. The path unit starts `run` when the folder appears (the guest
+/// agent unpacks the handler, then writes config/<seq>.settings before calling enable), so the settings may follow.
+pub fn observe_settings(paths: &Paths, timeout: Duration, every: Duration, stop: &AtomicBool) -> Observation {
+    let start = Instant::now();
+    let mut said = false;
+    loop {
+        let obs = ade::observe(paths);
+        let waited = start.elapsed();
+        if obs.handler.is_none() || obs.seq.is_some() || waited >= timeout || stop.load(Ordering::SeqCst) {
+            return obs;
+        }
+        if !said {
+            status(&format!(
+                "waiting up to {} s for ADE's settings: {}",
+                timeout.as_secs(),
+                verdict_text(&obs.verdict)
+            ));
+            said = true;
+        }
+        std::thread::sleep(every.min(timeout - waited));
+    }
+}
+
 /// Options of `run`.
 #[derive(Debug, Clone, Default)]
 pub struct RunOpts {
@@ -147,7 +174,7 @@ pub fn run(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Result
     }
     let open = store.load()?.filter(|r| r.is_window_open());
     if open.is_none() {
-        let obs = ade::observe(paths);
+        let obs = observe_settings(paths, SETTINGS_WAIT, Duration::from_secs(1), &STOP);
         let public = match (&obs.handler, obs.seq) {
             (Some(h), Some(seq)) => match ade::read_settings(&h.dir, seq) {
                 Ok(p) => Some(p),
@@ -241,7 +268,9 @@ fn wait_and_restore(paths: &Paths, settings: &Settings) -> anyhow::Result<u8> {
 }
 
 fn restore_now(paths: &Paths, settings: &Settings) -> anyhow::Result<u8> {
-    notify(&[sd_notify::NotifyState::Stopping]);
+    // No STOPPING=1 here: systemd would take it as the service stopping (deactivating, stop-sigterm, bounded by
+    // TimeoutStopSec, inactive afterwards instead of RemainAfterExit's active (exited)), and ade-prep.path, seeing
+    // ADE's settings still there, would start `run` again at once.
     let r = commands::restore(paths, settings, None)?;
     status(&format!("restored: {}", r.map(|r| r.summary()).unwrap_or_else(|| "nothing to undo".into())));
     Ok(exit::OK)
@@ -302,5 +331,37 @@ mod tests {
         assert!(skip(decide(&o, None, Flow::Unmount)).contains("no readable public settings"));
         let none = Observation { handler: None, seq: None, ..obs(None) };
         assert!(skip(decide(&none, None, Flow::Unmount)).starts_with("no ADE request"));
+    }
+
+    #[test]
+    fn settings_written_after_the_handler_folder_are_waited_for() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::under(d.path());
+        let never = AtomicBool::new(false);
+        let (long, tick) = (Duration::from_secs(20), Duration::from_millis(20));
+        // No handler folder: no ADE request, answered at once.
+        let t = Instant::now();
+        assert_eq!(observe_settings(&paths, long, tick, &never).handler, None);
+        assert!(t.elapsed() < Duration::from_secs(5));
+        let h = d.path().join("var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.1");
+        std::fs::create_dir_all(h.join("config")).unwrap();
+        // The folder alone: waits, here until the timeout.
+        let t = Instant::now();
+        let o = observe_settings(&paths, Duration::from_millis(300), tick, &never);
+        assert!(o.handler.is_some() && o.seq.is_none() && t.elapsed() >= Duration::from_millis(300), "{o:?}");
+        // The settings follow the folder: seen.
+        let settings = h.join("config/0.settings");
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            std::fs::write(settings, "{}").unwrap();
+        });
+        let o = observe_settings(&paths, long, tick, &never);
+        writer.join().unwrap();
+        assert_eq!(o.seq, Some(0), "{o:?}");
+        // A stop request ends the wait.
+        std::fs::remove_file(h.join("config/0.settings")).unwrap();
+        let t = Instant::now();
+        assert_eq!(observe_settings(&paths, long, tick, &AtomicBool::new(true)).seq, None);
+        assert!(t.elapsed() < Duration::from_secs(5));
     }
 }

@@ -1,0 +1,305 @@
+#!/bin/bash
+# tests/e2e/guest.sh SCENARIO - the guest side of tests/e2e_vm.rs: one ADE encryption run, end to end, in the
+# SELinux qemu guest of tests/harness/vm-run.sh (-s), with real systemd, real workloads and ade-prep installed
+# from the package (or, without one, from the binary and the packaged units).
+#   success  ADE: transitioning → EncryptionInProgress → VMRestartPending → reboot → success, OS Encrypted
+#   error    ADE: transitioning → EncryptionInProgress → error (no reboot)
+#   reset    ADE: transitioning → EncryptionInProgress → power cut (hard reset) → success, OS Encrypted
+# The job runs once per boot (VMRUN_BOOT=1, 2); state that must survive the reboot is on the guest disk
+# (/var/lib/ade-e2e). /work (the 9p share) holds what the host staged: guest.sh, scenarios/, and either
+# ade-prep.deb or ade-prep (binary) + units/.
+# Output: a timeline (TL step, seconds since the scenario started, state), CHECK lines, and at the end
+# "E2E PASS SCENARIO" or "E2E FAIL SCENARIO: why" (exit 1).
+#
+# SELinux decision: restore puts back the mode recorded before prepare (enforcing here), also after the reboot,
+# when the guest has come up in the mode its /etc/selinux/config says (permissive in this image). ade-prep never
+# edits that file: the test checks its checksum and that the reboot came up in the configured mode.
+# shellcheck disable=SC2317   # predicates run through check and wait_for
+set -u
+SCENARIO=${1:?usage: guest.sh success|error|reset}
+BOOT=${VMRUN_BOOT:-1}
+STAGE=$(cd "$(dirname "$0")" && pwd)
+E=/var/lib/ade-e2e
+HANDLER=/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.1
+CS_DIR=/var/lib/waagent/custom-script/download/0
+SVC=ade-prep.service
+ENFORCE=/sys/fs/selinux/enforce
+mkdir -p "$E"
+[ -f "$E/t0" ] || date +%s.%N > "$E/t0"
+T0=$(cat "$E/t0")
+
+since() { python3 -c "import time; print(f'{time.time() - $T0:7.1f}')"; }
+# tl STEP [STATE]: one timeline line
+tl() { printf 'TL %-46s +%ss  %s\n' "$1" "$(since)" "${2:-}"; }
+FAILS=0
+check() { # check WHAT CONDITION-COMMAND...
+  local what=$1; shift
+  if "$@"; then echo "CHECK ok   $what"; else echo "CHECK FAIL $what"; FAILS=$((FAILS + 1)); fi
+}
+die() {
+  echo "E2E FAIL $SCENARIO: $*"
+  echo "--- ade-prep.service journal:"; journalctl -b -u "$SVC" --no-pager -o short-monotonic | tail -n 60
+  echo "--- ade-prep status:"; ade-prep status 2>&1
+  echo "--- AVC denials:"; journalctl -b --no-pager -g 'avc: *denied' | tail -n 20
+  exit 1
+}
+finish() {
+  [ "$FAILS" = 0 ] || die "$FAILS check(s) failed"
+  echo "E2E PASS $SCENARIO"
+  exit 0
+}
+enforce() { cat "$ENFORCE"; }
+prop() { systemctl show -p "$2" --value "$1"; }
+svc_state() { echo "$(prop "$SVC" ActiveState)/$(prop "$SVC" SubState)"; }
+svc_status() { prop "$SVC" StatusText; }
+# wait_for SECS WHAT COMMAND...: polls every second
+wait_for() {
+  local secs=$1 what=$2 i; shift 2
+  for ((i = 0; i < secs; i++)); do "$@" && return 0; sleep 1; done
+  die "timed out after ${secs}s waiting for: $what"
+}
+jq_py() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+window_open() { ade-prep status --json | jq_py 'd["window_open"]'; }
+lock_state() { ade-prep status --json | jq_py 'd["lock"]'; }
+svc_ready() { [ "$(svc_state)" = active/running ]; }
+svc_started() { [ "$(prop "$SVC" ActiveState)" != inactive ]; }
+stopped_masked() { [ "$(systemctl is-active "$1")" != active ] && [ "$(systemctl is-enabled "$1" 2>/dev/null)" = masked-runtime ]; }
+exited_ok() { [ "$(svc_state)" = active/exited ] && [ "$(prop "$SVC" ExecMainStatus)" = 0 ]; }
+status_says() { svc_status | grep -q "$1"; }
+logged() { journalctl -b -u "$SVC" --no-pager | grep -q "$1"; }
+
+# write_status OPERATION STATUS CODE MESSAGE OS: status/0.status as ADE's HandlerUtil.do_status_report writes it
+# (truncate, then the JSON; version and code as strings; the substatus message the JSON of the encryption status).
+write_status() {
+  python3 - "$HANDLER/status/0.status" "$@" <<'EOF'
+import json, sys, time
+path, op, st, code, msg, os_state = sys.argv[1:]
+name = "Microsoft.Azure.Security.AzureDiskEncryptionForLinux"
+sub = json.dumps({"os": os_state, "data": "NotMounted"})
+doc = [{"version": "1.4.0.1", "timestampUTC": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "status": {"name": name, "operation": op, "status": st, "code": code,
+                   "formattedMessage": {"lang": "en-US", "message": msg},
+                   "substatus": [{"name": name, "operation": op, "status": st, "code": code,
+                                  "formattedMessage": {"lang": "en-US", "message": sub}}]}}]
+with open(path, "w+") as f:
+    f.write(json.dumps(doc))
+EOF
+  tl "ADE status: $2 $1 os=$5" "service $(svc_state)"
+}
+
+# A custom-script-like extension process, running from the Custom Script download folder: it goes on for CS_SECS
+# after ade-prep.service has started (whatever the guest's speed), then exits; prepare must wait for it.
+start_custom_script() {
+  mkdir -p "$CS_DIR"
+  cat > "$CS_DIR/script.sh" <<EOF
+#!/bin/bash
+until [ "\$(systemctl show -p ActiveState --value $SVC)" != inactive ]; do sleep 1; done
+sleep ${CS_SECS:-15}
+date +%s.%N > $E/cs-done
+EOF
+  chmod 755 "$CS_DIR/script.sh"
+  (cd "$CS_DIR" && setsid "$CS_DIR/script.sh" </dev/null >/dev/null 2>&1 &)
+  tl "custom script started" "pid $(pgrep -f "$CS_DIR/script.sh" | head -n1)"
+}
+
+# A second extension script serialised by the lock: records when it got to run.
+start_lock_waiter() {
+  rm -f "$E/lock-ran"
+  setsid ade-prep lock -- /bin/sh -c "date +%s.%N > $E/lock-ran" </dev/null >"$E/lock-waiter.log" 2>&1 &
+  echo $! > "$E/lock-waiter.pid"
+  tl "lock waiter started" "pid $(cat "$E/lock-waiter.pid")"
+}
+
+install_agent() {
+  if [ -f "$STAGE/ade-prep.deb" ]; then
+    DEBIAN_FRONTEND=noninteractive dpkg -i "$STAGE/ade-prep.deb" >"$E/dpkg.log" 2>&1 || { cat "$E/dpkg.log"; die "dpkg -i failed"; }
+    tl "installed the package" "$(dpkg-query -W -f='${Package} ${Version} ${Status}' ade-prep)"
+  else
+    install -m 0755 "$STAGE/ade-prep" /usr/bin/ade-prep
+    install -m 0644 "$STAGE"/units/* /usr/lib/systemd/system/
+    command -v restorecon >/dev/null && restorecon /usr/bin/ade-prep /usr/lib/systemd/system/ade-prep.*
+    systemctl daemon-reload
+    systemctl enable --now ade-prep.path
+    tl "installed binary + packaged units" "no .deb staged"
+  fi
+  # ADE does not encrypt Debian 12's OS disk (the distro check fails): force it for the test, and the memory check
+  # a 1 GiB guest fails (ADE wants 8 GB for its RAM root).
+  mkdir -p /etc/systemd/system/ade-prep.service.d
+  cat > /etc/systemd/system/ade-prep.service.d/test.conf <<EOF
+[Service]
+ExecStart=
+ExecStart=/usr/bin/ade-prep run --force ${FORCE}
+EOF
+  systemctl daemon-reload
+  check "ade-prep.path enabled and active" [ "$(systemctl is-active ade-prep.path)" = active ]
+}
+
+setup_workloads() {
+  mkdir -p /etc/ade-prep/config.d
+  cat > /etc/ade-prep/config.d/50-e2e.toml <<'EOF'
+# tests/e2e/guest.sh: the workloads of this guest
+[workloads.redis]
+units = ["redis-server.service"]
+comms = ["redis-server"]
+stop_timeout_secs = 60
+pre_stop = [{ argv = ["redis-cli", "save"], user = "redis", timeout_secs = 60, ok_exit_codes = [0] }]
+
+[workloads.fake-docker]
+units = ["fake-docker.service"]
+stop_timeout_secs = 30
+
+[window]
+extension_wait_secs = 300
+EOF
+  systemctl enable --now redis-server.service >/dev/null 2>&1 || die "redis-server does not start"
+  wait_for 30 "redis answers" sh -c 'redis-cli ping 2>/dev/null | grep -q PONG'
+  KEY_VALUE="e2e-$SCENARIO-$(date +%s%N)"
+  echo "$KEY_VALUE" > "$E/key"
+  [ "$(redis-cli set e2e-key "$KEY_VALUE")" = OK ] || die "redis SET failed"
+  "$STAGE/scenarios/install.sh" || die "scenarios/install.sh failed"
+  systemctl enable --now fake-docker.socket fake-docker.service >/dev/null 2>&1 || die "fake-docker does not start"
+  for u in redis-server.service fake-docker.socket fake-docker.service; do
+    check "$u active before prepare" [ "$(systemctl is-active "$u")" = active ]
+  done
+  tl "workloads up" "redis key set, fake-docker shim pid $(cat /run/fake-docker/shim.pid)"
+}
+
+# pids of workload processes: the units' cgroups, and the docker-like shim (KillMode=process leftover)
+workload_pids() {
+  local u
+  for u in redis-server.service fake-docker.service; do
+    cat "/sys/fs/cgroup/system.slice/$u/cgroup.procs" 2>/dev/null
+  done
+  pgrep -x redis-server
+  pgrep -f fake-dockerd.sh
+  [ -f /run/fake-docker/shim.pid ] && kill -0 "$(cat /run/fake-docker/shim.pid)" 2>/dev/null && cat /run/fake-docker/shim.pid
+}
+
+assert_window() {
+  local pids holders p bad='' fuser_out
+  fuser_out=$(fuser -m / 2>/dev/null)
+  holders=$(echo "$fuser_out" | tr -cs '0-9' '\n' | sort -un)
+  pids=$(workload_pids | sort -un)
+  for p in $pids; do echo "$holders" | grep -qx "$p" && bad="$bad $p($(cat /proc/"$p"/comm 2>/dev/null))"; done
+  check "no workload process holds / (fuser -m /: $(echo "$holders" | wc -w) holders, workload pids: ${pids//$'\n'/ })" [ -z "$bad" ]
+  [ -z "$bad" ] || echo "  holding: $bad"
+  local scan_workloads
+  scan_workloads=$(set -o pipefail; ade-prep scan --json |
+    jq_py '" ".join(str(p["pid"]) + ":" + p["comm"] for p in d["processes"] if p["class"] == "workload")') ||
+    scan_workloads="(ade-prep scan --json failed)"
+  check "ade-prep scan --json: no workload holds / [$scan_workloads]" [ -z "$scan_workloads" ]
+  for u in redis-server.service fake-docker.service fake-docker.socket; do
+    check "$u stopped and masked ($(systemctl is-active "$u"), $(systemctl is-enabled "$u" 2>/dev/null))" \
+      stopped_masked "$u"
+  done
+  check "SELinux permissive during the window (enforce=$(enforce))" [ "$(enforce)" = 0 ]
+  check "journal: window open" [ "$(window_open)" = True ]
+  # The window holds the lock through the journal (the daemon keeps no flock while it waits): `lock` waits for it.
+  check "lock waiter still waiting" [ ! -e "$E/lock-ran" ]
+}
+
+assert_restored() {
+  local u
+  for u in redis-server.service fake-docker.socket fake-docker.service; do
+    wait_for 60 "$u active again" [ "$(systemctl is-active "$u")" = active ]
+    check "$u active again, $(systemctl is-enabled "$u")" [ "$(systemctl is-enabled "$u")" = enabled ]
+  done
+  wait_for 30 "redis answers" sh -c 'redis-cli ping 2>/dev/null | grep -q PONG'
+  local got; got=$(redis-cli get e2e-key)
+  check "redis key reads back ($got)" [ "$got" = "$(cat "$E/key")" ]
+  check "SELinux enforcing again, as before prepare (enforce=$(enforce))" [ "$(enforce)" = 1 ]
+  check "/etc/selinux/config untouched" sha256sum -c --quiet "$E/selinux-config.sha256"
+  wait_for 60 "the lock waiter ran" [ -e "$E/lock-ran" ]
+  check "the lock waiter ran only after the window closed" \
+    python3 -c "import sys; sys.exit(not $(cat "$E/lock-ran") >= $(cat "$E/closed-at"))"
+  wait_for 30 "the lock is free" [ "$(lock_state)" = free ]
+  check "journal: window closed" [ "$(window_open)" = False ]
+  check "service: active (exited), exit code $(prop "$SVC" ExecMainStatus)" \
+    exited_ok
+  tl "restored" "$(ade-prep status --json | jq_py 'd["journal"]["phase"]'), lock $(lock_state), enforce=$(enforce)"
+}
+
+# The ADE verdict that ends the window; waits for the restore and records when the window closed.
+complete() {
+  write_status "$@"
+  wait_for 240 "window closed" [ "$(window_open)" = False ]
+  date +%s.%N > "$E/closed-at"
+  tl "window closed" "service $(svc_state): $(svc_status)"
+  assert_restored
+}
+
+boot1() {
+  tl "boot 1" "scenario $SCENARIO, enforce=$(enforce)"
+  sha256sum /etc/selinux/config > "$E/selinux-config.sha256"
+  echo 1 > "$ENFORCE"
+  tl "SELinux enforcing" "enforce=$(enforce), config: $(grep '^SELINUX=' /etc/selinux/config)"
+  install_agent
+  setup_workloads
+  start_custom_script
+  # ADE arrives as the guest agent delivers it: the handler folder first (the path unit starts the service on it),
+  # the settings a few seconds later, then enable writes its status.
+  mkdir -p "$HANDLER/config" "$HANDLER/status"
+  tl "ADE handler folder created" "service $(svc_state)"
+  sleep 5
+  cat > "$HANDLER/config/0.settings" <<'EOF'
+{"runtimeSettings":[{"handlerSettings":{"protectedSettingsCertThumbprint":"1BE9A13AA1321C7C515EF109746998BAB6D86FD1","protectedSettings":"MIIByAYJKoZIhvcNAQcDoIIBuTCCAbUCAQAxggFxMIIBbQIBADBVMEE","publicSettings":{"EncryptionOperation":"EnableEncryption","KeyVaultURL":"https://kv.vault.azure.net/","VolumeType":"All","KeyEncryptionAlgorithm":"RSA-OAEP","SequenceVersion":"8c1d3a4e"}}}]}
+EOF
+  tl "ADE settings written (0.settings)" "service $(svc_state)"
+  write_status EnableEncryption transitioning 0 "Enable encryption started" NotEncrypted
+  wait_for 60 "ade-prep.service started by the path unit" svc_started
+  tl "service started" "$(svc_state): $(svc_status)"
+  wait_for 420 "ade-prep.service READY (window open)" svc_ready
+  date +%s.%N > "$E/ready-at"
+  tl "service READY: ADE would start" "$(svc_status)"
+  check "prepare waited for the custom script (it ended before READY)" \
+    python3 -c "import sys; sys.exit(not $(cat "$E/cs-done" 2>/dev/null || echo 1e12) <= $(cat "$E/ready-at"))"
+  check "the service logged the wait for custom-script/download/0" \
+    logged "waiting for extension handlers to finish: custom-script/download/0"
+  start_lock_waiter
+  sleep 3
+  assert_window
+  tl "window asserted" "journal phase $(ade-prep status --json | jq_py 'd["journal"]["phase"]'), flock $(lock_state)"
+  write_status EnableEncryptionOSVolume transitioning 0 "Encrypting the OS volume" EncryptionInProgress
+  sleep 3
+  check "service waits through EncryptionInProgress ($(svc_state))" svc_ready
+  case $SCENARIO in
+    error)
+      complete EnableEncryption error 10 "Failed to encrypt the OS volume: unmount of / failed" NotEncrypted
+      check "service logged ADE's failure" logged "failed (code 10)"
+      finish;;
+    success)
+      write_status EnableEncryptionOSVolume success 0 "OS disk successfully encrypted, please reboot the VM" VMRestartPending
+      sleep 3
+      check "service waits through VMRestartPending ($(svc_status))" status_says "waiting through the restart"
+      sync
+      tl "rebooting" "service $(svc_state), enforce=$(enforce)"
+      vm-run-ctl reboot;;
+    reset)
+      sync
+      tl "hard reset (power cut)" "service $(svc_state), enforce=$(enforce)"
+      vm-run-ctl hard-reset;;
+  esac
+  die "still running after the reboot request"
+}
+
+boot2() {
+  local configured
+  configured=$(sed -n 's/^SELINUX=//p' /etc/selinux/config)
+  tl "boot $BOOT" "enforce=$(enforce), configured SELINUX=$configured, service $(svc_state)"
+  check "came up in the configured SELinux mode ($configured, enforce=$(enforce))" \
+    [ "$( [ "$configured" = enforcing ] && echo 1 || echo 0)" = "$(enforce)" ]
+  check "/etc/selinux/config untouched by the window" sha256sum -c --quiet "$E/selinux-config.sha256"
+  wait_for 300 "ade-prep.service started again at boot and waiting" svc_ready
+  tl "service resumed the window" "$(svc_status)"
+  check "journal: window still open after the $SCENARIO" [ "$(window_open)" = True ]
+  check "the resumed service took the window from the journal" \
+    logged "waiting for ADE"
+  start_lock_waiter
+  sleep 3
+  check "lock waiter waits while the window is open" [ ! -e "$E/lock-ran" ]
+  complete EnableEncryption success 0 "Encryption succeeded for all volumes" Encrypted
+  finish
+}
+
+FORCE=${ADE_E2E_FORCE:-distro,memory}
+if [ "$BOOT" = 1 ]; then boot1; else boot2; fi
