@@ -196,6 +196,13 @@ pub fn run(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Result
             }
             Decision::Prepare { handler_dir, seq } => (handler_dir, seq),
         };
+        // The path unit starts `run` at every boot while ADE's settings exist: a request already handled (the
+        // window closed after ADE's success or error) is not prepared for again.
+        if let Some(done) = store.load()?.and_then(|r| r.ade).filter(|a| a.handler_dir == handler_dir && a.seq == seq) {
+            status(&format!("nothing to do: ADE request seq {} was already handled", done.seq));
+            notify(&[sd_notify::NotifyState::Ready]);
+            return Ok(exit::OK);
+        }
         let settings_file = ade::settings_path(&handler_dir, seq);
         status(&format!("ADE request seq {seq} includes the OS volume: preparing"));
         let edges = RealEdges::new(paths)?;

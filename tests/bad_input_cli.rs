@@ -126,3 +126,27 @@ fn a_journal_from_a_newer_version_is_refused_by_restore_and_status_naming_the_fi
     }
     assert_eq!(std::fs::read_to_string(&p).unwrap(), text, "the journal is left as it was");
 }
+
+#[test]
+fn run_does_not_prepare_again_for_an_ade_request_already_handled() {
+    if common::need_root() {
+        return;
+    }
+    let d = root();
+    // The window of seq 0 was closed (after ADE's error, say); the path unit starts `run` again at the next boot.
+    let mut j: serde_json::Value = serde_json::from_str(include_str!("fixtures/state/v1.json")).unwrap();
+    j["phase"] = "closed".into();
+    j["entries"] = serde_json::json!([]);
+    j["ade"] = serde_json::json!({"handler_dir": d.path().join(HANDLER), "seq": 0});
+    let journal = put(d.path(), "var/lib/ade-prep/state.json", &j.to_string());
+    put(
+        d.path(),
+        &format!("{HANDLER}/config/0.settings"),
+        r#"{"runtimeSettings":[{"handlerSettings":{"publicSettings":{"EncryptionOperation":"EnableEncryption","VolumeType":"All"}}}]}"#,
+    );
+    let before = std::fs::read(&journal).unwrap();
+    let o = ade_prep(d.path(), &["-v", "run", "--force", "distro"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nothing to do: ADE request seq 0 was already handled"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&journal).unwrap(), before, "the journal is untouched");
+}
