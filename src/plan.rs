@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::classify::{Class, Classification};
 use crate::config::{PreStop, Settings, StrayPolicy};
+use crate::glob;
 use crate::scan::Holder;
 
 /// What the planner knows of one unit (read from systemd before planning).
@@ -185,7 +186,10 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
     let mut unit_workload: BTreeMap<String, &str> = BTreeMap::new();
     for (w, hs) in &workloads {
         for h in hs {
-            if let Some(u) = &h.unit {
+            // A scope the workload's units do not name (a login session, the caller's own scope) is not the
+            // workload's: stopping it would end everything in it. Its workload processes are strays (ClearHolders).
+            let named = |u: &&String| !u.ends_with(".scope") || glob::any(&settings.workloads[*w].units, u);
+            if let Some(u) = h.unit.as_ref().filter(named) {
                 unit_workload.entry(u.clone()).or_insert(w);
             }
         }
@@ -432,6 +436,31 @@ mod tests {
             .contains(&Step::StopUnits { wave: "services".into(), units: vec![("mongod.service".into(), 90)] }));
         assert_eq!(p.warnings.len(), 1);
         assert!(p.warnings[0].contains("/etc/systemd/system/mongod.service outranks a runtime mask"));
+    }
+
+    #[test]
+    fn a_workload_process_in_a_scope_its_units_do_not_name_is_a_stray_not_a_unit_to_stop() {
+        let mut s = Settings::default();
+        s.workloads.get_mut("mongodb").unwrap().units.push("mongo-*.scope".into());
+        let sn = snap(
+            vec![
+                holder(20, "mongod", Some("session-3.scope")),
+                holder(21, "mongod", Some("mongo-1.scope")),
+                holder(22, "dockerd", Some("docker-abc.scope")),
+            ],
+            vec![unit("mongo-1.scope", "active", &[]), unit("docker-abc.scope", "active", &[])],
+            &s,
+        );
+        let p = plan(&sn, &s).unwrap();
+        let stops: Vec<&Step> = p.steps.iter().filter(|st| matches!(st, Step::StopUnits { .. })).collect();
+        assert_eq!(
+            stops,
+            [&Step::StopUnits {
+                wave: "services".into(),
+                units: vec![("docker-abc.scope".into(), 90), ("mongo-1.scope".into(), 90)]
+            }],
+            "session-3.scope is left to the stray policy"
+        );
     }
 
     #[test]
