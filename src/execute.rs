@@ -138,10 +138,15 @@ pub fn execute<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow
         Err(e) => {
             log::error!("prepare failed: {e:#}; rolling back");
             match restore::restore(m, j) {
-                Ok(r) => {
+                Ok(r) if r.failed.is_empty() => {
                     log::warn!("rolled back: {}", r.summary());
                     Err(e.context("prepare failed and was rolled back"))
                 }
+                // The window stays open (phase Restoring) with what could not be undone.
+                Ok(r) => Err(e.context(format!(
+                    "prepare failed; rollback incomplete ({}); run `ade-prep restore` again once fixed",
+                    r.failed.join("; ")
+                ))),
                 Err(re) => Err(e.context(format!("prepare failed; rollback incomplete: {re:#}"))),
             }
         }
@@ -573,6 +578,21 @@ mod tests {
         assert_eq!(w.active("docker.socket"), "active");
         assert_eq!(w.se.0.get(), Mode::Enforcing, "SELinux was never switched");
         assert_eq!(j.record().phase, Phase::Closed);
+    }
+
+    #[test]
+    fn a_rollback_that_cannot_start_a_unit_says_so_and_leaves_the_window_open() {
+        let sd = docker_systemd()
+            .fail_stop("containerd.service", FakeFailure::Result("timeout".into()))
+            .fail_start("containerd.service", FakeFailure::Result("timeout".into()));
+        let w = World::new(sd);
+        let (r, j) = w.prepare(docker_holders());
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(e.starts_with("prepare failed; rollback incomplete (containerd.service failed to come back: "), "{e}");
+        assert!(e.contains("run `ade-prep restore` again"), "{e}");
+        assert!(!e.contains("was rolled back"), "{e}");
+        assert_eq!(j.record().phase, Phase::Restoring, "the window stays open for the next restore");
+        assert_eq!(w.active("docker.service"), "active", "the rest is rolled back");
     }
 
     #[test]
