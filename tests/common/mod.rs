@@ -258,3 +258,5 @@ pub fn settle_workloads() {
     }
     wait_for("fake-docker's shim to hold its file", 10, || held(&shim, "/var/lib/fake-docker/shim.log"));
 }
+
+pub mod packages;
