@@ -47,7 +47,7 @@ fn in_guest(selinux: bool, cmd: &str) -> Option<BTreeMap<String, String>> {
     let facts = out
         .lines()
         .filter_map(|l| l.split_once('='))
-        .filter(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        .filter(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     Some(facts)
