@@ -75,11 +75,11 @@ fn deb_installs_runs_and_purges_without_a_trace_in_a_guest() {
     assert!(!f.contains_key("missing"), "man page or completion missing: {:?}", f.get("missing"));
     assert_eq!(fact(&f, "scan_rc"), "0");
     assert_eq!(fact(&f, "scan_pid1_class"), "protected", "scan's class for PID 1");
-    match fact(&f, "check_rc") {
-        "absent" => eprintln!("NOTE: `ade-prep check` is not a subcommand yet (issue 2): not run"),
-        rc => assert!(["0", "1", "3"].contains(&rc), "ade-prep check exited {rc}"),
-    }
+    // The guest is no Azure VM: some checks fail (exit 1); what matters is that it runs and reports.
+    assert!(["0", "1"].contains(&fact(&f, "check_rc")), "ade-prep check exited {}", fact(&f, "check_rc"));
     assert_eq!(fact(&f, "triggered_by_handler_dir"), "yes", "ade-prep.path did not start the service");
+    // Type=notify: `run` said READY=1 before exiting 0; RemainAfterExit keeps the unit from being started again.
+    assert_eq!(fact(&f, "service_after_trigger"), "active exited success");
     // Purge refused while the journal says a window is open; the package stays installed.
     assert_ne!(fact(&f, "purge_open_rc"), "0");
     assert!(fact(&f, "after_refusal").ends_with(" ok installed"), "{f:?}");
@@ -105,7 +105,6 @@ fn deb_installs_with_selinux_enforcing_labelled_and_working() {
 }
 
 #[test]
-#[ignore = "needs prepare (issue 3)"]
 fn prepare_and_restore_round_trip_with_a_real_unit_and_selinux_enforcing() {
     let Some(f) = in_guest(true, "bash guest-selinux.sh roundtrip") else { return };
     assert_eq!(fact(&f, "install_rc"), "0");

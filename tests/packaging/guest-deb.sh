@@ -28,12 +28,8 @@ done
 ade-prep scan > /tmp/scan.txt 2>&1; fact scan_rc $?
 head -n 5 /tmp/scan.txt
 fact scan_pid1_class "$(awk '$1 == 1 {print $5}' /tmp/scan.txt)"
-if ade-prep --help | grep -qE '^  check '; then
-  ade-prep check > /tmp/check.txt 2>&1; fact check_rc $?
-  cat /tmp/check.txt
-else
-  fact check_rc absent
-fi
+ade-prep check > /tmp/check.txt 2>&1; fact check_rc $?
+cat /tmp/check.txt
 
 # The path unit starts the service when ADE's handler folder appears, then its settings (as the guest agent does).
 H=/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.7
@@ -43,6 +39,11 @@ for _ in $(seq 50); do
 done
 fact triggered_by_handler_dir "$([ "$(systemctl show -P ExecMainStartTimestampMonotonic ade-prep.service)" != 0 ] &&
   echo yes || echo no)"
+# `run` finds no settings yet: it says READY=1 and exits 0; the unit stays active (exited) and does not loop.
+for _ in $(seq 100); do
+  [ "$(systemctl show -P ActiveState ade-prep.service)" = activating ] || break; sleep 0.1
+done
+fact service_after_trigger "$(systemctl show -P ActiveState ade-prep.service) $(systemctl show -P SubState ade-prep.service) $(systemctl show -P Result ade-prep.service)"
 systemctl status --no-pager ade-prep.service ade-prep.path 2>&1 | head -n 20
 systemctl stop ade-prep.service ade-prep.path; systemctl reset-failed ade-prep.service ade-prep.path 2>/dev/null
 rm -rf /var/lib/waagent
