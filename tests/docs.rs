@@ -23,7 +23,9 @@ fn generated_man_page_mentions_every_subcommand_and_each_has_its_page() {
         assert!(files.contains(&page), "no page for {name}: {files:?}");
         let text = std::fs::read_to_string(&page).unwrap();
         let about = cmd.find_subcommand(name).unwrap().get_about().unwrap().to_string();
-        let first_words: String = about.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+        // As roff writes them: '-' as '\-', an apostrophe as '\*(Aq'.
+        let first_words = about.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+        let first_words = first_words.replace('-', "\\-").replace('\'', "\\*(Aq");
         assert!(text.contains(&first_words), "{name}'s page lacks its description {first_words:?}");
     }
     // The hidden test option stays out of the pages.
