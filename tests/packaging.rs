@@ -62,7 +62,7 @@ fn packages_and_the_packaged_binary_carry_the_cargo_version() {
     assert_eq!(stdout(Command::new("dpkg-deb").arg("-f").arg(&p.deb).arg("Version")).trim(), v);
     assert_eq!(stdout(Command::new("rpm").args(["-qp", "--qf", "%{VERSION}"]).arg(&p.rpm)), v);
     let d = unpacked_deb(&p);
-    let out = stdout(&mut Command::new(d.path().join("usr/bin/ade-prep")).arg("--version"));
+    let out = stdout(Command::new(d.path().join("usr/bin/ade-prep")).arg("--version"));
     assert_eq!(out.trim(), format!("ade-prep {v}"));
 }
 
@@ -286,7 +286,7 @@ fn rpm_install_in_a_debian_root_enables_the_path_unit_offline() {
     }
     let _unmount = Unmount(root.clone());
     let wants = root.join("etc/systemd/system/paths.target.wants/ade-prep.path");
-    install_refuse_erase(&p, &root, |root| {
+    install_refuse_erase(&p, &root, |_| {
         let link = std::fs::read_link(&wants).expect("%post did not enable ade-prep.path (preset)");
         // Debian's systemd 252 looks in /lib/systemd/system first (the same file: /lib is /usr/lib there).
         assert!(link.ends_with("systemd/system/ade-prep.path"), "{}", link.display());
