@@ -78,8 +78,10 @@ fn deb_installs_runs_and_purges_without_a_trace_in_a_guest() {
     // The guest is no Azure VM: some checks fail (exit 1); what matters is that it runs and reports.
     assert!(["0", "1"].contains(&fact(&f, "check_rc")), "ade-prep check exited {}", fact(&f, "check_rc"));
     assert_eq!(fact(&f, "triggered_by_handler_dir"), "yes", "ade-prep.path did not start the service");
-    // Type=notify: `run` said READY=1 before exiting 0; RemainAfterExit keeps the unit from being started again.
+    // `run` waited for the settings, decided (data volumes only), said READY=1 and exited 0; RemainAfterExit keeps
+    // the unit from being started again while the settings file stays.
     assert_eq!(fact(&f, "service_after_trigger"), "active exited success");
+    assert!(fact(&f, "service_status").contains("does not include the OS volume"), "{f:?}");
     // Purge refused while the journal says a window is open; the package stays installed.
     assert_ne!(fact(&f, "purge_open_rc"), "0");
     assert!(fact(&f, "after_refusal").ends_with(" ok installed"), "{f:?}");

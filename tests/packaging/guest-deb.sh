@@ -31,19 +31,22 @@ fact scan_pid1_class "$(awk '$1 == 1 {print $5}' /tmp/scan.txt)"
 ade-prep check > /tmp/check.txt 2>&1; fact check_rc $?
 cat /tmp/check.txt
 
-# The path unit starts the service when ADE's handler folder appears, then its settings (as the guest agent does).
+# The guest agent's order: ADE's handler folder appears (the path unit starts the service: `run` waits for the
+# settings), then config/0.settings, here an enable for the data volumes only: `run` decides there is nothing to do.
 H=/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.7
+started() { [ "$(systemctl show -P ExecMainStartTimestampMonotonic ade-prep.service)" != 0 ]; }
 mkdir -p /var/lib/waagent; sleep 1; mkdir "$H"
-for _ in $(seq 50); do
-  [ "$(systemctl show -P ExecMainStartTimestampMonotonic ade-prep.service)" != 0 ] && break; sleep 0.1
-done
-fact triggered_by_handler_dir "$([ "$(systemctl show -P ExecMainStartTimestampMonotonic ade-prep.service)" != 0 ] &&
-  echo yes || echo no)"
-# `run` finds no settings yet: it says READY=1 and exits 0; the unit stays active (exited) and does not loop.
-for _ in $(seq 100); do
+for _ in $(seq 100); do started && break; sleep 0.1; done
+fact triggered_by_handler_dir "$(started && echo yes || echo no)"
+sleep 2
+mkdir "$H/config"
+echo '{"runtimeSettings":[{"handlerSettings":{"publicSettings":{"EncryptionOperation":"EnableEncryption","VolumeType":"Data"}}}]}' \
+  > "$H/config/0.settings"
+for _ in $(seq 600); do
   [ "$(systemctl show -P ActiveState ade-prep.service)" = activating ] || break; sleep 0.1
 done
 fact service_after_trigger "$(systemctl show -P ActiveState ade-prep.service) $(systemctl show -P SubState ade-prep.service) $(systemctl show -P Result ade-prep.service)"
+fact service_status "$(systemctl show -P StatusText ade-prep.service)"
 systemctl status --no-pager ade-prep.service ade-prep.path 2>&1 | head -n 20
 systemctl stop ade-prep.service ade-prep.path; systemctl reset-failed ade-prep.service ade-prep.path 2>/dev/null
 rm -rf /var/lib/waagent
