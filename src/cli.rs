@@ -149,9 +149,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     anyhow::anyhow!("{}: no such file or directory", mount.display()),
                 ));
             }
-            let edges = crate::commands::RealEdges::new(&paths)?;
             let opts = crate::commands::PrepareOpts { dry_run, force, lock_wait: wait };
-            let (prepared, _guard) = crate::commands::prepare(&paths, &settings, &edges, &mount, &opts)?;
+            let (prepared, _guard) = crate::commands::prepare(&paths, &settings, &mount, &opts)?;
             match prepared {
                 None => out("no preparation needed: ADE encrypts this distribution's OS disk online\n")?,
                 Some(p) if json => out(&(serde_json::to_string_pretty(&p)? + "\n"))?,

@@ -76,22 +76,24 @@ impl RealEdges {
     }
 }
 
-/// Checks, then plans; refuses on a failed check not forced (exit 3), says when no preparation is needed.
+/// Checks (refusing on a failed check not forced: exit 3, before anything else is touched, the system bus
+/// included), then connects to the real edges and plans. `Ok(None)` when no preparation is needed.
 fn checked_plan(
     paths: &Paths,
     settings: &Settings,
-    m: &Machine,
     mount: &Path,
     force: &[String],
-) -> anyhow::Result<Option<Plan>> {
+) -> anyhow::Result<Option<(RealEdges, Plan)>> {
     let report = checks::check_machine(paths, settings, &checks::Waagent::for_paths(paths));
     checks::refuse(&report, force).map_err(|e| exit::with_code(exit::PRECONDITION, e))?;
     if report.flow == Flow::Online && !force.iter().any(|f| f.split(',').any(|id| id == "distro")) {
         log::warn!("this distribution encrypts the OS disk online and never unmounts /: no preparation needed");
         return Ok(None);
     }
-    let snap = execute::snapshot(m, mount)?;
-    Ok(Some(plan::plan(&snap, settings)?))
+    let edges = RealEdges::new(paths)?;
+    let snap = execute::snapshot(&edges.machine(settings), mount)?;
+    let plan = plan::plan(&snap, settings)?;
+    Ok(Some((edges, plan)))
 }
 
 /// `prepare`: check, plan, and (unless a dry run) take the lock, open the window and carry the plan out.
@@ -99,23 +101,24 @@ fn checked_plan(
 pub fn prepare(
     paths: &Paths,
     settings: &Settings,
-    edges: &RealEdges,
     mount: &Path,
     opts: &PrepareOpts,
 ) -> anyhow::Result<(Option<Prepared>, Option<LockGuard>)> {
     if !opts.dry_run {
         need_root("prepare")?;
     }
-    let m = edges.machine(settings);
     let store = FileStore::new(paths);
     if opts.dry_run {
-        let Some(plan) = checked_plan(paths, settings, &m, mount, &opts.force)? else { return Ok((None, None)) };
+        let Some((_, plan)) = checked_plan(paths, settings, mount, &opts.force)? else { return Ok((None, None)) };
         return Ok((Some(Prepared { plan, executed: false, journal: None }), None));
     }
     // The lock first, then the journal: the lock is what makes the check for an open window race-free.
     let lock = Lock::new(paths);
     let guard = lock.acquire_when_closed("prepare", &store, opts.lock_wait.map(Duration::from_secs))?;
-    let Some(plan) = checked_plan(paths, settings, &m, mount, &opts.force)? else { return Ok((None, Some(guard))) };
+    let Some((edges, plan)) = checked_plan(paths, settings, mount, &opts.force)? else {
+        return Ok((None, Some(guard)));
+    };
+    let m = edges.machine(settings);
     let boot = state::boot_id(paths)?;
     let mut journal = Journal::open(store, mount, &boot)?;
     log::info!("window opened: {} step(s) to free {}", plan.steps.len(), mount.display());

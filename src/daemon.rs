@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 
 use crate::checks::{self, Flow};
-use crate::commands::{self, PrepareOpts, RealEdges};
+use crate::commands::{self, PrepareOpts};
 use crate::config::Settings;
 use crate::exit;
 use crate::extension::ade::{self, Observation, OsState, PublicSettings, StatusRead, Verdict, WaitEnd, Watcher};
@@ -205,9 +205,8 @@ pub fn run(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Result
         }
         let settings_file = ade::settings_path(&handler_dir, seq);
         status(&format!("ADE request seq {seq} includes the OS volume: preparing"));
-        let edges = RealEdges::new(paths)?;
         let popts = PrepareOpts { dry_run: false, force: opts.force.clone(), lock_wait: None };
-        let (prepared, guard) = commands::prepare(paths, settings, &edges, Path::new("/"), &popts)?;
+        let (prepared, guard) = commands::prepare(paths, settings, Path::new("/"), &popts)?;
         drop(guard); // the journal holds the window from now on
         if prepared.is_none() {
             status("nothing to do: no preparation needed");

@@ -150,3 +150,30 @@ fn run_does_not_prepare_again_for_an_ade_request_already_handled() {
     assert!(stderr(&o).contains("nothing to do: ADE request seq 0 was already handled"), "{}", stderr(&o));
     assert_eq!(std::fs::read(&journal).unwrap(), before, "the journal is untouched");
 }
+
+#[test]
+fn prepare_refuses_a_failed_check_with_exit_3_before_touching_anything() {
+    // A machine under 7 GB of RAM (the memory check fails); no --force: exit 3 naming the check, nothing written,
+    // and the system bus is not even needed (none here), as a dry run shows too.
+    let d = root_with_meminfo("MemTotal:        4025432 kB\n");
+    for args in [&["prepare", "--dry-run"][..], &["prepare"][..]] {
+        let o = ade_prep(d.path(), args).output().unwrap();
+        if args.len() == 1 && !nix::unistd::geteuid().is_root() {
+            assert_eq!(o.status.code(), Some(4), "not root: {}", stderr(&o));
+            continue;
+        }
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("checks failed: ") && stderr(&o).contains("memory"), "{}", stderr(&o));
+        assert!(o.stdout.is_empty());
+    }
+    assert!(!d.path().join("var/lib/ade-prep").exists(), "no journal was written");
+}
+
+/// A root whose /proc has only what the checks read (meminfo), with no ADE and no SELinux.
+fn root_with_meminfo(meminfo: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    put(d.path(), "proc/meminfo", meminfo);
+    put(d.path(), "proc/self/mountinfo", "22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n");
+    put(d.path(), "etc/os-release", "NAME=\"Ubuntu\"\nVERSION_ID=\"18.04\"\nID=ubuntu\n");
+    d
+}
