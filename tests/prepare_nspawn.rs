@@ -10,7 +10,6 @@
 //! (`tests/harness/build-guest.sh --nspawn-only` builds it); ADE_REQUIRE_NSPAWN=1 turns a skip into a failure.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -26,75 +25,12 @@ const IN_CONTAINER: &str = "ADE_IN_CONTAINER";
 /// How many `in_container_*` tests there are: the host side checks that each ran and passed.
 const IN_CONTAINER_TESTS: usize = 6;
 
-/// Writes past libtest's output capture, so that skips and measurements show on a normal `cargo test`.
-fn visible(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-fn skip(why: &str) {
-    if std::env::var("ADE_REQUIRE_NSPAWN").as_deref() == Ok("1") {
-        panic!("ADE_REQUIRE_NSPAWN=1 but the nspawn tests cannot run: {why}");
-    }
-    visible(&format!("SKIPPED: prepare_nspawn: {why}"));
-}
+mod common;
+use common::visible;
 
 #[test]
 fn prepare_restore_in_nspawn() {
-    if std::env::var(IN_CONTAINER).is_ok() {
-        return;
-    }
-    if !nix::unistd::geteuid().is_root() {
-        return skip("not root (systemd-nspawn needs root)");
-    }
-    let harness_dir = std::env::var("ADE_HARNESS_DIR").unwrap_or_else(|_| "/var/cache/ade-prep-harness".into());
-    if !Path::new(&harness_dir).join("rootfs-ns/usr/lib/systemd/systemd").exists() {
-        return skip(&format!(
-            "no nspawn root in {harness_dir} (build it with tests/harness/build-guest.sh --nspawn-only)"
-        ));
-    }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let exe = std::env::current_exe().expect("test binary path");
-    let bin = Path::new(env!("CARGO_BIN_EXE_ade-prep"));
-    // The worktree is bound at /work; a target dir elsewhere (CARGO_TARGET_DIR) has its profile folder (which
-    // holds both ade-prep and deps/<this test>) bound read-only.
-    let (inner_exe, inner_bin, bind_ro) = match (exe.strip_prefix(manifest), bin.strip_prefix(manifest)) {
-        (Ok(e), Ok(b)) => (Path::new("/work").join(e), Path::new("/work").join(b), None),
-        _ => {
-            let profile = bin.parent().expect("ade-prep's folder");
-            let inner = |p: &Path| Path::new("/ade-test-bin").join(p.strip_prefix(profile).expect("under the profile"));
-            (inner(&exe), inner(bin), Some(format!("{}:/ade-test-bin", profile.display())))
-        }
-    };
-    let cmd = format!(
-        "{IN_CONTAINER}=1 ADE_SCENARIOS=/work/tests/scenarios ADE_PREP_BIN={} RUST_BACKTRACE=1 {} --ignored \
-         --test-threads=1 --nocapture in_container_",
-        inner_bin.display(),
-        inner_exe.display()
-    );
-    let mut c = Command::new(manifest.join("tests/harness/nspawn-run.sh"));
-    c.args(["-t", "600"]).arg(manifest).arg(&cmd).env("NSPAWN_TIMING", "1");
-    if let Some(b) = bind_ro {
-        c.env("NSPAWN_BIND_RO", b);
-    }
-    let t = Instant::now();
-    let out = c.output().expect("running tests/harness/nspawn-run.sh");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    for l in stdout.lines().chain(stderr.lines()) {
-        if let Some(i) = l.find("MEASURED:") {
-            visible(&format!("prepare_nspawn: {}", &l[i..]));
-        } else if l.starts_with("nspawn-run: booted") || l.starts_with("test result:") {
-            visible(&format!("prepare_nspawn: {l}"));
-        }
-    }
-    visible(&format!("prepare_nspawn: whole run {:.1}s", t.elapsed().as_secs_f64()));
-    assert!(
-        out.status.success() && stdout.contains("test result: ok"),
-        "in-container tests failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status
-    );
-    let expected = format!("test result: ok. {IN_CONTAINER_TESTS} passed; 0 failed");
-    assert!(stdout.contains(&expected), "expected {IN_CONTAINER_TESTS} in-container tests to pass:\n{stdout}");
-    assert!(!stdout.contains("SKIPPED"), "{stdout}");
+    common::nspawn_suite("prepare_nspawn", IN_CONTAINER_TESTS, 600);
 }
 
 // ---- inside the container ---------------------------------------------------------------------------------

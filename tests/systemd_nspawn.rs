@@ -8,7 +8,6 @@
 //! Skips (printed as "SKIPPED: ..." on the terminal) when not root or when the harness cache is missing
 //! (`tests/harness/build-guest.sh --nspawn-only` builds it); ADE_REQUIRE_NSPAWN=1 turns a skip into a failure.
 
-use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,72 +18,12 @@ use ade_prep::systemd::{JobError, Reload, ServiceManager, Systemd};
 
 const IN_CONTAINER: &str = "ADE_IN_CONTAINER";
 
-/// Writes past libtest's output capture, so that skips and measurements show on a normal `cargo test`.
-fn visible(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-fn skip(why: &str) {
-    if std::env::var("ADE_REQUIRE_NSPAWN").as_deref() == Ok("1") {
-        panic!("ADE_REQUIRE_NSPAWN=1 but the nspawn tests cannot run: {why}");
-    }
-    visible(&format!("SKIPPED: systemd_nspawn: {why}"));
-}
+mod common;
+use common::visible;
 
 #[test]
 fn real_systemd_in_nspawn() {
-    if std::env::var(IN_CONTAINER).is_ok() {
-        return;
-    }
-    if !nix::unistd::geteuid().is_root() {
-        return skip("not root (systemd-nspawn needs root)");
-    }
-    let harness_dir = std::env::var("ADE_HARNESS_DIR").unwrap_or_else(|_| "/var/cache/ade-prep-harness".into());
-    if !Path::new(&harness_dir).join("rootfs-ns/usr/lib/systemd/systemd").exists() {
-        return skip(&format!(
-            "no nspawn root in {harness_dir} (build it with tests/harness/build-guest.sh --nspawn-only)"
-        ));
-    }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let exe = std::env::current_exe().expect("test binary path");
-    // The worktree is bound at /work; a target dir elsewhere (CARGO_TARGET_DIR) is bound read-only.
-    let (inner, bind_ro) = match exe.strip_prefix(manifest) {
-        Ok(rel) => (Path::new("/work").join(rel), None),
-        Err(_) => {
-            let dir = exe.parent().expect("test binary folder");
-            let inner = Path::new("/ade-test-bin").join(exe.file_name().expect("test binary name"));
-            (inner, Some(format!("{}:/ade-test-bin", dir.display())))
-        }
-    };
-    let cmd = format!(
-        "{IN_CONTAINER}=1 ADE_SCENARIOS=/work/tests/scenarios RUST_BACKTRACE=1 {} --ignored --test-threads=1 \
-         --nocapture in_container_",
-        inner.display()
-    );
-    let mut c = Command::new(manifest.join("tests/harness/nspawn-run.sh"));
-    c.args(["-t", "300"]).arg(manifest).arg(&cmd).env("NSPAWN_TIMING", "1");
-    if let Some(b) = bind_ro {
-        c.env("NSPAWN_BIND_RO", b);
-    }
-    let t = Instant::now();
-    let out = c.output().expect("running tests/harness/nspawn-run.sh");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    for l in stdout.lines().chain(stderr.lines()) {
-        if let Some(i) = l.find("MEASURED:") {
-            visible(&format!("systemd_nspawn: {}", &l[i..]));
-        } else if l.starts_with("nspawn-run: booted") || l.starts_with("test result:") {
-            visible(&format!("systemd_nspawn: {l}"));
-        }
-    }
-    visible(&format!("systemd_nspawn: whole run {:.1}s", t.elapsed().as_secs_f64()));
-    assert!(
-        out.status.success() && stdout.contains("test result: ok"),
-        "in-container tests failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status
-    );
-    // Every in_container_ test ran and passed (none filtered out, none skipped for a wrong environment).
-    assert!(stdout.contains("test result: ok. 8 passed; 0 failed"), "expected 8 in-container tests to pass:\n{stdout}");
-    assert!(!stdout.contains("SKIPPED"), "{stdout}");
+    common::nspawn_suite("systemd_nspawn", 8, 300);
 }
 
 // ---- inside the container ---------------------------------------------------------------------------------
