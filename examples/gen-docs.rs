@@ -18,18 +18,9 @@ fn command() -> clap::Command {
     cmd
 }
 
-/// `YYYY-MM-DD` of a Unix time (days to civil date, H. Hinnant's algorithm).
+/// `YYYY-MM-DD` of a Unix time (the date part of the journal's UTC format).
 fn date_of(epoch: i64) -> String {
-    let z = epoch.div_euclid(86_400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    ade_prep::state::format_utc(epoch.max(0) as u64)[..10].to_string()
 }
 
 fn write_page(cmd: clap::Command, version: &str, date: &str, dir: &Path) -> std::io::Result<PathBuf> {

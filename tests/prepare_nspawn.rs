@@ -15,18 +15,16 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use ade_prep::systemd::{JobCounters, ServiceManager, Systemd};
 use serde_json::Value;
 
-const IN_CONTAINER: &str = "ADE_IN_CONTAINER";
 /// How many `in_container_*` tests there are: the host side checks that each ran and passed.
 const IN_CONTAINER_TESTS: usize = 6;
 
 mod common;
-use common::visible;
+use common::{inside_with_scenarios as inside, sd, visible};
 
 #[test]
 fn prepare_restore_in_nspawn() {
@@ -61,25 +59,6 @@ stop_timeout_secs = 30
 [protected]
 units = ["ade-protected.service"]
 "#;
-
-/// True inside the harness container; prints a skip elsewhere (these tests stop, mask and start units).
-fn inside() -> bool {
-    if std::env::var(IN_CONTAINER).as_deref() == Ok("1") {
-        static INSTALL: Once = Once::new();
-        INSTALL.call_once(|| {
-            let dir = PathBuf::from(std::env::var("ADE_SCENARIOS").expect("ADE_SCENARIOS"));
-            let st = Command::new(dir.join("install.sh")).status().expect("install.sh");
-            assert!(st.success(), "install.sh: {st}");
-        });
-        return true;
-    }
-    visible("SKIPPED: in_container_* tests run only inside the nspawn container (see prepare_restore_in_nspawn)");
-    false
-}
-
-fn sd() -> Systemd {
-    Systemd::system().expect("system bus")
-}
 
 /// The output of one `ade-prep` run.
 struct Run {

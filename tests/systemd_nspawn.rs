@@ -11,15 +11,12 @@
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use ade_prep::systemd::{JobError, Reload, ServiceManager, Systemd};
 
-const IN_CONTAINER: &str = "ADE_IN_CONTAINER";
-
 mod common;
-use common::visible;
+use common::{inside_with_scenarios as inside, sd};
 
 #[test]
 fn real_systemd_in_nspawn() {
@@ -27,25 +24,6 @@ fn real_systemd_in_nspawn() {
 }
 
 // ---- inside the container ---------------------------------------------------------------------------------
-
-/// True inside the harness container; prints a skip elsewhere (these tests change units).
-fn inside() -> bool {
-    if std::env::var(IN_CONTAINER).as_deref() == Ok("1") {
-        static INSTALL: Once = Once::new();
-        INSTALL.call_once(|| {
-            let dir = PathBuf::from(std::env::var("ADE_SCENARIOS").expect("ADE_SCENARIOS"));
-            let st = Command::new(dir.join("install.sh")).status().expect("install.sh");
-            assert!(st.success(), "install.sh: {st}");
-        });
-        return true;
-    }
-    visible("SKIPPED: in_container_* tests run only inside the nspawn container (see real_systemd_in_nspawn)");
-    false
-}
-
-fn sd() -> Systemd {
-    Systemd::system().expect("system bus")
-}
 
 fn batch(units: &[&str], secs: f64) -> Vec<(String, Duration)> {
     units.iter().map(|u| (u.to_string(), Duration::from_secs_f64(secs))).collect()

@@ -118,6 +118,25 @@ pub fn inside() -> bool {
     false
 }
 
+/// [`inside`], and the scenario units of tests/scenarios installed (once per test binary).
+pub fn inside_with_scenarios() -> bool {
+    if !inside() {
+        return false;
+    }
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let dir = PathBuf::from(std::env::var("ADE_SCENARIOS").expect("ADE_SCENARIOS"));
+        let st = Command::new(dir.join("install.sh")).status().expect("install.sh");
+        assert!(st.success(), "install.sh: {st}");
+    });
+    true
+}
+
+/// The container's systemd over its system bus.
+pub fn sd() -> ade_prep::systemd::Systemd {
+    ade_prep::systemd::Systemd::system().expect("system bus")
+}
+
 /// Polls `f` every 50 ms until it holds; panics after `secs`.
 pub fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
