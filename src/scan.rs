@@ -3,7 +3,8 @@
 //! Per process the hot path is: open `/proc/PID`, `fstatat` its `root`, `cwd` and `exe`, list `fd/` and `fstatat`
 //! each entry (following the link: the device of the open file), `lstat` only the matching ones (the link's mode says
 //! whether the fd is open for writing, as fuser reads it), and read `maps`. Everything else (command line, cgroup,
-//! parent) is read only for processes that hold the filesystem. Processes are spread over a few threads.
+//! parent) is read only for processes that hold the filesystem, by the walker thread that found them, through the
+//! same open `/proc/PID` folder. Processes are spread over a few threads.
 
 use std::collections::BTreeMap;
 use std::ffi::CStr;
@@ -285,7 +286,7 @@ impl ProcFs {
     }
 }
 
-/// What the hot walk found for one process, before the details are read.
+/// What the hot walk found for one process, before its details are read.
 struct Hit {
     pid: i32,
     uid: u32,
@@ -296,7 +297,7 @@ struct Hit {
 
 #[derive(Default)]
 struct Partial {
-    hits: Vec<Hit>,
+    holders: Vec<Holder>,
     unreadable: Vec<Unreadable>,
     seen: usize,
 }
@@ -392,7 +393,10 @@ fn walk_one(proc_fd: &OwnedFd, pid: i32, dev: u64, out: &mut Partial) {
         }
     }
     if acc.any() {
-        out.hits.push(Hit { pid, uid, access: acc, fds, writable_fds: wfds });
+        // A process that exits before its details are read is skipped, as one that exits mid-walk.
+        if let Some(h) = details(&dirfd, &Hit { pid, uid, access: acc, fds, writable_fds: wfds }) {
+            out.holders.push(h);
+        }
     }
 }
 
@@ -467,9 +471,11 @@ fn unit_of_path(path: &str) -> Option<String> {
 /// PF_KTHREAD in the flags field of /proc/PID/stat.
 const PF_KTHREAD: u64 = 0x0020_0000;
 
-fn details(proc_root: &Path, hit: &Hit) -> Option<Holder> {
-    let pdir = proc_root.join(hit.pid.to_string());
-    let stat = std::fs::read_to_string(pdir.join("stat")).ok()?;
+/// The rest of a holder's description, read through its already open `/proc/PID` folder (no path lookups from
+/// `/proc` again) by the walker thread that found it.
+fn details(dirfd: &OwnedFd, hit: &Hit) -> Option<Holder> {
+    let stat = read_at(dirfd, c"stat").ok()?;
+    let stat = String::from_utf8_lossy(&stat);
     // comm is in parentheses and may contain anything: split at the last ')'.
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
@@ -477,14 +483,15 @@ fn details(proc_root: &Path, hit: &Hit) -> Option<Holder> {
     let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
     let ppid = rest.get(1)?.parse().ok()?;
     let flags: u64 = rest.get(6)?.parse().ok()?;
-    let cmdline = std::fs::read(pdir.join("cmdline"))
+    let cmdline = read_at(dirfd, c"cmdline")
         .map(|b| {
             b.split(|&c| c == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
         })
         .unwrap_or_default();
-    let link = |n: &str| std::fs::read_link(pdir.join(n)).ok().map(|p| p.to_string_lossy().into_owned());
-    let (exe, cwd) = (link("exe"), link("cwd"));
-    let (unit, cgroup) = std::fs::read_to_string(pdir.join("cgroup")).map(|t| unit_from_cgroup(&t)).unwrap_or_default();
+    let link = |n: &CStr| nix::fcntl::readlinkat(dirfd, n).ok().map(|p| p.to_string_lossy().into_owned());
+    let (exe, cwd) = (link(c"exe"), link(c"cwd"));
+    let (unit, cgroup) =
+        read_at(dirfd, c"cgroup").map(|t| unit_from_cgroup(&String::from_utf8_lossy(&t))).unwrap_or_default();
     Some(Holder {
         pid: hit.pid,
         ppid,
@@ -533,14 +540,14 @@ impl ProcessTable for ProcFs {
                         }
                     }
                     let mut m = merged.lock().unwrap_or_else(|p| p.into_inner());
-                    m.hits.append(&mut part.hits);
+                    m.holders.append(&mut part.holders);
                     m.unreadable.append(&mut part.unreadable);
                     m.seen += part.seen;
                 });
             }
         });
         let part = merged.into_inner().unwrap_or_else(|p| p.into_inner());
-        let mut holders: Vec<Holder> = part.hits.iter().filter_map(|h| details(&self.proc_root, h)).collect();
+        let mut holders = part.holders;
         holders.sort_by_key(|h| h.pid);
         let mut unreadable = part.unreadable;
         unreadable.sort_by(|a, b| (a.pid, a.what).cmp(&(b.pid, b.what)));

@@ -52,7 +52,8 @@ enforce() { cat "$ENFORCE"; }
 prop() { systemctl show -p "$2" --value "$1"; }
 svc_state() { echo "$(prop "$SVC" ActiveState)/$(prop "$SVC" SubState)"; }
 svc_status() { prop "$SVC" StatusText; }
-# wait_for SECS WHAT COMMAND...: polls every second
+# wait_for SECS WHAT COMMAND...: polls every second. COMMAND runs again each time, but its words are expanded once,
+# at the call: give a predicate function, never [ "$(...)" = x ].
 wait_for() {
   local secs=$1 what=$2 i; shift 2
   for ((i = 0; i < secs; i++)); do "$@" && return 0; sleep 1; done
@@ -61,6 +62,9 @@ wait_for() {
 jq_py() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 window_open() { ade-prep status --json | jq_py 'd["window_open"]'; }
 lock_state() { ade-prep status --json | jq_py 'd["lock"]'; }
+lock_free() { [ "$(lock_state)" = free ]; }
+window_closed() { [ "$(window_open)" = False ]; }
+unit_active() { [ "$(systemctl is-active "$1")" = active ]; }
 svc_ready() { [ "$(svc_state)" = active/running ]; }
 svc_started() { [ "$(prop "$SVC" ActiveState)" != inactive ]; }
 stopped_masked() { [ "$(systemctl is-active "$1")" != active ] && [ "$(systemctl is-enabled "$1" 2>/dev/null)" = masked-runtime ]; }
@@ -201,7 +205,7 @@ assert_window() {
 assert_restored() {
   local u
   for u in redis-server.service fake-docker.socket fake-docker.service; do
-    wait_for 60 "$u active again" [ "$(systemctl is-active "$u")" = active ]
+    wait_for 60 "$u active again" unit_active "$u"
     check "$u active again, $(systemctl is-enabled "$u")" [ "$(systemctl is-enabled "$u")" = enabled ]
   done
   wait_for 30 "redis answers" sh -c 'redis-cli ping 2>/dev/null | grep -q PONG'
@@ -212,7 +216,7 @@ assert_restored() {
   wait_for 60 "the lock waiter ran" [ -e "$E/lock-ran" ]
   check "the lock waiter ran only after the window closed" \
     python3 -c "import sys; sys.exit(not $(cat "$E/lock-ran") >= $(cat "$E/closed-at"))"
-  wait_for 30 "the lock is free" [ "$(lock_state)" = free ]
+  wait_for 30 "the lock is free" lock_free
   check "journal: window closed" [ "$(window_open)" = False ]
   check "service: active (exited), exit code $(prop "$SVC" ExecMainStatus)" \
     exited_ok
@@ -222,7 +226,7 @@ assert_restored() {
 # The ADE verdict that ends the window; waits for the restore and records when the window closed.
 complete() {
   write_status "$@"
-  wait_for 240 "window closed" [ "$(window_open)" = False ]
+  wait_for 240 "window closed" window_closed
   date +%s.%N > "$E/closed-at"
   tl "window closed" "service $(svc_state): $(svc_status)"
   assert_restored
