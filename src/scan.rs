@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{fstat, fstatat, Mode};
@@ -298,6 +297,8 @@ struct Hit {
 #[derive(Default)]
 struct Partial {
     holders: Vec<Holder>,
+    /// The walker thread's `getdents64` buffer.
+    dirents: Vec<u8>,
     unreadable: Vec<Unreadable>,
     seen: usize,
 }
@@ -344,23 +345,18 @@ fn walk_one(proc_fd: &OwnedFd, pid: i32, dev: u64, out: &mut Partial) {
         }
     }
     let (mut fds, mut wfds) = (0u32, 0u32);
-    match Dir::openat(&dirfd, c"fd", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()) {
-        Ok(mut dir) => {
-            let dfd = dir.as_raw_fd();
-            // SAFETY: dfd stays open while `dir` lives; the borrow ends with this block.
-            let dfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(dfd) };
+    match nix::fcntl::openat(&dirfd, c"fd", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()) {
+        Ok(fd_dir) => {
             let mut failed: Option<(Errno, u32)> = None;
-            for entry in dir.iter() {
-                let Ok(entry) = entry else { continue };
-                let fname: &CStr = entry.file_name();
+            let listed = each_entry(&fd_dir, &mut out.dirents, |fname| {
                 if fname.to_bytes().first() == Some(&b'.') {
-                    continue;
+                    return;
                 }
-                match fstatat(dfd, fname, AtFlags::empty()) {
+                match fstatat(&fd_dir, fname, AtFlags::empty()) {
                     Ok(st) if st.st_dev == dev => {
                         fds += 1;
                         // The link's own mode carries the open mode: write bit set when open for writing.
-                        if let Ok(l) = fstatat(dfd, fname, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                        if let Ok(l) = fstatat(&fd_dir, fname, AtFlags::AT_SYMLINK_NOFOLLOW) {
                             if l.st_mode & libc::S_IWUSR != 0 {
                                 wfds += 1;
                             }
@@ -373,6 +369,11 @@ fn walk_one(proc_fd: &OwnedFd, pid: i32, dev: u64, out: &mut Partial) {
                         f.1 += 1;
                     }
                 }
+            });
+            match listed {
+                Ok(()) => {}
+                Err(e) if gone(e) => return,
+                Err(e) => unread("fd", e, out),
             }
             if let Some((e, n)) = failed {
                 out.unreadable.push(Unreadable { pid, what: "fd", error: io_err(e), count: n });
@@ -423,13 +424,56 @@ fn maps_hit(text: &[u8], dev: u64) -> bool {
     false
 }
 
+/// The whole of a (proc) file below `dirfd`: open, read until end, close. Plain reads: std's `read_to_end` would
+/// add a `statx` and an `lseek` per file to size its buffer, which proc files do not answer usefully.
 fn read_at(dirfd: &OwnedFd, name: &CStr) -> Result<Vec<u8>, Errno> {
-    use std::io::Read;
     let fd = nix::fcntl::openat(dirfd.as_fd(), name, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())?;
-    let mut f = std::fs::File::from(fd);
-    let mut buf = Vec::with_capacity(8192);
-    f.read_to_end(&mut buf).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
-    Ok(buf)
+    let mut buf = Vec::new();
+    loop {
+        let len = buf.len();
+        buf.resize(len + 8192, 0);
+        match nix::unistd::read(&fd, &mut buf[len..]) {
+            Ok(0) => {
+                buf.truncate(len);
+                return Ok(buf);
+            }
+            Ok(n) => buf.truncate(len + n),
+            Err(Errno::EINTR) => buf.truncate(len),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Calls `f` with the name of every entry of the directory `dir` (`.` and `..` included), listed with raw
+/// `getdents64` into `buf` (kept by the walker thread): no `opendir` bookkeeping (`fcntl`, `lseek`, allocation) per
+/// process.
+fn each_entry(dir: &OwnedFd, buf: &mut Vec<u8>, mut f: impl FnMut(&CStr)) -> Result<(), Errno> {
+    if buf.len() < 32 * 1024 {
+        buf.resize(32 * 1024, 0);
+    }
+    loop {
+        // SAFETY: getdents64 writes at most buf.len() bytes into buf, which lives for the call.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, dir.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
+        if n < 0 {
+            return Err(Errno::last());
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let mut off = 0usize;
+        while off < n as usize {
+            // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+            let rec = &buf[off..n as usize];
+            let reclen = u16::from_ne_bytes([rec[16], rec[17]]) as usize;
+            if reclen < 20 || reclen > rec.len() {
+                return Err(Errno::EIO);
+            }
+            if let Ok(name) = CStr::from_bytes_until_nul(&rec[19..reclen]) {
+                f(name);
+            }
+            off += reclen;
+        }
+    }
 }
 
 /// The systemd unit of a process from its `/proc/PID/cgroup` text: the v2 (`0::`) path when it says more than
@@ -618,6 +662,29 @@ mod tests {
         assert_eq!(a.codes(), "Frce");
         let b = Access { file: true, mmap: true, ..Default::default() };
         assert_eq!(b.codes(), "fm");
+    }
+
+    #[test]
+    fn each_entry_lists_what_read_dir_lists_and_read_at_reads_past_one_buffer() {
+        let d = tempfile::tempdir().unwrap();
+        // Enough long names to need several getdents64 calls into the 32 KiB buffer.
+        let mut want: Vec<String> = (0..1500).map(|i| format!("entry-with-a-rather-long-name-{i:05}")).collect();
+        for n in &want {
+            std::fs::write(d.path().join(n), b"").unwrap();
+        }
+        let big: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(d.path().join("big"), &big).unwrap();
+        want.push("big".into());
+        let dir = nix::fcntl::open(d.path(), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        let mut got = vec![];
+        let mut buf = vec![];
+        each_entry(&dir, &mut buf, |n| got.push(n.to_str().unwrap().to_string())).unwrap();
+        got.retain(|n| n != "." && n != "..");
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+        assert_eq!(read_at(&dir, c"big").unwrap(), big);
+        assert_eq!(read_at(&dir, c"missing"), Err(Errno::ENOENT));
     }
 
     #[test]
