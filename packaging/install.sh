@@ -5,15 +5,18 @@
 # Env (the places that differ between distributions):
 #   UNITDIR  systemd units       (default /usr/lib/systemd/system; debhelper 13.11 wants /lib/systemd/system)
 #   ZSHDIR   zsh completions     (default /usr/share/zsh/site-functions; Debian: /usr/share/zsh/vendor-completions)
+#   GENDIR   systemd generators  (default /usr/lib/systemd/system-generators; bookworm's systemd: /lib/...)
 set -eu
 [ $# -eq 3 ] || { echo "usage: $0 DESTDIR BINARY DOCSDIR" >&2; exit 2; }
 D=$1 BIN=$2 DOCS=$3
 SRC=$(cd "$(dirname "$0")" && pwd)
 UNITDIR=${UNITDIR:-/usr/lib/systemd/system}
 ZSHDIR=${ZSHDIR:-/usr/share/zsh/site-functions}
+GENDIR=${GENDIR:-/usr/lib/systemd/system-generators}
 
 install -D -m 0755 "$BIN" "$D/usr/bin/ade-prep"
 for u in "$SRC"/usr/lib/systemd/system/*; do install -D -m 0644 "$u" "$D$UNITDIR/${u##*/}"; done
+install -D -m 0755 "$SRC/usr/lib/systemd/system-generators/ade-prep-generator" "$D$GENDIR/ade-prep-generator"
 install -D -m 0644 "$SRC/usr/lib/systemd/system-preset/50-ade-prep.preset" \
   "$D/usr/lib/systemd/system-preset/50-ade-prep.preset"
 install -D -m 0644 "$SRC/usr/lib/tmpfiles.d/ade-prep.conf" "$D/usr/lib/tmpfiles.d/ade-prep.conf"

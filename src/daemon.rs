@@ -16,7 +16,9 @@ use crate::commands::{self, PrepareOpts};
 use crate::config::Settings;
 use crate::exit;
 use crate::extension::ade::{self, Observation, OsState, PublicSettings, StatusRead, Verdict, WaitEnd, Watcher};
+use crate::hold;
 use crate::paths::Paths;
+use crate::selinux::SelinuxFs;
 use crate::state::{self, AdeRef, FileStore, Journal, Phase, Store};
 
 /// What `run` decides about ADE's current request.
@@ -231,8 +233,29 @@ pub fn run(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Result
     wait_and_restore(paths, settings)
 }
 
+/// A window opened in an earlier boot: the generator held its units masked through this boot (src/hold.rs); SELinux
+/// came back in its configured mode, so it is set permissive again when the window had set it so.
+fn resume_after_reboot(paths: &Paths, record: &state::Record) -> anyhow::Result<()> {
+    let boot = state::boot_id(paths)?;
+    if record.boot_id == boot {
+        return Ok(());
+    }
+    let held = hold::held_units(record, &boot);
+    log::info!("window opened before a reboot: {} unit(s) held masked since boot: {}", held.len(), held.join(" "));
+    match hold::reapply_selinux(record, &boot, &SelinuxFs::new(paths)) {
+        Ok(true) => {
+            log::info!("SELinux: enforcing -> permissive again for the rest of the window (the boot brought it back)")
+        }
+        Ok(false) => {}
+        // Still wait and restore: giving up here would leave the window open with nobody to close it.
+        Err(e) => log::error!("SELinux could not be set permissive again after the reboot: {e}"),
+    }
+    Ok(())
+}
+
 fn wait_and_restore(paths: &Paths, settings: &Settings) -> anyhow::Result<u8> {
     let record = FileStore::new(paths).load()?.context("no journal")?;
+    resume_after_reboot(paths, &record)?;
     let summary = commands::summary(&record);
     let deadline = record.opened_at + settings.window.timeout_hours * 3600;
     let remaining = Duration::from_secs(deadline.saturating_sub(state::now()));

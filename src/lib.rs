@@ -13,6 +13,7 @@ pub mod exit;
 pub mod extension;
 pub mod failpoint;
 pub mod glob;
+pub mod hold;
 pub mod lock;
 pub mod mountinfo;
 pub mod paths;

@@ -126,6 +126,7 @@ fn rpm_contents_scriptlets_and_requirements() {
         "/usr/bin/ade-prep",
         "/usr/lib/systemd/system/ade-prep.service",
         "/usr/lib/systemd/system/ade-prep.path",
+        "/usr/lib/systemd/system-generators/ade-prep-generator",
         "/usr/lib/systemd/system-preset/50-ade-prep.preset",
         "/usr/lib/tmpfiles.d/ade-prep.conf",
         "/etc/ade-prep/config.toml",

@@ -17,11 +17,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use ade_prep::paths::Paths;
+use ade_prep::state::{FileStore, Store};
 use ade_prep::systemd::{JobCounters, ServiceManager, Systemd};
 use serde_json::Value;
 
 /// How many `in_container_*` tests there are: the host side checks that each ran and passed.
-const IN_CONTAINER_TESTS: usize = 6;
+const IN_CONTAINER_TESTS: usize = 7;
 
 mod common;
 use common::{inside_with_scenarios as inside, sd, visible};
@@ -543,4 +545,78 @@ fn in_container_not_root_and_a_malformed_config_change_nothing() {
     assert_eq!(r.code, 2, "restore reads the config too: {r:?}");
     assert_eq!(observe(&sd), before);
     write_config(BASE);
+}
+
+fn load_state(unit: &str) -> String {
+    let o = Command::new("systemctl").args(["show", "-p", "LoadState", "--value", unit]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Masks the generator made: symlinks to /dev/null in the early generator folder.
+fn generator_masks() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/run/systemd/generator.early")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == Path::new("/dev/null")))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+#[ignore = "runs inside the nspawn container, started by prepare_restore_in_nspawn"]
+fn in_container_after_a_reboot_the_generator_holds_the_stopped_units_down_until_restore() {
+    if !inside() {
+        return;
+    }
+    let sd = baseline(BASE);
+    // The generator as packaged (src/hold.rs), calling this build's binary.
+    let gen_dir = Path::new("/run/systemd/system-generators");
+    std::fs::create_dir_all(gen_dir).unwrap();
+    let gen = gen_dir.join("ade-prep-generator");
+    let bin = std::env::var("ADE_PREP_BIN").unwrap();
+    std::fs::write(&gen, format!("#!/bin/sh\nexec {bin} generator \"$@\"\n")).unwrap();
+    std::fs::set_permissions(&gen, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let reload = || assert!(Command::new("systemctl").arg("daemon-reload").status().unwrap().success());
+
+    let r = prepare(&[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    // In the boot that opened the window the generator adds nothing: the runtime masks hold.
+    reload();
+    assert_eq!(generator_masks(), Vec::<String>::new());
+    assert_eq!(runtime_masks().len(), WORKLOAD_UNITS.len(), "{:?}", runtime_masks());
+
+    // "Reboot": /run's masks are gone, the journal was written in another boot.
+    for u in runtime_masks() {
+        std::fs::remove_file(Path::new(RUNTIME_UNITS).join(u)).unwrap();
+    }
+    let store = FileStore::new(&Paths::system());
+    let mut rec = store.load().unwrap().expect("journal");
+    rec.boot_id = "00000000-0000-4000-8000-earlier0boot".into();
+    store.save(&rec).unwrap();
+    reload();
+    let mut want: Vec<String> = WORKLOAD_UNITS.iter().map(|u| u.to_string()).collect();
+    want.sort();
+    assert_eq!(generator_masks(), want, "the generator masks every stopped unit");
+    for u in WORKLOAD_UNITS {
+        assert_eq!(load_state(u), "masked", "{u}");
+        assert_eq!(state(&sd, u), "inactive", "{u}");
+    }
+    let o = Command::new("systemctl").args(["start", "ade-db.service"]).output().unwrap();
+    assert!(!o.status.success(), "a held unit started: {o:?}");
+    assert_eq!(state(&sd, "ade-db.service"), "inactive");
+
+    // Restore: phase restoring, so its reload drops the generator's masks, and every unit comes back.
+    let r = ade(&["restore"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(generator_masks(), Vec::<String>::new());
+    for u in WORKLOAD_UNITS {
+        assert_eq!(load_state(u), "loaded", "{u}");
+    }
+    assert_all_back(&sd);
+    std::fs::remove_file(&gen).unwrap();
+    reload();
 }

@@ -68,6 +68,7 @@ unit_active() { [ "$(systemctl is-active "$1")" = active ]; }
 svc_ready() { [ "$(svc_state)" = active/running ]; }
 svc_started() { [ "$(prop "$SVC" ActiveState)" != inactive ]; }
 stopped_masked() { [ "$(systemctl is-active "$1")" != active ] && [ "$(systemctl is-enabled "$1" 2>/dev/null)" = masked-runtime ]; }
+held_down() { [ "$(systemctl is-active "$1")" != active ] && [ "$(prop "$1" LoadState)" = masked ]; }
 exited_ok() { [ "$(svc_state)" = active/exited ] && [ "$(prop "$SVC" ExecMainStatus)" = 0 ]; }
 status_says() { svc_status | grep -q "$1"; }
 logged() { journalctl -b -u "$SVC" --no-pager | grep -q "$1"; }
@@ -298,6 +299,14 @@ boot2() {
   check "/etc/selinux/config untouched by the window" sha256sum -c --quiet "$E/selinux-config.sha256"
   wait_for 300 "ade-prep.service started again at boot and waiting" svc_ready
   tl "service resumed the window" "$(svc_status)"
+  # The reboot dropped prepare's runtime masks: the generator held the units down through the boot.
+  local u
+  for u in redis-server.service fake-docker.socket fake-docker.service; do
+    check "$u held down through the boot ($(systemctl is-active "$u"), LoadState $(prop "$u" LoadState))" \
+      held_down "$u"
+  done
+  check "redis does not answer during the window" sh -c '! redis-cli ping >/dev/null 2>&1'
+  check "the service logged the units held since boot" logged "unit(s) held masked since boot"
   check "journal: window still open after the $SCENARIO" [ "$(window_open)" = True ]
   check "the resumed service took the window from the journal" \
     logged "waiting for ADE"

@@ -69,6 +69,7 @@ left=
 for f in /etc/ade-prep /var/lib/ade-prep /run/ade-prep /usr/bin/ade-prep "$U"/ade-prep.* /usr/lib/systemd/system/ade-prep.* \
          /etc/systemd/system/*/ade-prep.* /etc/systemd/system/ade-prep.* /usr/lib/tmpfiles.d/ade-prep.conf \
          /usr/lib/systemd/system-preset/50-ade-prep.preset /usr/share/man/man1/ade-prep* \
+         /lib/systemd/system-generators/ade-prep-generator /usr/lib/systemd/system-generators/ade-prep-generator \
          /var/lib/systemd/deb-systemd-helper-enabled/*ade-prep* /var/lib/systemd/deb-systemd-helper-enabled/*/ade-prep*; do
   if [ -e "$f" ] || [ -L "$f" ]; then left="$left $f"; fi
 done
