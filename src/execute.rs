@@ -361,7 +361,7 @@ mod tests {
     use crate::plan::plan;
     use crate::runner::Outcome;
     use crate::scan::{test_holder as holder, Scan, ScanError};
-    use crate::selinux::SelinuxError;
+    use crate::selinux::FakeSelinux;
     use crate::state::{FileStore, Phase, Status};
     use crate::systemd::fake::{service, FakeCall, FakeFailure, FakeSystemd};
     use crate::systemd::UnitInfo;
@@ -383,17 +383,6 @@ mod tests {
                 .cloned()
                 .collect();
             Ok(Scan::from_holders(path, live))
-        }
-    }
-
-    struct FakeSelinux(Cell<Mode>);
-    impl Selinux for FakeSelinux {
-        fn mode(&self) -> Result<Mode, SelinuxError> {
-            Ok(self.0.get())
-        }
-        fn set_enforcing(&self, on: bool) -> Result<(), SelinuxError> {
-            self.0.set(if on { Mode::Enforcing } else { Mode::Permissive });
-            Ok(())
         }
     }
 

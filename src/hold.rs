@@ -88,20 +88,9 @@ pub fn reapply_selinux(record: &Record, current_boot: &str, selinux: &dyn Selinu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::selinux::SelinuxError;
+    use crate::selinux::FakeSelinux;
     use crate::state::{Entry, Status, VERSION};
     use std::cell::Cell;
-
-    struct FakeSelinux(Cell<Mode>);
-    impl Selinux for FakeSelinux {
-        fn mode(&self) -> Result<Mode, SelinuxError> {
-            Ok(self.0.get())
-        }
-        fn set_enforcing(&self, on: bool) -> Result<(), SelinuxError> {
-            self.0.set(if on { Mode::Enforcing } else { Mode::Permissive });
-            Ok(())
-        }
-    }
 
     fn record(phase: Phase, boot: &str, entries: Vec<(Change, Status)>) -> Record {
         Record {

@@ -172,9 +172,9 @@ fn cgroup_procs(sd: &Systemd, unit: &str) -> Vec<u32> {
     pids
 }
 
-/// Runtime masks: symlinks to /dev/null in /run/systemd/system.
-fn runtime_masks() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(RUNTIME_UNITS)
+/// Masks in a unit folder: symlinks to /dev/null.
+fn dev_null_links(dir: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|d| {
             d.filter_map(Result::ok)
                 .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == Path::new("/dev/null")))
@@ -184,6 +184,11 @@ fn runtime_masks() -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// Runtime masks: symlinks to /dev/null in /run/systemd/system.
+fn runtime_masks() -> Vec<String> {
+    dev_null_links(RUNTIME_UNITS)
 }
 
 fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
@@ -554,16 +559,7 @@ fn load_state(unit: &str) -> String {
 
 /// Masks the generator made: symlinks to /dev/null in the early generator folder.
 fn generator_masks() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir("/run/systemd/generator.early")
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == Path::new("/dev/null")))
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
+    dev_null_links("/run/systemd/generator.early")
 }
 
 #[test]
