@@ -2,6 +2,8 @@
 //! Decide whether this ADE run needs the window (an enable that includes the OS volume, on a distribution that
 //! unmounts, not yet encrypted), prepare, say READY=1, follow ADE's status through the reboot, restore when it is
 //! done or the window times out. After a reboot the unit starts again, finds the open window and goes on waiting.
+//! Then it stays up for ADE's next request (a retry after an error, a new sequence number), unless none can need the
+//! window any more (the OS volume encrypted, a distribution that does not unmount).
 //! SIGTERM keeps the window (the journal holds it) and exits cleanly; `restore` stays available by hand.
 
 use std::path::{Path, PathBuf};
@@ -15,7 +17,9 @@ use crate::checks::{self, Flow};
 use crate::commands::{self, PrepareOpts};
 use crate::config::Settings;
 use crate::exit;
-use crate::extension::ade::{self, Observation, OsState, PublicSettings, StatusRead, Verdict, WaitEnd, Watcher};
+use crate::extension::ade::{
+    self, Observation, OsState, Outcome, PublicSettings, StatusRead, Verdict, WaitEnd, Watcher,
+};
 use crate::hold;
 use crate::paths::Paths;
 use crate::selinux::SelinuxFs;
@@ -31,38 +35,46 @@ pub enum Decision {
         /// The settings' sequence number.
         seq: u64,
     },
-    /// Nothing to do, and why.
-    Skip(String),
+    /// Nothing to do for this request, and why. `watch`: a later request on this machine may need the window
+    /// (false when none ever will: no ADE, a distribution that does not unmount, the OS volume already encrypted).
+    Skip {
+        /// Why.
+        why: String,
+        /// Stay up for ADE's next request.
+        watch: bool,
+    },
+}
+
+fn skip(why: impl Into<String>, watch: bool) -> Decision {
+    Decision::Skip { why: why.into(), watch }
 }
 
 /// Pure: whether ADE's request needs the window.
 pub fn decide(obs: &Observation, public: Option<&PublicSettings>, flow: Flow) -> Decision {
     let (Some(h), Some(seq)) = (&obs.handler, obs.seq) else {
-        return Decision::Skip(format!("no ADE request: {}", verdict_text(&obs.verdict)));
+        return skip(format!("no ADE request: {}", verdict_text(&obs.verdict)), false);
     };
     let Some(p) = public else {
-        return Decision::Skip(format!("ADE settings seq {seq} have no readable public settings"));
+        return skip(format!("ADE settings seq {seq} have no readable public settings"), true);
     };
     let op = p.encryption_operation.as_deref().unwrap_or("none");
     let vt = p.volume_type.as_deref().unwrap_or("none");
     if !p.is_enable() {
-        return Decision::Skip(format!("ADE operation {op} is not an enable: nothing to prepare"));
+        return skip(format!("ADE operation {op} is not an enable: nothing to prepare"), true);
     }
     if !p.includes_os() {
-        return Decision::Skip(format!("ADE volume type {vt} does not include the OS volume: / is not unmounted"));
+        return skip(format!("ADE volume type {vt} does not include the OS volume: / is not unmounted"), true);
     }
     match flow {
         Flow::Unmount => {}
-        Flow::Online => {
-            return Decision::Skip("this distribution encrypts the OS disk online: no preparation needed".into())
-        }
+        Flow::Online => return skip("this distribution encrypts the OS disk online: no preparation needed", false),
         Flow::Unsupported | Flow::Unknown => {
-            return Decision::Skip("ADE does not unmount / on this distribution (see `ade-prep check`)".into())
+            return skip("ADE does not unmount / on this distribution (see `ade-prep check`)", false)
         }
     }
     if let StatusRead::Ok { status } = &obs.status {
         if status.os == Some(OsState::Encrypted) {
-            return Decision::Skip("the OS volume is already encrypted".into());
+            return skip("the OS volume is already encrypted", false);
         }
     }
     Decision::Prepare { handler_dir: h.dir.clone(), seq }
@@ -161,10 +173,64 @@ pub struct RunOpts {
     pub force: Vec<String>,
 }
 
-/// `ade-prep run`.
+/// What `run` does once a request is dealt with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Next {
+    /// End `run` with this exit code.
+    Exit(u8),
+    /// Stay up until ADE's request changes from this one (another sequence number, or another handler folder).
+    Watch {
+        /// The handler folder of the request dealt with.
+        handler_dir: Option<PathBuf>,
+        /// Its sequence number.
+        seq: Option<u64>,
+    },
+}
+
+/// `ade-prep run`: deals with ADE's current request, then, unless no later request can need the window (the OS
+/// volume encrypted, a distribution that does not unmount, no ADE at all), stays up for the next one: while the
+/// service is active the path unit cannot start it again, so a retry after ADE's error would otherwise go
+/// unprepared.
 pub fn run(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Result<u8> {
     install_signal_handlers()?;
     start_watchdog();
+    loop {
+        match one_request(paths, settings, opts)? {
+            Next::Exit(code) => return Ok(code),
+            Next::Watch { handler_dir, seq } => {
+                if !wait_for_next_request(paths, handler_dir.as_deref(), seq, &STOP) {
+                    return Ok(exit::OK);
+                }
+            }
+        }
+    }
+}
+
+/// Watches ADE (every 2 s) until its request is another than (`handler_dir`, `seq`); false when stopped first.
+fn wait_for_next_request(paths: &Paths, handler_dir: Option<&Path>, seq: Option<u64>, stop: &AtomicBool) -> bool {
+    notify(&[sd_notify::NotifyState::Ready]);
+    let handled = seq.map_or_else(|| "none".to_string(), |s| s.to_string());
+    let mut said = false;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            status("stopping: no window open");
+            return false;
+        }
+        let obs = ade::observe(paths);
+        let dir = obs.handler.as_ref().map(|h| h.dir.as_path());
+        if obs.seq.is_some() && (dir != handler_dir || obs.seq != seq) {
+            log::info!("ADE's request changed (seq {handled} -> {}): deciding again", obs.seq.unwrap_or_default());
+            return true;
+        }
+        if !said {
+            status(&format!("idle: watching for ADE's next request (seq {handled} was dealt with)"));
+            said = true;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+fn one_request(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Result<Next> {
     let store = FileStore::new(paths);
     let open = store.load()?.filter(|r| r.is_window_open());
     if let Some(r) = &open {
@@ -190,11 +256,12 @@ pub fn run(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Result
         let flow = checks::check_machine(paths, settings, &checks::Waagent::for_paths(paths)).flow;
         let forced_distro = opts.force.iter().flat_map(|f| f.split(',')).any(|id| id == "distro");
         let flow = if forced_distro && flow != Flow::Online { Flow::Unmount } else { flow };
+        let this = Next::Watch { handler_dir: obs.handler.as_ref().map(|h| h.dir.clone()), seq: obs.seq };
         let (handler_dir, seq) = match decide(&obs, public.as_ref(), flow) {
-            Decision::Skip(why) => {
+            Decision::Skip { why, watch } => {
                 status(&format!("nothing to do: {why}"));
                 notify(&[sd_notify::NotifyState::Ready]);
-                return Ok(exit::OK);
+                return Ok(if watch { this } else { Next::Exit(exit::OK) });
             }
             Decision::Prepare { handler_dir, seq } => (handler_dir, seq),
         };
@@ -203,7 +270,7 @@ pub fn run(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Result
         if let Some(done) = store.load()?.and_then(|r| r.ade).filter(|a| a.handler_dir == handler_dir && a.seq == seq) {
             status(&format!("nothing to do: ADE request seq {} was already handled", done.seq));
             notify(&[sd_notify::NotifyState::Ready]);
-            return Ok(exit::OK);
+            return Ok(this);
         }
         let settings_file = ade::settings_path(&handler_dir, seq);
         status(&format!("ADE request seq {seq} includes the OS volume: preparing"));
@@ -213,7 +280,7 @@ pub fn run(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Result
         if prepared.is_none() {
             status("nothing to do: no preparation needed");
             notify(&[sd_notify::NotifyState::Ready]);
-            return Ok(exit::OK);
+            return Ok(Next::Exit(exit::OK));
         }
         if let Some(a) = age(&settings_file) {
             log::info!(
@@ -253,7 +320,7 @@ fn resume_after_reboot(paths: &Paths, record: &state::Record) -> anyhow::Result<
     Ok(())
 }
 
-fn wait_and_restore(paths: &Paths, settings: &Settings) -> anyhow::Result<u8> {
+fn wait_and_restore(paths: &Paths, settings: &Settings) -> anyhow::Result<Next> {
     let record = FileStore::new(paths).load()?.context("no journal")?;
     resume_after_reboot(paths, &record)?;
     let summary = commands::summary(&record);
@@ -278,11 +345,19 @@ fn wait_and_restore(paths: &Paths, settings: &Settings) -> anyhow::Result<u8> {
         WaitEnd::Stopped { .. } => {
             status("stopping: the window stays open (the journal holds it); `ade-prep restore` closes it");
             notify(&[sd_notify::NotifyState::Stopping]);
-            Ok(exit::OK)
+            Ok(Next::Exit(exit::OK))
         }
         WaitEnd::Done { outcome, .. } => {
             status(&format!("ADE done: {outcome}; restoring"));
-            restore_now(paths, settings)
+            restore_now(paths, settings)?;
+            // After the OS volume is encrypted no later request unmounts / again; after an error, ADE is retried.
+            Ok(match outcome {
+                Outcome::Encrypted => Next::Exit(exit::OK),
+                _ => Next::Watch {
+                    handler_dir: record.ade.as_ref().map(|a| a.handler_dir.clone()),
+                    seq: record.ade.as_ref().map(|a| a.seq),
+                },
+            })
         }
         WaitEnd::TimedOut { last } => {
             log::error!(
@@ -291,18 +366,18 @@ fn wait_and_restore(paths: &Paths, settings: &Settings) -> anyhow::Result<u8> {
                 verdict_text(&last.verdict)
             );
             restore_now(paths, settings)?;
-            Ok(exit::FAILED)
+            Ok(Next::Exit(exit::FAILED))
         }
     }
 }
 
-fn restore_now(paths: &Paths, settings: &Settings) -> anyhow::Result<u8> {
+fn restore_now(paths: &Paths, settings: &Settings) -> anyhow::Result<()> {
     // No STOPPING=1 here: systemd would take it as the service stopping (deactivating, stop-sigterm, bounded by
     // TimeoutStopSec, inactive afterwards instead of RemainAfterExit's active (exited)), and ade-prep.path, seeing
     // ADE's settings still there, would start `run` again at once.
     let r = commands::restore(paths, settings, None)?;
     status(&format!("restored: {}", r.map(|r| r.summary()).unwrap_or_else(|| "nothing to undo".into())));
-    Ok(exit::OK)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -345,21 +420,27 @@ mod tests {
             decide(&o, Some(&public("EnableEncryptionFormatAll", "OS")), Flow::Unmount),
             Decision::Prepare { .. }
         ));
+        // (why, whether a later request may still need the window)
         let skip = |d: Decision| match d {
-            Decision::Skip(why) => why,
+            Decision::Skip { why, watch } => (why, watch),
             d => panic!("{d:?}"),
         };
-        assert!(skip(decide(&o, Some(&public("EnableEncryption", "Data")), Flow::Unmount)).contains("does not include"));
-        assert!(skip(decide(&o, Some(&public("DisableEncryption", "All")), Flow::Unmount)).contains("not an enable"));
-        assert!(skip(decide(&o, Some(&public("EnableEncryption", "OS")), Flow::Online)).contains("online"));
-        assert!(
-            skip(decide(&o, Some(&public("EnableEncryption", "OS")), Flow::Unsupported)).contains("does not unmount")
-        );
-        assert!(skip(decide(&obs(Some("Encrypted")), Some(&public("EnableEncryption", "OS")), Flow::Unmount))
-            .contains("already encrypted"));
-        assert!(skip(decide(&o, None, Flow::Unmount)).contains("no readable public settings"));
+        let (why, watch) = skip(decide(&o, Some(&public("EnableEncryption", "Data")), Flow::Unmount));
+        assert!(why.contains("does not include") && watch, "{why}");
+        let (why, watch) = skip(decide(&o, Some(&public("DisableEncryption", "All")), Flow::Unmount));
+        assert!(why.contains("not an enable") && watch, "{why}");
+        let (why, watch) = skip(decide(&o, Some(&public("EnableEncryption", "OS")), Flow::Online));
+        assert!(why.contains("online") && !watch, "{why}");
+        let (why, watch) = skip(decide(&o, Some(&public("EnableEncryption", "OS")), Flow::Unsupported));
+        assert!(why.contains("does not unmount") && !watch, "{why}");
+        let (why, watch) =
+            skip(decide(&obs(Some("Encrypted")), Some(&public("EnableEncryption", "OS")), Flow::Unmount));
+        assert!(why.contains("already encrypted") && !watch, "{why}");
+        let (why, watch) = skip(decide(&o, None, Flow::Unmount));
+        assert!(why.contains("no readable public settings") && watch, "{why}");
         let none = Observation { handler: None, seq: None, ..obs(None) };
-        assert!(skip(decide(&none, None, Flow::Unmount)).starts_with("no ADE request"));
+        let (why, watch) = skip(decide(&none, None, Flow::Unmount));
+        assert!(why.starts_with("no ADE request") && !watch, "{why}");
     }
 
     #[test]

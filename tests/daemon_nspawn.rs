@@ -188,17 +188,34 @@ fn in_container_run_prepares_waits_through_the_reboot_keeps_the_window_on_sigter
     assert!(unit_log().contains("no completion from ADE within 24 h"), "{}", unit_log());
     sh(&["systemctl", "reset-failed", UNIT]);
 
-    // Requests that do not need the window: exit 0, nothing changed (same db process, same journal).
-    for (seq, op, vt, why) in [
-        (2, "DisableEncryption", "All", "ADE operation DisableEncryption is not an enable"),
-        (3, "EnableEncryption", "Data", "ADE volume type Data does not include the OS volume"),
-    ] {
-        write_settings(seq, op, vt);
-        let (pid, journal) = (db_pid(), journal_text());
-        let (code, out) = finish(start_unit());
-        assert_eq!(code, Some(0), "{op} {vt}: {out}");
-        assert_eq!(MachineState::read(), base, "{op} {vt}");
-        assert_eq!((db_pid(), journal_text()), (pid, journal), "{op} {vt} changed something");
-        assert!(unit_log().contains(why), "{}", unit_log());
-    }
+    // Requests that do not need the window: nothing changed (same db process, same journal), and `run` stays up
+    // for ADE's next request (while the unit is active the path unit could not start it again).
+    let (pid, journal) = (db_pid(), journal_text());
+    write_settings(2, "DisableEncryption", "All");
+    let child = start_unit();
+    wait_status("idle: watching for ADE's next request (seq 2 was dealt with)", 60);
+    assert!(unit_log().contains("ADE operation DisableEncryption is not an enable"), "{}", unit_log());
+    write_settings(3, "EnableEncryption", "Data");
+    wait_status("(seq 3 was dealt with)", 30);
+    assert!(unit_log().contains("ADE volume type Data does not include the OS volume"), "{}", unit_log());
+    assert_eq!(MachineState::read(), base);
+    assert_eq!((db_pid(), journal_text()), (pid, journal), "a request without the OS volume changed something");
+
+    // ADE fails, the operator retries (a new sequence number): the same `run` prepares again, and restores again.
+    write_settings(4, "EnableEncryption", "All");
+    wait_for("the window for seq 4", 60, || MachineState::read().is_fully_prepared());
+    wait_status("waiting for ADE", 15);
+    write_status(4, "error", "NotEncrypted");
+    wait_status("(seq 4 was dealt with)", 60);
+    assert!(unit_log().contains("ADE done: EnableEncryption failed"), "{}", unit_log());
+    settle_workloads();
+    assert_eq!(MachineState::read(), base);
+    assert_eq!(show("ActiveState"), "active", "run ended after ADE's error");
+    write_settings(5, "EnableEncryption", "All");
+    wait_for("the window for seq 5", 60, || MachineState::read().is_fully_prepared());
+    write_status(5, "success", "Encrypted");
+    let (code, out) = finish(child);
+    assert_eq!(code, Some(0), "run after the retry's Encrypted: {out}");
+    settle_workloads();
+    assert_eq!(MachineState::read(), base);
 }

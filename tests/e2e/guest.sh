@@ -12,8 +12,9 @@
 # "E2E PASS SCENARIO" or "E2E FAIL SCENARIO: why" (exit 1).
 #
 # SELinux decision: restore puts back the mode recorded before prepare (enforcing here), also after the reboot,
-# when the guest has come up in the mode its /etc/selinux/config says (permissive in this image). ade-prep never
-# edits that file: the test checks its checksum and that the reboot came up in the configured mode.
+# when the guest has come up in the mode its /etc/selinux/config says (enforcing for success, permissive for reset);
+# in between, the resumed daemon keeps it permissive. ade-prep never edits that file: the test checks its checksum
+# and that the reboot came up in the configured mode.
 # shellcheck disable=SC2317   # predicates run through check and wait_for
 set -u
 SCENARIO=${1:?usage: guest.sh success|error|reset}
@@ -70,13 +71,16 @@ svc_started() { [ "$(prop "$SVC" ActiveState)" != inactive ]; }
 stopped_masked() { [ "$(systemctl is-active "$1")" != active ] && [ "$(systemctl is-enabled "$1" 2>/dev/null)" = masked-runtime ]; }
 held_down() { [ "$(systemctl is-active "$1")" != active ] && [ "$(prop "$1" LoadState)" = masked ]; }
 exited_ok() { [ "$(svc_state)" = active/exited ] && [ "$(prop "$SVC" ExecMainStatus)" = 0 ]; }
+# After ADE's error the service stays up for the retry (the path unit cannot start an active service again).
+idle() { [ "$(svc_state)" = active/running ] && status_says "idle: watching for ADE's next request"; }
+window_is_open() { [ "$(window_open)" = True ]; }
 status_says() { svc_status | grep -q "$1"; }
 logged() { journalctl -b -u "$SVC" --no-pager | grep -q "$1"; }
 
 # write_status OPERATION STATUS CODE MESSAGE OS: status/0.status as ADE's HandlerUtil.do_status_report writes it
 # (truncate, then the JSON; version and code as strings; the substatus message the JSON of the encryption status).
 write_status() {
-  python3 - "$HANDLER/status/0.status" "$@" <<'EOF'
+  python3 - "$HANDLER/status/${SEQ:-0}.status" "$@" <<'EOF'
 import json, sys, time
 path, op, st, code, msg, os_state = sys.argv[1:]
 name = "Microsoft.Azure.Security.AzureDiskEncryptionForLinux"
@@ -89,7 +93,7 @@ doc = [{"version": "1.4.0.1", "timestampUTC": time.strftime("%Y-%m-%dT%H:%M:%SZ"
 with open(path, "w+") as f:
     f.write(json.dumps(doc))
 EOF
-  tl "ADE status: $2 $1 os=$5" "service $(svc_state)"
+  tl "ADE status: $2 $1 os=$5 (seq ${SEQ:-0})" "service $(svc_state)"
 }
 
 # A custom-script-like extension process, running from the Custom Script download folder: it goes on for CS_SECS
@@ -223,8 +227,12 @@ assert_restored() {
     [ "$(jq_py 'd["window_open"]' < "$E/lock-ran.status")" = False ]
   wait_for 30 "the lock is free" lock_free
   check "journal: window closed" [ "$(window_open)" = False ]
-  check "service: active (exited), exit code $(prop "$SVC" ExecMainStatus)" \
-    exited_ok
+  if [ "${EXPECT_AFTER:-exited}" = idle ]; then
+    wait_for 30 "the service idle, watching for ADE's next request" idle
+    check "service: still running, watching for ADE's next request ($(svc_status))" idle
+  else
+    check "service: active (exited), exit code $(prop "$SVC" ExecMainStatus)" exited_ok
+  fi
   tl "restored" "$(ade-prep status --json | jq_py 'd["journal"]["phase"]'), lock $(lock_state), enforce=$(enforce)"
 }
 
@@ -238,6 +246,9 @@ complete() {
 
 boot1() {
   tl "boot 1" "scenario $SCENARIO, enforce=$(enforce)"
+  # success: an image configured enforcing (as RHEL's are), so the reboot brings SELinux back enforcing mid-window;
+  # reset: configured permissive (the image's default).
+  if [ "$SCENARIO" = success ]; then sed -i 's/^SELINUX=.*/SELINUX=enforcing/' /etc/selinux/config; fi
   sha256sum /etc/selinux/config > "$E/selinux-config.sha256"
   echo 1 > "$ENFORCE"
   tl "SELinux enforcing" "enforce=$(enforce), config: $(grep '^SELINUX=' /etc/selinux/config)"
@@ -272,8 +283,20 @@ EOF
   check "service waits through EncryptionInProgress ($(svc_state))" svc_ready
   case $SCENARIO in
     error)
-      complete EnableEncryption error 10 "Failed to encrypt the OS volume: unmount of / failed" NotEncrypted
+      EXPECT_AFTER=idle complete EnableEncryption error 10 "Failed to encrypt the OS volume: unmount of / failed" NotEncrypted
       check "service logged ADE's failure" logged "failed (code 10)"
+      # The operator retries: the guest agent writes settings seq 1; the same service prepares again.
+      SEQ=1
+      sed 's/"SequenceVersion":"[^"]*"/"SequenceVersion":"retry-1"/' "$HANDLER/config/0.settings" > "$HANDLER/config/1.settings"
+      tl "ADE retried: settings seq 1 written" "service $(svc_state): $(svc_status)"
+      write_status EnableEncryption transitioning 0 "Enable encryption started" NotEncrypted
+      wait_for 240 "the window open again for seq 1" window_is_open
+      wait_for 120 "prepare for seq 1 done" status_says "waiting for ADE"
+      tl "window open again (seq 1)" "$(svc_status)"
+      start_lock_waiter
+      sleep 3
+      assert_window
+      complete EnableEncryption success 0 "Encryption succeeded for all volumes" Encrypted
       finish;;
     success)
       write_status EnableEncryptionOSVolume success 0 "OS disk successfully encrypted, please reboot the VM" VMRestartPending
@@ -306,6 +329,7 @@ boot2() {
       held_down "$u"
   done
   check "redis does not answer during the window" sh -c '! redis-cli ping >/dev/null 2>&1'
+  check "SELinux permissive for the rest of the window (enforce=$(enforce))" [ "$(enforce)" = 0 ]
   check "the service logged the units held since boot" logged "unit(s) held masked since boot"
   check "journal: window still open after the $SCENARIO" [ "$(window_open)" = True ]
   check "the resumed service took the window from the journal" \
