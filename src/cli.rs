@@ -98,14 +98,6 @@ pub enum Command {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<std::ffi::OsString>,
     },
-    /// systemd generator (packaged as /usr/lib/systemd/system-generators/ade-prep-generator): after a reboot in an
-    /// open window, masks the units the window stopped, in the early folder (see src/hold.rs).
-    #[command(hide = true)]
-    Generator {
-        /// The generator folders systemd passes: normal, early, late (one folder serves as all three).
-        #[arg(num_args = 1..=3, required = true, value_name = "DIR")]
-        dirs: Vec<PathBuf>,
-    },
 }
 
 /// Whether the process runs as root.
@@ -125,20 +117,6 @@ fn out(text: &str) -> anyhow::Result<()> {
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let paths = cli.root.clone().map_or_else(Paths::system, Paths::under);
-    // The generator reads the journal only: a broken config must not change what boot holds down.
-    if let Command::Generator { dirs } = &cli.command {
-        let early = dirs.get(1).unwrap_or(&dirs[0]);
-        let units = crate::hold::generate(&paths, early)?;
-        if !units.is_empty() {
-            log::warn!(
-                "ade-prep-generator: encryption window still open from an earlier boot: holding {} unit(s) masked \
-                 until restore: {}",
-                units.len(),
-                units.join(" ")
-            );
-        }
-        return Ok(exit::OK);
-    }
     let settings = config::load(&paths, is_root())?;
     match cli.command {
         Command::Scan { mount, json } => {
@@ -205,7 +183,6 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Lock { wait, command } => {
             crate::lock::run_holding(&paths, wait.map(std::time::Duration::from_secs), &command)
         }
-        Command::Generator { .. } => unreachable!("handled before the configuration is read"),
         Command::Config => {
             let files = config::files(&paths)?;
             let mut text = String::from("# effective configuration: built-in defaults");

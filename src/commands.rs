@@ -11,6 +11,7 @@ use crate::checks::{self, Flow};
 use crate::config::Settings;
 use crate::execute::{self, Machine};
 use crate::exit;
+use crate::hold;
 use crate::lock::{Lock, LockGuard, LockState};
 use crate::paths::Paths;
 use crate::plan::{self, Plan};
@@ -123,6 +124,11 @@ pub fn prepare(
     let mut journal = Journal::open(store, mount, &boot)?;
     log::info!("window opened: {} step(s) to free {}", plan.steps.len(), mount.display());
     execute::execute(&m, &plan, &mut journal)?;
+    // The hold list before the phase: a crash in between leaves it to the restore that follows (which removes it).
+    // Without it the window still works; only a reboot would let the workloads start early.
+    if let Err(e) = hold::write_list(paths, &hold::units_to_hold(journal.record())) {
+        log::warn!("the workloads will not be held down through a reboot: {e:#}");
+    }
     journal.set_phase(Phase::Open)?;
     log::info!("window open: {}", summary(journal.record()));
     Ok((Some(Prepared { plan, executed: true, journal: Some(journal.record().clone()) }), Some(guard)))
@@ -160,6 +166,8 @@ pub fn restore(paths: &Paths, settings: &Settings, lock_wait: Option<u64>) -> an
     let store = FileStore::new(paths);
     let lock = Lock::new(paths);
     let _guard = lock.acquire("restore", lock_wait.map(Duration::from_secs))?;
+    // The hold list first: restore's Reload runs ade-prep-generator, which must no longer mask anything.
+    hold::clear_list(paths)?;
     let Some(mut journal) = Journal::resume(store)? else { return Ok(None) };
     if !journal.is_window_open() {
         return Ok(None);

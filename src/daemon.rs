@@ -307,8 +307,19 @@ fn resume_after_reboot(paths: &Paths, record: &state::Record) -> anyhow::Result<
     if record.boot_id == boot {
         return Ok(());
     }
-    let held = hold::held_units(record, &boot);
-    log::info!("window opened before a reboot: {} unit(s) held masked since boot: {}", held.len(), held.join(" "));
+    let (held, loose) = hold::split_held(paths, hold::units_to_hold(record));
+    if !held.is_empty() {
+        log::info!("window opened before a reboot: {} unit(s) held masked since boot: {}", held.len(), held.join(" "));
+    }
+    if !loose.is_empty() {
+        log::error!(
+            "window opened before a reboot, but {} unit(s) were not held down through the boot (no mask from \
+             ade-prep-generator in {}: see `journalctl -b | grep ade-prep`): {}",
+            loose.len(),
+            hold::GENERATOR_EARLY_DIR,
+            loose.join(" ")
+        );
+    }
     match hold::reapply_selinux(record, &boot, &SelinuxFs::new(paths)) {
         Ok(true) => {
             log::info!("SELinux: enforcing -> permissive again for the rest of the window (the boot brought it back)")

@@ -1,37 +1,39 @@
 //! Holding the window across the reboot ADE's OS encryption needs.
 //!
 //! Prepare's masks are runtime masks (`/run/systemd/system`): the reboot drops them, and the workloads would start
-//! at boot while ADE has not yet reported completion. So `ade-prep` is also a systemd generator
-//! (`/usr/lib/systemd/system-generators/ade-prep-generator`, run at boot before any unit is loaded, and at every
-//! daemon-reload): when the journal says the window is open (phase `open`) and was opened in an earlier boot, it
-//! masks every unit the window stopped or masked, in the generator's early folder (it overrides `/etc` too). Once
-//! restore sets the phase to `restoring`, the next reload (restore's own) drops those masks. In the boot that
-//! opened the window the generator adds nothing: the runtime masks are there, and a mask loaded before a stop
-//! would drop the unit's ExecStop (see plan).
+//! at boot while ADE has not yet reported completion. So prepare also writes the hold list [`paths::HOLD_FILE`]
+//! (one unit per line: every unit the window stopped or masked), and the package installs a systemd generator
+//! (`/usr/lib/systemd/system-generators/ade-prep-generator`, a shell script run at boot before any unit is loaded
+//! and at every daemon-reload) that masks each listed unit in the generator's early folder, which outranks `/etc`
+//! too. Restore removes the list first, so its own Reload drops those masks.
+//!
+//! The list is in /etc, not beside the journal in /var/lib, and the generator is a shell script, not ade-prep:
+//! under SELinux policy (Debian's refpolicy, enforcing at boot) the generators' domain may read /etc but not
+//! /var/lib, and the Rust runtime's start-up (`sched_getaffinity`) is denied there too (both seen in the e2e run).
 //!
 //! SELinux comes back at boot in the mode `/etc/selinux/config` gives; the daemon that resumes the window sets it
 //! permissive again ([`reapply_selinux`]); restore later puts back the mode recorded before prepare.
 
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 
-use crate::paths::Paths;
+use crate::paths::{self, Paths};
 use crate::selinux::{Mode, Selinux};
-use crate::state::{self, Change, FileStore, Phase, Record, Store};
+use crate::state::{Change, Phase, Record};
 
-/// The units a generator must mask in the boot `current_boot`: every unit the window stopped or masked and that is
-/// not yet undone, when the window is open (not restoring) and was opened in another boot. Scopes are left out
-/// (transient, nothing to mask). Sorted, without duplicates.
-pub fn held_units(record: &Record, current_boot: &str) -> Vec<String> {
-    if record.phase != Phase::Open || record.boot_id == current_boot {
-        return vec![];
-    }
+/// Where the generator writes its masks (systemd's early generator folder).
+pub const GENERATOR_EARLY_DIR: &str = "/run/systemd/generator.early";
+
+/// The units to hold down: every unit the window stopped or masked and that is not yet undone. Scopes are left out
+/// (transient, nothing to mask), and so are names that are not plain unit file names. Sorted, without duplicates.
+pub fn units_to_hold(record: &Record) -> Vec<String> {
     let mut units: Vec<String> = record
         .to_undo()
         .filter_map(|e| match &e.change {
             Change::MaskUnit { unit } | Change::StopUnit { unit, .. } => Some(unit.clone()),
             _ => None,
         })
-        .filter(|u| !u.ends_with(".scope"))
+        .filter(|u| !u.ends_with(".scope") && valid_unit_name(u))
         .collect();
     units.sort();
     units.dedup();
@@ -44,30 +46,42 @@ fn valid_unit_name(u: &str) -> bool {
     ok_chars && !u.starts_with('.') && u.contains('.') && u.len() <= 255
 }
 
-/// The generator: masks [`held_units`] in `early_dir` (symlinks to /dev/null). Returns the units masked. Errors name
-/// the journal or the file that could not be written.
-pub fn generate(paths: &Paths, early_dir: &Path) -> anyhow::Result<Vec<String>> {
-    let Some(record) = FileStore::new(paths).load()? else { return Ok(vec![]) };
-    let boot = state::boot_id(paths)?;
-    let units = held_units(&record, &boot);
-    if units.is_empty() {
-        return Ok(units);
-    }
-    std::fs::create_dir_all(early_dir).map_err(|e| anyhow::anyhow!("{}: {e}", early_dir.display()))?;
-    let mut masked = vec![];
+/// Writes the hold list (atomically: a temporary file renamed over it), 0644.
+pub fn write_list(paths: &Paths, units: &[String]) -> anyhow::Result<()> {
+    let path = paths.hold_file();
+    let err = |e: std::io::Error| anyhow::anyhow!("{}: {e}", path.display());
+    let dir = path.parent().expect("the hold file has a folder");
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let tmp = path.with_extension("tmp");
+    let mut text = format!(
+        "# Written by ade-prep while an encryption window is open ({}); removed when it closes.\n\
+         # ade-prep-generator masks these units at boot, so they stay down through the reboot until restore.\n",
+        paths::STATE_FILE
+    );
     for u in units {
-        if !valid_unit_name(&u) {
-            log::warn!("{}: unit name {u:?} left alone (not a unit file name)", paths.state_file().display());
-            continue;
-        }
-        let link: PathBuf = early_dir.join(&u);
-        match std::os::unix::fs::symlink("/dev/null", &link) {
-            Ok(()) => masked.push(u),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => masked.push(u),
-            Err(e) => anyhow::bail!("{}: {e}", link.display()),
-        }
+        text.push_str(u);
+        text.push('\n');
     }
-    Ok(masked)
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)?;
+    Ok(())
+}
+
+/// Removes the hold list (absent is fine).
+pub fn clear_list(paths: &Paths) -> anyhow::Result<()> {
+    let path = paths.hold_file();
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(anyhow::anyhow!("{}: {e}", path.display())),
+        _ => Ok(()),
+    }
+}
+
+/// Splits `units` into those the generator's masks hold (a link to /dev/null in [`GENERATOR_EARLY_DIR`]) and the
+/// others: what the resumed daemon reports, rather than assuming the generator ran.
+pub fn split_held(paths: &Paths, units: Vec<String>) -> (Vec<String>, Vec<String>) {
+    let dir = paths.resolve(GENERATOR_EARLY_DIR);
+    units.into_iter().partition(|u| std::fs::read_link(dir.join(u)).is_ok_and(|t| t == Path::new("/dev/null")))
 }
 
 /// After a reboot in an open window whose journal set SELinux permissive (and not yet undone): sets it permissive
@@ -125,25 +139,18 @@ mod tests {
                 (stop("etc-unit.service"), Status::Done), // in /etc: stopped, not masked
                 (stop("docker-abc.scope"), Status::Done),
                 (stop("undone.service"), Status::Undone),
+                (stop("../../etc/passwd"), Status::Done),
                 (Change::SelinuxPermissive { previous: Mode::Enforcing }, Status::Done),
             ],
         )
     }
 
     #[test]
-    fn after_a_reboot_an_open_window_holds_every_stopped_or_masked_unit() {
+    fn every_stopped_or_masked_unit_not_yet_undone_is_held_but_scopes_and_odd_names() {
         assert_eq!(
-            held_units(&window(Phase::Open, "boot-a"), "boot-b"),
+            units_to_hold(&window(Phase::Open, "boot-a")),
             ["docker.socket", "etc-unit.service", "redis-server.service"]
         );
-    }
-
-    #[test]
-    fn nothing_is_held_in_the_same_boot_while_restoring_or_once_closed() {
-        assert!(held_units(&window(Phase::Open, "boot-a"), "boot-a").is_empty());
-        for phase in [Phase::Restoring, Phase::Closed, Phase::Preparing] {
-            assert!(held_units(&window(phase, "boot-a"), "boot-b").is_empty(), "{phase}");
-        }
     }
 
     #[test]
@@ -151,8 +158,8 @@ mod tests {
         assert!(valid_unit_name("redis-server.service"));
         assert!(valid_unit_name("getty@tty1.service"));
         assert!(valid_unit_name("SAPABC_00.service"));
-        for bad in ["../../etc/passwd", "a/b.service", ".service", "noext", ""] {
-            assert!(!valid_unit_name(bad), "{bad}");
+        for bad in ["../../etc/passwd", "a/b.service", ".service", "noext", "", "a b.service", "a\n.service"] {
+            assert!(!valid_unit_name(bad), "{bad:?}");
         }
     }
 
@@ -174,23 +181,23 @@ mod tests {
     }
 
     #[test]
-    fn the_generator_writes_dev_null_links_from_the_journal_on_disk() {
+    fn the_hold_list_is_written_one_unit_per_line_and_cleared() {
         let root = tempfile::tempdir().unwrap();
         let paths = Paths::under(root.path());
-        std::fs::create_dir_all(paths.proc().join("sys/kernel/random")).unwrap();
-        std::fs::write(paths.proc().join("sys/kernel/random/boot_id"), "boot-b\n").unwrap();
-        let early = root.path().join("run/systemd/generator.early");
-        // No journal: nothing, no folder made.
-        assert!(generate(&paths, &early).unwrap().is_empty());
-        assert!(!early.exists());
-        FileStore::new(&paths).save(&window(Phase::Open, "boot-a")).unwrap();
-        let got = generate(&paths, &early).unwrap();
-        assert_eq!(got, ["docker.socket", "etc-unit.service", "redis-server.service"]);
-        for u in &got {
-            assert_eq!(std::fs::read_link(early.join(u)).unwrap(), Path::new("/dev/null"), "{u}");
-        }
-        assert_eq!(std::fs::read_dir(&early).unwrap().count(), 3);
-        // Run again (every daemon-reload): the same, no error.
-        assert_eq!(generate(&paths, &early).unwrap(), got);
+        clear_list(&paths).unwrap(); // absent: fine
+        let units = units_to_hold(&window(Phase::Open, "boot-a"));
+        write_list(&paths, &units).unwrap();
+        let text = std::fs::read_to_string(paths.hold_file()).unwrap();
+        let listed: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(listed, units);
+        assert!(!paths.hold_file().with_extension("tmp").exists());
+        clear_list(&paths).unwrap();
+        assert!(!paths.hold_file().exists());
+        // What the resumed daemon reports: held by the generator's links, or not.
+        let early = paths.resolve(GENERATOR_EARLY_DIR);
+        std::fs::create_dir_all(&early).unwrap();
+        std::os::unix::fs::symlink("/dev/null", early.join("docker.socket")).unwrap();
+        let (held, loose) = split_held(&paths, vec!["docker.socket".into(), "other.service".into()]);
+        assert_eq!((held, loose), (vec!["docker.socket".to_string()], vec!["other.service".to_string()]));
     }
 }

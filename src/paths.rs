@@ -11,6 +11,8 @@ pub const CONFIG_DIR: &str = "/etc/ade-prep/config.d";
 pub const STATE_FILE: &str = "/var/lib/ade-prep/state.json";
 /// The folder of the journal.
 pub const STATE_DIR: &str = "/var/lib/ade-prep";
+/// The units to hold down through a reboot while a window is open, for ade-prep-generator (src/hold.rs).
+pub const HOLD_FILE: &str = "/etc/ade-prep/hold";
 /// Runtime folder (tmpfiles.d creates it).
 pub const RUN_DIR: &str = "/run/ade-prep";
 /// The serialisation lock taken by `prepare` and `lock`.
@@ -39,6 +41,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("CONFIG_FILE", CONFIG_FILE),
     ("CONFIG_DIR", CONFIG_DIR),
     ("STATE_FILE", STATE_FILE),
+    ("HOLD_FILE", HOLD_FILE),
     ("RUN_DIR", RUN_DIR),
     ("LOCK_FILE", LOCK_FILE),
     ("WAAGENT_DIR", WAAGENT_DIR),
@@ -104,6 +107,10 @@ impl Paths {
     /// The journal under the root.
     pub fn state_file(&self) -> PathBuf {
         self.resolve(STATE_FILE)
+    }
+    /// The hold list under the root.
+    pub fn hold_file(&self) -> PathBuf {
+        self.resolve(HOLD_FILE)
     }
     /// The lock file under the root.
     pub fn lock_file(&self) -> PathBuf {
