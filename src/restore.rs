@@ -44,8 +44,8 @@ fn hit() {
     failpoint::hit("restore");
 }
 
-/// The stop timeout of the workload a unit belongs to (the start job gets as long), 90 s when none matches.
-fn timeout_for(m: &Machine, unit: &str) -> Duration {
+/// The stop timeout of the workload a unit belongs to, 90 s when none matches.
+fn workload_timeout(m: &Machine, unit: &str) -> Duration {
     let secs = m
         .settings
         .workloads
@@ -53,6 +53,29 @@ fn timeout_for(m: &Machine, unit: &str) -> Duration {
         .find(|w| glob::any(&w.units, unit) || w.companion_units.iter().any(|c| c == unit))
         .map_or(90, |w| w.stop_timeout_secs);
     Duration::from_secs(secs)
+}
+
+/// How long restore follows a start job: as long as systemd itself lets the unit start (its TimeoutStartSec, plus
+/// a margin for the job to end), never less than the workload's stop timeout; a service without a start timeout
+/// (infinity) gets [`START_WAIT_CAP`]. A database recovering, or SAP starting its instances, can take minutes: a
+/// shorter wait would report a start that is still going well as failed.
+pub fn start_wait(workload: Duration, timeout_start_usec: Option<u64>, is_service: bool) -> Duration {
+    let systemd = match (is_service, timeout_start_usec) {
+        (false, _) => Duration::ZERO,
+        (true, None) => START_WAIT_CAP,
+        (true, Some(us)) => (Duration::from_micros(us) + START_WAIT_MARGIN).min(START_WAIT_CAP),
+    };
+    workload.max(systemd)
+}
+
+/// The longest restore follows one start job.
+pub const START_WAIT_CAP: Duration = Duration::from_secs(30 * 60);
+const START_WAIT_MARGIN: Duration = Duration::from_secs(15);
+
+fn start_timeout(m: &Machine, unit: &str) -> Duration {
+    let info = m.systemd.unit(unit).ok();
+    let usec = info.as_ref().and_then(|i| i.timeout_start_usec);
+    start_wait(workload_timeout(m, unit), usec, unit.ends_with(".service") && info.is_some())
 }
 
 fn was_running(state: &str) -> bool {
@@ -133,7 +156,7 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
         if start.is_empty() {
             continue;
         }
-        let batch: Vec<(String, Duration)> = start.iter().map(|(_, u, _)| (u.clone(), timeout_for(m, u))).collect();
+        let batch: Vec<(String, Duration)> = start.iter().map(|(_, u, _)| (u.clone(), start_timeout(m, u))).collect();
         let results = m.systemd.start_units(&batch);
         for ((seq, u, _), (_, r)) in start.iter().zip(results) {
             match r {
@@ -179,5 +202,24 @@ fn start_containers(runner: &dyn Runner, ids: &[String]) -> anyhow::Result<()> {
         Ok(())
     } else {
         Err(anyhow!("exit {:?}: {}", o.code, o.stderr_tail))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_is_followed_as_long_as_systemd_lets_the_unit_start() {
+        let s = Duration::from_secs;
+        // A service with TimeoutStartSec=300 whose workload stops within 30 s: 300 s + the margin.
+        assert_eq!(start_wait(s(30), Some(300_000_000), true), s(315));
+        // The workload's stop timeout is the floor.
+        assert_eq!(start_wait(s(120), Some(5_000_000), true), s(120));
+        // No start timeout (infinity): the cap; a huge one is capped too.
+        assert_eq!(start_wait(s(30), None, true), START_WAIT_CAP);
+        assert_eq!(start_wait(s(30), Some(10 * 3600 * 1_000_000), true), START_WAIT_CAP);
+        // Sockets, timers (or a unit that could not be read): the workload's timeout.
+        assert_eq!(start_wait(s(30), None, false), s(30));
     }
 }

@@ -97,6 +97,9 @@ pub struct UnitInfo {
     pub kill_mode: Option<String>,
     /// A service's Restart= setting.
     pub restart: Option<String>,
+    /// A service's start timeout (TimeoutStartUSec) in µs; None when it has none (infinity) or is no service.
+    #[serde(default)]
+    pub timeout_start_usec: Option<u64>,
 }
 
 impl UnitInfo {

@@ -266,6 +266,8 @@ impl ServiceManager for Systemd {
         info.kill_mode = p.opt_string("KillMode")?;
         info.main_pid = p.opt_u32("MainPID")?.filter(|&pid| pid != 0);
         info.restart = p.opt_string("Restart")?;
+        // USEC_INFINITY (u64::MAX) or 0: no start timeout.
+        info.timeout_start_usec = p.opt_u64("TimeoutStartUSec")?.filter(|&t| t != 0 && t != u64::MAX);
         Ok(info)
     }
 
@@ -364,6 +366,9 @@ impl Props<'_> {
     }
     fn opt_u32(&self, key: &str) -> Result<Option<u32>, SystemdError> {
         self.opt::<u32>(key)
+    }
+    fn opt_u64(&self, key: &str) -> Result<Option<u64>, SystemdError> {
+        self.opt::<u64>(key)
     }
     fn string(&self, key: &str) -> Result<String, SystemdError> {
         self.opt_string(key)?.ok_or_else(|| self.bad(key, "missing"))
