@@ -604,7 +604,9 @@ fn in_container_restore_follows_a_start_longer_than_the_stop_timeout() {
         return;
     }
     let sd = baseline(BASE);
-    write_config(&format!("{BASE}\n[workloads.slowstart]\nunits = [\"ade-slowstart.service\"]\nstop_timeout_secs = 1\n"));
+    write_config(&format!(
+        "{BASE}\n[workloads.slowstart]\nunits = [\"ade-slowstart.service\"]\nstop_timeout_secs = 1\n"
+    ));
     assert!(Command::new("systemctl").args(["start", "ade-slowstart.service"]).status().unwrap().success());
     wait_execed(&sd, "ade-slowstart.service");
     let r = prepare(&[]);
