@@ -145,9 +145,24 @@ fn run_does_not_prepare_again_for_an_ade_request_already_handled() {
         r#"{"runtimeSettings":[{"handlerSettings":{"publicSettings":{"EncryptionOperation":"EnableEncryption","VolumeType":"All"}}}]}"#,
     );
     let before = std::fs::read(&journal).unwrap();
-    let o = ade_prep(d.path(), &["-v", "run", "--force", "distro"]).output().unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(stderr(&o).contains("nothing to do: ADE request seq 0 was already handled"), "{}", stderr(&o));
+    let log = d.path().join("run.log");
+    let mut child = ade_prep(d.path(), &["-v", "run", "--force", "distro"])
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    // It stays up for ADE's next request (a retry would come with seq 1), idle, without preparing.
+    common::wait_for("run to go idle", 20, || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("idle: watching for ADE's next request (seq 0")
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("nothing to do: ADE request seq 0 was already handled"), "{text}");
+    assert!(child.try_wait().unwrap().is_none(), "run ended: {text}");
+    assert_eq!(std::fs::read(&journal).unwrap(), before, "the journal is untouched");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let st = child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(st.code(), Some(0), "{text}");
+    assert!(text.contains("stopping: no window open"), "{text}");
     assert_eq!(std::fs::read(&journal).unwrap(), before, "the journal is untouched");
 }
 
