@@ -139,6 +139,28 @@ fn os_work_started(paths: &Paths) -> Option<Vec<String>> {
     (!names.is_empty()).then_some(names)
 }
 
+/// How long `run` reads a settings file again while it cannot be parsed: the guest agent writes it in place
+/// (truncate, then write), so `run`, started by the path unit, can find it empty or half written.
+pub const SETTINGS_READ_WAIT: Duration = Duration::from_secs(15);
+
+/// ADE's public settings for `seq`, read again every 200 ms while the file cannot be parsed, until `timeout`.
+pub fn read_settings_patiently(
+    handler_dir: &Path,
+    seq: u64,
+    timeout: Duration,
+    stop: &AtomicBool,
+) -> Result<PublicSettings, ade::ExtensionError> {
+    let start = Instant::now();
+    loop {
+        match ade::read_settings(handler_dir, seq) {
+            Ok(p) => return Ok(p),
+            Err(e) if start.elapsed() >= timeout || stop.load(Ordering::SeqCst) => return Err(e),
+            Err(e) => log::debug!("{e}; reading again"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// How long `run` waits for ADE's first settings file when the handler folder is there without one.
 pub const SETTINGS_WAIT: Duration = Duration::from_secs(600);
 
@@ -210,6 +232,7 @@ pub fn run(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Result
 fn wait_for_next_request(paths: &Paths, handler_dir: Option<&Path>, seq: Option<u64>, stop: &AtomicBool) -> bool {
     notify(&[sd_notify::NotifyState::Ready]);
     let handled = seq.map_or_else(|| "none".to_string(), |s| s.to_string());
+    let stamp = settings_stamp(handler_dir, seq);
     let mut said = false;
     loop {
         if stop.load(Ordering::SeqCst) {
@@ -222,12 +245,23 @@ fn wait_for_next_request(paths: &Paths, handler_dir: Option<&Path>, seq: Option<
             log::info!("ADE's request changed (seq {handled} -> {}): deciding again", obs.seq.unwrap_or_default());
             return true;
         }
+        let now = settings_stamp(handler_dir, seq);
+        if now != stamp {
+            log::info!("ADE's settings seq {handled} were written again: deciding again");
+            return true;
+        }
         if !said {
             status(&format!("idle: watching for ADE's next request (seq {handled} was dealt with)"));
             said = true;
         }
         std::thread::sleep(Duration::from_secs(2));
     }
+}
+
+/// The settings file's size and modification time, to see it written again.
+fn settings_stamp(handler_dir: Option<&Path>, seq: Option<u64>) -> Option<(u64, SystemTime)> {
+    let md = std::fs::metadata(ade::settings_path(handler_dir?, seq?)).ok()?;
+    Some((md.len(), md.modified().ok()?))
 }
 
 fn one_request(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Result<Next> {
@@ -244,7 +278,7 @@ fn one_request(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Re
     if open.is_none() {
         let obs = observe_settings(paths, SETTINGS_WAIT, Duration::from_secs(1), &STOP);
         let public = match (&obs.handler, obs.seq) {
-            (Some(h), Some(seq)) => match ade::read_settings(&h.dir, seq) {
+            (Some(h), Some(seq)) => match read_settings_patiently(&h.dir, seq, SETTINGS_READ_WAIT, &STOP) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     log::warn!("{e}");
@@ -452,6 +486,33 @@ mod tests {
         let none = Observation { handler: None, seq: None, ..obs(None) };
         let (why, watch) = skip(decide(&none, None, Flow::Unmount));
         assert!(why.starts_with("no ADE request") && !watch, "{why}");
+    }
+
+    #[test]
+    fn a_settings_file_found_empty_is_read_again_until_written() {
+        let d = tempfile::tempdir().unwrap();
+        let h = d.path().join("ADE-1.4.0.1");
+        std::fs::create_dir_all(h.join("config")).unwrap();
+        let file = h.join("config/0.settings");
+        std::fs::write(&file, "").unwrap(); // truncated, not yet written
+        let never = AtomicBool::new(false);
+        // Never written: an error naming the file, after the wait.
+        let t = Instant::now();
+        let e = read_settings_patiently(&h, 0, Duration::from_millis(400), &never).unwrap_err();
+        assert!(t.elapsed() >= Duration::from_millis(400));
+        assert!(e.to_string().contains("0.settings"), "{e}");
+        // Written while `run` reads: seen.
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            std::fs::write(
+                file,
+                r#"{"runtimeSettings":[{"handlerSettings":{"publicSettings":{"EncryptionOperation":"EnableEncryption","VolumeType":"All"}}}]}"#,
+            )
+            .unwrap();
+        });
+        let p = read_settings_patiently(&h, 0, Duration::from_secs(20), &never).unwrap();
+        writer.join().unwrap();
+        assert!(p.is_enable() && p.includes_os(), "{p:?}");
     }
 
     #[test]
