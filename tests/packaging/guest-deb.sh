@@ -47,6 +47,7 @@ for _ in $(seq 600); do
 done
 fact service_after_trigger "$(systemctl show -P ActiveState ade-prep.service) $(systemctl show -P SubState ade-prep.service) $(systemctl show -P Result ade-prep.service)"
 fact service_status "$(systemctl show -P StatusText ade-prep.service)"
+fact service_decision_logged "$(journalctl -b -u ade-prep.service --no-pager | grep -c 'does not include the OS volume')"
 systemctl status --no-pager ade-prep.service ade-prep.path 2>&1 | head -n 20
 systemctl stop ade-prep.service ade-prep.path; systemctl reset-failed ade-prep.service ade-prep.path 2>/dev/null
 rm -rf /var/lib/waagent
