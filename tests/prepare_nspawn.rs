@@ -24,7 +24,7 @@ use serde_json::Value;
 const IN_CONTAINER_TESTS: usize = 8;
 
 mod common;
-use common::{inside_with_scenarios as inside, sd, visible};
+use common::{inside_with_scenarios as inside, sd, visible, wait_for};
 
 #[test]
 fn prepare_restore_in_nspawn() {
@@ -188,14 +188,6 @@ fn dev_null_links(dir: &str) -> Vec<String> {
 /// Runtime masks: symlinks to /dev/null in /run/systemd/system.
 fn runtime_masks() -> Vec<String> {
     dev_null_links(RUNTIME_UNITS)
-}
-
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn alive(pid: u32) -> bool {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use ade_prep::systemd::{JobError, Reload, ServiceManager, Systemd};
 
 mod common;
-use common::{inside_with_scenarios as inside, sd};
+use common::{inside_with_scenarios as inside, sd, wait_for};
 
 #[test]
 fn real_systemd_in_nspawn() {
@@ -32,14 +32,6 @@ fn batch(units: &[&str], secs: f64) -> Vec<(String, Duration)> {
 fn all_ok(r: &[(String, Result<(), JobError>)]) {
     for (u, res) in r {
         assert!(res.is_ok(), "{u}: {res:?}");
-    }
-}
-
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
