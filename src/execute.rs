@@ -256,7 +256,12 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                 let results = m.systemd.stop_units(&batch);
                 let mut errors = vec![];
                 for (u, r) in results {
-                    let seq = stop_seqs[&u];
+                    // A unit systemd reports that the plan did not ask for cannot have a recorded intent: an error,
+                    // never a panic between a stop and its recording.
+                    let Some(&seq) = stop_seqs.get(&u) else {
+                        errors.push(format!("systemd reported a stop of {u}, which the plan did not ask for"));
+                        continue;
+                    };
                     match r {
                         Ok(()) => {
                             log::info!("stopped {u}");
@@ -329,30 +334,55 @@ fn clear_holders<S: Store>(
             refuse.join(", ")
         );
     }
+    // Intent for every process first, then the kills: a unit's leftovers go together through KillUnit.
+    let mut seqs = vec![];
     for h in &kill {
-        let seq = record(j, Change::TerminateProcess { pid: h.pid, comm: h.comm.clone(), unit: h.unit.clone() })?;
-        terminate(h.pid, grace);
+        seqs.push(record(j, Change::TerminateProcess { pid: h.pid, comm: h.comm.clone(), unit: h.unit.clone() })?);
+    }
+    let mut by_unit: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for h in &kill {
+        match h.unit.as_deref().filter(|u| stopped.contains(*u)) {
+            Some(u) => by_unit.entry(u).or_default().push(h.pid),
+            None => m.procs.terminate(h.pid, grace),
+        }
+    }
+    for (unit, pids) in &by_unit {
+        if let Err(e) = kill_leftovers(m, unit, pids, grace) {
+            let e = anyhow!("terminating what {unit} left behind: {e}");
+            for seq in &seqs[1..] {
+                let _ = j.failed(*seq, format!("{e:#}"));
+            }
+            return Err(fail(j, seqs[0], e));
+        }
+    }
+    for (h, seq) in kill.iter().zip(seqs) {
         log::info!("terminated {}", describe(h));
         finish(j, seq)?;
     }
     Ok(())
 }
 
-/// SIGTERM, wait up to `grace`, SIGKILL.
-fn terminate(pid: i32, grace: Duration) {
-    use nix::sys::signal::{kill, Signal};
-    let p = nix::unistd::Pid::from_raw(pid);
-    if kill(p, Signal::SIGTERM).is_err() {
-        return;
+/// What a stopped unit left in its cgroup (KillMode=process): KillUnit SIGTERM, up to `grace` for `pids` to go,
+/// then KillUnit SIGKILL. A unit whose processes are already gone is fine.
+fn kill_leftovers(m: &Machine, unit: &str, pids: &[i32], grace: Duration) -> anyhow::Result<()> {
+    let gone = || pids.iter().all(|p| !m.procs.alive(*p));
+    if let Err(e) = m.systemd.kill_unit(unit, libc::SIGTERM) {
+        if gone() {
+            return Ok(());
+        }
+        return Err(e.into());
     }
     let start = Instant::now();
     while start.elapsed() < grace {
-        if kill(p, None).is_err() {
-            return;
+        if gone() {
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = kill(p, Signal::SIGKILL);
+    match m.systemd.kill_unit(unit, libc::SIGKILL) {
+        Err(e) if !gone() => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -367,22 +397,32 @@ mod tests {
     use crate::systemd::UnitInfo;
     use std::cell::{Cell, RefCell};
 
-    /// Holders whose unit systemd says is running (or that have no unit) are there.
+    /// Holders are there until terminated; those in a unit while systemd says the unit runs, or while the fake
+    /// systemd still counts them in the unit's cgroup (a KillMode=process leftover, until KillUnit).
     struct FakeProcs<'a> {
         holders: Vec<Holder>,
         systemd: &'a FakeSystemd,
+        terminated: &'a RefCell<Vec<i32>>,
+    }
+    impl FakeProcs<'_> {
+        fn is_there(&self, h: &Holder) -> bool {
+            !self.terminated.borrow().contains(&h.pid)
+                && h.unit.as_ref().is_none_or(|u| {
+                    self.systemd.unit(u).map(|i| i.is_running()).unwrap_or(false)
+                        || self.systemd.unit_by_pid(h.pid as u32).unwrap().as_ref() == Some(u)
+                })
+        }
     }
     impl ProcessTable for FakeProcs<'_> {
         fn scan(&self, path: &Path) -> Result<Scan, ScanError> {
-            let live = self
-                .holders
-                .iter()
-                .filter(|h| {
-                    h.unit.as_ref().is_none_or(|u| self.systemd.unit(u).map(|i| i.is_running()).unwrap_or(false))
-                })
-                .cloned()
-                .collect();
+            let live = self.holders.iter().filter(|h| self.is_there(h)).cloned().collect();
             Ok(Scan::from_holders(path, live))
+        }
+        fn alive(&self, pid: i32) -> bool {
+            self.holders.iter().any(|h| h.pid == pid && self.is_there(h))
+        }
+        fn terminate(&self, pid: i32, _grace: Duration) {
+            self.terminated.borrow_mut().push(pid);
         }
     }
 
@@ -434,6 +474,7 @@ mod tests {
         runner: FakeRunner,
         settings: Settings,
         dir: tempfile::TempDir,
+        terminated: RefCell<Vec<i32>>,
     }
 
     impl World {
@@ -444,6 +485,7 @@ mod tests {
                 runner: FakeRunner::default(),
                 settings: Settings::default(),
                 dir: tempfile::tempdir().unwrap(),
+                terminated: RefCell::default(),
             }
         }
         fn journal(&self) -> Journal<FileStore> {
@@ -453,7 +495,7 @@ mod tests {
             Machine { procs, systemd: &self.sd, selinux: &self.se, runner: &self.runner, settings: &self.settings }
         }
         fn prepare(&self, holders: Vec<Holder>) -> (anyhow::Result<()>, Journal<FileStore>) {
-            let procs = FakeProcs { holders, systemd: &self.sd };
+            let procs = FakeProcs { holders, systemd: &self.sd, terminated: &self.terminated };
             let m = self.machine(&procs);
             let snap = snapshot(&m, Path::new("/")).unwrap();
             let p = plan(&snap, &self.settings).unwrap();
@@ -462,7 +504,7 @@ mod tests {
             (r, j)
         }
         fn restore(&self, j: &mut Journal<FileStore>) -> restore::Restored {
-            let procs = FakeProcs { holders: vec![], systemd: &self.sd };
+            let procs = FakeProcs { holders: vec![], systemd: &self.sd, terminated: &self.terminated };
             restore::restore(&self.machine(&procs), j).unwrap()
         }
         fn active(&self, u: &str) -> String {
@@ -613,21 +655,28 @@ mod tests {
         let mut w = World::new(FakeSystemd::new().with_unit(service("mongod.service", "active")));
         w.settings.stray.policy = StrayPolicy::Terminate;
         w.settings.stray.grace_secs = 5;
-        let mut child = std::process::Command::new("sleep").arg("60").spawn().unwrap();
-        let stray = holder(child.id() as i32, "mongod", None);
-        // The fake table keeps listing the stray: reap the child in a thread so that SIGTERM ends it for real.
-        let pid = child.id();
-        let reaper = std::thread::spawn(move || child.wait().unwrap());
-        let (r, j) = w.prepare(vec![holder(30, "mongod", Some("mongod.service")), stray]);
+        let (r, j) = w.prepare(vec![holder(30, "mongod", Some("mongod.service")), holder(31, "mongod", None)]);
         r.unwrap();
-        let status = reaper.join().unwrap();
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(libc::SIGTERM));
-        assert!(j
-            .record()
-            .entries
-            .iter()
-            .any(|e| matches!(&e.change, Change::TerminateProcess { pid: p, .. } if *p == pid as i32)));
+        assert_eq!(*w.terminated.borrow(), [31], "through the process table, never a real pid");
+        assert!(!w.sd.calls().iter().any(|c| matches!(c, FakeCall::Kill(..))), "a stray is in no unit");
+        let e = j.record().entries.iter().find(|e| matches!(e.change, Change::TerminateProcess { pid: 31, .. }));
+        assert_eq!(e.map(|e| e.status), Some(Status::Done));
+    }
+
+    #[test]
+    fn a_stopped_units_leftover_is_killed_through_killunit_and_recorded() {
+        // KillMode=process: the unit stops, its child stays in the cgroup and on the filesystem.
+        let w = World::new(
+            FakeSystemd::new().with_unit(service("mongod.service", "active")).with_pid(40, "mongod.service"),
+        );
+        let (r, j) =
+            w.prepare(vec![holder(30, "mongod", Some("mongod.service")), holder(40, "mongod", Some("mongod.service"))]);
+        r.unwrap();
+        let kills: Vec<FakeCall> = w.sd.calls().into_iter().filter(|c| matches!(c, FakeCall::Kill(..))).collect();
+        assert_eq!(kills, [FakeCall::Kill("mongod.service".into(), libc::SIGTERM)], "gone after SIGTERM: no SIGKILL");
+        assert!(w.terminated.borrow().is_empty(), "a unit's leftovers go through the service manager");
+        let e = j.record().entries.iter().find(|e| matches!(e.change, Change::TerminateProcess { pid: 40, .. }));
+        assert_eq!(e.map(|e| e.status), Some(Status::Done));
     }
 
     #[test]
@@ -644,6 +693,7 @@ mod tests {
             runner: FakeRunner::default(),
             settings: Settings::default(),
             dir: tempfile::tempdir().unwrap(),
+            terminated: RefCell::default(),
         };
         let r1 = w_fail.restore(&mut j);
         assert_eq!(r1.failed.len(), 1, "{:?}", r1);

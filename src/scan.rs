@@ -12,6 +12,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
@@ -197,10 +198,16 @@ pub enum ScanError {
     },
 }
 
-/// The process table, behind a trait so that plans can be tested with a fake one.
+/// The process table, behind a trait so that plans can be tested with a fake one and no test signals a real
+/// process of the machine.
 pub trait ProcessTable {
     /// Every process holding the filesystem that holds `path`.
     fn scan(&self, path: &Path) -> Result<Scan, ScanError>;
+    /// Whether `pid` still exists (signal 0).
+    fn alive(&self, pid: i32) -> bool;
+    /// Ends a process in no unit: SIGTERM, up to `grace` for it to go, then SIGKILL. A process already gone is
+    /// not an error.
+    fn terminate(&self, pid: i32, grace: Duration);
 }
 
 /// The real process table under a proc root.
@@ -554,6 +561,26 @@ fn details(dirfd: &OwnedFd, hit: &Hit) -> Option<Holder> {
 }
 
 impl ProcessTable for ProcFs {
+    fn alive(&self, pid: i32) -> bool {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    }
+
+    fn terminate(&self, pid: i32, grace: Duration) {
+        use nix::sys::signal::{kill, Signal};
+        let p = nix::unistd::Pid::from_raw(pid);
+        if kill(p, Signal::SIGTERM).is_err() {
+            return;
+        }
+        let start = std::time::Instant::now();
+        while start.elapsed() < grace {
+            if !self.alive(pid) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = kill(p, Signal::SIGKILL);
+    }
+
     fn scan(&self, path: &Path) -> Result<Scan, ScanError> {
         let (target, mounts) = self.target(path)?;
         let kernel = self.kernel_users(&target, &mounts);
