@@ -488,6 +488,7 @@ mod tests {
         assert!(e.contains("the encryption window is preparing since"), "{e}");
         // The lock itself was not kept.
         assert_eq!(lock.state().unwrap(), LockState::Free);
+        j.set_phase(state::Phase::Restoring).unwrap();
         j.set_phase(state::Phase::Closed).unwrap();
         assert!(lock.acquire_when_closed("t", &store, Some(Duration::ZERO)).is_ok());
     }

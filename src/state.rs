@@ -35,6 +35,23 @@ pub enum Phase {
     Closed,
 }
 
+impl Phase {
+    /// The transitions docs/design.md draws: closed → preparing → open → restoring → closed, the rollback
+    /// (preparing → restoring) and a restore retried after a failed undo (restoring → restoring). A new window
+    /// starts in preparing through [`Journal::open`], never through a transition.
+    pub fn can_become(self, next: Phase) -> bool {
+        use Phase::*;
+        matches!(
+            (self, next),
+            (Preparing, Open)
+                | (Preparing, Restoring)
+                | (Open, Restoring)
+                | (Restoring, Restoring)
+                | (Restoring, Closed)
+        )
+    }
+}
+
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -259,6 +276,16 @@ pub enum StateError {
         opened: String,
         /// The process that drives it.
         owner_pid: u32,
+    },
+    /// A phase change the window's state machine does not have (a bug, never guessed past).
+    #[error("{path}: the window cannot go from {from} to {to}")]
+    Transition {
+        /// The file.
+        path: PathBuf,
+        /// The recorded phase.
+        from: Phase,
+        /// The phase asked for.
+        to: Phase,
     },
     /// No entry with that sequence number.
     #[error("{path}: no entry {seq}")]
@@ -543,8 +570,11 @@ impl<S: Store> Journal<S> {
         self.set_status(seq, Status::UndoFailed, Some(note.into()))
     }
 
-    /// Moves the window to `phase`.
+    /// Moves the window to `phase`; a transition the design does not draw is an error and changes nothing.
     pub fn set_phase(&mut self, phase: Phase) -> Result<(), StateError> {
+        if !self.record.phase.can_become(phase) {
+            return Err(StateError::Transition { path: self.store.location(), from: self.record.phase, to: phase });
+        }
         self.commit(|r, _| {
             r.phase = phase;
             Ok(())
@@ -638,10 +668,32 @@ mod tests {
         let mut j = Journal::open(&store, Path::new("/"), "b").unwrap();
         let e = Journal::open(&store, Path::new("/"), "b").unwrap_err().to_string();
         assert!(e.starts_with("/mem/state.json: a window is already preparing (opened "), "{e}");
+        j.set_phase(Phase::Restoring).unwrap();
         j.set_phase(Phase::Closed).unwrap();
         let j2 = Journal::open(&store, Path::new("/data"), "c").unwrap();
         assert_eq!(j2.record().mount, PathBuf::from("/data"));
         assert!(j2.is_window_open());
+    }
+
+    #[test]
+    fn only_the_designed_phase_transitions_are_accepted() {
+        use Phase::*;
+        let all = [Preparing, Open, Restoring, Closed];
+        let allowed =
+            [(Preparing, Open), (Preparing, Restoring), (Open, Restoring), (Restoring, Restoring), (Restoring, Closed)];
+        for from in all {
+            for to in all {
+                assert_eq!(from.can_become(to), allowed.contains(&(from, to)), "{from} -> {to}");
+            }
+        }
+        let store = MemStore::default();
+        let mut j = Journal::open(&store, Path::new("/"), "b").unwrap();
+        let e = j.set_phase(Closed).unwrap_err().to_string();
+        assert_eq!(e, "/mem/state.json: the window cannot go from preparing to closed");
+        assert_eq!(j.record().phase, Preparing, "nothing changed");
+        assert_eq!(store.load().unwrap().unwrap().phase, Preparing, "nothing written");
+        j.set_phase(Open).unwrap();
+        assert!(j.set_phase(Preparing).is_err());
     }
 
     #[test]
