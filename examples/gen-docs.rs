@@ -20,7 +20,7 @@ fn command() -> clap::Command {
 
 /// `YYYY-MM-DD` of a Unix time (the date part of the journal's UTC format).
 fn date_of(epoch: i64) -> String {
-    ade_prep::state::format_utc(epoch.max(0) as u64)[..10].to_string()
+    ade_prep::clock::format_utc(epoch.max(0) as u64)[..10].to_string()
 }
 
 fn write_page(cmd: clap::Command, version: &str, date: &str, dir: &Path) -> std::io::Result<PathBuf> {

@@ -133,7 +133,7 @@ pub fn classify(h: &Holder, s: &Settings) -> Classification {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scan::test_holder as h;
+    use crate::testing::procs::holder as h;
 
     fn class_of(x: &Holder) -> (Class, Option<String>) {
         let c = classify(x, &Settings::default());

@@ -8,19 +8,22 @@ use anyhow::{anyhow, Context};
 use serde::Serialize;
 
 use crate::checks::{self, Flow};
+use crate::clock;
 use crate::config::Settings;
-use crate::execute::{self, Machine};
 use crate::exit;
-use crate::hold;
 use crate::lock::{Lock, LockGuard, LockState};
 use crate::paths::Paths;
-use crate::plan::{self, Plan};
-use crate::restore::{self, Restored};
 use crate::runner::RealRunner;
 use crate::scan::ProcFs;
 use crate::selinux::SelinuxFs;
-use crate::state::{self, FileStore, Journal, Phase, Record, Store};
 use crate::systemd::Systemd;
+use crate::window::hold;
+use crate::window::journal::{Journal, Record};
+use crate::window::phase::Phase;
+use crate::window::plan::{self, Plan};
+use crate::window::restore::{self, Restored};
+use crate::window::store::{FileStore, Store};
+use crate::window::{execute, snapshot, Machine};
 
 /// Options of `prepare`.
 #[derive(Debug, Clone, Default)]
@@ -92,7 +95,7 @@ fn checked_plan(
         return Ok(None);
     }
     let edges = RealEdges::new(paths)?;
-    let snap = execute::snapshot(&edges.machine(settings), mount)?;
+    let snap = snapshot::snapshot(&edges.machine(settings), mount)?;
     let plan = plan::plan(&snap, settings)?;
     Ok(Some((edges, plan)))
 }
@@ -120,7 +123,7 @@ pub fn prepare(
         return Ok((None, Some(guard)));
     };
     let m = edges.machine(settings);
-    let boot = state::boot_id(paths)?;
+    let boot = clock::boot_id(paths)?;
     let mut journal = Journal::open(store, mount, &boot)?;
     log::info!("window opened: {} step(s) to free {}", plan.steps.len(), mount.display());
     execute::execute(&m, &plan, &mut journal)?;
@@ -136,7 +139,7 @@ pub fn prepare(
 
 /// A one-line summary of the changes in effect ("stopped 3 units, SELinux permissive").
 pub fn summary(r: &Record) -> String {
-    use crate::state::{Change, Status};
+    use crate::window::journal::{Change, Status};
     let done = r.entries.iter().filter(|e| e.status == Status::Done);
     let (mut stopped, mut masked, mut selinux, mut killed, mut containers) = (0, 0, false, 0, 0);
     for e in done {
@@ -226,7 +229,7 @@ pub fn status_text(s: &StatusReport) -> String {
                 "window: {} (phase {}, opened {}, mount {}, driven by pid {})",
                 if s.window_open { "open" } else { "closed" },
                 r.phase,
-                state::format_utc(r.opened_at),
+                clock::format_utc(r.opened_at),
                 r.mount.display(),
                 r.owner_pid
             );

@@ -14,16 +14,19 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 
 use crate::checks::{self, Flow};
+use crate::clock;
 use crate::commands::{self, PrepareOpts};
 use crate::config::Settings;
 use crate::exit;
 use crate::extension::ade::{
     self, Observation, OsState, Outcome, PublicSettings, StatusRead, Verdict, WaitEnd, Watcher,
 };
-use crate::hold;
 use crate::paths::Paths;
 use crate::selinux::SelinuxFs;
-use crate::state::{self, AdeRef, FileStore, Journal, Phase, Store};
+use crate::window::hold;
+use crate::window::journal::{self, AdeRef, Journal};
+use crate::window::phase::Phase;
+use crate::window::store::{FileStore, Store};
 
 /// What `run` decides about ADE's current request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -334,10 +337,10 @@ fn one_request(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Re
     wait_and_restore(paths, settings)
 }
 
-/// A window opened in an earlier boot: the generator held its units masked through this boot (src/hold.rs); SELinux
+/// A window opened in an earlier boot: the generator held its units masked through this boot (src/window/hold.rs); SELinux
 /// came back in its configured mode, so it is set permissive again when the window had set it so.
-fn resume_after_reboot(paths: &Paths, record: &state::Record) -> anyhow::Result<()> {
-    let boot = state::boot_id(paths)?;
+fn resume_after_reboot(paths: &Paths, record: &journal::Record) -> anyhow::Result<()> {
+    let boot = clock::boot_id(paths)?;
     if record.boot_id == boot {
         return Ok(());
     }
@@ -370,7 +373,7 @@ fn wait_and_restore(paths: &Paths, settings: &Settings) -> anyhow::Result<Next> 
     resume_after_reboot(paths, &record)?;
     let summary = commands::summary(&record);
     let deadline = record.opened_at + settings.window.timeout_hours * 3600;
-    let remaining = Duration::from_secs(deadline.saturating_sub(state::now()));
+    let remaining = Duration::from_secs(deadline.saturating_sub(clock::now()));
     notify(&[sd_notify::NotifyState::Ready]);
     status(&format!("{summary}, waiting for ADE"));
     let flag = Arc::new(AtomicBool::new(false));

@@ -44,8 +44,9 @@ pub fn code_of(e: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<crate::lock::LockError>() {
             return e.exit_code();
         }
-        if let Some(crate::state::StateError::Corrupt { .. } | crate::state::StateError::Version { .. }) =
-            cause.downcast_ref::<crate::state::StateError>()
+        if let Some(
+            crate::window::journal::StateError::Corrupt { .. } | crate::window::journal::StateError::Version { .. },
+        ) = cause.downcast_ref::<crate::window::journal::StateError>()
         {
             return USAGE;
         }

@@ -5,23 +5,22 @@
 pub mod checks;
 pub mod classify;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod daemon;
-pub mod execute;
 pub mod exit;
 pub mod extension;
 pub mod failpoint;
 pub mod glob;
-pub mod hold;
 pub mod lock;
 pub mod mountinfo;
 pub mod paths;
-pub mod plan;
 pub mod report;
-pub mod restore;
 pub mod runner;
 pub mod scan;
 pub mod selinux;
-pub mod state;
 pub mod systemd;
+#[cfg(test)]
+mod testing;
+pub mod window;

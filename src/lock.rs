@@ -21,9 +21,11 @@ use nix::errno::Errno;
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use serde::{Deserialize, Serialize};
 
+use crate::clock;
 use crate::exit;
 use crate::paths::Paths;
-use crate::state::{self, Store};
+use crate::window::journal::StateError;
+use crate::window::store::{FileStore, Store};
 
 /// Who holds (or held) the lock, as its holder wrote it into the lock file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,7 +41,7 @@ pub struct HolderInfo {
 
 impl fmt::Display for HolderInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "pid {} ({}) since {}", self.pid, self.command, state::format_utc(self.since))
+        write!(f, "pid {} ({}) since {}", self.pid, self.command, clock::format_utc(self.since))
     }
 }
 
@@ -83,7 +85,7 @@ pub enum LockError {
     },
     /// The journal could not be read: whether the window is open is unknown.
     #[error(transparent)]
-    Journal(state::StateError),
+    Journal(StateError),
 }
 
 impl LockError {
@@ -91,7 +93,7 @@ impl LockError {
     pub fn exit_code(&self) -> u8 {
         match self {
             LockError::Busy { .. } => exit::BUSY,
-            LockError::Journal(state::StateError::Corrupt { .. } | state::StateError::Version { .. }) => exit::USAGE,
+            LockError::Journal(StateError::Corrupt { .. } | StateError::Version { .. }) => exit::USAGE,
             _ => exit::FAILED,
         }
     }
@@ -215,7 +217,7 @@ impl Lock {
             Err(e) => return Err(LockError::Io { path: self.path.clone(), source: e.into() }),
         }
         let stale = read_info(&file);
-        let info = HolderInfo { pid: std::process::id() as i32, command: command.to_string(), since: state::now() };
+        let info = HolderInfo { pid: std::process::id() as i32, command: command.to_string(), since: clock::now() };
         let mut text = serde_json::to_string(&info).map_err(|e| self.io(&self.path)(e.into()))?;
         text.push('\n');
         file.set_len(0).and_then(|_| file.write_all_at(text.as_bytes(), 0)).map_err(self.io(&self.path))?;
@@ -275,7 +277,7 @@ impl Lock {
                 format!(
                     "the encryption window is {} since {} ({}; `ade-prep restore` closes it)",
                     r.phase,
-                    state::format_utc(r.opened_at),
+                    clock::format_utc(r.opened_at),
                     store.location().display()
                 )
             }))
@@ -352,7 +354,7 @@ pub fn run_holding(paths: &Paths, wait: Option<Duration>, argv: &[std::ffi::OsSt
     if command.len() > 200 {
         command = format!("{}...", command.chars().take(197).collect::<String>());
     }
-    let store = state::FileStore::new(paths);
+    let store = FileStore::new(paths);
     // Its exit code comes from exit::code_of, which knows LockError.
     let guard = Lock::new(paths).acquire_when_closed(&command, &store, wait)?;
     // Handlers go in before the command starts, so that no signal can end this process while it runs.
@@ -481,15 +483,15 @@ mod tests {
     fn an_open_window_blocks_even_a_free_lock() {
         let d = tempfile::tempdir().unwrap();
         let paths = Paths::under(d.path());
-        let store = state::FileStore::new(&paths);
-        let mut j = state::Journal::open(&store, Path::new("/"), "b").unwrap();
+        let store = FileStore::new(&paths);
+        let mut j = crate::window::journal::Journal::open(&store, Path::new("/"), "b").unwrap();
         let lock = Lock::new(&paths);
         let e = lock.acquire_when_closed("t", &store, Some(Duration::ZERO)).unwrap_err().to_string();
         assert!(e.contains("the encryption window is preparing since"), "{e}");
         // The lock itself was not kept.
         assert_eq!(lock.state().unwrap(), LockState::Free);
-        j.set_phase(state::Phase::Restoring).unwrap();
-        j.set_phase(state::Phase::Closed).unwrap();
+        j.set_phase(crate::window::phase::Phase::Restoring).unwrap();
+        j.set_phase(crate::window::phase::Phase::Closed).unwrap();
         assert!(lock.acquire_when_closed("t", &store, Some(Duration::ZERO)).is_ok());
     }
 
@@ -499,7 +501,7 @@ mod tests {
         let paths = Paths::under(d.path());
         std::fs::create_dir_all(paths.state_file().parent().unwrap()).unwrap();
         std::fs::write(paths.state_file(), "{\"version\": 1, \"pha").unwrap();
-        let store = state::FileStore::new(&paths);
+        let store = FileStore::new(&paths);
         let e = Lock::new(&paths).acquire_when_closed("t", &store, None).unwrap_err();
         assert_eq!(e.exit_code(), exit::USAGE);
         assert!(e.to_string().starts_with(&format!("{}: corrupt journal", paths.state_file().display())));

@@ -11,7 +11,7 @@ pub const CONFIG_DIR: &str = "/etc/ade-prep/config.d";
 pub const STATE_FILE: &str = "/var/lib/ade-prep/state.json";
 /// The folder of the journal.
 pub const STATE_DIR: &str = "/var/lib/ade-prep";
-/// The units to hold down through a reboot while a window is open, for ade-prep-generator (src/hold.rs).
+/// The units to hold down through a reboot while a window is open, for ade-prep-generator (src/window/hold.rs).
 pub const HOLD_FILE: &str = "/etc/ade-prep/hold";
 /// Runtime folder (tmpfiles.d creates it).
 pub const RUN_DIR: &str = "/run/ade-prep";

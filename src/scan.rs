@@ -626,26 +626,6 @@ impl ProcessTable for ProcFs {
     }
 }
 
-/// A holder made by hand for unit tests elsewhere in the crate: an open file on the filesystem, in `unit`.
-#[cfg(test)]
-pub(crate) fn test_holder(pid: i32, comm: &str, unit: Option<&str>) -> Holder {
-    Holder {
-        pid,
-        ppid: 1,
-        uid: 0,
-        comm: comm.into(),
-        cmdline: vec![comm.into()],
-        exe: None,
-        cwd: None,
-        unit: unit.map(Into::into),
-        cgroup: unit.map(|u| format!("/system.slice/{u}")),
-        kernel_thread: false,
-        access: Access { file: true, ..Default::default() },
-        fds: 1,
-        writable_fds: 0,
-    }
-}
-
 /// pid → access codes, the shape the conformance test compares with fuser's.
 pub fn codes_by_pid(scan: &Scan) -> BTreeMap<i32, String> {
     scan.holders.iter().map(|h| (h.pid, h.access.codes())).collect()

@@ -182,21 +182,6 @@ impl Selinux for SelinuxFs {
     }
 }
 
-/// A SELinux switch in memory, for the unit tests of the modules that flip it.
-#[cfg(test)]
-pub(crate) struct FakeSelinux(pub std::cell::Cell<Mode>);
-
-#[cfg(test)]
-impl Selinux for FakeSelinux {
-    fn mode(&self) -> Result<Mode, SelinuxError> {
-        Ok(self.0.get())
-    }
-    fn set_enforcing(&self, on: bool) -> Result<(), SelinuxError> {
-        self.0.set(if on { Mode::Enforcing } else { Mode::Permissive });
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

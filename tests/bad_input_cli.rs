@@ -58,7 +58,7 @@ fn an_unreadable_status_keeps_run_waiting_and_says_so() {
     let d = root();
     // An open window (prepare done, nothing left to undo), whose ADE status is half written.
     let mut j: serde_json::Value = serde_json::from_str(include_str!("fixtures/state/v1.json")).unwrap();
-    j["opened_at"] = ade_prep::state::now().into();
+    j["opened_at"] = ade_prep::clock::now().into();
     j["entries"] = serde_json::json!([]);
     put(d.path(), "var/lib/ade-prep/state.json", &j.to_string());
     put(

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use ade_prep::paths::Paths;
-use ade_prep::state::{FileStore, Store};
+use ade_prep::window::store::{FileStore, Store};
 use common::{ade_prep_cmd, inside, settle_workloads, setup_workloads, sh, wait_for, MachineState};
 
 #[test]
@@ -151,7 +151,7 @@ fn in_container_run_prepares_waits_through_the_reboot_keeps_the_window_on_sigter
     wait_status("waiting through the restart", 15);
     assert!(MachineState::read().is_fully_prepared());
     let j = FileStore::new(&Paths::system()).load().unwrap().unwrap();
-    let before: ade_prep::state::Record = serde_json::from_str(&journal_before).unwrap();
+    let before: ade_prep::window::journal::Record = serde_json::from_str(&journal_before).unwrap();
     assert_eq!((j.opened_at, j.entries.len()), (before.opened_at, before.entries.len()), "the same window");
 
     // ADE reports success with the OS volume encrypted: restore, exit 0.

@@ -543,7 +543,7 @@ fn in_container_after_a_reboot_the_generator_holds_the_stopped_units_down_until_
         return;
     }
     let sd = baseline(BASE);
-    // The packaged generator (a shell script reading /etc/ade-prep/hold; src/hold.rs).
+    // The packaged generator (a shell script reading /etc/ade-prep/hold; src/window/hold.rs).
     let gen_dir = Path::new("/run/systemd/system-generators");
     std::fs::create_dir_all(gen_dir).unwrap();
     let gen = gen_dir.join("ade-prep-generator");

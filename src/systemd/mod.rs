@@ -1,7 +1,7 @@
 //! The service manager edge: what the planner reads about units and what the executor asks of systemd (runtime
 //! masks, stop and start jobs followed to their result), behind [`ServiceManager`].
 //!
-//! One real implementation, [`Systemd`], over the system bus with zbus' blocking API; [`fake::FakeSystemd`] for
+//! One real implementation, [`Systemd`], over the system bus with zbus' blocking API; `crate::testing::systemd` fakes it for
 //! other modules' unit tests. Only D-Bus API present in systemd 219 (RHEL/CentOS 7) is used.
 
 use std::fmt;
@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-#[doc(hidden)]
-pub mod fake;
 mod jobs;
 mod proxy;
 mod real;
@@ -21,9 +19,6 @@ pub use real::{Systemd, DEFAULT_SYSTEM_BUS};
 pub trait ServiceManager {
     /// A unit's properties, loading it if needed; a unit that does not exist has LoadState `not-found`.
     fn unit(&self, name: &str) -> Result<UnitInfo, SystemdError>;
-    /// The unit whose cgroup holds `pid` (GetUnitByPID), to cross-check the unit read from /proc; None when
-    /// systemd knows no unit for it.
-    fn unit_by_pid(&self, pid: u32) -> Result<Option<String>, SystemdError>;
     /// Masks the units in /run (MaskUnitFiles runtime=true force=true). With [`Reload::Now`] it then reloads so that
     /// the masks take effect and checks that they did; with [`Reload::Later`] the caller stops the units first and
     /// reloads after (see [`Reload`]: a mask in effect strips a running unit of its ExecStop, KillMode, Restart).
@@ -42,8 +37,6 @@ pub trait ServiceManager {
     /// Sends `signal` to every process left in the unit's cgroup (KillUnit who=all), e.g. what a KillMode=process
     /// unit leaves behind once stopped.
     fn kill_unit(&self, unit: &str, signal: i32) -> Result<(), SystemdError>;
-    /// The manager's job counters, to prove that a dry run queued no job.
-    fn job_counters(&self) -> Result<JobCounters, SystemdError>;
 }
 
 /// When a runtime mask takes effect. A reload loads a masked unit from /dev/null: a unit still running then has

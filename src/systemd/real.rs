@@ -51,6 +51,33 @@ fn call<T>(what: impl FnOnce() -> String, r: zbus::Result<T>) -> Result<T, Syste
 }
 
 impl Systemd {
+    /// The unit whose cgroup holds `pid` (GetUnitByPID); None when systemd knows no unit for it. For the tests
+    /// that cross-check the unit read from /proc.
+    pub fn unit_by_pid(&self, pid: u32) -> Result<Option<String>, SystemdError> {
+        let path = match self.manager.get_unit_by_pid(pid) {
+            Ok(p) => p,
+            Err(e) => {
+                let e = DbusError::from(e);
+                if e.is("NoSuchUnit") || e.is("NoUnitForPID") {
+                    return Ok(None);
+                }
+                return Err(SystemdError::Call { what: format!("unit of pid {pid}"), error: e });
+            }
+        };
+        let what = format!("unit of pid {pid}");
+        let props = self.props(&what, path)?;
+        let u = call(|| what.clone(), props.get_all(UNIT_IFACE))?;
+        Props { unit: &what, map: &u }.string("Id").map(Some)
+    }
+
+    /// The manager's job counters, for the tests that prove a dry run queued no job.
+    pub fn job_counters(&self) -> Result<JobCounters, SystemdError> {
+        Ok(JobCounters {
+            jobs: call(|| "manager property NJobs".into(), self.manager.n_jobs())?,
+            installed_jobs: call(|| "manager property NInstalledJobs".into(), self.manager.n_installed_jobs())?,
+        })
+    }
+
     /// Connects to the system bus: DBUS_SYSTEM_BUS_ADDRESS, else [`DEFAULT_SYSTEM_BUS`].
     pub fn system() -> Result<Self, SystemdError> {
         let address = std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
@@ -271,23 +298,6 @@ impl ServiceManager for Systemd {
         Ok(info)
     }
 
-    fn unit_by_pid(&self, pid: u32) -> Result<Option<String>, SystemdError> {
-        let path = match self.manager.get_unit_by_pid(pid) {
-            Ok(p) => p,
-            Err(e) => {
-                let e = DbusError::from(e);
-                if e.is("NoSuchUnit") || e.is("NoUnitForPID") {
-                    return Ok(None);
-                }
-                return Err(SystemdError::Call { what: format!("unit of pid {pid}"), error: e });
-            }
-        };
-        let what = format!("unit of pid {pid}");
-        let props = self.props(&what, path)?;
-        let u = call(|| what.clone(), props.get_all(UNIT_IFACE))?;
-        Props { unit: &what, map: &u }.string("Id").map(Some)
-    }
-
     fn mask_runtime(&self, units: &[String], reload: Reload) -> Result<Vec<FileChange>, SystemdError> {
         self.change_masks(true, units, reload)
     }
@@ -314,13 +324,6 @@ impl ServiceManager for Systemd {
         call(|| format!("kill {unit} (signal {signal})"), self.manager.kill_unit(unit, "all", signal))?;
         log::info!("{unit}: sent signal {signal} to its processes");
         Ok(())
-    }
-
-    fn job_counters(&self) -> Result<JobCounters, SystemdError> {
-        Ok(JobCounters {
-            jobs: call(|| "manager property NJobs".into(), self.manager.n_jobs())?,
-            installed_jobs: call(|| "manager property NInstalledJobs".into(), self.manager.n_installed_jobs())?,
-        })
     }
 }
 

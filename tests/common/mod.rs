@@ -226,9 +226,11 @@ impl MachineState {
             ade_prep::lock::LockState::Held(_) => "held",
             ade_prep::lock::LockState::Stale(_) => "stale",
         };
-        use ade_prep::state::Store;
-        let window_open =
-            ade_prep::state::FileStore::new(&paths).load().expect("journal").is_some_and(|r| r.is_window_open());
+        use ade_prep::window::store::Store;
+        let window_open = ade_prep::window::store::FileStore::new(&paths)
+            .load()
+            .expect("journal")
+            .is_some_and(|r| r.is_window_open());
         MachineState { units, enforce, lock: lock.into(), window_open }
     }
 

@@ -7,81 +7,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 
+use super::Machine;
 use crate::classify::{classify, Class};
-use crate::config::{Settings, StrayPolicy};
+use crate::config::StrayPolicy;
 use crate::extension::running_handlers;
 use crate::failpoint;
-use crate::plan::{Plan, Snapshot, Step, UnitFacts};
-use crate::restore;
-use crate::runner::{RunError, Runner};
-use crate::scan::{Holder, ProcessTable};
-use crate::selinux::{Mode, Selinux};
-use crate::state::{Change, Journal, Store};
-use crate::systemd::{Reload, ServiceManager};
-
-/// The edges execution works through: one real implementation each, fakes in tests.
-pub struct Machine<'a> {
-    /// The process table.
-    pub procs: &'a dyn ProcessTable,
-    /// systemd.
-    pub systemd: &'a dyn ServiceManager,
-    /// SELinux.
-    pub selinux: &'a dyn Selinux,
-    /// Outside commands (pre-stop, docker).
-    pub runner: &'a dyn Runner,
-    /// The effective configuration.
-    pub settings: &'a Settings,
-}
-
-/// Reads what the planner needs: holders and their classes, the facts of every unit involved, SELinux, containers.
-pub fn snapshot(m: &Machine, mount: &Path) -> anyhow::Result<Snapshot> {
-    let scan = m.procs.scan(mount)?;
-    let holders: Vec<_> =
-        scan.holders.into_iter().map(|h| (classify(&h, m.settings), h)).map(|(c, h)| (h, c)).collect();
-    let mut units: BTreeMap<String, UnitFacts> = BTreeMap::new();
-    let mut todo: Vec<String> = vec![];
-    let mut workloads = BTreeSet::new();
-    for (h, c) in &holders {
-        if c.class == Class::Workload {
-            todo.extend(h.unit.clone());
-            workloads.extend(c.workload.clone());
-        }
-    }
-    for w in &workloads {
-        todo.extend(m.settings.workloads[w].companion_units.iter().cloned());
-    }
-    while let Some(u) = todo.pop() {
-        if units.contains_key(&u) {
-            continue;
-        }
-        let info = m.systemd.unit(&u).with_context(|| format!("reading unit {u}"))?;
-        todo.extend(info.triggered_by.iter().cloned());
-        units.insert(
-            u,
-            UnitFacts {
-                id: info.id,
-                load_state: info.load_state,
-                active_state: info.active_state,
-                triggered_by: info.triggered_by,
-                fragment_path: info.fragment_path,
-            },
-        );
-    }
-    let selinux_enforcing = m.selinux.mode()? == Mode::Enforcing;
-    let docker_containers = if workloads.contains("docker") { running_containers(m.runner)? } else { vec![] };
-    Ok(Snapshot { mount: mount.to_path_buf(), holders, units, selinux_enforcing, docker_containers })
-}
-
-/// Ids of running Docker containers; none when the docker CLI is not installed.
-fn running_containers(runner: &dyn Runner) -> anyhow::Result<Vec<String>> {
-    let argv: Vec<String> = ["docker", "ps", "-q", "--no-trunc"].iter().map(|s| s.to_string()).collect();
-    match runner.run(&argv, "root", Duration::from_secs(60)) {
-        Err(RunError::Spawn { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
-        Err(e) => Err(anyhow!("docker ps: {e}")),
-        Ok(o) if o.code == Some(0) => Ok(o.stdout.split_whitespace().map(str::to_string).collect()),
-        Ok(o) => Err(anyhow!("docker ps: exit {:?}: {}", o.code, o.stderr_tail)),
-    }
-}
+use crate::scan::Holder;
+use crate::selinux::Mode;
+use crate::systemd::Reload;
+use crate::window::journal::{Change, Journal};
+use crate::window::plan::{Plan, Step};
+use crate::window::restore;
+use crate::window::store::Store;
 
 /// Waits until no extension handler other than ADE and the guest agent runs, at most `timeout`.
 fn wait_for_extensions(m: &Machine, mount: &Path, timeout: Duration) -> anyhow::Result<()> {
@@ -388,65 +325,19 @@ fn kill_leftovers(m: &Machine, unit: &str, pids: &[i32], grace: Duration) -> any
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::plan;
-    use crate::runner::Outcome;
-    use crate::scan::{test_holder as holder, Scan, ScanError};
-    use crate::selinux::FakeSelinux;
-    use crate::state::{FileStore, Phase, Status};
-    use crate::systemd::fake::{service, FakeCall, FakeFailure, FakeSystemd};
+    use crate::config::Settings;
+    use crate::systemd::ServiceManager;
     use crate::systemd::UnitInfo;
+    use crate::testing::procs::{holder, FakeProcs};
+    use crate::testing::runner::FakeRunner;
+    use crate::testing::selinux::FakeSelinux;
+    use crate::testing::systemd::{service, FakeCall, FakeFailure, FakeSystemd};
+    use crate::window::journal::Status;
+    use crate::window::phase::Phase;
+    use crate::window::plan::plan;
+    use crate::window::snapshot::snapshot;
+    use crate::window::store::FileStore;
     use std::cell::{Cell, RefCell};
-
-    /// Holders are there until terminated; those in a unit while systemd says the unit runs, or while the fake
-    /// systemd still counts them in the unit's cgroup (a KillMode=process leftover, until KillUnit).
-    struct FakeProcs<'a> {
-        holders: Vec<Holder>,
-        systemd: &'a FakeSystemd,
-        terminated: &'a RefCell<Vec<i32>>,
-    }
-    impl FakeProcs<'_> {
-        fn is_there(&self, h: &Holder) -> bool {
-            !self.terminated.borrow().contains(&h.pid)
-                && h.unit.as_ref().is_none_or(|u| {
-                    self.systemd.unit(u).map(|i| i.is_running()).unwrap_or(false)
-                        || self.systemd.unit_by_pid(h.pid as u32).unwrap().as_ref() == Some(u)
-                })
-        }
-    }
-    impl ProcessTable for FakeProcs<'_> {
-        fn scan(&self, path: &Path) -> Result<Scan, ScanError> {
-            let live = self.holders.iter().filter(|h| self.is_there(h)).cloned().collect();
-            Ok(Scan::from_holders(path, live))
-        }
-        fn alive(&self, pid: i32) -> bool {
-            self.holders.iter().any(|h| h.pid == pid && self.is_there(h))
-        }
-        fn terminate(&self, pid: i32, _grace: Duration) {
-            self.terminated.borrow_mut().push(pid);
-        }
-    }
-
-    /// Records argv; exits with the code given for argv[0] (0 otherwise).
-    #[derive(Default)]
-    struct FakeRunner {
-        calls: RefCell<Vec<Vec<String>>>,
-        codes: BTreeMap<String, i32>,
-    }
-    impl Runner for FakeRunner {
-        fn run(&self, argv: &[String], _user: &str, _t: Duration) -> Result<Outcome, RunError> {
-            self.calls.borrow_mut().push(argv.to_vec());
-            if argv[0] == "docker" && argv.get(1).map(String::as_str) == Some("ps") {
-                return Ok(Outcome {
-                    code: Some(0),
-                    timed_out: false,
-                    stdout: "c1\nc2\n".into(),
-                    stderr_tail: String::new(),
-                });
-            }
-            let code = self.codes.get(&argv[0]).copied().unwrap_or(0);
-            Ok(Outcome { code: Some(code), timed_out: false, stdout: String::new(), stderr_tail: "boom".into() })
-        }
-    }
 
     fn socket(name: &str, triggers: &str) -> UnitInfo {
         UnitInfo { triggers: vec![triggers.into()], ..service(name, "active") }
@@ -608,6 +499,33 @@ mod tests {
         assert_eq!(w.active("docker.service"), "active");
         assert_eq!(w.active("docker.socket"), "active");
         assert_eq!(w.se.0.get(), Mode::Enforcing, "SELinux was never switched");
+        assert_eq!(j.record().phase, Phase::Closed);
+    }
+
+    #[test]
+    fn a_refused_stop_rolls_back_and_names_the_unit_and_the_error() {
+        let sd = docker_systemd()
+            .fail_stop("containerd.service", FakeFailure::Refused("org.freedesktop.DBus.Error.AccessDenied".into()));
+        let w = World::new(sd);
+        let (r, j) = w.prepare(docker_holders());
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(e.contains("stop containerd.service: org.freedesktop.DBus.Error.AccessDenied"), "{e}");
+        assert!(e.contains("rolled back"), "{e}");
+        assert_eq!(w.active("docker.service"), "active");
+        assert_eq!(j.record().phase, Phase::Closed);
+    }
+
+    #[test]
+    fn a_restore_that_cannot_unmask_keeps_the_window_open_and_names_the_units() {
+        let w = World::new(docker_systemd().fail_unmask("docker.socket"));
+        let (r, mut j) = w.prepare(docker_holders());
+        r.unwrap();
+        let r1 = w.restore(&mut j);
+        assert!(r1.failed.iter().any(|f| f.contains("docker.socket")), "{:?}", r1.failed);
+        assert_eq!(j.record().phase, Phase::Restoring, "the window stays open for a retry");
+        w.sd.heal("docker.socket");
+        let r2 = w.restore(&mut j);
+        assert!(r2.failed.is_empty(), "{:?}", r2.failed);
         assert_eq!(j.record().phase, Phase::Closed);
     }
 

@@ -7,61 +7,12 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::classify::{Class, Classification};
+use crate::classify::Class;
 use crate::config::{PreStop, Settings, StrayPolicy};
 use crate::glob;
 use crate::scan::Holder;
 
-/// What the planner knows of one unit (read from systemd before planning).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UnitFacts {
-    /// Unit name.
-    pub id: String,
-    /// `loaded`, `not-found`, `masked`...
-    pub load_state: String,
-    /// `active`, `inactive`, `activating`...
-    pub active_state: String,
-    /// Units that can start this one (sockets, timers, paths).
-    pub triggered_by: Vec<String>,
-    /// The unit file (a runtime mask cannot shadow one in /etc/systemd/system or /run/systemd/system).
-    pub fragment_path: String,
-}
-
-impl UnitFacts {
-    /// Running or on its way (a stop job is needed).
-    pub fn is_running(&self) -> bool {
-        matches!(self.active_state.as_str(), "active" | "activating" | "reloading" | "deactivating")
-    }
-    /// A transient unit (scope): stopped, never masked or started again.
-    pub fn is_transient(&self) -> bool {
-        self.id.ends_with(".scope")
-    }
-    /// A runtime mask (in /run/systemd/system) can shadow this unit's file.
-    pub fn maskable(&self) -> bool {
-        !self.is_transient()
-            && !self.fragment_path.starts_with("/etc/systemd/system/")
-            && !self.fragment_path.starts_with("/run/systemd/")
-    }
-    /// A unit that starts others.
-    pub fn is_trigger(&self) -> bool {
-        [".socket", ".timer", ".path"].iter().any(|s| self.id.ends_with(s))
-    }
-}
-
-/// A snapshot of the machine: everything the plan depends on.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    /// The filesystem being freed.
-    pub mount: PathBuf,
-    /// Holders with their class.
-    pub holders: Vec<(Holder, Classification)>,
-    /// Facts of the units of workload holders, their triggers and their workloads' companion units.
-    pub units: BTreeMap<String, UnitFacts>,
-    /// SELinux is enforcing now.
-    pub selinux_enforcing: bool,
-    /// Running Docker containers (ids) when Docker is a workload; with live-restore they outlive dockerd.
-    pub docker_containers: Vec<String>,
-}
+pub use super::snapshot::{Snapshot, UnitFacts};
 
 /// One step of prepare.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -345,7 +296,7 @@ impl fmt::Display for Plan {
 mod tests {
     use super::*;
     use crate::classify::classify;
-    use crate::scan::test_holder as holder;
+    use crate::testing::procs::holder;
 
     fn unit(id: &str, active: &str, triggered_by: &[&str]) -> (String, UnitFacts) {
         (

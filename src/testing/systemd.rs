@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{DbusError, FileChange, JobCounters, JobError, JobOp, Reload, ServiceManager, SystemdError, UnitInfo};
+use crate::systemd::{
+    DbusError, FileChange, JobCounters, JobError, JobOp, Reload, ServiceManager, SystemdError, UnitInfo,
+};
 
 /// One call made to the fake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +84,17 @@ pub fn service(name: &str, active_state: &str) -> UnitInfo {
 }
 
 impl FakeSystemd {
+    /// The unit whose cgroup holds `pid` (GetUnitByPID); None when systemd knows no unit for it. For the tests
+    /// that cross-check the unit read from /proc.
+    pub fn unit_by_pid(&self, pid: u32) -> Result<Option<String>, SystemdError> {
+        Ok(self.st().pids.get(&pid).cloned())
+    }
+
+    /// The manager's job counters, for the tests that prove a dry run queued no job.
+    pub fn job_counters(&self) -> Result<JobCounters, SystemdError> {
+        Ok(JobCounters { jobs: 0, installed_jobs: self.st().installed_jobs })
+    }
+
     /// No units.
     pub fn new() -> Self {
         Self::default()
@@ -238,10 +251,6 @@ impl ServiceManager for FakeSystemd {
         Ok(u)
     }
 
-    fn unit_by_pid(&self, pid: u32) -> Result<Option<String>, SystemdError> {
-        Ok(self.st().pids.get(&pid).cloned())
-    }
-
     fn mask_runtime(&self, units: &[String], reload: Reload) -> Result<Vec<FileChange>, SystemdError> {
         let mut st = self.st();
         st.calls.push(FakeCall::Mask(units.to_vec(), reload));
@@ -315,10 +324,6 @@ impl ServiceManager for FakeSystemd {
         st.pids.retain(|_, u| u != unit);
         Ok(())
     }
-
-    fn job_counters(&self) -> Result<JobCounters, SystemdError> {
-        Ok(JobCounters { jobs: 0, installed_jobs: self.st().installed_jobs })
-    }
 }
 
 #[cfg(test)]
@@ -350,7 +355,7 @@ mod tests {
         assert_eq!(f.start_units(&batch(&["db.service"]))[0].1, Ok(()));
         let u = f.unit("db.service").unwrap();
         assert!(u.is_running() && !u.is_masked() && u.main_pid.is_some());
-        assert_eq!(counters(&f), before.installed_jobs + 2);
+        assert_eq!(f.job_counters().unwrap().installed_jobs, before.installed_jobs + 2);
         assert_eq!(
             f.calls(),
             vec![
@@ -363,11 +368,6 @@ mod tests {
                 FakeCall::Start(vec!["db.service".into()]),
             ]
         );
-    }
-
-    /// The executor holds the manager as a trait object.
-    fn counters(sm: &dyn ServiceManager) -> u32 {
-        sm.job_counters().unwrap().installed_jobs
     }
 
     #[test]

@@ -1,67 +1,26 @@
-//! The journal of the encryption window ([`paths::STATE_FILE`]): the truth about what ade-prep changed, written
+//! The journal's record of the encryption window ([`paths::STATE_FILE`]): the truth about what ade-prep changed, written
 //! ahead of every change and after it, so that `restore` can undo everything from the file alone, in a new process,
 //! after a crash or a reboot.
 //!
 //! The file is versioned (`"version": 1`), unknown fields are rejected everywhere, and every write is atomic (temp
 //! file in the same folder, fsync, rename, fsync of the folder) with the previous version kept as `state.json.prev`.
 //! A corrupt journal or one of another version is refused with an error naming the file: never guessed at.
+//!
+//! This module owns the record (entries, statuses, the ADE run followed) and the write-ahead rules of [`Journal`];
+//! where and how the record is stored is [`super::store`]'s, and it must not touch the machine.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::paths::Paths;
+use super::phase::Phase;
+use super::store::Store;
+use crate::clock::{format_utc, now};
 use crate::selinux;
 
 /// The schema version this build reads and writes.
 pub const VERSION: u32 = 1;
-
-/// Where the window stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// prepare is changing the machine (or died doing so: restore must look at every entry).
-    Preparing,
-    /// Everything is in place; waiting for ADE.
-    Open,
-    /// restore (or a rollback) is undoing the entries.
-    Restoring,
-    /// Nothing is left changed.
-    Closed,
-}
-
-impl Phase {
-    /// The transitions docs/design.md draws: closed → preparing → open → restoring → closed, the rollback
-    /// (preparing → restoring) and a restore retried after a failed undo (restoring → restoring). A new window
-    /// starts in preparing through [`Journal::open`], never through a transition.
-    pub fn can_become(self, next: Phase) -> bool {
-        use Phase::*;
-        matches!(
-            (self, next),
-            (Preparing, Open)
-                | (Preparing, Restoring)
-                | (Open, Restoring)
-                | (Restoring, Restoring)
-                | (Restoring, Closed)
-        )
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Phase::Preparing => "preparing",
-            Phase::Open => "open",
-            Phase::Restoring => "restoring",
-            Phase::Closed => "closed",
-        })
-    }
-}
 
 /// The ADE run the window follows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -297,163 +256,6 @@ pub enum StateError {
     },
 }
 
-/// The journal store: one real implementation ([`FileStore`]), fakes in tests.
-pub trait Store {
-    /// The journal, `None` when there is none.
-    fn load(&self) -> Result<Option<Record>, StateError>;
-    /// Replaces the journal, atomically; returns once it is durable.
-    fn save(&self, record: &Record) -> Result<(), StateError>;
-    /// The file, for messages.
-    fn location(&self) -> PathBuf;
-}
-
-impl<T: Store + ?Sized> Store for &T {
-    fn load(&self) -> Result<Option<Record>, StateError> {
-        (**self).load()
-    }
-    fn save(&self, record: &Record) -> Result<(), StateError> {
-        (**self).save(record)
-    }
-    fn location(&self) -> PathBuf {
-        (**self).location()
-    }
-}
-
-/// The journal file, replaced atomically, the previous version kept beside it as `<file>.prev`.
-#[derive(Debug, Clone)]
-pub struct FileStore {
-    path: PathBuf,
-}
-
-impl FileStore {
-    /// The journal of the system (or fixture tree) under `paths`.
-    pub fn new(paths: &Paths) -> Self {
-        FileStore { path: paths.state_file() }
-    }
-
-    /// A journal at an explicit path.
-    pub fn at(path: impl Into<PathBuf>) -> Self {
-        FileStore { path: path.into() }
-    }
-
-    /// Where the previous version is kept.
-    pub fn previous_path(&self) -> PathBuf {
-        with_suffix(&self.path, ".prev")
-    }
-}
-
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
-/// Parses a journal's text; `path` is only used in errors.
-pub fn parse(path: &Path, text: &str) -> Result<Record, StateError> {
-    #[derive(Deserialize)]
-    struct Probe {
-        version: Option<serde_json::Value>,
-    }
-    let corrupt = |message: String| StateError::Corrupt { path: path.to_path_buf(), message };
-    let probe: Probe = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
-    match probe.version {
-        None => return Err(corrupt("no \"version\" field".into())),
-        Some(v) if v.as_u64() == Some(VERSION.into()) => {}
-        Some(v) => {
-            let why = match v.as_u64() {
-                Some(n) if n > VERSION.into() => "is from a newer ade-prep",
-                _ => "is unknown",
-            };
-            return Err(StateError::Version { path: path.to_path_buf(), found: v.to_string(), why });
-        }
-    }
-    serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))
-}
-
-impl Store for FileStore {
-    fn load(&self) -> Result<Option<Record>, StateError> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) => parse(&self.path, &text).map(Some),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StateError::Read { path: self.path.clone(), source }),
-        }
-    }
-
-    fn save(&self, record: &Record) -> Result<(), StateError> {
-        let write_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StateError::Write { path, source }
-        };
-        let dir = self.path.parent().unwrap_or(Path::new("/"));
-        if !dir.is_dir() {
-            std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(write_err(dir))?;
-        }
-        let mut text = serde_json::to_string_pretty(record).map_err(|e| write_err(&self.path)(e.into()))?;
-        text.push('\n');
-        let tmp = with_suffix(&self.path, ".tmp");
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
-            .map_err(write_err(&tmp))?;
-        f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(write_err(&tmp))?;
-        drop(f);
-        // Keep the previous version without ever leaving the journal's name empty: link, then rename over.
-        let prev = self.previous_path();
-        match std::fs::remove_file(&prev) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(write_err(&prev)(e)),
-            _ => {}
-        }
-        match std::fs::hard_link(&self.path, &prev) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            // A filesystem without hard links: a copy does as well.
-            Err(_) => match std::fs::copy(&self.path, &prev) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(write_err(&prev)(e)),
-                _ => {}
-            },
-        }
-        std::fs::rename(&tmp, &self.path).map_err(write_err(&self.path))?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(write_err(dir))?;
-        Ok(())
-    }
-
-    fn location(&self) -> PathBuf {
-        self.path.clone()
-    }
-}
-
-/// The current boot's id (`/proc/sys/kernel/random/boot_id`), to record at open and compare after a reboot.
-pub fn boot_id(paths: &Paths) -> Result<String, StateError> {
-    let path = paths.proc().join("sys/kernel/random/boot_id");
-    std::fs::read_to_string(&path).map(|s| s.trim().to_string()).map_err(|source| StateError::Read { path, source })
-}
-
-/// Now, in unix seconds.
-pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`, for messages.
-pub fn format_utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Days to civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
 /// The journal in use: every mutating call persists through the [`Store`] before it returns, and the in-memory
 /// record only changes once the write succeeded.
 #[derive(Debug)]
@@ -601,34 +403,9 @@ impl<S: Store> Journal<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::{Cell, RefCell};
-
-    /// A store in memory that can be told to fail.
-    #[derive(Debug, Default)]
-    struct MemStore {
-        saved: RefCell<Option<Record>>,
-        saves: Cell<u32>,
-        fail: Cell<bool>,
-    }
-
-    impl Store for MemStore {
-        fn load(&self) -> Result<Option<Record>, StateError> {
-            Ok(self.saved.borrow().clone())
-        }
-        fn save(&self, record: &Record) -> Result<(), StateError> {
-            if self.fail.get() {
-                return Err(StateError::Write { path: self.location(), source: std::io::Error::other("disk full") });
-            }
-            self.saves.set(self.saves.get() + 1);
-            *self.saved.borrow_mut() = Some(record.clone());
-            Ok(())
-        }
-        fn location(&self) -> PathBuf {
-            PathBuf::from("/mem/state.json")
-        }
-    }
-
-    const FIXTURE: &str = include_str!("../tests/fixtures/state/v1.json");
+    use crate::paths::Paths;
+    use crate::testing::store::MemStore;
+    use crate::window::store::FileStore;
 
     #[test]
     fn every_mutation_is_saved_before_it_returns() {
@@ -722,92 +499,5 @@ mod tests {
         let again = Journal::resume(FileStore::new(&paths)).unwrap().unwrap();
         assert_eq!(again.record(), j.record());
         assert!(Journal::resume(FileStore::at(d.path().join("none.json"))).unwrap().is_none());
-    }
-
-    #[test]
-    fn file_store_keeps_the_previous_version_and_no_temp_file() {
-        let d = tempfile::tempdir().unwrap();
-        let paths = Paths::under(d.path());
-        let store = FileStore::new(&paths);
-        let mut j = Journal::open(&store, Path::new("/"), "b").unwrap();
-        assert!(!store.previous_path().exists());
-        j.intend(Change::LockHeld {}).unwrap();
-        let prev = parse(&store.previous_path(), &std::fs::read_to_string(store.previous_path()).unwrap()).unwrap();
-        assert!(prev.entries.is_empty());
-        assert_eq!(store.load().unwrap().unwrap().entries.len(), 1);
-        let names: Vec<String> = std::fs::read_dir(d.path().join("var/lib/ade-prep"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        let mut names = names;
-        names.sort();
-        assert_eq!(names, vec!["state.json", "state.json.prev"]);
-    }
-
-    #[test]
-    fn the_v1_fixture_loads_and_round_trips() {
-        let r = parse(Path::new("v1.json"), FIXTURE).unwrap();
-        assert_eq!(r.version, 1);
-        assert_eq!(r.phase, Phase::Open);
-        assert_eq!(r.entries.len(), 7);
-        let back: serde_json::Value = serde_json::to_value(&r).unwrap();
-        let orig: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
-        assert_eq!(back, orig, "the fixture must show every field as this build writes it");
-    }
-
-    fn load_err(text: &str) -> (String, PathBuf) {
-        let d = tempfile::tempdir().unwrap();
-        let store = FileStore::new(&Paths::under(d.path()));
-        std::fs::create_dir_all(store.location().parent().unwrap()).unwrap();
-        std::fs::write(store.location(), text).unwrap();
-        let e = store.load().unwrap_err().to_string();
-        assert_eq!(e.lines().count(), 1, "{e}");
-        (e, store.location())
-    }
-
-    #[test]
-    fn an_unknown_field_is_refused_naming_the_file() {
-        let text = FIXTURE.replacen("\"seq\": 1,", "\"seq\": 1, \"colour\": \"red\",", 1);
-        let (e, path) = load_err(&text);
-        assert!(
-            e.starts_with(&format!("{}: corrupt journal, refusing to guess: unknown field `colour`", path.display())),
-            "{e}"
-        );
-        let text = FIXTURE.replacen("\"kind\": \"lock_held\"", "\"kind\": \"lock_held\", \"by\": 3", 1);
-        assert!(load_err(&text).0.contains("unknown field `by`"));
-        let text = FIXTURE.replacen("\"unit\": \"docker.socket\"", "\"unit\": \"docker.socket\", \"runtime\": true", 1);
-        assert!(load_err(&text).0.contains("unknown field `runtime`"));
-    }
-
-    #[test]
-    fn an_unknown_version_is_refused_naming_the_file() {
-        let (e, path) = load_err(&FIXTURE.replacen("\"version\": 1", "\"version\": 2", 1));
-        assert_eq!(
-            e,
-            format!(
-                "{}: journal version 2 is from a newer ade-prep (this ade-prep reads version 1); refusing to guess",
-                path.display()
-            )
-        );
-        let (e, _) = load_err(&FIXTURE.replacen("\"version\": 1", "\"version\": \"1\"", 1));
-        assert!(e.contains("journal version \"1\" is unknown"), "{e}");
-    }
-
-    #[test]
-    fn a_truncated_or_empty_file_is_refused_naming_the_file() {
-        let (e, path) = load_err(&FIXTURE[..FIXTURE.len() / 2]);
-        assert!(
-            e.starts_with(&format!("{}: corrupt journal, refusing to guess: EOF while parsing", path.display())),
-            "{e}"
-        );
-        assert!(load_err("").0.contains("corrupt journal"));
-        assert!(load_err("{}").0.ends_with("no \"version\" field"));
-    }
-
-    #[test]
-    fn format_utc_gives_civil_dates() {
-        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(format_utc(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(format_utc(1_714_564_799), "2024-05-01T11:59:59Z");
     }
 }

@@ -19,7 +19,8 @@ use std::path::Path;
 
 use crate::paths::{self, Paths};
 use crate::selinux::{Mode, Selinux};
-use crate::state::{Change, Phase, Record};
+use crate::window::journal::{Change, Record};
+use crate::window::phase::Phase;
 
 /// Where the generator writes its masks (systemd's early generator folder).
 pub const GENERATOR_EARLY_DIR: &str = "/run/systemd/generator.early";
@@ -102,8 +103,8 @@ pub fn reapply_selinux(record: &Record, current_boot: &str, selinux: &dyn Selinu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::selinux::FakeSelinux;
-    use crate::state::{Entry, Status, VERSION};
+    use crate::testing::selinux::FakeSelinux;
+    use crate::window::journal::{Entry, Status, VERSION};
     use std::cell::Cell;
 
     fn record(phase: Phase, boot: &str, entries: Vec<(Change, Status)>) -> Record {

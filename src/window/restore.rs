@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 
-use crate::execute::Machine;
 use crate::failpoint;
 use crate::glob;
 use crate::runner::Runner;
 use crate::selinux::Mode;
-use crate::state::{Change, Journal, Phase, Store};
+use crate::window::journal::{Change, Journal};
+use crate::window::phase::Phase;
+use crate::window::store::Store;
+use crate::window::Machine;
 
 /// What restore did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

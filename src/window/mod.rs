@@ -1,0 +1,33 @@
+//! The encryption window's core: its phase and their checked transitions, the snapshot of the machine, the pure
+//! plan, its execution, the restore, the journal (record and store apart) and the hold through a reboot. It works
+//! on the machine only through the edges in [`Machine`]; it must not reach the command line, print, or talk to
+//! systemd, SELinux or /proc directly.
+
+pub mod execute;
+pub mod hold;
+pub mod journal;
+pub mod phase;
+pub mod plan;
+pub mod restore;
+pub mod snapshot;
+pub mod store;
+
+use crate::config::Settings;
+use crate::runner::Runner;
+use crate::scan::ProcessTable;
+use crate::selinux::Selinux;
+use crate::systemd::ServiceManager;
+
+/// The edges execution works through: one real implementation each, fakes in tests.
+pub struct Machine<'a> {
+    /// The process table.
+    pub procs: &'a dyn ProcessTable,
+    /// systemd.
+    pub systemd: &'a dyn ServiceManager,
+    /// SELinux.
+    pub selinux: &'a dyn Selinux,
+    /// Outside commands (pre-stop, docker).
+    pub runner: &'a dyn Runner,
+    /// The effective configuration.
+    pub settings: &'a Settings,
+}
