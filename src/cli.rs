@@ -1,18 +1,13 @@
 //! The command line (clap derive), one subcommand per verb, and the dispatch to the library.
 //! The same definitions generate the man page and shell completions for the packages.
 
-use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::checks;
+use crate::commands;
 use crate::config;
-use crate::exit;
 use crate::paths::Paths;
-use crate::report;
-use crate::scan::{ProcFs, ProcessTable};
 
 /// Prepares a Linux VM for Azure Disk Encryption of its OS disk: frees `/` of workloads for the encryption window,
 /// then puts everything back.
@@ -100,109 +95,21 @@ pub enum Command {
     },
 }
 
-/// Whether the process runs as root.
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-fn out(text: &str) -> anyhow::Result<()> {
-    let mut o = std::io::stdout().lock();
-    match o.write_all(text.as_bytes()).and_then(|_| o.flush()) {
-        // A closed pipe (`| head`) is not an error worth reporting.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => r.context("writing to standard output"),
-    }
-}
-
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let paths = cli.root.clone().map_or_else(Paths::system, Paths::under);
-    let settings = config::load(&paths, is_root())?;
+    let settings = config::load(&paths, commands::is_root())?;
     match cli.command {
-        Command::Scan { mount, json } => {
-            if !mount.exists() {
-                return Err(exit::with_code(
-                    exit::USAGE,
-                    anyhow::anyhow!("{}: no such file or directory", mount.display()),
-                ));
-            }
-            let scan = ProcFs::new(paths.proc()).scan(&mount)?;
-            let r = report::scan_report(&scan, &settings);
-            if json {
-                out(&(serde_json::to_string_pretty(&r)? + "\n"))?;
-            } else {
-                out(&report::scan_text(&r))?;
-            }
-            if scan.unreadable_count() > 0 {
-                log::warn!(
-                    "{} entries could not be read{}",
-                    scan.unreadable_count(),
-                    if is_root() { "" } else { " (not root)" }
-                );
-            }
-            Ok(exit::OK)
-        }
+        Command::Scan { mount, json } => commands::scan::run(&paths, &settings, &mount, json),
         Command::Prepare { dry_run, json, mount, force, wait } => {
-            if !mount.exists() {
-                return Err(exit::with_code(
-                    exit::USAGE,
-                    anyhow::anyhow!("{}: no such file or directory", mount.display()),
-                ));
-            }
-            let opts = crate::commands::PrepareOpts { dry_run, force, lock_wait: wait };
-            let (prepared, _guard) = crate::commands::prepare(&paths, &settings, &mount, &opts)?;
-            match prepared {
-                None => out("no preparation needed: ADE encrypts this distribution's OS disk online\n")?,
-                Some(p) if json => out(&(serde_json::to_string_pretty(&p)? + "\n"))?,
-                Some(p) if !p.executed => out(&format!("{}(dry run: nothing was changed)\n", p.plan))?,
-                Some(p) => out(&format!(
-                    "{}window open: {}\n",
-                    p.plan,
-                    p.journal.as_ref().map(crate::commands::summary).unwrap_or_default()
-                ))?,
-            }
-            Ok(exit::OK)
+            let opts = commands::prepare::PrepareOpts { dry_run, force, lock_wait: wait };
+            commands::prepare::run(&paths, &settings, &mount, &opts, json)
         }
-        Command::Restore { wait } => {
-            match crate::commands::restore(&paths, &settings, wait)? {
-                None => out("nothing to restore: no window is open\n")?,
-                Some(r) => out(&format!("restored: {}\n", r.summary()))?,
-            }
-            Ok(exit::OK)
-        }
-        Command::Run { force } => crate::daemon::run(&paths, &settings, &crate::daemon::RunOpts { force }),
-        Command::Status { json } => {
-            let s = crate::commands::status(&paths)?;
-            if json {
-                out(&(serde_json::to_string_pretty(&s)? + "\n"))?;
-            } else {
-                out(&crate::commands::status_text(&s))?;
-            }
-            Ok(exit::OK)
-        }
-        Command::Lock { wait, command } => {
-            crate::lock::run_holding(&paths, wait.map(std::time::Duration::from_secs), &command)
-        }
-        Command::Config => {
-            let files = config::files(&paths)?;
-            let mut text = String::from("# effective configuration: built-in defaults");
-            for f in &files {
-                text.push_str(&format!(", then {}", f.display()));
-            }
-            text.push('\n');
-            text.push_str(&settings.to_toml());
-            out(&text)?;
-            Ok(exit::OK)
-        }
-        Command::Check { json } => {
-            let report = checks::check_machine(&paths, &settings, &checks::Waagent::for_paths(&paths));
-            if json {
-                out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
-            } else {
-                use std::io::IsTerminal;
-                out(&checks::render::text(&report, std::io::stdout().is_terminal()))?;
-            }
-            Ok(if report.has_failures() { exit::FAILED } else { exit::OK })
-        }
+        Command::Restore { wait } => commands::restore::run(&paths, &settings, wait),
+        Command::Run { force } => commands::run::run(&paths, &settings, &commands::run::RunOpts { force }),
+        Command::Status { json } => commands::status::run(&paths, json),
+        Command::Lock { wait, command } => commands::lock::run(&paths, wait, &command),
+        Command::Config => commands::config::run(&paths, &settings),
+        Command::Check { json } => commands::check::run(&paths, &settings, json),
     }
 }

@@ -42,7 +42,12 @@ pub fn code_of(e: &anyhow::Error) -> u8 {
             return USAGE;
         }
         if let Some(e) = cause.downcast_ref::<crate::lock::LockError>() {
-            return e.exit_code();
+            use crate::window::journal::StateError;
+            return match e {
+                crate::lock::LockError::Busy { .. } => BUSY,
+                crate::lock::LockError::Journal(StateError::Corrupt { .. } | StateError::Version { .. }) => USAGE,
+                _ => FAILED,
+            };
         }
         if let Some(
             crate::window::journal::StateError::Corrupt { .. } | crate::window::journal::StateError::Version { .. },

@@ -8,7 +8,6 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
-pub mod daemon;
 pub mod exit;
 pub mod extension;
 pub mod failpoint;

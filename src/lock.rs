@@ -10,22 +10,17 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use nix::errno::Errno;
-use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use serde::{Deserialize, Serialize};
 
 use crate::clock;
-use crate::exit;
 use crate::paths::Paths;
 use crate::window::journal::StateError;
-use crate::window::store::{FileStore, Store};
+use crate::window::store::Store;
 
 /// Who holds (or held) the lock, as its holder wrote it into the lock file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,17 +81,6 @@ pub enum LockError {
     /// The journal could not be read: whether the window is open is unknown.
     #[error(transparent)]
     Journal(StateError),
-}
-
-impl LockError {
-    /// The exit code: [`exit::BUSY`] when the wait ran out, [`exit::USAGE`] for an unreadable journal.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            LockError::Busy { .. } => exit::BUSY,
-            LockError::Journal(StateError::Corrupt { .. } | StateError::Version { .. }) => exit::USAGE,
-            _ => exit::FAILED,
-        }
-    }
 }
 
 /// The serialisation lock of the system (or fixture tree) under a [`Paths`] root.
@@ -325,90 +309,10 @@ impl Lock {
     }
 }
 
-/// The child run under the lock, for the signal forwarder (0 while it is not started yet).
-static CHILD: AtomicI32 = AtomicI32::new(0);
-/// A signal to pass on that came before the child existed.
-static PENDING: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn forward(sig: libc::c_int) {
-    let pid = CHILD.load(Ordering::SeqCst);
-    if pid > 0 {
-        // SAFETY: kill(2) is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
-    } else {
-        PENDING.store(sig, Ordering::SeqCst);
-    }
-}
-
-/// A handler that does nothing: unlike SIG_IGN it is not inherited by the command (exec resets handlers).
-extern "C" fn leave_to_child(_: libc::c_int) {}
-
-/// `ade-prep lock [--wait SECS] -- CMD ARGS...`: runs `argv` holding the lock, outside the encryption window, and
-/// returns its exit code (128 + signal when it was killed; 126/127 when it cannot be run, as shells do).
-/// While it runs, SIGTERM and SIGHUP are passed on to it and SIGINT/SIGQUIT are left to it (the terminal sends
-/// them to it too), so the lock is held until it has exited.
-pub fn run_holding(paths: &Paths, wait: Option<Duration>, argv: &[std::ffi::OsString]) -> anyhow::Result<u8> {
-    let (program, args) = argv.split_first().context("no command given")?;
-    let shown: Vec<String> = argv.iter().map(|a| String::from_utf8_lossy(a.as_bytes()).into_owned()).collect();
-    let mut command = format!("ade-prep lock -- {}", shown.join(" "));
-    if command.len() > 200 {
-        command = format!("{}...", command.chars().take(197).collect::<String>());
-    }
-    let store = FileStore::new(paths);
-    // Its exit code comes from exit::code_of, which knows LockError.
-    let guard = Lock::new(paths).acquire_when_closed(&command, &store, wait)?;
-    // Handlers go in before the command starts, so that no signal can end this process while it runs.
-    let pass_on = SigAction::new(SigHandler::Handler(forward), SaFlags::SA_RESTART, SigSet::empty());
-    let leave = SigAction::new(SigHandler::Handler(leave_to_child), SaFlags::SA_RESTART, SigSet::empty());
-    let mut saved = vec![];
-    for (sig, action) in
-        [(Signal::SIGTERM, &pass_on), (Signal::SIGHUP, &pass_on), (Signal::SIGINT, &leave), (Signal::SIGQUIT, &leave)]
-    {
-        // SAFETY: the handlers only touch atomics and call kill(2).
-        if let Ok(old) = unsafe { signal::sigaction(sig, action) } {
-            saved.push((sig, old));
-        }
-    }
-    let status = match std::process::Command::new(program).args(args).spawn() {
-        Ok(mut child) => {
-            CHILD.store(child.id() as i32, Ordering::SeqCst);
-            let early = PENDING.swap(0, Ordering::SeqCst);
-            if early != 0 {
-                // SAFETY: plain kill(2) of our own child.
-                unsafe { libc::kill(child.id() as i32, early) };
-            }
-            let status = child.wait();
-            CHILD.store(0, Ordering::SeqCst);
-            Ok(status)
-        }
-        Err(e) => Err(e),
-    };
-    for (sig, old) in saved {
-        // SAFETY: puts back the disposition found above.
-        let _ = unsafe { signal::sigaction(sig, &old) };
-    }
-    drop(guard);
-    let status = match status {
-        Ok(s) => s.with_context(|| format!("waiting for {}", shown[0]))?,
-        Err(e) => {
-            let code = match e.kind() {
-                std::io::ErrorKind::NotFound => exit::CMD_NOT_FOUND,
-                _ => exit::CMD_NOT_RUNNABLE,
-            };
-            return Err(exit::with_code(code, anyhow::anyhow!("{}: {e}", shown[0])));
-        }
-    };
-    use std::os::unix::process::ExitStatusExt;
-    Ok(match (status.code(), status.signal()) {
-        (Some(c), _) => c as u8,
-        (None, Some(s)) => 128u8.wrapping_add(s as u8),
-        (None, None) => exit::FAILED,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::window::store::FileStore;
 
     #[test]
     fn a_second_open_sees_the_holder_and_the_guard_releases() {
@@ -474,7 +378,8 @@ mod tests {
         let t = Instant::now();
         let e = lock.acquire("t", Some(Duration::from_millis(300))).unwrap_err();
         assert!(t.elapsed() >= Duration::from_millis(300));
-        assert_eq!(e.exit_code(), exit::BUSY);
+        let e = anyhow::Error::from(e);
+        assert_eq!(crate::exit::code_of(&e), crate::exit::BUSY);
         let e = e.to_string();
         assert!(e.contains(&format!("held by pid {} (ade-prep prepare)", std::process::id())), "{e}");
     }
@@ -503,7 +408,8 @@ mod tests {
         std::fs::write(paths.state_file(), "{\"version\": 1, \"pha").unwrap();
         let store = FileStore::new(&paths);
         let e = Lock::new(&paths).acquire_when_closed("t", &store, None).unwrap_err();
-        assert_eq!(e.exit_code(), exit::USAGE);
+        let e = anyhow::Error::from(e);
+        assert_eq!(crate::exit::code_of(&e), crate::exit::USAGE);
         assert!(e.to_string().starts_with(&format!("{}: corrupt journal", paths.state_file().display())));
     }
 }

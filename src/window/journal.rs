@@ -171,6 +171,31 @@ pub struct Record {
 }
 
 impl Record {
+    /// A one-line summary of the changes in effect ("stopped 3 units, SELinux permissive").
+    pub fn summary(&self) -> String {
+        let done = self.entries.iter().filter(|e| e.status == Status::Done);
+        let (mut stopped, mut masked, mut selinux, mut killed, mut containers) = (0, 0, false, 0, 0);
+        for e in done {
+            match &e.change {
+                Change::StopUnit { .. } => stopped += 1,
+                Change::MaskUnit { .. } => masked += 1,
+                Change::SelinuxPermissive { .. } => selinux = true,
+                Change::TerminateProcess { .. } => killed += 1,
+                Change::StopContainers { ids } => containers += ids.len(),
+                _ => {}
+            }
+        }
+        let mut parts = vec![format!("stopped {stopped} unit(s)"), format!("masked {masked}")];
+        if containers > 0 {
+            parts.push(format!("stopped {containers} container(s)"));
+        }
+        if killed > 0 {
+            parts.push(format!("terminated {killed} process(es)"));
+        }
+        parts.push(if selinux { "SELinux permissive".into() } else { "SELinux unchanged".into() });
+        parts.join(", ")
+    }
+
     /// True until restore has closed the window (a crashed prepare leaves it open: something may be changed).
     pub fn is_window_open(&self) -> bool {
         self.phase != Phase::Closed

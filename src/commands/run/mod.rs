@@ -5,17 +5,26 @@
 //! Then it stays up for ADE's next request (a retry after an error, a new sequence number), unless none can need the
 //! window any more (the OS volume encrypted, a distribution that does not unmount).
 //! SIGTERM keeps the window (the journal holds it) and exits cleanly; `restore` stays available by hand.
+//!
+//! This module owns the decision and the window's lifetime across requests; the waiting is in [`wait`], the
+//! plumbing with systemd and signals in [`plumbing`]. It must not carry out the window itself (prepare and restore
+//! do).
+
+pub mod plumbing;
+pub mod wait;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context;
 
+use self::plumbing::{notify, start_watchdog, status, StopToken};
+use self::wait::{age, observe_settings, os_work_started, read_settings_patiently, wait_for_next_request};
+pub use self::wait::{SETTINGS_READ_WAIT, SETTINGS_WAIT};
+use super::prepare::{self, PrepareOpts};
+use super::restore;
 use crate::checks::{self, Flow};
 use crate::clock;
-use crate::commands::{self, PrepareOpts};
 use crate::config::Settings;
 use crate::exit;
 use crate::extension::ade::{
@@ -83,111 +92,10 @@ pub fn decide(obs: &Observation, public: Option<&PublicSettings>, flow: Flow) ->
     Decision::Prepare { handler_dir: h.dir.clone(), seq }
 }
 
-fn verdict_text(v: &Verdict) -> String {
+pub(crate) fn verdict_text(v: &Verdict) -> String {
     match v {
         Verdict::Wait(why) => why.clone(),
         Verdict::Done(o) => o.to_string(),
-    }
-}
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_term(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-fn install_signal_handlers() -> anyhow::Result<()> {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let act = SigAction::new(SigHandler::Handler(on_term), SaFlags::empty(), SigSet::empty());
-    for s in [Signal::SIGTERM, Signal::SIGINT] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { sigaction(s, &act) }.context("installing the SIGTERM handler")?;
-    }
-    Ok(())
-}
-
-fn notify(state: &[sd_notify::NotifyState]) {
-    // Outside a Type=notify unit NOTIFY_SOCKET is unset and this does nothing.
-    let _ = sd_notify::notify(false, state);
-}
-
-fn status(text: &str) {
-    log::info!("{text}");
-    notify(&[sd_notify::NotifyState::Status(text)]);
-}
-
-/// Pings the watchdog at half its interval, when the unit asks for it.
-fn start_watchdog() {
-    let mut usec = 0u64;
-    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
-        let every = Duration::from_micros(usec / 2);
-        std::thread::spawn(move || loop {
-            notify(&[sd_notify::NotifyState::Watchdog]);
-            std::thread::sleep(every);
-        });
-    }
-}
-
-/// Seconds since a file was last written (ADE's head start: its daemon sleeps about 60 s before the OS work).
-fn age(path: &Path) -> Option<Duration> {
-    let m = std::fs::metadata(path).ok()?.modified().ok()?;
-    SystemTime::now().duration_since(m).ok()
-}
-
-/// ADE's OS-disk work has begun when its markers folder holds anything.
-fn os_work_started(paths: &Paths) -> Option<Vec<String>> {
-    let dir = paths.ade_config_dir().join("os_encryption_markers");
-    let names: Vec<String> =
-        std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
-    (!names.is_empty()).then_some(names)
-}
-
-/// How long `run` reads a settings file again while it cannot be parsed: the guest agent writes it in place
-/// (truncate, then write), so `run`, started by the path unit, can find it empty or half written.
-pub const SETTINGS_READ_WAIT: Duration = Duration::from_secs(15);
-
-/// ADE's public settings for `seq`, read again every 200 ms while the file cannot be parsed, until `timeout`.
-pub fn read_settings_patiently(
-    handler_dir: &Path,
-    seq: u64,
-    timeout: Duration,
-    stop: &AtomicBool,
-) -> Result<PublicSettings, ade::ExtensionError> {
-    let start = Instant::now();
-    loop {
-        match ade::read_settings(handler_dir, seq) {
-            Ok(p) => return Ok(p),
-            Err(e) if start.elapsed() >= timeout || stop.load(Ordering::SeqCst) => return Err(e),
-            Err(e) => log::debug!("{e}; reading again"),
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// How long `run` waits for ADE's first settings file when the handler folder is there without one.
-pub const SETTINGS_WAIT: Duration = Duration::from_secs(600);
-
-/// Looks at ADE; while its handler folder exists without a settings file, looks again every `every` until one
-/// appears, `timeout` passes or `stop` is raised. The path unit starts `run` when the folder appears (the guest
-/// agent unpacks the handler, then writes config/<seq>.settings before calling enable), so the settings may follow.
-pub fn observe_settings(paths: &Paths, timeout: Duration, every: Duration, stop: &AtomicBool) -> Observation {
-    let start = Instant::now();
-    let mut said = false;
-    loop {
-        let obs = ade::observe(paths);
-        let waited = start.elapsed();
-        if obs.handler.is_none() || obs.seq.is_some() || waited >= timeout || stop.load(Ordering::SeqCst) {
-            return obs;
-        }
-        if !said {
-            status(&format!(
-                "waiting up to {} s for ADE's settings: {}",
-                timeout.as_secs(),
-                verdict_text(&obs.verdict)
-            ));
-            said = true;
-        }
-        std::thread::sleep(every.min(timeout - waited));
     }
 }
 
@@ -217,13 +125,13 @@ enum Next {
 /// service is active the path unit cannot start it again, so a retry after ADE's error would otherwise go
 /// unprepared.
 pub fn run(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Result<u8> {
-    install_signal_handlers()?;
+    let stop = StopToken::from_signals()?;
     start_watchdog();
     loop {
-        match one_request(paths, settings, opts)? {
+        match one_request(paths, settings, opts, &stop)? {
             Next::Exit(code) => return Ok(code),
             Next::Watch { handler_dir, seq } => {
-                if !wait_for_next_request(paths, handler_dir.as_deref(), seq, &STOP) {
+                if !wait_for_next_request(paths, handler_dir.as_deref(), seq, &stop) {
                     return Ok(exit::OK);
                 }
             }
@@ -231,57 +139,21 @@ pub fn run(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Result
     }
 }
 
-/// Watches ADE (every 2 s) until its request is another than (`handler_dir`, `seq`); false when stopped first.
-fn wait_for_next_request(paths: &Paths, handler_dir: Option<&Path>, seq: Option<u64>, stop: &AtomicBool) -> bool {
-    notify(&[sd_notify::NotifyState::Ready]);
-    let handled = seq.map_or_else(|| "none".to_string(), |s| s.to_string());
-    let stamp = settings_stamp(handler_dir, seq);
-    let mut said = false;
-    loop {
-        if stop.load(Ordering::SeqCst) {
-            status("stopping: no window open");
-            return false;
-        }
-        let obs = ade::observe(paths);
-        let dir = obs.handler.as_ref().map(|h| h.dir.as_path());
-        if obs.seq.is_some() && (dir != handler_dir || obs.seq != seq) {
-            log::info!("ADE's request changed (seq {handled} -> {}): deciding again", obs.seq.unwrap_or_default());
-            return true;
-        }
-        let now = settings_stamp(handler_dir, seq);
-        if now != stamp {
-            log::info!("ADE's settings seq {handled} were written again: deciding again");
-            return true;
-        }
-        if !said {
-            status(&format!("idle: watching for ADE's next request (seq {handled} was dealt with)"));
-            said = true;
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    }
-}
-
-/// The settings file's size and modification time, to see it written again.
-fn settings_stamp(handler_dir: Option<&Path>, seq: Option<u64>) -> Option<(u64, SystemTime)> {
-    let md = std::fs::metadata(ade::settings_path(handler_dir?, seq?)).ok()?;
-    Some((md.len(), md.modified().ok()?))
-}
-
-fn one_request(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Result<Next> {
+fn one_request(paths: &Paths, settings: &Settings, opts: &RunOpts, stop: &StopToken) -> anyhow::Result<Next> {
     let store = FileStore::new(paths);
     let open = store.load()?.filter(|r| r.is_window_open());
     if let Some(r) = &open {
         if r.phase != Phase::Open {
             // A prepare or a restore was cut short (crash, reboot): finish the restore, then decide anew.
             status(&format!("found a window in phase {}: restoring it first", r.phase));
-            commands::restore(paths, settings, None)?;
+            restore::restore(paths, settings, None)?;
         }
     }
     let open = store.load()?.filter(|r| r.is_window_open());
     if open.is_none() {
-        let obs = observe_settings(paths, SETTINGS_WAIT, Duration::from_secs(1), &STOP);
+        let obs = observe_settings(paths, SETTINGS_WAIT, Duration::from_secs(1), stop);
         let public = match (&obs.handler, obs.seq) {
-            (Some(h), Some(seq)) => match read_settings_patiently(&h.dir, seq, SETTINGS_READ_WAIT, &STOP) {
+            (Some(h), Some(seq)) => match read_settings_patiently(&h.dir, seq, SETTINGS_READ_WAIT, stop) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     log::warn!("{e}");
@@ -312,7 +184,7 @@ fn one_request(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Re
         let settings_file = ade::settings_path(&handler_dir, seq);
         status(&format!("ADE request seq {seq} includes the OS volume: preparing"));
         let popts = PrepareOpts { dry_run: false, force: opts.force.clone(), lock_wait: None };
-        let (prepared, guard) = commands::prepare(paths, settings, Path::new("/"), &popts)?;
+        let (prepared, guard) = prepare::prepare(paths, settings, Path::new("/"), &popts)?;
         drop(guard); // the journal holds the window from now on
         if prepared.is_none() {
             status("nothing to do: no preparation needed");
@@ -334,7 +206,7 @@ fn one_request(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Re
         let mut j = Journal::resume(FileStore::new(paths))?.context("the journal vanished after prepare")?;
         j.set_ade(AdeRef { handler_dir, seq })?;
     }
-    wait_and_restore(paths, settings)
+    wait_and_restore(paths, settings, stop)
 }
 
 /// A window opened in an earlier boot: the generator held its units masked through this boot (src/window/hold.rs); SELinux
@@ -368,25 +240,15 @@ fn resume_after_reboot(paths: &Paths, record: &journal::Record) -> anyhow::Resul
     Ok(())
 }
 
-fn wait_and_restore(paths: &Paths, settings: &Settings) -> anyhow::Result<Next> {
+fn wait_and_restore(paths: &Paths, settings: &Settings, stop: &StopToken) -> anyhow::Result<Next> {
     let record = FileStore::new(paths).load()?.context("no journal")?;
     resume_after_reboot(paths, &record)?;
-    let summary = commands::summary(&record);
+    let summary = record.summary();
     let deadline = record.opened_at + settings.window.timeout_hours * 3600;
     let remaining = Duration::from_secs(deadline.saturating_sub(clock::now()));
     notify(&[sd_notify::NotifyState::Ready]);
     status(&format!("{summary}, waiting for ADE"));
-    let flag = Arc::new(AtomicBool::new(false));
-    let watcher_flag = flag.clone();
-    // Bridge the signal flag to the watcher's.
-    std::thread::spawn(move || loop {
-        if STOP.load(Ordering::SeqCst) {
-            watcher_flag.store(true, Ordering::SeqCst);
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    });
-    let end = Watcher::new(paths).stop_when(flag).wait_until_done(remaining, |obs| {
+    let end = Watcher::new(paths).stop_when(stop.flag()).wait_until_done(remaining, |obs| {
         status(&format!("{summary}, waiting for ADE: {}", verdict_text(&obs.verdict)));
     });
     match end {
@@ -423,7 +285,7 @@ fn restore_now(paths: &Paths, settings: &Settings) -> anyhow::Result<()> {
     // No STOPPING=1 here: systemd would take it as the service stopping (deactivating, stop-sigterm, bounded by
     // TimeoutStopSec, inactive afterwards instead of RemainAfterExit's active (exited)), and ade-prep.path, seeing
     // ADE's settings still there, would start `run` again at once.
-    let r = commands::restore(paths, settings, None)?;
+    let r = restore::restore(paths, settings, None)?;
     status(&format!("restored: {}", r.map(|r| r.summary()).unwrap_or_else(|| "nothing to undo".into())));
     Ok(())
 }
@@ -489,64 +351,5 @@ mod tests {
         let none = Observation { handler: None, seq: None, ..obs(None) };
         let (why, watch) = skip(decide(&none, None, Flow::Unmount));
         assert!(why.starts_with("no ADE request") && !watch, "{why}");
-    }
-
-    #[test]
-    fn a_settings_file_found_empty_is_read_again_until_written() {
-        let d = tempfile::tempdir().unwrap();
-        let h = d.path().join("ADE-1.4.0.1");
-        std::fs::create_dir_all(h.join("config")).unwrap();
-        let file = h.join("config/0.settings");
-        std::fs::write(&file, "").unwrap(); // truncated, not yet written
-        let never = AtomicBool::new(false);
-        // Never written: an error naming the file, after the wait.
-        let t = Instant::now();
-        let e = read_settings_patiently(&h, 0, Duration::from_millis(400), &never).unwrap_err();
-        assert!(t.elapsed() >= Duration::from_millis(400));
-        assert!(e.to_string().contains("0.settings"), "{e}");
-        // Written while `run` reads: seen.
-        let writer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(500));
-            std::fs::write(
-                file,
-                r#"{"runtimeSettings":[{"handlerSettings":{"publicSettings":{"EncryptionOperation":"EnableEncryption","VolumeType":"All"}}}]}"#,
-            )
-            .unwrap();
-        });
-        let p = read_settings_patiently(&h, 0, Duration::from_secs(20), &never).unwrap();
-        writer.join().unwrap();
-        assert!(p.is_enable() && p.includes_os(), "{p:?}");
-    }
-
-    #[test]
-    fn settings_written_after_the_handler_folder_are_waited_for() {
-        let d = tempfile::tempdir().unwrap();
-        let paths = Paths::under(d.path());
-        let never = AtomicBool::new(false);
-        let (long, tick) = (Duration::from_secs(20), Duration::from_millis(20));
-        // No handler folder: no ADE request, answered at once.
-        let t = Instant::now();
-        assert_eq!(observe_settings(&paths, long, tick, &never).handler, None);
-        assert!(t.elapsed() < Duration::from_secs(5));
-        let h = d.path().join("var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.1");
-        std::fs::create_dir_all(h.join("config")).unwrap();
-        // The folder alone: waits, here until the timeout.
-        let t = Instant::now();
-        let o = observe_settings(&paths, Duration::from_millis(300), tick, &never);
-        assert!(o.handler.is_some() && o.seq.is_none() && t.elapsed() >= Duration::from_millis(300), "{o:?}");
-        // The settings follow the folder: seen.
-        let settings = h.join("config/0.settings");
-        let writer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(300));
-            std::fs::write(settings, "{}").unwrap();
-        });
-        let o = observe_settings(&paths, long, tick, &never);
-        writer.join().unwrap();
-        assert_eq!(o.seq, Some(0), "{o:?}");
-        // A stop request ends the wait.
-        std::fs::remove_file(h.join("config/0.settings")).unwrap();
-        let t = Instant::now();
-        assert_eq!(observe_settings(&paths, long, tick, &AtomicBool::new(true)).seq, None);
-        assert!(t.elapsed() < Duration::from_secs(5));
     }
 }

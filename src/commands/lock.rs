@@ -1,0 +1,96 @@
+//! `lock -- CMD`: runs a command holding the lock, outside the encryption window, passing signals on to it. It
+//! owns the child and its signals; the lock protocol itself is [`crate::lock`]'s.
+
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
+
+use crate::exit;
+use crate::lock::Lock;
+use crate::paths::Paths;
+use crate::window::store::FileStore;
+
+/// The child run under the lock, for the signal forwarder (0 while it is not started yet).
+static CHILD: AtomicI32 = AtomicI32::new(0);
+/// A signal to pass on that came before the child existed.
+static PENDING: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    } else {
+        PENDING.store(sig, Ordering::SeqCst);
+    }
+}
+
+/// A handler that does nothing: unlike SIG_IGN it is not inherited by the command (exec resets handlers).
+extern "C" fn leave_to_child(_: libc::c_int) {}
+
+/// `ade-prep lock [--wait SECS] -- CMD ARGS...`: runs `argv` holding the lock, outside the encryption window, and
+/// returns its exit code (128 + signal when it was killed; 126/127 when it cannot be run, as shells do).
+/// While it runs, SIGTERM and SIGHUP are passed on to it and SIGINT/SIGQUIT are left to it (the terminal sends
+/// them to it too), so the lock is held until it has exited.
+pub fn run(paths: &Paths, wait_secs: Option<u64>, argv: &[std::ffi::OsString]) -> anyhow::Result<u8> {
+    let wait = wait_secs.map(Duration::from_secs);
+    let (program, args) = argv.split_first().context("no command given")?;
+    let shown: Vec<String> = argv.iter().map(|a| String::from_utf8_lossy(a.as_bytes()).into_owned()).collect();
+    let mut command = format!("ade-prep lock -- {}", shown.join(" "));
+    if command.len() > 200 {
+        command = format!("{}...", command.chars().take(197).collect::<String>());
+    }
+    let store = FileStore::new(paths);
+    // Its exit code comes from exit::code_of, which knows LockError.
+    let guard = Lock::new(paths).acquire_when_closed(&command, &store, wait)?;
+    // Handlers go in before the command starts, so that no signal can end this process while it runs.
+    let pass_on = SigAction::new(SigHandler::Handler(forward), SaFlags::SA_RESTART, SigSet::empty());
+    let leave = SigAction::new(SigHandler::Handler(leave_to_child), SaFlags::SA_RESTART, SigSet::empty());
+    let mut saved = vec![];
+    for (sig, action) in
+        [(Signal::SIGTERM, &pass_on), (Signal::SIGHUP, &pass_on), (Signal::SIGINT, &leave), (Signal::SIGQUIT, &leave)]
+    {
+        // SAFETY: the handlers only touch atomics and call kill(2).
+        if let Ok(old) = unsafe { signal::sigaction(sig, action) } {
+            saved.push((sig, old));
+        }
+    }
+    let status = match std::process::Command::new(program).args(args).spawn() {
+        Ok(mut child) => {
+            CHILD.store(child.id() as i32, Ordering::SeqCst);
+            let early = PENDING.swap(0, Ordering::SeqCst);
+            if early != 0 {
+                // SAFETY: plain kill(2) of our own child.
+                unsafe { libc::kill(child.id() as i32, early) };
+            }
+            let status = child.wait();
+            CHILD.store(0, Ordering::SeqCst);
+            Ok(status)
+        }
+        Err(e) => Err(e),
+    };
+    for (sig, old) in saved {
+        // SAFETY: puts back the disposition found above.
+        let _ = unsafe { signal::sigaction(sig, &old) };
+    }
+    drop(guard);
+    let status = match status {
+        Ok(s) => s.with_context(|| format!("waiting for {}", shown[0]))?,
+        Err(e) => {
+            let code = match e.kind() {
+                std::io::ErrorKind::NotFound => exit::CMD_NOT_FOUND,
+                _ => exit::CMD_NOT_RUNNABLE,
+            };
+            return Err(exit::with_code(code, anyhow::anyhow!("{}: {e}", shown[0])));
+        }
+    };
+    use std::os::unix::process::ExitStatusExt;
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => c as u8,
+        (None, Some(s)) => 128u8.wrapping_add(s as u8),
+        (None, None) => exit::FAILED,
+    })
+}

@@ -1,0 +1,114 @@
+//! `prepare`: check, snapshot, plan and (unless a dry run) take the lock, open the window and carry the plan out.
+//! It owns the order lock → journal → execute → hold list → phase open; it must not plan or execute itself.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{existing, need_root, out, RealEdges};
+use crate::checks::{self, Flow};
+use crate::clock;
+use crate::config::Settings;
+use crate::exit;
+use crate::lock::{Lock, LockGuard};
+use crate::paths::Paths;
+use crate::window::journal::{Journal, Record};
+use crate::window::phase::Phase;
+use crate::window::plan::{self, Plan};
+use crate::window::store::FileStore;
+use crate::window::{execute, hold, snapshot};
+
+/// Options of `prepare`.
+#[derive(Debug, Clone, Default)]
+pub struct PrepareOpts {
+    /// Print the plan and change nothing.
+    pub dry_run: bool,
+    /// Check ids whose failure is overridden.
+    pub force: Vec<String>,
+    /// Seconds to wait for the lock (None: as long as it takes).
+    pub lock_wait: Option<u64>,
+}
+
+/// What `prepare` did, for `--json` and for the daemon.
+#[derive(Debug, Serialize)]
+pub struct Prepared {
+    /// The plan carried out (or printed).
+    pub plan: Plan,
+    /// False for a dry run.
+    pub executed: bool,
+    /// The journal after execution.
+    pub journal: Option<Record>,
+}
+
+/// Checks (refusing on a failed check not forced: exit 3, before anything else is touched, the system bus
+/// included), then connects to the real edges and plans. `Ok(None)` when no preparation is needed.
+fn checked_plan(
+    paths: &Paths,
+    settings: &Settings,
+    mount: &Path,
+    force: &[String],
+) -> anyhow::Result<Option<(RealEdges, Plan)>> {
+    let report = checks::check_machine(paths, settings, &checks::Waagent::for_paths(paths));
+    checks::refuse(&report, force).map_err(|e| exit::with_code(exit::PRECONDITION, e))?;
+    if report.flow == Flow::Online && !force.iter().any(|f| f.split(',').any(|id| id == "distro")) {
+        log::warn!("this distribution encrypts the OS disk online and never unmounts /: no preparation needed");
+        return Ok(None);
+    }
+    let edges = RealEdges::new(paths)?;
+    let snap = snapshot::snapshot(&edges.machine(settings), mount)?;
+    let plan = plan::plan(&snap, settings)?;
+    Ok(Some((edges, plan)))
+}
+
+/// `prepare`: check, plan, and (unless a dry run) take the lock, open the window and carry the plan out.
+/// Returns the lock guard with the result: the caller keeps it as long as it drives the window.
+pub fn prepare(
+    paths: &Paths,
+    settings: &Settings,
+    mount: &Path,
+    opts: &PrepareOpts,
+) -> anyhow::Result<(Option<Prepared>, Option<LockGuard>)> {
+    if !opts.dry_run {
+        need_root("prepare")?;
+    }
+    let store = FileStore::new(paths);
+    if opts.dry_run {
+        let Some((_, plan)) = checked_plan(paths, settings, mount, &opts.force)? else { return Ok((None, None)) };
+        return Ok((Some(Prepared { plan, executed: false, journal: None }), None));
+    }
+    // The lock first, then the journal: the lock is what makes the check for an open window race-free.
+    let lock = Lock::new(paths);
+    let guard = lock.acquire_when_closed("prepare", &store, opts.lock_wait.map(Duration::from_secs))?;
+    let Some((edges, plan)) = checked_plan(paths, settings, mount, &opts.force)? else {
+        return Ok((None, Some(guard)));
+    };
+    let m = edges.machine(settings);
+    let boot = clock::boot_id(paths)?;
+    let mut journal = Journal::open(store, mount, &boot)?;
+    log::info!("window opened: {} step(s) to free {}", plan.steps.len(), mount.display());
+    execute::execute(&m, &plan, &mut journal)?;
+    // The hold list before the phase: a crash in between leaves it to the restore that follows (which removes it).
+    // Without it the window still works; only a reboot would let the workloads start early.
+    if let Err(e) = hold::write_list(paths, &hold::units_to_hold(journal.record())) {
+        log::warn!("the workloads will not be held down through a reboot: {e:#}");
+    }
+    journal.set_phase(Phase::Open)?;
+    log::info!("window open: {}", journal.record().summary());
+    Ok((Some(Prepared { plan, executed: true, journal: Some(journal.record().clone()) }), Some(guard)))
+}
+
+/// `prepare` from the command line: prints the plan (and the window's summary), as text or JSON.
+pub fn run(paths: &Paths, settings: &Settings, mount: &Path, opts: &PrepareOpts, json: bool) -> anyhow::Result<u8> {
+    existing(mount)?;
+    let (prepared, _guard) = prepare(paths, settings, mount, opts)?;
+    match prepared {
+        None => out("no preparation needed: ADE encrypts this distribution's OS disk online\n")?,
+        Some(p) if json => out(&(serde_json::to_string_pretty(&p)? + "\n"))?,
+        Some(p) if !p.executed => out(&format!("{}(dry run: nothing was changed)\n", p.plan))?,
+        Some(p) => {
+            out(&format!("{}window open: {}\n", p.plan, p.journal.as_ref().map(Record::summary).unwrap_or_default()))?
+        }
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,74 @@
+//! `run`'s plumbing with systemd and signals: the one stop token (raised by SIGTERM and SIGINT), sd_notify
+//! (READY, STATUS, STOPPING) and the watchdog pings. It owns no decision; it must not read ADE or the journal.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// The process's one stop token: every wait of `run` (the settings, the next request, ADE's completion) ends when
+/// it is raised. Clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct StopToken(Arc<AtomicBool>);
+
+impl StopToken {
+    /// A token nothing raises yet (the tests raise it by hand).
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// The token SIGTERM and SIGINT raise, installed once per process.
+    pub fn from_signals() -> anyhow::Result<Self> {
+        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+        let token = SIGNALLED.get_or_init(StopToken::new).clone();
+        let act = SigAction::new(SigHandler::Handler(on_term), SaFlags::empty(), SigSet::empty());
+        for s in [Signal::SIGTERM, Signal::SIGINT] {
+            // SAFETY: the handler only stores to an atomic.
+            unsafe { sigaction(s, &act) }.context("installing the SIGTERM handler")?;
+        }
+        Ok(token)
+    }
+    /// Raises the token.
+    pub fn raise(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    /// Whether it was raised.
+    pub fn is_raised(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+    /// The flag itself, for the ADE watcher ([`crate::extension::ade::Watcher::stop_when`]).
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.0.clone()
+    }
+}
+
+static SIGNALLED: OnceLock<StopToken> = OnceLock::new();
+
+extern "C" fn on_term(_: libc::c_int) {
+    // OnceLock::get is an atomic load; the store is an atomic store: both async-signal-safe.
+    if let Some(t) = SIGNALLED.get() {
+        t.raise();
+    }
+}
+
+pub(crate) fn notify(state: &[sd_notify::NotifyState]) {
+    // Outside a Type=notify unit NOTIFY_SOCKET is unset and this does nothing.
+    let _ = sd_notify::notify(false, state);
+}
+
+pub(crate) fn status(text: &str) {
+    log::info!("{text}");
+    notify(&[sd_notify::NotifyState::Status(text)]);
+}
+
+/// Pings the watchdog at half its interval, when the unit asks for it.
+pub(crate) fn start_watchdog() {
+    let mut usec = 0u64;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        let every = Duration::from_micros(usec / 2);
+        std::thread::spawn(move || loop {
+            notify(&[sd_notify::NotifyState::Watchdog]);
+            std::thread::sleep(every);
+        });
+    }
+}

@@ -1,0 +1,82 @@
+//! `status`: the window (from the journal) and the lock, as text or JSON. Reads only; it must not take the lock.
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::out;
+use crate::clock;
+use crate::exit;
+use crate::lock::{Lock, LockState};
+use crate::paths::Paths;
+use crate::window::journal::Record;
+use crate::window::store::{FileStore, Store};
+
+/// What `status --json` prints.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    /// The window is open (prepare started and restore has not finished).
+    pub window_open: bool,
+    /// The journal, when there is one.
+    pub journal: Option<Record>,
+    /// Who holds the lock: `free`, `held` or `stale`.
+    pub lock: String,
+    /// The holder, when known.
+    pub lock_holder: Option<String>,
+}
+
+/// `status`: the window and the lock.
+pub fn status(paths: &Paths) -> anyhow::Result<StatusReport> {
+    let store = FileStore::new(paths);
+    let journal = store.load().with_context(|| "reading the journal".to_string())?;
+    let (lock, lock_holder) = match Lock::new(paths).state()? {
+        LockState::Free => ("free", None),
+        LockState::Held(h) => ("held", h.map(|h| h.to_string())),
+        LockState::Stale(h) => ("stale", Some(h.to_string())),
+    };
+    Ok(StatusReport {
+        window_open: journal.as_ref().is_some_and(|r| r.is_window_open()),
+        journal,
+        lock: lock.into(),
+        lock_holder,
+    })
+}
+
+/// The human form of `status`.
+pub fn status_text(s: &StatusReport) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    match &s.journal {
+        None => o.push_str("window: closed (no journal)\n"),
+        Some(r) => {
+            let _ = writeln!(
+                o,
+                "window: {} (phase {}, opened {}, mount {}, driven by pid {})",
+                if s.window_open { "open" } else { "closed" },
+                r.phase,
+                clock::format_utc(r.opened_at),
+                r.mount.display(),
+                r.owner_pid
+            );
+            if let Some(a) = &r.ade {
+                let _ = writeln!(o, "ADE: {} seq {}", a.handler_dir.display(), a.seq);
+            }
+            let _ = writeln!(o, "in effect: {}", r.summary());
+            for e in &r.entries {
+                let _ = writeln!(o, "  {:>3} {:<12} {}", e.seq, e.status.to_string(), e.change);
+            }
+        }
+    }
+    let _ = writeln!(o, "lock: {}{}", s.lock, s.lock_holder.as_deref().map(|h| format!(", {h}")).unwrap_or_default());
+    o
+}
+
+/// `status` from the command line.
+pub fn run(paths: &Paths, json: bool) -> anyhow::Result<u8> {
+    let s = status(paths)?;
+    if json {
+        out(&(serde_json::to_string_pretty(&s)? + "\n"))?;
+    } else {
+        out(&status_text(&s))?;
+    }
+    Ok(exit::OK)
+}
