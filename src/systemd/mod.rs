@@ -39,6 +39,93 @@ pub trait ServiceManager {
     fn kill_unit(&self, unit: &str, signal: i32) -> Result<(), SystemdError>;
 }
 
+/// The one vocabulary for a unit's ActiveState, read by the plan, the executor, the restore and the hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActiveState {
+    /// active
+    Active,
+    /// reloading
+    Reloading,
+    /// inactive
+    Inactive,
+    /// failed
+    Failed,
+    /// activating
+    Activating,
+    /// deactivating
+    Deactivating,
+    /// Any other word (newer systemd's refreshing or maintenance; the journal's `unknown` when the unit could not
+    /// be read): taken as running, so that what may be up is stopped and started again.
+    Other(String),
+}
+
+impl ActiveState {
+    /// Reads systemd's word.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "active" => ActiveState::Active,
+            "reloading" => ActiveState::Reloading,
+            "inactive" => ActiveState::Inactive,
+            "failed" => ActiveState::Failed,
+            "activating" => ActiveState::Activating,
+            "deactivating" => ActiveState::Deactivating,
+            o => ActiveState::Other(o.to_string()),
+        }
+    }
+    /// Up or changing state: anything but inactive or failed (a stop job is needed; a start job brings it back).
+    pub fn is_running(&self) -> bool {
+        !matches!(self, ActiveState::Inactive | ActiveState::Failed)
+    }
+    /// Up: what a start job aims for.
+    pub fn is_up(&self) -> bool {
+        matches!(self, ActiveState::Active | ActiveState::Reloading)
+    }
+}
+
+impl fmt::Display for ActiveState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ActiveState::Active => "active",
+            ActiveState::Reloading => "reloading",
+            ActiveState::Inactive => "inactive",
+            ActiveState::Failed => "failed",
+            ActiveState::Activating => "activating",
+            ActiveState::Deactivating => "deactivating",
+            ActiveState::Other(o) => o,
+        })
+    }
+}
+
+impl Serialize for ActiveState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// What a unit's name says about how ade-prep treats it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitKind {
+    /// A socket, timer or path unit: it starts others, so it is stopped first and started last.
+    Trigger,
+    /// A scope (transient, made by a process for itself): stopped, never masked nor started again.
+    Scope,
+    /// Anything else (services, mostly).
+    Other,
+}
+
+impl UnitKind {
+    /// The kind of the unit called `name`.
+    pub fn of(name: &str) -> Self {
+        if [".socket", ".timer", ".path"].iter().any(|s| name.ends_with(s)) {
+            UnitKind::Trigger
+        } else if name.ends_with(".scope") {
+            UnitKind::Scope
+        } else {
+            UnitKind::Other
+        }
+    }
+}
+
 /// When a runtime mask takes effect. A reload loads a masked unit from /dev/null: a unit still running then has
 /// systemd's defaults (no ExecStop, KillMode=control-group, Restart=no, TimeoutStopSec=90s), so stopping it skips
 /// its own stop logic (measured on systemd 252: a 2 s ExecStop skipped, a KillMode=process child killed). Hence
@@ -102,7 +189,7 @@ impl UnitInfo {
     }
     /// True when the unit is active or changing state (anything but inactive or failed).
     pub fn is_running(&self) -> bool {
-        !matches!(self.active_state.as_str(), "inactive" | "failed")
+        ActiveState::parse(&self.active_state).is_running()
     }
 }
 
@@ -325,15 +412,44 @@ pub fn job_id(path: &str) -> Option<u32> {
 /// Whether a unit whose job ended unseen reached what the job aimed for: stopped for a stop, up for a start.
 /// (A oneshot service without RemainAfterExit is inactive after a good start: reported as vanished.)
 pub fn reached(op: JobOp, active_state: &str) -> bool {
+    let state = ActiveState::parse(active_state);
     match op {
-        JobOp::Stop => matches!(active_state, "inactive" | "failed"),
-        JobOp::Start => matches!(active_state, "active" | "reloading"),
+        JobOp::Stop => !state.is_running(),
+        JobOp::Start => state.is_up(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_running_test_for_every_reader() {
+        for (word, running, up) in [
+            ("active", true, true),
+            ("reloading", true, true),
+            ("activating", true, false),
+            ("deactivating", true, false),
+            ("refreshing", true, false),
+            ("unknown", true, false),
+            ("inactive", false, false),
+            ("failed", false, false),
+        ] {
+            let s = ActiveState::parse(word);
+            assert_eq!((s.is_running(), s.is_up(), s.to_string().as_str()), (running, up, word), "{word}");
+        }
+        assert!(reached(JobOp::Stop, "failed") && !reached(JobOp::Stop, "deactivating"));
+        assert!(reached(JobOp::Start, "reloading") && !reached(JobOp::Start, "activating"));
+    }
+
+    #[test]
+    fn unit_kinds_come_from_the_name() {
+        assert_eq!(UnitKind::of("docker.socket"), UnitKind::Trigger);
+        assert_eq!(UnitKind::of("logrotate.timer"), UnitKind::Trigger);
+        assert_eq!(UnitKind::of("ade-prep.path"), UnitKind::Trigger);
+        assert_eq!(UnitKind::of("docker-abc.scope"), UnitKind::Scope);
+        assert_eq!(UnitKind::of("docker.service"), UnitKind::Other);
+    }
 
     #[test]
     fn job_id_reads_the_last_path_segment() {

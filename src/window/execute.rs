@@ -14,7 +14,7 @@ use crate::extension::running_handlers;
 use crate::failpoint;
 use crate::scan::Holder;
 use crate::selinux::Mode;
-use crate::systemd::Reload;
+use crate::systemd::{Reload, UnitKind};
 use crate::window::journal::{Change, Journal};
 use crate::window::plan::{Plan, Step};
 use crate::window::restore;
@@ -182,6 +182,7 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                         if stop_seqs.contains_key(u) {
                             continue;
                         }
+                        // `unknown` when it cannot be read: restore takes it as running and starts it again.
                         let before = m.systemd.unit(u).map(|i| i.active_state).unwrap_or_else(|_| "unknown".into());
                         let seq = record(j, Change::StopUnit { unit: u.clone(), active_state_before: before })?;
                         stop_seqs.insert(u.clone(), seq);
@@ -257,7 +258,7 @@ fn clear_holders<S: Store>(
     let (mut kill, mut refuse) = (vec![], vec![]);
     for h in left {
         let leftover = h.unit.as_ref().is_some_and(|u| stopped.contains(u));
-        let stray = h.unit.is_none() || h.unit.as_deref().is_some_and(|u| u.ends_with(".scope"));
+        let stray = h.unit.as_deref().is_none_or(|u| UnitKind::of(u) == UnitKind::Scope);
         if leftover || (stray && policy == StrayPolicy::Terminate) {
             kill.push(h);
         } else {
@@ -456,7 +457,7 @@ mod tests {
     #[test]
     fn a_service_stopped_with_the_trigger_it_requires_is_recorded_as_running_and_comes_back() {
         // docker.service has Requires=docker.socket: stopping the socket (first wave) stops the service with it,
-        // before the service's own wave. Found by the crash test in nspawn (tests/crash_nspawn.rs).
+        // before the service's own wave. Found by the crash test in nspawn (tests/nspawn/crash.rs).
         let sd = docker_systemd().with_unit(UnitInfo {
             triggered_by: vec!["docker.socket".into()],
             requires: vec!["docker.socket".into()],

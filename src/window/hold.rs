@@ -19,6 +19,7 @@ use std::path::Path;
 
 use crate::paths::{self, Paths};
 use crate::selinux::{Mode, Selinux};
+use crate::systemd::UnitKind;
 use crate::window::journal::{Change, Record};
 use crate::window::phase::Phase;
 
@@ -34,7 +35,7 @@ pub fn units_to_hold(record: &Record) -> Vec<String> {
             Change::MaskUnit { unit } | Change::StopUnit { unit, .. } => Some(unit.clone()),
             _ => None,
         })
-        .filter(|u| !u.ends_with(".scope") && valid_unit_name(u))
+        .filter(|u| UnitKind::of(u) != UnitKind::Scope && valid_unit_name(u))
         .collect();
     units.sort();
     units.dedup();

@@ -11,6 +11,7 @@ use crate::classify::Class;
 use crate::config::{PreStop, Settings, StrayPolicy};
 use crate::glob;
 use crate::scan::Holder;
+use crate::systemd::UnitKind;
 
 pub use super::snapshot::{Snapshot, UnitFacts};
 
@@ -139,7 +140,7 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
         for h in hs {
             // A scope the workload's units do not name (a login session, the caller's own scope) is not the
             // workload's: stopping it would end everything in it. Its workload processes are strays (ClearHolders).
-            let named = |u: &&String| !u.ends_with(".scope") || glob::any(&settings.workloads[*w].units, u);
+            let named = |u: &&String| UnitKind::of(u) != UnitKind::Scope || glob::any(&settings.workloads[*w].units, u);
             if let Some(u) = h.unit.as_ref().filter(named) {
                 unit_workload.entry(u.clone()).or_insert(w);
             }
@@ -304,7 +305,7 @@ mod tests {
             UnitFacts {
                 id: id.into(),
                 load_state: "loaded".into(),
-                active_state: active.into(),
+                active_state: crate::systemd::ActiveState::parse(active),
                 triggered_by: triggered_by.iter().map(|s| s.to_string()).collect(),
                 fragment_path: format!("/lib/systemd/system/{id}"),
             },

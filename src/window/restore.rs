@@ -14,6 +14,7 @@ use crate::failpoint;
 use crate::glob;
 use crate::runner::Runner;
 use crate::selinux::Mode;
+use crate::systemd::{ActiveState, UnitKind};
 use crate::window::journal::{Change, Journal};
 use crate::window::phase::Phase;
 use crate::window::store::Store;
@@ -80,10 +81,6 @@ fn start_timeout(m: &Machine, unit: &str) -> Duration {
     start_wait(workload_timeout(m, unit), usec, unit.ends_with(".service") && info.is_some())
 }
 
-fn was_running(state: &str) -> bool {
-    matches!(state, "active" | "activating" | "reloading" | "deactivating" | "unknown")
-}
-
 /// Undoes what the journal records and closes the window. Errors only when the journal cannot be written; undo
 /// failures are in the result (and the window stays in phase Restoring so that a second restore retries them).
 pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Restored> {
@@ -147,11 +144,12 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
             _ => None,
         })
         .collect();
-    let is_trigger = |u: &str| [".socket", ".timer", ".path"].iter().any(|s| u.ends_with(s));
+    let is_trigger = |u: &str| UnitKind::of(u) == UnitKind::Trigger;
     for triggers in [false, true] {
         let wave: Vec<&(u32, String, String)> = stops.iter().filter(|(_, u, _)| is_trigger(u) == triggers).collect();
-        let (start, skip): (Vec<_>, Vec<_>) =
-            wave.into_iter().partition(|(_, u, before)| was_running(before) && !u.ends_with(".scope"));
+        let (start, skip): (Vec<_>, Vec<_>) = wave
+            .into_iter()
+            .partition(|(_, u, before)| ActiveState::parse(before).is_running() && UnitKind::of(u) != UnitKind::Scope);
         for (seq, u, before) in skip {
             ok(j, *seq, format!("{u} left stopped (was {before})"), &mut out)?;
         }

@@ -13,6 +13,7 @@ use crate::classify::{classify, Class, Classification};
 use crate::runner::{RunError, Runner};
 use crate::scan::Holder;
 use crate::selinux::Mode;
+use crate::systemd::{ActiveState, UnitKind};
 
 /// What the planner knows of one unit (read from systemd before planning).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -22,7 +23,7 @@ pub struct UnitFacts {
     /// `loaded`, `not-found`, `masked`...
     pub load_state: String,
     /// `active`, `inactive`, `activating`...
-    pub active_state: String,
+    pub active_state: ActiveState,
     /// Units that can start this one (sockets, timers, paths).
     pub triggered_by: Vec<String>,
     /// The unit file (a runtime mask cannot shadow one in /etc/systemd/system or /run/systemd/system).
@@ -32,11 +33,11 @@ pub struct UnitFacts {
 impl UnitFacts {
     /// Running or on its way (a stop job is needed).
     pub fn is_running(&self) -> bool {
-        matches!(self.active_state.as_str(), "active" | "activating" | "reloading" | "deactivating")
+        self.active_state.is_running()
     }
     /// A transient unit (scope): stopped, never masked or started again.
     pub fn is_transient(&self) -> bool {
-        self.id.ends_with(".scope")
+        UnitKind::of(&self.id) == UnitKind::Scope
     }
     /// A runtime mask (in /run/systemd/system) can shadow this unit's file.
     pub fn maskable(&self) -> bool {
@@ -46,7 +47,7 @@ impl UnitFacts {
     }
     /// A unit that starts others.
     pub fn is_trigger(&self) -> bool {
-        [".socket", ".timer", ".path"].iter().any(|s| self.id.ends_with(s))
+        UnitKind::of(&self.id) == UnitKind::Trigger
     }
 }
 
@@ -93,7 +94,7 @@ pub fn snapshot(m: &Machine, mount: &Path) -> anyhow::Result<Snapshot> {
             UnitFacts {
                 id: info.id,
                 load_state: info.load_state,
-                active_state: info.active_state,
+                active_state: ActiveState::parse(&info.active_state),
                 triggered_by: info.triggered_by,
                 fragment_path: info.fragment_path,
             },
