@@ -52,7 +52,7 @@ pub fn generate(out: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(written)
 }
 
-#[allow(dead_code)] // tests/docs.rs includes this file for `generate` alone
+#[allow(dead_code)] // tests/packaging/docs.rs includes this file for `generate` alone
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     let (Some(out), None) = (args.next(), args.next()) else {

@@ -38,5 +38,5 @@ cargo clippy --all-targets -- -D warnings
 log "cargo test"
 # In CI a test that cannot run is a failure, not a skip.
 [ "${CI:-}" = true ] && export ADE_REQUIRE_NSPAWN=1
-cargo test --all-targets --features failpoints   # failpoints: tests/crash_nspawn.rs
+cargo test --all-targets --features failpoints   # failpoints: tests/nspawn/crash.rs
 log "all tests passed"

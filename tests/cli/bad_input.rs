@@ -2,8 +2,6 @@
 //! a link to the real one): a missing ADE handler folder, an unreadable status file, a lock left by a dead
 //! process, a journal from a newer ade-prep.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -36,7 +34,7 @@ fn put(root: &Path, rel: &str, text: &str) -> PathBuf {
 
 #[test]
 fn run_without_an_ade_handler_folder_says_why_and_exits_0() {
-    if common::need_root() {
+    if crate::common::need_root() {
         return;
     }
     let d = root();
@@ -52,12 +50,12 @@ fn run_without_an_ade_handler_folder_says_why_and_exits_0() {
 
 #[test]
 fn an_unreadable_status_keeps_run_waiting_and_says_so() {
-    if common::need_root() {
+    if crate::common::need_root() {
         return;
     }
     let d = root();
     // An open window (prepare done, nothing left to undo), whose ADE status is half written.
-    let mut j: serde_json::Value = serde_json::from_str(include_str!("fixtures/state/v1.json")).unwrap();
+    let mut j: serde_json::Value = serde_json::from_str(include_str!("../fixtures/state/v1.json")).unwrap();
     j["opened_at"] = ade_prep::clock::now().into();
     j["entries"] = serde_json::json!([]);
     put(d.path(), "var/lib/ade-prep/state.json", &j.to_string());
@@ -75,7 +73,7 @@ fn an_unreadable_status_keeps_run_waiting_and_says_so() {
     let mut child =
         ade_prep(d.path(), &["-v", "run"]).stderr(Stdio::from(std::fs::File::create(&log).unwrap())).spawn().unwrap();
     let want = format!("waiting for ADE: {}: ", status.display());
-    common::wait_for("run to say it reads the status again", 20, || {
+    crate::common::wait_for("run to say it reads the status again", 20, || {
         std::fs::read_to_string(&log).unwrap_or_default().contains(&want)
     });
     std::thread::sleep(Duration::from_millis(300));
@@ -107,11 +105,11 @@ fn a_lock_left_by_a_dead_process_is_reported_stale_by_status() {
 
 #[test]
 fn a_journal_from_a_newer_version_is_refused_by_restore_and_status_naming_the_file() {
-    if common::need_root() {
+    if crate::common::need_root() {
         return;
     }
     let d = root();
-    let text = include_str!("fixtures/state/v1.json").replacen("\"version\": 1", "\"version\": 2", 1);
+    let text = include_str!("../fixtures/state/v1.json").replacen("\"version\": 1", "\"version\": 2", 1);
     let p = put(d.path(), "var/lib/ade-prep/state.json", &text);
     for args in [&["restore"][..], &["status"], &["status", "--json"]] {
         let o = ade_prep(d.path(), args).output().unwrap();
@@ -129,12 +127,12 @@ fn a_journal_from_a_newer_version_is_refused_by_restore_and_status_naming_the_fi
 
 #[test]
 fn run_does_not_prepare_again_for_an_ade_request_already_handled() {
-    if common::need_root() {
+    if crate::common::need_root() {
         return;
     }
     let d = root();
     // The window of seq 0 was closed (after ADE's error, say); the path unit starts `run` again at the next boot.
-    let mut j: serde_json::Value = serde_json::from_str(include_str!("fixtures/state/v1.json")).unwrap();
+    let mut j: serde_json::Value = serde_json::from_str(include_str!("../fixtures/state/v1.json")).unwrap();
     j["phase"] = "closed".into();
     j["entries"] = serde_json::json!([]);
     j["ade"] = serde_json::json!({"handler_dir": d.path().join(HANDLER), "seq": 0});
@@ -151,7 +149,7 @@ fn run_does_not_prepare_again_for_an_ade_request_already_handled() {
         .spawn()
         .unwrap();
     // It stays up for ADE's next request (a retry would come with seq 1), idle, without preparing.
-    common::wait_for("run to go idle", 20, || {
+    crate::common::wait_for("run to go idle", 20, || {
         std::fs::read_to_string(&log).unwrap_or_default().contains("idle: watching for ADE's next request (seq 0")
     });
     let text = std::fs::read_to_string(&log).unwrap();

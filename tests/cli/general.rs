@@ -1,7 +1,5 @@
 //! The binary's behaviour on bad input and its stable outputs (scan, config), and docs kept in line with the code.
 
-mod common;
-
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 
@@ -62,7 +60,7 @@ fn config_prints_the_effective_configuration_as_toml() {
 
 #[test]
 fn config_writable_by_others_is_refused_when_root() {
-    if common::need_root() {
+    if crate::common::need_root() {
         return;
     }
     use std::os::unix::fs::PermissionsExt;
@@ -79,7 +77,7 @@ fn config_writable_by_others_is_refused_when_root() {
 
 #[test]
 fn scan_as_an_unprivileged_user_reports_what_it_could_not_read() {
-    if common::need_root() {
+    if crate::common::need_root() {
         return;
     }
     // As nobody, other users' fd folders are closed: the scan still succeeds and counts them.

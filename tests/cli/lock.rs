@@ -56,8 +56,11 @@ fn stderr(o: &Output) -> String {
 }
 
 fn write_journal(root: &Path, phase: &str) -> PathBuf {
-    let text =
-        include_str!("fixtures/state/v1.json").replacen("\"phase\": \"open\"", &format!("\"phase\": \"{phase}\""), 1);
+    let text = include_str!("../fixtures/state/v1.json").replacen(
+        "\"phase\": \"open\"",
+        &format!("\"phase\": \"{phase}\""),
+        1,
+    );
     let p = root.join("var/lib/ade-prep/state.json");
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(&p, text).unwrap();
@@ -126,7 +129,7 @@ fn a_corrupt_journal_is_refused_naming_the_file() {
     let (o, _) = run(d.path(), &["lock", "--", "true"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains(&format!("{}: corrupt journal", journal.display())), "{}", stderr(&o));
-    std::fs::write(&journal, include_str!("fixtures/state/v1.json").replacen("\"version\": 1", "\"version\": 2", 1))
+    std::fs::write(&journal, include_str!("../fixtures/state/v1.json").replacen("\"version\": 1", "\"version\": 2", 1))
         .unwrap();
     let (o, _) = run(d.path(), &["lock", "--", "true"]);
     assert_eq!(o.status.code(), Some(2));

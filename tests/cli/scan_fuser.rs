@@ -8,8 +8,7 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-mod common;
-use common::skip;
+use crate::common::skip;
 
 fn unusable() -> bool {
     if !nix::unistd::geteuid().is_root() {

@@ -56,8 +56,15 @@ fn inner_path(file: &Path, mount: &str, binds: &mut Vec<String>) -> PathBuf {
     }
 }
 
+/// One guest (nspawn container or qemu VM) at a time per test binary: the suites grouped into one binary ran one
+/// after the other as separate binaries, and their timeouts assume a machine not shared with another guest.
+pub fn one_guest() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Boots the harness container once (this worktree at /work) and runs this test binary inside it with
-/// `--ignored in_container_`, the ade-prep binary of this build in ADE_PREP_BIN; asserts that exactly `expected`
+/// `--ignored <suite>::in_container_`, the ade-prep binary of this build in ADE_PREP_BIN; asserts that exactly `expected`
 /// in-container tests passed. Skips (see [`skip_nspawn`]) when not root or when the harness cache is missing.
 pub fn nspawn_suite(suite: &str, expected: usize, timeout_secs: u64) {
     if std::env::var(IN_CONTAINER).is_ok() {
@@ -73,13 +80,14 @@ pub fn nspawn_suite(suite: &str, expected: usize, timeout_secs: u64) {
             &format!("no nspawn root in {harness_dir} (build it with tests/harness/build-guest.sh --nspawn-only)"),
         );
     }
+    let _one = one_guest();
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut binds = vec![];
     let test_bin = inner_path(&std::env::current_exe().expect("test binary"), "/ade-test-bin", &mut binds);
     let ade_bin = inner_path(Path::new(env!("CARGO_BIN_EXE_ade-prep")), "/ade-bin", &mut binds);
     let cmd = format!(
         "{IN_CONTAINER}=1 ADE_PREP_BIN={} ADE_SCENARIOS=/work/tests/scenarios RUST_BACKTRACE=1 {} --ignored \
-         --test-threads=1 --nocapture in_container_",
+         --test-threads=1 --nocapture {suite}::in_container_",
         ade_bin.display(),
         test_bin.display()
     );

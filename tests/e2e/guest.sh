@@ -1,5 +1,5 @@
 #!/bin/bash
-# tests/e2e/guest.sh SCENARIO - the guest side of tests/e2e_vm.rs: one ADE encryption run, end to end, in the
+# tests/e2e/guest.sh SCENARIO - the guest side of tests/vm/e2e.rs: one ADE encryption run, end to end, in the
 # SELinux qemu guest of tests/harness/vm-run.sh (-s), with real systemd, real workloads and ade-prep installed
 # from the package (or, without one, from the binary and the packaged units).
 #   success  ADE: transitioning → EncryptionInProgress → VMRestartPending → reboot → success, OS Encrypted

@@ -4,32 +4,30 @@
 //!
 //! The host side (`crash_at_every_failpoint_in_nspawn`) boots the harness container once and runs the
 //! `in_container_*` tests of this binary inside it (see tests/common). SELinux: the container has none, so ade-prep
-//! runs with a stand-in at /sys/fs/selinux in its own mount namespace ([`common::ade_prep_cmd`]).
+//! runs with a stand-in at /sys/fs/selinux in its own mount namespace ([`crate::common::ade_prep_cmd`]).
 //!
 //! Without the feature (a plain `cargo test`) it prints "SKIPPED" and passes: tests/run.sh runs the suite with
 //! `--features failpoints`.
-
-mod common;
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Output;
 use std::time::Instant;
 
-use common::{ade_prep_cmd, inside, setup_workloads, MachineState};
+use crate::common::{ade_prep_cmd, inside, setup_workloads, MachineState};
 
 #[test]
 fn crash_at_every_failpoint_in_nspawn() {
-    if std::env::var(common::IN_CONTAINER).is_ok() {
+    if std::env::var(crate::common::IN_CONTAINER).is_ok() {
         return;
     }
     if !cfg!(feature = "failpoints") {
         // Not a harness problem: the binary has no failpoints to kill at.
-        common::visible(
+        crate::common::visible(
             "SKIPPED: crash_nspawn: built without the failpoints feature (cargo test --features failpoints)",
         );
         return;
     }
-    common::nspawn_suite("crash_nspawn", 2, 900);
+    crate::common::nspawn_suite("crash", 2, 900);
 }
 
 fn ade(args: &[&str], failpoint: Option<String>) -> Output {
@@ -56,7 +54,7 @@ fn killed(o: &Output) -> bool {
 fn restore_ok() {
     let o = ade(&["restore"], None);
     assert!(o.status.success(), "restore: {}", text(&o));
-    common::settle_workloads();
+    crate::common::settle_workloads();
 }
 
 fn prepare_ok() {
@@ -68,7 +66,7 @@ fn prepare_ok() {
 
 fn setup() {
     setup_workloads();
-    common::settle_workloads();
+    crate::common::settle_workloads();
     assert_eq!(MachineState::read(), MachineState::baseline());
 }
 

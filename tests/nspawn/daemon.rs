@@ -7,19 +7,17 @@
 //! agent and the extension write them. SELinux: a stand-in at /sys/fs/selinux (see tests/common).
 //! The host side boots the container once and runs the `in_container_*` tests inside it.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
+use crate::common::{ade_prep_cmd, inside, settle_workloads, setup_workloads, sh, wait_for, MachineState};
 use ade_prep::paths::Paths;
 use ade_prep::window::store::{FileStore, Store};
-use common::{ade_prep_cmd, inside, settle_workloads, setup_workloads, sh, wait_for, MachineState};
 
 #[test]
 fn daemon_in_nspawn() {
-    common::nspawn_suite("daemon_nspawn", 1, 600);
+    crate::common::nspawn_suite("daemon", 1, 600);
 }
 
 const UNIT: &str = "ade-prep-test.service";

@@ -23,12 +23,11 @@ use serde_json::Value;
 /// How many `in_container_*` tests there are: the host side checks that each ran and passed.
 const IN_CONTAINER_TESTS: usize = 8;
 
-mod common;
-use common::{inside_with_scenarios as inside, sd, visible, wait_for};
+use crate::common::{inside_with_scenarios as inside, sd, visible, wait_for};
 
 #[test]
 fn prepare_restore_in_nspawn() {
-    common::nspawn_suite("prepare_nspawn", IN_CONTAINER_TESTS, 600);
+    crate::common::nspawn_suite("prepare", IN_CONTAINER_TESTS, 600);
 }
 
 // ---- inside the container ---------------------------------------------------------------------------------

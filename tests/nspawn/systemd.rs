@@ -15,12 +15,11 @@ use std::time::{Duration, Instant};
 
 use ade_prep::systemd::{JobError, Reload, ServiceManager, Systemd};
 
-mod common;
-use common::{inside_with_scenarios as inside, sd, wait_for};
+use crate::common::{inside_with_scenarios as inside, sd, wait_for};
 
 #[test]
 fn real_systemd_in_nspawn() {
-    common::nspawn_suite("systemd_nspawn", 8, 300);
+    crate::common::nspawn_suite("systemd", 8, 300);
 }
 
 // ---- inside the container ---------------------------------------------------------------------------------

@@ -2,12 +2,10 @@
 //! .rpm's contents, scriptlets and requirements, and the .rpm installed and erased with `rpm --root`.
 //! The packages are built by packaging/build.sh when missing or stale (tests/common/packages.rs).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::packages::{have, packages, Packages};
+use crate::common::packages::{have, packages, Packages};
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
@@ -70,7 +68,7 @@ fn packages_and_the_packaged_binary_carry_the_cargo_version() {
 fn packaged_binary_needs_glibc_2_17_at_most() {
     let Some(p) = packages() else { return };
     if !have("objdump") {
-        common::skip("objdump (binutils) not installed");
+        crate::common::skip("objdump (binutils) not installed");
         return;
     }
     let d = unpacked_deb(&p);
@@ -91,7 +89,7 @@ fn packaged_binary_needs_glibc_2_17_at_most() {
 fn lintian_is_clean() {
     let Some(p) = packages() else { return };
     if !have("lintian") {
-        common::skip("lintian not installed (tests/run.sh installs it)");
+        crate::common::skip("lintian not installed (tests/run.sh installs it)");
         return;
     }
     // An override would live in debian/ade-prep.lintian-overrides, with its reason; there is none.
@@ -106,11 +104,11 @@ fn lintian_is_clean() {
 fn rpmlint_is_clean() {
     let Some(p) = packages() else { return };
     if !have("rpmlint") {
-        common::skip("rpmlint not installed (tests/run.sh installs it)");
+        crate::common::skip("rpmlint not installed (tests/run.sh installs it)");
         return;
     }
     // Settings and filters, each with its reason, live in rpm/rpmlint.toml.
-    let config = common::packages::source_dir().join("rpm/rpmlint.toml");
+    let config = crate::common::packages::source_dir().join("rpm/rpmlint.toml");
     let o = run(Command::new("rpmlint").arg("-c").arg(&config).arg(&p.rpm));
     let out = text(&o);
     eprintln!("{out}");
@@ -238,7 +236,7 @@ fn install_refuse_erase(p: &Packages, root: &Path, before_erase: impl Fn(&Path))
 
 #[test]
 fn rpm_installs_and_erases_in_a_root_without_systemd() {
-    if common::need_root() {
+    if crate::common::need_root() {
         return;
     }
     let Some(p) = packages() else { return };
@@ -260,13 +258,13 @@ fn rpm_installs_and_erases_in_a_root_without_systemd() {
 
 #[test]
 fn rpm_install_in_a_debian_root_enables_the_path_unit_offline() {
-    if common::need_root() {
+    if crate::common::need_root() {
         return;
     }
     let harness = std::env::var("ADE_HARNESS_DIR").unwrap_or_else(|_| "/var/cache/ade-prep-harness".into());
     let lower = Path::new(&harness).join("rootfs-ns");
     if !lower.join("usr/bin/systemctl").exists() {
-        common::skip(&format!("no {} (tests/harness/build-guest.sh --nspawn-only)", lower.display()));
+        crate::common::skip(&format!("no {} (tests/harness/build-guest.sh --nspawn-only)", lower.display()));
         return;
     }
     let Some(p) = packages() else { return };

@@ -12,14 +12,10 @@
 //! Skips (tests/common skip: a failure in CI) when not root or when the harness images are missing
 //! (`tests/harness/build-guest.sh`).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Instant;
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn manifest() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -102,10 +98,10 @@ fn stage() -> tempfile::TempDir {
 /// Runs one scenario in a fresh guest; returns the guest's output after checking that it passed.
 fn scenario(name: &str, timeout_secs: u64) {
     if let Some(why) = cannot_run() {
-        common::skip(&why);
+        crate::common::skip(&why);
         return;
     }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = crate::common::one_guest();
     let dir = stage();
     let t = Instant::now();
     let out = Command::new(manifest().join("tests/harness/vm-run.sh"))

@@ -3,27 +3,24 @@
 //! service, purge refuses while a window is open and otherwise leaves nothing behind; a prepare/restore round trip
 //! with a real unit and SELinux enforcing. The guest side is tests/packaging/guest-*.sh.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use common::packages::{packages, source_dir};
+use crate::common::packages::{packages, source_dir};
 
 /// Boots the guest (`-s`: SELinux) with a work folder holding the .deb and the guest scripts, runs `cmd` in it and
 /// returns the KEY=value facts it printed; None (after `skip`) when the harness cannot run here.
 fn in_guest(selinux: bool, cmd: &str) -> Option<BTreeMap<String, String>> {
-    if common::need_root() {
+    if crate::common::need_root() {
         return None;
     }
     // One guest at a time: the machine's two cores are shared.
-    static ONE_GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = crate::common::one_guest();
     let harness = std::env::var("ADE_HARNESS_DIR").unwrap_or_else(|_| "/var/cache/ade-prep-harness".into());
     let image = if selinux { "debian12-selinux.img" } else { "debian12.img" };
     if !Path::new(&harness).join("images").join(image).exists() {
-        common::skip(&format!("no {harness}/images/{image} (tests/harness/build-guest.sh builds it)"));
+        crate::common::skip(&format!("no {harness}/images/{image} (tests/harness/build-guest.sh builds it)"));
         return None;
     }
     let p = packages()?;

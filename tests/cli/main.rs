@@ -1,0 +1,11 @@
+//! The built binary from the command line: bad input, `check` over fixture trees, the stable outputs, the
+//! `lock` verb, and `scan` against fuser. One test binary.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bad_input;
+mod check;
+mod general;
+mod lock;
+mod scan_fuser;
