@@ -22,4 +22,5 @@ pub mod selinux;
 pub mod systemd;
 #[cfg(test)]
 mod testing;
+pub mod version;
 pub mod window;

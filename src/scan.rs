@@ -519,26 +519,44 @@ fn unit_of_path(path: &str) -> Option<String> {
     None
 }
 
+/// The numeric entries of a proc folder: the one /proc lister of the scan and the checks.
+pub fn list_pids(proc_root: &Path) -> std::io::Result<Vec<i32>> {
+    Ok(std::fs::read_dir(proc_root)?.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()).collect())
+}
+
+/// What ade-prep reads of `/proc/PID/stat`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// comm, from between the parentheses.
+    pub comm: String,
+    /// The parent's pid.
+    pub ppid: i32,
+    /// The flags field (PF_KTHREAD...).
+    pub flags: u64,
+}
+
+/// Parses `/proc/PID/stat`; comm is in parentheses and may contain anything: split at the last ')'.
+pub fn parse_stat(stat: &str) -> Option<Stat> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_string();
+    let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    Some(Stat { comm, ppid: rest.get(1)?.parse().ok()?, flags: rest.get(6)?.parse().ok()? })
+}
+
+/// `/proc/PID/cmdline`'s NUL-separated words (empty ones left out).
+pub fn parse_cmdline(bytes: &[u8]) -> Vec<String> {
+    bytes.split(|&c| c == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+}
+
 /// PF_KTHREAD in the flags field of /proc/PID/stat.
 const PF_KTHREAD: u64 = 0x0020_0000;
 
 /// The rest of a holder's description, read through its already open `/proc/PID` folder (no path lookups from
 /// `/proc` again) by the walker thread that found it.
 fn details(dirfd: &OwnedFd, hit: &Hit) -> Option<Holder> {
-    let stat = read_at(dirfd, c"stat").ok()?;
-    let stat = String::from_utf8_lossy(&stat);
-    // comm is in parentheses and may contain anything: split at the last ')'.
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat[open + 1..close].to_string();
-    let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-    let ppid = rest.get(1)?.parse().ok()?;
-    let flags: u64 = rest.get(6)?.parse().ok()?;
-    let cmdline = read_at(dirfd, c"cmdline")
-        .map(|b| {
-            b.split(|&c| c == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
-        })
-        .unwrap_or_default();
+    let Stat { comm, ppid, flags } = parse_stat(&String::from_utf8_lossy(&read_at(dirfd, c"stat").ok()?))?;
+    let cmdline = read_at(dirfd, c"cmdline").map(|b| parse_cmdline(&b)).unwrap_or_default();
     let link = |n: &CStr| nix::fcntl::readlinkat(dirfd, n).ok().map(|p| p.to_string_lossy().into_owned());
     let (exe, cwd) = (link(c"exe"), link(c"cwd"));
     let (unit, cgroup) =
@@ -589,11 +607,8 @@ impl ProcessTable for ProcFs {
             nix::fcntl::open(&self.proc_root, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
                 .map_err(|e| perr(e.into()))?;
         let me = std::process::id() as i32;
-        let pids: Vec<i32> = std::fs::read_dir(&self.proc_root)
-            .map_err(perr)?
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|&p| p != me)
-            .collect();
+        let mut pids = list_pids(&self.proc_root).map_err(perr)?;
+        pids.retain(|&p| p != me);
         let next = AtomicUsize::new(0);
         let merged = Mutex::new(Partial::default());
         std::thread::scope(|s| {

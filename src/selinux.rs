@@ -84,6 +84,26 @@ pub trait Selinux {
     fn set_enforcing(&self, enforcing: bool) -> Result<(), SelinuxError>;
 }
 
+/// Where selinuxfs is mounted according to a mount table (the last selinuxfs mount), else its usual place
+/// ([`paths::SELINUXFS`]): the one lookup of `check` and of the switch.
+pub fn selinuxfs_in(mounts: &[mountinfo::Mount]) -> PathBuf {
+    mounts
+        .iter()
+        .rev()
+        .find(|m| m.fstype == "selinuxfs")
+        .map_or_else(|| PathBuf::from(paths::SELINUXFS), |m| m.mount_point.clone())
+}
+
+/// What selinuxfs' `enforce` says: `1` enforcing, `0` permissive, anything else None. The one reading of the mode
+/// of `check` and of the switch.
+pub fn parse_enforce(text: &str) -> Option<Mode> {
+    match text.trim() {
+        "1" => Some(Mode::Enforcing),
+        "0" => Some(Mode::Permissive),
+        _ => None,
+    }
+}
+
 /// The real switch: selinuxfs's `enforce` file, found through `/proc/self/mountinfo` under the [`Paths`] root.
 #[derive(Debug, Clone)]
 pub struct SelinuxFs {
@@ -110,8 +130,8 @@ impl SelinuxFs {
         let mountinfo = self.paths.proc().join("self/mountinfo");
         if let Ok(text) = std::fs::read_to_string(&mountinfo) {
             let (mounts, _) = mountinfo::parse(&text);
-            if let Some(m) = mounts.iter().rev().find(|m| m.fstype == "selinuxfs") {
-                return Some(self.paths.resolve(&m.mount_point));
+            if mounts.iter().any(|m| m.fstype == "selinuxfs") {
+                return Some(self.paths.resolve(selinuxfs_in(&mounts)));
             }
         }
         let fallback = self.paths.resolve(paths::SELINUXFS);
@@ -154,11 +174,7 @@ impl Selinux for SelinuxFs {
         };
         let path = mnt.join("enforce");
         let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-        match text.trim() {
-            "1" => Ok(Mode::Enforcing),
-            "0" => Ok(Mode::Permissive),
-            other => Err(content(&path, other, "0 or 1")),
-        }
+        parse_enforce(&text).ok_or_else(|| content(&path, &text, "0 or 1"))
     }
 
     fn set_enforcing(&self, enforcing: bool) -> Result<(), SelinuxError> {

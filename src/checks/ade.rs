@@ -3,8 +3,7 @@
 
 use std::path::Path;
 
-use serde_json::Value;
-
+use crate::extension::ade::{parse_status, OpStatus, OsState};
 use crate::mountinfo::Mount;
 use crate::paths::WAAGENT_DIR;
 
@@ -35,48 +34,6 @@ const STATUS_FIX: &str = "Change encryption only with the supported commands: to
     disable` (or Disable-AzVMDiskEncryption), then remove the extension (Remove-AzVMDiskEncryptionExtension fails \
     before that); never decrypt with low-level commands. On VMRestartPending reboot the VM and wait a few minutes; \
     on an error read /var/log/azure/Microsoft.Azure.Security.AzureDiskEncryptionForLinux/ and retry once fixed.";
-
-/// What the extension last reported.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AdeStatus {
-    /// `status.operation` (EnableEncryption, DisableEncryption...).
-    pub operation: Option<String>,
-    /// `status.status` (transitioning, success, error).
-    pub status: Option<String>,
-    /// `status.code`.
-    pub code: Option<i64>,
-    /// `status.formattedMessage.message`.
-    pub message: Option<String>,
-    /// The OS volume's state from the substatus message (Encrypted, NotEncrypted, EncryptionInProgress...).
-    pub os: Option<String>,
-    /// The data volumes' state from the substatus message.
-    pub data: Option<String>,
-}
-
-/// Parses a `status/<seq>.status` file: a JSON array whose first element's `status` holds operation, status, code
-/// and `substatus[].formattedMessage.message`, itself JSON like `{"os": "Encrypted", "data": "NotEncrypted"}`.
-pub fn parse_ade_status(text: &str) -> Result<AdeStatus, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    let st = v.get(0).and_then(|e| e.get("status")).ok_or("no [0].status")?;
-    let s = |k: &str| st.get(k).and_then(Value::as_str).map(str::to_string);
-    let mut out = AdeStatus {
-        operation: s("operation"),
-        status: s("status"),
-        code: st.get("code").and_then(|c| c.as_i64().or_else(|| c.as_str()?.parse().ok())),
-        message: st.pointer("/formattedMessage/message").and_then(Value::as_str).map(str::to_string),
-        ..Default::default()
-    };
-    for sub in st.get("substatus").and_then(Value::as_array).into_iter().flatten() {
-        let Some(msg) = sub.pointer("/formattedMessage/message").and_then(Value::as_str) else { continue };
-        let Ok(inner) = serde_json::from_str::<Value>(msg) else { continue };
-        if inner.get("os").is_some() || inner.get("data").is_some() {
-            out.os = inner.get("os").and_then(Value::as_str).map(str::to_string);
-            out.data = inner.get("data").and_then(Value::as_str).map(str::to_string);
-            break;
-        }
-    }
-    Ok(out)
-}
 
 /// A key of ADE's request queue ini (ConfigParser lowercases keys: compared without case).
 fn ini_value(text: &str, key: &str) -> Option<String> {
@@ -189,7 +146,8 @@ pub fn encryption_status(
     let Some(text) = &st.status else {
         return mk(Status::NotApplicable, format!("{file} not written yet"));
     };
-    let reported = match parse_ade_status(text) {
+    // The same reader as `run`'s: check and run cannot disagree about the same file.
+    let reported = match parse_status(text) {
         Ok(r) => r,
         Err(e) => return mk(Status::Unknown, format!("{file}: {e}")),
     };
@@ -208,23 +166,24 @@ pub fn encryption_status(
         data_crypt.len(),
         if data_crypt.is_empty() { String::new() } else { format!(" ({})", data_crypt.join(", ")) }
     );
+    let or_dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
     let said = format!(
         "extension ({file}): {} {}, os {}, data {}",
-        reported.operation.as_deref().unwrap_or("-"),
-        reported.status.as_deref().unwrap_or("-"),
-        reported.os.as_deref().unwrap_or("-"),
+        or_dash(&reported.operation),
+        reported.status,
+        reported.os.as_ref().map_or("-".into(), OsState::to_string),
         reported.data.as_deref().unwrap_or("-")
     );
     let mut problems = vec![];
-    match reported.os.as_deref() {
-        Some("Encrypted") if !os_mapped => {
+    match reported.os {
+        Some(OsState::Encrypted) if !os_mapped => {
             problems.push("Azure reports the OS disk encrypted but the guest shows it decrypted".to_string())
         }
-        Some("NotEncrypted") if os_mapped => {
+        Some(OsState::NotEncrypted) if os_mapped => {
             problems.push("Azure reports the OS disk not encrypted but the guest runs on osencrypt".to_string())
         }
-        Some("VMRestartPending") => problems.push("OS disk encrypted, the VM must be restarted".to_string()),
-        Some("EncryptionInProgress") => problems.push("OS disk encryption in progress".to_string()),
+        Some(OsState::VMRestartPending) => problems.push("OS disk encrypted, the VM must be restarted".to_string()),
+        Some(OsState::EncryptionInProgress) => problems.push("OS disk encryption in progress".to_string()),
         _ => {}
     }
     match reported.data.as_deref() {
@@ -235,12 +194,9 @@ pub fn encryption_status(
             .push("Azure reports data volumes not encrypted but the guest has dm-crypt data volumes".to_string()),
         _ => {}
     }
-    if reported.status.as_deref() == Some("error") {
-        problems.push(format!(
-            "the last operation failed (code {}): {}",
-            reported.code.map_or("-".into(), |c| c.to_string()),
-            reported.message.as_deref().unwrap_or("no message")
-        ));
+    if reported.status == OpStatus::Error {
+        let message = if reported.message.is_empty() { "no message" } else { reported.message.as_str() };
+        problems.push(format!("the last operation failed (code {}): {message}", or_dash(&reported.code)));
     }
     if problems.is_empty() {
         mk(Status::Pass, format!("{said}; {guest}"))
@@ -294,13 +250,14 @@ mod tests {
 
     #[test]
     fn parses_the_status_file() {
-        let s = parse_ade_status(&status_json("success", "Encrypted", "NotMounted")).unwrap();
-        assert_eq!(s.operation.as_deref(), Some("EnableEncryption"));
-        assert_eq!((s.os.as_deref(), s.data.as_deref()), (Some("Encrypted"), Some("NotMounted")));
-        assert_eq!(s.code, Some(0));
-        assert!(parse_ade_status("{\"status\": 1}").is_err());
-        assert!(parse_ade_status("[]").is_err());
-        assert!(parse_ade_status("\u{0}garbage").unwrap_err().starts_with("not JSON"));
+        // The status reader is extension::ade's, shared with `run`: the check's fixtures must read there too.
+        let s = parse_status(&status_json("success", "Encrypted", "NotMounted")).unwrap();
+        assert_eq!(s.operation, "EnableEncryption");
+        assert_eq!((s.os, s.data.as_deref()), (Some(OsState::Encrypted), Some("NotMounted")));
+        assert_eq!(s.code, "0");
+        assert!(parse_status("{\"status\": 1}").is_err());
+        assert!(parse_status("[]").is_err());
+        assert!(parse_status("\u{0}garbage").unwrap_err().starts_with("not valid JSON"));
     }
 
     #[test]
@@ -360,7 +317,7 @@ mod tests {
         assert_eq!(encryption_status(&no_seq, &m, &Ok(vec![])).result, Status::NotApplicable);
         let c = encryption_status(&state(Some("[{".into())), &m, &Ok(vec![]));
         assert_eq!(c.result, Status::Unknown);
-        assert!(c.evidence.contains("status/1.status: not JSON"), "{}", c.evidence);
+        assert!(c.evidence.contains("status/1.status: not valid JSON"), "{}", c.evidence);
         assert_eq!(encryption_status(&Err("e".into()), &m, &Ok(vec![])).result, Status::Unknown);
         let good = state(Some(status_json("success", "Encrypted", "NotEncrypted")));
         assert_eq!(encryption_status(&good, &m, &Err("no dm".into())).result, Status::Unknown);

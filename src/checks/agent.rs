@@ -1,12 +1,13 @@
 //! The guest agent and its extensions: the agent version that runs extensions, the deprecated ADE extension,
 //! and other extensions running at the same time as ADE.
 
+use crate::version;
 use std::collections::BTreeMap;
 
 use crate::extension::{running_handlers, split_handler_dir, ADE_DEPRECATED_HANDLER, ADE_HANDLER, AGENT_PREFIX};
 use crate::paths::WAAGENT_DIR;
 
-use super::{cmp_versions, parse_version, Check, Input, Process, Status, ADE_EXTENSION, EXTENSIONS, GUEST_AGENT};
+use super::{Check, Input, Process, Status, ADE_EXTENSION, EXTENSIONS, GUEST_AGENT};
 
 /// The oldest guest agent ADE works with.
 pub const MIN_AGENT: &str = "2.2.38";
@@ -33,7 +34,7 @@ pub fn agent_from_processes(procs: &[Process]) -> Option<(i32, String)> {
             let rest = &a[a.find(AGENT_PREFIX)? + AGENT_PREFIX.len()..];
             let v: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
             let v = v.trim_end_matches('.').to_string();
-            parse_version(&v).map(|_| v)
+            version::parse(&v).map(|_| v)
         })?;
         Some((p.pid, v))
     })
@@ -43,7 +44,7 @@ pub fn agent_from_processes(procs: &[Process]) -> Option<(i32, String)> {
 pub fn goal_state_version(output: &str) -> Option<String> {
     output.lines().find_map(|l| {
         let v = l.trim().strip_prefix("Goal state agent:")?.trim();
-        parse_version(v).map(|_| v.to_string())
+        version::parse(v).map(|_| v.to_string())
     })
 }
 
@@ -66,7 +67,7 @@ pub fn guest_agent(procs: &Input<Vec<Process>>, waagent_version: Option<&Input<S
     match found {
         Ok((v, from)) => {
             let old =
-                parse_version(&v).zip(parse_version(MIN_AGENT)).is_some_and(|(a, b)| cmp_versions(&a, &b).is_lt());
+                version::parse(&v).zip(version::parse(MIN_AGENT)).is_some_and(|(a, b)| version::cmp(&a, &b).is_lt());
             if old {
                 mk(Status::Fail, format!("goal-state agent {v} ({from}) is older than {MIN_AGENT}"))
             } else {

@@ -1,9 +1,10 @@
 //! The distribution and version, against how ADE encrypts its OS disk: unmounting it (preparation needed), online
 //! (nothing to prepare), or not at all (unsupported).
 
+use crate::version;
 use serde::Serialize;
 
-use super::{cmp_versions, parse_version, Check, Input, Status, DISTRO};
+use super::{Check, Input, Status, DISTRO};
 
 const TITLE: &str = "distribution supported by ADE";
 const FIX: &str = "Use a distribution ADE supports for OS disk encryption, from a stock gallery image: RHEL/CentOS \
@@ -84,10 +85,10 @@ pub fn parse_os_release(text: &str) -> Result<Distro, String> {
 }
 
 /// The `major.minor` of a `/etc/redhat-release` or `/etc/centos-release` line ("CentOS Linux release 7.2.1511").
-fn release_file_version(text: &str) -> Option<Vec<u32>> {
+fn release_file_version(text: &str) -> Option<Vec<u64>> {
     let after = text.split_once(" release ")?.1;
     let word = after.split_whitespace().next()?;
-    let v: Vec<u32> = word.split('.').take(2).map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let v: Vec<u64> = word.split('.').take(2).map(|p| p.parse().ok()).collect::<Option<_>>()?;
     (v.len() == 2).then_some(v)
 }
 
@@ -95,9 +96,9 @@ fn release_file_version(text: &str) -> Option<Vec<u32>> {
 /// (CentOS's os-release carries only the major version: `redhat_release` gives the minor).
 pub fn classify_distro(d: &Distro, redhat_release: Option<&str>) -> Result<(Flow, String), String> {
     let mut v =
-        parse_version(&d.version_id).ok_or_else(|| format!("VERSION_ID {:?} is not a version", d.version_id))?;
+        version::parse(&d.version_id).ok_or_else(|| format!("VERSION_ID {:?} is not a version", d.version_id))?;
     let mut shown = d.version_id.clone();
-    let at_least = |v: &[u32], min: &[u32]| cmp_versions(v, min).is_ge();
+    let at_least = |v: &[u64], min: &[u64]| version::cmp(v, min).is_ge();
     let flow = match d.id.as_str() {
         "rhel" | "centos" => {
             if v.len() < 2 && matches!(v.first(), Some(7 | 8)) {

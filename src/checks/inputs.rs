@@ -2,13 +2,12 @@
 //! listing) with the error that stopped it, so that the checks stay pure and an odd input becomes `unknown`.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::classify::{classify, Class};
 use crate::config::Settings;
-use crate::extension::{split_handler_dir, ADE_HANDLER};
 use crate::mountinfo::{self, Mount};
 use crate::paths::{self, Paths};
 use crate::scan::Scan;
@@ -241,25 +240,16 @@ fn read_dm(paths: &Paths) -> Input<Vec<DmDevice>> {
 }
 
 fn read_processes(proc_root: &Path) -> Input<Vec<Process>> {
-    let rd = std::fs::read_dir(proc_root).map_err(|e| format!("{}: {e}", proc_root.display()))?;
+    let pids = crate::scan::list_pids(proc_root).map_err(|e| format!("{}: {e}", proc_root.display()))?;
     let mut out = vec![];
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        let d = e.path();
+    for pid in pids {
+        let d = proc_root.join(pid.to_string());
         // A process that exits meanwhile just disappears.
         let Ok(comm) = std::fs::read_to_string(d.join("comm")) else { continue };
-        let cmdline = std::fs::read(d.join("cmdline"))
-            .map(|b| {
-                b.split(|&c| c == 0)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| String::from_utf8_lossy(s).into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let cmdline = std::fs::read(d.join("cmdline")).map(|b| crate::scan::parse_cmdline(&b)).unwrap_or_default();
         let cwd = std::fs::read_link(d.join("cwd")).ok().map(|p| p.to_string_lossy().into_owned());
-        let ppid = std::fs::read_to_string(d.join("stat"))
-            .ok()
-            .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok()));
+        let ppid =
+            std::fs::read_to_string(d.join("stat")).ok().and_then(|s| crate::scan::parse_stat(&s)).map(|s| s.ppid);
         out.push(Process { pid, ppid, comm: comm.trim_end_matches('\n').to_string(), cmdline, cwd });
     }
     out.sort_by_key(|p| p.pid);
@@ -284,14 +274,10 @@ fn without_chain(mut procs: Vec<Process>, me: i32) -> Vec<Process> {
 /// The newest ADE handler folder, its newest settings sequence number and that sequence's status text.
 fn read_ade_state(waagent: &Path, entries: &Input<Option<Vec<String>>>) -> Input<Option<AdeState>> {
     let Some(entries) = entries.clone()? else { return Ok(None) };
-    let newest = entries
-        .iter()
-        .filter_map(|n| {
-            let (pt, v) = split_handler_dir(n)?;
-            (pt == ADE_HANDLER).then(|| (super::parse_version(v).unwrap_or_default(), n))
-        })
-        .max_by(|a, b| super::cmp_versions(&a.0, &b.0));
-    let Some((_, handler)) = newest else { return Ok(None) };
+    // The same finder as `run`'s (extension::ade).
+    let Some(handler) = crate::extension::ade::newest_handler(entries.iter().map(String::as_str)) else {
+        return Ok(None);
+    };
     let dir = waagent.join(handler);
     let seq = list_dir(&dir.join("config"))?
         .unwrap_or_default()
@@ -302,15 +288,11 @@ fn read_ade_state(waagent: &Path, entries: &Input<Option<Vec<String>>>) -> Input
         Some(s) => read_optional(&dir.join(format!("status/{s}.status")))?,
         None => None,
     };
-    Ok(Some(AdeState { handler: handler.clone(), seq, status }))
+    Ok(Some(AdeState { handler: handler.to_string(), seq, status }))
 }
 
 fn read_selinux(paths: &Paths, mounts: &Input<Vec<Mount>>) -> Selinux {
-    let mount_point = mounts
-        .as_ref()
-        .ok()
-        .and_then(|m| m.iter().rev().find(|m| m.fstype == "selinuxfs"))
-        .map_or_else(|| PathBuf::from(paths::SELINUXFS), |m| m.mount_point.clone());
+    let mount_point = crate::selinux::selinuxfs_in(mounts.as_deref().unwrap_or_default());
     let file = mount_point.join("enforce");
     let mut enforce = read_optional(&paths.resolve(&file));
     if let (Ok(None), Err(e)) = (&enforce, mounts) {

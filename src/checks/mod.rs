@@ -15,15 +15,12 @@ pub mod render;
 mod system;
 mod window;
 
-use std::cmp::Ordering;
-
 use serde::Serialize;
 
 use crate::config::Settings;
 use crate::paths::Paths;
 use crate::scan::{ProcFs, ProcessTable};
 
-pub use ade::{parse_ade_status, AdeStatus};
 pub use distro::{classify_distro, parse_os_release, Distro, Flow};
 pub use inputs::{
     gather, workload_holders, AdeState, AgentVersion, DmDevice, Input, Inputs, Process, Selinux, Waagent,
@@ -254,21 +251,6 @@ pub fn refuse(report: &Report, forced: &[String]) -> Result<(), Refusal> {
     }
 }
 
-/// A dotted version as numbers (`2.2.38` → [2, 2, 38]); None unless it is digits and dots.
-pub fn parse_version(s: &str) -> Option<Vec<u32>> {
-    let s = s.trim();
-    if s.is_empty() {
-        return None;
-    }
-    s.split('.').map(|p| p.parse().ok()).collect()
-}
-
-/// Compares dotted versions, missing parts counting as 0 (`2.2` == `2.2.0`).
-pub fn cmp_versions(a: &[u32], b: &[u32]) -> Ordering {
-    let n = a.len().max(b.len());
-    (0..n).map(|i| a.get(i).unwrap_or(&0).cmp(b.get(i).unwrap_or(&0))).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -333,16 +315,6 @@ pub(crate) mod tests {
             assert!(doc.contains(&format!("| `{}` |", s.as_str())), "docs/checks.md does not explain {s:?}");
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
-    }
-
-    #[test]
-    fn versions_compare_numerically() {
-        let v = |s| parse_version(s).unwrap();
-        assert_eq!(cmp_versions(&v("2.2.36"), &v("2.2.38")), Ordering::Less);
-        assert_eq!(cmp_versions(&v("2.10.0"), &v("2.2.38")), Ordering::Greater);
-        assert_eq!(cmp_versions(&v("2.2"), &v("2.2.0")), Ordering::Equal);
-        assert_eq!(parse_version("2.x"), None);
-        assert_eq!(parse_version(""), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Memory and kernel: what the extension's encryption itself needs of the machine.
 
-use super::{cmp_versions, distro::parse_os_release, Check, Input, Status, KERNEL, MEMORY};
+use super::{distro::parse_os_release, Check, Input, Status, KERNEL, MEMORY};
+use crate::version;
 
 /// The extension refuses OS disk encryption below this MemTotal (kB).
 pub const MIN_MEM_KB: u64 = 7_000_000;
@@ -37,7 +38,7 @@ pub fn memory(meminfo: &Input<String>) -> Check {
 }
 
 /// `major.minor` of a kernel release string ("4.4.0-148-generic" → [4, 4]).
-pub fn kernel_version(release: &str) -> Option<Vec<u32>> {
+pub fn kernel_version(release: &str) -> Option<Vec<u64>> {
     let mut it = release.trim().split(|c: char| !c.is_ascii_digit());
     let major = it.next()?.parse().ok()?;
     let minor = it.next()?.parse().ok()?;
@@ -59,7 +60,7 @@ pub fn kernel(os_release: &Input<String>, kernel_release: &Input<String>) -> Che
         Err(e) => return mk(Status::Unknown, e.clone()),
     };
     match kernel_version(rel) {
-        Some(v) if cmp_versions(&v, &[4, 15]).is_lt() => mk(
+        Some(v) if version::cmp(&v, &[4, 15]).is_lt() => mk(
             Status::Fail,
             format!("Ubuntu 14.04 runs kernel {rel}: before 4.15 the OOM killer ends the dd that encrypts the OS disk"),
         ),

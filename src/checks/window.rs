@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::selinux::{parse_enforce, Mode};
+
 use super::{Check, Flow, Input, Selinux, Status, WorkloadHolder, BACKUP, SELINUX, WORKLOADS};
 
 const SELINUX_TITLE: &str = "SELinux not enforcing";
@@ -28,10 +30,13 @@ pub fn selinux(s: &Selinux, flow: Flow) -> Check {
     match &s.enforce {
         Err(e) => mk(Status::Unknown, e.clone()),
         Ok(None) => mk(Status::Pass, format!("no {}: SELinux is disabled or absent", s.path)),
-        Ok(Some(t)) => match t.trim() {
-            "1" => mk(Status::Warn, format!("SELinux is enforcing ({} is 1); prepare sets it permissive", s.path)),
-            "0" => mk(Status::Pass, format!("SELinux is permissive ({} is 0)", s.path)),
-            other => mk(Status::Unknown, format!("{}: unexpected content {other:?}", s.path)),
+        // The same reading as the switch's (selinux::parse_enforce).
+        Ok(Some(t)) => match parse_enforce(t) {
+            Some(Mode::Enforcing) => {
+                mk(Status::Warn, format!("SELinux is enforcing ({} is 1); prepare sets it permissive", s.path))
+            }
+            Some(_) => mk(Status::Pass, format!("SELinux is permissive ({} is 0)", s.path)),
+            None => mk(Status::Unknown, format!("{}: unexpected content {:?}", s.path, t.trim())),
         },
     }
 }

@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use super::ADE_HANDLER;
 use crate::paths::Paths;
+use crate::version;
 
 /// How often the watcher looks when inotify says nothing (or is not available).
 pub const DEFAULT_POLL: Duration = Duration::from_secs(5);
@@ -55,12 +56,20 @@ pub struct AdeHandler {
     pub version: String,
 }
 
-fn numeric_version(v: &str) -> Option<Vec<u64>> {
-    v.split('.').map(|p| p.parse::<u64>().ok()).collect()
+/// The newest ADE handler folder among folder names (`<ADE_HANDLER>-<numeric version>`, compared with
+/// [`crate::version::cmp`]): the one handler finder of `check` and `run`. The agent keeps the package
+/// (`<name>.zip`) and manifests beside the folder: only numbered names count.
+pub fn newest_handler<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let prefix = format!("{ADE_HANDLER}-");
+    names
+        .into_iter()
+        .filter_map(|n| Some((version::parse(n.strip_prefix(&prefix)?)?, n)))
+        .max_by(|a, b| version::cmp(&a.0, &b.0))
+        .map(|(_, n)| n)
 }
 
-/// The newest ADE handler folder under the guest agent's folder (versions compared numerically); `None` when ADE
-/// is not installed.
+/// The newest ADE handler folder under the guest agent's folder ([`newest_handler`]); `None` when ADE is not
+/// installed.
 pub fn find_ade_handler(paths: &Paths) -> Result<Option<AdeHandler>, ExtensionError> {
     let dir = paths.waagent_dir();
     let rd = match std::fs::read_dir(&dir) {
@@ -68,21 +77,10 @@ pub fn find_ade_handler(paths: &Paths) -> Result<Option<AdeHandler>, ExtensionEr
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(ExtensionError::Io { path: dir, source }),
     };
-    let prefix = format!("{ADE_HANDLER}-");
-    let mut best: Option<(Vec<u64>, AdeHandler)> = None;
-    for entry in rd.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        // The agent keeps the package (`<name>.zip`) and manifests beside the folder: only numbered folders count.
-        let Some(version) = name.strip_prefix(&prefix).and_then(numeric_version) else { continue };
-        if !entry.path().is_dir() {
-            continue;
-        }
-        if best.as_ref().is_none_or(|(b, _)| *b < version) {
-            let v = name[prefix.len()..].to_string();
-            best = Some((version, AdeHandler { dir: entry.path(), version: v }));
-        }
-    }
-    Ok(best.map(|(_, h)| h))
+    let folders: Vec<String> =
+        rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    Ok(newest_handler(folders.iter().map(String::as_str))
+        .map(|name| AdeHandler { dir: dir.join(name), version: name[ADE_HANDLER.len() + 1..].to_string() }))
 }
 
 /// The current sequence number: the highest `config/<seq>.settings`; `None` when there is none.

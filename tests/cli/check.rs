@@ -235,7 +235,7 @@ fn odd_inputs_are_unknown_never_a_crash() {
     assert!(evidence(&json, "distro").contains("Is a directory"));
     assert!(evidence(&json, "memory").contains("MemTotal"));
     assert!(evidence(&json, "ade-operation").contains("Not a directory"));
-    assert!(evidence(&json, "encryption-status").contains("not JSON"));
+    assert!(evidence(&json, "encryption-status").contains("not valid JSON"));
     // a tree that does not exist at all
     let (code, json) = check("no-such-case");
     assert_eq!(code, 0);
