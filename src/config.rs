@@ -172,92 +172,27 @@ pub struct Window {
     pub extension_wait_secs: u64,
 }
 
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
+/// The built-in defaults and catalogue: data, compiled in, read by the same loader as the files merged over it.
+pub const BUILTIN: &str = include_str!("catalogue.toml");
+
+/// Where messages about the built-in catalogue point.
+const BUILTIN_PATH: &str = "src/catalogue.toml (built in)";
 
 impl Default for Settings {
+    /// The built-in catalogue. It is compiled in and checked by the unit tests, so it always parses and validates.
     fn default() -> Self {
-        let mut workloads = BTreeMap::new();
-        workloads.insert(
-            "docker".into(),
-            Workload {
-                units: s(&["docker.service", "docker.socket", "containerd.service", "docker-*.scope"]),
-                comms: s(&["dockerd", "containerd", "containerd-shim*", "docker-proxy"]),
-                exes: s(&["/usr/bin/dockerd", "/usr/bin/containerd", "/usr/bin/containerd-shim*"]),
-                args: vec![],
-                cgroups: s(&["/docker/*", "/system.slice/docker-*.scope*"]),
-                companion_units: s(&["docker.socket", "containerd.service"]),
-                stop_timeout_secs: 90,
-                pre_stop: vec![],
-            },
-        );
-        workloads.insert(
-            "mongodb".into(),
-            Workload {
-                units: s(&["mongod.service", "mongodb.service"]),
-                comms: s(&["mongod"]),
-                exes: s(&["/usr/bin/mongod"]),
-                args: vec![],
-                cgroups: vec![],
-                companion_units: vec![],
-                stop_timeout_secs: 90,
-                pre_stop: vec![],
-            },
-        );
-        workloads.insert(
-            "cassandra".into(),
-            Workload {
-                units: s(&["cassandra.service"]),
-                comms: vec![],
-                exes: vec![],
-                // The JVM's comm is `java`: it is recognised by its unit or its main class.
-                args: s(&["org.apache.cassandra.service.CassandraDaemon"]),
-                cgroups: vec![],
-                companion_units: vec![],
-                stop_timeout_secs: 90,
-                pre_stop: vec![PreStop {
-                    argv: s(&["nodetool", "drain"]),
-                    user: default_user(),
-                    timeout_secs: 600,
-                    ok_exit_codes: vec![0],
-                }],
-            },
-        );
-        workloads.insert(
-            "sap".into(),
-            Workload {
-                units: s(&["SAP*_[0-9][0-9].service", "sapinit.service", "sapinit*"]),
-                comms: s(&["sapstartsrv", "hdb*"]),
-                exes: s(&["/usr/sap/*"]),
-                args: vec![],
-                cgroups: vec![],
-                companion_units: vec![],
-                stop_timeout_secs: 90,
-                pre_stop: vec![
-                    PreStop {
-                        argv: s(&["sapcontrol", "-nr", "{nr}", "-function", "StopSystem", "ALL"]),
-                        user: "{sidlower}adm".into(),
-                        timeout_secs: 120,
-                        ok_exit_codes: vec![0],
-                    },
-                    PreStop {
-                        // Exit code 2 means WaitforStopped timed out: a failure.
-                        argv: s(&["sapcontrol", "-nr", "{nr}", "-function", "WaitforStopped", "600", "10"]),
-                        user: "{sidlower}adm".into(),
-                        timeout_secs: 660,
-                        ok_exit_codes: vec![0],
-                    },
-                ],
-            },
-        );
-        Settings {
-            stray: Stray { policy: StrayPolicy::Report, grace_secs: 10 },
-            docker: Docker { stop_grace_secs: 30 },
-            window: Window { timeout_hours: 24, extension_wait_secs: 900 },
+        let mut settings = Settings {
+            stray: Stray { policy: StrayPolicy::Report, grace_secs: 0 },
+            docker: Docker { stop_grace_secs: 0 },
+            window: Window { timeout_hours: 0, extension_wait_secs: 0 },
             protected: Protected::default(),
-            workloads,
+            workloads: BTreeMap::new(),
+        };
+        match parse_file(Path::new(BUILTIN_PATH), BUILTIN) {
+            Ok(raw) => merge(&mut settings, raw),
+            Err(e) => unreachable!("the built-in catalogue is checked by the unit tests: {e}"),
         }
+        settings
     }
 }
 
@@ -493,6 +428,25 @@ impl fmt::Display for StrayPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_built_in_catalogue_parses_sets_every_field_and_validates() {
+        let raw = parse_file(Path::new(BUILTIN_PATH), BUILTIN).unwrap();
+        let (stray, docker, window) = (raw.stray.unwrap(), raw.docker.unwrap(), raw.window.unwrap());
+        assert!(stray.policy.is_some() && stray.grace_secs.is_some());
+        assert!(docker.stop_grace_secs.is_some());
+        assert!(window.timeout_hours.is_some() && window.extension_wait_secs.is_some());
+        let workloads = raw.workloads.unwrap();
+        assert_eq!(workloads.keys().collect::<Vec<_>>(), ["cassandra", "docker", "mongodb", "sap"]);
+        for (name, w) in &workloads {
+            assert!(w.units.as_ref().is_some_and(|u| !u.is_empty()), "{name}");
+            assert!(w.stop_timeout_secs.is_some(), "{name}");
+        }
+        let d = Settings::default();
+        validate(&d, Path::new(BUILTIN_PATH)).unwrap();
+        assert_eq!((d.stray.grace_secs, d.docker.stop_grace_secs, d.window.timeout_hours), (10, 30, 24));
+        assert_eq!(d.workloads["sap"].pre_stop[1].timeout_secs, 660);
+    }
 
     fn write(root: &Path, rel: &str, text: &str) -> PathBuf {
         let p = root.join(rel);
