@@ -2,25 +2,25 @@
 //! encryption window (scan → classify → plan → execute → wait → restore) and putting everything back.
 #![deny(missing_docs)]
 
-pub mod checks;
-pub mod classify;
+pub(crate) mod checks;
+pub(crate) mod classify;
 pub mod cli;
 pub mod clock;
-pub mod commands;
+pub(crate) mod commands;
 pub mod config;
 pub mod exit;
-pub mod extension;
-pub mod failpoint;
-pub mod glob;
+pub(crate) mod extension;
+pub(crate) mod failpoint;
+pub(crate) mod glob;
 pub mod lock;
-pub mod mountinfo;
+pub(crate) mod mountinfo;
 pub mod paths;
-pub mod report;
-pub mod runner;
-pub mod scan;
-pub mod selinux;
+pub(crate) mod report;
+pub(crate) mod runner;
+pub(crate) mod scan;
+pub(crate) mod selinux;
 pub mod systemd;
 #[cfg(test)]
 mod testing;
-pub mod version;
+pub(crate) mod version;
 pub mod window;

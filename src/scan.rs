@@ -6,7 +6,6 @@
 //! parent) is read only for processes that hold the filesystem, by the walker thread that found them, through the
 //! same open `/proc/PID` folder. Processes are spread over a few threads.
 
-use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -154,6 +153,7 @@ pub struct Scan {
 
 impl Scan {
     /// A scan result made by hand, for fake process tables: `holders` on the filesystem mounted at `mount`.
+    #[cfg(test)]
     pub fn from_holders(mount: &Path, holders: Vec<Holder>) -> Scan {
         Scan {
             target: Target {
@@ -222,12 +222,6 @@ impl ProcFs {
     pub fn new(proc_root: impl Into<PathBuf>) -> Self {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
         ProcFs { proc_root: proc_root.into(), threads }
-    }
-
-    /// Overrides the number of walker threads.
-    pub fn with_threads(mut self, n: usize) -> Self {
-        self.threads = n.max(1);
-        self
     }
 }
 
@@ -639,11 +633,6 @@ impl ProcessTable for ProcFs {
         unreadable.sort_by(|a, b| (a.pid, a.what).cmp(&(b.pid, b.what)));
         Ok(Scan { target, holders, kernel, unreadable, processes_seen: part.seen })
     }
-}
-
-/// pid → access codes, the shape the conformance test compares with fuser's.
-pub fn codes_by_pid(scan: &Scan) -> BTreeMap<i32, String> {
-    scan.holders.iter().map(|h| (h.pid, h.access.codes())).collect()
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use crate::config::Settings;
 use crate::paths::Paths;
 use crate::scan::{ProcFs, ProcessTable};
 
-pub use distro::{classify_distro, parse_os_release, Distro, Flow};
+pub use distro::Flow;
 pub use inputs::{
     gather, workload_holders, AdeState, AgentVersion, DmDevice, Input, Inputs, Process, Selinux, Waagent,
     WorkloadHolder,
@@ -167,6 +167,7 @@ impl Report {
     }
 
     /// The check with this id.
+    #[cfg(test)]
     pub fn get(&self, id: &str) -> Option<&Check> {
         self.checks.iter().find(|c| c.id == id)
     }

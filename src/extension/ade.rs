@@ -479,6 +479,7 @@ impl Watcher {
     }
 
     /// Looks at least this often.
+    #[cfg(test)]
     pub fn poll_every(mut self, every: Duration) -> Self {
         self.poll = every;
         self
@@ -558,11 +559,6 @@ impl Watcher {
             previous = Some(obs);
         }
     }
-}
-
-/// Waits for ADE under `paths` (see [`Watcher::wait_until_done`]).
-pub fn wait_until_done(paths: &Paths, timeout: Duration, on_change: impl FnMut(&Observation)) -> WaitEnd {
-    Watcher::new(paths).wait_until_done(timeout, on_change)
 }
 
 #[cfg(test)]

@@ -3,13 +3,13 @@
 //! on the machine only through the edges in [`Machine`]; it must not reach the command line, print, or talk to
 //! systemd, SELinux or /proc directly.
 
-pub mod execute;
-pub mod hold;
+pub(crate) mod execute;
+pub(crate) mod hold;
 pub mod journal;
 pub mod phase;
-pub mod plan;
-pub mod restore;
-pub mod snapshot;
+pub(crate) mod plan;
+pub(crate) mod restore;
+pub(crate) mod snapshot;
 pub mod store;
 
 use crate::config::Settings;
@@ -19,7 +19,7 @@ use crate::selinux::Selinux;
 use crate::systemd::ServiceManager;
 
 /// The edges execution works through: one real implementation each, fakes in tests.
-pub struct Machine<'a> {
+pub(crate) struct Machine<'a> {
     /// The process table.
     pub procs: &'a dyn ProcessTable,
     /// systemd.

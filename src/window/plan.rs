@@ -13,7 +13,7 @@ use crate::glob;
 use crate::scan::Holder;
 use crate::systemd::UnitKind;
 
-pub use super::snapshot::{Snapshot, UnitFacts};
+pub(crate) use super::snapshot::Snapshot;
 
 /// One step of prepare.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -298,6 +298,7 @@ mod tests {
     use super::*;
     use crate::classify::classify;
     use crate::testing::procs::holder;
+    use crate::window::snapshot::UnitFacts;
 
     fn unit(id: &str, active: &str, triggered_by: &[&str]) -> (String, UnitFacts) {
         (
