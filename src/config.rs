@@ -14,26 +14,21 @@ use serde::{Deserialize, Serialize};
 use crate::paths::Paths;
 
 /// A configuration error, always naming the file and, where known, line and key.
+// The fields are named by each variant's message: no doc line repeats them.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
     #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     /// The file is not valid TOML or does not fit the schema.
     #[error("{path}:{line}: {key}: {message}")]
     Parse {
-        /// The file.
         path: PathBuf,
         /// 1-based line.
         line: usize,
         /// The key at fault (as written in the file), or `-` when unknown.
         key: String,
-        /// What is wrong.
         message: String,
     },
     /// The values parse but do not make sense together.
@@ -43,13 +38,11 @@ pub enum ConfigError {
         path: PathBuf,
         /// The dotted key.
         key: String,
-        /// What is wrong.
         message: String,
     },
     /// Running as root, a config file others could write is refused.
     #[error("{path}: refused: {why} (must be owned by root and not writable by group or others)")]
     Insecure {
-        /// The file.
         path: PathBuf,
         /// Owner or mode found.
         why: String,

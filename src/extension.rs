@@ -20,7 +20,6 @@ pub const CUSTOM_SCRIPT_DOWNLOAD: &str = "custom-script/download";
 /// An extension handler process found running.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunningHandler {
-    /// Process id.
     pub pid: i32,
     /// Command name.
     pub comm: String,

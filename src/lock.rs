@@ -26,7 +26,7 @@ use crate::window::store::Store;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HolderInfo {
-    /// Process id.
+    /// Its pid: a holder that no longer runs leaves a stale lock, taken over.
     pub pid: i32,
     /// What it runs (`ade-prep prepare`, `ade-prep lock -- /opt/golden/step.sh`).
     pub command: String,
@@ -52,24 +52,16 @@ pub enum LockState {
 }
 
 /// What went wrong, naming the lock file.
+// The fields are named by each variant's message: no doc line repeats them.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// Creating, opening or writing the lock file failed.
     #[error("{path}: {source}")]
-    Io {
-        /// The file or folder.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     /// The lock file is not a regular file owned by this user.
     #[error("{path}: refused: {why}")]
-    Insecure {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        why: String,
-    },
+    Insecure { path: PathBuf, why: String },
     /// The wait ran out.
     #[error("busy after waiting {:.1} s: {what}", waited.as_secs_f64())]
     Busy {
@@ -111,7 +103,7 @@ impl LockGuard {
         self.stale.as_ref()
     }
 
-    /// The lock file.
+    /// The lock file, for messages.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -145,7 +137,7 @@ impl Lock {
         Lock { path: paths.lock_file(), proc: paths.proc() }
     }
 
-    /// The lock file.
+    /// The lock file, for messages.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -17,7 +17,6 @@ pub struct Mount {
     pub mount_point: PathBuf,
     /// Per-mount options.
     pub options: String,
-    /// Filesystem type.
     pub fstype: String,
     /// Mount source (device path, `tmpfs`, ...).
     pub source: String,

@@ -21,7 +21,7 @@ pub const LOCK_FILE: &str = "/run/ade-prep/lock";
 pub const WAAGENT_DIR: &str = "/var/lib/waagent";
 /// Where the ADE extension keeps its own state (request queue, encryption markers).
 pub const ADE_CONFIG_DIR: &str = "/var/lib/azure_disk_encryption_config";
-/// The process table.
+/// procfs (under a fixture root in tests, through [`Paths`]).
 pub const PROC: &str = "/proc";
 /// sysfs.
 pub const SYS: &str = "/sys";

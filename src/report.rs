@@ -27,15 +27,12 @@ pub struct ProcessEntry {
 pub struct ScanReport {
     /// Schema version of this document.
     pub version: u32,
-    /// The filesystem.
     pub target: Target,
     /// Holders.
     pub processes: Vec<ProcessEntry>,
-    /// Kernel users.
     pub kernel: KernelUsers,
     /// Entries not readable (count and details).
     pub unreadable: UnreadableReport,
-    /// Processes looked at.
     pub processes_seen: usize,
 }
 

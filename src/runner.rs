@@ -30,7 +30,6 @@ pub enum RunError {
     Spawn {
         /// argv[0].
         program: String,
-        /// Why.
         source: std::io::Error,
     },
     /// Empty argv.

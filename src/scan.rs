@@ -69,7 +69,6 @@ impl Access {
 /// A process with a reference on the filesystem.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Holder {
-    /// Process id.
     pub pid: i32,
     /// Parent process id.
     pub ppid: i32,
@@ -100,7 +99,6 @@ pub struct Holder {
 /// Something that could not be read, by pid and kind (fd, cwd, root, exe, maps), with the count of entries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Unreadable {
-    /// Process id.
     pub pid: i32,
     /// What could not be read.
     pub what: &'static str,
@@ -119,7 +117,6 @@ pub struct Target {
     pub device: String,
     /// The mount point of the filesystem holding it.
     pub mount_point: PathBuf,
-    /// Filesystem type.
     pub fstype: String,
     /// Mount source.
     pub source: String,
@@ -139,15 +136,12 @@ pub struct KernelUsers {
 /// The result of a scan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Scan {
-    /// The filesystem.
     pub target: Target,
     /// Processes holding it, by pid.
     pub holders: Vec<Holder>,
-    /// Kernel users.
     pub kernel: KernelUsers,
     /// Entries that could not be read.
     pub unreadable: Vec<Unreadable>,
-    /// Processes looked at.
     pub processes_seen: usize,
 }
 
@@ -185,7 +179,6 @@ pub enum ScanError {
     Path {
         /// The path.
         path: PathBuf,
-        /// Why.
         source: std::io::Error,
     },
     /// The process table cannot be listed.
@@ -193,7 +186,6 @@ pub enum ScanError {
     Proc {
         /// The proc folder.
         path: PathBuf,
-        /// Why.
         source: std::io::Error,
     },
 }

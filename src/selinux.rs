@@ -40,16 +40,10 @@ impl fmt::Display for Mode {
 pub enum SelinuxError {
     /// A file could not be read or written.
     #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     /// A file holds something unexpected.
     #[error("{path}: unexpected content {content:?} (expected {expected})")]
     Content {
-        /// The file.
         path: PathBuf,
         /// What it holds (trimmed, at most 40 characters).
         content: String,

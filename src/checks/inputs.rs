@@ -20,7 +20,6 @@ pub type Input<T> = Result<T, String>;
 /// A process, as much as the checks need of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Process {
-    /// Process id.
     pub pid: i32,
     /// Parent pid, from `stat` (None when unreadable).
     pub ppid: Option<i32>,
@@ -79,7 +78,6 @@ pub struct AdeState {
 /// A process holding `/` that prepare would stop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkloadHolder {
-    /// Process id.
     pub pid: i32,
     /// `comm`.
     pub comm: String,
@@ -116,7 +114,6 @@ pub struct Inputs {
     pub ade_markers: Input<Option<Vec<String>>>,
     /// The ADE extension's status (None: no ADE handler folder).
     pub ade_state: Input<Option<AdeState>>,
-    /// SELinux.
     pub selinux: Selinux,
     /// Workload processes holding `/`.
     pub workloads: Input<Vec<WorkloadHolder>>,

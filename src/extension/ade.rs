@@ -29,18 +29,11 @@ pub const DEFAULT_POLL: Duration = Duration::from_secs(5);
 /// A file of the extension that cannot be read or understood.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtensionError {
-    /// Reading failed.
     #[error("{path}: {source}")]
-    Io {
-        /// The file or folder.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     /// The settings file is not what the guest agent writes.
     #[error("{path}: {message}")]
     Settings {
-        /// The file.
         path: PathBuf,
         /// What is wrong (never the protected settings).
         message: String,
@@ -304,10 +297,7 @@ pub enum StatusRead {
     /// Not there (yet).
     Missing,
     /// There but not usable now (half written, or an I/O error): read again.
-    Invalid {
-        /// Why.
-        why: String,
-    },
+    Invalid { why: String },
     /// Read.
     Ok {
         /// What it says.
@@ -337,14 +327,12 @@ pub enum Outcome {
     Encrypted,
     /// The operation ended in success or warning without the OS volume being at work.
     Succeeded {
-        /// The operation.
         operation: String,
         /// ADE's message.
         message: String,
     },
     /// The operation ended in error.
     Failed {
-        /// The operation.
         operation: String,
         /// ADE's code.
         code: String,

@@ -14,7 +14,6 @@ pub(crate) const GRACE: Duration = Duration::from_millis(250);
 /// A JobRemoved signal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Removed {
-    /// The job's object path.
     pub job: String,
     /// The unit it was for (for the log only: matching is on the path).
     pub unit: String,
@@ -41,7 +40,6 @@ pub(crate) trait JobBus {
 pub(crate) struct Pending {
     /// Index of the unit in the batch.
     pub index: usize,
-    /// The unit.
     pub unit: String,
     /// The job's object path, as StartUnit/StopUnit returned it.
     pub job: String,

@@ -278,6 +278,8 @@ impl From<zbus::Error> for DbusError {
 }
 
 /// A failed query or change that is not a job.
+// The fields are named by each variant's message: no doc line repeats them.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SystemdError {
     /// The bus cannot be reached.
@@ -285,7 +287,6 @@ pub enum SystemdError {
     Connect {
         /// The bus address.
         address: String,
-        /// Why.
         error: DbusError,
     },
     /// A call failed; `what` names the call and its unit.
@@ -299,7 +300,6 @@ pub enum SystemdError {
     /// A property is missing or of an unexpected type.
     #[error("{unit}: property {property}: {detail}")]
     Property {
-        /// The unit.
         unit: String,
         /// The property.
         property: String,
@@ -317,14 +317,14 @@ pub enum SystemdError {
 }
 
 /// Why a stop or start job did not end with result `done`.
+// The fields are named by each variant's message: no doc line repeats them.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JobError {
     /// StartUnit/StopUnit was refused (no such unit, masked, ...): no job was queued.
     #[error("{op} {unit}: {error}")]
     Call {
-        /// Start or stop.
         op: JobOp,
-        /// The unit.
         unit: String,
         /// The D-Bus error.
         error: DbusError,
@@ -332,11 +332,8 @@ pub enum JobError {
     /// The job ended with a result other than `done`.
     #[error("{op} {unit}: job result '{result}'")]
     Result {
-        /// Start or stop.
         op: JobOp,
-        /// The unit.
         unit: String,
-        /// The job's object path.
         job: String,
         /// canceled, timeout, failed, dependency, skipped, ...
         result: String,
@@ -347,11 +344,8 @@ pub enum JobError {
         Some(e) => format!("canceling job {job} failed: {e}"),
     })]
     Timeout {
-        /// Start or stop.
         op: JobOp,
-        /// The unit.
         unit: String,
-        /// The job's object path.
         job: String,
         /// The timeout that ran out.
         timeout: Duration,
@@ -361,11 +355,8 @@ pub enum JobError {
     /// The job ended without its JobRemoved reaching us, and the unit is not in the state the job aimed for.
     #[error("{op} {unit}: job {job} ended unseen and the unit is {active_state}")]
     Vanished {
-        /// Start or stop.
         op: JobOp,
-        /// The unit.
         unit: String,
-        /// The job's object path.
         job: String,
         /// The unit's ActiveState afterwards.
         active_state: String,
@@ -373,9 +364,7 @@ pub enum JobError {
     /// The job could not be followed (Subscribe, the signal stream or the bus failed).
     #[error("{op} {unit}: cannot follow the job: {error}")]
     Follow {
-        /// Start or stop.
         op: JobOp,
-        /// The unit.
         unit: String,
         /// The D-Bus error.
         error: DbusError,

@@ -33,6 +33,8 @@ pub struct AdeRef {
 }
 
 /// One change to the machine, with what is needed to undo it.
+// Field names are the journal's schema (tests/fixtures/state/v1.json); only those that need a word have one.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Change {
@@ -45,20 +47,15 @@ pub enum Change {
     /// (An empty struct variant, not a unit variant: serde checks unknown fields only on struct variants.)
     LockHeld {},
     /// A runtime mask of a unit; undo unmasks it.
-    MaskUnit {
-        /// The unit.
-        unit: String,
-    },
+    MaskUnit { unit: String },
     /// A unit stopped; undo starts it when it was active before.
     StopUnit {
-        /// The unit.
         unit: String,
         /// Its ActiveState before the stop.
         active_state_before: String,
     },
     /// A workload's pre-stop command ran (nothing to undo: starting the units brings the workload back).
     PreStop {
-        /// The workload.
         workload: String,
         /// The command.
         argv: Vec<String>,
@@ -66,13 +63,9 @@ pub enum Change {
         user: String,
     },
     /// Docker containers stopped (live-restore); undo starts them.
-    StopContainers {
-        /// Container ids.
-        ids: Vec<String>,
-    },
+    StopContainers { ids: Vec<String> },
     /// A stray process terminated (cannot be undone; recorded for the operator).
     TerminateProcess {
-        /// Process id.
         pid: i32,
         /// Its command name.
         comm: String,
@@ -213,28 +206,19 @@ impl Record {
 }
 
 /// A journal that cannot be read, written or trusted; always names the file.
+// The fields are named by each variant's message: no doc line repeats them.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    /// Reading failed.
+    /// The journal could not be read.
     #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     /// Writing failed (the previous journal is still in place).
     #[error("{path}: writing the journal: {source}")]
-    Write {
-        /// The file or folder.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
     /// Not JSON, truncated, or not the schema.
     #[error("{path}: corrupt journal, refusing to guess: {message}")]
     Corrupt {
-        /// The file.
         path: PathBuf,
         /// What is wrong, with line and column.
         message: String,
@@ -242,7 +226,6 @@ pub enum StateError {
     /// A version this build does not read.
     #[error("{path}: journal version {found} {why} (this ade-prep reads version {VERSION}); refusing to guess")]
     Version {
-        /// The file.
         path: PathBuf,
         /// The version found.
         found: String,
@@ -252,7 +235,6 @@ pub enum StateError {
     /// prepare found a window already open.
     #[error("{path}: a window is already {phase} (opened {opened}, by pid {owner_pid})")]
     WindowOpen {
-        /// The file.
         path: PathBuf,
         /// Its phase.
         phase: Phase,
@@ -264,7 +246,6 @@ pub enum StateError {
     /// A phase change the window's state machine does not have (a bug, never guessed past).
     #[error("{path}: the window cannot go from {from} to {to}")]
     Transition {
-        /// The file.
         path: PathBuf,
         /// The recorded phase.
         from: Phase,
@@ -274,7 +255,6 @@ pub enum StateError {
     /// No entry with that sequence number.
     #[error("{path}: no entry {seq}")]
     NoEntry {
-        /// The file.
         path: PathBuf,
         /// The sequence number asked for.
         seq: u32,

@@ -20,11 +20,8 @@ use crate::systemd::ServiceManager;
 
 /// The edges execution works through: one real implementation each, fakes in tests.
 pub(crate) struct Machine<'a> {
-    /// The process table.
     pub procs: &'a dyn ProcessTable,
-    /// systemd.
     pub systemd: &'a dyn ServiceManager,
-    /// SELinux.
     pub selinux: &'a dyn Selinux,
     /// Outside commands (pre-stop, docker).
     pub runner: &'a dyn Runner,

@@ -28,14 +28,12 @@ pub enum Step {
     TakeLock,
     /// Run a workload's pre-stop command.
     PreStop {
-        /// The workload.
         workload: String,
         /// The command, placeholders replaced.
         command: PreStop,
     },
     /// `docker stop` the running containers before dockerd goes (live-restore keeps them otherwise).
     StopContainers {
-        /// Container ids.
         ids: Vec<String>,
         /// Grace period for each.
         grace_secs: u64,
@@ -84,10 +82,7 @@ pub struct Plan {
 pub enum PlanError {
     /// A pre-stop command needs an SAP system id and number that could not be found.
     #[error("workload {workload}: pre_stop uses {{sid}}/{{nr}} but no SAP<SID>_<NR> unit or sapstartsrv pf= profile was found")]
-    NoSapInstance {
-        /// The workload.
-        workload: String,
-    },
+    NoSapInstance { workload: String },
 }
 
 /// SAP system id and instance number from a unit `SAP<SID>_<NR>.service` or a profile path

@@ -50,7 +50,6 @@ pub enum Decision {
     /// Nothing to do for this request, and why. `watch`: a later request on this machine may need the window
     /// (false when none ever will: no ADE, a distribution that does not unmount, the OS volume already encrypted).
     Skip {
-        /// Why.
         why: String,
         /// Stay up for ADE's next request.
         watch: bool,
