@@ -1,5 +1,6 @@
 //! The command line (clap derive), one subcommand per verb, and the dispatch to the library.
 //! The same definitions generate the man page and shell completions for the packages.
+//! It owns parsing and dispatch; it must not do a verb's work (the commands do).
 
 use std::path::PathBuf;
 

@@ -1,5 +1,6 @@
-//! Configuration: built-in defaults, then [`paths::CONFIG_FILE`], then [`paths::CONFIG_DIR`]`/*.toml` in lexical
+//! Configuration: built-in defaults, then [`crate::paths::CONFIG_FILE`], then [`crate::paths::CONFIG_DIR`]`/*.toml` in lexical
 //! order. Every field is optional in a file; unknown keys and wrong types are errors naming file, line and key.
+//! The built-in layer is data too (src/catalogue.toml). It must not read anything but its files.
 //!
 //! Merge rules: scalars from a later layer replace earlier ones; `[workloads.NAME]` fields replace that workload's
 //! fields (a new NAME adds a workload); the `[protected]` lists are appended to (built-in protections cannot be

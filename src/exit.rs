@@ -1,4 +1,5 @@
 //! Exit codes, the same for every command and documented in README.md.
+//! It owns the mapping from errors to codes; it must not print.
 
 /// Success.
 pub const OK: u8 = 0;

@@ -1,6 +1,7 @@
 //! The Azure guest agent's extension handlers: which of them are running besides ADE, so that `check` can name
 //! them and `prepare` can wait for them (ADE fails when another extension changes the machine at the same time).
 //! ADE's own handler (its settings, its status, waiting for it to be done) is in [`ade`].
+//! It reads process lists it is given; it must not change anything.
 
 pub mod ade;
 

@@ -1,6 +1,7 @@
 //! Failpoints for crash tests: with the `failpoints` cargo feature (never in release packages), the k-th failpoint
 //! visited in a phase kills the process with SIGKILL when `ADE_PREP_FAILPOINT=<phase>:<k>`. Without the feature
 //! [`hit`] does nothing. Tests walk k = 1, 2, ... until the command runs through, so every point is covered.
+//! It must never be compiled into a package.
 
 #[cfg(feature = "failpoints")]
 static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

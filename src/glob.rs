@@ -1,4 +1,5 @@
 //! Shell-style patterns (`*`, `?`, `[abc]`, `[a-z]`, `[!x]`) for unit names, command names and paths.
+//! A leaf: it knows nothing of units or files.
 
 /// True when `text` matches `pattern` as a whole. `*` matches any run of characters, `/` included.
 pub fn matches(pattern: &str, text: &str) -> bool {

@@ -1,5 +1,6 @@
-//! The serialisation lock ([`paths::LOCK_FILE`]): an flock that keeps ade-prep, custom scripts (`ade-prep lock --
-//! CMD`) and golden-image steps from changing the machine at the same time.
+//! The serialisation lock ([`crate::paths::LOCK_FILE`]): an flock that keeps ade-prep, custom scripts (`ade-prep lock --
+//! CMD`) and golden-image steps from changing the machine at the same time. It owns the lock protocol; it must not
+//! run commands (commands::lock does) nor know exit codes (exit does).
 //!
 //! The holder writes who it is (pid, command, since) into the lock file, so a waiter can say whom it waits for; a
 //! clean release empties the file, so information left in a file whose flock is free comes from a holder that died

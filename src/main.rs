@@ -1,4 +1,4 @@
-//! Thin entry point: parse, set up logging, run, map the error to an exit code.
+//! Thin entry point: parse, set up logging, run, map the error to an exit code. It must not hold logic of its own.
 
 use std::process::ExitCode;
 

@@ -1,4 +1,5 @@
 //! `/proc/PID/mountinfo`, parsed: which filesystem holds a path, what is mounted below it.
+//! A leaf parser: it must not read files (callers give it the text).
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,5 @@
 //! Every path ade-prep reads or writes, in one place, so that docs and code cannot drift and tests can point the
-//! whole agent at a fixture tree.
+//! whole agent at a fixture tree. A leaf: it must not read or write any of them.
 
 use std::path::{Path, PathBuf};
 

@@ -1,4 +1,5 @@
 //! What people and scripts see of a scan: the human table and the stable JSON shape (documented in README.md).
+//! It owns the JSON shape of `scan`; it must not scan or classify differently from prepare.
 
 use serde::Serialize;
 

@@ -1,5 +1,6 @@
 //! Running outside commands (pre-stop commands, `docker`): argv only, never a shell, as a given user, with a
 //! timeout after which the whole process group is killed.
+//! An edge (`Runner` → `RealRunner`); it must not interpret what the commands mean.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;

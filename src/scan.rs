@@ -1,4 +1,5 @@
-//! Who holds a filesystem, and how: the `/proc` walk behind `ade-prep scan`, with `fuser -m`'s access codes.
+//! The process-table edge: who holds a filesystem, and how (the `/proc` walk behind `ade-prep scan`, with `fuser
+//! -m`'s access codes), the one /proc lister and parsers, and ending a stray process. It must not classify.
 //!
 //! Per process the hot path is: open `/proc/PID`, `fstatat` its `root`, `cwd` and `exe`, list `fd/` and `fstatat`
 //! each entry (following the link: the device of the open file), `lstat` only the matching ones (the link's mode says

@@ -1,5 +1,6 @@
 //! The SELinux switch: read the mode from selinuxfs and flip `enforce` for the window, so that ADE's pivot to a RAM
 //! root is not denied. `/etc/selinux/config` is only ever read (to report the mode a reboot would bring back).
+//! An edge (`Selinux` → `SelinuxFs`) and the one reader of the mode; it must never write the config file.
 
 use std::fmt;
 use std::io::Write;

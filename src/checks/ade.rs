@@ -1,5 +1,6 @@
 //! ADE's own state: an operation under way (request queue, phase markers, the dd writing the encrypted volume)
 //! and the extension's last reported status against what the guest shows.
+//! It reads ADE's status through extension::ade's reader; it must not change anything.
 
 use std::path::Path;
 

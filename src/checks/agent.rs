@@ -1,5 +1,5 @@
 //! The guest agent and its extensions: the agent version that runs extensions, the deprecated ADE extension,
-//! and other extensions running at the same time as ADE.
+//! and other extensions running at the same time as ADE. Pure over the inputs; it must not read files itself.
 
 use crate::version;
 use std::collections::BTreeMap;

@@ -1,4 +1,5 @@
 //! The OS disk's layout and the data disks' mount points, from mountinfo and `/sys/block/dm-*`.
+//! Pure over the inputs; it must not read files itself.
 
 use std::path::Path;
 

@@ -1,5 +1,5 @@
 //! The distribution and version, against how ADE encrypts its OS disk: unmounting it (preparation needed), online
-//! (nothing to prepare), or not at all (unsupported).
+//! (nothing to prepare), or not at all (unsupported). Pure over the inputs; it must not read files itself.
 
 use crate::version;
 use serde::Serialize;

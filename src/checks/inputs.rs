@@ -1,5 +1,6 @@
 //! Reading the machine for the checks: every file through [`Paths`], each input kept as its text (or a small
 //! listing) with the error that stopped it, so that the checks stay pure and an odd input becomes `unknown`.
+//! It owns the reading for the checks; it must not judge (the checks do) nor parse what an edge already parses.
 
 use std::io::Read;
 use std::path::Path;

@@ -1,5 +1,6 @@
 //! `ade-prep check`: every precondition of ADE's troubleshooting guide, each with its evidence and its fix, so an
-//! operator learns all of them from one command and `prepare` can refuse to start on a known failure.
+//! operator learns all of them from one command and `prepare` can refuse to start on a known failure. The checks
+//! must not change the machine.
 //!
 //! The machine is read once into [`Inputs`] (through [`Paths`], so fixture trees stand in for it); every check is a
 //! small pure function of those inputs; [`run`] puts them together into a [`Report`]. An input that cannot be read

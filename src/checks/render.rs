@@ -1,4 +1,5 @@
 //! The human table of `ade-prep check` (the JSON is the [`Report`] itself).
+//! It owns the layout only; it must not decide a result.
 
 use std::fmt::Write;
 

@@ -1,4 +1,5 @@
 //! Memory and kernel: what the extension's encryption itself needs of the machine.
+//! Pure over the inputs; it must not read files itself.
 
 use super::{distro::parse_os_release, Check, Input, Status, KERNEL, MEMORY};
 use crate::version;

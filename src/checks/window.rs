@@ -1,4 +1,5 @@
 //! What `prepare` acts on during the encryption window (SELinux, workloads holding `/`), and the backup reminder.
+//! Pure over the inputs; it must not read files itself.
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,7 @@
 //! ADE's own handler, as the guest agent lays it out: the newest handler folder
 //! (`/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-<version>/`), the settings it was given
 //! (`config/<seq>.settings`) and the status it reports (`status/<seq>.status`), and the watcher that waits for it to
-//! be done.
+//! be done. The one reader of these files for `check` and `run`; it must not change anything.
 //!
 //! ADE rewrites its status file in place (truncate, then write), so a reader can see it empty or half written: such
 //! a read is "read again", never acted on. ADE also reports `success` while it is still at work ("EnableEncryption

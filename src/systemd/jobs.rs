@@ -1,6 +1,7 @@
 //! Following a batch of queued jobs to their results: JobRemoved matched on the job's object path, a timeout per
 //! unit (the job is then canceled), and a fallback for a job whose JobRemoved never reaches us (GetJob fails, so
 //! the unit's ActiveState decides). Generic over [`JobBus`] so that the races can be replayed in unit tests.
+//! It must not queue jobs itself; the real and fake managers do.
 
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,9 @@
 //! The service manager edge: what the planner reads about units and what the executor asks of systemd (runtime
-//! masks, stop and start jobs followed to their result), behind [`ServiceManager`].
+//! masks, stop and start jobs followed to their result, KillUnit), behind [`ServiceManager`], and the one unit
+//! vocabulary ([`ActiveState`], [`UnitKind`]). It must not decide what to stop; test-only calls are inherent methods.
 //!
-//! One real implementation, [`Systemd`], over the system bus with zbus' blocking API; `crate::testing::systemd` fakes it for
-//! other modules' unit tests. Only D-Bus API present in systemd 219 (RHEL/CentOS 7) is used.
+//! One real implementation, [`Systemd`], over the system bus with zbus' blocking API; `crate::testing::systemd`
+//! fakes it for other modules' unit tests. Only D-Bus API present in systemd 219 (RHEL/CentOS 7) is used.
 
 use std::fmt;
 use std::time::Duration;

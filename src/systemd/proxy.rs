@@ -1,4 +1,5 @@
 //! The part of systemd's D-Bus API ade-prep uses, all of it present in systemd 219 (RHEL/CentOS 7).
+//! Declarations only; it must not hold logic.
 
 use std::collections::HashMap;
 

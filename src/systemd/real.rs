@@ -1,4 +1,5 @@
 //! [`Systemd`]: the [`ServiceManager`] of the running system, over the system bus.
+//! It must not decide what to stop or start; the window does.
 
 use std::collections::HashMap;
 use std::pin::Pin;

@@ -1,4 +1,5 @@
 //! Outside commands in memory: records each argv, answers `docker ps` with two containers.
+//! Test code only: it runs nothing.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;

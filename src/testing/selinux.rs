@@ -1,4 +1,4 @@
-//! A SELinux switch in memory.
+//! A SELinux switch in memory. Test code only.
 
 use crate::selinux::{Mode, Selinux, SelinuxError};
 

@@ -1,4 +1,4 @@
-//! A journal store in memory that can be told to fail.
+//! A journal store in memory that can be told to fail. Test code only.
 
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
-//! Execute: gather the snapshot the planner needs, then walk the plan's steps through the edges, journal first
-//! (intent before each change, outcome after). On failure, roll back with the same code as `restore`.
+//! Execute: walk the plan's steps through the edges, journal first (intent before each change, outcome after); on
+//! failure, roll back with the same code as `restore`. It must not decide what to do (the plan does), and no panic
+//! may sit between a change and its recording.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -1,4 +1,5 @@
-//! Holding the window across the reboot ADE's OS encryption needs.
+//! Holding the window across the reboot ADE's OS encryption needs: the hold list and SELinux set permissive again
+//! after the boot. It must not mask anything itself (the generator does, at boot).
 //!
 //! Prepare's masks are runtime masks (`/run/systemd/system`): the reboot drops them, and the workloads would start
 //! at boot while ADE has not yet reported completion. So prepare also writes the hold list [`paths::HOLD_FILE`]

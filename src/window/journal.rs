@@ -1,4 +1,4 @@
-//! The journal's record of the encryption window ([`paths::STATE_FILE`]): the truth about what ade-prep changed, written
+//! The journal's record of the encryption window: the truth about what ade-prep changed, written
 //! ahead of every change and after it, so that `restore` can undo everything from the file alone, in a new process,
 //! after a crash or a reboot.
 //!

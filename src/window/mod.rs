@@ -1,6 +1,6 @@
 //! The encryption window's core: its phase and their checked transitions, the snapshot of the machine, the pure
 //! plan, its execution, the restore, the journal (record and store apart) and the hold through a reboot. It works
-//! on the machine only through the edges in [`Machine`]; it must not reach the command line, print, or talk to
+//! on the machine only through the edges in `Machine`; it must not reach the command line, print, or talk to
 //! systemd, SELinux or /proc directly.
 
 pub(crate) mod execute;

@@ -1,5 +1,5 @@
 //! Plan: a pure function from a snapshot of the machine and the settings to the ordered steps of `prepare`.
-//! `--dry-run` prints exactly this plan; execution carries out the very same one.
+//! `--dry-run` prints exactly this plan; execution carries out the very same one. It must not do any I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

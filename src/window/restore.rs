@@ -1,6 +1,7 @@
 //! Restore: undo every change the journal records, from the journal alone (a new process, after a crash or the
 //! reboot). Every undo is idempotent, so a change recorded as intended but never done is undone all the same:
-//! unmasking a unit that is not masked, or starting one that runs, changes nothing.
+//! unmasking a unit that is not masked, or starting one that runs, changes nothing. It must not consult anything but
+//! the journal about what to undo.
 //!
 //! Order: SELinux back; unmask every unit (one call, then Reload); start the stopped units that were running
 //! (services first, then their triggers, each batch concurrently, each job awaited); start stopped containers.
