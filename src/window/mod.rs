@@ -8,6 +8,7 @@ pub(crate) mod hold;
 pub mod journal;
 pub mod phase;
 pub(crate) mod plan;
+pub mod record;
 pub(crate) mod restore;
 pub(crate) mod snapshot;
 pub mod store;

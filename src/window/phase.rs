@@ -22,7 +22,7 @@ pub enum Phase {
 impl Phase {
     /// The transitions docs/design.md draws: closed → preparing → open → restoring → closed, the rollback
     /// (preparing → restoring) and a restore retried after a failed undo (restoring → restoring). A new window
-    /// starts in preparing through [`super::journal::Journal::open`], never through a transition.
+    /// starts in preparing through `Journal::open`, never through a transition.
     pub fn can_become(self, next: Phase) -> bool {
         use Phase::*;
         matches!(

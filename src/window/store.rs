@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::journal::{Record, StateError, VERSION};
+use super::record::{Record, StateError, VERSION};
 use crate::paths::Paths;
 
 /// The journal store: one real implementation ([`FileStore`]), fakes in tests.

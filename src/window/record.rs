@@ -1,0 +1,253 @@
+//! The journal's record: what the window changed (entries with their status, the ADE run followed, the phase) as
+//! the file holds it, schema version [`VERSION`], and the error of a journal that cannot be trusted. Plain data:
+//! it must not read or write the file (the store does) nor enforce the write-ahead rules (the journal does).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::phase::Phase;
+use crate::selinux;
+
+/// The schema version this build reads and writes.
+pub const VERSION: u32 = 1;
+
+/// The ADE run the window follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdeRef {
+    /// The handler folder (`/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-<version>`).
+    pub handler_dir: PathBuf,
+    /// The sequence number of the settings that started it.
+    pub seq: u64,
+}
+
+/// One change to the machine, with what is needed to undo it.
+// Field names are the journal's schema (tests/fixtures/state/v1.json); only those that need a word have one.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Change {
+    /// SELinux set to permissive; undo sets `previous` back.
+    SelinuxPermissive {
+        /// The mode before.
+        previous: selinux::Mode,
+    },
+    /// The serialisation lock is held by the window (the journal itself holds it across processes).
+    /// (An empty struct variant, not a unit variant: serde checks unknown fields only on struct variants.)
+    LockHeld {},
+    /// A runtime mask of a unit; undo unmasks it.
+    MaskUnit { unit: String },
+    /// A unit stopped; undo starts it when it was active before.
+    StopUnit {
+        unit: String,
+        /// Its ActiveState before the stop.
+        active_state_before: String,
+    },
+    /// A workload's pre-stop command ran (nothing to undo: starting the units brings the workload back).
+    PreStop {
+        workload: String,
+        /// The command.
+        argv: Vec<String>,
+        /// The user it ran as.
+        user: String,
+    },
+    /// Docker containers stopped (live-restore); undo starts them.
+    StopContainers { ids: Vec<String> },
+    /// A stray process terminated (cannot be undone; recorded for the operator).
+    TerminateProcess {
+        pid: i32,
+        /// Its command name.
+        comm: String,
+        /// Its unit, if any.
+        unit: Option<String>,
+    },
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::SelinuxPermissive { previous } => write!(f, "SELinux permissive (was {previous})"),
+            Change::LockHeld {} => f.write_str("lock held"),
+            Change::MaskUnit { unit } => write!(f, "mask {unit}"),
+            Change::StopUnit { unit, active_state_before } => write!(f, "stop {unit} (was {active_state_before})"),
+            Change::PreStop { workload, argv, user } => write!(f, "pre-stop {workload}: {argv:?} as {user}"),
+            Change::StopContainers { ids } => write!(f, "stop {} container(s): {}", ids.len(), ids.join(" ")),
+            Change::TerminateProcess { pid, comm, unit } => {
+                write!(f, "terminate pid {pid} ({comm}")?;
+                if let Some(u) = unit {
+                    write!(f, ", {u}")?;
+                }
+                f.write_str(")")
+            }
+        }
+    }
+}
+
+/// Where one change stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// About to be made: it may or may not have happened (check the machine).
+    Intended,
+    /// Made.
+    Done,
+    /// Making it failed: it may have partly happened (check the machine).
+    Failed,
+    /// Undone.
+    Undone,
+    /// Undoing it failed: a later restore tries again.
+    UndoFailed,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Intended => "intended",
+            Status::Done => "done",
+            Status::Failed => "failed",
+            Status::Undone => "undone",
+            Status::UndoFailed => "undo failed",
+        })
+    }
+}
+
+/// One line of the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// 1-based, in the order the changes were intended.
+    pub seq: u32,
+    /// What.
+    pub change: Change,
+    /// Where it stands.
+    pub status: Status,
+    /// When the status was last set (unix seconds).
+    pub at: u64,
+    /// Why it failed, or any other remark.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// The file's contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// Always [`VERSION`].
+    pub version: u32,
+    /// Where the window stands.
+    pub phase: Phase,
+    /// When prepare opened it (unix seconds).
+    pub opened_at: u64,
+    /// Last write (unix seconds).
+    pub updated_at: u64,
+    /// `/proc/sys/kernel/random/boot_id` when it was opened: tells whether the machine rebooted since.
+    pub boot_id: String,
+    /// The process that drives the window (prepare, then the daemon that waits).
+    pub owner_pid: u32,
+    /// The filesystem being freed.
+    pub mount: PathBuf,
+    /// The ADE run followed, once known.
+    pub ade: Option<AdeRef>,
+    /// The changes, oldest first.
+    pub entries: Vec<Entry>,
+}
+
+impl Record {
+    /// A one-line summary of the changes in effect ("stopped 3 units, SELinux permissive").
+    pub fn summary(&self) -> String {
+        let done = self.entries.iter().filter(|e| e.status == Status::Done);
+        let (mut stopped, mut masked, mut selinux, mut killed, mut containers) = (0, 0, false, 0, 0);
+        for e in done {
+            match &e.change {
+                Change::StopUnit { .. } => stopped += 1,
+                Change::MaskUnit { .. } => masked += 1,
+                Change::SelinuxPermissive { .. } => selinux = true,
+                Change::TerminateProcess { .. } => killed += 1,
+                Change::StopContainers { ids } => containers += ids.len(),
+                _ => {}
+            }
+        }
+        let mut parts = vec![format!("stopped {stopped} unit(s)"), format!("masked {masked}")];
+        if containers > 0 {
+            parts.push(format!("stopped {containers} container(s)"));
+        }
+        if killed > 0 {
+            parts.push(format!("terminated {killed} process(es)"));
+        }
+        parts.push(if selinux { "SELinux permissive".into() } else { "SELinux unchanged".into() });
+        parts.join(", ")
+    }
+
+    /// True until restore has closed the window (a crashed prepare leaves it open: something may be changed).
+    pub fn is_window_open(&self) -> bool {
+        self.phase != Phase::Closed
+    }
+
+    /// The entries restore must look at, newest first: all but the undone ones.
+    pub fn to_undo(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().rev().filter(|e| e.status != Status::Undone)
+    }
+
+    /// The entry with sequence number `seq`.
+    pub fn entry(&self, seq: u32) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.seq == seq)
+    }
+}
+
+/// A journal that cannot be read, written or trusted; always names the file.
+// The fields are named by each variant's message: no doc line repeats them.
+#[allow(missing_docs)]
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The journal could not be read.
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// Writing failed (the previous journal is still in place).
+    #[error("{path}: writing the journal: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    /// Not JSON, truncated, or not the schema.
+    #[error("{path}: corrupt journal, refusing to guess: {message}")]
+    Corrupt {
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+    /// A version this build does not read.
+    #[error("{path}: journal version {found} {why} (this ade-prep reads version {VERSION}); refusing to guess")]
+    Version {
+        path: PathBuf,
+        /// The version found.
+        found: String,
+        /// "written by a newer ade-prep" or "unknown".
+        why: &'static str,
+    },
+    /// prepare found a window already open.
+    #[error("{path}: a window is already {phase} (opened {opened}, by pid {owner_pid})")]
+    WindowOpen {
+        path: PathBuf,
+        /// Its phase.
+        phase: Phase,
+        /// When it was opened.
+        opened: String,
+        /// The process that drives it.
+        owner_pid: u32,
+    },
+    /// A phase change the window's state machine does not have (a bug, never guessed past).
+    #[error("{path}: the window cannot go from {from} to {to}")]
+    Transition {
+        path: PathBuf,
+        /// The recorded phase.
+        from: Phase,
+        /// The phase asked for.
+        to: Phase,
+    },
+    /// No entry with that sequence number.
+    #[error("{path}: no entry {seq}")]
+    NoEntry {
+        path: PathBuf,
+        /// The sequence number asked for.
+        seq: u32,
+    },
+}
