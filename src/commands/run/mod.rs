@@ -139,17 +139,34 @@ pub fn run(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Result
 }
 
 fn one_request(paths: &Paths, settings: &Settings, opts: &RunOpts, stop: &StopToken) -> anyhow::Result<Next> {
+    // The journal is read once and decided on; again only after this process changed it (a restore, a prepare).
     let store = FileStore::new(paths);
-    let open = store.load()?.filter(|r| r.is_window_open());
-    if let Some(r) = &open {
-        if r.phase != Phase::Open {
-            // A prepare or a restore was cut short (crash, reboot): finish the restore, then decide anew.
-            status(&format!("found a window in phase {}: restoring it first", r.phase));
-            restore::restore(paths, settings, None)?;
-        }
+    let mut record = store.load()?;
+    if let Some(r) = record.as_ref().filter(|r| r.is_window_open() && r.phase != Phase::Open) {
+        // A prepare or a restore was cut short (crash, reboot): finish the restore, then decide anew.
+        status(&format!("found a window in phase {}: restoring it first", r.phase));
+        restore::restore(paths, settings, None)?;
+        record = store.load()?;
     }
-    let open = store.load()?.filter(|r| r.is_window_open());
-    if open.is_none() {
+    let record = match record {
+        Some(open) if open.is_window_open() => open,
+        last => match prepare_for_request(paths, settings, opts, stop, last.as_ref())? {
+            Ok(open) => open,
+            Err(next) => return Ok(next),
+        },
+    };
+    wait_and_restore(paths, settings, stop, record)
+}
+
+/// Decides on ADE's current request and prepares for it: the open window's record, or what `run` does instead.
+fn prepare_for_request(
+    paths: &Paths,
+    settings: &Settings,
+    opts: &RunOpts,
+    stop: &StopToken,
+    last: Option<&journal::Record>,
+) -> anyhow::Result<Result<journal::Record, Next>> {
+    {
         let obs = observe_settings(paths, SETTINGS_WAIT, Duration::from_secs(1), stop);
         let public = match (&obs.handler, obs.seq) {
             (Some(h), Some(seq)) => match read_settings_patiently(&h.dir, seq, SETTINGS_READ_WAIT, stop) {
@@ -169,16 +186,16 @@ fn one_request(paths: &Paths, settings: &Settings, opts: &RunOpts, stop: &StopTo
             Decision::Skip { why, watch } => {
                 status(&format!("nothing to do: {why}"));
                 notify(&[sd_notify::NotifyState::Ready]);
-                return Ok(if watch { this } else { Next::Exit(exit::OK) });
+                return Ok(Err(if watch { this } else { Next::Exit(exit::OK) }));
             }
             Decision::Prepare { handler_dir, seq } => (handler_dir, seq),
         };
         // The path unit starts `run` at every boot while ADE's settings exist: a request already handled (the
         // window closed after ADE's success or error) is not prepared for again.
-        if let Some(done) = store.load()?.and_then(|r| r.ade).filter(|a| a.handler_dir == handler_dir && a.seq == seq) {
+        if let Some(done) = last.and_then(|r| r.ade.as_ref()).filter(|a| a.handler_dir == handler_dir && a.seq == seq) {
             status(&format!("nothing to do: ADE request seq {} was already handled", done.seq));
             notify(&[sd_notify::NotifyState::Ready]);
-            return Ok(this);
+            return Ok(Err(this));
         }
         let settings_file = ade::settings_path(&handler_dir, seq);
         status(&format!("ADE request seq {seq} includes the OS volume: preparing"));
@@ -188,7 +205,7 @@ fn one_request(paths: &Paths, settings: &Settings, opts: &RunOpts, stop: &StopTo
         if prepared.is_none() {
             status("nothing to do: no preparation needed");
             notify(&[sd_notify::NotifyState::Ready]);
-            return Ok(Next::Exit(exit::OK));
+            return Ok(Err(Next::Exit(exit::OK)));
         }
         if let Some(a) = age(&settings_file) {
             log::info!(
@@ -204,12 +221,12 @@ fn one_request(paths: &Paths, settings: &Settings, opts: &RunOpts, stop: &StopTo
         }
         let mut j = Journal::resume(FileStore::new(paths))?.context("the journal vanished after prepare")?;
         j.set_ade(AdeRef { handler_dir, seq })?;
+        Ok(Ok(j.record().clone()))
     }
-    wait_and_restore(paths, settings, stop)
 }
 
-/// A window opened in an earlier boot: the generator held its units masked through this boot (src/window/hold.rs); SELinux
-/// came back in its configured mode, so it is set permissive again when the window had set it so.
+/// A window opened in an earlier boot: the generator held its units masked through this boot (src/window/hold.rs);
+/// SELinux came back in its configured mode, so it is set permissive again when the window had set it so.
 fn resume_after_reboot(paths: &Paths, record: &journal::Record) -> anyhow::Result<()> {
     let boot = clock::boot_id(paths)?;
     if record.boot_id == boot {
@@ -239,8 +256,12 @@ fn resume_after_reboot(paths: &Paths, record: &journal::Record) -> anyhow::Resul
     Ok(())
 }
 
-fn wait_and_restore(paths: &Paths, settings: &Settings, stop: &StopToken) -> anyhow::Result<Next> {
-    let record = FileStore::new(paths).load()?.context("no journal")?;
+fn wait_and_restore(
+    paths: &Paths,
+    settings: &Settings,
+    stop: &StopToken,
+    record: journal::Record,
+) -> anyhow::Result<Next> {
     resume_after_reboot(paths, &record)?;
     let summary = record.summary();
     let deadline = record.opened_at + settings.window.timeout_hours * 3600;
