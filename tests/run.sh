@@ -12,12 +12,12 @@ log() { printf '== %s\n' "$*"; }
 # Debian packages the tests call.
 PKGS="psmisc lsof time bc e2fsprogs util-linux procps debootstrap systemd-container dbus shellcheck
       debhelper dpkg-dev fakeroot lintian rpm rpmlint"
-missing=
-for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"; done
-if [ -n "$missing" ]; then
-  log "installing Debian packages:$missing"
+missing=()
+for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # The release package is built for glibc 2.17 with cargo-zigbuild.
 if ! command -v cargo-zigbuild >/dev/null || ! python3 -c 'import ziglang' 2>/dev/null; then
@@ -30,6 +30,13 @@ rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup compon
 if [ -x tests/harness/build-guest.sh ]; then
   if [ "${SKIP_VM:-0}" = 1 ]; then tests/harness/build-guest.sh --nspawn-only; else tests/harness/build-guest.sh; fi
 fi
+
+# Every shell script of the repository (found by its #! line, so a new one cannot be forgotten).
+log "shellcheck"
+mapfile -t scripts < <(git ls-files | while read -r f; do
+  [ -f "$f" ] && head -n 1 "$f" | grep -qE '^#!(/usr)?/bin/(env )?(ba)?sh' && echo "$f"; done)
+[ ${#scripts[@]} -gt 10 ] || { echo "tests/run.sh: found only ${#scripts[@]} shell scripts" >&2; exit 1; }
+shellcheck "${scripts[@]}"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
