@@ -103,3 +103,56 @@ fn no_timeout_is_infinity() {
     }
     assert!(bad.is_empty(), "a timeout of infinity fails at once on systemd 219 (use 0):\n{}", bad.join("\n"));
 }
+
+/// `Interface.Member` for each D-Bus member ade-prep calls or reads, from its sources: the Manager proxy's
+/// `#[zbus(... name = "X")]` entries, and the properties the real service manager reads from a unit's
+/// GetAll (the Unit interface first, then the unit type's own, checked as Service: 219's Socket, Scope and the
+/// others carry the same ControlGroup/KillMode through the same tables).
+fn dbus_members_used() -> Vec<String> {
+    let src = manifest().join("src/systemd");
+    let proxy = std::fs::read_to_string(src.join("proxy.rs")).unwrap();
+    let manager = proxy
+        .split("#[zbus::proxy(")
+        .find(|p| p.contains("interface = \"org.freedesktop.systemd1.Manager\""))
+        .expect("src/systemd/proxy.rs: no Manager proxy");
+    let mut used: Vec<String> = quoted_after(manager, "name = \"")
+        .into_iter()
+        .map(|m| format!("org.freedesktop.systemd1.Manager.{m}"))
+        .collect();
+    let real = std::fs::read_to_string(src.join("real.rs")).unwrap();
+    let (unit_part, type_part) = real.split_once("type_interface(&info.id)").expect("src/systemd/real.rs: unit()");
+    for (part, iface) in [(unit_part, "Unit"), (type_part, "Service")] {
+        for getter in ["p.string(\"", "p.opt_string(\"", "p.strings(\"", "p.opt_u32(\"", "p.opt_u64(\""] {
+            used.extend(
+                quoted_after(part, getter).into_iter().map(|m| format!("org.freedesktop.systemd1.{iface}.{m}")),
+            );
+        }
+    }
+    used.sort();
+    used.dedup();
+    used
+}
+
+/// The words between `prefix` and the next `"`, everywhere `prefix` occurs.
+fn quoted_after(text: &str, prefix: &str) -> Vec<String> {
+    text.split(prefix).skip(1).filter_map(|rest| rest.split('"').next()).map(str::to_owned).collect()
+}
+
+#[test]
+fn every_dbus_member_we_use_exists_in_systemd_219() {
+    let path = manifest().join("tests/fixtures/systemd219/dbus-api.txt");
+    let api: BTreeSet<String> = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    assert!(api.contains("org.freedesktop.systemd1.Manager.StopUnit"), "{}: not 219's API", path.display());
+    let used = dbus_members_used();
+    // The extraction must see the calls the code is known to make, or the check below proves nothing.
+    for known in ["Manager.StopUnit", "Manager.MaskUnitFiles", "Unit.ActiveState", "Service.MainPID"] {
+        assert!(used.iter().any(|u| u.ends_with(known)), "the source scan missed {known}: {used:?}");
+    }
+    let missing: Vec<&String> = used.iter().filter(|m| !api.contains(*m)).collect();
+    assert!(missing.is_empty(), "D-Bus members systemd 219 does not have: {missing:?}");
+}
