@@ -1,13 +1,22 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-/// Reports that a test cannot run here. Outside CI it prints `SKIPPED: why` and the test returns early; in CI
-/// (`CI=true`, set by .ci/run's environment) a skip is a failure, since CI installs everything the tests need.
+/// Whether a test that cannot run must fail instead of skipping: always under the test command (tests/run.sh sets
+/// `ADE_TEST_COMMAND=1`) and in CI (`CI=true`, which .ci/run exports), since both install everything the tests
+/// need; also under `ADE_REQUIRE_NSPAWN=1`, for a hand run of one suite. Only a hand run of `cargo test` skips.
+pub fn skips_fail() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+        || std::env::var("ADE_TEST_COMMAND").as_deref() == Ok("1")
+        || std::env::var("ADE_REQUIRE_NSPAWN").as_deref() == Ok("1")
+}
+
+/// Reports that a test cannot run here: a failure where [`skips_fail`], else `SKIPPED: why` on the terminal (past
+/// libtest's capture) and the test returns early. The one skip policy of every test.
 pub fn skip(why: &str) -> bool {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("cannot run in CI: {why}");
+    if skips_fail() {
+        panic!("cannot run under the test command or CI, where a skip is a failure: {why}");
     }
-    eprintln!("SKIPPED: {why}");
+    visible(&format!("SKIPPED: {why}"));
     true
 }
 
@@ -35,12 +44,9 @@ pub fn visible(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// A skip of an nspawn suite: printed, or a failure under ADE_REQUIRE_NSPAWN=1.
+/// A skip of an nspawn suite: [`skip`], naming the suite.
 pub fn skip_nspawn(suite: &str, why: &str) {
-    if std::env::var("ADE_REQUIRE_NSPAWN").as_deref() == Ok("1") {
-        panic!("ADE_REQUIRE_NSPAWN=1 but {suite} cannot run: {why}");
-    }
-    visible(&format!("SKIPPED: {suite}: {why}"));
+    skip(&format!("{suite}: {why}"));
 }
 
 /// Where a host file of this build is seen inside the container: under /work when it is in the worktree, else
@@ -114,7 +120,11 @@ pub fn nspawn_suite(suite: &str, expected: usize, timeout_secs: u64) {
     );
     let want = format!("test result: ok. {expected} passed; 0 failed");
     assert!(stdout.contains(&want), "expected {expected} in-container tests to pass:\n{stdout}");
-    assert!(!stdout.contains("SKIPPED"), "{stdout}");
+    // A skip inside the container prints on stderr (see [`skip`]): both streams are read.
+    assert!(
+        !stdout.contains("SKIPPED") && !stderr.contains("SKIPPED"),
+        "an in-container test skipped:\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
 }
 
 /// True inside the harness container; prints a skip elsewhere (these tests change units).
