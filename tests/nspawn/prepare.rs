@@ -23,7 +23,7 @@ use serde_json::Value;
 /// How many `in_container_*` tests there are: the host side checks that each ran and passed.
 const IN_CONTAINER_TESTS: usize = 8;
 
-use crate::common::{inside_with_scenarios as inside, sd, visible, wait_for};
+use crate::common::{inside_with_scenarios as inside, sd, wait_for};
 
 #[test]
 fn prepare_restore_in_nspawn() {
