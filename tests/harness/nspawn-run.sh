@@ -123,7 +123,20 @@ grep -qE '^NSpid:.*[[:space:]]1$' "/proc/$LEADER/status" 2>/dev/null || fail "ca
 # container so that nsenter always outlives and reaps CMD; setsid keeps
 # terminal signals away from them: an interrupt reaches only this script,
 # whose cleanup stops CMD.
-setsid nsenter -t "$LEADER" -a -r -w -- timeout -k 10 "$TMO" \
+# systemd 219 manages only the v1 name=systemd hierarchy: systemd-run --scope moves the job into its scope there,
+# but in the unified hierarchy the job would stay in this script's cgroup, outside the container's cgroup
+# namespace (/proc/PID/cgroup: 0::/../..), unlike every process the container's systemd starts (0::/). So for
+# 219 the job first joins PID 1's unified cgroup.
+UPROCS=''
+if [ "$GUEST" = 219 ]; then
+  for u in /sys/fs/cgroup/unified /sys/fs/cgroup; do
+    [ "$(stat -fc %T "$u" 2>/dev/null)" = cgroup2fs ] || continue
+    UPROCS=$u$(sed -n 's/^0::\(.*\)/\1/p' "/proc/$LEADER/cgroup" | sed 's|/$||')/cgroup.procs; break
+  done
+fi
+# shellcheck disable=SC2016   # $0, $$ and $@ are the inner shell's
+setsid sh -c '[ -z "$0" ] || echo $$ > "$0" || exit 125; exec "$@"' "$UPROCS" \
+  nsenter -t "$LEADER" -a -r -w -- timeout -k 10 "$TMO" \
   systemd-run --scope -q --unit=nspawn-run-job env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
   PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin bash -c "cd /work || exit 125
 $CMD" </dev/null &
