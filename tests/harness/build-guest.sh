@@ -303,7 +303,7 @@ sd219_source() {
   done
   echo "build-guest: no $SD219_VENDORED in ../shared/vendor/; downloading $SD219_URL"
   mkdir -p "$H/src"
-  if curl -fsSL --retry 2 -o "$H/src/download.tmp" "$SD219_URL" && tar -tzf "$H/src/download.tmp" >/dev/null; then
+  if curl -fsSL --retry 2 --connect-timeout 20 --max-time 900 -o "$H/src/download.tmp" "$SD219_URL" && tar -tzf "$H/src/download.tmp" >/dev/null; then
     mv "$H/src/download.tmp" "$H/src/rhel-7-$SD219_COMMIT.tar.gz"
     SD219_SRC=$H/src/rhel-7-$SD219_COMMIT.tar.gz; return 0
   fi
