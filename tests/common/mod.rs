@@ -64,16 +64,25 @@ pub fn nspawn_guests() -> Vec<String> {
     v.split_whitespace().map(String::from).collect()
 }
 
-/// Runs the suite on each of [`nspawn_guests`] (see [`nspawn_suite_on`]): every guest is tried, then the failures
-/// of all of them are reported together.
+/// Runs the suite on each of [`nspawn_guests`] (see [`nspawn_suite_on`]), the guests at the same time (their
+/// containers are independent, and the suites mostly wait on timeouts: in sequence the second guest would add its
+/// whole run to the test command); then the failures of all of them are reported together.
 pub fn nspawn_suite(suite: &str, expected: usize, timeout_secs: u64) {
     if std::env::var(IN_CONTAINER).is_ok() {
         return;
     }
-    let failed: Vec<String> = nspawn_guests()
-        .iter()
-        .filter_map(|g| nspawn_suite_on(suite, g, expected, timeout_secs).err().map(|e| format!("[guest {g}] {e}")))
-        .collect();
+    let failed: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = nspawn_guests()
+            .into_iter()
+            .map(|g| (g.clone(), s.spawn(move || nspawn_suite_on(suite, &g, expected, timeout_secs))))
+            .collect();
+        runs.into_iter()
+            .filter_map(|(g, h)| match h.join() {
+                Ok(r) => r.err().map(|e| format!("[guest {g}] {e}")),
+                Err(p) => std::panic::resume_unwind(p),
+            })
+            .collect()
+    });
     assert!(failed.is_empty(), "{suite} failed on {} guest(s):\n{}", failed.len(), failed.join("\n\n"));
 }
 
