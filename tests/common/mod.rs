@@ -69,62 +69,94 @@ pub fn one_guest() -> std::sync::MutexGuard<'static, ()> {
     ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Boots the harness container once (this worktree at /work) and runs this test binary inside it with
-/// `--ignored <suite>::in_container_`, the ade-prep binary of this build in ADE_PREP_BIN; asserts that exactly `expected`
-/// in-container tests passed. Skips (see [`skip_nspawn`]) when not root or when the harness cache is missing.
+/// The guests an nspawn suite runs on, each in turn: `ADE_NSPAWN_GUESTS` (space-separated), default `252 219`.
+/// 252 is Debian 12's systemd (harness rootfs-ns), 219 RHEL 7's (rootfs-219, built from source by
+/// tests/harness/build-guest.sh); see `nspawn-run.sh -g`.
+pub fn nspawn_guests() -> Vec<String> {
+    let v = std::env::var("ADE_NSPAWN_GUESTS").unwrap_or_else(|_| "252 219".into());
+    v.split_whitespace().map(String::from).collect()
+}
+
+/// Runs the suite on each of [`nspawn_guests`] (see [`nspawn_suite_on`]), the guests at the same time (their
+/// containers are independent, and the suites mostly wait on timeouts: in sequence the second guest would add its
+/// whole run to the test command); then the failures of all of them are reported together.
 pub fn nspawn_suite(suite: &str, expected: usize, timeout_secs: u64) {
     if std::env::var(IN_CONTAINER).is_ok() {
         return;
     }
+    // One suite at a time in this binary (its two guests side by side).
+    let _one = one_guest();
+    let failed: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = nspawn_guests()
+            .into_iter()
+            .map(|g| (g.clone(), s.spawn(move || nspawn_suite_on(suite, &g, expected, timeout_secs))))
+            .collect();
+        runs.into_iter()
+            .filter_map(|(g, h)| match h.join() {
+                Ok(r) => r.err().map(|e| format!("[guest {g}] {e}")),
+                Err(p) => std::panic::resume_unwind(p),
+            })
+            .collect()
+    });
+    assert!(failed.is_empty(), "{suite} failed on {} guest(s):\n{}", failed.len(), failed.join("\n\n"));
+}
+
+/// Boots the harness container of `guest` once (this worktree at /work) and runs this test binary inside it with
+/// `--ignored in_container_`, the ade-prep binary of this build in ADE_PREP_BIN and the guest in ADE_GUEST; Err
+/// unless exactly `expected` in-container tests passed. Skips (see [`skip_nspawn`]) when not root or when the
+/// guest's root is missing from the harness cache.
+pub fn nspawn_suite_on(suite: &str, guest: &str, expected: usize, timeout_secs: u64) -> Result<(), String> {
     if !nix::unistd::geteuid().is_root() {
-        return skip_nspawn(suite, "not root (systemd-nspawn needs root)");
+        skip_nspawn(suite, "not root (systemd-nspawn needs root)");
+        return Ok(());
     }
     let harness_dir = std::env::var("ADE_HARNESS_DIR").unwrap_or_else(|_| "/var/cache/ade-prep-harness".into());
-    if !Path::new(&harness_dir).join("rootfs-ns/usr/lib/systemd/systemd").exists() {
-        return skip_nspawn(
+    let root = if guest == "252" { "rootfs-ns".to_string() } else { format!("rootfs-{guest}") };
+    if !Path::new(&harness_dir).join(&root).join("usr/lib/systemd/systemd").exists() {
+        skip_nspawn(
             suite,
-            &format!("no nspawn root in {harness_dir} (build it with tests/harness/build-guest.sh --nspawn-only)"),
+            &format!("no {root} in {harness_dir} (build it with tests/harness/build-guest.sh --nspawn-only)"),
         );
+        return Ok(());
     }
-    let _one = one_guest();
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut binds = vec![];
     let test_bin = inner_path(&std::env::current_exe().expect("test binary"), "/ade-test-bin", &mut binds);
     let ade_bin = inner_path(Path::new(env!("CARGO_BIN_EXE_ade-prep")), "/ade-bin", &mut binds);
     let cmd = format!(
-        "{IN_CONTAINER}=1 ADE_PREP_BIN={} ADE_SCENARIOS=/work/tests/scenarios RUST_BACKTRACE=1 {} --ignored \
-         --test-threads=1 --nocapture {suite}::in_container_",
+        "{IN_CONTAINER}=1 ADE_GUEST={guest} ADE_PREP_BIN={} ADE_SCENARIOS=/work/tests/scenarios RUST_BACKTRACE=1 {} \
+         --ignored --test-threads=1 --nocapture {suite}::in_container_",
         ade_bin.display(),
         test_bin.display()
     );
     let mut c = Command::new(manifest.join("tests/harness/nspawn-run.sh"));
-    c.args(["-t", &timeout_secs.to_string()]).arg(manifest).arg(&cmd).env("NSPAWN_TIMING", "1");
+    c.args(["-t", &timeout_secs.to_string(), "-g", guest]).arg(manifest).arg(&cmd).env("NSPAWN_TIMING", "1");
     if !binds.is_empty() {
         c.env("NSPAWN_BIND_RO", binds.join(" "));
     }
     let t = Instant::now();
     let out = c.output().expect("running tests/harness/nspawn-run.sh");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let tag = format!("{suite} [systemd {guest}]");
     for l in stdout.lines().chain(stderr.lines()) {
         if let Some(i) = l.find("MEASURED:") {
-            visible(&format!("{suite}: {}", &l[i..]));
+            visible(&format!("{tag}: {}", &l[i..]));
         } else if l.starts_with("nspawn-run: booted") || l.starts_with("test result:") {
-            visible(&format!("{suite}: {l}"));
+            visible(&format!("{tag}: {l}"));
         }
     }
-    visible(&format!("{suite}: whole run {:.1}s", t.elapsed().as_secs_f64()));
-    assert!(
-        out.status.success() && stdout.contains("test result: ok"),
-        "in-container tests failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status
-    );
+    visible(&format!("{tag}: whole run {:.1}s", t.elapsed().as_secs_f64()));
     let want = format!("test result: ok. {expected} passed; 0 failed");
-    assert!(stdout.contains(&want), "expected {expected} in-container tests to pass:\n{stdout}");
-    // A skip inside the container prints on stderr (see [`skip`]): both streams are read.
-    assert!(
-        !stdout.contains("SKIPPED") && !stderr.contains("SKIPPED"),
-        "an in-container test skipped:\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-    );
+    if !out.status.success() || !stdout.contains("test result: ok") {
+        Err(format!("in-container tests failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}", out.status))
+    } else if !stdout.contains(&want) {
+        Err(format!("expected {expected} in-container tests to pass:\n{stdout}"))
+    } else if stdout.contains("SKIPPED") || stderr.contains("SKIPPED") {
+        // A skip inside the container prints on stderr (see [`skip`]): both streams are read.
+        Err(format!("an in-container test skipped:\n--- stdout\n{stdout}\n--- stderr\n{stderr}"))
+    } else {
+        Ok(())
+    }
 }
 
 /// True inside the harness container; prints a skip elsewhere (these tests change units).
@@ -162,6 +194,13 @@ pub fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
         assert!(t.elapsed() < Duration::from_secs(secs), "timed out after {secs}s waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A unit's property as `systemctl show` prints it, without the `NAME=` (`show -P`/`--value` are newer than 219).
+pub fn unit_prop(unit: &str, prop: &str) -> String {
+    let o = sh(&["systemctl", "show", "-p", prop, unit]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    s.trim().strip_prefix(&format!("{prop}=")).unwrap_or(s.trim()).to_string()
 }
 
 /// Runs a command, panicking when it cannot start.
@@ -276,13 +315,10 @@ pub fn settle_workloads() {
         std::fs::read_link(format!("/proc/{}/fd/3", pid.trim())).is_ok_and(|p| p == Path::new(file))
     };
     wait_for("ade-db to hold its data file", 10, || {
-        let o = sh(&["systemctl", "show", "-P", "MainPID", "ade-db.service"]);
-        held(&String::from_utf8_lossy(&o.stdout), "/var/lib/ade-db/data.log")
+        held(&unit_prop("ade-db.service", "MainPID"), "/var/lib/ade-db/data.log")
     });
     // fake-dockerd.sh writes the shim's pid before its main process holds dockerd.log.
-    let show = |p: &str| {
-        String::from_utf8_lossy(&sh(&["systemctl", "show", "-P", p, "fake-docker.service"]).stdout).trim().to_string()
-    };
+    let show = |p: &str| unit_prop("fake-docker.service", p);
     wait_for("fake-docker to hold its file", 10, || held(&show("MainPID"), "/var/lib/fake-docker/dockerd.log"));
     // A shim left behind by an earlier stop (a kill before prepare terminated it) is killed here, so that every
     // prepare meets the same processes and visits the same failpoints.

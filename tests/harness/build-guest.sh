@@ -14,16 +14,27 @@
 #                qcow2 overlay of them per run)
 #   rootfs-se/   rootfs + SELinux packages, labeled (source of the SELinux image)
 #   rootfs-ns/   copy of rootfs for nspawn-run.sh, without the guest-overlay files
+#   systemd219/  RHEL 7's systemd 219 (systemd-rhel/rhel-7 at 9b2dad78f2, CentOS 7.9's
+#                systemd), built from source with systemd219-fixes.sh, `make install`ed here
+#   rootfs-219/  rootfs-ns with Debian's systemd 252 replaced by that 219 build, for
+#                `nspawn-run.sh -g 219` (Debian's libsystemd0/libudev1 stay)
 #   logs/STEP.log, logs/timings
-# Steps: qemu rootfs selinux overlay image nspawn. A step is skipped while its
+# Steps: qemu rootfs selinux overlay image nspawn systemd219 rootfs-219. A step is skipped while its
 # marker $H/.done-STEP holds the current recipe hash (its code, package lists,
 # overlay contents and the hashes of the steps it derives from) and its output
 # exists; otherwise it is redone from scratch (markers are written last, so an
 # interrupted step is redone). Editing guest-overlay/ redoes overlay + image
 # (~30 s), not debootstrap, selinux or rootfs-ns.
-#   --nspawn-only  build only rootfs, overlay, nspawn (enough for nspawn-run.sh)
+#   --nspawn-only  build only rootfs, overlay, nspawn, systemd219, rootfs-219 (enough for
+#                  nspawn-run.sh on both guests)
+# The systemd 219 source: $ADE_SYSTEMD219_TARBALL, else systemd-rhel7-9b2dad78f2.tar.xz in
+# ../shared/vendor/ beside the checkout (or beside the main checkout when this is a git
+# worktree), else a download of GitHub systemd-rhel/rhel-7 at that commit into $H/src/ (that
+# path is untested here: these machines cannot reach GitHub). Without a source the two 219
+# steps are skipped with a warning, and are a failure under CI=true.
 # Host packages are apt-installed when missing. Run as root.
-# Env: ADE_HARNESS_DIR, MIRROR (default: the Debian mirror of /etc/apt/sources.list*).
+# Env: ADE_HARNESS_DIR, MIRROR (default: the Debian mirror of /etc/apt/sources.list*),
+#      ADE_SYSTEMD219_TARBALL, CI.
 # Exit: 0 ok, 1 failure (the failing step's log tail is printed), 2 usage.
 set -u -o pipefail
 H=${ADE_HARNESS_DIR:-/var/cache/ade-prep-harness}
@@ -31,12 +42,16 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 OVERLAY=$HERE/guest-overlay
 ROOT_PKGS=systemd,systemd-sysv,dbus,udev,linux-image-amd64,initramfs-tools,kmod,procps,iproute2,psmisc,python3-minimal,redis-server
 SE_PKGS="selinux-basics selinux-policy-default auditd"
-STEPS="qemu rootfs selinux overlay image nspawn"
-declare -A DEPS=([qemu]="" [rootfs]="" [selinux]=rootfs [overlay]=rootfs [image]="overlay selinux" [nspawn]=rootfs)
+STEPS="qemu rootfs selinux overlay image nspawn systemd219 rootfs-219"
+declare -A DEPS=([qemu]="" [rootfs]="" [selinux]=rootfs [overlay]=rootfs [image]="overlay selinux" [nspawn]=rootfs
+                 [systemd219]="" [rootfs-219]="nspawn systemd219")
+SD219_COMMIT=9b2dad78f267ab3944d8b1145e3efe6c97bef4cf
+SD219_VENDORED=systemd-rhel7-9b2dad78f2.tar.xz
+SD219_URL=https://github.com/systemd-rhel/rhel-7/archive/$SD219_COMMIT.tar.gz
 
 die() { echo "build-guest: $*" >&2; exit 1; }
 case ${1:-} in
-  --nspawn-only) STEPS="rootfs overlay nspawn";;
+  --nspawn-only) STEPS="rootfs overlay nspawn systemd219 rootfs-219";;
   "") ;;
   *) echo "usage: $0 [--nspawn-only]" >&2; exit 2;;
 esac
@@ -196,6 +211,64 @@ step_nspawn() {
   fresh "$H/rootfs-ns"; mv "$T" "$H/rootfs-ns"
 }
 
+# RHEL 7's systemd 219, configured for what the tests need (PID 1, journald, systemctl, busctl, tmpfiles,
+# sysusers): no PAM, SELinux, networkd, resolved, timesyncd, cryptsetup, gudev, logind, machined, ...
+SD219_BUILD_DEPS="autoconf automake libtool gperf intltool m4 pkg-config gcc make xz-utils libcap-dev libmount-dev libkmod-dev"
+step_systemd219() {
+  local B=$H/build-219 D=$H/systemd219.tmp p missing=()
+  for p in $SD219_BUILD_DEPS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} = 0 ] || apt_install "${missing[@]}"
+  fresh "$B"; fresh "$D"; mkdir -p "$B"
+  tar -xf "$SD219_SRC" -C "$B" --strip-components=1
+  bash "$HERE/systemd219-fixes.sh" "$B"
+  cd "$B"
+  ./autogen.sh
+  ./configure --prefix=/usr --with-rootprefix=/usr --sysconfdir=/etc --localstatedir=/var \
+    --libdir=/usr/lib/x86_64-linux-gnu --with-rootlibdir=/usr/lib/x86_64-linux-gnu \
+    --disable-manpages --disable-pam --disable-selinux --disable-networkd --disable-resolved --disable-timesyncd \
+    --disable-libcryptsetup --disable-gudev --disable-compat-libs --disable-python-devel --disable-audit \
+    --disable-seccomp --disable-apparmor --disable-xz --disable-lz4 --disable-zlib --disable-bzip2 --disable-gcrypt \
+    --disable-gnutls --disable-microhttpd --disable-qrencode --disable-libcurl --disable-libidn --disable-libiptc \
+    --disable-elfutils --disable-efi --disable-acl --disable-smack --disable-blkid --disable-hostnamed \
+    --disable-localed --disable-timedated --disable-machined --disable-importd --disable-coredump \
+    --disable-bootchart --disable-firstboot --disable-backlight --disable-rfkill --disable-vconsole \
+    --disable-readahead --disable-quotacheck --disable-hwdb --disable-binfmt --disable-randomseed \
+    --disable-logind --disable-polkit --disable-myhostname --disable-ldconfig --disable-hibernate --disable-ima \
+    --disable-tests CFLAGS='-O1 -g0 -Wno-error'
+  make -j"$(nproc)"
+  make install DESTDIR="$D"
+  "$D/usr/lib/systemd/systemd" --version | grep '^systemd 219$'
+  cd /; rm -rf "$B"
+  fresh "$H/systemd219"; mv "$D" "$H/systemd219"
+}
+
+# rootfs-219: rootfs-ns (same Debian 12 userland as the 252 guest: dbus, python3, procps, psmisc, redis) with
+# the files of Debian's systemd and udev packages removed and the 219 build installed over it. Kept from Debian:
+# libsystemd0 and libudev1 (dbus-daemon links libsystemd0; 252's is a superset of 219's ABI), systemd-sysv's
+# init/halt/poweroff links (they point at paths 219 installs too), libkmod2 (219's PID 1 and udevadm use it).
+step_rootfs-219() {
+  local T=$H/rootfs-219.tmp S=$H/systemd219 L=usr/lib/x86_64-linux-gnu f
+  fresh "$T"; cp -a "$H/rootfs-ns" "$T"
+  [ -f "$T/$L/libkmod.so.2" ]
+  # Files only: a listed directory (or a merged-/usr link like /bin, /lib) stays.
+  chroot "$T" dpkg-query -L systemd udev | while read -r f; do [ -d "$T$f" ] || rm -f "$T$f"; done
+  tar -C "$S" -c --exclude="./$L/libsystemd.*" --exclude="./$L/libudev.*" --exclude="./$L/pkgconfig" \
+    --exclude=./usr/include . | tar -C "$T" -x --keep-directory-symlink --no-overwrite-dir
+  # Enablement links (from 252's postinst) to units 219 does not have.
+  chroot "$T" find /etc/systemd/system -xtype l -print -delete
+  chroot "$T" systemd-sysusers
+  chroot "$T" systemd-machine-id-setup
+  # tmpfiles.d/etc.conf copies /etc/pam.d only when built with PAM; drop such a line if there is one.
+  sed -i '\|^C /etc/pam.d|d' "$T/usr/lib/tmpfiles.d/etc.conf"
+  # Under nspawn --volatile=overlay this unit's commit of /etc/machine-id fails the boot's state: mask it.
+  ln -sfn /dev/null "$T/etc/systemd/system/systemd-machine-id-commit.service"
+  chroot "$T" /usr/lib/systemd/systemd --version | grep '^systemd 219$'
+  chroot "$T" systemctl --version | grep '^systemd 219$'
+  fresh "$H/rootfs-219"; mv "$T" "$H/rootfs-219"
+}
+
 output_ok() {
   case $1 in
     qemu)    [ -x "$H/qemu-root/usr/bin/qemu-system-x86_64" ];;
@@ -205,6 +278,8 @@ output_ok() {
     image)   [ -f "$H/images/debian12.img" ] && [ -f "$H/images/vmlinuz" ] && [ -f "$H/images/initrd.img" ] &&
              [ -f "$H/images/debian12-selinux.img" ];;
     nspawn)  [ -x "$H/rootfs-ns/usr/lib/systemd/systemd" ];;
+    systemd219) [ -x "$H/systemd219/usr/lib/systemd/systemd" ];;
+    rootfs-219) [ -x "$H/rootfs-219/usr/lib/systemd/systemd" ] && [ -x "$H/rootfs-219/usr/bin/systemd-sysusers" ];;
   esac
 }
 
@@ -212,9 +287,40 @@ output_ok() {
 recipe() {
   { declare -f "step_$1"; echo "$ROOT_PKGS|$SE_PKGS"
     [ "$1" = overlay ] && tar -C "$OVERLAY" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -c .
+    [ "$1" = systemd219 ] && { echo "$SD219_SHA"; cat "$HERE/systemd219-fixes.sh"; }
     for d in ${DEPS[$1]}; do echo "$d=$(cat "$H/.done-$d" 2>/dev/null)"; done
   } | sha256sum | cut -c1-16
 }
+
+# The systemd 219 source (see the header): sets SD219_SRC and SD219_SHA, or drops the 219 steps.
+sd219_source() {
+  local main c
+  main=$(git -C "$HERE" rev-parse --path-format=absolute --git-common-dir 2>/dev/null)
+  for c in ${ADE_SYSTEMD219_TARBALL:+"$ADE_SYSTEMD219_TARBALL"} "$HERE/../../../shared/vendor/$SD219_VENDORED" \
+           ${main:+"$(dirname "$main")/../shared/vendor/$SD219_VENDORED"} "$H/src/rhel-7-$SD219_COMMIT.tar.gz"; do
+    [ -f "$c" ] && { SD219_SRC=$(realpath "$c"); return 0; }
+    [ "$c" = "${ADE_SYSTEMD219_TARBALL:-}" ] && die "ADE_SYSTEMD219_TARBALL=$c: no such file"
+  done
+  echo "build-guest: no $SD219_VENDORED in ../shared/vendor/; downloading $SD219_URL"
+  mkdir -p "$H/src"
+  if curl -fsSL --retry 2 --connect-timeout 20 --max-time 900 -o "$H/src/download.tmp" "$SD219_URL" && tar -tzf "$H/src/download.tmp" >/dev/null; then
+    mv "$H/src/download.tmp" "$H/src/rhel-7-$SD219_COMMIT.tar.gz"
+    SD219_SRC=$H/src/rhel-7-$SD219_COMMIT.tar.gz; return 0
+  fi
+  rm -f "$H/src/download.tmp"
+  return 1
+}
+if [[ " $STEPS " = *" systemd219 "* ]]; then
+  if sd219_source; then
+    SD219_SHA=$(sha256sum < "$SD219_SRC" | cut -c1-16)
+    echo "build-guest: systemd 219 source: $SD219_SRC ($SD219_SHA)"
+  elif [ "${CI:-}" = true ]; then
+    die "no systemd 219 source (set ADE_SYSTEMD219_TARBALL, put $SD219_VENDORED in ../shared/vendor/ or allow the download)"
+  else
+    echo "build-guest: WARNING: no systemd 219 source: skipping the systemd219 and rootfs-219 steps" >&2
+    STEPS=${STEPS/ systemd219 rootfs-219/}
+  fi
+fi
 
 echo "build-guest: ADE_HARNESS_DIR=$H mirror=$MIRROR steps: $STEPS"
 T0=$SECONDS

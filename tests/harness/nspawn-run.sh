@@ -1,33 +1,37 @@
 #!/bin/bash
-# nspawn-run.sh [-t SECS] DIR CMD...
-#   Boots $ADE_HARNESS_DIR/rootfs-ns (build-guest.sh [--nspawn-only]) with
-#   systemd-nspawn: real systemd 252 as PID 1 + the real system D-Bus. DIR is
+# nspawn-run.sh [-t SECS] [-g GUEST] DIR CMD...
+#   Boots a guest of build-guest.sh [--nspawn-only] with systemd-nspawn: real
+#   systemd as PID 1 + the real system D-Bus. GUEST (-g, else $NSPAWN_GUEST,
+#   else 252): 252 = $ADE_HARNESS_DIR/rootfs-ns, Debian 12's systemd 252;
+#   219 = $ADE_HARNESS_DIR/rootfs-219, RHEL 7's systemd 219 on the same Debian
+#   userland (nspawn gives it cgroup v1). DIR is
 #   bind-mounted read-write at /work. Once SystemState is running/degraded,
 #   CMD (joined with spaces) runs with `bash -c` as root in /work inside the
 #   container (nsenter into all its namespaces, in the scope unit
 #   nspawn-run-job.scope, clean env, the container's /run/dbus/system_bus_socket),
 #   its stdout/stderr streamed to ours. Then the container is powered off.
 # Exit: CMD's exit code; 124 CMD timed out (-t, default 600 s); 125 harness
-#   failure (no rootfs-ns, boot failed or timed out); 2 usage.
+#   failure (no guest root, boot failed or timed out); 2 usage.
 # The root is a throwaway overlay (--volatile=overlay): nothing persists and
 # runs may overlap (each gets its own machine name, cgroup and run dir).
 # Env: ADE_HARNESS_DIR (/var/cache/ade-prep-harness)
 #      NSPAWN_BIND_RO="HOST:GUEST ..."  extra read-only binds (GUEST defaults to HOST)
 #      NSPAWN_BIND="HOST:GUEST ..."     extra read-write binds
-#      NSPAWN_BOOT_TIMEOUT (120 s), NSPAWN_PERSIST=1 (write through to rootfs-ns),
+#      NSPAWN_GUEST (252), NSPAWN_BOOT_TIMEOUT (120 s), NSPAWN_PERSIST=1 (write through to the guest root),
 #      NSPAWN_KEEP=1 (keep the run dir with console.log; its path goes to stderr),
 #      NSPAWN_TIMING=1 (boot time to stderr)
 # shellcheck disable=SC2317   # functions run from traps
 set -u
-H=${ADE_HARNESS_DIR:-/var/cache/ade-prep-harness}; ROOT=$H/rootfs-ns
-TMO=600
-usage() { echo "usage: $0 [-t secs] DIR COMMAND..." >&2; exit 2; }
-while getopts "t:" o; do case $o in t) TMO=$OPTARG;; *) usage;; esac; done
+H=${ADE_HARNESS_DIR:-/var/cache/ade-prep-harness}
+TMO=600 GUEST=${NSPAWN_GUEST:-252}
+usage() { echo "usage: $0 [-t secs] [-g 252|219] DIR COMMAND..." >&2; exit 2; }
+while getopts "t:g:" o; do case $o in t) TMO=$OPTARG;; g) GUEST=$OPTARG;; *) usage;; esac; done
 shift $((OPTIND-1))
+case $GUEST in 252) ROOT=$H/rootfs-ns;; 219) ROOT=$H/rootfs-219;; *) usage;; esac
 [ $# -ge 2 ] || usage
 [ -d "$1" ] || { echo "nspawn-run: no such dir: $1" >&2; exit 2; }
 DIR=$(realpath "$1"); shift; CMD=$*
-[ -x "$ROOT/usr/lib/systemd/systemd" ] || { echo "nspawn-run: no $ROOT (run build-guest.sh --nspawn-only)" >&2; exit 125; }
+[ -x "$ROOT/usr/lib/systemd/systemd" ] || { echo "nspawn-run: no $ROOT (run build-guest.sh --nspawn-only; guest $GUEST)" >&2; exit 125; }
 [ "$(id -u)" = 0 ] || { echo "nspawn-run: must run as root" >&2; exit 125; }
 
 NAME=adens-$$                          # unique machine name: runs may overlap
@@ -119,7 +123,20 @@ grep -qE '^NSpid:.*[[:space:]]1$' "/proc/$LEADER/status" 2>/dev/null || fail "ca
 # container so that nsenter always outlives and reaps CMD; setsid keeps
 # terminal signals away from them: an interrupt reaches only this script,
 # whose cleanup stops CMD.
-setsid nsenter -t "$LEADER" -a -r -w -- timeout -k 10 "$TMO" \
+# systemd 219 manages only the v1 name=systemd hierarchy: systemd-run --scope moves the job into its scope there,
+# but in the unified hierarchy the job would stay in this script's cgroup, outside the container's cgroup
+# namespace (/proc/PID/cgroup: 0::/../..), unlike every process the container's systemd starts (0::/). So for
+# 219 the job first joins PID 1's unified cgroup.
+UPROCS=''
+if [ "$GUEST" = 219 ]; then
+  for u in /sys/fs/cgroup/unified /sys/fs/cgroup; do
+    [ "$(stat -fc %T "$u" 2>/dev/null)" = cgroup2fs ] || continue
+    UPROCS=$u$(sed -n 's/^0::\(.*\)/\1/p' "/proc/$LEADER/cgroup" | sed 's|/$||')/cgroup.procs; break
+  done
+fi
+# shellcheck disable=SC2016   # $0, $$ and $@ are the inner shell's
+setsid sh -c '[ -z "$0" ] || echo $$ > "$0" || exit 125; exec "$@"' "$UPROCS" \
+  nsenter -t "$LEADER" -a -r -w -- timeout -k 10 "$TMO" \
   systemd-run --scope -q --unit=nspawn-run-job env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
   PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin bash -c "cd /work || exit 125
 $CMD" </dev/null &

@@ -4,7 +4,8 @@
 #   skips that), then checks:
 #   nspawn: systemd Version over the system bus, a transient unit started and
 #           active, the job's own unit by GetUnitByPID, redis-server disabled
-#           but startable (PONG), exit code, -t timeout, NSPAWN_BIND_RO
+#           but startable (PONG), exit code, -t timeout, NSPAWN_BIND_RO; the
+#           same on the systemd 219 guest (-g 219)
 #   vm:     plain guest (systemd, /work share, redis PONG, exit code); SELinux guest
 #           (enforce exists, writing 1 makes it enforcing, /work writable and
 #           executable while enforcing, a reboot requested while enforcing,
@@ -58,6 +59,11 @@ NSPAWN_TIMING=1 NSPAWN_BIND_RO="$W/ro:/ro" check "nspawn: bus, units, redis" 3 \
   "$HERE/nspawn-run.sh" "$W" "$NSCMD"
 [ "$(cat "$W/ns-file" 2>/dev/null)" = written ] || { FAILED=$((FAILED + 1)); echo "FAIL nspawn: /work not written"; }
 check "nspawn: -t timeout" 124 -- "$HERE/nspawn-run.sh" -t 2 "$W" 'sleep 30'
+rm -f "$W/ns-file"
+NSPAWN_TIMING=1 NSPAWN_BIND_RO="$W/ro:/ro" check "nspawn -g 219: bus, units, redis" 3 \
+  '^s "219' 'nspawn_2drun_2djob_2escope' '^active$' '^disabled$' '^PONG$' 'hello-ro' -- \
+  "$HERE/nspawn-run.sh" -g 219 "$W" "$NSCMD"
+[ "$(cat "$W/ns-file" 2>/dev/null)" = written ] || { FAILED=$((FAILED + 1)); echo "FAIL nspawn -g 219: /work not written"; }
 
 if [ -z "$ONLY" ]; then
 # --- vm -------------------------------------------------------------------

@@ -49,32 +49,35 @@ fn write_status(seq: u32, status: &str, os: &str) {
     std::fs::write(dir.join(format!("{seq}.status")), text.to_string()).unwrap();
 }
 
-/// `systemd-run --wait` of `ade-prep -v run --force distro` as a Type=notify transient unit: the child ends when
-/// the unit does, with the service's exit code.
+/// `ade-prep -v run --force distro` as the Type=notify unit UNIT, from a unit file in /run/systemd/system (systemd
+/// 219's systemd-run has no --wait and cannot set NotifyAccess= or TimeoutStartSec=), started without waiting; the
+/// child is a shell that ends when the unit does, with the service's exit code (as `systemd-run --wait` did).
 fn start_unit() -> Child {
     let inner = ade_prep_cmd(&["-v", "run", "--force", "distro"]);
-    let mut c = Command::new("systemd-run");
-    c.args([
-        "--wait",
-        "--quiet",
-        "--unit",
-        UNIT,
-        "-p",
-        "Type=notify",
-        "-p",
-        "NotifyAccess=main",
-        "-p",
-        "TimeoutStartSec=120",
-    ])
-    .arg(inner.get_program())
-    .args(inner.get_args())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    c.spawn().expect("systemd-run")
+    let quote = |a: &std::ffi::OsStr| format!("'{}'", a.to_string_lossy().replace('\'', "'\\''"));
+    let argv: Vec<String> = std::iter::once(inner.get_program()).chain(inner.get_args()).map(quote).collect();
+    std::fs::write("/run/ade-prep-test.sh", format!("#!/bin/sh\nexec {}\n", argv.join(" "))).unwrap();
+    sh(&["chmod", "0755", "/run/ade-prep-test.sh"]);
+    std::fs::write(
+        format!("/run/systemd/system/{UNIT}"),
+        "[Service]\nType=notify\nNotifyAccess=main\nTimeoutStartSec=120\nExecStart=/run/ade-prep-test.sh\n",
+    )
+    .unwrap();
+    assert!(sh(&["systemctl", "daemon-reload"]).status.success());
+    let waiter = format!(
+        "u={UNIT}; p() {{ systemctl show -p \"$1\" $u | cut -d= -f2-; }}
+         t0=$(p ExecMainStartTimestampMonotonic); systemctl start --no-block $u || exit 125
+         while [ \"$(p ExecMainStartTimestampMonotonic)\" = \"$t0\" ]; do sleep 0.1; done
+         while case $(p ActiveState) in inactive|failed) false;; *) true;; esac; do sleep 0.1; done
+         echo \"$(p Result) $(p ExecMainCode) $(p ExecMainStatus)\"; exit \"$(p ExecMainStatus)\""
+    );
+    let mut c = Command::new("sh");
+    c.args(["-c", &waiter]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.spawn().expect("sh")
 }
 
 fn show(prop: &str) -> String {
-    String::from_utf8_lossy(&sh(&["systemctl", "show", "-P", prop, UNIT]).stdout).trim().to_string()
+    crate::common::unit_prop(UNIT, prop)
 }
 
 fn wait_status(what: &str, secs: u64) -> String {
@@ -96,7 +99,7 @@ fn unit_log() -> String {
 }
 
 fn db_pid() -> String {
-    String::from_utf8_lossy(&sh(&["systemctl", "show", "-P", "MainPID", "ade-db.service"]).stdout).trim().to_string()
+    crate::common::unit_prop("ade-db.service", "MainPID")
 }
 
 fn journal_text() -> String {

@@ -1,6 +1,7 @@
-//! Against a real systemd in systemd-nspawn: the systemd edge, prepare/restore, `run` as a Type=notify unit, and
-//! crash safety at every failpoint. Each module's host test boots the container once and runs its own
-//! `<module>::in_container_*` tests of this binary inside it (tests/common::nspawn_suite).
+//! Against a real systemd in systemd-nspawn: the systemd edge, prepare/restore, `run` as a Type=notify unit,
+//! crash safety at every failpoint, and the package's own units; each on Debian 12's systemd 252 and on RHEL 7's
+//! 219. Each module's host test boots the containers once and runs its own `<module>::in_container_*` tests of
+//! this binary inside them (tests/common::nspawn_suite).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -9,3 +10,4 @@ mod crash;
 mod daemon;
 mod prepare;
 mod systemd;
+mod units;

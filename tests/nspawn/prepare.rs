@@ -163,7 +163,9 @@ fn cgroup_procs(sd: &Systemd, unit: &str) -> Vec<u32> {
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .filter(|pid: &u32| {
-            std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.trim_end().ends_with(&cg))
+            // Any hierarchy's line: systemd 219 keeps units in the v1 name=systemd one only.
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .is_ok_and(|c| c.lines().any(|l| l.ends_with(&format!(":{cg}"))))
         })
         .collect();
     pids.sort();
@@ -523,8 +525,7 @@ fn in_container_not_root_and_a_malformed_config_change_nothing() {
 }
 
 fn load_state(unit: &str) -> String {
-    let o = Command::new("systemctl").args(["show", "-p", "LoadState", "--value", unit]).output().unwrap();
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
+    crate::common::unit_prop(unit, "LoadState")
 }
 
 /// Masks the generator made: symlinks to /dev/null in the early generator folder.

@@ -59,14 +59,16 @@ fn in_container_unit_properties_and_unit_by_pid() {
     assert_eq!(db.control_group.as_deref(), Some("/system.slice/ade-db.service"));
     assert_eq!(db.kill_mode.as_deref(), Some("control-group"));
     assert_eq!(db.restart.as_deref(), Some("on-failure"));
-    assert!(db.requires.contains(&"sysinit.target".to_string()), "{db:?}");
+    // A service's default dependency: Requires=sysinit.target (252), Requires=basic.target (219).
+    assert!(db.requires.iter().any(|r| r == "sysinit.target" || r == "basic.target"), "{db:?}");
     assert!(db.after.contains(&"basic.target".to_string()), "{db:?}");
     assert!(db.before.contains(&"shutdown.target".to_string()), "{db:?}");
     let main = db.main_pid.expect("ade-db has a main pid");
     assert_eq!(sd.unit_by_pid(main).unwrap().as_deref(), Some("ade-db.service"));
-    // The database really holds a file on / open for writing.
-    let fd3 = std::fs::read_link(format!("/proc/{main}/fd/3")).unwrap();
-    assert_eq!(fd3, Path::new("/var/lib/ade-db/data.log"));
+    // The database really holds a file on / open for writing (once it got that far after its start).
+    wait_for("ade-db to open its data file", 10, || {
+        std::fs::read_link(format!("/proc/{main}/fd/3")).is_ok_and(|p| p == Path::new("/var/lib/ade-db/data.log"))
+    });
 
     let docker = sd.unit("fake-docker.service").unwrap();
     assert_eq!(docker.triggered_by, vec!["fake-docker.socket".to_string()]);
@@ -87,7 +89,10 @@ fn in_container_unit_properties_and_unit_by_pid() {
     assert_eq!((missing.load_state.as_str(), missing.active_state.as_str()), ("not-found", "inactive"));
 
     assert_eq!(sd.unit_by_pid(std::process::id()).unwrap().as_deref(), Some("nspawn-run-job.scope"));
-    assert_eq!(sd.unit_by_pid(1).unwrap().as_deref(), Some("init.scope"));
+    // systemd 219 has no init.scope: PID 1 stays in the root cgroup and belongs to no unit (it is protected by its
+    // comm, see classify.rs).
+    let pid1 = sd.unit_by_pid(1).unwrap();
+    assert!(matches!(pid1.as_deref(), Some("init.scope") | None), "{pid1:?}");
     assert_eq!(sd.unit_by_pid(4_000_000).unwrap(), None);
 
     // A unit whose own file is in /run/systemd/system is not masked (the mask would replace the file), nor one
@@ -385,9 +390,15 @@ fn in_container_reads_queue_no_jobs() {
         sd.unit(u).unwrap();
     }
     sd.unit_by_pid(1).unwrap();
+    assert_eq!(sd.job_counters().unwrap(), before, "reading units queued a job");
     sd.reload().unwrap();
     let after = sd.job_counters().unwrap();
-    assert_eq!(before, after, "reading units and reloading queued a job");
+    // systemd 219 adds the count it serialized before the reload to the one it kept: NInstalledJobs doubles.
+    assert!(
+        after.jobs == 0
+            && (after.installed_jobs == before.installed_jobs || after.installed_jobs == 2 * before.installed_jobs),
+        "reloading queued a job: {before:?} → {after:?}"
+    );
     all_ok(&sd.start_units(&batch(&["ade-slow@8.service"], 30.0)));
     let later = sd.job_counters().unwrap();
     assert!(later.installed_jobs > after.installed_jobs, "{after:?} → {later:?}");
