@@ -546,6 +546,7 @@ mod tests {
         zbus::block_on(std::future::poll_fn(|cx| if alarm.poll(cx, until) { Poll::Ready(()) } else { Poll::Pending }));
         let took = t.elapsed();
         assert!(took >= Duration::from_millis(150), "{took:?}");
+        // A wide margin (33 times the alarm) for a loaded machine: this only tells a wake at the deadline from none.
         assert!(took < Duration::from_secs(5), "{took:?}");
     }
 

@@ -203,6 +203,24 @@ pub fn unit_prop(unit: &str, prop: &str) -> String {
     s.trim().strip_prefix(&format!("{prop}=")).unwrap_or(s.trim()).to_string()
 }
 
+/// Asserts that the last stops of `units` ran at the same time, by systemd's own clock rather than ours: every
+/// unit left `active` (ActiveExitTimestampMonotonic: its stop began) before any of them reached `inactive`
+/// (InactiveEnterTimestampMonotonic: its stop ended). One after another, the first would end before the last began.
+/// Load on the machine stretches the stops but does not make sequential stops overlap.
+pub fn assert_stops_overlapped(units: &[&str]) {
+    let usec = |u: &str, p: &str| -> u64 {
+        let v = unit_prop(u, p);
+        v.parse().unwrap_or_else(|_| panic!("{u}: {p}={v:?} is not a number of microseconds"))
+    };
+    let began: Vec<u64> = units.iter().map(|u| usec(u, "ActiveExitTimestampMonotonic")).collect();
+    let ended: Vec<u64> = units.iter().map(|u| usec(u, "InactiveEnterTimestampMonotonic")).collect();
+    let (last_began, first_ended) = (began.iter().max().unwrap(), ended.iter().min().unwrap());
+    assert!(
+        began.iter().all(|&b| b > 0) && last_began < first_ended,
+        "the stops of {units:?} did not overlap: began {began:?}, ended {ended:?} (monotonic µs)"
+    );
+}
+
 /// Runs a command, panicking when it cannot start.
 pub fn sh(argv: &[&str]) -> Output {
     Command::new(argv[0]).args(&argv[1..]).output().unwrap_or_else(|e| panic!("{argv:?}: {e}"))
@@ -250,7 +268,7 @@ pub fn setup_workloads() {
 pub const WORKLOAD_UNITS: [&str; 3] = ["ade-db.service", "fake-docker.service", "fake-docker.socket"];
 
 /// What the crash and daemon tests compare: the workload units, their runtime masks, the SELinux stand-in, the
-/// lock and the window.
+/// lock, the window, the hold list and the generator's masks (a kill that leaves a hold list behind shows here).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineState {
     /// (unit, ActiveState, mask in effect, mask file in /run/systemd/system).
@@ -261,6 +279,10 @@ pub struct MachineState {
     pub lock: String,
     /// The journal says the window is open.
     pub window_open: bool,
+    /// The hold list's units (/etc/ade-prep/hold; empty when there is none): what the generator masks at a boot.
+    pub hold: Vec<String>,
+    /// The units the generator masks now (links to /dev/null in /run/systemd/generator.early).
+    pub generator_masks: Vec<String>,
 }
 
 impl MachineState {
@@ -288,7 +310,25 @@ impl MachineState {
             .load()
             .expect("journal")
             .is_some_and(|r| r.is_window_open());
-        MachineState { units, enforce, lock: lock.into(), window_open }
+        let mut hold: Vec<String> = std::fs::read_to_string(paths.hold_file())
+            .unwrap_or_default()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect();
+        hold.sort();
+        let mut generator_masks: Vec<String> = std::fs::read_dir("/run/systemd/generator.early")
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                (std::fs::read_link(e.path()).ok()? == Path::new("/dev/null"))
+                    .then(|| e.file_name().to_string_lossy().into_owned())
+            })
+            .collect();
+        generator_masks.sort();
+        MachineState { units, enforce, lock: lock.into(), window_open, hold, generator_masks }
     }
 
     /// Everything as the tests start it: units active and unmasked, enforcing, lock free, no window.
@@ -298,12 +338,18 @@ impl MachineState {
             enforce: "1".into(),
             lock: "free".into(),
             window_open: false,
+            hold: vec![],
+            generator_masks: vec![],
         }
     }
 
-    /// Everything the window changes is in place: units inactive and masked, permissive, window open.
+    /// Everything the window changes is in place: units inactive and masked, permissive, window open, and every
+    /// workload unit on the hold list (so that a reboot keeps it down).
     pub fn is_fully_prepared(&self) -> bool {
-        self.units.iter().all(|(_, a, m, f)| a == "inactive" && *m && *f) && self.enforce == "0" && self.window_open
+        self.units.iter().all(|(_, a, m, f)| a == "inactive" && *m && *f)
+            && self.enforce == "0"
+            && self.window_open
+            && WORKLOAD_UNITS.iter().all(|u| self.hold.iter().any(|h| h == u))
     }
 }
 

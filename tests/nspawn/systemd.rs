@@ -143,7 +143,7 @@ fn in_container_concurrent_stop_and_start() {
     );
     // Each job was waited for (each stop takes 2 s), and they ran together, not one after another.
     assert!(stop >= Duration::from_millis(1900), "returned before the jobs ended: {stop:?}");
-    assert!(stop < Duration::from_secs(8), "stops did not run concurrently: {stop:?}");
+    crate::common::assert_stops_overlapped(&names);
 }
 
 #[test]
@@ -255,6 +255,9 @@ fn in_container_a_mask_in_effect_strips_a_running_units_stop_settings() {
     let d = sd.unit(docker).unwrap();
     assert!(d.is_masked() && d.is_running(), "{d:?}");
     assert_eq!((d.kill_mode.as_deref(), d.restart.as_deref()), (Some("control-group"), Some("no")), "{d:?}");
+    // The mask replaced the unit's own settings: systemd no longer knows its ExecStop= (sleep 2), so a stop now
+    // skips it.
+    assert_eq!(crate::common::unit_prop(slow, "ExecStop"), "", "{slow} still has its ExecStop once masked");
     let t = Instant::now();
     all_ok(&sd.stop_units(&batch(&[slow], 30.0)));
     let took = t.elapsed();
@@ -262,7 +265,6 @@ fn in_container_a_mask_in_effect_strips_a_running_units_stop_settings() {
         "MEASURED: stop of a running unit whose mask is in effect: {:.2}s (its ExecStop=sleep 2 skipped)",
         took.as_secs_f64()
     );
-    assert!(took < Duration::from_millis(1500), "{took:?}");
     sd.unmask_runtime(&units).unwrap();
     let d = sd.unit(docker).unwrap();
     assert_eq!((d.kill_mode.as_deref(), d.restart.as_deref()), (Some("process"), Some("always")), "{d:?}");
@@ -346,7 +348,13 @@ fn in_container_timeouts_and_results_per_job_path() {
         Err(JobError::Call { unit, error, .. }) if unit == "ade-no-such.service" && error.is("NoSuchUnit") => {}
         other => panic!("ade-no-such: {other:?}"),
     }
-    assert!(took < Duration::from_secs(5), "the batch waited for more than its jobs: {took:?}");
+    // Well under the 30 s the other jobs were allowed: the batch waited for its jobs' results, not their timeouts
+    // (a margin wide enough for a loaded 2-core machine; the time itself is printed, not judged).
+    println!(
+        "MEASURED: batch with a 1 s timeout, a systemd job timeout and a missing unit: {:.2}s",
+        took.as_secs_f64()
+    );
+    assert!(took < Duration::from_secs(25), "the batch waited for more than its jobs: {took:?}");
     // Nothing of ours is left queued: the canceled job is gone (its ExecStop still runs, with no job).
     wait_for("no queued job", 5, || sd.job_counters().unwrap().jobs == 0);
     assert_eq!(state(&sd, "ade-stuck.service"), "deactivating");
