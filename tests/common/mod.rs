@@ -203,22 +203,40 @@ pub fn unit_prop(unit: &str, prop: &str) -> String {
     s.trim().strip_prefix(&format!("{prop}=")).unwrap_or(s.trim()).to_string()
 }
 
-/// Asserts that the last stops of `units` ran at the same time, by systemd's own clock rather than ours: every
-/// unit left `active` (ActiveExitTimestampMonotonic: its stop began) before any of them reached `inactive`
-/// (InactiveEnterTimestampMonotonic: its stop ended). One after another, the first would end before the last began.
-/// Load on the machine stretches the stops but does not make sequential stops overlap.
-pub fn assert_stops_overlapped(units: &[&str]) {
-    let usec = |u: &str, p: &str| -> u64 {
-        let v = unit_prop(u, p);
-        v.parse().unwrap_or_else(|_| panic!("{u}: {p}={v:?} is not a number of microseconds"))
-    };
-    let began: Vec<u64> = units.iter().map(|u| usec(u, "ActiveExitTimestampMonotonic")).collect();
-    let ended: Vec<u64> = units.iter().map(|u| usec(u, "InactiveEnterTimestampMonotonic")).collect();
-    let (last_began, first_ended) = (began.iter().max().unwrap(), ended.iter().min().unwrap());
-    assert!(
-        began.iter().all(|&b| b > 0) && last_began < first_ended,
-        "the stops of {units:?} did not overlap: began {began:?}, ended {ended:?} (monotonic µs)"
-    );
+/// Watches `units` from another thread until every one of them is `deactivating` at the same moment: the proof,
+/// read from systemd itself rather than from a clock, that their stops ran together (one after another, at most
+/// one is ever deactivating). Start it before the stops; [`StopsTogether::seen`] after them. Load on the machine
+/// stretches the stops, so it cannot make this fail for stops that really ran together. (systemd's own
+/// ActiveExit/InactiveEnter timestamps cannot serve: a stopped unit is unloaded and shows them as 0.)
+pub struct StopsTogether {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    watcher: std::thread::JoinHandle<bool>,
+}
+
+impl StopsTogether {
+    pub fn watch(units: &[&str]) -> StopsTogether {
+        use std::sync::atomic::Ordering;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, units): (_, Vec<String>) = (done.clone(), units.iter().map(|u| u.to_string()).collect());
+        let watcher = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                let o = Command::new("systemctl").args(["show", "-p", "ActiveState"]).args(&units).output();
+                let text = o.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+                if text.lines().filter(|l| l.trim() == "ActiveState=deactivating").count() == units.len() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            false
+        });
+        StopsTogether { done, watcher }
+    }
+
+    /// Whether all the units were seen deactivating at once (call after the stops ended).
+    pub fn seen(self) -> bool {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.watcher.join().expect("the watcher thread")
+    }
 }
 
 /// Runs a command, panicking when it cannot start.
