@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ade-prep");
 const HANDLER: &str = "var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.1";
@@ -76,8 +75,7 @@ fn an_unreadable_status_keeps_run_waiting_and_says_so() {
     crate::common::wait_for("run to say it reads the status again", 20, || {
         std::fs::read_to_string(&log).unwrap_or_default().contains(&want)
     });
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(child.try_wait().unwrap().is_none(), "run stopped waiting: {}", std::fs::read_to_string(&log).unwrap());
+    crate::common::holds_for("run keeps waiting on the unreadable status", 300, || child.try_wait().unwrap().is_none());
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("reading again"), "{text}");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();

@@ -239,6 +239,20 @@ impl StopsTogether {
     }
 }
 
+/// Asserts that `f` holds throughout `millis` (polled every 50 ms, failing at the first moment it does not): for
+/// what must NOT happen within a time (a masked unit restarted by Restart=, a socket activation), which a single
+/// look after a sleep would miss when the thing came and went in between.
+pub fn holds_for(what: &str, millis: u64, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    loop {
+        assert!(f(), "{what}: no longer true after {:?}", t.elapsed());
+        if t.elapsed() >= Duration::from_millis(millis) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Runs a command, panicking when it cannot start.
 pub fn sh(argv: &[&str]) -> Output {
     Command::new(argv[0]).args(&argv[1..]).output().unwrap_or_else(|e| panic!("{argv:?}: {e}"))
