@@ -3,7 +3,8 @@
 //! unmasking a unit that is not masked, or starting one that runs, changes nothing. It must not consult anything but
 //! the journal about what to undo.
 //!
-//! Order: SELinux back; unmask every unit (one call, then Reload); start the stopped units that were running
+//! Order: SELinux back; the hold list removed, then unmask every unit (one call, then Reload; a Reload all the
+//! same when there is no runtime mask, so that ade-prep-generator drops its masks); start the stopped units that were running
 //! (services first, then their triggers, each batch concurrently, each job awaited); start stopped containers.
 //! Units that fail to come back are named and stay in the journal for the next `restore`.
 
@@ -16,6 +17,7 @@ use crate::glob;
 use crate::runner::Runner;
 use crate::selinux::Mode;
 use crate::systemd::{ActiveState, UnitKind};
+use crate::window::hold;
 use crate::window::journal::{Change, Journal};
 use crate::window::phase::Phase;
 use crate::window::store::Store;
@@ -116,12 +118,22 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
             }
         }
     }
-    // 2. Unmask, in one call (with its Reload).
+    // 2. The hold list, then unmask in one call (with its Reload): no start before the generator's masks are gone.
+    let hold_err = match hold::clear_list(m.paths) {
+        Ok(_) => None,
+        Err(e) => Some(format!("{e:#}")),
+    };
     let masks: Vec<(u32, String)> = todo
         .iter()
         .filter_map(|(s, c)| if let Change::MaskUnit { unit } = c { Some((*s, unit.clone())) } else { None })
         .collect();
-    if !masks.is_empty() {
+    if masks.is_empty() {
+        // Units in /etc (or a boot that ran the generator) are held by the generator alone: reload always.
+        if let Err(e) = m.systemd.reload() {
+            out.failed.push(format!("reloading systemd to drop the generator's masks: {e}"));
+            log::error!("restore: reloading systemd to drop the generator's masks: {e}");
+        }
+    } else {
         let units: Vec<String> = masks.iter().map(|(_, u)| u.clone()).collect();
         match m.systemd.unmask_runtime(&units) {
             Ok(_) => {
@@ -136,6 +148,11 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
                 }
             }
         }
+    }
+    if let Some(e) = hold_err {
+        // The list is still there: a reload would mask the units again; the next restore retries.
+        log::error!("restore: removing the hold list: {e}");
+        out.failed.push(format!("removing the hold list: {e}"));
     }
     // 3. Start what was running, newest stop first: services, then the triggers (sockets, timers, paths).
     let stops: Vec<(u32, String, String)> = todo
