@@ -150,12 +150,13 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
         for h in hs {
             let Some(u) = h.unit.as_ref() else { continue };
             let who = format!("pid {} {} (workload {w})", h.pid, h.comm);
-            if own(u) {
+            let named = glob::any(globs, u);
+            if own(u) && (named || UnitKind::of(u) != UnitKind::Scope) {
                 blockers.push(format!(
                     "{who} runs in {u}, the unit that runs ade-prep: run ade-prep from its own unit \
                      (ade-prep.service) or move the workload out of {u}"
                 ));
-            } else if glob::any(globs, u) {
+            } else if named {
                 unit_workload.entry(u.clone()).or_insert(w);
             } else if UnitKind::of(u) != UnitKind::Scope {
                 blockers.push(format!(
@@ -547,6 +548,7 @@ mod tests {
                 holder(13, "mongod", Some("mongod-custom.service")),
                 holder(14, "mongod", Some("cloud-final.service")), // runs ade-prep
                 holder(15, "dockerd", Some("docker.service")),
+                holder(16, "mongod", Some("nspawn-run-job.scope")), // ade-prep's scope, unnamed: a stray
             ],
             vec![
                 unit("docker.service", "active", &[]),
@@ -556,7 +558,7 @@ mod tests {
             ],
             &s,
         );
-        sn.own_units = ["cloud-final.service".to_string()].into();
+        sn.own_units = ["cloud-final.service".to_string(), "nspawn-run-job.scope".to_string()].into();
         let p = plan(&sn, &s).unwrap();
         let stops: Vec<&str> = p
             .steps
@@ -578,6 +580,7 @@ mod tests {
         ] {
             assert!(b.contains(want), "{want}\n---\n{b}");
         }
+        assert!(!b.contains("pid 16"), "a stray in ade-prep's own scope is left to the stray policy: {b}");
         assert!(
             p.warnings.iter().any(|w| w.contains("sshd.service") && w.contains("left running")),
             "{:?}",

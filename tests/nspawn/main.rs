@@ -7,5 +7,6 @@ mod common;
 
 mod crash;
 mod daemon;
+mod hold;
 mod prepare;
 mod systemd;
