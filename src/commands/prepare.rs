@@ -87,6 +87,11 @@ pub fn prepare(
         let e = anyhow::anyhow!("prepare refused, nothing was changed: {}", plan.blockers.join("; "));
         return Err(exit::with_code(exit::PRECONDITION, e));
     }
+    // No journal, no undo: a window is opened only where every change can be recorded.
+    store.check_writable().map_err(|e| {
+        let e = anyhow::anyhow!("{e}: prepare refused, nothing was changed (every change is journaled first)");
+        exit::with_code(exit::PRECONDITION, e)
+    })?;
     let m = edges.machine(settings);
     let boot = clock::boot_id(paths)?;
     let mut journal = Journal::open(store, mount, &boot)?;

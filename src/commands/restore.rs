@@ -37,7 +37,10 @@ pub fn restore(paths: &Paths, settings: &Settings, lock_wait: Option<u64>) -> an
         return Ok(None);
     }
     let Some(mut journal) = journal else { return Ok(None) };
-    journal.adopt()?;
+    // A journal that cannot be written does not stop the undo (window::restore names what it could not record).
+    if let Err(e) = journal.adopt() {
+        log::error!("the journal could not record this restore as its owner: {e}; restoring all the same");
+    }
     let edges = RealEdges::new(paths)?;
     let r = restore::restore(&edges.machine(settings), &mut journal)?;
     if !r.failed.is_empty() {

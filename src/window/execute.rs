@@ -664,6 +664,36 @@ mod tests {
     }
 
     #[test]
+    fn a_restore_whose_journal_cannot_be_written_restores_the_machine_all_the_same_and_says_so() {
+        let w = World::new(docker_systemd());
+        let mem = crate::testing::store::MemStore::default();
+        let procs =
+            FakeProcs { holders: docker_holders(), systemd: &w.sd, terminated: &w.terminated, own_units: vec![] };
+        let m = w.machine(&procs);
+        let p = plan(&snapshot(&m, Path::new("/")).unwrap(), &w.settings).unwrap();
+        let mut j = Journal::open(&mem, Path::new("/"), "boot-1").unwrap();
+        execute(&m, &p, &mut j).unwrap();
+        mem.fail.set(true); // the disk filled up during the window
+        let r = restore::restore(&m, &mut j).unwrap();
+        for u in ["docker.service", "docker.socket", "containerd.service"] {
+            assert_eq!(w.active(u), "active", "{u}");
+        }
+        assert_eq!(w.se.0.get(), Mode::Enforcing, "SELinux back although nothing could be recorded");
+        assert!(r.failed.iter().any(|f| f.starts_with("journal: could not record")), "{:?}", r.failed);
+        let saved = mem.saved.borrow().clone().unwrap();
+        assert_eq!(
+            saved.phase,
+            Phase::Preparing,
+            "on disk the window is as execute left it: the next restore records it"
+        );
+        mem.fail.set(false);
+        let mut j2 = Journal::resume(&mem).unwrap().unwrap();
+        let r2 = restore::restore(&m, &mut j2).unwrap();
+        assert!(r2.failed.is_empty(), "{:?}", r2.failed);
+        assert_eq!(j2.record().phase, Phase::Closed);
+    }
+
+    #[test]
     fn a_unit_that_fails_to_come_back_is_named_and_retried_by_the_next_restore() {
         let w = World::new(FakeSystemd::new().with_unit(service("mongod.service", "active")));
         let (r, mut j) = w.prepare(vec![holder(30, "mongod", Some("mongod.service"))]);

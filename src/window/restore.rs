@@ -84,24 +84,36 @@ fn start_timeout(m: &Machine, unit: &str) -> Duration {
     start_wait(workload_timeout(m, unit), usec, unit.ends_with(".service") && info.is_some())
 }
 
-/// Undoes what the journal records and closes the window. Errors only when the journal cannot be written; undo
-/// failures are in the result (and the window stays in phase Restoring so that a second restore retries them).
+/// Undoes what the journal records and closes the window. A journal that cannot be written does not stop the undo:
+/// the machine is restored all the same and each unrecorded outcome is named in `failed` ("journal: ..."), so the
+/// window stays open and the next `restore` records it (every undo is idempotent). Never errors today; the Result
+/// is kept for the callers.
 pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Restored> {
     let mut out = Restored::default();
     let todo: Vec<(u32, Change)> = j.to_undo().map(|e| (e.seq, e.change.clone())).collect();
     if todo.is_empty() && j.record().phase == Phase::Closed {
         return Ok(out);
     }
-    j.set_phase(Phase::Restoring)?;
+    let unrecorded = |out: &mut Restored, what: &str, e: &dyn std::fmt::Display| {
+        log::error!("restore: the journal could not record {what}: {e}; undoing the rest all the same");
+        out.failed.push(format!("journal: could not record {what}: {e}"));
+    };
+    if let Err(e) = j.set_phase(Phase::Restoring) {
+        unrecorded(&mut out, "the start of the restore", &e);
+    }
     hit();
     let ok = |j: &mut Journal<S>, seq: u32, what: String, out: &mut Restored| -> anyhow::Result<()> {
-        j.undone(seq)?;
+        if let Err(e) = j.undone(seq) {
+            unrecorded(out, &what, &e);
+        }
         hit();
         out.undone.push(what);
         Ok(())
     };
     let bad = |j: &mut Journal<S>, seq: u32, what: String, out: &mut Restored| -> anyhow::Result<()> {
-        j.undo_failed(seq, what.clone())?;
+        if let Err(e) = j.undo_failed(seq, what.clone()) {
+            unrecorded(out, &what, &e);
+        }
         hit();
         log::error!("restore: {what}");
         out.failed.push(what);
@@ -205,7 +217,10 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
         }
     }
     if out.failed.is_empty() {
-        j.set_phase(Phase::Closed)?;
+        if let Err(e) = j.set_phase(Phase::Closed) {
+            unrecorded(&mut out, "the end of the window", &e);
+            return Ok(out);
+        }
         hit();
         log::info!("window closed: {}", out.summary());
     }

@@ -17,7 +17,7 @@ use crate::prepare::{
 };
 
 /// How many `in_container_*` tests there are: the host side checks that each ran and passed.
-const IN_CONTAINER_TESTS: usize = 3;
+const IN_CONTAINER_TESTS: usize = 4;
 
 #[test]
 fn hold_in_nspawn() {
@@ -228,6 +228,52 @@ fn in_container_a_workload_outside_its_units_or_beside_ade_prep_blocks_prepare_a
     assert_eq!(o.status.code(), Some(3), "{o:?}");
     assert!(err.contains("runs in ade-runner.service, the unit that runs ade-prep"), "{err}");
     assert_eq!(state(&sd, ETC_UNIT), "active");
+    assert!(!window_open());
+    sh(&format!("systemctl stop {DEPENDENT} {ETC_UNIT}"));
+}
+
+#[test]
+#[ignore = "runs inside the nspawn container, started by hold_in_nspawn"]
+fn in_container_no_journal_no_window_and_a_full_journal_disk_does_not_stop_the_restore() {
+    if !inside() {
+        return;
+    }
+    let sd = setup();
+    let state_dir = "/var/lib/ade-prep";
+    std::fs::create_dir_all(state_dir).unwrap();
+    // A full journal folder: prepare refuses before changing anything.
+    sh(&format!("mount -t tmpfs -o size=1m tmpfs {state_dir}"));
+    let r = prepare(&[]);
+    sh(&format!("umount {state_dir}"));
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stderr.contains("nothing was changed"), "{r:?}");
+    assert_eq!(state(&sd, ETC_UNIT), "active");
+    assert_eq!(runtime_masks(), Vec::<String>::new());
+    assert!(!Path::new(HOLD).exists());
+
+    // The disk fills up during the window: restore brings everything back all the same, says so, and the next
+    // restore (with room again) closes the window.
+    let r = prepare(&[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    sh(&format!(
+        "cp -a {state_dir} /tmp/ade-state && mount -t tmpfs -o size=1m tmpfs {state_dir} && \
+         cp -a /tmp/ade-state/. {state_dir}/ && (dd if=/dev/zero of={state_dir}/fill bs=4k 2>/dev/null || true)"
+    ));
+    let r = ade(&["restore"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("journal: could not record"), "{r:?}");
+    for u in [ETC_UNIT, DEPENDENT, "ade-db.service"] {
+        assert_eq!(state(&sd, u), "active", "{u} is not back");
+    }
+    assert!(window_open(), "the journal on disk still has the window open");
+    std::fs::remove_file(format!("{state_dir}/fill")).unwrap();
+    let r = ade(&["restore"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!window_open());
+    // The closed journal goes back to the disk under the tmpfs (which still has the open one from before).
+    sh(&format!(
+        "cp {state_dir}/state.json /tmp/ade-closed.json && umount {state_dir} && cp /tmp/ade-closed.json {state_dir}/state.json"
+    ));
     assert!(!window_open());
     sh(&format!("systemctl stop {DEPENDENT} {ETC_UNIT}"));
 }
