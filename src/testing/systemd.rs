@@ -56,6 +56,9 @@ struct State {
     fail_mask: BTreeSet<String>,
     fail_unmask: BTreeSet<String>,
     next_job: u32,
+    /// Units whose start fails while processes of an old instance remain in their cgroup (a leftover holding
+    /// the unit's listening socket).
+    leftovers_block_start: BTreeSet<String>,
     /// The hold list ade-prep-generator reads at each reload (None: the generator is not installed).
     generator_list: Option<std::path::PathBuf>,
     installed_jobs: u32,
@@ -119,6 +122,11 @@ impl FakeSystemd {
     /// Installs the generator: each reload masks the units the hold list at `hold_file` names.
     pub fn with_generator(self, hold_file: &std::path::Path) -> Self {
         self.st().generator_list = Some(hold_file.to_path_buf());
+        self
+    }
+    /// Makes a start of `unit` fail while a process is still counted in its cgroup ([`Self::with_pid`]).
+    pub fn leftovers_block_start(self, unit: &str) -> Self {
+        self.st().leftovers_block_start.insert(unit.to_string());
         self
     }
     /// Makes every stop of `unit` fail this way.
@@ -201,7 +209,10 @@ impl State {
         if load_state == "not-found" {
             return refused("org.freedesktop.systemd1.NoSuchUnit", format!("Unit {unit} not found."));
         }
-        let failure = if op == JobOp::Stop { self.fail_stop.get(unit) } else { self.fail_start.get(unit) }.cloned();
+        let mut failure = if op == JobOp::Stop { self.fail_stop.get(unit) } else { self.fail_start.get(unit) }.cloned();
+        if op == JobOp::Start && self.leftovers_block_start.contains(unit) && self.pids.values().any(|u| u == unit) {
+            failure = Some(FakeFailure::Result("failed (Address already in use: a leftover holds it)".into()));
+        }
         if let Some(FakeFailure::Refused(name)) = &failure {
             return refused(name, format!("injected failure for {unit}"));
         }

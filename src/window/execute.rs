@@ -314,7 +314,7 @@ fn clear_holders<S: Store>(
 
 /// What a stopped unit left in its cgroup (KillMode=process): KillUnit SIGTERM, up to `grace` for `pids` to go,
 /// then KillUnit SIGKILL. A unit whose processes are already gone is fine.
-fn kill_leftovers(m: &Machine, unit: &str, pids: &[i32], grace: Duration) -> anyhow::Result<()> {
+pub(crate) fn kill_leftovers(m: &Machine, unit: &str, pids: &[i32], grace: Duration) -> anyhow::Result<()> {
     let gone = || pids.iter().all(|p| !m.procs.alive(*p));
     if let Err(e) = m.systemd.kill_unit(unit, libc::SIGTERM) {
         if gone() {
@@ -691,6 +691,37 @@ mod tests {
         let r2 = restore::restore(&m, &mut j2).unwrap();
         assert!(r2.failed.is_empty(), "{:?}", r2.failed);
         assert_eq!(j2.record().phase, Phase::Closed);
+    }
+
+    #[test]
+    fn restore_ends_the_leftovers_of_a_stopped_units_old_instance_before_starting_it_and_records_it() {
+        // A crash between the stop of a KillMode=process unit and the clean-up of its leftover (pid 40, holding
+        // the unit's socket): the journal has the stop, the leftover still runs in the unit's cgroup.
+        let w = World::new(
+            FakeSystemd::new()
+                .with_unit(service("mongod.service", "inactive"))
+                .with_pid(40, "mongod.service")
+                .leftovers_block_start("mongod.service"),
+        );
+        let mut j = w.journal();
+        let seq = j.intend(Change::StopUnit { unit: "mongod.service".into(), active_state_before: "active".into() });
+        j.done(seq.unwrap()).unwrap();
+        let procs = FakeProcs {
+            holders: vec![holder(40, "mongod", Some("mongod.service"))],
+            systemd: &w.sd,
+            terminated: &w.terminated,
+            own_units: vec![],
+        };
+        let r = restore::restore(&w.machine(&procs), &mut j).unwrap();
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+        assert_eq!(w.active("mongod.service"), "active");
+        let calls = w.sd.calls();
+        let kill = calls.iter().position(|c| *c == FakeCall::Kill("mongod.service".into(), libc::SIGTERM)).unwrap();
+        let start = calls.iter().position(|c| matches!(c, FakeCall::Start(_))).unwrap();
+        assert!(kill < start, "{calls:?}");
+        let e = j.record().entries.iter().find(|e| matches!(e.change, Change::TerminateProcess { pid: 40, .. }));
+        assert!(e.is_some(), "the kill is recorded: {:?}", j.record().entries);
+        assert_eq!(j.record().phase, Phase::Closed);
     }
 
     #[test]

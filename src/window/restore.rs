@@ -8,6 +8,7 @@
 //! (services first, then their triggers, each batch concurrently, each job awaited); start stopped containers.
 //! Units that fail to come back are named and stay in the journal for the next `restore`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::anyhow;
@@ -17,6 +18,7 @@ use crate::glob;
 use crate::runner::Runner;
 use crate::selinux::Mode;
 use crate::systemd::{ActiveState, UnitKind};
+use crate::window::execute;
 use crate::window::hold;
 use crate::window::journal::{Change, Journal};
 use crate::window::phase::Phase;
@@ -174,6 +176,7 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
             _ => None,
         })
         .collect();
+    end_leftovers(m, j, &stops, &mut out, &unrecorded);
     let is_trigger = |u: &str| UnitKind::of(u) == UnitKind::Trigger;
     for triggers in [false, true] {
         let wave: Vec<&(u32, String, String)> = stops.iter().filter(|(_, u, _)| is_trigger(u) == triggers).collect();
@@ -225,6 +228,77 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
         log::info!("window closed: {}", out.summary());
     }
     Ok(out)
+}
+
+/// Before the starts: processes of a stopped unit's old instance that still run in its cgroup (KillMode=process
+/// leftovers a crash kept prepare from ending) would hold the unit's resources (a listening socket) and fail its
+/// start. They were to end with the window anyway: KillUnit, as prepare does ([`execute::kill_leftovers`]), each
+/// recorded. Only units that are not running now (a running unit's processes are its live instance).
+fn end_leftovers<S: Store>(
+    m: &Machine,
+    j: &mut Journal<S>,
+    stops: &[(u32, String, String)],
+    out: &mut Restored,
+    unrecorded: &dyn Fn(&mut Restored, &str, &dyn std::fmt::Display),
+) {
+    let to_start: BTreeSet<&str> = stops
+        .iter()
+        .filter(|(_, u, before)| ActiveState::parse(before).is_running() && UnitKind::of(u) != UnitKind::Scope)
+        .map(|(_, u, _)| u.as_str())
+        .collect();
+    if to_start.is_empty() {
+        return;
+    }
+    let holders = match m.procs.scan(&j.record().mount) {
+        Ok(scan) => scan.holders,
+        Err(e) => {
+            log::warn!("restore: could not look for leftovers of the stopped units: {e}");
+            return;
+        }
+    };
+    let mut by_unit: BTreeMap<String, Vec<(i32, String)>> = BTreeMap::new();
+    for h in holders {
+        if let Some(u) = h.unit.filter(|u| to_start.contains(u.as_str())) {
+            by_unit.entry(u).or_default().push((h.pid, h.comm));
+        }
+    }
+    let grace = Duration::from_secs(m.settings.stray.grace_secs);
+    for (unit, procs) in by_unit {
+        if m.systemd.unit(&unit).is_ok_and(|i| i.is_running()) {
+            continue;
+        }
+        let mut seqs = vec![];
+        for (pid, comm) in &procs {
+            let change = Change::TerminateProcess { pid: *pid, comm: comm.clone(), unit: Some(unit.clone()) };
+            match j.intend(change) {
+                Ok(seq) => seqs.push(seq),
+                Err(e) => unrecorded(out, &format!("the end of pid {pid} {comm} ({unit})"), &e),
+            }
+        }
+        let pids: Vec<i32> = procs.iter().map(|(p, _)| *p).collect();
+        let what = format!("ended what {unit}'s old instance left (pid {pids:?})");
+        match execute::kill_leftovers(m, &unit, &pids, grace) {
+            Ok(()) => {
+                log::info!("restore: {what}");
+                for seq in seqs {
+                    if let Err(e) = j.undone(seq) {
+                        unrecorded(out, &what, &e);
+                    }
+                }
+                out.undone.push(what);
+            }
+            Err(e) => {
+                let what = format!("{unit}: could not end its old instance's leftovers (pid {pids:?}): {e:#}");
+                log::error!("restore: {what}");
+                for seq in seqs {
+                    if let Err(e) = j.undo_failed(seq, what.clone()) {
+                        unrecorded(out, &what, &e);
+                    }
+                }
+                out.failed.push(what);
+            }
+        }
+    }
 }
 
 fn start_containers(runner: &dyn Runner, ids: &[String]) -> anyhow::Result<()> {
