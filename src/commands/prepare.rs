@@ -79,7 +79,7 @@ pub fn prepare(
     }
     // The lock first, then the journal: the lock is what makes the check for an open window race-free.
     let lock = Lock::new(paths);
-    let guard = lock.acquire_when_closed("prepare", &store, opts.lock_wait.map(Duration::from_secs))?;
+    let guard = lock.acquire_for_prepare("prepare", &store, opts.lock_wait.map(Duration::from_secs))?;
     let Some((edges, plan)) = checked_plan(paths, settings, mount, &opts.force)? else {
         return Ok((None, Some(guard)));
     };

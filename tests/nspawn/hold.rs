@@ -113,6 +113,11 @@ fn in_container_a_unit_in_etc_and_its_dependent_are_held_through_the_window_and_
     );
     let r = prepare(&[]);
     assert_eq!(r.code, 0, "{r:?}");
+    // A second prepare does not queue behind the open window: exit 5 at once (it waits only with --wait).
+    let t = std::time::Instant::now();
+    let again = prepare(&[]);
+    assert_eq!(again.code, 5, "{again:?}");
+    assert!(again.stderr.contains("--wait") && t.elapsed().as_secs() < 10, "{again:?}");
     // Stopped with its own ExecStop (the generator's mask was loaded only after the stop), then held.
     assert_eq!(std::fs::read_to_string(STOPS).unwrap_or_default(), "stopped\n", "ExecStop did not run");
     for u in [ETC_UNIT, DEPENDENT] {
