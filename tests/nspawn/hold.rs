@@ -17,7 +17,7 @@ use crate::prepare::{
 };
 
 /// How many `in_container_*` tests there are: the host side checks that each ran and passed.
-const IN_CONTAINER_TESTS: usize = 4;
+const IN_CONTAINER_TESTS: usize = 5;
 
 #[test]
 fn hold_in_nspawn() {
@@ -32,9 +32,12 @@ const ETC_UNIT: &str = "ade-etc.service";
 const DEPENDENT: &str = "ade-dependent.service";
 const WORKER: &str = "/usr/local/bin/ade-etc-worker";
 const STOPS: &str = "/var/tmp/ade-etc.stops";
+/// KillMode=process: its child keeps a lock the next instance's ExecStartPre needs (as an inherited listening
+/// socket would keep the port).
+const LEFTOVER_UNIT: &str = "ade-leftover.service";
 
 fn config() -> String {
-    format!("{BASE}\n[workloads.etc]\nunits = [\"{ETC_UNIT}\", \"ade-runner.service\"]\ncomms = [\"ade-etc-worker\"]\n")
+    format!("{BASE}\n[workloads.etc]\nunits = [\"{ETC_UNIT}\", \"ade-runner.service\", \"{LEFTOVER_UNIT}\"]\ncomms = [\"ade-etc-worker\"]\n")
 }
 
 fn sh(cmd: &str) -> std::process::Output {
@@ -281,4 +284,50 @@ fn in_container_no_journal_no_window_and_a_full_journal_disk_does_not_stop_the_r
     ));
     assert!(!window_open());
     sh(&format!("systemctl stop {DEPENDENT} {ETC_UNIT}"));
+}
+
+#[test]
+#[ignore = "runs inside the nspawn container, started by hold_in_nspawn"]
+fn in_container_restore_ends_a_leftover_that_a_crash_kept_prepare_from_ending_then_starts_the_unit() {
+    if !inside() {
+        return;
+    }
+    let sd = setup();
+    std::fs::write(
+        format!("/etc/systemd/system/{LEFTOVER_UNIT}"),
+        format!(
+            "[Service]\nKillMode=process\nExecStartPre=/usr/bin/flock -n /var/tmp/ade-leftover.lock true\n\
+             ExecStart=/bin/sh -c 'flock /var/tmp/ade-leftover.lock {WORKER} infinity & exec {WORKER} infinity'\n"
+        ),
+    )
+    .unwrap();
+    reload();
+    sh(&format!("systemctl start {LEFTOVER_UNIT}"));
+    let leftover_alive = || sh("pgrep -x flock || true").stdout.iter().any(u8::is_ascii_digit);
+    crate::common::wait_for("the leftover-to-be to hold its lock", 5, leftover_alive);
+    // Crash prepare at each failpoint in turn until one leaves the unit stopped with its leftover still running.
+    let mut found = false;
+    for k in 1..60 {
+        let mut c = std::process::Command::new(std::env::var("ADE_PREP_BIN").unwrap());
+        c.args(["prepare", "--force", "distro"]).env("ADE_PREP_FAILPOINT", format!("prepare:{k}"));
+        let o = c.output().unwrap();
+        if o.status.success() {
+            break; // ran through: no point left
+        }
+        if state(&sd, LEFTOVER_UNIT) != "active" && leftover_alive() {
+            found = true;
+            break;
+        }
+        let r = ade(&["restore"]);
+        assert_eq!(r.code, 0, "k={k}: {r:?}");
+        assert_eq!(state(&sd, LEFTOVER_UNIT), "active", "k={k}");
+    }
+    assert!(found, "no failpoint between the stop and the clean-up of the leftover");
+    assert!(start_fails(LEFTOVER_UNIT), "the leftover does not block a start: the test shows nothing");
+    let r = ade(&["restore", "-v"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains(&format!("ended what {LEFTOVER_UNIT}'s old instance left")), "{r:?}");
+    assert_eq!(state(&sd, LEFTOVER_UNIT), "active", "{r:?}");
+    assert!(!window_open());
+    sh(&format!("systemctl stop {LEFTOVER_UNIT} {DEPENDENT} {ETC_UNIT}; systemctl kill {LEFTOVER_UNIT} || true"));
 }
