@@ -2,11 +2,14 @@
 //! after the boot. It must not mask anything itself (the generator does, at boot).
 //!
 //! Prepare's masks are runtime masks (`/run/systemd/system`): the reboot drops them, and the workloads would start
-//! at boot while ADE has not yet reported completion. So prepare also writes the hold list [`paths::HOLD_FILE`]
-//! (one unit per line: every unit the window stopped or masked), and the package installs a systemd generator
-//! (`/usr/lib/systemd/system-generators/ade-prep-generator`, a shell script run at boot before any unit is loaded
-//! and at every daemon-reload) that masks each listed unit in the generator's early folder, which outranks `/etc`
-//! too. Restore removes the list first, so its own Reload drops those masks.
+//! at boot while ADE has not yet reported completion; units whose file is in `/etc` or `/run` cannot be
+//! runtime-masked at all. So prepare also writes the hold list [`paths::HOLD_FILE`] (one unit per line: every
+//! holdable unit the window stopped), after the stops and before the Reload that activates the masks, and the
+//! package installs a systemd generator (`/usr/lib/systemd/system-generators/ade-prep-generator`, a shell script
+//! run at boot before any unit is loaded and at every daemon-reload) that masks each listed unit in the generator's
+//! early folder, which outranks `/etc` too: in force for the window and through the reboot. Restore removes the
+//! list, then reloads (always), so the masks are gone before any start. The list is root-owned 0644, never written
+//! through a link; the generator trusts nothing else and masks only [`holdable`] names.
 //!
 //! The list is in /etc, not beside the journal in /var/lib, and the generator is a shell script, not ade-prep:
 //! under SELinux policy (Debian's refpolicy, enforcing at boot) the generators' domain may read /etc but not
