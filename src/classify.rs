@@ -31,21 +31,50 @@ pub struct Classification {
     pub reason: String,
 }
 
-/// Units never stopped.
+/// Units never stopped, masked or held, whatever holds `/` in them: the machine's own services, the units that
+/// run other managers' workloads as a whole (a user's manager, a container, a login session), the guest agent and
+/// its extension slice, and ade-prep's own units. The generator applies the same list (packaging/usr/lib/systemd/
+/// system-generators/ade-prep-generator; tests/packaging checks that the two agree).
 pub const PROTECTED_UNITS: &[&str] = &[
     "init.scope",
-    "systemd-journald.service",
+    "-.slice",
+    "systemd-journald*",
     "dbus.service",
+    "dbus.socket",
     "dbus-broker.service",
-    "systemd-udevd.service",
+    "systemd-udevd*",
     "systemd-logind.service",
     "ssh.service",
+    "ssh.socket",
     "sshd.service",
+    "sshd.socket",
+    "cron.service",
+    "crond.service",
+    "user@*",
+    "user-runtime-dir@*",
+    "*nspawn@*",
+    "machine-*.scope",
+    "getty@*",
+    "serial-getty@*",
+    "session-*.scope",
     "walinuxagent.service",
     "waagent.service",
-    "ade-prep*.service",
-    "ade-prep*.scope",
+    "azure-vmextensions*",
+    "ade-prep*",
 ];
+
+/// The built-in pattern of [`PROTECTED_UNITS`] a unit name matches.
+pub fn protected_unit(u: &str) -> Option<&'static str> {
+    PROTECTED_UNITS.iter().copied().find(|p| glob::matches(p, u))
+}
+
+/// Why a unit must not be stopped: a built-in pattern or one of the configuration's `protected.units`.
+pub fn protected_unit_reason(u: &str, s: &Settings) -> Option<String> {
+    protected_unit(u)
+        .map(str::to_string)
+        .or_else(|| s.protected.units.iter().find(|p| glob::matches(p, u)).cloned())
+        .map(|p| format!("unit {u} matches {p}"))
+}
 
 /// Command names never stopped.
 pub const PROTECTED_COMMS: &[&str] = &[
@@ -74,12 +103,11 @@ fn protected_reason(h: &Holder, s: &Settings) -> Option<String> {
         return Some("kernel thread".into());
     }
     let m = |pats: &[&str], v: &str| pats.iter().find(|p| glob::matches(p, v)).map(|p| p.to_string());
-    if let Some(u) = &h.unit {
-        if let Some(p) =
-            m(PROTECTED_UNITS, u).or_else(|| s.protected.units.iter().find(|p| glob::matches(p, u)).cloned())
-        {
-            return Some(format!("unit {u} matches {p}"));
-        }
+    // A login session is never stopped, but what runs in it is not protected for that: a workload started by
+    // hand there is a stray (the stray policy), like one in no unit.
+    let session = |u: &&str| glob::matches("session-*.scope", u);
+    if let Some(r) = h.unit.as_deref().filter(|u| !session(u)).and_then(|u| protected_unit_reason(u, s)) {
+        return Some(r);
     }
     if let Some(p) =
         m(PROTECTED_COMMS, &h.comm).or_else(|| s.protected.comms.iter().find(|p| glob::matches(p, &h.comm)).cloned())
@@ -113,6 +141,18 @@ pub fn classify(h: &Holder, s: &Settings) -> Classification {
     if let Some(reason) = protected_reason(h, s) {
         return Classification { class: Class::Protected, workload: None, reason };
     }
+    match workload_match(h, s) {
+        Some((name, reason)) => Classification { class: Class::Workload, workload: Some(name), reason },
+        None => Classification { class: Class::Other, workload: None, reason: "not in the catalogue".into() },
+    }
+}
+
+/// The workload whose patterns a holder matches, protected or not (a mongod in a container is still a mongod).
+pub fn workload_of(h: &Holder, s: &Settings) -> Option<String> {
+    workload_match(h, s).map(|(w, _)| w)
+}
+
+fn workload_match(h: &Holder, s: &Settings) -> Option<(String, String)> {
     for (name, w) in &s.workloads {
         let hit = |what: &str, pats: &[String], v: Option<&str>| -> Option<String> {
             let v = v?;
@@ -124,10 +164,10 @@ pub fn classify(h: &Holder, s: &Settings) -> Classification {
             .or_else(|| hit("cgroup", &w.cgroups, h.cgroup.as_deref()))
             .or_else(|| h.cmdline.iter().find_map(|a| hit("argument", &w.args, Some(a))));
         if let Some(reason) = reason {
-            return Classification { class: Class::Workload, workload: Some(name.clone()), reason };
+            return Some((name.clone(), reason));
         }
     }
-    Classification { class: Class::Other, workload: None, reason: "not in the catalogue".into() }
+    None
 }
 
 #[cfg(test)]
@@ -154,6 +194,52 @@ mod tests {
         assert_eq!(class_of(&j).1.as_deref(), Some("cassandra"));
         assert_eq!(class_of(&h(16, "hdbindexserver", None)).1.as_deref(), Some("sap"));
         assert_eq!(class_of(&h(17, "sapstart", Some("SAPHN1_00.service"))).1.as_deref(), Some("sap"));
+    }
+
+    #[test]
+    fn the_generator_protects_exactly_the_units_classify_protects() {
+        let path =
+            concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/usr/lib/systemd/system-generators/ade-prep-generator");
+        let text = std::fs::read_to_string(path).unwrap();
+        let block = text.split("# BEGIN protected").nth(1).and_then(|t| t.split("# END protected").next()).unwrap();
+        let case = block.split("case $unit in").nth(1).unwrap().split(')').next().unwrap();
+        let pats: Vec<&str> = case.split(['|', '\\']).map(str::trim).filter(|p| !p.is_empty()).collect();
+        assert_eq!(pats, PROTECTED_UNITS, "{path}");
+    }
+
+    #[test]
+    fn whole_managers_sessions_containers_and_the_machines_own_units_are_protected() {
+        for u in [
+            "user@1000.service",
+            "systemd-nspawn@c1.service",
+            "machine-c1.scope",
+            "getty@tty1.service",
+            "session-3.scope",
+            "init.scope",
+            "systemd-journald.service",
+            "systemd-journald.socket",
+            "systemd-udevd.service",
+            "dbus.service",
+            "systemd-logind.service",
+            "sshd.service",
+            "cron.service",
+            "crond.service",
+            "walinuxagent.service",
+            "azure-vmextensions-Microsoft.Azure.Security.AzureDiskEncryptionForLinux.slice",
+            "ade-prep.service",
+        ] {
+            assert!(protected_unit(u).is_some(), "{u}");
+        }
+        for u in ["mongod.service", "docker.socket", "SAPHN1_00.service", "cloud-final.service", "run-u7.service"] {
+            assert!(protected_unit(u).is_none(), "{u}");
+        }
+        // A mongod started by hand in a login session is a stray, not protected; in a container it is protected.
+        assert_eq!(class_of(&h(20, "mongod", Some("session-3.scope"))).0, Class::Workload);
+        assert_eq!(class_of(&h(21, "mongod", Some("systemd-nspawn@c1.service"))).0, Class::Protected);
+        assert_eq!(
+            workload_of(&h(21, "mongod", Some("systemd-nspawn@c1.service")), &Settings::default()).as_deref(),
+            Some("mongodb")
+        );
     }
 
     #[test]

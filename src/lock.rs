@@ -23,6 +23,19 @@ use crate::paths::Paths;
 use crate::window::journal::StateError;
 use crate::window::store::Store;
 
+/// Why an open window forbids going on, read from the journal (with the lock held).
+fn open_window(store: &dyn Store) -> Result<Option<String>, LockError> {
+    let record = store.load().map_err(LockError::Journal)?;
+    Ok(record.filter(|r| r.is_window_open()).map(|r| {
+        format!(
+            "the encryption window is {} since {} ({}; `ade-prep restore` closes it)",
+            r.phase,
+            clock::format_utc(r.opened_at),
+            store.location().display()
+        )
+    }))
+}
+
 /// Who holds (or held) the lock, as its holder wrote it into the lock file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -248,16 +261,24 @@ impl Lock {
         store: &dyn Store,
         wait: Option<Duration>,
     ) -> Result<LockGuard, LockError> {
-        self.acquire_unless(command, wait, |_| {
-            let record = store.load().map_err(LockError::Journal)?;
-            Ok(record.filter(|r| r.is_window_open()).map(|r| {
-                format!(
-                    "the encryption window is {} since {} ({}; `ade-prep restore` closes it)",
-                    r.phase,
-                    clock::format_utc(r.opened_at),
-                    store.location().display()
-                )
-            }))
+        self.acquire_unless(command, wait, |_| open_window(store))
+    }
+
+    /// For `prepare`: the lock, waited for up to `wait` (as long as it takes without); with it held, an open window
+    /// refuses at once ([`LockError::Busy`], exit 5) unless `wait` was given: a second prepare never queues behind
+    /// a window that stays open for hours, and decides with the lock held (issue 12).
+    pub fn acquire_for_prepare(
+        &self,
+        command: &str,
+        store: &dyn Store,
+        wait: Option<Duration>,
+    ) -> Result<LockGuard, LockError> {
+        if wait.is_some() {
+            return self.acquire_when_closed(command, store, wait);
+        }
+        self.acquire_unless(command, None, |_| match open_window(store)? {
+            Some(why) => Err(LockError::Busy { what: format!("{why}; or give --wait SECS"), waited: Duration::ZERO }),
+            None => Ok(None),
         })
     }
 
@@ -391,6 +412,24 @@ mod tests {
         j.set_phase(crate::window::phase::Phase::Restoring).unwrap();
         j.set_phase(crate::window::phase::Phase::Closed).unwrap();
         assert!(lock.acquire_when_closed("t", &store, Some(Duration::ZERO)).is_ok());
+    }
+
+    #[test]
+    fn a_second_prepare_is_refused_at_once_while_a_window_is_open_unless_it_waits() {
+        use crate::window::journal::Journal;
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::under(d.path());
+        let lock = Lock::new(&paths);
+        let store = FileStore::new(&paths);
+        lock.acquire_for_prepare("prepare", &store, None).unwrap(); // no window: taken (and released)
+        let _window = Journal::open(FileStore::new(&paths), Path::new("/"), "boot-1").unwrap();
+        let t = Instant::now();
+        let e = lock.acquire_for_prepare("prepare", &store, None).unwrap_err();
+        assert!(matches!(e, LockError::Busy { .. }) && e.to_string().contains("--wait"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(5), "refused at once, not after a wait");
+        assert_eq!(lock.state().unwrap(), LockState::Free, "the lock is released with the refusal");
+        let e = lock.acquire_for_prepare("prepare", &store, Some(Duration::ZERO)).unwrap_err();
+        assert!(matches!(e, LockError::Busy { .. }), "{e}");
     }
 
     #[test]

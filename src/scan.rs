@@ -201,6 +201,30 @@ pub trait ProcessTable {
     /// Ends a process in no unit: SIGTERM, up to `grace` for it to go, then SIGKILL. A process already gone is
     /// not an error.
     fn terminate(&self, pid: i32, grace: Duration);
+    /// The units of this process and of each of its ancestors (the unit that runs ade-prep: a `cloud-final`
+    /// step, a `systemd-run` unit, the operator's session): never to be stopped by the window.
+    fn own_units(&self) -> Vec<String>;
+}
+
+/// The units of `pid` and its ancestors up to PID 1, from `/proc/PID/cgroup` and `/proc/PID/stat` under
+/// `proc_root`; unreadable ones are skipped. Sorted, without duplicates.
+pub fn ancestor_units(proc_root: &Path, pid: i32) -> Vec<String> {
+    let mut units = std::collections::BTreeSet::new();
+    let mut pid = pid;
+    for _ in 0..1024 {
+        if pid <= 1 {
+            break;
+        }
+        let dir = proc_root.join(pid.to_string());
+        if let Some(u) = std::fs::read_to_string(dir.join("cgroup")).ok().and_then(|t| unit_from_cgroup(&t).0) {
+            units.insert(u);
+        }
+        match std::fs::read_to_string(dir.join("stat")).ok().as_deref().and_then(parse_stat) {
+            Some(st) => pid = st.ppid,
+            None => break,
+        }
+    }
+    units.into_iter().collect()
 }
 
 /// The real process table under a proc root.
@@ -566,6 +590,10 @@ fn details(dirfd: &OwnedFd, hit: &Hit) -> Option<Holder> {
 }
 
 impl ProcessTable for ProcFs {
+    fn own_units(&self) -> Vec<String> {
+        ancestor_units(&self.proc_root, std::process::id() as i32)
+    }
+
     fn alive(&self, pid: i32) -> bool {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
     }
@@ -631,6 +659,23 @@ impl ProcessTable for ProcFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ancestor_units_walk_the_parents_to_pid_1() {
+        let root = tempfile::tempdir().unwrap();
+        let proc = |pid: i32, ppid: i32, cgroup: &str| {
+            let d = root.path().join(pid.to_string());
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("stat"), format!("{pid} (x) S {ppid} 1 1 0 -1 4194560 0")).unwrap();
+            std::fs::write(d.join("cgroup"), format!("0::{cgroup}\n")).unwrap();
+        };
+        proc(30, 20, "/system.slice/run-u7.service");
+        proc(20, 10, "/system.slice/cloud-final.service");
+        proc(10, 1, "/system.slice/cloud-final.service");
+        proc(1, 0, "/init.scope");
+        assert_eq!(ancestor_units(root.path(), 30), ["cloud-final.service", "run-u7.service"]);
+        assert_eq!(ancestor_units(root.path(), 99), Vec::<String>::new(), "gone: nothing");
+    }
 
     #[test]
     fn unit_from_v2_v1_and_hybrid() {

@@ -62,6 +62,7 @@ pub struct RealEdges {
     systemd: Systemd,
     selinux: SelinuxFs,
     runner: RealRunner,
+    paths: Paths,
 }
 
 impl RealEdges {
@@ -72,11 +73,19 @@ impl RealEdges {
             systemd: Systemd::system()?,
             selinux: SelinuxFs::new(paths),
             runner: RealRunner,
+            paths: paths.clone(),
         })
     }
 
     /// The machine view execution works through.
     pub fn machine<'a>(&'a self, settings: &'a Settings) -> Machine<'a> {
-        Machine { procs: &self.procs, systemd: &self.systemd, selinux: &self.selinux, runner: &self.runner, settings }
+        Machine {
+            procs: &self.procs,
+            systemd: &self.systemd,
+            selinux: &self.selinux,
+            runner: &self.runner,
+            settings,
+            paths: &self.paths,
+        }
     }
 }

@@ -17,7 +17,7 @@ use crate::window::journal::{Journal, Record};
 use crate::window::phase::Phase;
 use crate::window::plan::{self, Plan};
 use crate::window::store::FileStore;
-use crate::window::{execute, hold, snapshot};
+use crate::window::{execute, snapshot};
 
 /// Options of `prepare`.
 #[derive(Debug, Clone, Default)]
@@ -79,20 +79,25 @@ pub fn prepare(
     }
     // The lock first, then the journal: the lock is what makes the check for an open window race-free.
     let lock = Lock::new(paths);
-    let guard = lock.acquire_when_closed("prepare", &store, opts.lock_wait.map(Duration::from_secs))?;
+    let guard = lock.acquire_for_prepare("prepare", &store, opts.lock_wait.map(Duration::from_secs))?;
     let Some((edges, plan)) = checked_plan(paths, settings, mount, &opts.force)? else {
         return Ok((None, Some(guard)));
     };
+    if !plan.blockers.is_empty() {
+        let e = anyhow::anyhow!("prepare refused, nothing was changed: {}", plan.blockers.join("; "));
+        return Err(exit::with_code(exit::PRECONDITION, e));
+    }
+    // No journal, no undo: a window is opened only where every change can be recorded.
+    store.check_writable().map_err(|e| {
+        let e = anyhow::anyhow!("{e}: prepare refused, nothing was changed (every change is journaled first)");
+        exit::with_code(exit::PRECONDITION, e)
+    })?;
     let m = edges.machine(settings);
     let boot = clock::boot_id(paths)?;
     let mut journal = Journal::open(store, mount, &boot)?;
     log::info!("window opened: {} step(s) to free {}", plan.steps.len(), mount.display());
+    // The hold list is a step of the plan (after the stops, before the reload that activates the masks).
     execute::execute(&m, &plan, &mut journal)?;
-    // The hold list before the phase: a crash in between leaves it to the restore that follows (which removes it).
-    // Without it the window still works; only a reboot would let the workloads start early.
-    if let Err(e) = hold::write_list(paths, &hold::units_to_hold(journal.record())) {
-        log::warn!("the workloads will not be held down through a reboot: {e:#}");
-    }
     journal.set_phase(Phase::Open)?;
     log::info!("window open: {}", journal.record().summary());
     Ok((Some(Prepared { plan, executed: true, journal: Some(journal.record().clone()) }), Some(guard)))

@@ -21,13 +21,26 @@ pub fn restore(paths: &Paths, settings: &Settings, lock_wait: Option<u64>) -> an
     let store = FileStore::new(paths);
     let lock = Lock::new(paths);
     let _guard = lock.acquire("restore", lock_wait.map(Duration::from_secs))?;
-    // The hold list first: restore's Reload runs ade-prep-generator, which must no longer mask anything.
-    hold::clear_list(paths)?;
-    let Some(mut journal) = Journal::resume(store)? else { return Ok(None) };
-    if !journal.is_window_open() {
+    // The hold list first: restore's Reload runs ade-prep-generator, which must no longer mask anything (the
+    // window's restore removes it too, as its rollback does).
+    let had_list = hold::clear_list(paths)?;
+    let journal = Journal::resume(store)?;
+    if !journal.as_ref().is_some_and(|j| j.is_window_open()) {
+        // No window, but a list was there (stale) or the generator still masks units of the last window (a boot
+        // with the list, a crash before the reload): reload, so that they can start again.
+        let last = journal.as_ref().map(|j| hold::units_ever_held(j.record())).unwrap_or_default();
+        let masked = hold::generator_masks(paths, last);
+        if had_list || !masked.is_empty() {
+            RealEdges::new(paths)?.machine(settings).systemd.reload()?;
+            log::warn!("no window open: removed a stale hold list and reloaded ({})", masked.join(" "));
+        }
         return Ok(None);
     }
-    journal.adopt()?;
+    let Some(mut journal) = journal else { return Ok(None) };
+    // A journal that cannot be written does not stop the undo (window::restore names what it could not record).
+    if let Err(e) = journal.adopt() {
+        log::error!("the journal could not record this restore as its owner: {e}; restoring all the same");
+    }
     let edges = RealEdges::new(paths)?;
     let r = restore::restore(&edges.machine(settings), &mut journal)?;
     if !r.failed.is_empty() {

@@ -22,6 +22,9 @@ pub struct StatusReport {
     pub lock: String,
     /// The holder, when known.
     pub lock_holder: Option<String>,
+    /// A hold list on disk while no window is open: the generator masks its units at the next boot or reload
+    /// until `ade-prep restore` removes it.
+    pub stale_hold_list: Option<std::path::PathBuf>,
 }
 
 /// `status`: the window and the lock.
@@ -33,8 +36,10 @@ pub fn status(paths: &Paths) -> anyhow::Result<StatusReport> {
         LockState::Held(h) => ("held", h.map(|h| h.to_string())),
         LockState::Stale(h) => ("stale", Some(h.to_string())),
     };
+    let window_open = journal.as_ref().is_some_and(|r| r.is_window_open());
     Ok(StatusReport {
-        window_open: journal.as_ref().is_some_and(|r| r.is_window_open()),
+        window_open,
+        stale_hold_list: crate::window::hold::stale_list(paths, window_open),
         journal,
         lock: lock.into(),
         lock_holder,
@@ -65,6 +70,14 @@ pub fn status_text(s: &StatusReport) -> String {
                 let _ = writeln!(o, "  {:>3} {:<12} {}", e.seq, e.status.to_string(), e.change);
             }
         }
+    }
+    if let Some(p) = &s.stale_hold_list {
+        let _ = writeln!(
+            o,
+            "stale hold list: {} with no window open: its units are masked at the next boot or reload; \
+             run `ade-prep restore` to remove it",
+            p.display()
+        );
     }
     let _ = writeln!(o, "lock: {}{}", s.lock, s.lock_holder.as_deref().map(|h| format!(", {h}")).unwrap_or_default());
     o

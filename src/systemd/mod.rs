@@ -166,6 +166,15 @@ pub struct UnitInfo {
     pub wants: Vec<String>,
     /// Dependencies whose stop stops this unit.
     pub binds_to: Vec<String>,
+    /// Units that `Requires=` this one: systemd stops them with it.
+    #[serde(default)]
+    pub required_by: Vec<String>,
+    /// Units that `BindsTo=` this one: systemd stops them with it.
+    #[serde(default)]
+    pub bound_by: Vec<String>,
+    /// Units that are `PartOf=` this one: systemd stops them with it.
+    #[serde(default)]
+    pub consists_of: Vec<String>,
     /// Units this one starts after (and stops before).
     pub after: Vec<String>,
     /// Units this one starts before (and stops after).

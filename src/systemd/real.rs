@@ -272,6 +272,9 @@ impl ServiceManager for Systemd {
             requires: p.strings("Requires")?,
             wants: p.strings("Wants")?,
             binds_to: p.strings("BindsTo")?,
+            required_by: p.strings("RequiredBy")?,
+            bound_by: p.strings("BoundBy")?,
+            consists_of: p.strings("ConsistsOf")?,
             after: p.strings("After")?,
             before: p.strings("Before")?,
             ..UnitInfo::default()

@@ -14,6 +14,8 @@ pub(crate) struct FakeProcs<'a> {
     pub(crate) holders: Vec<Holder>,
     pub(crate) systemd: &'a FakeSystemd,
     pub(crate) terminated: &'a RefCell<Vec<i32>>,
+    /// The units of "ade-prep" and its ancestors.
+    pub(crate) own_units: Vec<String>,
 }
 impl FakeProcs<'_> {
     fn is_there(&self, h: &Holder) -> bool {
@@ -34,6 +36,9 @@ impl ProcessTable for FakeProcs<'_> {
     }
     fn terminate(&self, pid: i32, _grace: Duration) {
         self.terminated.borrow_mut().push(pid);
+    }
+    fn own_units(&self) -> Vec<String> {
+        self.own_units.clone()
     }
 }
 

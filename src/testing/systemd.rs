@@ -56,6 +56,11 @@ struct State {
     fail_mask: BTreeSet<String>,
     fail_unmask: BTreeSet<String>,
     next_job: u32,
+    /// Units whose start fails while processes of an old instance remain in their cgroup (a leftover holding
+    /// the unit's listening socket).
+    leftovers_block_start: BTreeSet<String>,
+    /// The hold list ade-prep-generator reads at each reload (None: the generator is not installed).
+    generator_list: Option<std::path::PathBuf>,
     installed_jobs: u32,
 }
 
@@ -112,6 +117,16 @@ impl FakeSystemd {
     /// Says `pid` belongs to `unit` (for unit_by_pid).
     pub fn with_pid(self, pid: u32, unit: &str) -> Self {
         self.st().pids.insert(pid, unit.to_string());
+        self
+    }
+    /// Installs the generator: each reload masks the units the hold list at `hold_file` names.
+    pub fn with_generator(self, hold_file: &std::path::Path) -> Self {
+        self.st().generator_list = Some(hold_file.to_path_buf());
+        self
+    }
+    /// Makes a start of `unit` fail while a process is still counted in its cgroup ([`Self::with_pid`]).
+    pub fn leftovers_block_start(self, unit: &str) -> Self {
+        self.st().leftovers_block_start.insert(unit.to_string());
         self
     }
     /// Makes every stop of `unit` fail this way.
@@ -176,6 +191,11 @@ impl State {
     fn reload(&mut self) {
         self.calls.push(FakeCall::Reload);
         self.masked = self.mask_files.clone();
+        // As ade-prep-generator does at each daemon-reload: mask what the hold list names (the real script is
+        // tested on its own in src/window/hold.rs and under systemd in tests/nspawn/hold.rs).
+        if let Some(text) = self.generator_list.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+            self.masked.extend(text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string));
+        }
     }
 
     fn job(&mut self, op: JobOp, unit: &str, timeout: Duration) -> Result<(), JobError> {
@@ -189,7 +209,10 @@ impl State {
         if load_state == "not-found" {
             return refused("org.freedesktop.systemd1.NoSuchUnit", format!("Unit {unit} not found."));
         }
-        let failure = if op == JobOp::Stop { self.fail_stop.get(unit) } else { self.fail_start.get(unit) }.cloned();
+        let mut failure = if op == JobOp::Stop { self.fail_stop.get(unit) } else { self.fail_start.get(unit) }.cloned();
+        if op == JobOp::Start && self.leftovers_block_start.contains(unit) && self.pids.values().any(|u| u == unit) {
+            failure = Some(FakeFailure::Result("failed (Address already in use: a leftover holds it)".into()));
+        }
         if let Some(FakeFailure::Refused(name)) = &failure {
             return refused(name, format!("injected failure for {unit}"));
         }
@@ -220,8 +243,12 @@ impl State {
                 u.sub_state = sub.into();
                 u.main_pid = (op == JobOp::Start).then_some(1000 + self.next_job);
                 if op == JobOp::Stop {
-                    // As systemd does: a stop propagates to the units that Require this one.
-                    for other in self.units.values_mut().filter(|o| o.requires.iter().any(|r| r == unit)) {
+                    // As systemd does: a stop propagates to the units that Require, BindsTo or are PartOf this one.
+                    let consists_of = self.units[unit].consists_of.clone();
+                    let hit = |o: &UnitInfo| {
+                        o.requires.iter().chain(&o.binds_to).any(|r| r == unit) || consists_of.contains(&o.id)
+                    };
+                    for other in self.units.values_mut().filter(|o| hit(o)) {
                         other.active_state = "inactive".into();
                         other.sub_state = "dead".into();
                         other.main_pid = None;
@@ -243,6 +270,12 @@ impl ServiceManager for FakeSystemd {
             sub_state: "dead".into(),
             ..UnitInfo::default()
         });
+        // The reverse dependencies, as systemd derives them from the other units' Requires= and BindsTo=.
+        let by = |f: fn(&UnitInfo) -> &Vec<String>| -> Vec<String> {
+            st.units.values().filter(|o| f(o).iter().any(|r| r == name)).map(|o| o.id.clone()).collect()
+        };
+        u.required_by = by(|o| &o.requires);
+        u.bound_by = by(|o| &o.binds_to);
         if st.masked.contains(name) {
             u.load_state = "masked".into();
             u.unit_file_state = "masked-runtime".into();

@@ -16,6 +16,7 @@ use crate::failpoint;
 use crate::scan::Holder;
 use crate::selinux::Mode;
 use crate::systemd::{Reload, UnitKind};
+use crate::window::hold;
 use crate::window::journal::{Change, Journal};
 use crate::window::plan::{Plan, Step};
 use crate::window::restore;
@@ -217,6 +218,16 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                     bail!("{}", errors.join("; "));
                 }
             }
+            Step::HoldUnits { units } => {
+                // Without the list the window still works; units in /etc could be started again, and every unit
+                // at a reboot. The restore (or rollback) removes it.
+                match hold::write_list(m.paths, units) {
+                    Ok(()) => {
+                        log::info!("hold list written: the generator masks {} unit(s) at the reload", units.len())
+                    }
+                    Err(e) => log::warn!("the workloads are not held by the generator (units in /etc, reboot): {e:#}"),
+                }
+            }
             Step::ActivateMasks => {
                 m.systemd.reload().context("reloading systemd to activate the masks")?;
                 log::info!("masks in effect");
@@ -303,7 +314,7 @@ fn clear_holders<S: Store>(
 
 /// What a stopped unit left in its cgroup (KillMode=process): KillUnit SIGTERM, up to `grace` for `pids` to go,
 /// then KillUnit SIGKILL. A unit whose processes are already gone is fine.
-fn kill_leftovers(m: &Machine, unit: &str, pids: &[i32], grace: Duration) -> anyhow::Result<()> {
+pub(crate) fn kill_leftovers(m: &Machine, unit: &str, pids: &[i32], grace: Duration) -> anyhow::Result<()> {
     let gone = || pids.iter().all(|p| !m.procs.alive(*p));
     if let Err(e) = m.systemd.kill_unit(unit, libc::SIGTERM) {
         if gone() {
@@ -368,16 +379,20 @@ mod tests {
         settings: Settings,
         dir: tempfile::TempDir,
         terminated: RefCell<Vec<i32>>,
+        /// The machine's root for the hold list (a folder of `dir`).
+        paths: crate::paths::Paths,
     }
 
     impl World {
         fn new(sd: FakeSystemd) -> World {
+            let dir = tempfile::tempdir().unwrap();
             World {
                 sd,
                 se: FakeSelinux(Cell::new(Mode::Enforcing)),
                 runner: FakeRunner::default(),
                 settings: Settings::default(),
-                dir: tempfile::tempdir().unwrap(),
+                paths: crate::paths::Paths::under(dir.path().join("root")),
+                dir,
                 terminated: RefCell::default(),
             }
         }
@@ -385,10 +400,17 @@ mod tests {
             Journal::open(FileStore::at(self.dir.path().join("state.json")), Path::new("/"), "boot-1").unwrap()
         }
         fn machine<'a>(&'a self, procs: &'a FakeProcs<'a>) -> Machine<'a> {
-            Machine { procs, systemd: &self.sd, selinux: &self.se, runner: &self.runner, settings: &self.settings }
+            Machine {
+                procs,
+                systemd: &self.sd,
+                selinux: &self.se,
+                runner: &self.runner,
+                settings: &self.settings,
+                paths: &self.paths,
+            }
         }
         fn prepare(&self, holders: Vec<Holder>) -> (anyhow::Result<()>, Journal<FileStore>) {
-            let procs = FakeProcs { holders, systemd: &self.sd, terminated: &self.terminated };
+            let procs = FakeProcs { holders, systemd: &self.sd, terminated: &self.terminated, own_units: vec![] };
             let m = self.machine(&procs);
             let snap = snapshot(&m, Path::new("/")).unwrap();
             let p = plan(&snap, &self.settings).unwrap();
@@ -397,7 +419,8 @@ mod tests {
             (r, j)
         }
         fn restore(&self, j: &mut Journal<FileStore>) -> restore::Restored {
-            let procs = FakeProcs { holders: vec![], systemd: &self.sd, terminated: &self.terminated };
+            let procs =
+                FakeProcs { holders: vec![], systemd: &self.sd, terminated: &self.terminated, own_units: vec![] };
             restore::restore(&self.machine(&procs), j).unwrap()
         }
         fn active(&self, u: &str) -> String {
@@ -600,6 +623,108 @@ mod tests {
     }
 
     #[test]
+    fn a_unit_in_etc_is_held_by_the_generator_during_the_window_and_restore_reloads_before_starting_it() {
+        let mut w = World::new(FakeSystemd::new());
+        let etc = UnitInfo {
+            fragment_path: "/etc/systemd/system/SAPHN1_00.service".into(),
+            ..service("SAPHN1_00.service", "active")
+        };
+        w.sd = FakeSystemd::new().with_unit(etc).with_generator(&w.paths.hold_file());
+        w.settings.workloads.get_mut("sap").unwrap().pre_stop.clear();
+        let (r, mut j) = w.prepare(vec![holder(50, "sapstartsrv", Some("SAPHN1_00.service"))]);
+        r.unwrap();
+        assert!(!w.sd.calls().iter().any(|c| matches!(c, FakeCall::Mask(..))), "/etc outranks a runtime mask");
+        assert_eq!(w.sd.masked(), ["SAPHN1_00.service"], "held by the generator's mask for the window");
+        assert_eq!(w.sd.stopped_with_mask_in_effect(), Vec::<String>::new(), "the mask came after the stop");
+        let listed = std::fs::read_to_string(w.paths.hold_file()).unwrap();
+        assert!(listed.lines().any(|l| l == "SAPHN1_00.service"), "{listed}");
+        let r = w.restore(&mut j);
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+        assert!(!w.paths.hold_file().exists(), "restore removes the list");
+        assert_eq!(w.active("SAPHN1_00.service"), "active");
+        let calls = w.sd.calls();
+        let last_reload = calls.iter().rposition(|c| matches!(c, FakeCall::Reload)).unwrap();
+        let start = calls.iter().position(|c| matches!(c, FakeCall::Start(_))).unwrap();
+        assert!(last_reload < start, "{calls:?}");
+    }
+
+    #[test]
+    fn a_rollback_removes_the_hold_list_and_reloads_before_starting() {
+        let mut w = World::new(FakeSystemd::new());
+        w.sd = docker_systemd()
+            .fail_stop("containerd.service", FakeFailure::Result("timeout".into()))
+            .with_generator(&w.paths.hold_file());
+        // The list of an earlier, crashed attempt is still there: the rollback must not leave its masks.
+        crate::window::hold::write_list(&w.paths, &["docker.service".to_string()]).unwrap();
+        let (r, _) = w.prepare(docker_holders());
+        assert!(format!("{:#}", r.unwrap_err()).contains("rolled back"));
+        assert!(!w.paths.hold_file().exists());
+        assert_eq!(w.sd.masked(), Vec::<String>::new());
+        assert_eq!(w.active("docker.service"), "active");
+    }
+
+    #[test]
+    fn a_restore_whose_journal_cannot_be_written_restores_the_machine_all_the_same_and_says_so() {
+        let w = World::new(docker_systemd());
+        let mem = crate::testing::store::MemStore::default();
+        let procs =
+            FakeProcs { holders: docker_holders(), systemd: &w.sd, terminated: &w.terminated, own_units: vec![] };
+        let m = w.machine(&procs);
+        let p = plan(&snapshot(&m, Path::new("/")).unwrap(), &w.settings).unwrap();
+        let mut j = Journal::open(&mem, Path::new("/"), "boot-1").unwrap();
+        execute(&m, &p, &mut j).unwrap();
+        mem.fail.set(true); // the disk filled up during the window
+        let r = restore::restore(&m, &mut j).unwrap();
+        for u in ["docker.service", "docker.socket", "containerd.service"] {
+            assert_eq!(w.active(u), "active", "{u}");
+        }
+        assert_eq!(w.se.0.get(), Mode::Enforcing, "SELinux back although nothing could be recorded");
+        assert!(r.failed.iter().any(|f| f.starts_with("journal: could not record")), "{:?}", r.failed);
+        let saved = mem.saved.borrow().clone().unwrap();
+        assert_eq!(
+            saved.phase,
+            Phase::Preparing,
+            "on disk the window is as execute left it: the next restore records it"
+        );
+        mem.fail.set(false);
+        let mut j2 = Journal::resume(&mem).unwrap().unwrap();
+        let r2 = restore::restore(&m, &mut j2).unwrap();
+        assert!(r2.failed.is_empty(), "{:?}", r2.failed);
+        assert_eq!(j2.record().phase, Phase::Closed);
+    }
+
+    #[test]
+    fn restore_ends_the_leftovers_of_a_stopped_units_old_instance_before_starting_it_and_records_it() {
+        // A crash between the stop of a KillMode=process unit and the clean-up of its leftover (pid 40, holding
+        // the unit's socket): the journal has the stop, the leftover still runs in the unit's cgroup.
+        let w = World::new(
+            FakeSystemd::new()
+                .with_unit(service("mongod.service", "inactive"))
+                .with_pid(40, "mongod.service")
+                .leftovers_block_start("mongod.service"),
+        );
+        let mut j = w.journal();
+        let seq = j.intend(Change::StopUnit { unit: "mongod.service".into(), active_state_before: "active".into() });
+        j.done(seq.unwrap()).unwrap();
+        let procs = FakeProcs {
+            holders: vec![holder(40, "mongod", Some("mongod.service"))],
+            systemd: &w.sd,
+            terminated: &w.terminated,
+            own_units: vec![],
+        };
+        let r = restore::restore(&w.machine(&procs), &mut j).unwrap();
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+        assert_eq!(w.active("mongod.service"), "active");
+        let calls = w.sd.calls();
+        let kill = calls.iter().position(|c| *c == FakeCall::Kill("mongod.service".into(), libc::SIGTERM)).unwrap();
+        let start = calls.iter().position(|c| matches!(c, FakeCall::Start(_))).unwrap();
+        assert!(kill < start, "{calls:?}");
+        let e = j.record().entries.iter().find(|e| matches!(e.change, Change::TerminateProcess { pid: 40, .. }));
+        assert!(e.is_some(), "the kill is recorded: {:?}", j.record().entries);
+        assert_eq!(j.record().phase, Phase::Closed);
+    }
+
+    #[test]
     fn a_unit_that_fails_to_come_back_is_named_and_retried_by_the_next_restore() {
         let w = World::new(FakeSystemd::new().with_unit(service("mongod.service", "active")));
         let (r, mut j) = w.prepare(vec![holder(30, "mongod", Some("mongod.service"))]);
@@ -612,6 +737,7 @@ mod tests {
             se: FakeSelinux(Cell::new(Mode::Permissive)),
             runner: FakeRunner::default(),
             settings: Settings::default(),
+            paths: w.paths.clone(),
             dir: tempfile::tempdir().unwrap(),
             terminated: RefCell::default(),
         };

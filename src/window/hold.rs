@@ -2,11 +2,14 @@
 //! after the boot. It must not mask anything itself (the generator does, at boot).
 //!
 //! Prepare's masks are runtime masks (`/run/systemd/system`): the reboot drops them, and the workloads would start
-//! at boot while ADE has not yet reported completion. So prepare also writes the hold list [`paths::HOLD_FILE`]
-//! (one unit per line: every unit the window stopped or masked), and the package installs a systemd generator
-//! (`/usr/lib/systemd/system-generators/ade-prep-generator`, a shell script run at boot before any unit is loaded
-//! and at every daemon-reload) that masks each listed unit in the generator's early folder, which outranks `/etc`
-//! too. Restore removes the list first, so its own Reload drops those masks.
+//! at boot while ADE has not yet reported completion; units whose file is in `/etc` or `/run` cannot be
+//! runtime-masked at all. So prepare also writes the hold list [`paths::HOLD_FILE`] (one unit per line: every
+//! holdable unit the window stopped), after the stops and before the Reload that activates the masks, and the
+//! package installs a systemd generator (`/usr/lib/systemd/system-generators/ade-prep-generator`, a shell script
+//! run at boot before any unit is loaded and at every daemon-reload) that masks each listed unit in the generator's
+//! early folder, which outranks `/etc` too: in force for the window and through the reboot. Restore removes the
+//! list, then reloads (always), so the masks are gone before any start. The list is root-owned 0644, never written
+//! through a link; the generator trusts nothing else and masks only [`holdable`] names.
 //!
 //! The list is in /etc, not beside the journal in /var/lib, and the generator is a shell script, not ade-prep:
 //! under SELinux policy (Debian's refpolicy, enforcing at boot) the generators' domain may read /etc but not
@@ -20,7 +23,6 @@ use std::path::Path;
 
 use crate::paths::{self, Paths};
 use crate::selinux::{Mode, Selinux};
-use crate::systemd::UnitKind;
 use crate::window::journal::{Change, Record};
 use crate::window::phase::Phase;
 
@@ -36,7 +38,24 @@ pub fn units_to_hold(record: &Record) -> Vec<String> {
             Change::MaskUnit { unit } | Change::StopUnit { unit, .. } => Some(unit.clone()),
             _ => None,
         })
-        .filter(|u| UnitKind::of(u) != UnitKind::Scope && valid_unit_name(u))
+        .filter(|u| holdable(u))
+        .collect();
+    units.sort();
+    units.dedup();
+    units
+}
+
+/// Every unit a window's journal stopped or masked, undone or not: what the generator may still mask after the
+/// window closed.
+pub fn units_ever_held(record: &Record) -> Vec<String> {
+    let mut units: Vec<String> = record
+        .entries
+        .iter()
+        .filter_map(|e| match &e.change {
+            Change::MaskUnit { unit } | Change::StopUnit { unit, .. } => Some(unit.clone()),
+            _ => None,
+        })
+        .filter(|u| holdable(u))
         .collect();
     units.sort();
     units.dedup();
@@ -49,8 +68,22 @@ fn valid_unit_name(u: &str) -> bool {
     ok_chars && !u.starts_with('.') && u.contains('.') && u.len() <= 255
 }
 
-/// Writes the hold list (atomically: a temporary file renamed over it), 0644.
+/// Unit types the generator may mask: what a workload runs in or is started by. Never a target, mount, slice or
+/// device (`default.target` or `-.mount` from a damaged list would make the machine unbootable).
+pub const HOLDABLE_SUFFIXES: &[&str] = &[".service", ".socket", ".timer", ".path"];
+
+/// A unit the hold list may name: a plain unit file name of a holdable type, not protected
+/// ([`crate::classify::protected_unit`]). The generator applies the same rule (packaging/.../ade-prep-generator).
+pub fn holdable(u: &str) -> bool {
+    valid_unit_name(u)
+        && HOLDABLE_SUFFIXES.iter().any(|s| u.ends_with(s))
+        && crate::classify::protected_unit(u).is_none()
+}
+
+/// Writes the hold list (atomically: a temporary file renamed over it, then the folder synced), root-owned 0644,
+/// never through a symbolic link (`O_NOFOLLOW`); names that are not [`holdable`] are left out.
 pub fn write_list(paths: &Paths, units: &[String]) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let path = paths.hold_file();
     let err = |e: std::io::Error| anyhow::anyhow!("{}: {e}", path.display());
     let dir = path.parent().expect("the hold file has a folder");
@@ -61,23 +94,59 @@ pub fn write_list(paths: &Paths, units: &[String]) -> anyhow::Result<()> {
          # ade-prep-generator masks these units at boot, so they stay down through the reboot until restore.\n",
         paths::STATE_FILE
     );
-    for u in units {
+    for u in units.iter().filter(|u| holdable(u)) {
         text.push_str(u);
         text.push('\n');
     }
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    // A leftover temporary file (or a link planted there) goes first: O_EXCL with O_NOFOLLOW then creates it anew.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .map_err(err)?;
+    // The umask may have taken bits away; the generator accepts exactly 0644.
+    f.set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(err)?;
     f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(err)?;
     std::fs::rename(&tmp, &path).map_err(err)?;
-    Ok(())
+    sync_dir(dir).map_err(err)
 }
 
-/// Removes the hold list (absent is fine).
-pub fn clear_list(paths: &Paths) -> anyhow::Result<()> {
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Removes the hold list (absent is fine); true when there was one. The folder is synced, so that a crash right
+/// after cannot bring the list back at the next boot.
+pub fn clear_list(paths: &Paths) -> anyhow::Result<bool> {
     let path = paths.hold_file();
+    let err = |e: std::io::Error| anyhow::anyhow!("{}: {e}", path.display());
     match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(anyhow::anyhow!("{}: {e}", path.display())),
-        _ => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(err(e)),
+        Ok(()) => {
+            sync_dir(path.parent().expect("the hold file has a folder")).map_err(err)?;
+            Ok(true)
+        }
     }
+}
+
+/// A hold list on disk while no window is open (a crash between closing the window and removing it, or a list
+/// left by hand): the generator would mask its units at the next boot or daemon-reload. `restore` removes it.
+pub fn stale_list(paths: &Paths, window_open: bool) -> Option<std::path::PathBuf> {
+    let path = paths.hold_file();
+    (!window_open && std::fs::symlink_metadata(&path).is_ok()).then_some(path)
+}
+
+/// Units the generator still masks (links to /dev/null in [`GENERATOR_EARLY_DIR`]) among `units`: after the list is
+/// gone, a daemon-reload drops them.
+pub fn generator_masks(paths: &Paths, units: impl IntoIterator<Item = String>) -> Vec<String> {
+    split_held(paths, units.into_iter().collect()).0
 }
 
 /// Splits `units` into those the generator's masks hold (a link to /dev/null in [`GENERATOR_EARLY_DIR`]) and the
@@ -154,6 +223,11 @@ mod tests {
             units_to_hold(&window(Phase::Open, "boot-a")),
             ["docker.socket", "etc-unit.service", "redis-server.service"]
         );
+        // After the window: every unit it ever held, for the generator's masks a restore must reload away.
+        assert_eq!(
+            units_ever_held(&window(Phase::Closed, "boot-a")),
+            ["docker.socket", "etc-unit.service", "redis-server.service", "undone.service"]
+        );
     }
 
     #[test]
@@ -202,5 +276,80 @@ mod tests {
         std::os::unix::fs::symlink("/dev/null", early.join("docker.socket")).unwrap();
         let (held, loose) = split_held(&paths, vec!["docker.socket".into(), "other.service".into()]);
         assert_eq!((held, loose), (vec!["docker.socket".to_string()], vec!["other.service".to_string()]));
+    }
+
+    fn generator(dir: &Path, list: &str, mode: u32) -> (Vec<String>, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let hold = dir.join("hold");
+        std::fs::write(&hold, list).unwrap();
+        std::fs::set_permissions(&hold, std::fs::Permissions::from_mode(mode)).unwrap();
+        let early = dir.join("early");
+        let _ = std::fs::remove_dir_all(&early);
+        let script =
+            concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/usr/lib/systemd/system-generators/ade-prep-generator");
+        let out = std::process::Command::new("sh")
+            .arg(script)
+            .args([dir.join("normal"), early.clone(), dir.join("late")])
+            .env("ADE_PREP_HOLD", &hold)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let mut links: Vec<String> = std::fs::read_dir(&early)
+            .map(|d| d.map(|e| e.unwrap().file_name().into_string().unwrap()).collect())
+            .unwrap_or_default();
+        links.sort();
+        for l in &links {
+            assert_eq!(std::fs::read_link(early.join(l)).unwrap(), Path::new("/dev/null"));
+        }
+        (links, String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    #[test]
+    fn the_generator_masks_only_plain_workload_units_from_a_root_owned_0644_list() {
+        // Runs the packaged script; the owner check needs the tests to run as root (they do: COMMON.md).
+        assert!(nix::unistd::Uid::effective().is_root(), "run as root");
+        let dir = tempfile::tempdir().unwrap();
+        let list = "# comment\nSAPHN1_00.service\ndocker.socket\nmongod.timer\nx.path\ndbus.service\n\
+                    systemd-journald.service\ndefault.target\n-.mount\nuser@1000.service\n../../etc/passwd\n\
+                    ade-prep.service\n";
+        let (links, err) = generator(dir.path(), list, 0o644);
+        assert_eq!(links, ["SAPHN1_00.service", "docker.socket", "mongod.timer", "x.path"], "{err}");
+        assert!(err.contains("protected unit, never held: dbus.service"), "{err}");
+        assert!(err.contains("left alone: default.target"), "{err}");
+        // A list anyone could have written is not trusted.
+        let (links, err) = generator(dir.path(), "mongod.service\n", 0o666);
+        assert!(links.is_empty() && err.contains("ignored"), "{links:?} {err}");
+        // Every holdable name is one the generator masks.
+        assert!(holdable("SAPHN1_00.service") && !holdable("dbus.service") && !holdable("default.target"));
+    }
+
+    #[test]
+    fn the_hold_list_is_0644_never_written_through_a_link_and_only_names_holdable_units() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let root = tempfile::tempdir().unwrap();
+        let paths = Paths::under(root.path());
+        let tmp = paths.hold_file().with_extension("tmp");
+        std::fs::create_dir_all(tmp.parent().unwrap()).unwrap();
+        let target = root.path().join("elsewhere");
+        std::fs::write(&target, "untouched").unwrap();
+        std::os::unix::fs::symlink(&target, &tmp).unwrap(); // planted
+        let old = unsafe { libc::umask(0o077) };
+        let r = write_list(&paths, &["mongod.service".into(), "dbus.service".into(), "default.target".into()]);
+        unsafe { libc::umask(old) };
+        r.unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+        let meta = std::fs::symlink_metadata(paths.hold_file()).unwrap();
+        assert!(meta.file_type().is_file());
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o644);
+        assert_eq!(meta.uid(), nix::unistd::Uid::effective().as_raw());
+        let text = std::fs::read_to_string(paths.hold_file()).unwrap();
+        let listed: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(listed, ["mongod.service"]);
+        // Stale: a list while no window is open.
+        assert_eq!(stale_list(&paths, false), Some(paths.hold_file()));
+        assert_eq!(stale_list(&paths, true), None);
+        assert!(clear_list(&paths).unwrap());
+        assert!(!clear_list(&paths).unwrap());
+        assert_eq!(stale_list(&paths, false), None);
     }
 }

@@ -14,6 +14,7 @@ pub(crate) mod snapshot;
 pub mod store;
 
 use crate::config::Settings;
+use crate::paths::Paths;
 use crate::runner::Runner;
 use crate::scan::ProcessTable;
 use crate::selinux::Selinux;
@@ -28,4 +29,6 @@ pub(crate) struct Machine<'a> {
     pub runner: &'a dyn Runner,
     /// The effective configuration.
     pub settings: &'a Settings,
+    /// Where the hold list is (the generator reads it; see [`hold`]).
+    pub paths: &'a Paths,
 }

@@ -44,6 +44,13 @@ pub enum Step {
         /// Units.
         units: Vec<String>,
     },
+    /// Write the hold list ([`crate::window::hold`]): at the reload that follows, ade-prep-generator masks these
+    /// units in `generator.early`, which outranks `/etc`, for the window and through the reboot. After the stops,
+    /// like the runtime masks: a mask loaded before a stop would drop the unit's ExecStop.
+    HoldUnits {
+        /// Units.
+        units: Vec<String>,
+    },
     /// Reload systemd: the masks take effect, so nothing starts the units during the window.
     ActivateMasks,
     /// Stop units concurrently, each with its timeout (systemd keeps their mutual ordering).
@@ -75,6 +82,8 @@ pub struct Plan {
     pub left_alone: Vec<String>,
     /// What the plan cannot guarantee, for the operator.
     pub warnings: Vec<String>,
+    /// Why prepare must not start, with what to do: prepare refuses before changing anything.
+    pub blockers: Vec<String>,
 }
 
 /// Why no plan can be made.
@@ -129,16 +138,35 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
             _ => left_alone.push(format!("{} ({}, pid {}): {}", h.comm, class_word(c.class), h.pid, c.reason)),
         }
     }
-    // The units to stop: holders' units, their workloads' companions, and everything that can trigger them.
+    // The units to stop: holders' units that their workload's globs name, their workloads' companions, everything
+    // that can trigger them, and what systemd stops along with them. Never a protected unit, nor one that runs
+    // ade-prep: a holder there is a blocker, with what to do.
+    let mut blockers = vec![];
+    let mut warnings = vec![];
+    let own = |u: &str| snap.own_units.contains(u);
     let mut unit_workload: BTreeMap<String, &str> = BTreeMap::new();
     for (w, hs) in &workloads {
+        let globs = &settings.workloads[*w].units;
         for h in hs {
+            let Some(u) = h.unit.as_ref() else { continue };
+            let who = format!("pid {} {} (workload {w})", h.pid, h.comm);
+            let named = glob::any(globs, u);
+            if own(u) && (named || UnitKind::of(u) != UnitKind::Scope) {
+                blockers.push(format!(
+                    "{who} runs in {u}, the unit that runs ade-prep: run ade-prep from its own unit \
+                     (ade-prep.service) or move the workload out of {u}"
+                ));
+            } else if named {
+                unit_workload.entry(u.clone()).or_insert(w);
+            } else if UnitKind::of(u) != UnitKind::Scope {
+                blockers.push(format!(
+                    "{who} runs in {u}, which the workload's units ({}) do not name: add {u} to \
+                     [workloads.{w}] units in /etc/ade-prep/config.toml, or stop it yourself",
+                    globs.join(" ")
+                ));
+            }
             // A scope the workload's units do not name (a login session, the caller's own scope) is not the
             // workload's: stopping it would end everything in it. Its workload processes are strays (ClearHolders).
-            let named = |u: &&String| UnitKind::of(u) != UnitKind::Scope || glob::any(&settings.workloads[*w].units, u);
-            if let Some(u) = h.unit.as_ref().filter(named) {
-                unit_workload.entry(u.clone()).or_insert(w);
-            }
         }
         for u in &settings.workloads[*w].companion_units {
             if snap.units.get(u).is_some_and(|f| f.load_state == "loaded") {
@@ -146,15 +174,62 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
             }
         }
     }
+    // Workload processes in a unit that is never stopped (a container, a user's manager, a session).
+    for (h, c) in &snap.holders {
+        if c.class != Class::Protected {
+            continue;
+        }
+        let (Some(u), Some(w)) = (h.unit.as_deref(), crate::classify::workload_of(h, settings)) else { continue };
+        if crate::classify::protected_unit_reason(u, settings).is_some() {
+            blockers.push(format!(
+                "pid {} {} (workload {w}) runs in {u}, which ade-prep never stops ({}): stop the workload \
+                 there yourself (inside the container or the user's session) before the encryption",
+                h.pid, h.comm, c.reason
+            ));
+        }
+    }
     let mut frontier: Vec<String> = unit_workload.keys().cloned().collect();
+    let mut also: Vec<String> = vec![];
     while let Some(u) = frontier.pop() {
         let w = unit_workload[&u];
-        for t in snap.units.get(&u).map(|f| f.triggered_by.clone()).unwrap_or_default() {
+        let f = snap.units.get(&u);
+        let triggers = f.map(|f| f.triggered_by.clone()).unwrap_or_default();
+        let dependents = f.map(|f| f.stopped_with.clone()).unwrap_or_default();
+        for t in triggers {
             if !unit_workload.contains_key(&t) && snap.units.get(&t).is_some_and(|f| f.load_state == "loaded") {
                 unit_workload.insert(t.clone(), w);
                 frontier.push(t);
             }
         }
+        // systemd stops these with `u` (Requires=, BindsTo=, PartOf=): recorded as stops, so restore starts them.
+        for d in dependents {
+            if !unit_workload.contains_key(&d) && snap.units.get(&d).is_some_and(|f| f.is_running()) {
+                also.push(format!("{d} (systemd stops it with {u})"));
+                unit_workload.insert(d.clone(), w);
+                frontier.push(d);
+            }
+        }
+    }
+    // No protected unit and none of ade-prep's own, whatever brought it in (companion, trigger, dependent).
+    unit_workload.retain(|u, w| {
+        let why = crate::classify::protected_unit_reason(u, settings)
+            .or_else(|| own(u).then(|| format!("{u} runs ade-prep")));
+        let Some(why) = why else { return true };
+        let running = snap.units.get(u).is_some_and(|f| f.is_running());
+        if running && !settings.workloads[*w].companion_units.contains(u) {
+            // A trigger or a dependent: stopping the workload would stop it (or it would start the workload again).
+            blockers.push(format!(
+                "{u} is tied to workload {w}'s units but is never stopped ({why}): remove the dependency, \
+                 or stop workload {w} yourself"
+            ));
+        } else {
+            warnings.push(format!("{u} ({why}) is left running: a protected unit is never stopped"));
+        }
+        false
+    });
+    also.retain(|a| unit_workload.contains_key(a.split(' ').next().unwrap_or_default()));
+    for a in also {
+        warnings.push(format!("also stopped and restored: {a}"));
     }
     let facts = |u: &str| snap.units.get(u);
     let timeout = |u: &str| settings.workloads[unit_workload[u]].stop_timeout_secs;
@@ -189,13 +264,13 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
             grace_secs: settings.docker.stop_grace_secs,
         });
     }
-    let mut warnings = vec![];
     let mut mask = vec![];
     for u in unit_workload.keys() {
         match facts(u) {
             Some(f) if f.is_transient() => {}
             Some(f) if !f.maskable() => warnings.push(format!(
-                "{u}: unit file {} outranks a runtime mask: stopped but not masked, something may start it again",
+                "{u}: unit file {} outranks a runtime mask: held by ade-prep-generator's mask alone (the package \
+                 installs it)",
                 f.fragment_path
             )),
             _ => mask.push(u.clone()),
@@ -216,14 +291,19 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
             });
         }
     }
-    if masking {
+    let hold: Vec<String> = unit_workload.keys().filter(|u| super::hold::holdable(u)).cloned().collect();
+    let holding = !hold.is_empty();
+    if holding {
+        steps.push(Step::HoldUnits { units: hold });
+    }
+    if masking || holding {
         steps.push(Step::ActivateMasks);
     }
     steps.push(Step::ClearHolders { policy: settings.stray.policy, grace_secs: settings.stray.grace_secs });
     if snap.selinux_enforcing {
         steps.push(Step::SelinuxPermissive);
     }
-    Ok(Plan { mount: snap.mount.clone(), steps, left_alone, warnings })
+    Ok(Plan { mount: snap.mount.clone(), steps, left_alone, warnings, blockers })
 }
 
 fn class_word(c: Class) -> &'static str {
@@ -255,6 +335,13 @@ impl fmt::Display for Step {
             Step::MaskUnits { units } => {
                 write!(f, "write runtime masks (effective at the reload): {}", units.join(" "))
             }
+            Step::HoldUnits { units } => write!(
+                f,
+                "write the hold list {} (ade-prep-generator masks these at the reload, units in /etc included, \
+                 until restore): {}",
+                crate::paths::HOLD_FILE,
+                units.join(" ")
+            ),
             Step::ActivateMasks => write!(f, "reload systemd: the masks take effect for the window"),
             Step::StopUnits { wave, units } => {
                 let list: Vec<String> = units.iter().map(|(u, t)| format!("{u} ({t} s)")).collect();
@@ -277,6 +364,9 @@ impl fmt::Display for Plan {
         }
         for w in &self.warnings {
             writeln!(f, "warning: {w}")?;
+        }
+        for b in &self.blockers {
+            writeln!(f, "blocker: {b}")?;
         }
         if !self.left_alone.is_empty() {
             writeln!(f, "left alone ({}):", self.left_alone.len())?;
@@ -304,6 +394,7 @@ mod tests {
                 active_state: crate::systemd::ActiveState::parse(active),
                 triggered_by: triggered_by.iter().map(|s| s.to_string()).collect(),
                 fragment_path: format!("/lib/systemd/system/{id}"),
+                stopped_with: vec![],
             },
         )
     }
@@ -315,6 +406,7 @@ mod tests {
             units: units.into_iter().collect(),
             selinux_enforcing: false,
             docker_containers: vec![],
+            own_units: Default::default(),
         }
     }
 
@@ -350,6 +442,7 @@ mod tests {
                 Step::StopContainers { .. } => "containers",
                 Step::MaskUnits { .. } => "mask",
                 Step::ActivateMasks => "reload",
+                Step::HoldUnits { .. } => "hold",
                 Step::StopUnits { wave, .. } if wave == "triggers" => "stop-triggers",
                 Step::StopUnits { .. } => "stop-services",
                 Step::ClearHolders { .. } => "clear",
@@ -357,7 +450,17 @@ mod tests {
                 Step::SelinuxPermissive => "selinux",
             })
             .collect();
-        assert_eq!(kinds, ["wait", "lock", "containers", "mask", "stop-triggers", "stop-services", "reload", "clear"]);
+        assert_eq!(
+            kinds,
+            ["wait", "lock", "containers", "mask", "stop-triggers", "stop-services", "hold", "reload", "clear"]
+        );
+        assert_eq!(
+            p.steps[6],
+            Step::HoldUnits {
+                units: vec!["containerd.service".into(), "docker.service".into(), "docker.socket".into()]
+            },
+            "scopes are not held"
+        );
         assert_eq!(
             p.steps[3],
             Step::MaskUnits {
@@ -372,18 +475,117 @@ mod tests {
     }
 
     #[test]
-    fn a_unit_file_in_etc_is_stopped_but_not_masked_with_a_warning() {
+    fn a_unit_file_in_etc_is_held_by_the_generator_after_the_stop_not_runtime_masked() {
         let s = Settings::default();
         let (id, mut f) = unit("mongod.service", "active", &[]);
         f.fragment_path = "/etc/systemd/system/mongod.service".into();
         let sn = snap(vec![holder(20, "mongod", Some("mongod.service"))], vec![(id, f)], &s);
         let p = plan(&sn, &s).unwrap();
-        assert!(!p.steps.iter().any(|st| matches!(st, Step::MaskUnits { .. } | Step::ActivateMasks)));
-        assert!(p
-            .steps
-            .contains(&Step::StopUnits { wave: "services".into(), units: vec![("mongod.service".into(), 90)] }));
+        assert!(!p.steps.iter().any(|st| matches!(st, Step::MaskUnits { .. })));
+        let at = |want: &Step| p.steps.iter().position(|st| st == want).unwrap_or_else(|| panic!("{want:?}"));
+        let stop = at(&Step::StopUnits { wave: "services".into(), units: vec![("mongod.service".into(), 90)] });
+        let hold = at(&Step::HoldUnits { units: vec!["mongod.service".into()] });
+        let reload = at(&Step::ActivateMasks);
+        assert!(stop < hold && hold < reload, "the generator's mask is loaded only after the stop: {:?}", p.steps);
         assert_eq!(p.warnings.len(), 1);
         assert!(p.warnings[0].contains("/etc/systemd/system/mongod.service outranks a runtime mask"));
+    }
+
+    #[test]
+    fn units_systemd_stops_with_a_workload_unit_are_stopped_and_held_too_and_shown() {
+        let s = Settings::default();
+        let (id, mut f) = unit("mongod.service", "active", &[]);
+        f.stopped_with = vec!["backup-agent.service".into(), "mongod-exporter.service".into()];
+        let sn = snap(
+            vec![holder(20, "mongod", Some("mongod.service"))],
+            vec![
+                (id, f),
+                unit("backup-agent.service", "active", &[]),
+                unit("mongod-exporter.service", "inactive", &[]),
+            ],
+            &s,
+        );
+        let p = plan(&sn, &s).unwrap();
+        assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+        assert!(p.steps.contains(&Step::StopUnits {
+            wave: "services".into(),
+            units: vec![("backup-agent.service".into(), 90), ("mongod.service".into(), 90)]
+        }));
+        assert!(p
+            .steps
+            .contains(&Step::HoldUnits { units: vec!["backup-agent.service".into(), "mongod.service".into()] }));
+        assert!(p
+            .to_string()
+            .contains("also stopped and restored: backup-agent.service (systemd stops it with mongod.service)"));
+        assert!(!p.to_string().contains("mongod-exporter"), "an inactive dependent is not stopped");
+    }
+
+    #[test]
+    fn a_protected_unit_systemd_would_stop_with_the_workload_blocks_prepare() {
+        let s = Settings::default();
+        let (id, mut f) = unit("mongod.service", "active", &[]);
+        f.stopped_with = vec!["cron.service".into()];
+        let sn = snap(
+            vec![holder(20, "mongod", Some("mongod.service"))],
+            vec![(id, f), unit("cron.service", "active", &[])],
+            &s,
+        );
+        let p = plan(&sn, &s).unwrap();
+        assert_eq!(p.blockers.len(), 1, "{:?}", p.blockers);
+        assert!(p.blockers[0].contains("cron.service is tied to workload mongodb"), "{}", p.blockers[0]);
+        assert!(p.to_string().contains("blocker: cron.service"));
+    }
+
+    #[test]
+    fn only_units_the_workloads_globs_name_are_stopped_other_holders_are_blockers_with_what_to_do() {
+        let mut s = Settings::default();
+        s.workloads.get_mut("docker").unwrap().companion_units.push("sshd.service".into());
+        let mut sn = snap(
+            vec![
+                holder(10, "dockerd", Some("user@1000.service")), // rootless docker
+                holder(11, "mongod", Some("systemd-nspawn@c1.service")),
+                holder(12, "mongod", Some("cron.service")),
+                holder(13, "mongod", Some("mongod-custom.service")),
+                holder(14, "mongod", Some("cloud-final.service")), // runs ade-prep
+                holder(15, "dockerd", Some("docker.service")),
+                holder(16, "mongod", Some("nspawn-run-job.scope")), // ade-prep's scope, unnamed: a stray
+            ],
+            vec![
+                unit("docker.service", "active", &[]),
+                unit("sshd.service", "active", &[]),
+                unit("mongod-custom.service", "active", &[]),
+                unit("cloud-final.service", "active", &[]),
+            ],
+            &s,
+        );
+        sn.own_units = ["cloud-final.service".to_string(), "nspawn-run-job.scope".to_string()].into();
+        let p = plan(&sn, &s).unwrap();
+        let stops: Vec<&str> = p
+            .steps
+            .iter()
+            .flat_map(|st| match st {
+                Step::StopUnits { units, .. } => units.iter().map(|(u, _)| u.as_str()).collect(),
+                _ => vec![],
+            })
+            .collect();
+        assert_eq!(stops, ["docker.service"], "{:?}", p.steps);
+        let b = p.blockers.join("\n");
+        for want in [
+            "pid 10 dockerd (workload docker) runs in user@1000.service, which ade-prep never stops",
+            "pid 11 mongod (workload mongodb) runs in systemd-nspawn@c1.service, which ade-prep never stops",
+            "pid 12 mongod (workload mongodb) runs in cron.service, which ade-prep never stops",
+            "runs in mongod-custom.service, which the workload's units (mongod.service mongodb.service) do not name: \
+             add mongod-custom.service to [workloads.mongodb] units",
+            "pid 14 mongod (workload mongodb) runs in cloud-final.service, the unit that runs ade-prep",
+        ] {
+            assert!(b.contains(want), "{want}\n---\n{b}");
+        }
+        assert!(!b.contains("pid 16"), "a stray in ade-prep's own scope is left to the stray policy: {b}");
+        assert!(
+            p.warnings.iter().any(|w| w.contains("sshd.service") && w.contains("left running")),
+            "{:?}",
+            p.warnings
+        );
     }
 
     #[test]

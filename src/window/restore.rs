@@ -3,10 +3,12 @@
 //! unmasking a unit that is not masked, or starting one that runs, changes nothing. It must not consult anything but
 //! the journal about what to undo.
 //!
-//! Order: SELinux back; unmask every unit (one call, then Reload); start the stopped units that were running
+//! Order: SELinux back; the hold list removed, then unmask every unit (one call, then Reload; a Reload all the
+//! same when there is no runtime mask, so that ade-prep-generator drops its masks); start the stopped units that were running
 //! (services first, then their triggers, each batch concurrently, each job awaited); start stopped containers.
 //! Units that fail to come back are named and stay in the journal for the next `restore`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::anyhow;
@@ -16,6 +18,8 @@ use crate::glob;
 use crate::runner::Runner;
 use crate::selinux::Mode;
 use crate::systemd::{ActiveState, UnitKind};
+use crate::window::execute;
+use crate::window::hold;
 use crate::window::journal::{Change, Journal};
 use crate::window::phase::Phase;
 use crate::window::store::Store;
@@ -82,24 +86,36 @@ fn start_timeout(m: &Machine, unit: &str) -> Duration {
     start_wait(workload_timeout(m, unit), usec, unit.ends_with(".service") && info.is_some())
 }
 
-/// Undoes what the journal records and closes the window. Errors only when the journal cannot be written; undo
-/// failures are in the result (and the window stays in phase Restoring so that a second restore retries them).
+/// Undoes what the journal records and closes the window. A journal that cannot be written does not stop the undo:
+/// the machine is restored all the same and each unrecorded outcome is named in `failed` ("journal: ..."), so the
+/// window stays open and the next `restore` records it (every undo is idempotent). Never errors today; the Result
+/// is kept for the callers.
 pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Restored> {
     let mut out = Restored::default();
     let todo: Vec<(u32, Change)> = j.to_undo().map(|e| (e.seq, e.change.clone())).collect();
     if todo.is_empty() && j.record().phase == Phase::Closed {
         return Ok(out);
     }
-    j.set_phase(Phase::Restoring)?;
+    let unrecorded = |out: &mut Restored, what: &str, e: &dyn std::fmt::Display| {
+        log::error!("restore: the journal could not record {what}: {e}; undoing the rest all the same");
+        out.failed.push(format!("journal: could not record {what}: {e}"));
+    };
+    if let Err(e) = j.set_phase(Phase::Restoring) {
+        unrecorded(&mut out, "the start of the restore", &e);
+    }
     hit();
     let ok = |j: &mut Journal<S>, seq: u32, what: String, out: &mut Restored| -> anyhow::Result<()> {
-        j.undone(seq)?;
+        if let Err(e) = j.undone(seq) {
+            unrecorded(out, &what, &e);
+        }
         hit();
         out.undone.push(what);
         Ok(())
     };
     let bad = |j: &mut Journal<S>, seq: u32, what: String, out: &mut Restored| -> anyhow::Result<()> {
-        j.undo_failed(seq, what.clone())?;
+        if let Err(e) = j.undo_failed(seq, what.clone()) {
+            unrecorded(out, &what, &e);
+        }
         hit();
         log::error!("restore: {what}");
         out.failed.push(what);
@@ -116,12 +132,22 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
             }
         }
     }
-    // 2. Unmask, in one call (with its Reload).
+    // 2. The hold list, then unmask in one call (with its Reload): no start before the generator's masks are gone.
+    let hold_err = match hold::clear_list(m.paths) {
+        Ok(_) => None,
+        Err(e) => Some(format!("{e:#}")),
+    };
     let masks: Vec<(u32, String)> = todo
         .iter()
         .filter_map(|(s, c)| if let Change::MaskUnit { unit } = c { Some((*s, unit.clone())) } else { None })
         .collect();
-    if !masks.is_empty() {
+    if masks.is_empty() {
+        // Units in /etc (or a boot that ran the generator) are held by the generator alone: reload always.
+        if let Err(e) = m.systemd.reload() {
+            out.failed.push(format!("reloading systemd to drop the generator's masks: {e}"));
+            log::error!("restore: reloading systemd to drop the generator's masks: {e}");
+        }
+    } else {
         let units: Vec<String> = masks.iter().map(|(_, u)| u.clone()).collect();
         match m.systemd.unmask_runtime(&units) {
             Ok(_) => {
@@ -137,6 +163,11 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
             }
         }
     }
+    if let Some(e) = hold_err {
+        // The list is still there: a reload would mask the units again; the next restore retries.
+        log::error!("restore: removing the hold list: {e}");
+        out.failed.push(format!("removing the hold list: {e}"));
+    }
     // 3. Start what was running, newest stop first: services, then the triggers (sockets, timers, paths).
     let stops: Vec<(u32, String, String)> = todo
         .iter()
@@ -145,6 +176,7 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
             _ => None,
         })
         .collect();
+    end_leftovers(m, j, &stops, &mut out, &unrecorded);
     let is_trigger = |u: &str| UnitKind::of(u) == UnitKind::Trigger;
     for triggers in [false, true] {
         let wave: Vec<&(u32, String, String)> = stops.iter().filter(|(_, u, _)| is_trigger(u) == triggers).collect();
@@ -188,11 +220,85 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
         }
     }
     if out.failed.is_empty() {
-        j.set_phase(Phase::Closed)?;
+        if let Err(e) = j.set_phase(Phase::Closed) {
+            unrecorded(&mut out, "the end of the window", &e);
+            return Ok(out);
+        }
         hit();
         log::info!("window closed: {}", out.summary());
     }
     Ok(out)
+}
+
+/// Before the starts: processes of a stopped unit's old instance that still run in its cgroup (KillMode=process
+/// leftovers a crash kept prepare from ending) would hold the unit's resources (a listening socket) and fail its
+/// start. They were to end with the window anyway: KillUnit, as prepare does ([`execute::kill_leftovers`]), each
+/// recorded. Only units that are not running now (a running unit's processes are its live instance).
+fn end_leftovers<S: Store>(
+    m: &Machine,
+    j: &mut Journal<S>,
+    stops: &[(u32, String, String)],
+    out: &mut Restored,
+    unrecorded: &dyn Fn(&mut Restored, &str, &dyn std::fmt::Display),
+) {
+    let to_start: BTreeSet<&str> = stops
+        .iter()
+        .filter(|(_, u, before)| ActiveState::parse(before).is_running() && UnitKind::of(u) != UnitKind::Scope)
+        .map(|(_, u, _)| u.as_str())
+        .collect();
+    if to_start.is_empty() {
+        return;
+    }
+    let holders = match m.procs.scan(&j.record().mount) {
+        Ok(scan) => scan.holders,
+        Err(e) => {
+            log::warn!("restore: could not look for leftovers of the stopped units: {e}");
+            return;
+        }
+    };
+    let mut by_unit: BTreeMap<String, Vec<(i32, String)>> = BTreeMap::new();
+    for h in holders {
+        if let Some(u) = h.unit.filter(|u| to_start.contains(u.as_str())) {
+            by_unit.entry(u).or_default().push((h.pid, h.comm));
+        }
+    }
+    let grace = Duration::from_secs(m.settings.stray.grace_secs);
+    for (unit, procs) in by_unit {
+        if m.systemd.unit(&unit).is_ok_and(|i| i.is_running()) {
+            continue;
+        }
+        let mut seqs = vec![];
+        for (pid, comm) in &procs {
+            let change = Change::TerminateProcess { pid: *pid, comm: comm.clone(), unit: Some(unit.clone()) };
+            match j.intend(change) {
+                Ok(seq) => seqs.push(seq),
+                Err(e) => unrecorded(out, &format!("the end of pid {pid} {comm} ({unit})"), &e),
+            }
+        }
+        let pids: Vec<i32> = procs.iter().map(|(p, _)| *p).collect();
+        let what = format!("ended what {unit}'s old instance left (pid {pids:?})");
+        match execute::kill_leftovers(m, &unit, &pids, grace) {
+            Ok(()) => {
+                log::info!("restore: {what}");
+                for seq in seqs {
+                    if let Err(e) = j.undone(seq) {
+                        unrecorded(out, &what, &e);
+                    }
+                }
+                out.undone.push(what);
+            }
+            Err(e) => {
+                let what = format!("{unit}: could not end its old instance's leftovers (pid {pids:?}): {e:#}");
+                log::error!("restore: {what}");
+                for seq in seqs {
+                    if let Err(e) = j.undo_failed(seq, what.clone()) {
+                        unrecorded(out, &what, &e);
+                    }
+                }
+                out.failed.push(what);
+            }
+        }
+    }
 }
 
 fn start_containers(runner: &dyn Runner, ids: &[String]) -> anyhow::Result<()> {

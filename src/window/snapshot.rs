@@ -28,6 +28,9 @@ pub struct UnitFacts {
     pub triggered_by: Vec<String>,
     /// The unit file (a runtime mask cannot shadow one in /etc/systemd/system or /run/systemd/system).
     pub fragment_path: String,
+    /// Units systemd stops along with this one: those that `Requires=`, `BindsTo=` or are `PartOf=` it
+    /// (RequiredBy, BoundBy, ConsistsOf).
+    pub stopped_with: Vec<String>,
 }
 
 impl UnitFacts {
@@ -58,12 +61,15 @@ pub struct Snapshot {
     pub mount: PathBuf,
     /// Holders with their class.
     pub holders: Vec<(Holder, Classification)>,
-    /// Facts of the units of workload holders, their triggers and their workloads' companion units.
+    /// Facts of the units of workload holders, their triggers, their workloads' companion units and the units
+    /// systemd stops with any of them.
     pub units: BTreeMap<String, UnitFacts>,
     /// SELinux is enforcing now.
     pub selinux_enforcing: bool,
     /// Running Docker containers (ids) when Docker is a workload; with live-restore they outlive dockerd.
     pub docker_containers: Vec<String>,
+    /// The units of ade-prep and its ancestors: never stopped.
+    pub own_units: BTreeSet<String>,
 }
 
 /// Reads what the planner needs: holders and their classes, the facts of every unit involved, SELinux, containers.
@@ -89,6 +95,9 @@ pub fn snapshot(m: &Machine, mount: &Path) -> anyhow::Result<Snapshot> {
         }
         let info = m.systemd.unit(&u).with_context(|| format!("reading unit {u}"))?;
         todo.extend(info.triggered_by.iter().cloned());
+        let stopped_with: Vec<String> =
+            info.required_by.into_iter().chain(info.bound_by).chain(info.consists_of).collect();
+        todo.extend(stopped_with.iter().cloned());
         units.insert(
             u,
             UnitFacts {
@@ -97,12 +106,14 @@ pub fn snapshot(m: &Machine, mount: &Path) -> anyhow::Result<Snapshot> {
                 active_state: ActiveState::parse(&info.active_state),
                 triggered_by: info.triggered_by,
                 fragment_path: info.fragment_path,
+                stopped_with,
             },
         );
     }
     let selinux_enforcing = m.selinux.mode()? == Mode::Enforcing;
     let docker_containers = if workloads.contains("docker") { running_containers(m.runner)? } else { vec![] };
-    Ok(Snapshot { mount: mount.to_path_buf(), holders, units, selinux_enforcing, docker_containers })
+    let own_units = m.procs.own_units().into_iter().collect();
+    Ok(Snapshot { mount: mount.to_path_buf(), holders, units, selinux_enforcing, docker_containers, own_units })
 }
 
 /// Ids of running Docker containers; none when the docker CLI is not installed.

@@ -51,6 +51,37 @@ impl FileStore {
         FileStore { path: path.into() }
     }
 
+    /// Free space the journal's folder must have before a window opens: the journal of the largest window is tens
+    /// of KiB, rewritten (with its previous version) at every step.
+    pub const MIN_FREE_BYTES: u64 = 4 << 20;
+
+    /// Whether the journal can be written, checked before prepare changes anything: the folder exists (or is
+    /// created), has [`Self::MIN_FREE_BYTES`] free, and a test file can be written, synced and removed.
+    pub fn check_writable(&self) -> Result<(), StateError> {
+        let dir = self.path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let err = |path: &Path, source| StateError::Write { path: path.to_path_buf(), source };
+        if !dir.is_dir() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o755).create(&dir).map_err(|e| err(&dir, e))?;
+        }
+        let st = nix::sys::statvfs::statvfs(&dir).map_err(|e| err(&dir, e.into()))?;
+        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        if free < Self::MIN_FREE_BYTES {
+            let msg = format!("{free} bytes free, the journal needs {}", Self::MIN_FREE_BYTES);
+            return Err(err(&dir, std::io::Error::new(std::io::ErrorKind::StorageFull, msg)));
+        }
+        let probe = with_suffix(&self.path, ".write-test");
+        let _ = std::fs::remove_file(&probe);
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&probe)
+            .and_then(|mut f| f.write_all(&[b'\n'; 4096]).and_then(|_| f.sync_all()));
+        let removed = std::fs::remove_file(&probe);
+        written.and(removed).map_err(|e| err(&probe, e))
+    }
+
     /// Where the previous version is kept.
     pub fn previous_path(&self) -> PathBuf {
         with_suffix(&self.path, ".prev")
@@ -216,6 +247,18 @@ mod tests {
         );
         let (e, _) = load_err(&FIXTURE.replacen("\"version\": 1", "\"version\": \"1\"", 1));
         assert!(e.contains("journal version \"1\" is unknown"), "{e}");
+    }
+
+    #[test]
+    fn the_journal_folder_is_checked_writable_before_a_window_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::at(dir.path().join("var/lib/ade-prep/state.json"));
+        store.check_writable().unwrap();
+        assert!(!dir.path().join("var/lib/ade-prep/state.json.write-test").exists(), "the probe is removed");
+        // A folder that cannot be: its parent is a file.
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        let e = FileStore::at(dir.path().join("file/ade-prep/state.json")).check_writable().unwrap_err();
+        assert!(e.to_string().contains("file/ade-prep"), "{e}");
     }
 
     #[test]

@@ -188,3 +188,23 @@ fn root_with_meminfo(meminfo: &str) -> tempfile::TempDir {
     put(d.path(), "etc/os-release", "NAME=\"Ubuntu\"\nVERSION_ID=\"18.04\"\nID=ubuntu\n");
     d
 }
+
+#[test]
+fn a_hold_list_left_with_no_window_open_is_reported_stale_by_status_and_check() {
+    let d = root();
+    let hold = put(d.path(), "etc/ade-prep/hold", "mongod.service\n");
+    let o = ade_prep(d.path(), &["status"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&format!("stale hold list: {}", hold.display())), "{out}");
+    assert!(out.contains("run `ade-prep restore` to remove it"), "{out}");
+    let o = ade_prep(d.path(), &["status", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["stale_hold_list"], hold.display().to_string());
+    let o = ade_prep(d.path(), &["check"]).output().unwrap();
+    assert!(stderr(&o).contains(&format!("stale hold list {} with no window open", hold.display())), "{}", stderr(&o));
+    std::fs::remove_file(&hold).unwrap();
+    let o = ade_prep(d.path(), &["status", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["stale_hold_list"].is_null(), "{v}");
+}

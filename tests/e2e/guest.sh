@@ -159,6 +159,11 @@ pre_stop = [{ argv = ["redis-cli", "save"], user = "redis", timeout_secs = 60, o
 units = ["fake-docker.service"]
 stop_timeout_secs = 30
 
+# A workload whose unit file is in /etc (as SAP's and admins' units are): held by the generator, not a runtime mask.
+[workloads.etc-unit]
+units = ["ade-e2e-etc.service"]
+stop_timeout_secs = 30
+
 [window]
 extension_wait_secs = 300
 EOF
@@ -169,7 +174,11 @@ EOF
   [ "$(redis-cli set e2e-key "$KEY_VALUE")" = OK ] || die "redis SET failed"
   "$STAGE/scenarios/install.sh" || die "scenarios/install.sh failed"
   systemctl enable --now fake-docker.socket fake-docker.service >/dev/null 2>&1 || die "fake-docker does not start"
-  for u in redis-server.service fake-docker.socket fake-docker.service; do
+  printf '[Service]\nExecStart=/bin/sh -c "exec 3>>%s/etc-unit.log; exec sleep infinity"\n[Install]\nWantedBy=multi-user.target\n' \
+    "$E" > /etc/systemd/system/ade-e2e-etc.service
+  systemctl daemon-reload
+  systemctl enable --now ade-e2e-etc.service >/dev/null 2>&1 || die "ade-e2e-etc (unit in /etc) does not start"
+  for u in redis-server.service fake-docker.socket fake-docker.service ade-e2e-etc.service; do
     check "$u active before prepare" [ "$(systemctl is-active "$u")" = active ]
   done
   tl "workloads up" "redis key set, fake-docker shim pid $(cat /run/fake-docker/shim.pid)"
@@ -178,7 +187,7 @@ EOF
 # pids of workload processes: the units' cgroups, and the docker-like shim (KillMode=process leftover)
 workload_pids() {
   local u
-  for u in redis-server.service fake-docker.service; do
+  for u in redis-server.service fake-docker.service ade-e2e-etc.service; do
     cat "/sys/fs/cgroup/system.slice/$u/cgroup.procs" 2>/dev/null
   done
   pgrep -x redis-server
@@ -203,6 +212,8 @@ assert_window() {
     check "$u stopped and masked ($(systemctl is-active "$u"), $(systemctl is-enabled "$u" 2>/dev/null))" \
       stopped_masked "$u"
   done
+  check "ade-e2e-etc.service (unit in /etc) stopped and held by the generator ($(systemctl is-active ade-e2e-etc.service), LoadState $(prop ade-e2e-etc.service LoadState))" \
+    held_down ade-e2e-etc.service
   check "SELinux permissive during the window (enforce=$(enforce))" [ "$(enforce)" = 0 ]
   check "journal: window open" [ "$(window_open)" = True ]
   # The window holds the lock through the journal (the daemon keeps no flock while it waits): `lock` waits for it.
@@ -211,7 +222,7 @@ assert_window() {
 
 assert_restored() {
   local u
-  for u in redis-server.service fake-docker.socket fake-docker.service; do
+  for u in redis-server.service fake-docker.socket fake-docker.service ade-e2e-etc.service; do
     wait_for 60 "$u active again" unit_active "$u"
     check "$u active again, $(systemctl is-enabled "$u")" [ "$(systemctl is-enabled "$u")" = enabled ]
   done
@@ -331,7 +342,7 @@ boot2() {
   tl "service resumed the window" "$(svc_status)"
   # The reboot dropped prepare's runtime masks: the generator held the units down through the boot.
   local u
-  for u in redis-server.service fake-docker.socket fake-docker.service; do
+  for u in redis-server.service fake-docker.socket fake-docker.service ade-e2e-etc.service; do
     check "$u held down through the boot ($(systemctl is-active "$u"), LoadState $(prop "$u" LoadState))" \
       held_down "$u"
   done

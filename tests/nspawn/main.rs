@@ -8,6 +8,7 @@ mod common;
 
 mod crash;
 mod daemon;
+mod hold;
 mod prepare;
 mod systemd;
 mod units;

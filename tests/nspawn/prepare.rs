@@ -32,9 +32,9 @@ fn prepare_restore_in_nspawn() {
 
 // ---- inside the container ---------------------------------------------------------------------------------
 
-const CONFIG: &str = "/etc/ade-prep/config.d/50-scenarios.toml";
+pub(crate) const CONFIG: &str = "/etc/ade-prep/config.d/50-scenarios.toml";
 const RUNTIME_UNITS: &str = "/run/systemd/system";
-const HOLD: &str = "/etc/ade-prep/hold";
+pub(crate) const HOLD: &str = "/etc/ade-prep/hold";
 const SLOW: [&str; 5] =
     ["ade-slow@1.service", "ade-slow@2.service", "ade-slow@3.service", "ade-slow@4.service", "ade-slow@5.service"];
 /// The units the base configuration declares as workloads (all started by `install.sh --start`).
@@ -44,7 +44,7 @@ const WORKLOAD_UNITS: [&str; 8] =
 const OTHER_UNITS: [&str; 2] = ["ade-protected.service", "ade-prestop-fails.service"];
 
 /// The scenario workloads: db-like writer, docker-like pair, five slow units (30 s each); one protected service.
-const BASE: &str = r#"
+pub(crate) const BASE: &str = r#"
 [workloads.db]
 units = ["ade-db.service"]
 
@@ -61,10 +61,10 @@ units = ["ade-protected.service"]
 "#;
 
 /// The output of one `ade-prep` run.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl std::fmt::Debug for Run {
@@ -88,21 +88,21 @@ fn run(mut c: Command) -> Run {
     }
 }
 
-fn ade(args: &[&str]) -> Run {
+pub(crate) fn ade(args: &[&str]) -> Run {
     run(ade_cmd(args))
 }
 
-fn json(r: &Run) -> Value {
+pub(crate) fn json(r: &Run) -> Value {
     assert_eq!(r.code, 0, "{r:?}");
     serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {r:?}"))
 }
 
-fn window_open() -> bool {
+pub(crate) fn window_open() -> bool {
     json(&ade(&["status", "--json"]))["window_open"].as_bool().expect("window_open")
 }
 
 /// Writes the scenario config (root-owned 0644, as ade-prep requires when run as root).
-fn write_config(text: &str) {
+pub(crate) fn write_config(text: &str) {
     std::fs::create_dir_all(Path::new(CONFIG).parent().unwrap()).unwrap();
     std::fs::write(CONFIG, text).unwrap();
     std::fs::set_permissions(CONFIG, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -111,7 +111,7 @@ fn write_config(text: &str) {
 /// Every test starts here: the config, every scenario unit started, no window open.
 /// A window left open by an earlier test is restored first (so that one failure does not fail every later test)
 /// and fails this one.
-fn baseline(config: &str) -> Systemd {
+pub(crate) fn baseline(config: &str) -> Systemd {
     write_config(config);
     let left_open = window_open().then(|| ade(&["restore"]));
     let dir = PathBuf::from(std::env::var("ADE_SCENARIOS").unwrap());
@@ -140,7 +140,7 @@ fn wait_execed(sd: &Systemd, unit: &str) {
     });
 }
 
-fn state(sd: &Systemd, unit: &str) -> String {
+pub(crate) fn state(sd: &Systemd, unit: &str) -> String {
     sd.unit(unit).unwrap().active_state
 }
 
@@ -187,7 +187,7 @@ fn dev_null_links(dir: &str) -> Vec<String> {
 }
 
 /// Runtime masks: symlinks to /dev/null in /run/systemd/system.
-fn runtime_masks() -> Vec<String> {
+pub(crate) fn runtime_masks() -> Vec<String> {
     dev_null_links(RUNTIME_UNITS)
 }
 
@@ -227,7 +227,7 @@ fn observe(sd: &Systemd) -> Observed {
     }
 }
 
-fn prepare(extra: &[&str]) -> Run {
+pub(crate) fn prepare(extra: &[&str]) -> Run {
     let mut args = vec!["prepare", "--force", "distro", "-v"];
     args.extend(extra);
     ade(&args)
@@ -367,8 +367,11 @@ fn in_container_dry_run_prints_the_ordered_plan_and_changes_nothing() {
         "4. stop triggers concurrently: fake-docker.socket (90 s)",
         "5. stop services concurrently: ade-db.service (90 s) ade-slow@1.service (30 s) ade-slow@2.service (30 s) \
          ade-slow@3.service (30 s) ade-slow@4.service (30 s) ade-slow@5.service (30 s) fake-docker.service (90 s)",
-        "6. reload systemd: the masks take effect for the window",
-        "7. re-scan; kill leftovers of stopped units; processes in no unit: report (grace 10 s)",
+        "6. write the hold list /etc/ade-prep/hold (ade-prep-generator masks these at the reload, units in /etc \
+         included, until restore): ade-db.service ade-slow@1.service ade-slow@2.service ade-slow@3.service \
+         ade-slow@4.service ade-slow@5.service fake-docker.service fake-docker.socket",
+        "7. reload systemd: the masks take effect for the window",
+        "8. re-scan; kill leftovers of stopped units; processes in no unit: report (grace 10 s)",
     ];
     let lines: Vec<&str> = r.stdout.lines().map(str::trim).collect();
     let steps: Vec<&str> =
@@ -395,6 +398,7 @@ fn in_container_dry_run_prints_the_ordered_plan_and_changes_nothing() {
             "mask_units",
             "stop_units",
             "stop_units",
+            "hold_units",
             "activate_masks",
             "clear_holders"
         ]
@@ -524,12 +528,12 @@ fn in_container_not_root_and_a_malformed_config_change_nothing() {
     write_config(BASE);
 }
 
-fn load_state(unit: &str) -> String {
+pub(crate) fn load_state(unit: &str) -> String {
     crate::common::unit_prop(unit, "LoadState")
 }
 
 /// Masks the generator made: symlinks to /dev/null in the early generator folder.
-fn generator_masks() -> Vec<String> {
+pub(crate) fn generator_masks() -> Vec<String> {
     dev_null_links("/run/systemd/generator.early")
 }
 

@@ -142,6 +142,12 @@ fn one_request(paths: &Paths, settings: &Settings, opts: &RunOpts, stop: &StopTo
     // The journal is read once and decided on; again only after this process changed it (a restore, a prepare).
     let store = FileStore::new(paths);
     let mut record = store.load()?;
+    if record.as_ref().is_some_and(|r| r.is_window_open() && r.phase != Phase::Open) {
+        // Decided with the lock held: a manual prepare (or restore) still running holds it; once it is ours, the
+        // journal says what that process left, an open window to adopt or one cut short (crash) to restore.
+        drop(crate::lock::Lock::new(paths).acquire("run", None)?);
+        record = store.load()?;
+    }
     if let Some(r) = record.as_ref().filter(|r| r.is_window_open() && r.phase != Phase::Open) {
         // A prepare or a restore was cut short (crash, reboot): finish the restore, then decide anew.
         status(&format!("found a window in phase {}: restoring it first", r.phase));
@@ -200,7 +206,17 @@ fn prepare_for_request(
         let settings_file = ade::settings_path(&handler_dir, seq);
         status(&format!("ADE request seq {seq} includes the OS volume: preparing"));
         let popts = PrepareOpts { dry_run: false, force: opts.force.clone(), lock_wait: None };
-        let (prepared, guard) = prepare::prepare(paths, settings, Path::new("/"), &popts)?;
+        let (prepared, guard) = match prepare::prepare(paths, settings, Path::new("/"), &popts) {
+            // A prepare by hand opened a window since the journal was read (prepare decided so with the lock
+            // held): adopt it for this request rather than restoring it and preparing again.
+            Err(e) if FileStore::new(paths).load().ok().flatten().is_some_and(|r| r.phase == Phase::Open) => {
+                status(&format!("a window opened by another prepare is adopted for ADE request seq {seq} ({e:#})"));
+                let mut j = Journal::resume(FileStore::new(paths))?.context("the journal vanished")?;
+                j.set_ade(AdeRef { handler_dir, seq })?;
+                return Ok(Ok(j.record().clone()));
+            }
+            r => r?,
+        };
         drop(guard); // the journal holds the window from now on
         if prepared.is_none() {
             status("nothing to do: no preparation needed");
