@@ -73,7 +73,9 @@ fn install_generator() {
 fn setup() -> Systemd {
     let sd = baseline(&config());
     install_generator();
-    std::fs::copy("/bin/sleep", WORKER).unwrap();
+    // Copied aside and renamed over: a worker left running by an earlier test keeps the old file busy.
+    std::fs::copy("/bin/sleep", format!("{WORKER}.new")).unwrap();
+    std::fs::rename(format!("{WORKER}.new"), WORKER).unwrap();
     std::fs::write(
         format!("/etc/systemd/system/{ETC_UNIT}"),
         format!(
@@ -205,7 +207,8 @@ fn in_container_a_workload_outside_its_units_or_beside_ade_prep_blocks_prepare_a
     }
     let sd = setup();
     // In a unit the workload's globs do not name.
-    sh(&format!("systemd-run --unit=ade-adhoc.service --collect -p WorkingDirectory=/ {WORKER} infinity"));
+    // Plain systemd-run: 219 has neither --collect nor -p WorkingDirectory= (a transient unit runs in / anyway).
+    sh(&format!("systemd-run --unit=ade-adhoc.service {WORKER} infinity"));
     crate::common::wait_for("ade-adhoc to run", 5, || state(&sd, "ade-adhoc.service") == "active");
     let r = prepare(&[]);
     assert_eq!(r.code, 3, "{r:?}");
@@ -217,23 +220,23 @@ fn in_container_a_workload_outside_its_units_or_beside_ade_prep_blocks_prepare_a
     sh("systemctl stop ade-adhoc.service");
 
     // In the unit that runs ade-prep itself (a cloud-init step, a systemd-run unit): never stopped.
+    // A oneshot unit file rather than `systemd-run --wait --pipe`, which 219 lacks: its output and exit code go to
+    // files the test reads once the start job (which waits for a oneshot) has ended.
     let bin = std::env::var("ADE_PREP_BIN").unwrap();
-    let o = Command::new("systemd-run")
-        .args([
-            "--unit=ade-runner.service",
-            "--wait",
-            "--pipe",
-            "--collect",
-            "-p",
-            "WorkingDirectory=/",
-            "/bin/sh",
-            "-c",
-        ])
-        .arg(format!("{WORKER} infinity & sleep 1; {bin} prepare --force distro; rc=$?; kill $!; exit $rc"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    let (out, rc) = ("/run/ade-runner.out", "/run/ade-runner.rc");
+    std::fs::write(
+        "/run/systemd/system/ade-runner.service",
+        format!(
+            "[Service]\nType=oneshot\nWorkingDirectory=/\nExecStart=/bin/sh -c '{WORKER} infinity & sleep 1; \
+             {bin} prepare --force distro >{out} 2>&1; echo $$? >{rc}; kill $$!'\n"
+        ),
+    )
+    .unwrap();
+    reload();
+    let started = Command::new("systemctl").args(["start", "ade-runner.service"]).output().unwrap();
+    assert!(started.status.success(), "{started:?}");
+    let err = std::fs::read_to_string(out).unwrap();
+    assert_eq!(std::fs::read_to_string(rc).unwrap().trim(), "3", "{err}");
     assert!(err.contains("runs in ade-runner.service, the unit that runs ade-prep"), "{err}");
     assert_eq!(state(&sd, ETC_UNIT), "active");
     assert!(!window_open());
