@@ -37,6 +37,9 @@ pub enum Command {
         /// Print JSON (shape in README.md).
         #[arg(long)]
         json: bool,
+        /// List every process, kernel threads included, in pid order (text only; JSON always lists all).
+        #[arg(long)]
+        all: bool,
     },
     /// Free the filesystem for ADE: check, plan, then stop the workloads (masked for the window), set SELinux
     /// permissive and hold the lock; the window stays open until `restore` (or the daemon sees ADE finish).
@@ -101,7 +104,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let paths = cli.root.clone().map_or_else(Paths::system, Paths::under);
     let settings = config::load(&paths, commands::is_root())?;
     match cli.command {
-        Command::Scan { mount, json } => commands::scan::run(&paths, &settings, &mount, json),
+        Command::Scan { mount, json, all } => commands::scan::run(&paths, &settings, &mount, json, all),
         Command::Prepare { dry_run, json, mount, force, wait } => {
             let opts = commands::prepare::PrepareOpts { dry_run, force, lock_wait: wait };
             commands::prepare::run(&paths, &settings, &mount, &opts, json)

@@ -23,5 +23,6 @@ pub(crate) mod selinux;
 pub mod systemd;
 #[cfg(test)]
 mod testing;
+pub(crate) mod text;
 pub(crate) mod version;
 pub mod window;

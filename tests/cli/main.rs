@@ -9,3 +9,4 @@ mod check;
 mod general;
 mod lock;
 mod scan_fuser;
+mod scan_text;
