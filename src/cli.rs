@@ -87,6 +87,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Collect a support bundle (.tar.gz): check, scan and status as JSON, the journal, the hold list, the units,
+    /// ade-prep's journald entries, ADE's logs, settings and status (secrets redacted) and markers, with a manifest.
+    Report {
+        /// Where to write it (default: ade-prep-report-HOST-TIME.tar.gz in the current folder).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Run CMD holding the serialisation lock, once no encryption window is open; CMD's exit code passes through
     /// (5 when the wait ran out).
     Lock {
@@ -114,6 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status { json } => commands::status::run(&paths, json),
         Command::Lock { wait, command } => commands::lock::run(&paths, wait, &command),
         Command::Config => commands::config::run(&paths, &settings),
+        Command::Report { output } => commands::report::run(&paths, &settings, output.as_deref()),
         Command::Check { json } => commands::check::run(&paths, &settings, json),
     }
 }

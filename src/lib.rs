@@ -3,6 +3,7 @@
 //! The layers and what each may use are drawn in docs/design.md ("Modules").
 #![deny(missing_docs)]
 
+pub(crate) mod bundle;
 pub(crate) mod checks;
 pub(crate) mod classify;
 pub mod cli;

@@ -8,5 +8,6 @@ mod bad_input;
 mod check;
 mod general;
 mod lock;
+mod report;
 mod scan_fuser;
 mod scan_text;
