@@ -11,6 +11,7 @@ use anyhow::{anyhow, bail, Context};
 use super::Machine;
 use crate::classify::{classify, Class};
 use crate::config::StrayPolicy;
+use crate::events::{self, Event};
 use crate::extension::running_handlers;
 use crate::failpoint;
 use crate::scan::Holder;
@@ -32,6 +33,7 @@ fn wait_for_extensions(m: &Machine, mount: &Path, timeout: Duration) -> anyhow::
             scan.holders.iter().map(|h| (h.pid, h.comm.as_str(), h.cmdline.as_slice(), h.cwd.as_deref())).collect();
         let running = running_handlers(&procs);
         if running.is_empty() {
+            events::emit(Event::WaitOver);
             return Ok(());
         }
         let names: Vec<String> = running.iter().map(|r| format!("{} (pid {}, {})", r.handler, r.pid, r.comm)).collect();
@@ -39,6 +41,7 @@ fn wait_for_extensions(m: &Machine, mount: &Path, timeout: Duration) -> anyhow::
         if start.elapsed() >= timeout {
             bail!("extension handlers still running after {} s: {names}", timeout.as_secs());
         }
+        events::emit(Event::Waiting { what: &names, left: Some(timeout.saturating_sub(start.elapsed())) });
         if names != said {
             log::warn!("waiting for extension handlers to finish: {names}");
             said = names;
@@ -192,6 +195,7 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                 let batch: Vec<(String, Duration)> =
                     units.iter().map(|(u, t)| (u.clone(), Duration::from_secs(*t))).collect();
                 log::info!("stopping {wave}: {}", units.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>().join(" "));
+                events::emit(Event::Stopping(&batch));
                 let results = m.systemd.stop_units(&batch);
                 let mut errors = vec![];
                 for (u, r) in results {
@@ -203,11 +207,12 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                     };
                     match r {
                         Ok(()) => {
-                            log::info!("stopped {u}");
+                            events::emit(Event::Stopped(&u));
                             stopped.insert(u);
                             finish(j, seq)?;
                         }
                         Err(e) => {
+                            events::emit(Event::StopFailed(&u, &e.to_string()));
                             let _ = j.failed(seq, e.to_string());
                             errors.push(e.to_string());
                         }
@@ -229,7 +234,10 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                 if previous == Mode::Enforcing {
                     let seq = record(j, Change::SelinuxPermissive { previous })?;
                     match m.selinux.set_enforcing(false) {
-                        Ok(()) => finish(j, seq)?,
+                        Ok(()) => {
+                            events::emit(Event::SelinuxSet("permissive"));
+                            finish(j, seq)?
+                        }
                         Err(e) => return Err(fail(j, seq, e.into())),
                     }
                 }

@@ -199,6 +199,7 @@ fn prepare_for_request(
         }
         let settings_file = ade::settings_path(&handler_dir, seq);
         status(&format!("ADE request seq {seq} includes the OS volume: preparing"));
+        crate::events::emit(crate::events::Event::AdeDecision { seq, decision: "includes the OS volume: preparing" });
         let popts = PrepareOpts { dry_run: false, force: opts.force.clone(), lock_wait: None };
         let (prepared, guard) = prepare::prepare(paths, settings, Path::new("/"), &popts)?;
         drop(guard); // the journal holds the window from now on
