@@ -7,5 +7,6 @@ mod common;
 
 mod crash;
 mod daemon;
+mod journal;
 mod prepare;
 mod systemd;

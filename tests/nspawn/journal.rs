@@ -1,0 +1,81 @@
+//! Journal entries with fields: `prepare` and `restore` run as transient units (`systemd-run --wait`), so that their
+//! stderr is the journal's stream, and `journalctl MESSAGE_ID=... -o json` must find each event with its UNIT= and
+//! WINDOW_PHASE= fields, as docs/journal.md documents. Against the real journald of the nspawn container.
+
+use std::process::Command;
+
+use ade_prep::events::MESSAGE_IDS;
+use serde_json::Value;
+
+use crate::common::{ade_prep_cmd, inside, settle_workloads, setup_workloads, sh};
+
+#[test]
+fn journal_fields_in_nspawn() {
+    crate::common::nspawn_suite("journal", 1, 300);
+}
+
+fn id(kind: &str) -> &'static str {
+    MESSAGE_IDS.iter().find(|(k, _)| *k == kind).map(|(_, id)| *id).expect(kind)
+}
+
+/// `ade-prep ARGS` as the transient service `unit`, waited for; its exit code.
+fn as_unit(unit: &str, args: &[&str]) -> Option<i32> {
+    let inner = ade_prep_cmd(args);
+    let st = Command::new("systemd-run")
+        .args(["--wait", "--quiet", "--collect", "--unit", unit])
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .status()
+        .expect("systemd-run");
+    st.code()
+}
+
+/// The entries of `unit` with the MESSAGE_ID of `kind`.
+fn entries(unit: &str, kind: &str) -> Vec<Value> {
+    let _ = sh(&["journalctl", "--sync"]);
+    let m = format!("MESSAGE_ID={}", id(kind));
+    let u = format!("_SYSTEMD_UNIT={unit}.service");
+    let o = sh(&["journalctl", "--no-pager", "-o", "json", &m, &u]);
+    String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("journalctl -o json")).collect()
+}
+
+#[test]
+#[ignore = "runs inside the nspawn container, started by journal_fields_in_nspawn"]
+fn in_container_prepare_and_restore_write_entries_with_fields() {
+    if !inside() {
+        return;
+    }
+    setup_workloads();
+    settle_workloads();
+    let tag = std::process::id();
+    let (prep, rest) = (format!("ade-prep-evprep-{tag}"), format!("ade-prep-evrest-{tag}"));
+    assert_eq!(as_unit(&prep, &["prepare", "--force", "distro"]), Some(0), "prepare as a unit");
+    let restored = as_unit(&rest, &["restore"]);
+
+    let opened = entries(&prep, "window-opened");
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    assert_eq!(opened[0]["WINDOW_PHASE"], "preparing");
+    assert!(opened[0]["MESSAGE"].as_str().unwrap().starts_with("window opened: "), "{opened:?}");
+
+    let stopped = entries(&prep, "unit-stopped");
+    let units: Vec<&str> = stopped.iter().filter_map(|e| e["UNIT"].as_str()).collect();
+    for u in crate::common::WORKLOAD_UNITS {
+        assert!(units.contains(&u), "no unit-stopped entry with UNIT={u}: {units:?}");
+    }
+    assert!(stopped
+        .iter()
+        .all(|e| e["WINDOW_PHASE"] == "preparing" && e["MESSAGE"].as_str().unwrap().contains(" in ")));
+
+    let selinux = entries(&prep, "selinux-set");
+    assert_eq!(selinux.len(), 1, "{selinux:?}");
+    assert_eq!(selinux[0]["MESSAGE"], "SELinux set to permissive");
+
+    assert_eq!(restored, Some(0), "restore as a unit");
+    let closed = entries(&rest, "window-closed");
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_eq!(closed[0]["WINDOW_PHASE"], "closed");
+    let started: Vec<String> =
+        entries(&rest, "unit-started").iter().filter_map(|e| e["UNIT"].as_str().map(String::from)).collect();
+    assert!(started.iter().any(|u| u == "ade-db.service"), "{started:?}");
+    assert!(entries(&rest, "restore-incomplete").is_empty());
+}
