@@ -136,7 +136,10 @@ impl LogSink {
 
 fn log_event(level: log::Level, kind: &str, unit: Option<&str>, phase: &str, msg: &str) {
     let seq = ADE_SEQ.load(Ordering::Relaxed).to_string();
-    let mut kv: Vec<(&str, &str)> = vec![("WINDOW_PHASE", phase)];
+    let mut kv: Vec<(&str, &str)> = vec![];
+    if !phase.is_empty() {
+        kv.push(("WINDOW_PHASE", phase));
+    }
     if !kind.is_empty() {
         kv.push(("MESSAGE_ID", message_id(kind)));
     }
@@ -358,5 +361,17 @@ mod tests {
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), MESSAGE_IDS.len());
+    }
+
+    #[test]
+    fn docs_journal_md_lists_every_message_id_with_its_journalctl_line() {
+        let doc = include_str!("../docs/journal.md");
+        for (kind, id) in MESSAGE_IDS {
+            assert!(doc.contains(&format!("| {kind} | `{id}` |")), "docs/journal.md: no row for {kind}");
+            assert!(
+                doc.contains(&format!("journalctl MESSAGE_ID={id}   # {kind}")),
+                "docs/journal.md: no line for {kind}"
+            );
+        }
     }
 }
