@@ -1,6 +1,7 @@
 //! Journal entries with fields: `prepare` and `restore` run as transient units (`systemd-run --wait`), so that their
 //! stderr is the journal's stream, and `journalctl MESSAGE_ID=... -o json` must find each event with its UNIT= and
-//! WINDOW_PHASE= fields, as docs/journal.md documents. Against the real journald of the nspawn container.
+//! WINDOW_PHASE= fields, as docs/journal.md documents. Against the real journald of the nspawn container. Also the
+//! live progress of the same two on a pseudo-terminal (`script`).
 
 use std::process::Command;
 
@@ -11,7 +12,7 @@ use crate::common::{ade_prep_cmd, inside, settle_workloads, setup_workloads, sh}
 
 #[test]
 fn journal_fields_in_nspawn() {
-    crate::common::nspawn_suite("journal", 1, 300);
+    crate::common::nspawn_suite("journal", 2, 300);
 }
 
 fn id(kind: &str) -> &'static str {
@@ -78,4 +79,39 @@ fn in_container_prepare_and_restore_write_entries_with_fields() {
         entries(&rest, "unit-started").iter().filter_map(|e| e["UNIT"].as_str().map(String::from)).collect();
     assert!(started.iter().any(|u| u == "ade-db.service"), "{started:?}");
     assert!(entries(&rest, "restore-incomplete").is_empty());
+}
+
+/// `ade-prep ARGS` on a pseudo-terminal (`script`): its exit code and the screen.
+fn on_terminal(args: &[&str]) -> (Option<i32>, String) {
+    let inner = ade_prep_cmd(args);
+    let mut line = vec![inner.get_program().to_string_lossy().into_owned()];
+    // Single quotes for the shell script runs the line with; none of the arguments holds one but the sh -c script.
+    line.extend(inner.get_args().map(|a| format!("'{}'", a.to_string_lossy().replace('\'', "'\\''"))));
+    let o = Command::new("script").args(["-qefc", &line.join(" "), "/dev/null"]).output().expect("script");
+    (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+#[test]
+#[ignore = "runs inside the nspawn container, started by journal_fields_in_nspawn"]
+fn in_container_prepare_and_restore_show_live_progress_on_a_terminal() {
+    if !inside() {
+        return;
+    }
+    setup_workloads();
+    settle_workloads();
+    let (code, screen) = on_terminal(&["prepare", "--force", "distro"]);
+    assert_eq!(code, Some(0), "{screen}");
+    // A spinner line per unit while it stops, with its timeout, redrawn; then the result with the time it took.
+    assert!(screen.contains("stopping fake-docker.service (timeout 30 s)"), "{screen:?}");
+    assert!(screen.contains("\x1b["), "not redrawn: {screen:?}");
+    for u in crate::common::WORKLOAD_UNITS {
+        let done = format!("stopped {u} in ");
+        assert!(screen.contains(&done), "no {done:?}: {screen:?}");
+    }
+    assert!(screen.contains("SELinux set to permissive"), "{screen:?}");
+    let (code, screen) = on_terminal(&["restore"]);
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(screen.contains("starting ade-db.service (timeout "), "{screen:?}");
+    assert!(screen.contains("started ade-db.service in "), "{screen:?}");
+    assert!(screen.contains("window closed: "), "{screen:?}");
 }
