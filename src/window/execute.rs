@@ -118,7 +118,10 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                     },
                 )?;
                 log::info!("pre-stop {workload}: running {:?} as {}", command.argv, command.user);
+                let what = format!("pre-stop of {workload}: {}", command.argv.join(" "));
+                events::emit(Event::Waiting { what: &what, left: Some(Duration::from_secs(command.timeout_secs)) });
                 let r = m.runner.run(&command.argv, &command.user, Duration::from_secs(command.timeout_secs));
+                events::emit(Event::WaitOver);
                 let err = match r {
                     Err(e) => Some(anyhow!("pre-stop of {workload}: {e}")),
                     Ok(o) if o.timed_out => Some(anyhow!(
@@ -145,7 +148,10 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                 let mut argv: Vec<String> = vec!["docker".into(), "stop".into(), "-t".into(), grace_secs.to_string()];
                 argv.extend(ids.iter().cloned());
                 let timeout = Duration::from_secs(grace_secs + 60);
-                match m.runner.run(&argv, "root", timeout) {
+                events::emit(Event::Waiting { what: &argv.join(" "), left: Some(timeout) });
+                let r = m.runner.run(&argv, "root", timeout);
+                events::emit(Event::WaitOver);
+                match r {
                     Ok(o) if o.code == Some(0) => {
                         log::info!("stopped {} docker container(s)", ids.len());
                         finish(j, seq)?
