@@ -341,12 +341,28 @@ pub fn init_output(verbose: u8) {
         }
     }
     // No timestamps: journald adds them when it reads stderr.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level.as_str()))
-        .format_timestamp(None)
-        .format_target(false)
-        .init();
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level.as_str()));
+    b.format_timestamp(None).format_target(false);
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        install(Box::new(TermSink::default()));
+        let term = TermSink::default();
+        // Log lines go above the live lines (cleared, printed, redrawn), not through them.
+        b.target(env_logger::Target::Pipe(Box::new(AboveBars(term.multi.clone()))));
+        install(Box::new(term));
+    }
+    b.init();
+}
+
+/// stderr for log lines while progress bars are drawn: each write is made with the bars cleared.
+struct AboveBars(indicatif::MultiProgress);
+
+impl std::io::Write for AboveBars {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.suspend(|| std::io::stderr().write_all(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 

@@ -44,9 +44,11 @@ fn on_a_terminal_the_wait_is_live_with_the_time_left() {
     let o = Command::new("script").args(["-qefc", &inner, "/dev/null"]).env_remove("RUST_LOG").output().unwrap();
     let screen = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(5), "the wait runs out while the lock is held: {screen}");
-    let live: Vec<&str> = screen.split(['\r', '\n']).filter(|l| l.contains("] waiting (")).collect();
+    let live: Vec<&str> = screen.split(['\r', '\n']).filter(|l| l.contains(" s left): ")).collect();
     assert!(!live.is_empty(), "no progress line: {screen:?}");
-    assert!(live.iter().all(|l| l.contains("s left): ") && l.contains("lock is held by pid")), "{live:?}");
+    assert!(live.iter().all(|l| l.contains("] waiting (") && l.contains("lock is held by")), "{live:?}");
+    // The log line about the wait is printed whole, on its own line, not into the live one.
+    assert!(screen.split(['\r', '\n']).any(|l| l.starts_with("[WARN ] waiting (0 s so far): ")), "{screen:?}");
     // A live line: redrawn in place (carriage return or cursor movement), the seconds left counting down.
     assert!(screen.contains('\r') || screen.contains("\x1b["), "not redrawn: {screen:?}");
     assert!(screen.contains("(1 s left)") && screen.contains("(0 s left)"), "no countdown: {screen:?}");
