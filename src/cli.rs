@@ -37,6 +37,9 @@ pub enum Command {
         /// Print JSON (shape in README.md).
         #[arg(long)]
         json: bool,
+        /// List every process, kernel threads included, in pid order (text only; JSON always lists all).
+        #[arg(long)]
+        all: bool,
     },
     /// Free the filesystem for ADE: check, plan, then stop the workloads (masked for the window), set SELinux
     /// permissive and hold the lock; the window stays open until `restore` (or the daemon sees ADE finish).
@@ -84,6 +87,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Collect a support bundle (.tar.gz): check, scan and status as JSON, the journal, the hold list, the units,
+    /// ade-prep's journald entries, ADE's logs, settings and status (secrets redacted) and markers, with a manifest.
+    Report {
+        /// Where to write it (default: ade-prep-report-HOST-TIME.tar.gz in the current folder).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Run CMD holding the serialisation lock, once no encryption window is open; CMD's exit code passes through
     /// (5 when the wait ran out).
     Lock {
@@ -101,7 +111,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let paths = cli.root.clone().map_or_else(Paths::system, Paths::under);
     let settings = config::load(&paths, commands::is_root())?;
     match cli.command {
-        Command::Scan { mount, json } => commands::scan::run(&paths, &settings, &mount, json),
+        Command::Scan { mount, json, all } => commands::scan::run(&paths, &settings, &mount, json, all),
         Command::Prepare { dry_run, json, mount, force, wait } => {
             let opts = commands::prepare::PrepareOpts { dry_run, force, lock_wait: wait };
             commands::prepare::run(&paths, &settings, &mount, &opts, json)
@@ -111,6 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status { json } => commands::status::run(&paths, json),
         Command::Lock { wait, command } => commands::lock::run(&paths, wait, &command),
         Command::Config => commands::config::run(&paths, &settings),
+        Command::Report { output } => commands::report::run(&paths, &settings, output.as_deref()),
         Command::Check { json } => commands::check::run(&paths, &settings, json),
     }
 }

@@ -3,12 +3,14 @@
 //! The layers and what each may use are drawn in docs/design.md ("Modules").
 #![deny(missing_docs)]
 
+pub(crate) mod bundle;
 pub(crate) mod checks;
 pub(crate) mod classify;
 pub mod cli;
 pub mod clock;
 pub(crate) mod commands;
 pub mod config;
+pub mod events;
 pub mod exit;
 pub(crate) mod extension;
 pub(crate) mod failpoint;
@@ -23,5 +25,6 @@ pub(crate) mod selinux;
 pub mod systemd;
 #[cfg(test)]
 mod testing;
+pub(crate) mod text;
 pub(crate) mod version;
 pub mod window;

@@ -301,6 +301,7 @@ impl Lock {
                         }
                         log::info!("lock: taken {} by {}", self.path.display(), guard.info);
                         guard.announced = true;
+                        crate::events::emit(crate::events::Event::WaitOver);
                         return Ok(guard);
                     }
                     Some(why) => (why, Duration::from_secs(1)),
@@ -309,10 +310,14 @@ impl Lock {
             };
             let waited = start.elapsed();
             let left = match wait {
-                Some(w) if waited >= w => return Err(LockError::Busy { what: why, waited }),
+                Some(w) if waited >= w => {
+                    crate::events::emit(crate::events::Event::WaitOver);
+                    return Err(LockError::Busy { what: why, waited });
+                }
                 Some(w) => w - waited,
                 None => Duration::MAX,
             };
+            crate::events::emit(crate::events::Event::Waiting { what: &why, left: wait.map(|_| left) });
             let repeat = !matches!(&said, Some((w, at)) if *w == why && at.elapsed() < Duration::from_secs(60));
             if repeat {
                 log::warn!("waiting ({} s so far): {why}", waited.as_secs());

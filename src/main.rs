@@ -12,17 +12,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { ade_prep::exit::USAGE } else { ade_prep::exit::OK });
         }
     };
-    let level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    // No timestamps: journald adds them.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp(None)
-        .format_target(false)
-        .init();
+    ade_prep::events::init_output(cli.verbose);
     match ade_prep::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -21,6 +21,8 @@ pub const LOCK_FILE: &str = "/run/ade-prep/lock";
 pub const WAAGENT_DIR: &str = "/var/lib/waagent";
 /// Where the ADE extension keeps its own state (request queue, encryption markers).
 pub const ADE_CONFIG_DIR: &str = "/var/lib/azure_disk_encryption_config";
+/// ADE's extension logs (read by `report`).
+pub const ADE_LOG_DIR: &str = "/var/log/azure/Microsoft.Azure.Security.AzureDiskEncryptionForLinux";
 /// procfs (under a fixture root in tests, through [`Paths`]).
 pub const PROC: &str = "/proc";
 /// sysfs.
@@ -46,6 +48,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("LOCK_FILE", LOCK_FILE),
     ("WAAGENT_DIR", WAAGENT_DIR),
     ("ADE_CONFIG_DIR", ADE_CONFIG_DIR),
+    ("ADE_LOG_DIR", ADE_LOG_DIR),
 ];
 
 /// The root every absolute path is resolved under: `/` on a real machine, a fixture tree in tests.
@@ -123,6 +126,10 @@ impl Paths {
     /// ADE's own state folder under the root.
     pub fn ade_config_dir(&self) -> PathBuf {
         self.resolve(ADE_CONFIG_DIR)
+    }
+    /// ADE's extension logs under the root.
+    pub fn ade_log_dir(&self) -> PathBuf {
+        self.resolve(ADE_LOG_DIR)
     }
     /// os-release under the root.
     pub fn os_release(&self) -> PathBuf {

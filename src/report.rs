@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::classify::{classify, Class};
 use crate::config::Settings;
 use crate::scan::{Holder, KernelUsers, Scan, Target, Unreadable};
+use crate::text::escape_controls;
 
 /// One process in `scan --json`: the holder's fields, its codes and its class.
 #[derive(Debug, Serialize)]
@@ -35,6 +36,37 @@ pub struct ScanReport {
     /// Entries not readable (count and details).
     pub unreadable: UnreadableReport,
     pub processes_seen: usize,
+    /// What ADE's unmount would meet (added in 0.1: the verdict `scan` prints first).
+    pub verdict: Verdict,
+}
+
+/// What ADE's unmount of the filesystem would meet, by kind: the answer `scan` gives first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// True when anything but protected processes and kernel threads holds it (workloads, others, kernel users).
+    pub holders: bool,
+    /// Workload processes ade-prep would stop.
+    pub workload_processes: usize,
+    /// Their units (what prepare stops), sorted; processes in no unit are counted in `workload_processes` only.
+    pub workload_units: Vec<String>,
+    /// Other processes: ade-prep leaves them, ADE `kill -9`s them.
+    pub other_processes: usize,
+    /// Protected processes (kernel threads not included).
+    pub protected_processes: usize,
+    /// Kernel threads (their root and cwd are on `/`).
+    pub kernel_threads: usize,
+}
+
+/// Why entries could not be read, for the warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnreadableWhy {
+    /// The scan did not run as root.
+    NotRoot,
+    /// Root, in a container: processes outside its user namespace (its host's, or its PID 1) are hidden from it.
+    Container,
+    /// Root, no container seen: the errors say why.
+    Other,
 }
 
 /// Unreadable entries.
@@ -44,11 +76,13 @@ pub struct UnreadableReport {
     pub count: u32,
     /// Per process and kind.
     pub entries: Vec<Unreadable>,
+    /// Why (added in 0.1): `not_root`, `container` or `other`; null when nothing was unreadable.
+    pub why: Option<UnreadableWhy>,
 }
 
-/// Builds the report of a scan.
-pub fn scan_report(scan: &Scan, settings: &Settings) -> ScanReport {
-    let processes = scan
+/// Builds the report of a scan; `why` says why entries were unreadable (see [`unreadable_why`]).
+pub fn scan_report(scan: &Scan, settings: &Settings, why: UnreadableWhy) -> ScanReport {
+    let processes: Vec<ProcessEntry> = scan
         .holders
         .iter()
         .map(|h| {
@@ -62,14 +96,50 @@ pub fn scan_report(scan: &Scan, settings: &Settings) -> ScanReport {
             }
         })
         .collect();
+    let verdict = verdict(&processes, &scan.kernel);
+    let count = scan.unreadable_count();
     ScanReport {
         version: 1,
         target: scan.target.clone(),
         processes,
         kernel: scan.kernel.clone(),
-        unreadable: UnreadableReport { count: scan.unreadable_count(), entries: scan.unreadable.clone() },
+        unreadable: UnreadableReport { count, entries: scan.unreadable.clone(), why: (count > 0).then_some(why) },
         processes_seen: scan.processes_seen,
+        verdict,
     }
+}
+
+/// Why entries are unreadable, from who runs the scan and whether it runs in a container.
+pub fn unreadable_why(root: bool, in_container: bool) -> UnreadableWhy {
+    match (root, in_container) {
+        (false, _) => UnreadableWhy::NotRoot,
+        (true, true) => UnreadableWhy::Container,
+        (true, false) => UnreadableWhy::Other,
+    }
+}
+
+/// The verdict of a list of classified holders and the kernel's users.
+pub fn verdict(processes: &[ProcessEntry], kernel: &KernelUsers) -> Verdict {
+    let mut v = Verdict::default();
+    let mut units = std::collections::BTreeSet::new();
+    for e in processes {
+        match e.class {
+            _ if e.holder.kernel_thread => v.kernel_threads += 1,
+            Class::Workload => {
+                v.workload_processes += 1;
+                if let Some(u) = &e.holder.unit {
+                    units.insert(u.clone());
+                }
+            }
+            Class::Other => v.other_processes += 1,
+            Class::Protected => v.protected_processes += 1,
+        }
+    }
+    v.workload_units = units.into_iter().collect();
+    v.holders = v.workload_processes + v.other_processes > 0
+        || !kernel.swap_files.is_empty()
+        || !kernel.mounts_below.is_empty();
+    v
 }
 
 fn class_name(c: Class) -> &'static str {
@@ -80,8 +150,113 @@ fn class_name(c: Class) -> &'static str {
     }
 }
 
-/// The human table.
-pub fn scan_text(r: &ScanReport) -> String {
+fn class_rank(c: Class) -> u8 {
+    match c {
+        Class::Workload => 0,
+        Class::Other => 1,
+        Class::Protected => 2,
+    }
+}
+
+/// At most `n` items joined, with how many more.
+fn some_of(items: &[String], n: usize) -> String {
+    let mut s = items.iter().take(n).cloned().collect::<Vec<_>>().join(", ");
+    if items.len() > n {
+        s.push_str(&format!(" and {} more", items.len() - n));
+    }
+    s
+}
+
+fn describe(e: &ProcessEntry) -> String {
+    format!("pid {} {}", e.holder.pid, escape_controls(&e.holder.comm))
+}
+
+/// The verdict, as the lines `scan` starts with.
+pub fn verdict_text(r: &ScanReport) -> String {
+    use std::fmt::Write;
+    let v = &r.verdict;
+    let mp = r.target.mount_point.display();
+    let mut o = String::new();
+    if v.holders {
+        let _ = writeln!(o, "verdict: ADE's unmount of {mp} would meet holders:");
+    } else {
+        let _ = writeln!(
+            o,
+            "verdict: nothing that ade-prep or ADE would stop holds {mp}: no workload, no other process, no kernel user"
+        );
+    }
+    let of = |c: Class| -> Vec<String> {
+        r.processes.iter().filter(|e| e.class == c && !e.holder.kernel_thread).map(describe).collect()
+    };
+    if v.workload_processes > 0 {
+        let mut names: Vec<&str> = r.processes.iter().filter_map(|e| e.workload.as_deref()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let units = if v.workload_units.is_empty() { "no unit".to_string() } else { v.workload_units.join(", ") };
+        let _ = writeln!(
+            o,
+            "  - {} workload process(es) ({}) that prepare would stop, through {}",
+            v.workload_processes,
+            names.join(", "),
+            escape_controls(&units)
+        );
+    }
+    if v.other_processes > 0 {
+        let _ = writeln!(
+            o,
+            "  - {} other process(es) that ade-prep leaves alone and ADE would kill -9: {}",
+            v.other_processes,
+            some_of(&of(Class::Other), 5)
+        );
+    }
+    if !r.kernel.swap_files.is_empty() {
+        let _ = writeln!(o, "  - {} swap file(s) on it (ADE runs swapoff -a first)", r.kernel.swap_files.len());
+    }
+    if !r.kernel.mounts_below.is_empty() {
+        let _ = writeln!(
+            o,
+            "  - {} mount(s) below it (ADE moves /dev, /proc, /sys and /run to its RAM root; others keep it busy): {}",
+            r.kernel.mounts_below.len(),
+            some_of(&r.kernel.mounts_below.iter().map(|m| m.display().to_string()).collect::<Vec<_>>(), 5)
+        );
+    }
+    if v.protected_processes > 0 {
+        let _ = writeln!(
+            o,
+            "  - {} protected process(es) that ade-prep never stops (ADE restarts or kills them itself): {}",
+            v.protected_processes,
+            some_of(&of(Class::Protected), 5)
+        );
+    }
+    o
+}
+
+/// The warning about unreadable entries, with why; None when everything was read.
+pub fn unreadable_text(r: &ScanReport) -> Option<String> {
+    let u = &r.unreadable;
+    let first = u.entries.first()?;
+    let pids: std::collections::BTreeSet<i32> = u.entries.iter().map(|u| u.pid).collect();
+    let why = match u.why {
+        Some(UnreadableWhy::NotRoot) => "not root: run as root to see them",
+        Some(UnreadableWhy::Container) => {
+            "root in a container: the container hides processes outside its user namespace (its PID 1's files \
+             among them); scan from the host to see them"
+        }
+        _ => "unreadable even as root",
+    };
+    Some(format!(
+        "warning: {} entries of {} processes could not be read (first: pid {} {}: {}); {why}",
+        u.count,
+        pids.len(),
+        first.pid,
+        first.what,
+        first.error
+    ))
+}
+
+/// The human form: the verdict, then the holders (workloads, others, protected; kernel threads only with `all`), the
+/// kernel's users and the unreadable entries.
+pub fn scan_text(r: &ScanReport, all: bool) -> String {
     use std::fmt::Write;
     let mut o = String::new();
     let t = &r.target;
@@ -89,22 +264,31 @@ pub fn scan_text(r: &ScanReport) -> String {
         o,
         "{}: {} on {} ({}, device {}), {} processes hold it, {} looked at",
         t.path.display(),
-        t.source,
+        escape_controls(&t.source),
         t.mount_point.display(),
         t.fstype,
         t.device,
         r.processes.len(),
         r.processes_seen
     );
-    let _ = writeln!(
-        o,
-        "{:>7} {:>6} {:<5} {:>9} {:<9} {:<10} {:<28} COMMAND",
-        "PID", "UID", "CODES", "FDS(W)", "CLASS", "WORKLOAD", "UNIT"
-    );
-    for e in &r.processes {
+    o.push_str(&verdict_text(r));
+    let mut shown: Vec<&ProcessEntry> = r.processes.iter().filter(|e| all || !e.holder.kernel_thread).collect();
+    if !all {
+        // Stable: pids stay in order within a class.
+        shown.sort_by_key(|e| class_rank(e.class));
+    }
+    if !shown.is_empty() {
+        o.push('\n');
+        let _ = writeln!(
+            o,
+            "{:>7} {:>6} {:<5} {:>9} {:<9} {:<10} {:<28} COMMAND",
+            "PID", "UID", "CODES", "FDS(W)", "CLASS", "WORKLOAD", "UNIT"
+        );
+    }
+    for e in shown {
         let p = &e.holder;
         let cmd = if p.cmdline.is_empty() { format!("[{}]", p.comm) } else { p.cmdline.join(" ") };
-        let cmd: String = cmd.chars().take(80).collect();
+        let cmd: String = escape_controls(&cmd).chars().take(80).collect();
         let _ = writeln!(
             o,
             "{:>7} {:>6} {:<5} {:>9} {:<9} {:<10} {:<28} {}",
@@ -114,8 +298,15 @@ pub fn scan_text(r: &ScanReport) -> String {
             format!("{}({})", p.fds, p.writable_fds),
             class_name(e.class),
             e.workload.as_deref().unwrap_or("-"),
-            p.unit.as_deref().unwrap_or("-"),
+            escape_controls(p.unit.as_deref().unwrap_or("-")),
             cmd
+        );
+    }
+    if !all && r.verdict.kernel_threads > 0 {
+        let _ = writeln!(
+            o,
+            "{:>7} kernel threads (protected; their root and cwd): --all lists them",
+            r.verdict.kernel_threads
         );
     }
     for m in &r.kernel.mounts_below {
@@ -124,17 +315,87 @@ pub fn scan_text(r: &ScanReport) -> String {
     for s in &r.kernel.swap_files {
         let _ = writeln!(o, "kernel: swap file {}", s.display());
     }
-    if r.unreadable.count > 0 {
-        let pids: std::collections::BTreeSet<i32> = r.unreadable.entries.iter().map(|u| u.pid).collect();
-        let _ = writeln!(
-            o,
-            "warning: {} entries of {} processes could not be read (first: pid {} {}: {}); run as root to see them",
-            r.unreadable.count,
-            pids.len(),
-            r.unreadable.entries[0].pid,
-            r.unreadable.entries[0].what,
-            r.unreadable.entries[0].error
-        );
+    if let Some(w) = unreadable_text(r) {
+        let _ = writeln!(o, "{w}");
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::scan::Scan;
+    use crate::testing::procs::holder;
+
+    fn report() -> ScanReport {
+        let mut kthread = holder(2, "kthreadd", None);
+        kthread.kernel_thread = true;
+        kthread.cmdline.clear();
+        let mut kworker = holder(9, "kworker/0:1", None);
+        kworker.kernel_thread = true;
+        kworker.cmdline.clear();
+        let holders = vec![
+            holder(1, "systemd", Some("init.scope")),
+            kthread,
+            kworker,
+            holder(812, "dockerd", Some("docker.service")),
+            holder(900, "python3", Some("user@0.service")),
+            holder(901, "evil\x1b[2J", None),
+        ];
+        scan_report(&Scan::from_holders(Path::new("/"), holders), &Settings::default(), UnreadableWhy::Other)
+    }
+
+    #[test]
+    fn verdict_counts_each_kind_and_kernel_threads_apart() {
+        let r = report();
+        assert_eq!(
+            r.verdict,
+            Verdict {
+                holders: true,
+                workload_processes: 1,
+                workload_units: vec!["docker.service".into()],
+                other_processes: 2,
+                protected_processes: 1,
+                kernel_threads: 2,
+            }
+        );
+    }
+
+    #[test]
+    fn text_puts_the_verdict_first_and_folds_kernel_threads() {
+        let r = report();
+        let t = scan_text(&r, false);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[1], "verdict: ADE's unmount of / would meet holders:");
+        assert!(lines[2].contains("1 workload process(es) (docker) that prepare would stop, through docker.service"));
+        assert!(lines[3].contains("2 other process(es)") && lines[3].contains("pid 900 python3"), "{t}");
+        assert!(!t.contains("kworker"), "{t}");
+        assert!(t.contains("      2 kernel threads (protected"), "{t}");
+        assert!(!t.contains('\x1b') && t.contains("evil\\x1b[2J"), "{t}");
+        // Workloads, then others, then protected.
+        let row = |pid: &str| lines.iter().position(|l| l.split_whitespace().next() == Some(pid)).unwrap();
+        assert!(row("812") < row("900") && row("900") < row("901") && row("901") < row("1"), "{t}");
+        let all = scan_text(&r, true);
+        assert!(all.contains("[kworker/0:1]") && !all.contains("kernel threads (protected"), "{all}");
+    }
+
+    #[test]
+    fn the_warning_says_why_entries_were_unreadable() {
+        let mut r = report();
+        r.unreadable.entries = vec![Unreadable { pid: 1, what: "fd", error: "Permission denied".into(), count: 3 }];
+        r.unreadable.count = 3;
+        for (why, says) in [
+            (UnreadableWhy::NotRoot, "not root: run as root"),
+            (UnreadableWhy::Container, "root in a container"),
+            (UnreadableWhy::Other, "unreadable even as root"),
+        ] {
+            r.unreadable.why = Some(why);
+            let w = unreadable_text(&r).unwrap();
+            assert!(w.starts_with("warning: 3 entries of 1 processes could not be read") && w.contains(says), "{w}");
+        }
+        assert_eq!(unreadable_why(false, true), UnreadableWhy::NotRoot);
+        assert_eq!(unreadable_why(true, true), UnreadableWhy::Container);
+    }
 }

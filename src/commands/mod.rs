@@ -6,6 +6,7 @@ pub mod check;
 pub mod config;
 pub mod lock;
 pub mod prepare;
+pub mod report;
 pub mod restore;
 pub mod run;
 pub mod scan;

@@ -10,6 +10,7 @@ use super::{existing, need_root, out, RealEdges};
 use crate::checks::{self, Flow};
 use crate::clock;
 use crate::config::Settings;
+use crate::events::{self, Event};
 use crate::exit;
 use crate::lock::{Lock, LockGuard};
 use crate::paths::Paths;
@@ -95,7 +96,7 @@ pub fn prepare(
     let m = edges.machine(settings);
     let boot = clock::boot_id(paths)?;
     let mut journal = Journal::open(store, mount, &boot)?;
-    log::info!("window opened: {} step(s) to free {}", plan.steps.len(), mount.display());
+    events::emit(Event::WindowOpened { mount, steps: plan.steps.len() });
     // The hold list is a step of the plan (after the stops, before the reload that activates the masks).
     execute::execute(&m, &plan, &mut journal)?;
     journal.set_phase(Phase::Open)?;

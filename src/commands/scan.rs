@@ -1,5 +1,5 @@
-//! `scan`: who holds the filesystem and how, classified, as text or JSON. Reads only; it must not change the
-//! machine.
+//! `scan`: who holds the filesystem and how, classified, as text (the verdict first) or JSON. Reads only; it must
+//! not change the machine.
 
 use std::path::Path;
 
@@ -10,22 +10,33 @@ use crate::paths::Paths;
 use crate::report;
 use crate::scan::{ProcFs, ProcessTable};
 
-/// Prints the holders of `mount`.
-pub fn run(paths: &Paths, settings: &Settings, mount: &Path, json: bool) -> anyhow::Result<u8> {
+/// Whether this process runs in a container: a user namespace other than the first (its uid map is not the
+/// identity over every uid), or the marker files container managers leave (systemd-nspawn, Docker, Podman).
+pub(crate) fn in_container(paths: &Paths) -> bool {
+    let uid_map = std::fs::read_to_string(paths.proc().join("self/uid_map")).unwrap_or_default();
+    let identity = uid_map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
+    !identity
+        || ["/run/systemd/container", "/.dockerenv", "/run/.containerenv"].iter().any(|f| paths.resolve(f).exists())
+}
+
+/// The scan report of `mount`, as `scan` prints it.
+pub fn scan_report(paths: &Paths, settings: &Settings, mount: &Path) -> anyhow::Result<report::ScanReport> {
     existing(mount)?;
     let scan = ProcFs::new(paths.proc()).scan(mount)?;
-    let r = report::scan_report(&scan, settings);
+    let why = report::unreadable_why(is_root(), scan.unreadable_count() > 0 && in_container(paths));
+    Ok(report::scan_report(&scan, settings, why))
+}
+
+/// Prints the holders of `mount`: every process with `all`, kernel threads folded into one line otherwise.
+pub fn run(paths: &Paths, settings: &Settings, mount: &Path, json: bool, all: bool) -> anyhow::Result<u8> {
+    let r = scan_report(paths, settings, mount)?;
     if json {
         out(&(serde_json::to_string_pretty(&r)? + "\n"))?;
+        if let Some(w) = report::unreadable_text(&r) {
+            log::warn!("{}", w.trim_start_matches("warning: "));
+        }
     } else {
-        out(&report::scan_text(&r))?;
-    }
-    if scan.unreadable_count() > 0 {
-        log::warn!(
-            "{} entries could not be read{}",
-            scan.unreadable_count(),
-            if is_root() { "" } else { " (not root)" }
-        );
+        out(&report::scan_text(&r, all))?;
     }
     Ok(exit::OK)
 }

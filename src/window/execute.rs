@@ -11,6 +11,7 @@ use anyhow::{anyhow, bail, Context};
 use super::Machine;
 use crate::classify::{classify, Class};
 use crate::config::StrayPolicy;
+use crate::events::{self, Event};
 use crate::extension::running_handlers;
 use crate::failpoint;
 use crate::scan::Holder;
@@ -33,6 +34,7 @@ fn wait_for_extensions(m: &Machine, mount: &Path, timeout: Duration) -> anyhow::
             scan.holders.iter().map(|h| (h.pid, h.comm.as_str(), h.cmdline.as_slice(), h.cwd.as_deref())).collect();
         let running = running_handlers(&procs);
         if running.is_empty() {
+            events::emit(Event::WaitOver);
             return Ok(());
         }
         let names: Vec<String> = running.iter().map(|r| format!("{} (pid {}, {})", r.handler, r.pid, r.comm)).collect();
@@ -40,6 +42,7 @@ fn wait_for_extensions(m: &Machine, mount: &Path, timeout: Duration) -> anyhow::
         if start.elapsed() >= timeout {
             bail!("extension handlers still running after {} s: {names}", timeout.as_secs());
         }
+        events::emit(Event::Waiting { what: &names, left: Some(timeout.saturating_sub(start.elapsed())) });
         if names != said {
             log::warn!("waiting for extension handlers to finish: {names}");
             said = names;
@@ -116,7 +119,10 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                     },
                 )?;
                 log::info!("pre-stop {workload}: running {:?} as {}", command.argv, command.user);
+                let what = format!("pre-stop of {workload}: {}", command.argv.join(" "));
+                events::emit(Event::Waiting { what: &what, left: Some(Duration::from_secs(command.timeout_secs)) });
                 let r = m.runner.run(&command.argv, &command.user, Duration::from_secs(command.timeout_secs));
+                events::emit(Event::WaitOver);
                 let err = match r {
                     Err(e) => Some(anyhow!("pre-stop of {workload}: {e}")),
                     Ok(o) if o.timed_out => Some(anyhow!(
@@ -143,7 +149,10 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                 let mut argv: Vec<String> = vec!["docker".into(), "stop".into(), "-t".into(), grace_secs.to_string()];
                 argv.extend(ids.iter().cloned());
                 let timeout = Duration::from_secs(grace_secs + 60);
-                match m.runner.run(&argv, "root", timeout) {
+                events::emit(Event::Waiting { what: &argv.join(" "), left: Some(timeout) });
+                let r = m.runner.run(&argv, "root", timeout);
+                events::emit(Event::WaitOver);
+                match r {
                     Ok(o) if o.code == Some(0) => {
                         log::info!("stopped {} docker container(s)", ids.len());
                         finish(j, seq)?
@@ -193,6 +202,7 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                 let batch: Vec<(String, Duration)> =
                     units.iter().map(|(u, t)| (u.clone(), Duration::from_secs(*t))).collect();
                 log::info!("stopping {wave}: {}", units.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>().join(" "));
+                events::emit(Event::Stopping(&batch));
                 let results = m.systemd.stop_units(&batch);
                 let mut errors = vec![];
                 for (u, r) in results {
@@ -204,11 +214,12 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                     };
                     match r {
                         Ok(()) => {
-                            log::info!("stopped {u}");
+                            events::emit(Event::Stopped(&u));
                             stopped.insert(u);
                             finish(j, seq)?;
                         }
                         Err(e) => {
+                            events::emit(Event::StopFailed(&u, &e.to_string()));
                             let _ = j.failed(seq, e.to_string());
                             errors.push(e.to_string());
                         }
@@ -240,7 +251,10 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                 if previous == Mode::Enforcing {
                     let seq = record(j, Change::SelinuxPermissive { previous })?;
                     match m.selinux.set_enforcing(false) {
-                        Ok(()) => finish(j, seq)?,
+                        Ok(()) => {
+                            events::emit(Event::SelinuxSet("permissive"));
+                            finish(j, seq)?
+                        }
                         Err(e) => return Err(fail(j, seq, e.into())),
                     }
                 }

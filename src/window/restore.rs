@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 
+use crate::events::{self, Event};
 use crate::failpoint;
 use crate::glob;
 use crate::runner::Runner;
@@ -127,7 +128,10 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
         if let Change::SelinuxPermissive { previous } = c {
             let enforcing = *previous == Mode::Enforcing;
             match m.selinux.set_enforcing(enforcing) {
-                Ok(()) => ok(j, *seq, format!("SELinux back to {previous}"), &mut out)?,
+                Ok(()) => {
+                    events::emit(Event::SelinuxSet(&previous.to_string()));
+                    ok(j, *seq, format!("SELinux back to {previous}"), &mut out)?
+                }
                 Err(e) => bad(j, *seq, format!("SELinux back to {previous}: {e}"), &mut out)?,
             }
         }
@@ -190,14 +194,18 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
             continue;
         }
         let batch: Vec<(String, Duration)> = start.iter().map(|(_, u, _)| (u.clone(), start_timeout(m, u))).collect();
+        events::emit(Event::Starting(&batch));
         let results = m.systemd.start_units(&batch);
         for ((seq, u, _), (_, r)) in start.iter().zip(results) {
             match r {
                 Ok(()) => {
-                    log::info!("started {u}");
+                    events::emit(Event::Started(u));
                     ok(j, *seq, format!("start {u}"), &mut out)?
                 }
-                Err(e) => bad(j, *seq, format!("{u} failed to come back: {e}"), &mut out)?,
+                Err(e) => {
+                    events::emit(Event::StartFailed(u, &e.to_string()));
+                    bad(j, *seq, format!("{u} failed to come back: {e}"), &mut out)?
+                }
             }
         }
     }
@@ -225,7 +233,9 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
             return Ok(out);
         }
         hit();
-        log::info!("window closed: {}", out.summary());
+        events::emit(Event::WindowClosed(&out.summary()));
+    } else {
+        events::emit(Event::RestoreIncomplete(&out.failed));
     }
     Ok(out)
 }

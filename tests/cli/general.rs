@@ -87,7 +87,8 @@ fn scan_as_an_unprivileged_user_reports_what_it_could_not_read() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["unreadable"]["count"].as_u64().unwrap() > 0);
     assert!(v["unreadable"]["entries"][0]["error"].as_str().unwrap().contains("denied"));
-    assert!(stderr(&o).contains("could not be read (not root)"), "{}", stderr(&o));
+    assert_eq!(v["unreadable"]["why"], "not_root");
+    assert!(stderr(&o).contains("could not be read") && stderr(&o).contains("not root: run as root"), "{}", stderr(&o));
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ade-prep");
 
-fn root() -> tempfile::TempDir {
+pub(crate) fn root() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink("/proc", d.path().join("proc")).unwrap();
     d
@@ -21,7 +21,7 @@ fn ade_prep(root: &Path) -> Command {
 }
 
 /// Starts `lock -- sh -c SCRIPT` in the background and waits until SCRIPT runs (it creates `started`).
-fn hold(root: &Path, script: &str) -> Child {
+pub(crate) fn hold(root: &Path, script: &str) -> Child {
     let started = root.join("started");
     let _ = std::fs::remove_file(&started);
     let child = ade_prep(root)

@@ -8,4 +8,7 @@ mod bad_input;
 mod check;
 mod general;
 mod lock;
+mod progress;
+mod report;
 mod scan_fuser;
+mod scan_text;

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use crate::common::skip;
 
-fn unusable() -> bool {
+pub(crate) fn unusable() -> bool {
     if !nix::unistd::geteuid().is_root() {
         return skip("needs root (mounts, chroot)");
     }
@@ -70,13 +70,13 @@ fn ade_prep(path: &Path) -> (BTreeMap<i32, String>, Vec<i32>, serde_json::Value)
 }
 
 /// A mounted filesystem that is unmounted (lazily) when dropped.
-struct Mounted {
+pub(crate) struct Mounted {
     dir: tempfile::TempDir,
     loopimg: Option<PathBuf>,
 }
 
 impl Mounted {
-    fn tmpfs() -> Mounted {
+    pub(crate) fn tmpfs() -> Mounted {
         let dir = tempfile::tempdir().unwrap();
         let ok = Command::new("mount").args(["-t", "tmpfs", "-o", "size=64m", "adeprep-test"]).arg(dir.path()).status();
         assert!(ok.unwrap().success(), "mount tmpfs");
@@ -100,7 +100,7 @@ impl Mounted {
         Some(Mounted { dir, loopimg: Some(img) })
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 }
@@ -116,8 +116,8 @@ impl Drop for Mounted {
 
 /// Children that hold the filesystem; killed when dropped.
 #[derive(Default)]
-struct Holders {
-    pids: Vec<(i32, &'static str)>,
+pub(crate) struct Holders {
+    pub(crate) pids: Vec<(i32, &'static str)>,
 }
 
 impl Drop for Holders {
@@ -131,7 +131,7 @@ impl Drop for Holders {
 
 impl Holders {
     /// `sh -c SCRIPT` that ends in `exec sleep`: the fds and cwd it sets up survive the exec.
-    fn shell(&mut self, what: &'static str, script: &str) {
+    pub(crate) fn shell(&mut self, what: &'static str, script: &str) {
         // Reaped by pid in Drop (waitpid), like the forked holders.
         #[allow(clippy::zombie_processes)]
         let child = Command::new("sh").args(["-c", script]).spawn().expect("spawn sh");

@@ -9,6 +9,7 @@ mod common;
 mod crash;
 mod daemon;
 mod hold;
+mod journal;
 mod prepare;
 mod systemd;
 mod units;

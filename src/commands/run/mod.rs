@@ -205,6 +205,7 @@ fn prepare_for_request(
         }
         let settings_file = ade::settings_path(&handler_dir, seq);
         status(&format!("ADE request seq {seq} includes the OS volume: preparing"));
+        crate::events::emit(crate::events::Event::AdeDecision { seq, decision: "includes the OS volume: preparing" });
         let popts = PrepareOpts { dry_run: false, force: opts.force.clone(), lock_wait: None };
         let (prepared, guard) = match prepare::prepare(paths, settings, Path::new("/"), &popts) {
             // A prepare by hand opened a window since the journal was read (prepare decided so with the lock
