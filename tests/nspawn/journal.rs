@@ -24,7 +24,14 @@ fn id(kind: &str) -> &'static str {
 fn as_unit(unit: &str, args: &[&str]) -> Option<i32> {
     let inner = ade_prep_cmd(args);
     // Each word single-quoted for systemd's ExecStart= parser ('$' doubled: systemd would expand it).
-    let words: Vec<String> = std::iter::once(inner.get_program())
+    // An absolute path: 219 ignores an ExecStart= whose executable is not one.
+    let prog = std::path::Path::new(inner.get_program());
+    let prog = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+        .iter()
+        .map(|d| std::path::Path::new(d).join(prog))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| prog.to_path_buf());
+    let words: Vec<String> = std::iter::once(prog.as_os_str())
         .chain(inner.get_args())
         .map(|w| format!("'{}'", w.to_string_lossy().replace('$', "$$")))
         .collect();
@@ -41,19 +48,29 @@ fn as_unit(unit: &str, args: &[&str]) -> Option<i32> {
 /// The entries of `unit` with the MESSAGE_ID of `kind`, once at least one is there (219's journalctl has no
 /// `--sync`: the stream may still be in journald's hands for a moment after the unit ended).
 fn entries(unit: &str, kind: &str) -> Vec<Value> {
-    let mut found = vec![];
-    crate::common::wait_for(&format!("{kind} entries of {unit}"), 10, || {
-        found = entries_now(unit, kind);
-        !found.is_empty()
-    });
-    found
+    let t = std::time::Instant::now();
+    loop {
+        let found = entries_now(unit, kind);
+        if !found.is_empty() {
+            return found;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(10) {
+            let all = sh(&["journalctl", "--no-pager", "-o", "verbose", "-u", &format!("{unit}.service")]);
+            panic!("no {kind} entry of {unit} within 10 s; its journal:\n{}", String::from_utf8_lossy(&all.stdout));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// The entries of `unit` with the MESSAGE_ID of `kind` the journal has now.
 fn entries_now(unit: &str, kind: &str) -> Vec<Value> {
     let m = format!("MESSAGE_ID={}", id(kind));
-    let u = format!("_SYSTEMD_UNIT={unit}.service");
-    let o = sh(&["journalctl", "--no-pager", "-o", "json", &m, &u]);
+    // By the unit's main process rather than _SYSTEMD_UNIT=: journald before 232-ish (219 here) finds a sender's
+    // unit from its cgroup when the entry arrives, which a process that logs and exits at once may have left.
+    // Both, as journalctl's "A B + C D" (A and B, or C and D): 252 keeps the unit, 219 the pid.
+    let pid = crate::common::unit_prop(&format!("{unit}.service"), "ExecMainPID");
+    let (u, p) = (format!("_SYSTEMD_UNIT={unit}.service"), format!("_PID={pid}"));
+    let o = sh(&["journalctl", "--no-pager", "-o", "json", &m, &u, "+", &m, &p]);
     String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("journalctl -o json")).collect()
 }
 
@@ -116,11 +133,19 @@ fn in_container_prepare_and_restore_show_live_progress_on_a_terminal() {
         return;
     }
     setup_workloads();
+    // Two units slow enough for a live line to be drawn whatever the machine's speed (a unit that stops in a
+    // millisecond may never show one): ade-slow@1 takes 2 s to stop, ade-slowstart 4 s to start.
+    std::fs::write(
+        "/etc/ade-prep/config.d/60-slow.toml",
+        "[workloads.slow]\nunits = [\"ade-slow@1.service\", \"ade-slowstart.service\"]\n",
+    )
+    .unwrap();
+    let _ = sh(&["systemctl", "start", "ade-slow@1.service", "ade-slowstart.service"]);
     settle_workloads();
     let (code, screen) = on_terminal(&["prepare", "--force", "distro"]);
     assert_eq!(code, Some(0), "{screen}");
     // A spinner line per unit while it stops, with its timeout, redrawn; then the result with the time it took.
-    assert!(screen.contains("stopping fake-docker.service (timeout 30 s)"), "{screen:?}");
+    assert!(screen.contains("stopping ade-slow@1.service (timeout "), "{screen:?}");
     assert!(screen.contains("\x1b["), "not redrawn: {screen:?}");
     for u in crate::common::WORKLOAD_UNITS {
         let done = format!("stopped {u} in ");
@@ -129,7 +154,9 @@ fn in_container_prepare_and_restore_show_live_progress_on_a_terminal() {
     assert!(screen.contains("SELinux set to permissive"), "{screen:?}");
     let (code, screen) = on_terminal(&["restore"]);
     assert_eq!(code, Some(0), "{screen}");
-    assert!(screen.contains("starting ade-db.service (timeout "), "{screen:?}");
+    assert!(screen.contains("starting ade-slowstart.service (timeout "), "{screen:?}");
     assert!(screen.contains("started ade-db.service in "), "{screen:?}");
     assert!(screen.contains("window closed: "), "{screen:?}");
+    std::fs::remove_file("/etc/ade-prep/config.d/60-slow.toml").unwrap();
+    let _ = sh(&["systemctl", "stop", "ade-slow@1.service", "ade-slowstart.service"]);
 }
