@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod ade_replay;
 mod crash;
 mod daemon;
 mod prepare;
