@@ -11,12 +11,15 @@
 //! restart of ade-prep.service.
 //!
 //! Simulated, and how:
-//! - `pivot_root`: NOT done. The test runs in the container's own mount namespace with systemd as PID 1; a real
-//!   `pivot_root` there moves every process of the guest (systemd, the bus, this test) into a tmpfs copy, and the
-//!   harness cannot bring them back for the next step. What ADE's and ade-prep's own test for "the RAM root" looks
-//!   at is the mount table: `/` a tmpfs or `/oldroot` a mount point (FINDINGS 23). The replay mounts a tmpfs on
-//!   `/oldroot`, so the real service reads the same fact it would read after the pivot. Files ADE writes with
-//!   `root = "ram"` are not written to the disk (they would land in the RAM copy and vanish at the reboot).
+//! - `pivot_root`: done for real, but in a private mount namespace ([`pivoted_run`]): a tmpfs root with copies of
+//!   /etc and /var/lib, `pivot_root . oldroot`, and `ade-prep run` started there (as RHEL restarts services into the
+//!   RAM root), then SIGTERM (as `systemctl rescue`): it must say it is frozen and leave the disk unchanged. Not in
+//!   the container's own namespace: there `pivot_root` would move systemd (PID 1), the bus and this test into the
+//!   tmpfs, and nothing could bring them back for the next step (ADE ends that state with a reboot). For the real
+//!   service, which stays in the container's namespace, the replay mounts a tmpfs on `/oldroot`: the other half of
+//!   the mount-table fact ADE and ade-prep test for the RAM root (FINDINGS 23), so the service must freeze on it.
+//!   Files ADE writes with `root = "ram"` are not written to the disk (they would land in the RAM copy and vanish
+//!   at the reboot).
 //! - `reboot`: ade-prep.service killed with SIGKILL, the daemon process killed, `/oldroot` unmounted, ade-prep's
 //!   runtime folder emptied, `systemctl daemon-reload`, then ade-prep.path started again (as at boot), which starts
 //!   the service. The boot id does not change (a container cannot), so the SELinux re-apply of a new boot is not
@@ -180,6 +183,7 @@ impl Replay {
                 assert!(sh(&["mount", "-t", "tmpfs", "ramroot", "/oldroot"]).status.success(), "{ctx}");
                 self.oldroot = true;
                 self.frozen_journal = Some(journal());
+                pivoted_run(&ctx);
             }
             "stop_services" => {
                 // `systemctl rescue` stops both ade-prep units (FINDINGS 22).
@@ -232,7 +236,7 @@ impl Replay {
         };
         match window {
             "closed" => {
-                std::thread::sleep(Duration::from_secs(2));
+                std::thread::sleep(Duration::from_secs(1));
                 let s = MachineState::read();
                 assert!(!s.window_open && !prepared(&s), "{ctx}: a window opened: {s:?}");
             }
@@ -244,7 +248,7 @@ impl Replay {
                 assert!(open() && phase_open(), "{ctx}: the window did not stay open: {:?}", MachineState::read());
             }
             "frozen" => {
-                std::thread::sleep(Duration::from_secs(2));
+                std::thread::sleep(Duration::from_secs(1));
                 let s = MachineState::read();
                 assert!(s.window_open, "{ctx}: the journal on the disk no longer says open: {s:?}");
                 assert!(prepared(&s), "{ctx}: something was restored in the RAM root: {s:?}");
@@ -260,6 +264,34 @@ impl Replay {
             other => panic!("{ctx}: unknown window {other}"),
         }
     }
+}
+
+/// The real pivot: in a private mount namespace, a tmpfs root with copies of /etc and /var/lib (ADE copies more;
+/// /usr and the rest are bound, read-only use), `/dev /proc /sys /run` bound, `pivot_root . oldroot`, then `ade-prep
+/// run` (the binary the service runs) from that root, stopped with SIGTERM after 4 s as `systemctl rescue` would.
+/// It must say it is frozen, and nothing may change on the disk: the journal, the units, the window.
+fn pivoted_run(ctx: &str) {
+    let before = (journal(), MachineState::read());
+    let script = r#"set -e
+R=/tmp/tmproot
+mkdir -p $R && mount -t tmpfs ramroot $R
+for d in etc var/lib; do mkdir -p $R/$d; cp -a /$d/. $R/$d/; done
+for d in usr dev proc sys run; do mkdir -p $R/$d; mount --rbind /$d $R/$d; done
+for l in bin sbin lib lib64; do [ -L /$l ] && cp -a /$l $R/; done
+mkdir -p $R/oldroot $R/tmp
+cd $R
+pivot_root . oldroot
+exec /usr/bin/timeout --preserve-status -s TERM 4 /usr/bin/env RUST_LOG=info /usr/bin/ade-prep run --force distro
+"#;
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "/bin/sh", "-c", script])
+        .output()
+        .unwrap();
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    println!("  pivoted `ade-prep run`: {}", out.trim().replace('\n', "\n    "));
+    assert!(o.status.success(), "{ctx}: ade-prep run after a real pivot_root: {:?}\n{out}", o.status);
+    assert!(out.contains("frozen: / is a tmpfs"), "{ctx}: ade-prep run in the pivoted root did not freeze:\n{out}");
+    assert_eq!((journal(), MachineState::read()), before, "{ctx}: ade-prep run in the pivoted root changed the disk");
 }
 
 /// The journal's phase is Open.
