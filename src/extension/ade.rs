@@ -355,6 +355,8 @@ pub use self::verdict::{decide, Outcome, Verdict};
 /// Everything `check` and `run` read of ADE at one moment, through this module's readers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Facts {
+    /// The guest agent's folder, where the handler is looked for.
+    pub waagent_dir: PathBuf,
     /// The newest ADE handler folder.
     pub handler: Option<AdeHandler>,
     /// The current request's seq ([`current_seq`]: newest mtime, not rejected).
@@ -387,6 +389,7 @@ impl Facts {
             queue: machine::queue_present(paths),
             daemon: machine::ade_daemon(paths),
             root: RootState::read(paths).map_err(|e| log::warn!("{e}")).ok(),
+            waagent_dir: paths.waagent_dir(),
             ..Facts::default()
         };
         let Ok(Some(handler)) = find_ade_handler(paths).map_err(|e| log::warn!("{e}")) else { return f };

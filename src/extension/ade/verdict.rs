@@ -112,14 +112,18 @@ pub fn decide(f: &Facts, now: u64) -> Verdict {
     }
     let (Some(_), Some(seq)) = (&f.handler, f.seq) else {
         return Verdict::Wait(match &f.handler {
-            None => format!("no {}-<version> folder", crate::extension::ADE_HANDLER),
+            None => format!("no {}-<version> folder in {}", crate::extension::ADE_HANDLER, f.waagent_dir.display()),
             Some(h) => format!("no settings in {}", h.dir.join("config").display()),
         });
     };
+    let status_file = || {
+        let h = f.handler.as_ref().map(|h| h.dir.clone()).unwrap_or_default();
+        super::status_path(&h, f.status_seq.unwrap_or(seq)).display().to_string()
+    };
     let s = match &f.status {
         StatusRead::Ok { status } => status,
-        StatusRead::Missing => return Verdict::Wait(format!("no status yet for seq {}", f.status_seq.unwrap_or(seq))),
-        StatusRead::Invalid { why } => return Verdict::Wait(format!("status unreadable now ({why}): reading again")),
+        StatusRead::Missing => return Verdict::Wait(format!("no status yet: {}", status_file())),
+        StatusRead::Invalid { why } => return Verdict::Wait(format!("{}: {why}; reading again", status_file())),
     };
     let os = s.os.as_ref().map_or("not reported".to_string(), |o| o.to_string());
     let wait = |why: &str| Verdict::Wait(format!("{why} ({} {} code {}, OS {os})", s.operation, s.status, s.code));
@@ -193,6 +197,7 @@ mod tests {
             "formattedMessage": {"message": msg}, "substatus": [{"formattedMessage": {"message": sub}}]}}]);
         let version = if c.dual { "0.1.0.999345" } else { "1.4.0.12" };
         Facts {
+            waagent_dir: "/var/lib/waagent".into(),
             handler: Some(AdeHandler { dir: "/var/lib/waagent/ADE".into(), version: version.into() }),
             seq: Some(1),
             status_seq: Some(1),
