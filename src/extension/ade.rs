@@ -1,12 +1,12 @@
 //! ADE's own handler, as the guest agent lays it out: the newest handler folder
-//! (`/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-<version>/`), the settings it was given
-//! (`config/<seq>.settings`) and the status it reports (`status/<seq>.status`), and the watcher that waits for it to
-//! be done. The one reader of these files for `check` and `run`; it must not change anything.
+//! (`/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-<version>/`), the current request
+//! (`config/<seq>.settings`: newest mtime, not rejected), the status it reports (`status/<highest seq>.status`), with
+//! [`machine`] the rest of what ADE leaves on the machine (queue file, daemon, markers, where `/` is), gathered as
+//! [`Facts`] and judged by [`verdict`]; and the watcher that waits for the verdict. The one reader of these files
+//! for `check` and `run` (tests/ade/FINDINGS.md gives each rule's source); it must not change anything.
 //!
 //! ADE rewrites its status file in place (truncate, then write), so a reader can see it empty or half written: such
-//! a read is "read again", never acted on. ADE also reports `success` while it is still at work ("EnableEncryption
-//! started" when its daemon starts, "Encryption settings stamped", "Encryption succeeded for data volumes"), with the
-//! OS substatus `EncryptionInProgress`: [`decide`] waits while the OS volume is in progress or pending a restart.
+//! a read is "read again", never acted on (FINDINGS 18).
 
 use std::fmt;
 use std::os::fd::AsFd;
