@@ -1,5 +1,6 @@
 //! The Azure guest agent's extension handlers: which of them are running besides ADE, so that `check` can name
-//! them and `prepare` can wait for them (ADE fails when another extension changes the machine at the same time).
+//! them, and which short-lived handler operations the agent is running, so that `prepare` can wait for them (ADE
+//! fails when another extension changes the machine at the same time) and for nothing else.
 //! ADE's own handler (its settings, its status, waiting for it to be done) is in [`ade`].
 //! It reads process lists it is given; it must not change anything.
 
@@ -8,6 +9,7 @@ pub mod ade;
 use serde::Serialize;
 
 use crate::paths::WAAGENT_DIR;
+use crate::scan::Holder;
 
 /// The supported ADE extension for Linux (Publisher.Type of its handler folder).
 pub const ADE_HANDLER: &str = "Microsoft.Azure.Security.AzureDiskEncryptionForLinux";
@@ -73,6 +75,81 @@ pub fn running_handlers(procs: &[(i32, &str, &[String], Option<&str>)]) -> Vec<R
     out
 }
 
+/// The verbs the guest agent runs a handler with (FINDINGS 29, sp `VMEncryption/setup.py:95-99`).
+pub const HANDLER_VERBS: &[&str] = &["install", "enable", "update", "disable", "uninstall"];
+/// Arguments of the resident daemons handlers leave behind (FINDINGS 30): ADE `handle.py -daemon`, AMA `agent.py
+/// -metrics/-syslogconfig/-transformconfig`, LAD `diagnostic.py -daemon`. Never waited for.
+pub const RESIDENT_FLAGS: &[&str] = &["-daemon", "-metrics", "-syslogconfig", "-transformconfig"];
+/// The argument of the guest agent's process that runs the handlers (FINDINGS 28, `WALA/.../update.py:220`).
+pub const AGENT_EXTHANDLERS_FLAG: &str = "-run-exthandlers";
+
+fn words(cmdline: &[String]) -> impl Iterator<Item = &str> {
+    // `sh -c "..."` carries the whole command in one argument.
+    cmdline.iter().flat_map(|a| a.split_whitespace())
+}
+
+/// The verb of a handler command line: `--enable`, `-enable` or `enable` (Custom Script's shim).
+fn verb_of(cmdline: &[String]) -> Option<&'static str> {
+    words(cmdline).skip(1).find_map(|w| HANDLER_VERBS.iter().copied().find(|v| w.trim_start_matches('-') == *v))
+}
+
+/// From a cgroup path, the scope verb and the slice's handler: `.../azure-vmextensions-<Publisher.Type>.slice/
+/// <verb>_<uuid>.scope` (FINDINGS 28, `WALA/azurelinuxagent/ga/cgroupapi.py:306-318`, slice name `:76-83`).
+fn scope_of(cgroup: &str) -> Option<(&'static str, Option<&str>)> {
+    let mut parts = cgroup.split('/').filter(|p| !p.is_empty()).rev();
+    let scope = parts.next()?.strip_suffix(".scope")?;
+    let (verb, _uuid) = scope.split_once('_')?;
+    let verb = HANDLER_VERBS.iter().copied().find(|v| *v == verb)?;
+    let slice = parts.next().and_then(|s| s.strip_prefix("azure-vmextensions-")?.strip_suffix(".slice"));
+    Some((verb, slice))
+}
+
+/// The agent's short-lived handler operations running now, other than ADE's (FINDINGS 28-31), among processes
+/// (the holders of `/`: every user process holds it): root-owned, a [`HANDLER_VERBS`] verb in the command line,
+/// not a resident daemon ([`RESIDENT_FLAGS`]), and run by the agent (the parent chain reaches its
+/// [`AGENT_EXTHANDLERS_FLAG`] process) or in a `<verb>_<uuid>.scope`. ADE's own handler (by path or slice) is left
+/// out: its enable can run minutes and waiting for it would outlast its own head start (FINDINGS 31).
+pub fn handler_operations(procs: &[Holder]) -> Vec<RunningHandler> {
+    let ade_path = format!("/{ADE_HANDLER}-");
+    let agents: Vec<i32> =
+        procs.iter().filter(|p| words(&p.cmdline).any(|w| w == AGENT_EXTHANDLERS_FLAG)).map(|p| p.pid).collect();
+    let parent: std::collections::HashMap<i32, i32> = procs.iter().map(|p| (p.pid, p.ppid)).collect();
+    let under_agent = |pid: i32| {
+        let mut cur = pid;
+        for _ in 0..64 {
+            match parent.get(&cur) {
+                Some(&pp) if agents.contains(&pp) => return true,
+                Some(&pp) if pp > 1 => cur = pp,
+                _ => return false,
+            }
+        }
+        false
+    };
+    let mut out = vec![];
+    for p in procs {
+        if p.uid != 0 || words(&p.cmdline).any(|w| RESIDENT_FLAGS.contains(&w)) {
+            continue;
+        }
+        let Some(verb) = verb_of(&p.cmdline) else { continue };
+        let scope = p.cgroup.as_deref().and_then(scope_of);
+        let ade = words(&p.cmdline).any(|w| w.contains(&ade_path))
+            || p.cwd.as_deref().is_some_and(|c| c.contains(&ade_path))
+            || scope.is_some_and(|(_, slice)| slice == Some(ADE_HANDLER));
+        if ade || !(under_agent(p.pid) || scope.is_some_and(|(v, _)| v == verb)) {
+            continue;
+        }
+        let from_path = words(&p.cmdline)
+            .filter_map(|w| w.find(WAAGENT_DIR).map(|i| &w[i..]))
+            .find_map(handler_of_path)
+            .or_else(|| p.cwd.as_deref().and_then(handler_of_path));
+        let handler = from_path
+            .or_else(|| scope.and_then(|(_, s)| s.map(str::to_string)))
+            .unwrap_or_else(|| "an unnamed handler".into());
+        out.push(RunningHandler { pid: p.pid, comm: p.comm.clone(), handler: format!("{handler} {verb}") });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +208,103 @@ mod tests {
                 (100, "Microsoft.Azure.Extensions.CustomScript-2.1.10".to_string()),
                 (101, "custom-script/download/0".to_string()),
                 (104, "Microsoft.Azure.Monitor.AzureMonitorLinuxAgent-1.29.4".to_string()),
+            ]
+        );
+    }
+
+    fn holder(pid: i32, ppid: i32, uid: u32, args: &[&str], cgroup: Option<&str>) -> Holder {
+        Holder {
+            pid,
+            ppid,
+            uid,
+            comm: args[0].rsplit('/').next().unwrap().chars().take(15).collect(),
+            cmdline: v(args),
+            exe: None,
+            cwd: Some("/".into()),
+            unit: None,
+            cgroup: cgroup.map(str::to_string),
+            kernel_thread: false,
+            access: Default::default(),
+            fds: 0,
+            writable_fds: 0,
+        }
+    }
+
+    #[test]
+    fn only_the_agents_short_lived_operations_are_waited_for() {
+        let cse = "/var/lib/waagent/Microsoft.Azure.Extensions.CustomScript-2.1.10";
+        let ama = "/var/lib/waagent/Microsoft.Azure.Monitor.AzureMonitorLinuxAgent-1.29.4";
+        let lad = "/var/lib/waagent/Microsoft.Azure.Diagnostics.LinuxDiagnostic-4.0.0";
+        let ade = "/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.12";
+        let agent_sc = Some("/system.slice/walinuxagent.service");
+        let scope = |verb: &str, ext: &str| {
+            Some(format!("/azure.slice/azure-vmextensions.slice/azure-vmextensions-{ext}.slice/{verb}_5f1e.scope"))
+        };
+        let cse_scope = scope("enable", "Microsoft.Azure.Extensions.CustomScript");
+        let ama_scope = scope("enable", "Microsoft.Azure.Monitor.AzureMonitorLinuxAgent");
+        let ade_scope = scope("enable", ADE_HANDLER);
+        let procs = vec![
+            // FINDINGS 28: the agent, its `sh -c` (setsid) and the handler command.
+            holder(10, 1, 0, &["python3", "-u", "/usr/sbin/waagent", "-run-exthandlers"], agent_sc),
+            holder(
+                20,
+                10,
+                0,
+                &["/bin/sh", "-c", &format!("{cse}/bin/custom-script-shim enable")],
+                cse_scope.as_deref(),
+            ),
+            holder(21, 20, 0, &[&format!("{cse}/bin/custom-script-shim"), "enable"], cse_scope.as_deref()),
+            // FINDINGS 30: resident daemons in the enable scope they were started from, reparented to 1.
+            holder(30, 1, 0, &["python3", &format!("{ama}/agent.py"), "-metrics"], ama_scope.as_deref()),
+            holder(31, 1, 0, &["python3", &format!("{ama}/agent.py"), "-syslogconfig"], ama_scope.as_deref()),
+            holder(32, 1, 0, &["python2", &format!("{lad}/diagnostic.py"), "-daemon"], None),
+            holder(
+                33,
+                1,
+                0,
+                &[
+                    "/bin/bash",
+                    &format!("{ade}/main/extension_shim.sh"),
+                    "-c",
+                    &format!("{ade}/main/handle.py"),
+                    "-daemon",
+                ],
+                ade_scope.as_deref(),
+            ),
+            // FINDINGS 31: ADE's own enable, run by the agent.
+            holder(
+                40,
+                10,
+                0,
+                &[
+                    "/bin/bash",
+                    &format!("{ade}/main/extension_shim.sh"),
+                    "-c",
+                    &format!("{ade}/main/handle.py"),
+                    "--enable",
+                ],
+                ade_scope.as_deref(),
+            ),
+            // Another user naming a handler path and a verb (FINDINGS 30, last sentence).
+            holder(50, 1, 1000, &["/bin/sh", "-c", &format!("sleep 1000 # {cse}/bin/custom-script-shim enable")], None),
+            // Root, a verb, but not run by the agent nor in a handler scope: `systemctl enable foo` by hand.
+            holder(60, 1, 0, &["systemctl", "enable", "foo"], Some("/user.slice/session-1.scope")),
+            // An operation in its scope when the agent's process is not seen (cgroups on, FINDINGS 28).
+            holder(
+                70,
+                1,
+                0,
+                &[&format!("{lad}/diagnostic.py"), "-update"],
+                scope("update", "Microsoft.Azure.Diagnostics.LinuxDiagnostic").as_deref(),
+            ),
+        ];
+        let got: Vec<(i32, String)> = handler_operations(&procs).into_iter().map(|h| (h.pid, h.handler)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (20, "Microsoft.Azure.Extensions.CustomScript-2.1.10 enable".to_string()),
+                (21, "Microsoft.Azure.Extensions.CustomScript-2.1.10 enable".to_string()),
+                (70, "Microsoft.Azure.Diagnostics.LinuxDiagnostic-4.0.0 update".to_string()),
             ]
         );
     }

@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use crate::extension::ade::{parse_status, OpStatus, OsState};
+use crate::extension::ade::machine::OLDROOT;
+use crate::extension::ade::{parse_status, OpStatus, OsState, RootState};
 use crate::mountinfo::Mount;
 use crate::paths::WAAGENT_DIR;
 
@@ -77,12 +78,17 @@ pub fn ade_operation(
         Ok(None) => {}
         Err(e) => errors.push(e.clone()),
     }
-    let mut finished = false;
+    // One reader of where / stands, shared with `run` (FINDINGS 15, 23).
+    let root = mounts.as_ref().ok().map(|m| RootState::from_mounts(m));
+    // An encrypted VM keeps PrereqState (and SelinuxState on RHEL) on the disk for good (FINDINGS 25): `/` on the
+    // mapper means the phases finished, whatever markers are left.
+    let on_mapper = root.as_ref().is_some_and(RootState::on_mapper);
+    let mut finished = on_mapper;
     match markers {
         Ok(Some(names)) if !names.is_empty() => {
             let done: Vec<&str> = PHASES.iter().copied().filter(|p| names.iter().any(|n| n == p)).collect();
             let other: Vec<&str> = names.iter().map(String::as_str).filter(|n| !PHASES.contains(n)).collect();
-            finished = done.last() == PHASES.last();
+            finished |= done.last() == PHASES.last();
             let mut s =
                 format!("OS phases finished: {}", if done.is_empty() { "none".into() } else { done.join(", ") });
             if !other.is_empty() {
@@ -102,12 +108,16 @@ pub fn ade_operation(
         }
         Err(e) => errors.push(e.clone()),
     }
-    if let Ok(m) = mounts {
-        if let Some(root) = m.iter().rev().find(|m| m.mount_point == Path::new("/")) {
-            if root.fstype == "tmpfs" {
-                under_way = true;
-                seen.push("/ is a tmpfs: ADE has moved to its RAM root".into());
-            }
+    if let Some(root) = &root {
+        if root.tmpfs {
+            under_way = true;
+            seen.push("/ is a tmpfs: ADE has moved to its RAM root".into());
+        } else if root.oldroot {
+            under_way = true;
+            seen.push(format!("{OLDROOT} is mounted: ADE is unmounting the disk"));
+        }
+        if on_mapper {
+            seen.push(format!("/ is on {}", root.source));
         }
     }
     let markers_only = !seen.is_empty() && !under_way;
@@ -361,9 +371,21 @@ mod tests {
         let c = ade_operation(&none, &marks, &Ok(vec![]), &m);
         assert_eq!(c.result, Status::Warn);
         assert!(c.evidence.contains("interrupted"));
-        // ADE's RAM root
+        // FINDINGS 25, 15: an encrypted VM keeps PrereqState (and SelinuxState on RHEL) on the disk for good, the
+        // later markers were written in the RAM root only: / on the mapper says finished, not interrupted.
+        let encrypted = Ok(parse("22 1 253:0 / / rw - ext4 /dev/mapper/osencrypt rw\n").0);
+        for kept in [vec!["PrereqState"], vec!["PrereqState", "SelinuxState"]] {
+            let kept = Ok(Some(kept.into_iter().map(String::from).collect()));
+            let c = ade_operation(&none, &kept, &Ok(vec![]), &encrypted);
+            assert_eq!(c.result, Status::Pass, "{}", c.evidence);
+            assert!(c.evidence.contains("finished earlier") && c.evidence.contains("/dev/mapper/osencrypt"));
+        }
+        // ADE's RAM root, and /oldroot mounted (FINDINGS 23)
         let c = ade_operation(&none, &no_markers, &Ok(vec![]), &Ok(parse("1 0 0:40 / / rw - tmpfs tmpfs rw\n").0));
         assert_eq!(c.result, Status::Warn);
+        let ram = "22 1 8:1 / /oldroot rw - ext4 /dev/sda1 rw\n1 0 0:40 / / rw - tmpfs none rw\n";
+        let c = ade_operation(&none, &no_markers, &Ok(vec![]), &Ok(parse(ram).0));
+        assert!(c.result == Status::Warn && c.evidence.contains("RAM root"), "{}", c.evidence);
         // unreadable and nothing found: unknown
         let c = ade_operation(
             &Err("/a/azure_crypt_request_queue.ini: Is a directory (os error 21)".into()),

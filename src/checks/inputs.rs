@@ -269,7 +269,7 @@ fn without_chain(mut procs: Vec<Process>, me: i32) -> Vec<Process> {
     procs
 }
 
-/// The newest ADE handler folder, its newest settings sequence number and that sequence's status text.
+/// The newest ADE handler folder, the sequence number ADE reports under and that sequence's status text.
 fn read_ade_state(waagent: &Path, entries: &Input<Option<Vec<String>>>) -> Input<Option<AdeState>> {
     let Some(entries) = entries.clone()? else { return Ok(None) };
     // The same finder as `run`'s (extension::ade).
@@ -277,11 +277,8 @@ fn read_ade_state(waagent: &Path, entries: &Input<Option<Vec<String>>>) -> Input
         return Ok(None);
     };
     let dir = waagent.join(handler);
-    let seq = list_dir(&dir.join("config"))?
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|n| n.strip_suffix(".settings")?.parse::<u64>().ok())
-        .max();
+    // ADE writes its status to the highest seq's file, rejected or not (FINDINGS 2): the same reader as `run`'s.
+    let seq = crate::extension::ade::status_seq(&dir).map_err(|e| e.to_string())?;
     let status = match seq {
         Some(s) => read_optional(&dir.join(format!("status/{s}.status")))?,
         None => None,
@@ -349,10 +346,8 @@ pub fn gather(paths: &Paths, agent: &dyn AgentVersion, workloads: Input<Vec<Work
     }
 }
 
-/// ADE's queue of requests, present while an operation is under way.
-pub const ADE_QUEUE_FILE: &str = "azure_crypt_request_queue.ini";
-/// ADE's OS encryption phase markers, one empty file per finished phase.
-pub const ADE_MARKERS_DIR: &str = "os_encryption_markers";
+/// ADE's queue of requests and its phase markers: the names are extension::ade::machine's, shared with `run`.
+use crate::extension::ade::machine::{MARKERS_DIR as ADE_MARKERS_DIR, QUEUE_FILE as ADE_QUEUE_FILE};
 
 #[cfg(test)]
 mod tests {

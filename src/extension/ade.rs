@@ -1,19 +1,19 @@
 //! ADE's own handler, as the guest agent lays it out: the newest handler folder
-//! (`/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-<version>/`), the settings it was given
-//! (`config/<seq>.settings`) and the status it reports (`status/<seq>.status`), and the watcher that waits for it to
-//! be done. The one reader of these files for `check` and `run`; it must not change anything.
+//! (`/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-<version>/`), the current request
+//! (`config/<seq>.settings`: newest mtime, not rejected), the status it reports (`status/<highest seq>.status`), with
+//! [`machine`] the rest of what ADE leaves on the machine (queue file, daemon, markers, where `/` is), gathered as
+//! [`Facts`] and judged by [`verdict`]; and the watcher that waits for the verdict. The one reader of these files
+//! for `check` and `run` (tests/ade/FINDINGS.md gives each rule's source); it must not change anything.
 //!
 //! ADE rewrites its status file in place (truncate, then write), so a reader can see it empty or half written: such
-//! a read is "read again", never acted on. ADE also reports `success` while it is still at work ("EnableEncryption
-//! started" when its daemon starts, "Encryption settings stamped", "Encryption succeeded for data volumes"), with the
-//! OS substatus `EncryptionInProgress`: [`decide`] waits while the OS volume is in progress or pending a restart.
+//! a read is "read again", never acted on (FINDINGS 18).
 
 use std::fmt;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use serde::Serialize;
@@ -76,15 +76,37 @@ pub fn find_ade_handler(paths: &Paths) -> Result<Option<AdeHandler>, ExtensionEr
         .map(|name| AdeHandler { dir: dir.join(name), version: name[ADE_HANDLER.len() + 1..].to_string() }))
 }
 
-/// The current sequence number: the highest `config/<seq>.settings`; `None` when there is none.
-pub fn current_seq(handler_dir: &Path) -> Result<Option<u64>, ExtensionError> {
+/// The `<seq>` of every `config/<seq>.settings` of a handler, with its modification time and whether ADE rejected
+/// it (`<seq>.settings.rejected` beside it).
+fn settings_files(handler_dir: &Path) -> Result<Vec<(u64, Option<SystemTime>, bool)>, ExtensionError> {
     let dir = handler_dir.join("config");
     let rd = match std::fs::read_dir(&dir) {
         Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
         Err(source) => return Err(ExtensionError::Io { path: dir, source }),
     };
-    Ok(rd.flatten().filter_map(|e| e.file_name().to_str()?.strip_suffix(".settings")?.parse::<u64>().ok()).max())
+    let names: Vec<String> = rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+    Ok(names
+        .iter()
+        .filter_map(|n| n.strip_suffix(".settings")?.parse::<u64>().ok())
+        .map(|seq| {
+            let mtime = std::fs::metadata(settings_path(handler_dir, seq)).ok().and_then(|m| m.modified().ok());
+            (seq, mtime, names.contains(&format!("{seq}.settings.rejected")))
+        })
+        .collect())
+}
+
+/// The current request, as ADE picks it (FINDINGS 1, `Utils/HandlerUtil.py:101-127`): the `config/<seq>.settings`
+/// with the newest modification time that has no `<seq>.settings.rejected` (a rejected seq keeps its `.settings`);
+/// equal times go to the higher seq. `None` when there is none.
+pub fn current_seq(handler_dir: &Path) -> Result<Option<u64>, ExtensionError> {
+    Ok(settings_files(handler_dir)?.into_iter().filter(|f| !f.2).max_by_key(|f| (f.1, f.0)).map(|f| f.0))
+}
+
+/// The seq whose `status/<seq>.status` ADE writes (FINDINGS 2, `HandlerUtil.py:136-146`, `:480-487`): the highest
+/// seq that has a `.settings`, rejected or not. It can differ from [`current_seq`].
+pub fn status_seq(handler_dir: &Path) -> Result<Option<u64>, ExtensionError> {
+    Ok(settings_files(handler_dir)?.into_iter().map(|f| f.0).max())
 }
 
 /// `config/<seq>.settings` of a handler.
@@ -99,6 +121,9 @@ pub fn status_path(handler_dir: &Path, seq: u64) -> PathBuf {
 
 // ---- settings ----
 
+/// The operations that open a window (FINDINGS 3).
+pub const WINDOW_OPERATIONS: &[&str] = &["EnableEncryption", "EnableEncryptionFormat", "EnableEncryptionFormatAll"];
+
 /// The public settings ADE was given (the protected settings stay encrypted and are never read).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PublicSettings {
@@ -109,12 +134,13 @@ pub struct PublicSettings {
 }
 
 impl PublicSettings {
-    /// An enable (EnableEncryption, EnableEncryptionFormat, EnableEncryptionFormatAll).
+    /// An enable that can open a window: `EncryptionOperation` is exactly EnableEncryption, EnableEncryptionFormat
+    /// or EnableEncryptionFormatAll, case included (FINDINGS 3, `handle.py:832`).
     pub fn is_enable(&self) -> bool {
-        self.encryption_operation.as_deref().is_some_and(|o| o.to_ascii_lowercase().starts_with("enableencryption"))
+        self.encryption_operation.as_deref().is_some_and(|o| WINDOW_OPERATIONS.contains(&o))
     }
 
-    /// The OS volume is part of it (VolumeType OS or All).
+    /// The OS volume is part of it: VolumeType OS or All in any case (FINDINGS 4, `check_util.py:253`).
     pub fn includes_os(&self) -> bool {
         self.volume_type.as_deref().is_some_and(|v| v.eq_ignore_ascii_case("os") || v.eq_ignore_ascii_case("all"))
     }
@@ -291,10 +317,11 @@ pub fn parse_status(text: &str) -> Result<AdeStatus, String> {
 }
 
 /// One read of a status file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(tag = "read", rename_all = "snake_case")]
 pub enum StatusRead {
     /// Not there (yet).
+    #[default]
     Missing,
     /// There but not usable now (half written, or an I/O error): read again.
     Invalid { why: String },
@@ -317,116 +344,97 @@ pub fn read_status(handler_dir: &Path, seq: u64) -> StatusRead {
     }
 }
 
-// ---- the decision ----
+// ---- the facts and the verdict ----
 
-/// How ADE's run ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum Outcome {
-    /// The OS volume reports Encrypted.
-    Encrypted,
-    /// The operation ended in success or warning without the OS volume being at work.
-    Succeeded {
-        operation: String,
-        /// ADE's message.
-        message: String,
-    },
-    /// The operation ended in error.
-    Failed {
-        operation: String,
-        /// ADE's code.
-        code: String,
-        /// ADE's message.
-        message: String,
-    },
+pub mod machine;
+pub mod verdict;
+
+pub use self::machine::RootState;
+pub use self::verdict::{decide, Outcome, Verdict};
+
+/// Everything `check` and `run` read of ADE at one moment, through this module's readers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Facts {
+    /// The guest agent's folder, where the handler is looked for.
+    pub waagent_dir: PathBuf,
+    /// The newest ADE handler folder.
+    pub handler: Option<AdeHandler>,
+    /// The current request's seq ([`current_seq`]: newest mtime, not rejected).
+    pub seq: Option<u64>,
+    /// The seq whose status file ADE writes ([`status_seq`]).
+    pub status_seq: Option<u64>,
+    /// The current request's public settings (None: absent or not readable now).
+    pub public: Option<PublicSettings>,
+    /// The current settings file's modification time, seconds since the epoch (ADE's head start counts from it).
+    pub settings_mtime: Option<u64>,
+    /// The status file's contents.
+    pub status: StatusRead,
+    /// ADE's request queue file exists.
+    pub queue: bool,
+    /// The pid of ADE's live `handle.py -daemon`.
+    pub daemon: Option<i32>,
+    /// Where `/` stands (None: the mount table could not be read).
+    pub root: Option<RootState>,
 }
 
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Outcome::Encrypted => f.write_str("the OS volume is encrypted"),
-            Outcome::Succeeded { operation, message } => write!(f, "{operation} succeeded: {message}"),
-            Outcome::Failed { operation, code, message } => write!(f, "{operation} failed (code {code}): {message}"),
-        }
+impl Facts {
+    /// The handler is ADE's dual pass (versions 0.1.0.999xxx; FINDINGS 13, 16, 26).
+    pub fn dual_pass(&self) -> bool {
+        self.handler.as_ref().is_some_and(|h| h.version.starts_with("0.1.0.999"))
     }
-}
 
-/// Whether the window can close.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "verdict", content = "detail", rename_all = "snake_case")]
-pub enum Verdict {
-    /// Not yet, and why.
-    Wait(String),
-    /// ADE is done.
-    Done(Outcome),
-}
-
-/// Whether ADE is done, from its status alone. Done when the operation ended in error, or the OS volume reports
-/// Encrypted, or the operation ended in success (or warning) while the OS volume is neither in progress nor
-/// pending a restart (ADE reports success at steps on the way, with the OS volume `EncryptionInProgress`).
-pub fn decide(s: &AdeStatus) -> Verdict {
-    let os = s.os.as_ref().map_or("not reported".to_string(), |o| o.to_string());
-    let wait = |why: &str| Verdict::Wait(format!("{why} ({} {}, OS {os})", s.operation, s.status));
-    match (&s.status, &s.os) {
-        (OpStatus::Error, _) => Verdict::Done(Outcome::Failed {
-            operation: s.operation.clone(),
-            code: s.code.clone(),
-            message: s.message.clone(),
-        }),
-        (_, Some(OsState::Encrypted)) => Verdict::Done(Outcome::Encrypted),
-        (_, Some(OsState::VMRestartPending)) => wait("OS volume encrypted, waiting through the restart"),
-        (_, Some(OsState::EncryptionInProgress)) => wait("OS volume encryption in progress"),
-        (_, Some(OsState::DecryptionInProgress)) => wait("decryption in progress"),
-        (OpStatus::Success | OpStatus::Warning, _) => {
-            Verdict::Done(Outcome::Succeeded { operation: s.operation.clone(), message: s.message.clone() })
+    /// Reads them all; never fails (what cannot be read is a reason to wait, in [`decide`]).
+    pub fn read(paths: &Paths) -> Facts {
+        let mut f = Facts {
+            queue: machine::queue_present(paths),
+            daemon: machine::ade_daemon(paths),
+            root: RootState::read(paths).map_err(|e| log::warn!("{e}")).ok(),
+            waagent_dir: paths.waagent_dir(),
+            ..Facts::default()
+        };
+        let Ok(Some(handler)) = find_ade_handler(paths).map_err(|e| log::warn!("{e}")) else { return f };
+        f.seq = current_seq(&handler.dir).map_err(|e| log::warn!("{e}")).ok().flatten();
+        f.status_seq = status_seq(&handler.dir).ok().flatten();
+        if let Some(seq) = f.seq {
+            f.public = read_settings(&handler.dir, seq).ok();
+            f.settings_mtime = std::fs::metadata(settings_path(&handler.dir, seq))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs());
         }
-        (OpStatus::Transitioning, _) => wait("at work"),
-        (OpStatus::Other(_), _) => wait("unknown status"),
+        if let Some(s) = f.status_seq {
+            f.status = read_status(&handler.dir, s);
+        }
+        f.handler = Some(handler);
+        f
     }
 }
 
 // ---- observing and waiting ----
 
-/// One look at the extension: which handler, which seq, what its status says, and the verdict.
+/// One look at the extension: the facts and the verdict on them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Observation {
-    /// The newest ADE handler folder.
-    pub handler: Option<AdeHandler>,
-    /// Its current sequence number.
-    pub seq: Option<u64>,
-    /// The status file's contents.
-    pub status: StatusRead,
+    /// What was read.
+    #[serde(flatten)]
+    pub facts: Facts,
     /// What that means.
     pub verdict: Verdict,
 }
 
-/// Looks once; never fails (what cannot be read is a reason to wait).
+impl std::ops::Deref for Observation {
+    type Target = Facts;
+    fn deref(&self) -> &Facts {
+        &self.facts
+    }
+}
+
+/// Looks once; never fails.
 pub fn observe(paths: &Paths) -> Observation {
-    let wait = |handler, seq, status, why: String| Observation { handler, seq, status, verdict: Verdict::Wait(why) };
-    let handler = match find_ade_handler(paths) {
-        Ok(Some(h)) => h,
-        Ok(None) => {
-            let why = format!("no {ADE_HANDLER}-<version> folder in {}", paths.waagent_dir().display());
-            return wait(None, None, StatusRead::Missing, why);
-        }
-        Err(e) => return wait(None, None, StatusRead::Missing, e.to_string()),
-    };
-    let seq = match current_seq(&handler.dir) {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            let why = format!("no settings in {}", handler.dir.join("config").display());
-            return wait(Some(handler), None, StatusRead::Missing, why);
-        }
-        Err(e) => return wait(Some(handler), None, StatusRead::Missing, e.to_string()),
-    };
-    let path = status_path(&handler.dir, seq);
-    let status = read_status(&handler.dir, seq);
-    let verdict = match &status {
-        StatusRead::Missing => Verdict::Wait(format!("no status yet: {}", path.display())),
-        StatusRead::Invalid { why } => Verdict::Wait(format!("{}: {why}; reading again", path.display())),
-        StatusRead::Ok { status } => decide(status),
-    };
-    Observation { handler: Some(handler), seq: Some(seq), status, verdict }
+    let facts = Facts::read(paths);
+    let verdict = decide(&facts, crate::clock::now());
+    Observation { facts, verdict }
 }
 
 /// How a wait ended.
@@ -480,7 +488,7 @@ impl Watcher {
     }
 
     fn folders(&self, last: &Observation) -> Vec<PathBuf> {
-        let mut dirs = vec![self.paths.waagent_dir()];
+        let mut dirs = vec![self.paths.waagent_dir(), self.paths.ade_config_dir()];
         if let Some(h) = &last.handler {
             dirs.extend([h.dir.clone(), h.dir.join("status"), h.dir.join("config")]);
         }
@@ -602,6 +610,11 @@ mod tests {
         f.write_all(&text.as_bytes()[half..]).unwrap();
     }
 
+    /// `/` on the disk in the fixture's mount table (without one the verdict is "frozen": FINDINGS 23).
+    fn on_disk(root: &Path) {
+        put(&root.join("proc/self/mountinfo"), "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n");
+    }
+
     fn put(path: &Path, text: &str) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
@@ -640,51 +653,6 @@ mod tests {
         assert!(parse_status("[]").is_err());
     }
 
-    fn verdict(op: &str, status: &str, os: &str) -> Verdict {
-        decide(&parse_status(&ade_status(op, status, "0", "msg", os, "NotMounted")).unwrap())
-    }
-
-    #[test]
-    fn success_on_the_way_is_not_done() {
-        // What ADE reports during one OS-volume enable, in order (handle.py: start_daemon, stamp_disks_with_settings,
-        // daemon_encrypt data volumes, OS volume done, after the reboot).
-        let steps = [
-            ("EnableEncryption", "success", "EncryptionInProgress", false),
-            ("StartEncryption", "success", "EncryptionInProgress", false),
-            ("EnableEncryptionDataVolumes", "success", "EncryptionInProgress", false),
-            ("EnableEncryptionOSVolume", "transitioning", "EncryptionInProgress", false),
-            ("EnableEncryptionOSVolume", "success", "VMRestartPending", false),
-            ("EnableEncryption", "success", "Encrypted", true),
-        ];
-        for (op, st, os, done) in steps {
-            let v = verdict(op, st, os);
-            assert_eq!(matches!(v, Verdict::Done(_)), done, "{op} {st} {os}: {v:?}");
-        }
-        assert_eq!(verdict("EnableEncryption", "success", "Encrypted"), Verdict::Done(Outcome::Encrypted));
-        match verdict("EnableEncryptionOSVolume", "success", "VMRestartPending") {
-            Verdict::Wait(why) => assert!(why.contains("waiting through the restart"), "{why}"),
-            v => panic!("{v:?}"),
-        }
-    }
-
-    #[test]
-    fn errors_and_plain_success_are_done() {
-        assert_eq!(
-            verdict("Enable", "error", "EncryptionInProgress"),
-            Verdict::Done(Outcome::Failed { operation: "Enable".into(), code: "0".into(), message: "msg".into() })
-        );
-        assert!(matches!(
-            verdict("EnableEncryption", "success", "NotEncrypted"),
-            Verdict::Done(Outcome::Succeeded { .. })
-        ));
-        assert!(matches!(
-            verdict("EnableEncryption", "warning", "NotEncrypted"),
-            Verdict::Done(Outcome::Succeeded { .. })
-        ));
-        assert!(matches!(verdict("EnableEncryption", "transitioning", "NotEncrypted"), Verdict::Wait(_)));
-        assert!(matches!(verdict("EnableEncryption", "paused", "NotEncrypted"), Verdict::Wait(_)));
-    }
-
     #[test]
     fn the_newest_handler_version_wins_numerically() {
         let d = tempfile::tempdir().unwrap();
@@ -702,14 +670,54 @@ mod tests {
     }
 
     #[test]
-    fn the_current_seq_is_the_highest_settings_number() {
+    fn the_current_request_is_the_newest_unrejected_settings_and_the_status_the_highest_seq() {
         let d = tempfile::tempdir().unwrap();
         let h = handler_dir(d.path());
         assert_eq!(current_seq(&h).unwrap(), None);
-        for f in ["0.settings", "2.settings", "10.settings", "11.settings.rejected", "x.settings", "12.status"] {
-            put(&h.join("config").join(f), "{}");
+        let at = |f: &str, secs: u64| {
+            let p = h.join("config").join(f);
+            put(&p, "{}");
+            let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs);
+            std::fs::File::options().write(true).open(&p).unwrap().set_modified(t).unwrap();
+        };
+        for (f, t) in
+            [("0.settings", 0), ("2.settings", 20), ("10.settings", 10), ("x.settings", 99), ("12.status", 99)]
+        {
+            at(f, t);
         }
-        assert_eq!(current_seq(&h).unwrap(), Some(10));
+        // FINDINGS 1: the newest mtime, not the highest seq.
+        assert_eq!(current_seq(&h).unwrap(), Some(2));
+        // FINDINGS 2: the status is the highest seq's.
+        assert_eq!(status_seq(&h).unwrap(), Some(10));
+        // FINDINGS 1: a rejected seq keeps its .settings and is skipped; FINDINGS 2: it still carries the status.
+        at("11.settings", 30);
+        at("11.settings.rejected", 30);
+        assert_eq!(current_seq(&h).unwrap(), Some(2));
+        assert_eq!(status_seq(&h).unwrap(), Some(11));
+    }
+
+    #[test]
+    fn only_the_three_enable_operations_open_a_window_and_the_volume_type_has_no_case() {
+        // FINDINGS 3: matched exactly (handle.py:832).
+        let p =
+            |op: &str, vt: &str| PublicSettings { encryption_operation: Some(op.into()), volume_type: Some(vt.into()) };
+        for op in ["EnableEncryption", "EnableEncryptionFormat", "EnableEncryptionFormatAll"] {
+            assert!(p(op, "OS").is_enable(), "{op}");
+        }
+        for op in [
+            "enableencryption",
+            "EnableEncryptionX",
+            "DisableEncryption",
+            "QueryEncryptionStatus",
+            "UpdateEncryptionSettings",
+        ] {
+            assert!(!p(op, "OS").is_enable(), "{op}");
+        }
+        // FINDINGS 4: lowercased.
+        for vt in ["OS", "os", "All", "ALL", "all"] {
+            assert!(p("EnableEncryption", vt).includes_os(), "{vt}");
+        }
+        assert!(!p("EnableEncryption", "Data").includes_os());
     }
 
     #[test]
@@ -736,11 +744,12 @@ mod tests {
     fn observe_says_why_it_waits() {
         let d = tempfile::tempdir().unwrap();
         let paths = Paths::under(d.path());
+        on_disk(d.path());
         let why = |o: Observation| match o.verdict {
             Verdict::Wait(w) => w,
             v => panic!("{v:?}"),
         };
-        assert!(why(observe(&paths)).starts_with(&format!("no {ADE_HANDLER}-<version> folder in")));
+        assert!(why(observe(&paths)).starts_with(&format!("no {ADE_HANDLER}-<version> folder")));
         let h = handler_dir(d.path());
         std::fs::create_dir_all(&h).unwrap();
         assert!(why(observe(&paths)).starts_with("no settings in"));
@@ -757,6 +766,7 @@ mod tests {
     fn the_watcher_follows_the_status_through_half_written_files_to_the_end() {
         let d = tempfile::tempdir().unwrap();
         let paths = Paths::under(d.path());
+        on_disk(d.path());
         let h = handler_dir(d.path());
         put(&settings_path(&h, 0), SETTINGS);
         let st = status_path(&h, 0);
@@ -800,6 +810,7 @@ mod tests {
     fn the_watcher_follows_a_new_seq_and_ignores_the_old_one() {
         let d = tempfile::tempdir().unwrap();
         let paths = Paths::under(d.path());
+        on_disk(d.path());
         let h = handler_dir(d.path());
         std::fs::create_dir_all(paths.waagent_dir()).unwrap();
         let h2 = h.clone();
@@ -839,7 +850,7 @@ mod tests {
             WaitEnd::Done { outcome, last } => {
                 assert_eq!(outcome, Outcome::Encrypted);
                 assert_eq!(last.seq, Some(1));
-                assert_eq!(last.handler.unwrap().dir, h);
+                assert_eq!(last.facts.handler.unwrap().dir, h);
             }
             other => panic!("{other:?}"),
         }
@@ -850,6 +861,7 @@ mod tests {
     fn the_watcher_times_out_or_stops_with_the_last_observation() {
         let d = tempfile::tempdir().unwrap();
         let paths = Paths::under(d.path());
+        on_disk(d.path());
         let t = Instant::now();
         let end = Watcher::new(&paths)
             .poll_every(Duration::from_millis(50))

@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod ade_replay;
 mod crash;
 mod daemon;
 mod hold;

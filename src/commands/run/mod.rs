@@ -28,7 +28,7 @@ use crate::clock;
 use crate::config::Settings;
 use crate::exit;
 use crate::extension::ade::{
-    self, Observation, OsState, Outcome, PublicSettings, StatusRead, Verdict, WaitEnd, Watcher,
+    self, Observation, OsState, Outcome, PublicSettings, RootState, StatusRead, Verdict, WaitEnd, Watcher,
 };
 use crate::paths::Paths;
 use crate::selinux::SelinuxFs;
@@ -92,9 +92,37 @@ pub fn decide(obs: &Observation, public: Option<&PublicSettings>, flow: Flow) ->
 }
 
 pub(crate) fn verdict_text(v: &Verdict) -> String {
-    match v {
-        Verdict::Wait(why) => why.clone(),
-        Verdict::Done(o) => o.to_string(),
+    v.text()
+}
+
+/// Why ADE is in its RAM root now (`/` a tmpfs, `/oldroot` mounted, or the mount table unreadable), or None when
+/// `/` is the disk (FINDINGS 23).
+fn frozen_now(paths: &Paths) -> Option<String> {
+    match RootState::read(paths) {
+        Ok(r) if !r.frozen() => None,
+        Ok(r) if r.tmpfs => Some("/ is a tmpfs (ADE's RAM root)".into()),
+        Ok(_) => Some(format!("{} is mounted (ADE is unmounting the disk)", ade::machine::OLDROOT)),
+        Err(e) => Some(format!("cannot tell ADE's RAM root from the disk: {e}")),
+    }
+}
+
+/// ADE is in its RAM root: everything written now would land in the RAM copy and vanish at ADE's reboot, and any
+/// unit started would hold the old root. Change nothing (no restore, no unmask or start, no journal, hold-list or
+/// SELinux write); say READY so that a restart into the RAM root (RHEL) is not a failed start; wait until stopped
+/// (Ubuntu's `systemctl rescue`, ADE's reboot). True when stopped; false if `/` became the disk again.
+fn idle_while_frozen(paths: &Paths, stop: &StopToken, why: &str) -> bool {
+    status(&format!("frozen: {why}: changing nothing; the journal on the disk keeps the window for after the reboot"));
+    notify(&[sd_notify::NotifyState::Ready]);
+    loop {
+        if stop.is_raised() {
+            status("stopping while frozen: the window stays open (the journal on the disk holds it)");
+            return true;
+        }
+        if frozen_now(paths).is_none() {
+            status("/ is the disk again: deciding anew");
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
@@ -139,6 +167,12 @@ pub fn run(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Result
 }
 
 fn one_request(paths: &Paths, settings: &Settings, opts: &RunOpts, stop: &StopToken) -> anyhow::Result<Next> {
+    // In ADE's RAM root nothing is read for a decision and nothing is changed (FINDINGS 23).
+    if let Some(why) = frozen_now(paths) {
+        if idle_while_frozen(paths, stop, &why) {
+            return Ok(Next::Exit(exit::OK));
+        }
+    }
     // The journal is read once and decided on; again only after this process changed it (a restore, a prepare).
     let store = FileStore::new(paths);
     let mut record = store.load()?;
@@ -207,7 +241,12 @@ fn prepare_for_request(
         status(&format!("ADE request seq {seq} includes the OS volume: preparing"));
         crate::events::emit(crate::events::Event::AdeDecision { seq, decision: "includes the OS volume: preparing" });
         let popts = PrepareOpts { dry_run: false, force: opts.force.clone(), lock_wait: None };
-        let (prepared, guard) = match prepare::prepare(paths, settings, Path::new("/"), &popts) {
+        // Other extensions' handler operations are waited for only within ADE's head start (FINDINGS 26, 31).
+        let mut settings = settings.clone();
+        let age_secs = age(&settings_file).map_or(0, |a| a.as_secs());
+        let bound = ade::verdict::extension_wait_bound(obs.dual_pass(), age_secs);
+        settings.window.extension_wait_secs = settings.window.extension_wait_secs.min(bound);
+        let (prepared, guard) = match prepare::prepare(paths, &settings, Path::new("/"), &popts) {
             // A prepare by hand opened a window since the journal was read (prepare decided so with the lock
             // held): adopt it for this request rather than restoring it and preparing again.
             Err(e) if FileStore::new(paths).load().ok().flatten().is_some_and(|r| r.phase == Phase::Open) => {
@@ -294,6 +333,12 @@ fn wait_and_restore(
             notify(&[sd_notify::NotifyState::Stopping]);
             Ok(Next::Exit(exit::OK))
         }
+        WaitEnd::Done { .. } | WaitEnd::TimedOut { .. } if frozen_now(paths).is_some() => {
+            // ADE pivoted between the look and now: the RAM root is no place to restore (FINDINGS 17, 23).
+            let why = frozen_now(paths).unwrap_or_default();
+            idle_while_frozen(paths, stop, &why);
+            Ok(Next::Exit(exit::OK))
+        }
         WaitEnd::Done { outcome, .. } => {
             status(&format!("ADE done: {outcome}; restoring"));
             restore_now(paths, settings)?;
@@ -345,9 +390,12 @@ mod tests {
             }
         };
         Observation {
-            handler: Some(AdeHandler { dir: "/var/lib/waagent/ADE-2.4".into(), version: "2.4".into() }),
-            seq: Some(0),
-            status,
+            facts: ade::Facts {
+                handler: Some(AdeHandler { dir: "/var/lib/waagent/ADE-2.4".into(), version: "2.4".into() }),
+                seq: Some(0),
+                status,
+                ..Default::default()
+            },
             verdict: Verdict::Wait("x".into()),
         }
     }
@@ -385,7 +433,8 @@ mod tests {
         assert!(why.contains("already encrypted") && !watch, "{why}");
         let (why, watch) = skip(decide(&o, None, Flow::Unmount));
         assert!(why.contains("no readable public settings") && watch, "{why}");
-        let none = Observation { handler: None, seq: None, ..obs(None) };
+        let mut none = obs(None);
+        (none.facts.handler, none.facts.seq) = (None, None);
         let (why, watch) = skip(decide(&none, None, Flow::Unmount));
         assert!(why.starts_with("no ADE request") && !watch, "{why}");
     }

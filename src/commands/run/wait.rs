@@ -16,11 +16,9 @@ pub(crate) fn age(path: &Path) -> Option<Duration> {
     SystemTime::now().duration_since(m).ok()
 }
 
-/// ADE's OS-disk work has begun when its markers folder holds anything.
+/// ADE's OS-disk work has begun when its markers folder holds anything (FINDINGS 25).
 pub(crate) fn os_work_started(paths: &Paths) -> Option<Vec<String>> {
-    let dir = paths.ade_config_dir().join("os_encryption_markers");
-    let names: Vec<String> =
-        std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+    let names = ade::machine::markers(paths);
     (!names.is_empty()).then_some(names)
 }
 
