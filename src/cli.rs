@@ -97,20 +97,31 @@ pub enum Command {
 }
 
 /// Runs a parsed command line; returns the exit code.
+///
+/// Verbs that start something new (scan, prepare, check, config, run's next prepare) refuse a configuration that
+/// does not load (exit 2). Verbs that end or report a window (restore, status, lock, run's waiting and restoring)
+/// never depend on it: the journal records what they need (the deadline), and for the rest (how long a start job
+/// may take) they fall back to the built-in catalogue, with a warning.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let paths = cli.root.clone().map_or_else(Paths::system, Paths::under);
-    let settings = config::load(&paths, commands::is_root())?;
+    let loaded = config::load(&paths, commands::is_root());
     match cli.command {
-        Command::Scan { mount, json } => commands::scan::run(&paths, &settings, &mount, json),
+        Command::Scan { mount, json } => commands::scan::run(&paths, &loaded?, &mount, json),
         Command::Prepare { dry_run, json, mount, force, wait } => {
             let opts = commands::prepare::PrepareOpts { dry_run, force, lock_wait: wait };
-            commands::prepare::run(&paths, &settings, &mount, &opts, json)
+            commands::prepare::run(&paths, &loaded?, &mount, &opts, json)
         }
-        Command::Restore { wait } => commands::restore::run(&paths, &settings, wait),
-        Command::Run { force } => commands::run::run(&paths, &settings, &commands::run::RunOpts { force }),
-        Command::Status { json } => commands::status::run(&paths, json),
-        Command::Lock { wait, command } => commands::lock::run(&paths, wait, &command),
-        Command::Config => commands::config::run(&paths, &settings),
-        Command::Check { json } => commands::check::run(&paths, &settings, json),
+        Command::Restore { wait } => commands::restore::run(&paths, &config::or_builtin(loaded), wait),
+        Command::Run { force } => commands::run::run(&paths, loaded, &commands::run::RunOpts { force }),
+        Command::Status { json } => {
+            config::or_builtin(loaded);
+            commands::status::run(&paths, json)
+        }
+        Command::Lock { wait, command } => {
+            config::or_builtin(loaded);
+            commands::lock::run(&paths, wait, &command)
+        }
+        Command::Config => commands::config::run(&paths, &loaded?),
+        Command::Check { json } => commands::check::run(&paths, &loaded?, json),
     }
 }

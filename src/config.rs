@@ -403,6 +403,15 @@ pub fn load(paths: &Paths, enforce_owner: bool) -> Result<Settings, ConfigError>
     Ok(settings)
 }
 
+/// For verbs that end or report a window: the configuration, or, when it does not load, a warning naming why and
+/// the built-in catalogue (a bad drop-in must never keep a window from closing).
+pub fn or_builtin(loaded: Result<Settings, ConfigError>) -> Settings {
+    loaded.unwrap_or_else(|e| {
+        log::warn!("{e}; ignored here (the built-in defaults apply): fix it before the next prepare");
+        Settings::default()
+    })
+}
+
 impl Settings {
     /// The effective configuration as TOML, as `ade-prep config` prints it.
     pub fn to_toml(&self) -> String {

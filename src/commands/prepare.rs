@@ -16,6 +16,7 @@ use crate::paths::Paths;
 use crate::window::journal::{Journal, Record};
 use crate::window::phase::Phase;
 use crate::window::plan::{self, Plan};
+use crate::window::record;
 use crate::window::store::FileStore;
 use crate::window::{execute, hold, snapshot};
 
@@ -86,6 +87,7 @@ pub fn prepare(
     let m = edges.machine(settings);
     let boot = clock::boot_id(paths)?;
     let mut journal = Journal::open(store, mount, &boot)?;
+    journal.set_deadline(record::deadline_after(journal.record().opened_at, settings.window.timeout_hours))?;
     log::info!("window opened: {} step(s) to free {}", plan.steps.len(), mount.display());
     execute::execute(&m, &plan, &mut journal)?;
     // The hold list before the phase: a crash in between leaves it to the restore that follows (which removes it).

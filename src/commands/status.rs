@@ -57,6 +57,9 @@ pub fn status_text(s: &StatusReport) -> String {
                 r.mount.display(),
                 r.owner_pid
             );
+            if let (true, Some(d)) = (s.window_open, r.deadline) {
+                let _ = writeln!(o, "deadline: {} (restored then without word from ADE)", clock::format_utc(d));
+            }
             if let Some(a) = &r.ade {
                 let _ = writeln!(o, "ADE: {} seq {}", a.handler_dir.display(), a.seq);
             }

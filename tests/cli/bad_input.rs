@@ -190,3 +190,87 @@ fn root_with_meminfo(meminfo: &str) -> tempfile::TempDir {
     put(d.path(), "etc/os-release", "NAME=\"Ubuntu\"\nVERSION_ID=\"18.04\"\nID=ubuntu\n");
     d
 }
+
+// ---- issue 13: a bad configuration never blocks the end of a window -----------------------------------------
+
+/// A tree with a drop-in that does not validate (`timeout_hours = 0`) and, when `journal` is given, that journal.
+fn root_with_bad_dropin() -> (tempfile::TempDir, String) {
+    let d = root();
+    let p = put(d.path(), "etc/ade-prep/config.d/50-bad.toml", "[window]\ntimeout_hours = 0\n");
+    let want = format!("{}: window.timeout_hours: must be at least 1", p.display());
+    (d, want)
+}
+
+/// The fixture journal as an open window with nothing left to undo, opened now, with `deadline`.
+fn open_window(root: &Path, deadline: u64) -> PathBuf {
+    let mut j: serde_json::Value = serde_json::from_str(include_str!("../fixtures/state/v1.json")).unwrap();
+    j["opened_at"] = ade_prep::clock::now().into();
+    j["deadline"] = deadline.into();
+    j["entries"] = serde_json::json!([]);
+    put(root, "var/lib/ade-prep/state.json", &j.to_string())
+}
+
+#[test]
+fn a_bad_config_is_a_warning_for_status_lock_and_restore_and_an_error_for_prepare() {
+    if crate::common::need_root() {
+        return;
+    }
+    let (d, want) = root_with_bad_dropin();
+    let journal = open_window(d.path(), ade_prep::clock::now() + 3600);
+    let before = std::fs::read(&journal).unwrap();
+    // status: the window, with its deadline, and a warning.
+    let o = ade_prep(d.path(), &["status"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&want) && stderr(&o).contains("built-in defaults apply"), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("window: open") && out.contains("deadline: "), "{out}");
+    // prepare (something new): exit 2 naming the file and key, nothing changed.
+    for args in [&["prepare", "--dry-run"][..], &["prepare"], &["config"], &["check"]] {
+        let o = ade_prep(d.path(), args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(&want), "{args:?}: {}", stderr(&o));
+        assert!(o.stdout.is_empty(), "{args:?}");
+    }
+    assert_eq!(std::fs::read(&journal).unwrap(), before, "the journal is untouched");
+    // With the window closed, lock -- CMD runs CMD, and restore says there is nothing to restore.
+    std::fs::remove_file(&journal).unwrap();
+    let o = ade_prep(d.path(), &["lock", "--wait", "0", "--", "true"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+    let o = ade_prep(d.path(), &["restore", "--wait", "0"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("nothing to restore"), "{}", stderr(&o));
+}
+
+#[test]
+fn run_with_a_bad_config_keeps_waiting_on_the_open_window_until_its_recorded_deadline() {
+    if crate::common::need_root() {
+        return;
+    }
+    let (d, want) = root_with_bad_dropin();
+    put(
+        d.path(),
+        &format!("{HANDLER}/config/0.settings"),
+        r#"{"runtimeSettings":[{"handlerSettings":{"publicSettings":{"EncryptionOperation":"EnableEncryption","VolumeType":"All"}}}]}"#,
+    );
+    // A deadline in the future: run waits (it would have exited 2 before, with nothing restored).
+    open_window(d.path(), ade_prep::clock::now() + 3600);
+    let log = d.path().join("run.log");
+    let mut child =
+        ade_prep(d.path(), &["-v", "run"]).stderr(Stdio::from(std::fs::File::create(&log).unwrap())).spawn().unwrap();
+    crate::common::wait_for("run to wait for ADE", 20, || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("waiting for ADE")
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(&want) && text.contains("ignored while the open window is waited on"), "{text}");
+    assert!(child.try_wait().unwrap().is_none(), "run ended: {text}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    // A recorded deadline already past: run restores at once (the config's timeout cannot be read; the journal's
+    // deadline is what counts). With no system bus here the restore itself fails: exit 1, never 2.
+    open_window(d.path(), ade_prep::clock::now() - 1);
+    let o = ade_prep(d.path(), &["-v", "run"]).output().unwrap();
+    let e = stderr(&o);
+    assert!(e.contains("no completion from ADE by the window's deadline"), "{e}");
+    assert_ne!(o.status.code(), Some(2), "{e}");
+}
