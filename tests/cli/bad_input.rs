@@ -197,7 +197,7 @@ fn root_with_meminfo(meminfo: &str) -> tempfile::TempDir {
 fn root_with_bad_dropin() -> (tempfile::TempDir, String) {
     let d = root();
     let p = put(d.path(), "etc/ade-prep/config.d/50-bad.toml", "[window]\ntimeout_hours = 0\n");
-    let want = format!("{}: window.timeout_hours: must be at least 1", p.display());
+    let want = format!("{}:2: timeout_hours: 0 is out of range: must be 1 to 720", p.display());
     (d, want)
 }
 
@@ -273,4 +273,18 @@ fn run_with_a_bad_config_keeps_waiting_on_the_open_window_until_its_recorded_dea
     let e = stderr(&o);
     assert!(e.contains("no completion from ADE by the window's deadline"), "{e}");
     assert_ne!(o.status.code(), Some(2), "{e}");
+}
+
+#[test]
+fn a_number_past_its_bound_is_refused_with_the_limit_before_anything_is_done() {
+    let d = root();
+    let p = put(d.path(), "etc/ade-prep/config.toml", "[window]\ntimeout_hours = 9223372036854775807\n");
+    for args in [&["prepare", "--dry-run"][..], &["config"], &["scan"]] {
+        let o = ade_prep(d.path(), args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let want = format!("{}:2: timeout_hours: 9223372036854775807 is out of range: must be 1 to 720", p.display());
+        assert!(stderr(&o).contains(&want), "{args:?}: {}", stderr(&o));
+        assert!(o.stdout.is_empty(), "{args:?}");
+    }
+    assert!(!d.path().join("var/lib/ade-prep").exists(), "no journal was written");
 }
