@@ -20,6 +20,7 @@ pub(crate) mod report;
 pub(crate) mod runner;
 pub(crate) mod scan;
 pub(crate) mod selinux;
+pub mod signals;
 pub mod systemd;
 #[cfg(test)]
 mod testing;

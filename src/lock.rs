@@ -74,6 +74,9 @@ pub enum LockError {
     /// The journal could not be read: whether the window is open is unknown.
     #[error(transparent)]
     Journal(StateError),
+    /// A stop signal came while waiting.
+    #[error("{0} (while waiting for the lock)")]
+    Stopped(crate::signals::Stopped),
 }
 
 /// The serialisation lock of the system (or fixture tree) under a [`Paths`] root.
@@ -287,6 +290,7 @@ impl Lock {
                 None => (self.describe_holder(), Duration::from_millis(200)),
             };
             let waited = start.elapsed();
+            crate::signals::check(|| format!("after {} s: {why}", waited.as_secs())).map_err(LockError::Stopped)?;
             let left = match wait {
                 Some(w) if waited >= w => return Err(LockError::Busy { what: why, waited }),
                 Some(w) => w - waited,

@@ -78,6 +78,8 @@ pub fn prepare(
         let Some((_, plan)) = checked_plan(paths, settings, mount, &opts.force)? else { return Ok((None, None)) };
         return Ok((Some(Prepared { plan, executed: false, journal: None }), None));
     }
+    // From here a stop signal rolls back instead of killing (src/signals.rs).
+    crate::signals::install()?;
     // The lock first, then the journal: the lock is what makes the check for an open window race-free.
     let lock = Lock::new(paths);
     let guard = lock.acquire_when_closed("prepare", &store, opts.lock_wait.map(Duration::from_secs))?;
@@ -89,11 +91,18 @@ pub fn prepare(
     let mut journal = Journal::open(store, mount, &boot)?;
     journal.set_deadline(record::deadline_after(journal.record().opened_at, settings.window.timeout_hours))?;
     log::info!("window opened: {} step(s) to free {}", plan.steps.len(), mount.display());
-    execute::execute(&m, &plan, &mut journal)?;
+    execute::execute(&m, &plan, &mut journal).map_err(|e| match crate::signals::received() {
+        // A pre-stop command ended by the stop request fails as such: say what stopped it.
+        Some(sig) if !e.chain().any(|c| c.is::<crate::signals::Stopped>()) => e.context(format!("stopped by {sig}")),
+        _ => e,
+    })?;
     // The hold list before the phase: a crash in between leaves it to the restore that follows (which removes it).
     // Without it the window still works; only a reboot would let the workloads start early.
     if let Err(e) = hold::write_list(paths, &hold::units_to_hold(journal.record())) {
         log::warn!("the workloads will not be held down through a reboot: {e:#}");
+    }
+    if let Err(stopped) = crate::signals::check(|| "after the last step".into()) {
+        return Err(execute::roll_back(&m, &mut journal, stopped.into()));
     }
     journal.set_phase(Phase::Open)?;
     log::info!("window open: {}", journal.record().summary());

@@ -18,6 +18,8 @@ use crate::window::store::FileStore;
 /// `restore`: undo what the journal records. `Ok(None)` when there is nothing to do.
 pub fn restore(paths: &Paths, settings: &Settings, lock_wait: Option<u64>) -> anyhow::Result<Option<Restored>> {
     need_root("restore")?;
+    // A stop signal no longer ends the process half way: restore finishes, the journal stays consistent.
+    crate::signals::install()?;
     let store = FileStore::new(paths);
     let lock = Lock::new(paths);
     let _guard = lock.acquire("restore", lock_wait.map(Duration::from_secs))?;

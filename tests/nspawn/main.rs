@@ -8,4 +8,5 @@ mod common;
 mod crash;
 mod daemon;
 mod prepare;
+mod signals;
 mod systemd;
