@@ -62,6 +62,10 @@ pub enum Command {
         /// Seconds to wait for the lock (default: as long as it takes).
         #[arg(long, value_name = "SECS")]
         wait: Option<u64>,
+        /// The journal cannot be read: restore from its previous version (state.json.prev), keeping the unreadable
+        /// one as state.json.corrupt.
+        #[arg(long)]
+        from_prev: bool,
     },
     /// The unit's entry (Type=notify): when ADE's settings ask to encrypt the OS volume, prepare, wait for ADE
     /// through the reboot, restore; after a reboot, resume the open window.
@@ -111,7 +115,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let opts = commands::prepare::PrepareOpts { dry_run, force, lock_wait: wait };
             commands::prepare::run(&paths, &loaded?, &mount, &opts, json)
         }
-        Command::Restore { wait } => commands::restore::run(&paths, &config::or_builtin(loaded), wait),
+        Command::Restore { wait, from_prev } => {
+            commands::restore::run(&paths, &config::or_builtin(loaded), wait, from_prev)
+        }
         Command::Run { force } => commands::run::run(&paths, loaded, &commands::run::RunOpts { force }),
         Command::Status { json } => {
             config::or_builtin(loaded);

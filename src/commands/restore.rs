@@ -17,15 +17,37 @@ use crate::window::store::FileStore;
 
 /// `restore`: undo what the journal records. `Ok(None)` when there is nothing to do.
 pub fn restore(paths: &Paths, settings: &Settings, lock_wait: Option<u64>) -> anyhow::Result<Option<Restored>> {
+    restore_from(paths, settings, lock_wait, false)
+}
+
+/// `restore`, from the previous version of the journal (`state.json.prev`) when `from_prev`: for a journal that
+/// cannot be read (the current one is kept as `state.json.corrupt`).
+pub fn restore_from(
+    paths: &Paths,
+    settings: &Settings,
+    lock_wait: Option<u64>,
+    from_prev: bool,
+) -> anyhow::Result<Option<Restored>> {
     need_root("restore")?;
     // A stop signal no longer ends the process half way: restore finishes, the journal stays consistent.
     crate::signals::install()?;
     let store = FileStore::new(paths);
     let lock = Lock::new(paths);
     let _guard = lock.acquire("restore", lock_wait.map(Duration::from_secs))?;
+    if from_prev {
+        let r = store.recover_previous()?;
+        log::warn!(
+            "restoring from {} (phase {}, last written {}); the unreadable journal is kept beside it as .corrupt",
+            store.previous_path().display(),
+            r.phase,
+            crate::clock::format_utc(r.updated_at)
+        );
+    }
+    // The journal is read before anything changes: one that cannot be read leaves everything (the hold list too).
+    let journal = Journal::resume(store)?;
     // The hold list first: restore's Reload runs ade-prep-generator, which must no longer mask anything.
     hold::clear_list(paths)?;
-    let Some(mut journal) = Journal::resume(store)? else { return Ok(None) };
+    let Some(mut journal) = journal else { return Ok(None) };
     if !journal.is_window_open() {
         return Ok(None);
     }
@@ -42,8 +64,8 @@ pub fn restore(paths: &Paths, settings: &Settings, lock_wait: Option<u64>) -> an
 }
 
 /// `restore` from the command line.
-pub fn run(paths: &Paths, settings: &Settings, wait: Option<u64>) -> anyhow::Result<u8> {
-    match restore(paths, settings, wait)? {
+pub fn run(paths: &Paths, settings: &Settings, wait: Option<u64>, from_prev: bool) -> anyhow::Result<u8> {
+    match restore_from(paths, settings, wait, from_prev)? {
         None => out("nothing to restore: no window is open\n")?,
         Some(r) => out(&format!("restored: {}\n", r.summary()))?,
     }

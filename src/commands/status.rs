@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::out;
 use crate::clock;
 use crate::exit;
-use crate::lock::{Lock, LockState};
+use crate::lock::{Lock, LockError, LockState};
 use crate::paths::Paths;
 use crate::window::journal::Record;
 use crate::window::store::{FileStore, Store};
@@ -18,7 +18,7 @@ pub struct StatusReport {
     pub window_open: bool,
     /// The journal, when there is one.
     pub journal: Option<Record>,
-    /// Who holds the lock: `free`, `held` or `stale`.
+    /// Who holds the lock: `free`, `held`, `stale`, or `unknown` (not readable by this user).
     pub lock: String,
     /// The holder, when known.
     pub lock_holder: Option<String>,
@@ -28,10 +28,15 @@ pub struct StatusReport {
 pub fn status(paths: &Paths) -> anyhow::Result<StatusReport> {
     let store = FileStore::new(paths);
     let journal = store.load().with_context(|| "reading the journal".to_string())?;
-    let (lock, lock_holder) = match Lock::new(paths).state()? {
-        LockState::Free => ("free", None),
-        LockState::Held(h) => ("held", h.map(|h| h.to_string())),
-        LockState::Stale(h) => ("stale", Some(h.to_string())),
+    let (lock, lock_holder) = match Lock::new(paths).state() {
+        Ok(LockState::Free) => ("free", None),
+        Ok(LockState::Held(h)) => ("held", h.map(|h| h.to_string())),
+        Ok(LockState::Stale(h)) => ("stale", Some(h.to_string())),
+        // The lock file is root's, mode 0600: a user other than root cannot look (status reads only).
+        Err(LockError::Io { source, .. }) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            ("unknown", Some("the lock file is readable by root only".to_string()))
+        }
+        Err(e) => return Err(e.into()),
     };
     Ok(StatusReport {
         window_open: journal.as_ref().is_some_and(|r| r.is_window_open()),

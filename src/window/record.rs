@@ -224,14 +224,20 @@ pub enum StateError {
     #[error("{path}: writing the journal: {source}")]
     Write { path: PathBuf, source: std::io::Error },
     /// Not JSON, truncated, or not the schema.
-    #[error("{path}: corrupt journal, refusing to guess: {message}")]
+    #[error(
+        "{path}: corrupt journal, refusing to guess: {message} (nothing was changed; `ade-prep restore --from-prev` \
+         restores from the previous version, {path}.prev)"
+    )]
     Corrupt {
         path: PathBuf,
         /// What is wrong, with line and column.
         message: String,
     },
     /// A version this build does not read.
-    #[error("{path}: journal version {found} {why} (this ade-prep reads version {VERSION}); refusing to guess")]
+    #[error(
+        "{path}: journal version {found} {why} (this ade-prep reads version {VERSION}); refusing to guess (nothing \
+         was changed; restore with the ade-prep that wrote it)"
+    )]
     Version {
         path: PathBuf,
         /// The version found.

@@ -288,3 +288,76 @@ fn a_number_past_its_bound_is_refused_with_the_limit_before_anything_is_done() {
     }
     assert!(!d.path().join("var/lib/ade-prep").exists(), "no journal was written");
 }
+
+// ---- issue 13: a journal that cannot be read changes nothing and says how to recover ------------------------
+
+#[test]
+fn a_corrupt_or_non_utf8_journal_leaves_the_hold_list_and_says_how_to_recover() {
+    if crate::common::need_root() {
+        return;
+    }
+    for bad in [&b"{\"version\": 1, \"phase\": "[..], &b"\xff\xfe not text"[..]] {
+        let d = root();
+        let journal = d.path().join("var/lib/ade-prep/state.json");
+        std::fs::create_dir_all(journal.parent().unwrap()).unwrap();
+        std::fs::write(&journal, bad).unwrap();
+        let hold = put(d.path(), "etc/ade-prep/hold", "mongod.service\n");
+        for args in [&["restore", "--wait", "0"][..], &["status"]] {
+            let o = ade_prep(d.path(), args).output().unwrap();
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+            let e = stderr(&o);
+            assert!(e.contains(&format!("{}: corrupt journal", journal.display())), "{args:?}: {e}");
+            assert!(e.contains("`ade-prep restore --from-prev`"), "{args:?}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+        assert_eq!(std::fs::read(&journal).unwrap(), bad, "the journal is left as it was");
+        assert_eq!(std::fs::read_to_string(&hold).unwrap(), "mongod.service\n", "the hold list is untouched");
+        // Without a previous version --from-prev refuses, changing nothing either.
+        let o = ade_prep(d.path(), &["restore", "--from-prev", "--wait", "0"]).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("state.json.prev: no previous journal to recover from"), "{}", stderr(&o));
+        assert_eq!(std::fs::read(&journal).unwrap(), bad);
+        assert!(hold.exists());
+    }
+}
+
+#[test]
+fn restore_from_prev_puts_the_previous_journal_back_and_restores_from_it() {
+    if crate::common::need_root() {
+        return;
+    }
+    let d = root();
+    let journal = put(d.path(), "var/lib/ade-prep/state.json", "{ torn");
+    // The previous version: a window already closed (so the restore needs no system bus here).
+    let mut j: serde_json::Value = serde_json::from_str(include_str!("../fixtures/state/v1.json")).unwrap();
+    j["phase"] = "closed".into();
+    let prev = put(d.path(), "var/lib/ade-prep/state.json.prev", &j.to_string());
+    let hold = put(d.path(), "etc/ade-prep/hold", "mongod.service\n");
+    let o = ade_prep(d.path(), &["restore", "--from-prev", "--wait", "0"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("restoring from {}", prev.display())), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("nothing to restore"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(d.path().join("var/lib/ade-prep/state.json.corrupt")).unwrap(), "{ torn");
+    assert_eq!(std::fs::read_to_string(&journal).unwrap(), j.to_string());
+    assert!(!hold.exists(), "the hold list is cleared by the restore");
+    // The journal reads again.
+    let o = ade_prep(d.path(), &["status"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn status_works_for_a_user_other_than_root() {
+    if crate::common::need_root() {
+        return;
+    }
+    let d = root();
+    open_window(d.path(), ade_prep::clock::now() + 3600);
+    // The lock file as root leaves it: 0600, root's.
+    let lock = put(d.path(), "run/ade-prep/lock", "");
+    std::fs::set_permissions(&lock, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    use std::os::unix::process::CommandExt;
+    let o = ade_prep(d.path(), &["status"]).uid(65534).gid(65534).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("window: open") && out.contains("lock: unknown, the lock file is readable by root"), "{out}");
+}
