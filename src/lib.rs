@@ -24,5 +24,6 @@ pub mod signals;
 pub mod systemd;
 #[cfg(test)]
 mod testing;
+pub mod text;
 pub(crate) mod version;
 pub mod window;

@@ -18,15 +18,21 @@ fn main() -> ExitCode {
         2 => "debug",
         _ => "trace",
     };
-    // No timestamps: journald adds them.
+    // No timestamps: journald adds them. Messages carry outside text (process titles, unit names, ADE's
+    // messages): control characters are escaped, so that each record stays one honest line.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp(None)
-        .format_target(false)
+        .format(|buf, record| {
+            use std::io::Write;
+            let style = buf.default_level_style(record.level());
+            let text = record.args().to_string();
+            let level = record.level();
+            writeln!(buf, "[{style}{level:<5}{style:#}] {}", ade_prep::text::escape_controls(&text))
+        })
         .init();
     match ade_prep::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("ade-prep: {e:#}");
+            eprintln!("ade-prep: {}", ade_prep::text::escape_controls(&format!("{e:#}")));
             ExitCode::from(ade_prep::exit::code_of(&e))
         }
     }

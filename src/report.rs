@@ -105,6 +105,7 @@ pub fn scan_text(r: &ScanReport) -> String {
         let p = &e.holder;
         let cmd = if p.cmdline.is_empty() { format!("[{}]", p.comm) } else { p.cmdline.join(" ") };
         let cmd: String = cmd.chars().take(80).collect();
+        let cmd = crate::text::escape_controls(&cmd);
         let _ = writeln!(
             o,
             "{:>7} {:>6} {:<5} {:>9} {:<9} {:<10} {:<28} {}",
@@ -114,7 +115,7 @@ pub fn scan_text(r: &ScanReport) -> String {
             format!("{}({})", p.fds, p.writable_fds),
             class_name(e.class),
             e.workload.as_deref().unwrap_or("-"),
-            p.unit.as_deref().unwrap_or("-"),
+            crate::text::escape_controls(p.unit.as_deref().unwrap_or("-")),
             cmd
         );
     }

@@ -8,6 +8,7 @@ use crate::clock;
 use crate::exit;
 use crate::lock::{Lock, LockError, LockState};
 use crate::paths::Paths;
+use crate::text::escape_controls as esc;
 use crate::window::journal::Record;
 use crate::window::store::{FileStore, Store};
 
@@ -59,22 +60,23 @@ pub fn status_text(s: &StatusReport) -> String {
                 if s.window_open { "open" } else { "closed" },
                 r.phase,
                 clock::format_utc(r.opened_at),
-                r.mount.display(),
+                esc(&r.mount.display().to_string()),
                 r.owner_pid
             );
             if let (true, Some(d)) = (s.window_open, r.deadline) {
                 let _ = writeln!(o, "deadline: {} (restored then without word from ADE)", clock::format_utc(d));
             }
             if let Some(a) = &r.ade {
-                let _ = writeln!(o, "ADE: {} seq {}", a.handler_dir.display(), a.seq);
+                let _ = writeln!(o, "ADE: {} seq {}", esc(&a.handler_dir.display().to_string()), a.seq);
             }
             let _ = writeln!(o, "in effect: {}", r.summary());
             for e in &r.entries {
-                let _ = writeln!(o, "  {:>3} {:<12} {}", e.seq, e.status.to_string(), e.change);
+                let _ = writeln!(o, "  {:>3} {:<12} {}", e.seq, e.status.to_string(), esc(&e.change.to_string()));
             }
         }
     }
-    let _ = writeln!(o, "lock: {}{}", s.lock, s.lock_holder.as_deref().map(|h| format!(", {h}")).unwrap_or_default());
+    let holder = s.lock_holder.as_deref().map(|h| format!(", {}", esc(h))).unwrap_or_default();
+    let _ = writeln!(o, "lock: {}{holder}", s.lock);
     o
 }
 

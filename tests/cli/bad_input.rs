@@ -361,3 +361,30 @@ fn status_works_for_a_user_other_than_root() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("window: open") && out.contains("lock: unknown, the lock file is readable by root"), "{out}");
 }
+
+// ---- issue 13: outside text cannot forge a row ----------------------------------------------------------------
+
+#[test]
+fn a_crafted_process_title_is_escaped_in_scan_text_and_exact_in_json() {
+    use std::os::unix::process::CommandExt;
+    let d = root();
+    let forged = "x\x1b[2K\r\n   4242      0 m         0(0) protected -          sshd.service  /usr/sbin/sshd";
+    // A process on the filesystem of the tree (its cwd), whose argv[0] carries the escape codes and a newline.
+    let mut child = Command::new("sleep").arg0(forged).arg("30").current_dir(d.path()).spawn().unwrap();
+    let mount = d.path().to_str().unwrap().to_string();
+    let o = ade_prep(d.path(), &["scan", "--mount", &mount]).output().unwrap();
+    let j = ade_prep(d.path(), &["scan", "--json", "--mount", &mount]).output().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(!text.contains('\x1b') && !text.contains('\r'), "{text:?}");
+    assert!(!text.lines().any(|l| l.trim_start().starts_with("4242")), "a forged row: {text}");
+    let row = text.lines().find(|l| l.contains(&child.id().to_string())).expect("our process is listed");
+    assert!(row.contains("x\\e[2K\\r\\n   4242"), "{row}");
+    // JSON keeps the title exactly.
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
+    let procs = v["processes"].as_array().unwrap();
+    let ours = procs.iter().find(|p| p["pid"] == child.id()).expect("our process in JSON");
+    assert_eq!(ours["cmdline"][0], forged, "{ours}");
+}

@@ -43,7 +43,8 @@ pub(crate) fn notify(state: &[sd_notify::NotifyState]) {
 
 pub(crate) fn status(text: &str) {
     log::info!("{text}");
-    notify(&[sd_notify::NotifyState::Status(text)]);
+    // A newline from outside text (an ADE message) would start another notify assignment (READY=1, MAINPID=).
+    notify(&[sd_notify::NotifyState::Status(&crate::text::escape_controls(text))]);
 }
 
 /// Pings the watchdog at half its interval, when the unit asks for it.
