@@ -42,7 +42,7 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
-    /// Running as root, a config file others could write is refused.
+    /// Running as root, a config file or folder others could write is refused.
     #[error("{path}: refused: {why} (must be owned by root and not writable by group or others)")]
     Insecure {
         path: PathBuf,
@@ -387,13 +387,12 @@ fn validate(settings: &Settings, path: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Refuses a file not owned by root or writable by group or others (only enforced when running as root).
-fn check_owner(path: &Path, enforce: bool) -> Result<(), ConfigError> {
+/// Refuses a file or folder not owned by root or writable by group or others (only enforced when running as root).
+fn check_owner(path: &Path, md: &std::fs::Metadata, enforce: bool) -> Result<(), ConfigError> {
     use std::os::unix::fs::MetadataExt;
     if !enforce {
         return Ok(());
     }
-    let md = std::fs::metadata(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
     if md.uid() != 0 {
         return Err(ConfigError::Insecure { path: path.into(), why: format!("owned by uid {}", md.uid()) });
     }
@@ -401,6 +400,28 @@ fn check_owner(path: &Path, enforce: bool) -> Result<(), ConfigError> {
         return Err(ConfigError::Insecure { path: path.into(), why: format!("mode {:04o}", md.mode() & 0o7777) });
     }
     Ok(())
+}
+
+/// The configuration folders (the main file's and the drop-ins'), checked like the files when they exist.
+fn check_folders(paths: &Paths, enforce: bool) -> Result<(), ConfigError> {
+    let main = paths.config_file();
+    for dir in [main.parent().map(Path::to_path_buf), Some(paths.config_dir())].into_iter().flatten() {
+        match std::fs::metadata(&dir) {
+            Ok(md) => check_owner(&dir, &md, enforce)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ConfigError::Read { path: dir, source }),
+        }
+    }
+    Ok(())
+}
+
+/// One configuration file: a regular file (a FIFO would block), its owner and mode checked on the open file, at
+/// most [`crate::fsread::CAP`] bytes.
+fn read_file(path: &Path, enforce: bool) -> Result<String, ConfigError> {
+    let read = |source| ConfigError::Read { path: path.into(), source };
+    let (f, md) = crate::fsread::open_regular(path, crate::fsread::Links::Follow).map_err(read)?;
+    check_owner(path, &md, enforce)?;
+    crate::fsread::read_open(f, crate::fsread::CAP).map_err(read)
 }
 
 /// The files that make up the configuration, in the order they are applied.
@@ -429,9 +450,9 @@ pub fn files(paths: &Paths) -> Result<Vec<PathBuf>, ConfigError> {
 /// Loads the effective configuration. `enforce_owner` is true when running as root.
 pub fn load(paths: &Paths, enforce_owner: bool) -> Result<Settings, ConfigError> {
     let mut settings = Settings::default();
+    check_folders(paths, enforce_owner)?;
     for path in files(paths)? {
-        check_owner(&path, enforce_owner)?;
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let text = read_file(&path, enforce_owner)?;
         let raw = parse_file(&path, &text)?;
         merge(&mut settings, raw);
         validate(&settings, &path)?;
@@ -628,6 +649,34 @@ mod tests {
             if let Err(e) = r {
                 assert!(e.to_string().contains("is out of range: must be 0 to 255"), "{e}");
             }
+        }
+    }
+
+    #[test]
+    fn a_fifo_dropin_and_a_world_writable_folder_are_refused_without_hanging() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("etc/ade-prep/config.d");
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("10-fifo.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let e = load(&Paths::under(d.path()), false).unwrap_err().to_string();
+        assert_eq!(e, format!("{}: not a regular file (a FIFO)", fifo.display()));
+        std::fs::remove_file(&fifo).unwrap();
+        std::fs::write(dir.join("20-big.toml"), vec![b'#'; 2 << 20]).unwrap();
+        let e = load(&Paths::under(d.path()), false).unwrap_err().to_string();
+        assert!(e.ends_with("20-big.toml: larger than the 1048576 bytes allowed"), "{e}");
+        std::fs::remove_file(dir.join("20-big.toml")).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+            let e = load(&Paths::under(d.path()), true).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "{}: refused: mode 0777 (must be owned by root and not writable by group or others)",
+                    dir.display()
+                )
+            );
         }
     }
 

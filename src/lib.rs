@@ -12,6 +12,7 @@ pub mod config;
 pub mod exit;
 pub(crate) mod extension;
 pub(crate) mod failpoint;
+pub(crate) mod fsread;
 pub(crate) mod glob;
 pub mod lock;
 pub(crate) mod mountinfo;

@@ -158,6 +158,20 @@ impl Lock {
                 std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(self.io(dir))?;
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(self.io(dir))?;
             }
+            // The runtime folder like the file: not a symlink, ours, not writable by others (who could swap the
+            // lock file for their own).
+            let md = std::fs::symlink_metadata(dir).map_err(self.io(dir))?;
+            let refuse = |why: String| Err(LockError::Insecure { path: dir.to_path_buf(), why });
+            let me = nix::unistd::geteuid().as_raw();
+            if md.file_type().is_symlink() {
+                return refuse("a symlink (the runtime folder must be a real folder)".into());
+            }
+            if md.uid() != me {
+                return refuse(format!("owned by uid {}, not {me}", md.uid()));
+            }
+            if md.mode() & 0o022 != 0 {
+                return refuse(format!("mode {:04o}, writable by group or others", md.mode() & 0o7777));
+            }
         }
         let file = OpenOptions::new()
             .read(true)

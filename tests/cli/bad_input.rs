@@ -388,3 +388,38 @@ fn a_crafted_process_title_is_escaped_in_scan_text_and_exact_in_json() {
     let ours = procs.iter().find(|p| p["pid"] == child.id()).expect("our process in JSON");
     assert_eq!(ours["cmdline"][0], forged, "{ours}");
 }
+
+// ---- issue 13: outside files and folders checked ------------------------------------------------------------
+
+#[test]
+fn a_fifo_dropin_a_0777_config_folder_and_a_symlinked_runtime_folder_are_refused() {
+    if crate::common::need_root() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    // A FIFO as a drop-in: every verb that needs the config says so at once, none hangs.
+    let d = root();
+    let fifo = d.path().join("etc/ade-prep/config.d/10-x.toml");
+    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let o = ade_prep(d.path(), &["config"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("{}: not a regular file (a FIFO)", fifo.display())), "{}", stderr(&o));
+    std::fs::remove_file(&fifo).unwrap();
+    // A config.d anyone may write to.
+    let dir = d.path().join("etc/ade-prep/config.d");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = ade_prep(d.path(), &["prepare", "--dry-run"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("{}: refused: mode 0777", dir.display())), "{}", stderr(&o));
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // /run/ade-prep a symlink to a folder of someone else's: lock refuses it, nothing is created there.
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("run")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), d.path().join("run/ade-prep")).unwrap();
+    let o = ade_prep(d.path(), &["lock", "--wait", "0", "--", "true"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let want = format!("{}: refused: a symlink", d.path().join("run/ade-prep").display());
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0, "no lock file was made there");
+}
