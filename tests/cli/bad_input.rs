@@ -423,3 +423,29 @@ fn a_fifo_dropin_a_0777_config_folder_and_a_symlinked_runtime_folder_are_refused
     assert!(stderr(&o).contains(&want), "{}", stderr(&o));
     assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0, "no lock file was made there");
 }
+
+#[test]
+fn a_users_process_with_a_workloads_argument_is_shown_and_left_alone() {
+    if crate::common::need_root() {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let d = root();
+    // uid 4242, no unit of its own: its $0 is Cassandra's main class, which the catalogue matches by argument.
+    let mut child = Command::new("sh")
+        .args(["-c", "sleep 30", "org.apache.cassandra.service.CassandraDaemon"])
+        .current_dir("/")
+        .uid(4242)
+        .gid(4242)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let o = ade_prep(d.path(), &["scan", "--json", "--mount", "/"]).output().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ours = v["processes"].as_array().unwrap().iter().find(|p| p["pid"] == child.id()).expect("listed");
+    assert_eq!(ours["class"], "other", "{ours}");
+    assert!(ours["reason"].as_str().unwrap().contains("uid 4242 is not a system user"), "{ours}");
+}
