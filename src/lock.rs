@@ -97,6 +97,13 @@ pub struct LockGuard {
 }
 
 impl LockGuard {
+    /// The open lock file's descriptor: a command run under the lock inherits it, so that the lock is held for as
+    /// long as the command lives, even when the holder is killed first.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.file.as_raw_fd()
+    }
+
     /// What this holder wrote into the lock file.
     pub fn holder(&self) -> &HolderInfo {
         &self.info
