@@ -17,6 +17,7 @@ pub(crate) mod glob;
 pub mod lock;
 pub(crate) mod mountinfo;
 pub mod paths;
+pub(crate) mod pidref;
 pub(crate) mod report;
 pub(crate) mod runner;
 pub(crate) mod scan;
