@@ -66,6 +66,10 @@ pub enum Command {
         /// one as state.json.corrupt.
         #[arg(long)]
         from_prev: bool,
+        /// Only when the open window is past its deadline (window.timeout_hours after it opened); otherwise say
+        /// when that is and exit 0. Run by ade-prep-deadline.timer.
+        #[arg(long, conflicts_with = "from_prev")]
+        past_deadline: bool,
     },
     /// The unit's entry (Type=notify): when ADE's settings ask to encrypt the OS volume, prepare, wait for ADE
     /// through the reboot, restore; after a reboot, resume the open window.
@@ -115,8 +119,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let opts = commands::prepare::PrepareOpts { dry_run, force, lock_wait: wait };
             commands::prepare::run(&paths, &loaded?, &mount, &opts, json)
         }
-        Command::Restore { wait, from_prev } => {
-            commands::restore::run(&paths, &config::or_builtin(loaded), wait, from_prev)
+        Command::Restore { wait, from_prev, past_deadline } => {
+            let opts = commands::restore::RestoreOpts { lock_wait: wait, from_prev, past_deadline };
+            commands::restore::run(&paths, &config::or_builtin(loaded), &opts)
         }
         Command::Run { force } => commands::run::run(&paths, loaded, &commands::run::RunOpts { force }),
         Command::Status { json } => {

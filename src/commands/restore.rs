@@ -17,17 +17,24 @@ use crate::window::store::FileStore;
 
 /// `restore`: undo what the journal records. `Ok(None)` when there is nothing to do.
 pub fn restore(paths: &Paths, settings: &Settings, lock_wait: Option<u64>) -> anyhow::Result<Option<Restored>> {
-    restore_from(paths, settings, lock_wait, false)
+    restore_with(paths, settings, &RestoreOpts { lock_wait, ..RestoreOpts::default() })
 }
 
-/// `restore`, from the previous version of the journal (`state.json.prev`) when `from_prev`: for a journal that
-/// cannot be read (the current one is kept as `state.json.corrupt`).
-pub fn restore_from(
-    paths: &Paths,
-    settings: &Settings,
-    lock_wait: Option<u64>,
-    from_prev: bool,
-) -> anyhow::Result<Option<Restored>> {
+/// Options of `restore`.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOpts {
+    /// Seconds to wait for the lock (None: as long as it takes).
+    pub lock_wait: Option<u64>,
+    /// From the previous version of the journal (`state.json.prev`), for a journal that cannot be read (the
+    /// current one is kept as `state.json.corrupt`).
+    pub from_prev: bool,
+    /// Only when the window is past its deadline.
+    pub past_deadline: bool,
+}
+
+/// `restore` with its options.
+pub fn restore_with(paths: &Paths, settings: &Settings, opts: &RestoreOpts) -> anyhow::Result<Option<Restored>> {
+    let (lock_wait, from_prev) = (opts.lock_wait, opts.from_prev);
     need_root("restore")?;
     // A stop signal no longer ends the process half way: restore finishes, the journal stays consistent.
     crate::signals::install()?;
@@ -45,6 +52,27 @@ pub fn restore_from(
     }
     // The journal is read before anything changes: one that cannot be read leaves everything (the hold list too).
     let journal = Journal::resume(store)?;
+    if opts.past_deadline {
+        // Read before the hold list is touched: a window not yet due is left entirely alone.
+        match journal.as_ref().map(|j| j.record()).filter(|r| r.is_window_open()) {
+            None => return Ok(None),
+            Some(r) => {
+                let deadline = r.deadline_or(settings.window.timeout_hours);
+                if crate::clock::now() < deadline {
+                    log::info!(
+                        "the open window's deadline is {}: nothing to do yet",
+                        crate::clock::format_utc(deadline)
+                    );
+                    return Ok(None);
+                }
+                log::error!(
+                    "the window opened {} is past its deadline {}: restoring",
+                    crate::clock::format_utc(r.opened_at),
+                    crate::clock::format_utc(deadline)
+                );
+            }
+        }
+    }
     // The hold list first: restore's Reload runs ade-prep-generator, which must no longer mask anything.
     hold::clear_list(paths)?;
     let Some(mut journal) = journal else { return Ok(None) };
@@ -64,8 +92,9 @@ pub fn restore_from(
 }
 
 /// `restore` from the command line.
-pub fn run(paths: &Paths, settings: &Settings, wait: Option<u64>, from_prev: bool) -> anyhow::Result<u8> {
-    match restore_from(paths, settings, wait, from_prev)? {
+pub fn run(paths: &Paths, settings: &Settings, opts: &RestoreOpts) -> anyhow::Result<u8> {
+    match restore_with(paths, settings, opts)? {
+        None if opts.past_deadline => out("nothing to restore: no window is past its deadline\n")?,
         None => out("nothing to restore: no window is open\n")?,
         Some(r) => out(&format!("restored: {}\n", r.summary()))?,
     }

@@ -449,3 +449,31 @@ fn a_users_process_with_a_workloads_argument_is_shown_and_left_alone() {
     assert_eq!(ours["class"], "other", "{ours}");
     assert!(ours["reason"].as_str().unwrap().contains("uid 4242 is not a system user"), "{ours}");
 }
+
+// ---- issue 13: the window's deadline holds whoever opened it -------------------------------------------------
+
+#[test]
+fn restore_past_deadline_leaves_a_window_not_yet_due_and_restores_one_past_it() {
+    if crate::common::need_root() {
+        return;
+    }
+    let d = root();
+    let hold = put(d.path(), "etc/ade-prep/hold", "mongod.service\n");
+    // No window: nothing to do.
+    let o = ade_prep(d.path(), &["restore", "--past-deadline", "--wait", "0"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Not yet due: untouched, and the deadline is named.
+    let journal = open_window(d.path(), ade_prep::clock::now() + 3600);
+    let before = std::fs::read(&journal).unwrap();
+    let o = ade_prep(d.path(), &["-v", "restore", "--past-deadline", "--wait", "0"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("no window is past its deadline"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("the open window's deadline is "), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&journal).unwrap(), before, "the journal is untouched");
+    assert!(hold.exists(), "the hold list is untouched");
+    // Past it: restored (here the system bus is missing, so the restore itself fails after saying why it runs).
+    open_window(d.path(), ade_prep::clock::now() - 1);
+    let o = ade_prep(d.path(), &["restore", "--past-deadline", "--wait", "0"]).output().unwrap();
+    assert!(stderr(&o).contains("is past its deadline") && stderr(&o).contains(": restoring"), "{}", stderr(&o));
+    assert!(!hold.exists(), "the restore began: the hold list is cleared first");
+}
