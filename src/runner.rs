@@ -1,6 +1,6 @@
 //! Running outside commands (pre-stop commands, `docker`): argv only, never a shell, as a given user, with a
 //! timeout after which the whole process group gets SIGTERM, then SIGKILL after its grace ([`term_grace`]); a
-//! stop request to ade-prep ([`crate::signals`]) ends it the same way.
+//! stop request to ade-prep during prepare's steps ([`crate::signals::stop_now`]) ends it the same way.
 //! An edge (`Runner` → `RealRunner`); it must not interpret what the commands mean.
 
 use std::io::Read;
@@ -112,7 +112,7 @@ impl Runner for RealRunner {
                 Ok(Some(st)) => break Some(st),
                 Ok(None) => match terminated {
                     // The timeout ran out, or ade-prep was asked to stop: SIGTERM to the group first.
-                    None if start.elapsed() >= timeout || crate::signals::received().is_some() => {
+                    None if start.elapsed() >= timeout || crate::signals::stop_now() => {
                         timed_out = true;
                         let _ = nix::sys::signal::kill(pgid, nix::sys::signal::SIGTERM);
                         terminated = Some(Instant::now());

@@ -48,6 +48,23 @@ pub fn received() -> Option<Signal> {
     }
 }
 
+/// Set while the steps of a prepare run: only then does a stop request end a command in flight.
+static STOPPABLE: AtomicBool = AtomicBool::new(false);
+
+/// Runs `f` (prepare's steps) as stoppable: a command it runs is ended by a stop request ([`stop_now`]). Outside
+/// it (a rollback, a restore) commands run to their end, so that what they bring back comes back.
+pub fn stoppable<T>(f: impl FnOnce() -> T) -> T {
+    STOPPABLE.store(true, Ordering::SeqCst);
+    let r = f();
+    STOPPABLE.store(false, Ordering::SeqCst);
+    r
+}
+
+/// Whether a command in flight should be ended now: a stop signal came, and the work is [`stoppable`].
+pub fn stop_now() -> bool {
+    STOPPABLE.load(Ordering::SeqCst) && received().is_some()
+}
+
 /// A stop request, as an error: what was asked and where it was honoured.
 #[derive(Debug, thiserror::Error)]
 #[error("stopped by {signal} {when}")]

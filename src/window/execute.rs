@@ -72,7 +72,8 @@ fn fail<S: Store>(j: &mut Journal<S>, seq: u32, e: anyhow::Error) -> anyhow::Err
 /// Carries out the plan. The lock is already held and the journal open (phase Preparing). On failure everything
 /// done is rolled back and the error says why (and what could not be rolled back).
 pub fn execute<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::Result<()> {
-    run_steps(m, plan, j).map_err(|e| roll_back(m, j, e))
+    // A stop request ends a pre-stop command in flight, never the rollback's commands.
+    crate::signals::stoppable(|| run_steps(m, plan, j)).map_err(|e| roll_back(m, j, e))
 }
 
 /// Rolls back everything the journal records after prepare failed (or was stopped) with `e`; the error says why,
