@@ -136,35 +136,59 @@ fn protected_reason(h: &Holder, s: &Settings) -> Option<String> {
     None
 }
 
+/// The first uid of a regular user (login.defs' UID_MIN on every distribution ADE supports).
+pub const FIRST_USER_UID: u32 = 1000;
+
+/// A system user's process, or one in a system unit (a unit outside user.slice: not a login session's).
+fn is_system(h: &Holder) -> bool {
+    let in_system_unit = h.unit.is_some() && !h.cgroup.as_deref().is_some_and(|c| c.starts_with("/user.slice"));
+    h.uid < FIRST_USER_UID || in_system_unit
+}
+
 /// Classifies one holder.
 pub fn classify(h: &Holder, s: &Settings) -> Classification {
     if let Some(reason) = protected_reason(h, s) {
         return Classification { class: Class::Protected, workload: None, reason };
     }
     match workload_match(h, s) {
-        Some((name, reason)) => Classification { class: Class::Workload, workload: Some(name), reason },
+        Some(Ok((name, reason))) => Classification { class: Class::Workload, workload: Some(name), reason },
+        Some(Err(reason)) => Classification { class: Class::Other, workload: None, reason },
         None => Classification { class: Class::Other, workload: None, reason: "not in the catalogue".into() },
     }
 }
 
 /// The workload whose patterns a holder matches, protected or not (a mongod in a container is still a mongod).
 pub fn workload_of(h: &Holder, s: &Settings) -> Option<String> {
-    workload_match(h, s).map(|(w, _)| w)
+    workload_match(h, s)?.ok().map(|(w, _)| w)
 }
 
-fn workload_match(h: &Holder, s: &Settings) -> Option<(String, String)> {
+/// `Ok((workload, why))` for a match, `Err(why not)` for a name match that does not count (another user's process),
+/// None when no pattern matches.
+fn workload_match(h: &Holder, s: &Settings) -> Option<Result<(String, String), String>> {
     for (name, w) in &s.workloads {
         let hit = |what: &str, pats: &[String], v: Option<&str>| -> Option<String> {
             let v = v?;
             pats.iter().find(|p| glob::matches(p, v)).map(|p| format!("{what} {v} matches {p}"))
         };
         let reason = hit("unit", &w.units, h.unit.as_deref())
-            .or_else(|| hit("comm", &w.comms, Some(&h.comm)))
             .or_else(|| hit("exe", &w.exes, h.exe.as_deref()))
-            .or_else(|| hit("cgroup", &w.cgroups, h.cgroup.as_deref()))
-            .or_else(|| h.cmdline.iter().find_map(|a| hit("argument", &w.args, Some(a))));
+            .or_else(|| hit("cgroup", &w.cgroups, h.cgroup.as_deref()));
         if let Some(reason) = reason {
-            return Some((name.clone(), reason));
+            return Some(Ok((name.clone(), reason)));
+        }
+        // A name or an argument anyone can choose: it counts only for a system user's process or one in a
+        // system unit, else any user could make prepare stop or refuse (shown, left alone).
+        let chosen = hit("comm", &w.comms, Some(&h.comm))
+            .or_else(|| h.cmdline.iter().find_map(|a| hit("argument", &w.args, Some(a))));
+        if let Some(reason) = chosen {
+            if is_system(h) {
+                return Some(Ok((name.clone(), reason)));
+            }
+            return Some(Err(format!(
+                "{reason}, but uid {} is not a system user (< {FIRST_USER_UID}) and it runs in no system unit: \
+                 left alone",
+                h.uid
+            )));
         }
     }
     None
@@ -260,6 +284,31 @@ mod tests {
         let mut d = h(304, "dockerd", Some("docker.service"));
         d.exe = Some("/var/lib/waagent/x/dockerd".into());
         assert_eq!(class_of(&d).0, Class::Protected);
+    }
+
+    #[test]
+    fn a_name_or_argument_counts_only_for_system_users_or_system_units() {
+        // A user's own process called mongod, in a login session: shown, left alone.
+        let mut u = h(500, "mongod", Some("session-3.scope"));
+        u.uid = 1000;
+        u.cgroup = Some("/user.slice/user-1000.slice/session-3.scope".into());
+        let c = classify(&u, &Settings::default());
+        assert_eq!((c.class, c.workload), (Class::Other, None));
+        assert!(c.reason.contains("comm mongod matches") && c.reason.contains("uid 1000 is not a system user"));
+        // The same with a crafted argument (Cassandra's main class) and no unit at all.
+        let mut j = h(501, "java", None);
+        j.uid = 4242;
+        j.cmdline = vec!["java".into(), "org.apache.cassandra.service.CassandraDaemon".into()];
+        assert_eq!(class_of(&j).0, Class::Other);
+        // A system user's process (uid 999), or a user's process in a system unit, still counts.
+        j.uid = 999;
+        assert_eq!(class_of(&j).1.as_deref(), Some("cassandra"));
+        let mut s = h(502, "mongod", Some("mongod.service"));
+        s.uid = 1001;
+        assert_eq!(class_of(&s).1.as_deref(), Some("mongodb"));
+        let mut n = h(503, "hdbindexserver", Some("custom.service"));
+        n.uid = 1001;
+        assert_eq!(class_of(&n).1.as_deref(), Some("sap"));
     }
 
     #[test]

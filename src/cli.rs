@@ -65,6 +65,14 @@ pub enum Command {
         /// Seconds to wait for the lock (default: as long as it takes).
         #[arg(long, value_name = "SECS")]
         wait: Option<u64>,
+        /// The journal cannot be read: restore from its previous version (state.json.prev), keeping the unreadable
+        /// one as state.json.corrupt.
+        #[arg(long)]
+        from_prev: bool,
+        /// Only when the open window is past its deadline (window.timeout_hours after it opened); otherwise say
+        /// when that is and exit 0. Run by ade-prep-deadline.timer.
+        #[arg(long, conflicts_with = "from_prev")]
+        past_deadline: bool,
     },
     /// The unit's entry (Type=notify): when ADE's settings ask to encrypt the OS volume, prepare, wait for ADE
     /// through the reboot, restore; after a reboot, resume the open window.
@@ -107,21 +115,36 @@ pub enum Command {
 }
 
 /// Runs a parsed command line; returns the exit code.
+///
+/// Verbs that start something new (scan, prepare, check, config, run's next prepare) refuse a configuration that
+/// does not load (exit 2). Verbs that end or report a window (restore, status, lock, run's waiting and restoring)
+/// never depend on it: the journal records what they need (the deadline), and for the rest (how long a start job
+/// may take) they fall back to the built-in catalogue, with a warning.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let paths = cli.root.clone().map_or_else(Paths::system, Paths::under);
-    let settings = config::load(&paths, commands::is_root())?;
+    let loaded = config::load(&paths, commands::is_root());
     match cli.command {
-        Command::Scan { mount, json, all } => commands::scan::run(&paths, &settings, &mount, json, all),
+        Command::Scan { mount, json, all } => commands::scan::run(&paths, &loaded?, &mount, json, all),
         Command::Prepare { dry_run, json, mount, force, wait } => {
             let opts = commands::prepare::PrepareOpts { dry_run, force, lock_wait: wait };
-            commands::prepare::run(&paths, &settings, &mount, &opts, json)
+            commands::prepare::run(&paths, &loaded?, &mount, &opts, json)
         }
-        Command::Restore { wait } => commands::restore::run(&paths, &settings, wait),
-        Command::Run { force } => commands::run::run(&paths, &settings, &commands::run::RunOpts { force }),
-        Command::Status { json } => commands::status::run(&paths, json),
-        Command::Lock { wait, command } => commands::lock::run(&paths, wait, &command),
-        Command::Config => commands::config::run(&paths, &settings),
-        Command::Report { output } => commands::report::run(&paths, &settings, output.as_deref()),
-        Command::Check { json } => commands::check::run(&paths, &settings, json),
+        Command::Restore { wait, from_prev, past_deadline } => {
+            let opts = commands::restore::RestoreOpts { lock_wait: wait, from_prev, past_deadline };
+            commands::restore::run(&paths, &config::or_builtin(loaded), &opts)
+        }
+        Command::Run { force } => commands::run::run(&paths, loaded, &commands::run::RunOpts { force }),
+        Command::Status { json } => {
+            config::or_builtin(loaded);
+            commands::status::run(&paths, json)
+        }
+        Command::Lock { wait, command } => {
+            config::or_builtin(loaded);
+            commands::lock::run(&paths, wait, &command)
+        }
+        Command::Config => commands::config::run(&paths, &loaded?),
+        // The support bundle is most needed when something is wrong, the configuration included.
+        Command::Report { output } => commands::report::run(&paths, &config::or_builtin(loaded), output.as_deref()),
+        Command::Check { json } => commands::check::run(&paths, &loaded?, json),
     }
 }

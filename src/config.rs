@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::paths::Paths;
 
@@ -41,7 +42,7 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
-    /// Running as root, a config file others could write is refused.
+    /// Running as root, a config file or folder others could write is refused.
     #[error("{path}: refused: {why} (must be owned by root and not writable by group or others)")]
     Insecure {
         path: PathBuf,
@@ -71,10 +72,10 @@ pub struct PreStop {
     #[serde(default = "default_user")]
     pub user: String,
     /// Seconds before the command is killed and counted as failed.
-    #[serde(default = "default_prestop_timeout")]
+    #[serde(default = "default_prestop_timeout", deserialize_with = "required::<1, MAX_STOP_SECS, _>")]
     pub timeout_secs: u64,
     /// Exit codes that mean success.
-    #[serde(default = "default_ok_codes")]
+    #[serde(default = "default_ok_codes", deserialize_with = "exit_codes")]
     pub ok_exit_codes: Vec<i32>,
 }
 
@@ -202,23 +203,65 @@ struct RawFile {
     workloads: Option<BTreeMap<String, RawWorkload>>,
 }
 
+// ---- bounds: every number a file may give, checked as it is parsed (so the error names file, line and key) ----
+
+/// The longest `window.timeout_hours`: 30 days. ADE's own OS-disk encryption takes hours, not weeks.
+pub const MAX_TIMEOUT_HOURS: u64 = 720;
+/// The longest grace period, stop timeout or pre-stop timeout: one day.
+pub const MAX_STOP_SECS: u64 = 86_400;
+/// The longest `window.extension_wait_secs`: one day.
+pub const MAX_EXTENSION_WAIT_SECS: u64 = 86_400;
+
+/// A number from a file within `MIN..=MAX` (TOML integers are i64: a negative one is named as such, not as a type
+/// error).
+fn bounded<'de, const MIN: u64, const MAX: u64, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = i64::deserialize(d)?;
+    match u64::try_from(v) {
+        Ok(n) if (MIN..=MAX).contains(&n) => Ok(n),
+        _ => Err(D::Error::custom(format!("{v} is out of range: must be {MIN} to {MAX}"))),
+    }
+}
+
+fn required<'de, const MIN: u64, const MAX: u64, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    bounded::<MIN, MAX, D>(d)
+}
+
+fn optional<'de, const MIN: u64, const MAX: u64, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    bounded::<MIN, MAX, D>(d).map(Some)
+}
+
+/// Exit codes as a process can return them: 0 to 255.
+fn exit_codes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i32>, D::Error> {
+    let v = Vec::<i64>::deserialize(d)?;
+    v.into_iter()
+        .map(|c| match u8::try_from(c) {
+            Ok(n) => Ok(i32::from(n)),
+            Err(_) => Err(D::Error::custom(format!("exit code {c} is out of range: must be 0 to 255"))),
+        })
+        .collect()
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStray {
     policy: Option<StrayPolicy>,
+    #[serde(default, deserialize_with = "optional::<0, MAX_STOP_SECS, _>")]
     grace_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDocker {
+    #[serde(default, deserialize_with = "optional::<0, MAX_STOP_SECS, _>")]
     stop_grace_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawWindow {
+    #[serde(default, deserialize_with = "optional::<1, MAX_TIMEOUT_HOURS, _>")]
     timeout_hours: Option<u64>,
+    #[serde(default, deserialize_with = "optional::<0, MAX_EXTENSION_WAIT_SECS, _>")]
     extension_wait_secs: Option<u64>,
 }
 
@@ -239,6 +282,7 @@ struct RawWorkload {
     args: Option<Vec<String>>,
     cgroups: Option<Vec<String>>,
     companion_units: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "optional::<1, MAX_STOP_SECS, _>")]
     stop_timeout_secs: Option<u64>,
     pre_stop: Option<Vec<PreStop>>,
 }
@@ -326,13 +370,8 @@ fn validate(settings: &Settings, path: &Path) -> Result<(), ConfigError> {
         key,
         message: message.to_string(),
     };
-    if settings.window.timeout_hours == 0 {
-        return Err(invalid("window.timeout_hours".into(), "must be at least 1"));
-    }
+    // The numbers are bounded as they are parsed (bounded above), with the line.
     for (name, w) in &settings.workloads {
-        if w.stop_timeout_secs == 0 {
-            return Err(invalid(format!("workloads.{name}.stop_timeout_secs"), "must be at least 1"));
-        }
         if w.units.is_empty() && w.comms.is_empty() && w.exes.is_empty() && w.args.is_empty() && w.cgroups.is_empty() {
             return Err(invalid(
                 format!("workloads.{name}"),
@@ -343,21 +382,17 @@ fn validate(settings: &Settings, path: &Path) -> Result<(), ConfigError> {
             if p.argv.is_empty() || p.argv[0].is_empty() {
                 return Err(invalid(format!("workloads.{name}.pre_stop[{i}].argv"), "must name a program"));
             }
-            if p.timeout_secs == 0 {
-                return Err(invalid(format!("workloads.{name}.pre_stop[{i}].timeout_secs"), "must be at least 1"));
-            }
         }
     }
     Ok(())
 }
 
-/// Refuses a file not owned by root or writable by group or others (only enforced when running as root).
-fn check_owner(path: &Path, enforce: bool) -> Result<(), ConfigError> {
+/// Refuses a file or folder not owned by root or writable by group or others (only enforced when running as root).
+fn check_owner(path: &Path, md: &std::fs::Metadata, enforce: bool) -> Result<(), ConfigError> {
     use std::os::unix::fs::MetadataExt;
     if !enforce {
         return Ok(());
     }
-    let md = std::fs::metadata(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
     if md.uid() != 0 {
         return Err(ConfigError::Insecure { path: path.into(), why: format!("owned by uid {}", md.uid()) });
     }
@@ -365,6 +400,28 @@ fn check_owner(path: &Path, enforce: bool) -> Result<(), ConfigError> {
         return Err(ConfigError::Insecure { path: path.into(), why: format!("mode {:04o}", md.mode() & 0o7777) });
     }
     Ok(())
+}
+
+/// The configuration folders (the main file's and the drop-ins'), checked like the files when they exist.
+fn check_folders(paths: &Paths, enforce: bool) -> Result<(), ConfigError> {
+    let main = paths.config_file();
+    for dir in [main.parent().map(Path::to_path_buf), Some(paths.config_dir())].into_iter().flatten() {
+        match std::fs::metadata(&dir) {
+            Ok(md) => check_owner(&dir, &md, enforce)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ConfigError::Read { path: dir, source }),
+        }
+    }
+    Ok(())
+}
+
+/// One configuration file: a regular file (a FIFO would block), its owner and mode checked on the open file, at
+/// most [`crate::fsread::CAP`] bytes.
+fn read_file(path: &Path, enforce: bool) -> Result<String, ConfigError> {
+    let read = |source| ConfigError::Read { path: path.into(), source };
+    let (f, md) = crate::fsread::open_regular(path, crate::fsread::Links::Follow).map_err(read)?;
+    check_owner(path, &md, enforce)?;
+    crate::fsread::read_open(f, crate::fsread::CAP).map_err(read)
 }
 
 /// The files that make up the configuration, in the order they are applied.
@@ -393,14 +450,23 @@ pub fn files(paths: &Paths) -> Result<Vec<PathBuf>, ConfigError> {
 /// Loads the effective configuration. `enforce_owner` is true when running as root.
 pub fn load(paths: &Paths, enforce_owner: bool) -> Result<Settings, ConfigError> {
     let mut settings = Settings::default();
+    check_folders(paths, enforce_owner)?;
     for path in files(paths)? {
-        check_owner(&path, enforce_owner)?;
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let text = read_file(&path, enforce_owner)?;
         let raw = parse_file(&path, &text)?;
         merge(&mut settings, raw);
         validate(&settings, &path)?;
     }
     Ok(settings)
+}
+
+/// For verbs that end or report a window: the configuration, or, when it does not load, a warning naming why and
+/// the built-in catalogue (a bad drop-in must never keep a window from closing).
+pub fn or_builtin(loaded: Result<Settings, ConfigError>) -> Settings {
+    loaded.unwrap_or_else(|e| {
+        log::warn!("{e}; ignored here (the built-in defaults apply): fix it before the next prepare");
+        Settings::default()
+    })
 }
 
 impl Settings {
@@ -526,6 +592,92 @@ mod tests {
         let e = load(&Paths::under(d.path()), true).unwrap_err().to_string();
         // as root the owner is root, so the mode is what is refused; as another user the owner is.
         assert!(e.contains("refused"), "{e}");
+    }
+
+    #[test]
+    fn every_number_is_bounded_at_its_extremes_with_the_limit_in_the_message() {
+        // (table header, key, min, max); pre_stop's fields live in an inline table.
+        let fields: [(&str, &str, u64, u64); 6] = [
+            ("[stray]", "grace_secs", 0, MAX_STOP_SECS),
+            ("[docker]", "stop_grace_secs", 0, MAX_STOP_SECS),
+            ("[window]", "timeout_hours", 1, MAX_TIMEOUT_HOURS),
+            ("[window]", "extension_wait_secs", 0, MAX_EXTENSION_WAIT_SECS),
+            ("[workloads.docker]", "stop_timeout_secs", 1, MAX_STOP_SECS),
+            ("[workloads.docker]\npre_stop = [{ argv = [\"true\"],", "timeout_secs", 1, MAX_STOP_SECS),
+        ];
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::under(d.path());
+        for (table, key, min, max) in fields {
+            let values: Vec<(String, bool)> = vec![
+                ("0".into(), min == 0),
+                ("1".into(), true),
+                (max.to_string(), true),
+                ((max + 1).to_string(), false),
+                (i64::MAX.to_string(), false),
+                ("-1".into(), false),
+                (i64::MIN.to_string(), false),
+            ];
+            for (v, ok) in values {
+                let body = if table.contains('{') {
+                    format!("{table} {key} = {v} }}]\n")
+                } else {
+                    format!("{table}\n{key} = {v}\n")
+                };
+                let p = write(d.path(), "etc/ade-prep/config.toml", &body);
+                match load(&paths, false) {
+                    Ok(_) if ok => {}
+                    Ok(_) => panic!("{key} = {v} accepted"),
+                    Err(e) if ok => panic!("{key} = {v} refused: {e}"),
+                    Err(e) => {
+                        let e = e.to_string();
+                        let want_key = if table.contains('{') { "pre_stop" } else { key };
+                        assert!(e.starts_with(&format!("{}:2: {want_key}: ", p.display())), "{e}");
+                        assert!(e.contains(&format!("{v} is out of range: must be {min} to {max}")), "{e}");
+                    }
+                }
+            }
+        }
+        // Beyond what TOML holds at all, and exit codes beyond a byte.
+        write(d.path(), "etc/ade-prep/config.toml", "[window]\ntimeout_hours = 18446744073709551616\n");
+        let e = load(&paths, false).unwrap_err().to_string();
+        assert!(e.contains(":2: timeout_hours: "), "{e}");
+        for (codes, ok) in [("[0, 255]", true), ("[256]", false), ("[-1]", false), ("[9223372036854775807]", false)] {
+            let body = format!("[workloads.docker]\npre_stop = [{{ argv = [\"true\"], ok_exit_codes = {codes} }}]\n");
+            write(d.path(), "etc/ade-prep/config.toml", &body);
+            let r = load(&paths, false);
+            assert_eq!(r.is_ok(), ok, "{codes}: {r:?}");
+            if let Err(e) = r {
+                assert!(e.to_string().contains("is out of range: must be 0 to 255"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_fifo_dropin_and_a_world_writable_folder_are_refused_without_hanging() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("etc/ade-prep/config.d");
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("10-fifo.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let e = load(&Paths::under(d.path()), false).unwrap_err().to_string();
+        assert_eq!(e, format!("{}: not a regular file (a FIFO)", fifo.display()));
+        std::fs::remove_file(&fifo).unwrap();
+        std::fs::write(dir.join("20-big.toml"), vec![b'#'; 2 << 20]).unwrap();
+        let e = load(&Paths::under(d.path()), false).unwrap_err().to_string();
+        assert!(e.ends_with("20-big.toml: larger than the 1048576 bytes allowed"), "{e}");
+        std::fs::remove_file(dir.join("20-big.toml")).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+            let e = load(&Paths::under(d.path()), true).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "{}: refused: mode 0777 (must be owned by root and not writable by group or others)",
+                    dir.display()
+                )
+            );
+        }
     }
 
     #[test]

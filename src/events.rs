@@ -342,7 +342,14 @@ pub fn init_output(verbose: u8) {
     }
     // No timestamps: journald adds them when it reads stderr.
     let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level.as_str()));
-    b.format_timestamp(None).format_target(false);
+    // Messages carry outside text (process titles, unit names, ADE's messages): control characters are escaped,
+    // so that each record stays one honest line.
+    b.format(|buf, record| {
+        use std::io::Write;
+        let style = buf.default_level_style(record.level());
+        let level = record.level();
+        writeln!(buf, "[{style}{level:<5}{style:#}] {}", crate::text::escape_controls(&record.args().to_string()))
+    });
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let term = TermSink::default();
         // Log lines go above the live lines (cleared, printed, redrawn), not through them.

@@ -87,6 +87,9 @@ pub enum LockError {
     /// The journal could not be read: whether the window is open is unknown.
     #[error(transparent)]
     Journal(StateError),
+    /// A stop signal came while waiting.
+    #[error("{0} (while waiting for the lock)")]
+    Stopped(crate::signals::Stopped),
 }
 
 /// The serialisation lock of the system (or fixture tree) under a [`Paths`] root.
@@ -107,6 +110,13 @@ pub struct LockGuard {
 }
 
 impl LockGuard {
+    /// The open lock file's descriptor: a command run under the lock inherits it, so that the lock is held for as
+    /// long as the command lives, even when the holder is killed first.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.file.as_raw_fd()
+    }
+
     /// What this holder wrote into the lock file.
     pub fn holder(&self) -> &HolderInfo {
         &self.info
@@ -167,6 +177,20 @@ impl Lock {
             if !dir.is_dir() {
                 std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(self.io(dir))?;
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(self.io(dir))?;
+            }
+            // The runtime folder like the file: not a symlink, ours, not writable by others (who could swap the
+            // lock file for their own).
+            let md = std::fs::symlink_metadata(dir).map_err(self.io(dir))?;
+            let refuse = |why: String| Err(LockError::Insecure { path: dir.to_path_buf(), why });
+            let me = nix::unistd::geteuid().as_raw();
+            if md.file_type().is_symlink() {
+                return refuse("a symlink (the runtime folder must be a real folder)".into());
+            }
+            if md.uid() != me {
+                return refuse(format!("owned by uid {}, not {me}", md.uid()));
+            }
+            if md.mode() & 0o022 != 0 {
+                return refuse(format!("mode {:04o}, writable by group or others", md.mode() & 0o7777));
             }
         }
         let file = OpenOptions::new()
@@ -309,6 +333,7 @@ impl Lock {
                 None => (self.describe_holder(), Duration::from_millis(200)),
             };
             let waited = start.elapsed();
+            crate::signals::check(|| format!("after {} s: {why}", waited.as_secs())).map_err(LockError::Stopped)?;
             let left = match wait {
                 Some(w) if waited >= w => {
                     crate::events::emit(crate::events::Event::WaitOver);

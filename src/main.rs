@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     match ade_prep::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("ade-prep: {e:#}");
+            eprintln!("ade-prep: {}", ade_prep::text::escape_controls(&format!("{e:#}")));
             ExitCode::from(ade_prep::exit::code_of(&e))
         }
     }

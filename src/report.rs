@@ -288,7 +288,8 @@ pub fn scan_text(r: &ScanReport, all: bool) -> String {
     for e in shown {
         let p = &e.holder;
         let cmd = if p.cmdline.is_empty() { format!("[{}]", p.comm) } else { p.cmdline.join(" ") };
-        let cmd: String = escape_controls(&cmd).chars().take(80).collect();
+        let cmd: String = cmd.chars().take(80).collect();
+        let cmd = crate::text::escape_controls(&cmd);
         let _ = writeln!(
             o,
             "{:>7} {:>6} {:<5} {:>9} {:<9} {:<10} {:<28} {}",

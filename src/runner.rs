@@ -1,5 +1,6 @@
 //! Running outside commands (pre-stop commands, `docker`): argv only, never a shell, as a given user, with a
-//! timeout after which the whole process group is killed.
+//! timeout after which the whole process group gets SIGTERM, then SIGKILL after its grace ([`term_grace`]); a
+//! stop request to ade-prep during prepare's steps ([`crate::signals::stop_now`]) ends it the same way.
 //! An edge (`Runner` → `RealRunner`); it must not interpret what the commands mean.
 
 use std::io::Read;
@@ -47,6 +48,11 @@ pub trait Runner {
 /// Runs real processes.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealRunner;
+
+/// How long a command has between SIGTERM and SIGKILL: a tenth of its own timeout, 1 to 10 s.
+pub fn term_grace(timeout: Duration) -> Duration {
+    (timeout / 10).clamp(Duration::from_secs(1), Duration::from_secs(10))
+}
 
 fn tail(text: &str, lines: usize) -> String {
     let v: Vec<&str> = text.lines().collect();
@@ -99,16 +105,25 @@ impl Runner for RealRunner {
         });
         let start = Instant::now();
         let mut timed_out = false;
+        let mut terminated: Option<Instant> = None;
+        let pgid = nix::unistd::Pid::from_raw(-(child.id() as i32));
         let status = loop {
             match child.try_wait() {
                 Ok(Some(st)) => break Some(st),
-                Ok(None) if start.elapsed() >= timeout => {
-                    timed_out = true;
-                    let pgid = nix::unistd::Pid::from_raw(-(child.id() as i32));
-                    let _ = nix::sys::signal::kill(pgid, nix::sys::signal::SIGKILL);
-                    break child.wait().ok();
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) => match terminated {
+                    // The timeout ran out, or ade-prep was asked to stop: SIGTERM to the group first.
+                    None if start.elapsed() >= timeout || crate::signals::stop_now() => {
+                        timed_out = true;
+                        let _ = nix::sys::signal::kill(pgid, nix::sys::signal::SIGTERM);
+                        terminated = Some(Instant::now());
+                    }
+                    // Then SIGKILL once its grace is over.
+                    Some(t) if t.elapsed() >= term_grace(timeout) => {
+                        let _ = nix::sys::signal::kill(pgid, nix::sys::signal::SIGKILL);
+                        break child.wait().ok();
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(20)),
+                },
                 Err(_) => break None,
             }
         };
@@ -155,6 +170,22 @@ mod tests {
         assert!(o.timed_out && o.code.is_none());
         // the background sleep held stdout open: returning at all proves the group was killed
         assert!(t.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_timeout_sends_sigterm_first_then_sigkill_after_the_grace() {
+        // A command that cleans up on SIGTERM gets to do it.
+        let script = "trap 'echo cleaned; exit 7' TERM; sleep 30 & wait";
+        let o = RealRunner.run(&argv(&["sh", "-c", script]), &me(), Duration::from_millis(300)).unwrap();
+        assert!(o.timed_out, "{o:?}");
+        assert_eq!(o.stdout, "cleaned\n");
+        // One that ignores SIGTERM is killed once its grace (1 s here) is over.
+        let t = Instant::now();
+        let script = "trap '' TERM; echo started; while :; do sleep 0.05; done";
+        let o = RealRunner.run(&argv(&["sh", "-c", script]), &me(), Duration::from_millis(300)).unwrap();
+        assert!(o.timed_out && o.code.is_none(), "{o:?}");
+        assert!(t.elapsed() >= Duration::from_millis(1300), "{:?}", t.elapsed());
+        assert_eq!(term_grace(Duration::from_secs(600)), Duration::from_secs(10));
     }
 
     #[test]

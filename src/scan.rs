@@ -595,23 +595,12 @@ impl ProcessTable for ProcFs {
     }
 
     fn alive(&self, pid: i32) -> bool {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+        crate::pidref::PidRef::open(&self.proc_root, pid).is_ok_and(|r| !r.exited())
     }
 
     fn terminate(&self, pid: i32, grace: Duration) {
-        use nix::sys::signal::{kill, Signal};
-        let p = nix::unistd::Pid::from_raw(pid);
-        if kill(p, Signal::SIGTERM).is_err() {
-            return;
-        }
-        let start = std::time::Instant::now();
-        while start.elapsed() < grace {
-            if !self.alive(pid) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = kill(p, Signal::SIGKILL);
+        // Through a pidfd (or pid + start time on kernels without): a pid reused during the grace is never killed.
+        crate::pidref::terminate(&self.proc_root, pid, grace);
     }
 
     fn scan(&self, path: &Path) -> Result<Scan, ScanError> {

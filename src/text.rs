@@ -1,18 +1,29 @@
-//! Text shown to people: escaping what a process or a file controls before it reaches a terminal. A leaf; it must
-//! not decide what is shown.
+//! Outside text made safe to print: [`escape_controls`] turns every control character (C0, DEL, C1) into a visible
+//! escape, so that a process title, a unit name or an ADE message cannot move the cursor, colour the terminal or
+//! start a new line that looks like one of ours. For human output and log lines only; JSON carries the text exactly
+//! (its encoder escapes what JSON needs). It must not change anything else.
 
-/// `s` with every control character (C0, DEL, C1) written as `\xNN`, so that a command line cannot move the
-/// cursor, clear the screen or forge a line of output.
-pub fn escape_controls(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() {
-            o.push_str(&format!("\\x{:02x}", c as u32));
-        } else {
-            o.push(c);
+use std::borrow::Cow;
+
+/// `text` with control characters as escapes: `\n`, `\r`, `\t`, `\e` (ESC) and `\xHH` / `\u{HHHH}` otherwise;
+/// a backslash stays as it is. Borrowed when there is nothing to escape.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut o = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => o.push_str("\\n"),
+            '\r' => o.push_str("\\r"),
+            '\t' => o.push_str("\\t"),
+            '\x1b' => o.push_str("\\e"),
+            c if c.is_control() && (c as u32) < 0x100 => o.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => o.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c => o.push(c),
         }
     }
-    o
+    Cow::Owned(o)
 }
 
 #[cfg(test)]
@@ -21,6 +32,10 @@ mod tests {
 
     #[test]
     fn controls_are_escaped_and_the_rest_kept() {
-        assert_eq!(escape_controls("a\x1b[2Jb\nc\u{9b}é"), "a\\x1b[2Jb\\x0ac\\x9bé");
+        assert!(matches!(escape_controls("sshd: root [priv] é"), Cow::Borrowed(_)));
+        assert_eq!(escape_controls("a\nb\rc\td"), "a\\nb\\rc\\td");
+        assert_eq!(escape_controls("\x1b[2K\x1b[1Gprotected sshd"), "\\e[2K\\e[1Gprotected sshd");
+        assert_eq!(escape_controls("\0\x07\x7f\u{9b}x"), "\\x00\\x07\\x7f\\x9bx");
+        assert_eq!(escape_controls("back\\slash"), "back\\slash");
     }
 }

@@ -24,7 +24,7 @@ pub fn text(r: &Report, colour_on: bool) -> String {
     for c in &r.checks {
         let res = format!("{:<14}", c.result.as_str());
         let res = if colour_on { format!("{}{res}\x1b[0m", colour(c.result)) } else { res };
-        let _ = writeln!(o, "{res} {:<18} {}", c.id, c.evidence);
+        let _ = writeln!(o, "{res} {:<18} {}", c.id, crate::text::escape_controls(&c.evidence));
         if matches!(c.result, Status::Warn | Status::Fail | Status::Info) {
             let _ = writeln!(o, "{:<14} {:<18} fix: {}", "", "", c.fix);
         }

@@ -1,5 +1,6 @@
-//! `lock -- CMD`: runs a command holding the lock, outside the encryption window, passing signals on to it. It
-//! owns the child and its signals; the lock protocol itself is [`crate::lock`]'s.
+//! `lock -- CMD`: runs a command holding the lock, outside the encryption window, passing signals on to it; CMD
+//! inherits the lock file and dies with the wrapper, so it never runs unlocked. It owns the child and its signals;
+//! the lock protocol itself is [`crate::lock`]'s.
 
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -58,7 +59,28 @@ pub fn run(paths: &Paths, wait_secs: Option<u64>, argv: &[std::ffi::OsString]) -
             saved.push((sig, old));
         }
     }
-    let status = match std::process::Command::new(program).args(args).spawn() {
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    let (lock_fd, wrapper) = (guard.fd(), std::process::id() as libc::pid_t);
+    // CMD can never run unlocked: it inherits the lock file (flock belongs to the open file, so the lock is held
+    // until CMD too has exited), and it is killed when this wrapper dies (SIGKILL of the wrapper included).
+    // SAFETY: fcntl, prctl, getppid and _exit are async-signal-safe system calls.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            if libc::fcntl(lock_fd, libc::F_SETFD, 0) != 0
+                || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The wrapper died between fork and prctl: do not run at all.
+            if libc::getppid() != wrapper {
+                libc::_exit(exit::FAILED.into());
+            }
+            Ok(())
+        });
+    }
+    let status = match cmd.spawn() {
         Ok(mut child) => {
             CHILD.store(child.id() as i32, Ordering::SeqCst);
             let early = PENDING.swap(0, Ordering::SeqCst);

@@ -17,6 +17,7 @@ use crate::paths::Paths;
 use crate::window::journal::{Journal, Record};
 use crate::window::phase::Phase;
 use crate::window::plan::{self, Plan};
+use crate::window::record;
 use crate::window::store::FileStore;
 use crate::window::{execute, snapshot};
 
@@ -78,6 +79,8 @@ pub fn prepare(
         let Some((_, plan)) = checked_plan(paths, settings, mount, &opts.force)? else { return Ok((None, None)) };
         return Ok((Some(Prepared { plan, executed: false, journal: None }), None));
     }
+    // From here a stop signal rolls back instead of killing (src/signals.rs).
+    crate::signals::install()?;
     // The lock first, then the journal: the lock is what makes the check for an open window race-free.
     let lock = Lock::new(paths);
     let guard = lock.acquire_for_prepare("prepare", &store, opts.lock_wait.map(Duration::from_secs))?;
@@ -96,9 +99,17 @@ pub fn prepare(
     let m = edges.machine(settings);
     let boot = clock::boot_id(paths)?;
     let mut journal = Journal::open(store, mount, &boot)?;
+    journal.set_deadline(record::deadline_after(journal.record().opened_at, settings.window.timeout_hours))?;
     events::emit(Event::WindowOpened { mount, steps: plan.steps.len() });
     // The hold list is a step of the plan (after the stops, before the reload that activates the masks).
-    execute::execute(&m, &plan, &mut journal)?;
+    execute::execute(&m, &plan, &mut journal).map_err(|e| match crate::signals::received() {
+        // A pre-stop command ended by the stop request fails as such: say what stopped it.
+        Some(sig) if !e.chain().any(|c| c.is::<crate::signals::Stopped>()) => e.context(format!("stopped by {sig}")),
+        _ => e,
+    })?;
+    if let Err(stopped) = crate::signals::check(|| "after the last step".into()) {
+        return Err(execute::roll_back(&m, &mut journal, stopped.into()));
+    }
     journal.set_phase(Phase::Open)?;
     log::info!("window open: {}", journal.record().summary());
     Ok((Some(Prepared { plan, executed: true, journal: Some(journal.record().clone()) }), Some(guard)))

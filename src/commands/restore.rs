@@ -17,14 +17,65 @@ use crate::window::store::FileStore;
 
 /// `restore`: undo what the journal records. `Ok(None)` when there is nothing to do.
 pub fn restore(paths: &Paths, settings: &Settings, lock_wait: Option<u64>) -> anyhow::Result<Option<Restored>> {
+    restore_with(paths, settings, &RestoreOpts { lock_wait, ..RestoreOpts::default() })
+}
+
+/// Options of `restore`.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOpts {
+    /// Seconds to wait for the lock (None: as long as it takes).
+    pub lock_wait: Option<u64>,
+    /// From the previous version of the journal (`state.json.prev`), for a journal that cannot be read (the
+    /// current one is kept as `state.json.corrupt`).
+    pub from_prev: bool,
+    /// Only when the window is past its deadline.
+    pub past_deadline: bool,
+}
+
+/// `restore` with its options.
+pub fn restore_with(paths: &Paths, settings: &Settings, opts: &RestoreOpts) -> anyhow::Result<Option<Restored>> {
+    let (lock_wait, from_prev) = (opts.lock_wait, opts.from_prev);
     need_root("restore")?;
+    // A stop signal no longer ends the process half way: restore finishes, the journal stays consistent.
+    crate::signals::install()?;
     let store = FileStore::new(paths);
     let lock = Lock::new(paths);
     let _guard = lock.acquire("restore", lock_wait.map(Duration::from_secs))?;
+    if from_prev {
+        let r = store.recover_previous()?;
+        log::warn!(
+            "restoring from {} (phase {}, last written {}); the unreadable journal is kept beside it as .corrupt",
+            store.previous_path().display(),
+            r.phase,
+            crate::clock::format_utc(r.updated_at)
+        );
+    }
+    // The journal is read before anything changes: one that cannot be read leaves everything (the hold list too).
+    let journal = Journal::resume(store)?;
+    if opts.past_deadline {
+        // Read before the hold list is touched: a window not yet due is left entirely alone.
+        match journal.as_ref().map(|j| j.record()).filter(|r| r.is_window_open()) {
+            None => return Ok(None),
+            Some(r) => {
+                let deadline = r.deadline_or(settings.window.timeout_hours);
+                if crate::clock::now() < deadline {
+                    log::info!(
+                        "the open window's deadline is {}: nothing to do yet",
+                        crate::clock::format_utc(deadline)
+                    );
+                    return Ok(None);
+                }
+                log::error!(
+                    "the window opened {} is past its deadline {}: restoring",
+                    crate::clock::format_utc(r.opened_at),
+                    crate::clock::format_utc(deadline)
+                );
+            }
+        }
+    }
     // The hold list first: restore's Reload runs ade-prep-generator, which must no longer mask anything (the
     // window's restore removes it too, as its rollback does).
     let had_list = hold::clear_list(paths)?;
-    let journal = Journal::resume(store)?;
     if !journal.as_ref().is_some_and(|j| j.is_window_open()) {
         // No window, but a list was there (stale) or the generator still masks units of the last window (a boot
         // with the list, a crash before the reload): reload, so that they can start again.
@@ -53,8 +104,9 @@ pub fn restore(paths: &Paths, settings: &Settings, lock_wait: Option<u64>) -> an
 }
 
 /// `restore` from the command line.
-pub fn run(paths: &Paths, settings: &Settings, wait: Option<u64>) -> anyhow::Result<u8> {
-    match restore(paths, settings, wait)? {
+pub fn run(paths: &Paths, settings: &Settings, opts: &RestoreOpts) -> anyhow::Result<u8> {
+    match restore_with(paths, settings, opts)? {
+        None if opts.past_deadline => out("nothing to restore: no window is past its deadline\n")?,
         None => out("nothing to restore: no window is open\n")?,
         Some(r) => out(&format!("restored: {}\n", r.summary()))?,
     }

@@ -6,8 +6,9 @@ use serde::Serialize;
 use super::out;
 use crate::clock;
 use crate::exit;
-use crate::lock::{Lock, LockState};
+use crate::lock::{Lock, LockError, LockState};
 use crate::paths::Paths;
+use crate::text::escape_controls as esc;
 use crate::window::journal::Record;
 use crate::window::store::{FileStore, Store};
 
@@ -18,7 +19,7 @@ pub struct StatusReport {
     pub window_open: bool,
     /// The journal, when there is one.
     pub journal: Option<Record>,
-    /// Who holds the lock: `free`, `held` or `stale`.
+    /// Who holds the lock: `free`, `held`, `stale`, or `unknown` (not readable by this user).
     pub lock: String,
     /// The holder, when known.
     pub lock_holder: Option<String>,
@@ -31,10 +32,15 @@ pub struct StatusReport {
 pub fn status(paths: &Paths) -> anyhow::Result<StatusReport> {
     let store = FileStore::new(paths);
     let journal = store.load().with_context(|| "reading the journal".to_string())?;
-    let (lock, lock_holder) = match Lock::new(paths).state()? {
-        LockState::Free => ("free", None),
-        LockState::Held(h) => ("held", h.map(|h| h.to_string())),
-        LockState::Stale(h) => ("stale", Some(h.to_string())),
+    let (lock, lock_holder) = match Lock::new(paths).state() {
+        Ok(LockState::Free) => ("free", None),
+        Ok(LockState::Held(h)) => ("held", h.map(|h| h.to_string())),
+        Ok(LockState::Stale(h)) => ("stale", Some(h.to_string())),
+        // The lock file is root's, mode 0600: a user other than root cannot look (status reads only).
+        Err(LockError::Io { source, .. }) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            ("unknown", Some("the lock file is readable by root only".to_string()))
+        }
+        Err(e) => return Err(e.into()),
     };
     let window_open = journal.as_ref().is_some_and(|r| r.is_window_open());
     Ok(StatusReport {
@@ -59,15 +65,18 @@ pub fn status_text(s: &StatusReport) -> String {
                 if s.window_open { "open" } else { "closed" },
                 r.phase,
                 clock::format_utc(r.opened_at),
-                r.mount.display(),
+                esc(&r.mount.display().to_string()),
                 r.owner_pid
             );
+            if let (true, Some(d)) = (s.window_open, r.deadline) {
+                let _ = writeln!(o, "deadline: {} (restored then without word from ADE)", clock::format_utc(d));
+            }
             if let Some(a) = &r.ade {
-                let _ = writeln!(o, "ADE: {} seq {}", a.handler_dir.display(), a.seq);
+                let _ = writeln!(o, "ADE: {} seq {}", esc(&a.handler_dir.display().to_string()), a.seq);
             }
             let _ = writeln!(o, "in effect: {}", r.summary());
             for e in &r.entries {
-                let _ = writeln!(o, "  {:>3} {:<12} {}", e.seq, e.status.to_string(), e.change);
+                let _ = writeln!(o, "  {:>3} {:<12} {}", e.seq, e.status.to_string(), esc(&e.change.to_string()));
             }
         }
     }
@@ -79,7 +88,8 @@ pub fn status_text(s: &StatusReport) -> String {
             p.display()
         );
     }
-    let _ = writeln!(o, "lock: {}{}", s.lock, s.lock_holder.as_deref().map(|h| format!(", {h}")).unwrap_or_default());
+    let holder = s.lock_holder.as_deref().map(|h| format!(", {}", esc(h))).unwrap_or_default();
+    let _ = writeln!(o, "lock: {}{holder}", s.lock);
     o
 }
 

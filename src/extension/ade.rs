@@ -172,7 +172,8 @@ pub fn parse_settings(text: &str) -> Result<PublicSettings, String> {
 /// Reads and parses `config/<seq>.settings`.
 pub fn read_settings(handler_dir: &Path, seq: u64) -> Result<PublicSettings, ExtensionError> {
     let path = settings_path(handler_dir, seq);
-    let text = std::fs::read_to_string(&path).map_err(|source| ExtensionError::Io { path: path.clone(), source })?;
+    let text = crate::fsread::read_capped(&path, crate::fsread::Links::Refuse)
+        .map_err(|source| ExtensionError::Io { path: path.clone(), source })?;
     parse_settings(&text).map_err(|message| ExtensionError::Settings { path, message })
 }
 
@@ -334,7 +335,7 @@ pub enum StatusRead {
 
 /// Reads `status/<seq>.status`.
 pub fn read_status(handler_dir: &Path, seq: u64) -> StatusRead {
-    match std::fs::read_to_string(status_path(handler_dir, seq)) {
+    match crate::fsread::read_capped(&status_path(handler_dir, seq), crate::fsread::Links::Refuse) {
         Ok(text) => match parse_status(&text) {
             Ok(status) => StatusRead::Ok { status },
             Err(why) => StatusRead::Invalid { why },

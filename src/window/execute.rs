@@ -45,6 +45,7 @@ fn wait_for_extensions(m: &Machine, mount: &Path, timeout: Duration) -> anyhow::
             return Ok(());
         }
         events::emit(Event::Waiting { what: &names, left: Some(timeout.saturating_sub(start.elapsed())) });
+        crate::signals::check(|| format!("while waiting for extension handlers: {names}"))?;
         if names != said {
             log::warn!("waiting for extension handlers to finish: {names}");
             said = names;
@@ -77,23 +78,25 @@ fn fail<S: Store>(j: &mut Journal<S>, seq: u32, e: anyhow::Error) -> anyhow::Err
 /// Carries out the plan. The lock is already held and the journal open (phase Preparing). On failure everything
 /// done is rolled back and the error says why (and what could not be rolled back).
 pub fn execute<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::Result<()> {
-    match run_steps(m, plan, j) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            log::error!("prepare failed: {e:#}; rolling back");
-            match restore::restore(m, j) {
-                Ok(r) if r.failed.is_empty() => {
-                    log::warn!("rolled back: {}", r.summary());
-                    Err(e.context("prepare failed and was rolled back"))
-                }
-                // The window stays open (phase Restoring) with what could not be undone.
-                Ok(r) => Err(e.context(format!(
-                    "prepare failed; rollback incomplete ({}); run `ade-prep restore` again once fixed",
-                    r.failed.join("; ")
-                ))),
-                Err(re) => Err(e.context(format!("prepare failed; rollback incomplete: {re:#}"))),
-            }
+    // A stop request ends a pre-stop command in flight, never the rollback's commands.
+    crate::signals::stoppable(|| run_steps(m, plan, j)).map_err(|e| roll_back(m, j, e))
+}
+
+/// Rolls back everything the journal records after prepare failed (or was stopped) with `e`; the error says why,
+/// and what could not be rolled back.
+pub fn roll_back<S: Store>(m: &Machine, j: &mut Journal<S>, e: anyhow::Error) -> anyhow::Error {
+    log::error!("prepare failed: {e:#}; rolling back");
+    match restore::restore(m, j) {
+        Ok(r) if r.failed.is_empty() => {
+            log::warn!("rolled back: {}", r.summary());
+            e.context("prepare failed and was rolled back")
         }
+        // The window stays open (phase Restoring) with what could not be undone.
+        Ok(r) => e.context(format!(
+            "prepare failed; rollback incomplete ({}); run `ade-prep restore` again once fixed",
+            r.failed.join("; ")
+        )),
+        Err(re) => e.context(format!("prepare failed; rollback incomplete: {re:#}")),
     }
 }
 
@@ -101,7 +104,9 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
     let mut stopped: BTreeSet<String> = BTreeSet::new();
     let mut stop_seqs: BTreeMap<String, u32> = BTreeMap::new();
     failpoint::hit("prepare");
-    for step in &plan.steps {
+    for (i, step) in plan.steps.iter().enumerate() {
+        // A stop request (SIGINT, SIGTERM, SIGHUP) is honoured here: the step in flight has finished.
+        crate::signals::check(|| format!("before step {} of {}", i + 1, plan.steps.len()))?;
         match step {
             Step::WaitForExtensions { timeout_secs } => {
                 wait_for_extensions(m, &plan.mount, Duration::from_secs(*timeout_secs))?;

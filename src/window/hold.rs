@@ -188,6 +188,7 @@ mod tests {
             owner_pid: 1,
             mount: "/".into(),
             ade: None,
+            deadline: None,
             entries: entries
                 .into_iter()
                 .enumerate()

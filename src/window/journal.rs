@@ -43,6 +43,7 @@ impl<S: Store> Journal<S> {
             owner_pid: std::process::id(),
             mount: mount.to_path_buf(),
             ade: None,
+            deadline: None,
             entries: vec![],
         };
         store.save(&record)?;
@@ -142,6 +143,14 @@ impl<S: Store> Journal<S> {
     pub fn set_ade(&mut self, ade: AdeRef) -> Result<(), StateError> {
         self.commit(|r, _| {
             r.ade = Some(ade);
+            Ok(())
+        })
+    }
+
+    /// Records when the window is restored without word from ADE (unix seconds).
+    pub fn set_deadline(&mut self, deadline: u64) -> Result<(), StateError> {
+        self.commit(|r, _| {
+            r.deadline = Some(deadline);
             Ok(())
         })
     }

@@ -150,6 +150,11 @@ pub struct Record {
     pub mount: PathBuf,
     /// The ADE run followed, once known.
     pub ade: Option<AdeRef>,
+    /// When the window is restored even without word from ADE (unix seconds): `window.timeout_hours` after it was
+    /// opened, fixed when it opens, so that whoever ends it later needs no configuration (a journal written before
+    /// this field existed has none: `opened_at` + the configured or built-in timeout then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<u64>,
     /// The changes, oldest first.
     pub entries: Vec<Entry>,
 }
@@ -190,10 +195,21 @@ impl Record {
         self.entries.iter().rev().filter(|e| e.status != Status::Undone)
     }
 
+    /// The deadline recorded, else `opened_at` + `timeout_hours` (saturating: a deadline never wraps to the past).
+    pub fn deadline_or(&self, timeout_hours: u64) -> u64 {
+        self.deadline.unwrap_or_else(|| deadline_after(self.opened_at, timeout_hours))
+    }
+
     /// The entry with sequence number `seq`.
     pub fn entry(&self, seq: u32) -> Option<&Entry> {
         self.entries.iter().find(|e| e.seq == seq)
     }
+}
+
+/// When a window opened at `opened_at` is restored without word from ADE. The configuration bounds
+/// `timeout_hours`; past any bound this saturates rather than wrap to a deadline in the past.
+pub fn deadline_after(opened_at: u64, timeout_hours: u64) -> u64 {
+    opened_at.saturating_add(timeout_hours.saturating_mul(3600))
 }
 
 /// A journal that cannot be read, written or trusted; always names the file.
@@ -208,14 +224,20 @@ pub enum StateError {
     #[error("{path}: writing the journal: {source}")]
     Write { path: PathBuf, source: std::io::Error },
     /// Not JSON, truncated, or not the schema.
-    #[error("{path}: corrupt journal, refusing to guess: {message}")]
+    #[error(
+        "{path}: corrupt journal, refusing to guess: {message} (nothing was changed; `ade-prep restore --from-prev` \
+         restores from the previous version, {path}.prev)"
+    )]
     Corrupt {
         path: PathBuf,
         /// What is wrong, with line and column.
         message: String,
     },
     /// A version this build does not read.
-    #[error("{path}: journal version {found} {why} (this ade-prep reads version {VERSION}); refusing to guess")]
+    #[error(
+        "{path}: journal version {found} {why} (this ade-prep reads version {VERSION}); refusing to guess (nothing \
+         was changed; restore with the ade-prep that wrote it)"
+    )]
     Version {
         path: PathBuf,
         /// The version found.

@@ -173,3 +173,27 @@ fn sigterm_is_passed_on_and_the_lock_held_until_the_command_ends() {
     let (o, _) = run(d.path(), &["lock", "--wait", "0", "--", "true"]);
     assert_eq!(o.status.code(), Some(0), "released after the command ended: {}", stderr(&o));
 }
+
+#[test]
+fn a_command_never_runs_unlocked_when_its_wrapper_is_sigkilled() {
+    let d = root();
+    // The first command would run for 30 s; a second `lock` waits for it.
+    let mut a = hold(d.path(), "exec sleep 30");
+    let first: i32 = std::fs::read_to_string(d.path().join("cmd.pid")).unwrap().trim().parse().unwrap();
+    // Alive means a process that still runs (a zombie left to a parent that is gone runs no more).
+    let script = format!(
+        "s=$(cut -d' ' -f3 /proc/{first}/stat 2>/dev/null); \
+         if [ -n \"$s\" ] && [ \"$s\" != Z ]; then echo overlap > second; else echo alone > second; fi"
+    );
+    let mut b = ade_prep(d.path()).args(["lock", "--wait", "20", "--", "sh", "-c", &script]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!d.path().join("second").exists(), "the second command ran while the first held the lock");
+    // SIGKILL of the wrapper: its command dies with it, and holds the lock until it has.
+    a.kill().unwrap();
+    a.wait().unwrap();
+    assert_eq!(b.wait().unwrap().code(), Some(0));
+    assert_eq!(std::fs::read_to_string(d.path().join("second")).unwrap(), "alone\n");
+    let state = std::fs::read_to_string(format!("/proc/{first}/stat")).unwrap_or_default();
+    let running = state.split(' ').nth(2).is_some_and(|s| s != "Z");
+    assert!(!running, "the first command outlived its wrapper: {state}");
+}

@@ -169,7 +169,8 @@ fn in_container_run_prepares_waits_through_the_reboot_keeps_the_window_on_sigter
     assert!(unit_log().contains("ADE done: the OS volume is encrypted; restoring"), "{}", unit_log());
 
     // The window's timeout: a new request (seq 1) with no status yet; the window opened 25 h ago (the journal's
-    // opened_at moved back while the unit was stopped, as after a long shutdown): restore, exit 1.
+    // opened_at and the deadline it recorded moved back while the unit was stopped, as after a long shutdown):
+    // restore, exit 1.
     write_settings(1, "EnableEncryption", "OS");
     let child = start_unit();
     wait_for("the unit to be active", 60, || show("ActiveState") == "active");
@@ -180,13 +181,16 @@ fn in_container_run_prepares_waits_through_the_reboot_keeps_the_window_on_sigter
     let store = FileStore::new(&Paths::system());
     let mut r = store.load().unwrap().unwrap();
     r.opened_at -= 25 * 3600;
+    let deadline = r.deadline.expect("prepare records the window's deadline");
+    assert_eq!(deadline, r.opened_at + 25 * 3600 + 24 * 3600, "timeout_hours after it opened");
+    r.deadline = Some(deadline - 25 * 3600);
     store.save(&r).unwrap();
     let child = start_unit();
     let (code, out) = finish(child);
     assert_eq!(code, Some(1), "run past the window's timeout: {out}");
     settle_workloads();
     assert_eq!(MachineState::read(), base);
-    assert!(unit_log().contains("no completion from ADE within 24 h"), "{}", unit_log());
+    assert!(unit_log().contains("no completion from ADE by the window's deadline"), "{}", unit_log());
     sh(&["systemctl", "reset-failed", UNIT]);
 
     // Requests that do not need the window: nothing changed (same db process, same journal), and `run` stays up

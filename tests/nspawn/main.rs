@@ -12,5 +12,6 @@ mod daemon;
 mod hold;
 mod journal;
 mod prepare;
+mod signals;
 mod systemd;
 mod units;

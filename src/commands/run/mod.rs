@@ -25,7 +25,7 @@ use super::prepare::{self, PrepareOpts};
 use super::restore;
 use crate::checks::{self, Flow};
 use crate::clock;
-use crate::config::Settings;
+use crate::config::{ConfigError, Settings};
 use crate::exit;
 use crate::extension::ade::{
     self, Observation, OsState, Outcome, PublicSettings, RootState, StatusRead, Verdict, WaitEnd, Watcher,
@@ -151,11 +151,19 @@ enum Next {
 /// volume encrypted, a distribution that does not unmount, no ADE at all), stays up for the next one: while the
 /// service is active the path unit cannot start it again, so a retry after ADE's error would otherwise go
 /// unprepared.
-pub fn run(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Result<u8> {
+///
+/// A configuration that does not load is an error (exit 2) only when `run` would prepare: an open window is waited
+/// on and restored all the same (its deadline is in the journal), with the built-in defaults for the rest.
+pub fn run(paths: &Paths, loaded: Result<Settings, ConfigError>, opts: &RunOpts) -> anyhow::Result<u8> {
+    let (settings, bad_config) = match loaded {
+        Ok(s) => (s, None),
+        Err(e) => (Settings::default(), Some(e.to_string())),
+    };
+    let config = Config { settings: &settings, bad: bad_config.as_deref() };
     let stop = StopToken::from_signals()?;
     start_watchdog();
     loop {
-        match one_request(paths, settings, opts, &stop)? {
+        match one_request(paths, config, opts, &stop)? {
             Next::Exit(code) => return Ok(code),
             Next::Watch { handler_dir, seq } => {
                 if !wait_for_next_request(paths, handler_dir.as_deref(), seq, &stop) {
@@ -166,7 +174,32 @@ pub fn run(paths: &Paths, settings: &Settings, opts: &RunOpts) -> anyhow::Result
     }
 }
 
-fn one_request(paths: &Paths, settings: &Settings, opts: &RunOpts, stop: &StopToken) -> anyhow::Result<Next> {
+/// The configuration `run` works with: what loaded, or the built-in defaults and why the files did not load.
+#[derive(Clone, Copy)]
+struct Config<'a> {
+    settings: &'a Settings,
+    /// Why the configuration files did not load (then `settings` are the built-in defaults).
+    bad: Option<&'a str>,
+}
+
+impl Config<'_> {
+    /// The settings for ending a window: a bad configuration is only a warning.
+    fn for_ending(&self) -> &Settings {
+        if let Some(why) = self.bad {
+            log::warn!("{why}; ignored while the open window is waited on and restored (built-in defaults apply)");
+        }
+        self.settings
+    }
+    /// The settings for a new prepare: a bad configuration is an error (exit 2), before anything is changed.
+    fn for_starting(&self) -> anyhow::Result<&Settings> {
+        match self.bad {
+            Some(why) => Err(exit::with_code(exit::USAGE, anyhow::anyhow!("{why}: refusing to prepare"))),
+            None => Ok(self.settings),
+        }
+    }
+}
+
+fn one_request(paths: &Paths, config: Config, opts: &RunOpts, stop: &StopToken) -> anyhow::Result<Next> {
     // In ADE's RAM root nothing is read for a decision and nothing is changed (FINDINGS 23).
     if let Some(why) = frozen_now(paths) {
         if idle_while_frozen(paths, stop, &why) {
@@ -185,17 +218,17 @@ fn one_request(paths: &Paths, settings: &Settings, opts: &RunOpts, stop: &StopTo
     if let Some(r) = record.as_ref().filter(|r| r.is_window_open() && r.phase != Phase::Open) {
         // A prepare or a restore was cut short (crash, reboot): finish the restore, then decide anew.
         status(&format!("found a window in phase {}: restoring it first", r.phase));
-        restore::restore(paths, settings, None)?;
+        restore::restore(paths, config.for_ending(), None)?;
         record = store.load()?;
     }
     let record = match record {
         Some(open) if open.is_window_open() => open,
-        last => match prepare_for_request(paths, settings, opts, stop, last.as_ref())? {
+        last => match prepare_for_request(paths, config.for_starting()?, opts, stop, last.as_ref())? {
             Ok(open) => open,
             Err(next) => return Ok(next),
         },
     };
-    wait_and_restore(paths, settings, stop, record)
+    wait_and_restore(paths, config.for_ending(), stop, record)
 }
 
 /// Decides on ADE's current request and prepares for it: the open window's record, or what `run` does instead.
@@ -320,7 +353,7 @@ fn wait_and_restore(
 ) -> anyhow::Result<Next> {
     resume_after_reboot(paths, &record)?;
     let summary = record.summary();
-    let deadline = record.opened_at + settings.window.timeout_hours * 3600;
+    let deadline = record.deadline_or(settings.window.timeout_hours);
     let remaining = Duration::from_secs(deadline.saturating_sub(clock::now()));
     notify(&[sd_notify::NotifyState::Ready]);
     status(&format!("{summary}, waiting for ADE"));
@@ -353,8 +386,8 @@ fn wait_and_restore(
         }
         WaitEnd::TimedOut { last } => {
             log::error!(
-                "no completion from ADE within {} h ({}): restoring",
-                settings.window.timeout_hours,
+                "no completion from ADE by the window's deadline {} ({}): restoring",
+                clock::format_utc(deadline),
                 verdict_text(&last.verdict)
             );
             restore_now(paths, settings)?;

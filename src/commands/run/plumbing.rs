@@ -1,11 +1,9 @@
-//! `run`'s plumbing with systemd and signals: the one stop token (raised by SIGTERM and SIGINT), sd_notify
+//! `run`'s plumbing with systemd and signals: the one stop token (raised by SIGTERM, SIGINT and SIGHUP), sd_notify
 //! (READY, STATUS, STOPPING) and the watchdog pings. It owns no decision; it must not read ADE or the journal.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
-
-use anyhow::Context;
 
 /// The process's one stop token: every wait of `run` (the settings, the next request, ADE's completion) ends when
 /// it is raised. Clones share it.
@@ -14,21 +12,17 @@ pub struct StopToken(Arc<AtomicBool>);
 
 impl StopToken {
     /// A token nothing raises yet (the tests raise it by hand).
+    #[cfg(test)]
     pub fn new() -> Self {
         Self::default()
     }
-    /// The token SIGTERM and SIGINT raise, installed once per process.
+    /// The token SIGTERM, SIGINT and SIGHUP raise ([`crate::signals`]): the same stop request that prepare
+    /// honours between its steps and that restore finishes despite.
     pub fn from_signals() -> anyhow::Result<Self> {
-        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-        let token = SIGNALLED.get_or_init(StopToken::new).clone();
-        let act = SigAction::new(SigHandler::Handler(on_term), SaFlags::empty(), SigSet::empty());
-        for s in [Signal::SIGTERM, Signal::SIGINT] {
-            // SAFETY: the handler only stores to an atomic.
-            unsafe { sigaction(s, &act) }.context("installing the SIGTERM handler")?;
-        }
-        Ok(token)
+        Ok(StopToken(crate::signals::install()?))
     }
     /// Raises the token.
+    #[cfg(test)]
     pub fn raise(&self) {
         self.0.store(true, Ordering::SeqCst);
     }
@@ -42,15 +36,6 @@ impl StopToken {
     }
 }
 
-static SIGNALLED: OnceLock<StopToken> = OnceLock::new();
-
-extern "C" fn on_term(_: libc::c_int) {
-    // OnceLock::get is an atomic load; the store is an atomic store: both async-signal-safe.
-    if let Some(t) = SIGNALLED.get() {
-        t.raise();
-    }
-}
-
 pub(crate) fn notify(state: &[sd_notify::NotifyState]) {
     // Outside a Type=notify unit NOTIFY_SOCKET is unset and this does nothing.
     let _ = sd_notify::notify(false, state);
@@ -58,7 +43,8 @@ pub(crate) fn notify(state: &[sd_notify::NotifyState]) {
 
 pub(crate) fn status(text: &str) {
     log::info!("{text}");
-    notify(&[sd_notify::NotifyState::Status(text)]);
+    // A newline from outside text (an ADE message) would start another notify assignment (READY=1, MAINPID=).
+    notify(&[sd_notify::NotifyState::Status(&crate::text::escape_controls(text))]);
 }
 
 /// Pings the watchdog at half its interval, when the unit asks for it.
