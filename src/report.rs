@@ -342,7 +342,7 @@ mod tests {
             kthread,
             kworker,
             holder(812, "dockerd", Some("docker.service")),
-            holder(900, "python3", Some("user@0.service")),
+            holder(900, "python3", Some("nginx.service")),
             holder(901, "evil\x1b[2J", None),
         ];
         scan_report(&Scan::from_holders(Path::new("/"), holders), &Settings::default(), UnreadableWhy::Other)
@@ -374,7 +374,7 @@ mod tests {
         assert!(lines[3].contains("2 other process(es)") && lines[3].contains("pid 900 python3"), "{t}");
         assert!(!t.contains("kworker"), "{t}");
         assert!(t.contains("      2 kernel threads (protected"), "{t}");
-        assert!(!t.contains('\x1b') && t.contains("evil\\x1b[2J"), "{t}");
+        assert!(!t.contains('\x1b') && t.contains("evil\\e[2J"), "{t}");
         // Workloads, then others, then protected.
         let row = |pid: &str| lines.iter().position(|l| l.split_whitespace().next() == Some(pid)).unwrap();
         assert!(row("812") < row("900") && row("900") < row("901") && row("901") < row("1"), "{t}");
