@@ -48,6 +48,7 @@ declare -A DEPS=([qemu]="" [rootfs]="" [selinux]=rootfs [overlay]=rootfs [image]
 SD219_COMMIT=9b2dad78f267ab3944d8b1145e3efe6c97bef4cf
 SD219_VENDORED=systemd-rhel7-9b2dad78f2.tar.xz
 SD219_URL=https://github.com/systemd-rhel/rhel-7/archive/$SD219_COMMIT.tar.gz
+STEPS="$STEPS docker"; DEPS[docker]=image   # step_docker: images/debian12-docker.img
 
 die() { echo "build-guest: $*" >&2; exit 1; }
 case ${1:-} in
@@ -269,6 +270,41 @@ step_rootfs-219() {
   fresh "$H/rootfs-219"; mv "$T" "$H/rootfs-219"
 }
 
+# images/debian12-docker.img: the SELinux image (rootfs-se as the image step left it: overlay in, labeled) plus
+# Debian's docker.io engine (dockerd, containerd, runc, containerd-shim-runc-v2; enabled as the package leaves them)
+# with live-restore in /etc/docker/daemon.json, and /usr/local/share/ade-e2e/busybox-rootfs.tar (a busybox-static
+# tree: no registry is reachable, the guest `docker import`s it). Only this image: the others are not rebuilt.
+step_docker() {
+  local R=$H/rootfs-docker pkgs="docker.io busybox-static"
+  fresh "$R"; cp -a "$H/rootfs-se" "$R"
+  # shellcheck disable=SC2064    # expand $R now
+  trap "umount '$R/proc' 2>/dev/null || true" EXIT
+  cp /etc/resolv.conf "$R/etc/resolv.conf"
+  printf '#!/bin/sh\nexit 101\n' > "$R/usr/sbin/policy-rc.d"; chmod +x "$R/usr/sbin/policy-rc.d"
+  chroot "$R" apt-get update
+  # shellcheck disable=SC2086
+  chroot "$R" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pkgs
+  chroot "$R" apt-get clean
+  rm -rf "$R"/var/lib/apt/lists/*_Packages
+  rm -f "$R/etc/resolv.conf" "$R/usr/sbin/policy-rc.d"
+  mkdir -p "$R/etc/docker"
+  printf '{\n  "live-restore": true\n}\n' > "$R/etc/docker/daemon.json"
+  local t=$R/tmp/bb
+  rm -rf "$t"; mkdir -p "$t/bin" "$t/tmp" "$t/data" "$R/usr/local/share/ade-e2e"
+  cp "$R/bin/busybox" "$t/bin/busybox"
+  chroot "$t" /bin/busybox --install -s /bin
+  tar -C "$t" --numeric-owner --owner=0 --group=0 -cf "$R/usr/local/share/ade-e2e/busybox-rootfs.tar" .
+  rm -rf "$t"
+  chroot "$R" dpkg-query -W docker.io containerd runc busybox-static
+  chroot "$R" systemctl is-enabled docker.service docker.socket containerd.service
+  mount -t proc proc "$R/proc"
+  chroot "$R" setfiles -F -q -e /proc -e /sys -e /dev /etc/selinux/default/contexts/files/file_contexts /
+  umount "$R/proc"
+  mkfs.ext4 -q -F -L root -d "$R" "$H/images/debian12-docker.img.tmp" 3G
+  mv "$H/images/debian12-docker.img.tmp" "$H/images/debian12-docker.img"
+  fresh "$R"
+}
+
 output_ok() {
   case $1 in
     qemu)    [ -x "$H/qemu-root/usr/bin/qemu-system-x86_64" ];;
@@ -280,6 +316,7 @@ output_ok() {
     nspawn)  [ -x "$H/rootfs-ns/usr/lib/systemd/systemd" ];;
     systemd219) [ -x "$H/systemd219/usr/lib/systemd/systemd" ];;
     rootfs-219) [ -x "$H/rootfs-219/usr/lib/systemd/systemd" ] && [ -x "$H/rootfs-219/usr/bin/systemd-sysusers" ];;
+    docker)  [ -f "$H/images/debian12-docker.img" ];;
   esac
 }
 

@@ -28,6 +28,8 @@
 # Env: ADE_HARNESS_DIR (/var/cache/ade-prep-harness), VMRUN_MEM (MiB, 1024),
 #   VMRUN_SMP (2), VMRUN_MAX_BOOTS (5), VMRUN_APPEND (extra kernel args),
 #   VMRUN_KERNEL, VMRUN_INITRD (default images/vmlinuz, images/initrd.img),
+#   VMRUN_IMAGE=NAME boot images/NAME.img instead (e.g. debian12-docker, made
+#   from the SELinux image: give -s too),
 #   VMRUN_ACCEL=tcg|kvm (tcg; kvm hangs stock kernels on PVM hosts),
 #   VMRUN_KEEP=1 keep the run dir (disk.qcow2, serial.N.log, ctl/) and print it,
 #   VMRUN_QUIET=1 no summary line (rc, boots, seconds per boot) on stderr.
@@ -47,6 +49,7 @@ IMG=$H/images/debian12.img
 # panic=-1: a guest panic ends qemu at once (-no-reboot) instead of hanging until -t.
 APPEND="root=/dev/vda rw console=ttyS0 panic=-1 systemd.unit=vm-job.target ${VMRUN_APPEND:-}"
 if [ $SEL = 1 ]; then IMG=$H/images/debian12-selinux.img; APPEND="$APPEND security=selinux selinux=1"; fi
+[ -z "${VMRUN_IMAGE:-}" ] || IMG=$H/images/$VMRUN_IMAGE.img
 for f in "$QEMU" "$KERNEL" "$INITRD" "$IMG"; do
   [ -e "$f" ] || { echo "vm-run: missing $f (run build-guest.sh)" >&2; exit 125; }
 done

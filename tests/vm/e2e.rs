@@ -9,6 +9,9 @@
 //! 247 s with its retry, success 302 s and reset 277 s for their two boots). The scenarios run one at a time
 //! (they would otherwise starve each other's guests of CPU). They are part of the README test command.
 //!
+//! The Docker scenarios (issue 14, docs/docker.md) boot images/debian12-docker.img (Debian's docker.io engine) and run
+//! tests/e2e/docker.sh: one run of two boots, 10-12 minutes under TCG on a loaded machine.
+//!
 //! Skips (tests/common skip: a failure in CI) when not root or when the harness images are missing
 //! (`tests/harness/build-guest.sh`).
 
@@ -21,13 +24,14 @@ fn manifest() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Why the guests cannot run here, if they cannot.
-fn cannot_run() -> Option<String> {
+/// Why the guests cannot run here, if they cannot (`image`: the disk image under images/).
+fn cannot_run(image: &str) -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
         return Some("e2e_vm: needs root (qemu guests of tests/harness/vm-run.sh)".into());
     }
     let h = std::env::var("ADE_HARNESS_DIR").unwrap_or_else(|_| "/var/cache/ade-prep-harness".into());
-    let needed = ["images/debian12-selinux.img", "images/vmlinuz", "qemu-root/usr/bin/qemu-system-x86_64"];
+    let image = format!("images/{image}.img");
+    let needed = [image.as_str(), "images/vmlinuz", "qemu-root/usr/bin/qemu-system-x86_64"];
     needed
         .iter()
         .map(|f| Path::new(&h).join(f))
@@ -85,19 +89,28 @@ fn stage() -> tempfile::TempDir {
     let d = tempfile::Builder::new().prefix("ade-e2e-vm.").tempdir().unwrap();
     let m = manifest();
     std::fs::copy(m.join("tests/e2e/guest.sh"), d.path().join("guest.sh")).unwrap();
+    std::fs::copy(m.join("tests/e2e/docker.sh"), d.path().join("docker.sh")).unwrap();
     copy_dir(&m.join("tests/scenarios"), &d.path().join("scenarios"));
     if std::env::var("ADE_E2E_BINARY").as_deref() == Ok("1") {
         std::fs::copy(env!("CARGO_BIN_EXE_ade-prep"), d.path().join("ade-prep")).unwrap();
         copy_dir(&m.join("packaging/usr/lib/systemd/system"), &d.path().join("units"));
+        let generator = "packaging/usr/lib/systemd/system-generators/ade-prep-generator";
+        std::fs::copy(m.join(generator), d.path().join("ade-prep-generator")).unwrap();
     } else {
         std::fs::copy(package(), d.path().join("ade-prep.deb")).unwrap();
     }
     d
 }
 
-/// Runs one scenario in a fresh guest; returns the guest's output after checking that it passed.
+/// Runs one scenario of tests/e2e/guest.sh in a fresh SELinux guest and checks that it passed.
 fn scenario(name: &str, timeout_secs: u64) {
-    if let Some(why) = cannot_run() {
+    guest(name, "debian12-selinux", &format!("bash /work/guest.sh {name}"), "E2E PASS", timeout_secs);
+}
+
+/// Runs `command` in a fresh guest booted from images/`image`.img (-s: SELinux) and checks that it printed
+/// `pass` (then the name) and exited 0.
+fn guest(name: &str, image: &str, command: &str, pass: &str, timeout_secs: u64) {
+    if let Some(why) = cannot_run(image) {
         crate::common::skip(&why);
         return;
     }
@@ -106,15 +119,16 @@ fn scenario(name: &str, timeout_secs: u64) {
     let t = Instant::now();
     let out = Command::new(manifest().join("tests/harness/vm-run.sh"))
         .args(["-s", "-t", &timeout_secs.to_string()])
+        .env("VMRUN_IMAGE", image)
         .arg(dir.path())
-        .arg(format!("bash /work/guest.sh {name}"))
+        .arg(command)
         .output()
         .expect("running tests/harness/vm-run.sh");
     let took = t.elapsed().as_secs_f64();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     // The timeline and the summary show on a normal `cargo test` run; everything on a failure.
     let mut shown = format!("e2e_vm {name}: timeline\n");
-    for l in stdout.lines().filter(|l| l.starts_with("TL ") || l.starts_with("E2E ")) {
+    for l in stdout.lines().filter(|l| l.starts_with("TL ") || l.starts_with("E2E ") || l.starts_with("CHECK FAIL")) {
         shown.push_str(&format!("  {l}\n"));
     }
     for l in stderr.lines().filter(|l| l.starts_with("vm-run: rc=")) {
@@ -122,7 +136,7 @@ fn scenario(name: &str, timeout_secs: u64) {
     }
     shown.push_str(&format!("  e2e_vm {name}: {took:.0}s wall\n"));
     eprint!("{shown}");
-    let passed = out.status.code() == Some(0) && stdout.contains(&format!("E2E PASS {name}"));
+    let passed = out.status.code() == Some(0) && stdout.contains(&format!("{pass} {name}"));
     assert!(passed, "e2e_vm {name} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}", out.status);
     assert!(!stdout.contains("CHECK FAIL"), "{stdout}");
 }
@@ -143,4 +157,31 @@ fn e2e_vm_ade_error() {
 #[test]
 fn e2e_vm_hard_reset_in_the_window() {
     scenario("reset", 1000);
+}
+
+/// Docker as it really runs (issue 14; docs/docker.md): Debian's docker.io in images/debian12-docker.img, the
+/// containers of tests/e2e/docker.sh, prepare and restore with live-restore off, on, and on through the reboot, in
+/// one run of two boots. Docker's cgroupfs driver (its default on the cgroup v1 hosts ADE supports).
+#[test]
+fn e2e_vm_docker_cgroupfs() {
+    let phases = "no-live-restore live-restore reboot";
+    guest("docker", "debian12-docker", &format!("bash /work/docker.sh cgroupfs {phases}"), "E2E PASS", 2400);
+}
+
+/// The same with Docker's systemd cgroup driver (the default of Debian 12's docker.io on cgroup v2): every container
+/// runs in a docker-<id>.scope that prepare plans to stop after `docker stop` has ended it.
+#[test]
+#[ignore = "product bug 1 of docs/docker.md (prepare fails on the container scopes: StopUnit NoSuchUnit); enable once \
+            a stop refused with NoSuchUnit counts as done (src/systemd/real.rs Systemd::run_jobs)"]
+fn e2e_vm_docker_systemd_cgroup_driver() {
+    let phases = "no-live-restore live-restore reboot";
+    guest("docker", "debian12-docker", &format!("bash /work/docker.sh systemd {phases}"), "E2E PASS", 2400);
+}
+
+/// containerd alone (containerd.service and a `ctr` task, the engine stopped): the task must be stopped and come back.
+#[test]
+#[ignore = "product bugs 2 and 3 of docs/docker.md (a ctr task outlives prepare and is lost at restore; prepare fails \
+            when the docker CLI is there but the engine is not); enable once containerd tasks are stopped and started"]
+fn e2e_vm_containerd_alone() {
+    guest("docker", "debian12-docker", "bash /work/docker.sh cgroupfs containerd", "E2E PASS", 1800);
 }

@@ -1,0 +1,354 @@
+#!/bin/bash
+# tests/e2e/docker.sh DRIVER PHASE... - the guest side of tests/e2e_vm.rs's Docker scenarios (issue 14), in the
+# debian12-docker qemu guest of tests/harness (-s, VMRUN_IMAGE=debian12-docker): Debian's docker.io engine (dockerd,
+# containerd, runc, containerd-shim-runc-v2), /etc/docker/daemon.json with live-restore, a busybox image imported
+# from /usr/local/share/ade-e2e/busybox-rootfs.tar (no registry), ade-prep from the package (or the binary).
+# DRIVER: Docker's cgroup driver, `systemd` (the default of Debian 12's docker.io on cgroup v2: each container in a
+# docker-<id>.scope unit) or `cgroupfs` (containers in /docker/<id>, no unit: Docker's default on the cgroup v1 hosts
+# ADE supports: Ubuntu 16.04-20.04, RHEL/CentOS 7). Phases, run in the order given, in one boot (reboot last):
+#   no-live-restore   live-restore false (set before the containers start): prepare, window, restore
+#   live-restore      live-restore true (reloaded, the containers keep running): prepare, window, restore
+#   reboot            live-restore true: prepare, window, `vm-run-ctl reboot`; boot 2: held through the boot, restore
+#   containerd        containerd alone: docker.socket and docker.service stopped and disabled, the docker CLI
+#                     moved away (a containerd-only host); a `ctr` task; prepare, window, restore
+# The containers (created once, reused by every docker phase):
+#   always    --restart=always, named volume e2e-vol: one numbered line a second in /data/lines (TERM: exits 0)
+#   unless    --restart=unless-stopped, bind mount /srv/e2e: a heartbeat file (TERM: exits 0)
+#   no        --restart=no, ignores TERM (sh as PID 1 without a trap): docker's grace, then the engine's SIGKILL
+#   exited    ran `true` and exited; must stay exited
+#   created   created, never started; must stay created
+#   paused    --restart=no, paused with `docker pause`: ade-prep stops it like the others (docker stop of a paused
+#             container sends the signal and unpauses it) and `docker start` brings it back running, not paused
+# Asserted in each window: every running container stopped (exit codes as described, read from the engine's own
+# files, since the engine must stay down), no dockerd / containerd / shim process, docker.service, docker.socket,
+# containerd.service stopped and masked, `docker ps` does not start the engine, `fuser -vm /` lists none of them,
+# no docker/containerd mount left below / (ADE's UnmountOldrootState kills what fuser lists, then `umount /oldroot`,
+# which a leftover mount would make fail), `ade-prep scan` sees no workload. After restore: the engine back, exactly the
+# containers that ran are running again with the same ids, exited/created ones unchanged, restart policies unchanged,
+# every line written to the volume before the stop still there (numbered without a gap), the writer writing again.
+# Output: TL (timeline), CHECK lines, INFO lines (what the engine showed), "E2E PASS docker" or "E2E FAIL docker: why".
+# shellcheck disable=SC2317   # predicates run through check and wait_for
+set -u
+BOOT=${VMRUN_BOOT:-1}
+STAGE=$(cd "$(dirname "$0")" && pwd)
+E=/var/lib/ade-e2e
+IMG=ade-e2e/busybox:1
+NAMES="always unless no exited created paused"
+mkdir -p "$E"
+[ -f "$E/t0" ] || date +%s.%N > "$E/t0"
+T0=$(cat "$E/t0")
+
+since() { python3 -c "import time; print(f'{time.time() - $T0:7.1f}')"; }
+tl() { printf 'TL %-50s +%ss  %s\n' "$1" "$(since)" "${2:-}"; }
+info() { echo "INFO $*"; }
+FAILS=0
+check() { # check WHAT CONDITION-COMMAND...
+  local what=$1; shift
+  if "$@"; then echo "CHECK ok   $what"; else echo "CHECK FAIL $what"; FAILS=$((FAILS + 1)); fi
+}
+die() {
+  echo "E2E FAIL docker: $*"
+  echo "--- ade-prep status:"; ade-prep status 2>&1 | head -n 40
+  echo "--- units:"; systemctl --no-pager list-units 'docker*' 'containerd*' 2>&1
+  echo "--- processes:"
+  # shellcheck disable=SC2009   # the forest, not pids
+  ps -eo pid,ppid,stat,comm,args --forest | grep -E '[d]ocker|[c]ontainerd|[r]unc|[s]h -c'
+  exit 1
+}
+finish() {
+  [ "$FAILS" = 0 ] || die "$FAILS check(s) failed"
+  echo "E2E PASS docker"
+  exit 0
+}
+wait_for() { # wait_for SECS WHAT COMMAND...
+  local secs=$1 what=$2 i; shift 2
+  for ((i = 0; i < secs; i++)); do "$@" && return 0; sleep 1; done
+  die "timed out after ${secs}s waiting for: $what"
+}
+# timed LABEL COMMAND...: runs COMMAND, prints its output indented, records its duration in $E/times
+timed() {
+  local label=$1 t rc; shift
+  t=$(date +%s.%N)
+  "$@" > "$E/out" 2>&1; rc=$?
+  t=$(python3 -c "import time; print(f'{time.time() - $t:.1f}')")
+  sed 's/^/    | /' "$E/out"
+  echo "$label ${t}s rc=$rc" >> "$E/times"
+  tl "$label: rc=$rc in ${t}s"
+  return $rc
+}
+unit_active() { [ "$(systemctl is-active "$1")" = active ]; }
+masked() { case $(systemctl is-enabled "$1" 2>/dev/null) in masked | masked-runtime) true;; *) false;; esac; }
+engine_up() { docker info >/dev/null 2>&1; }
+# id NAME: the full id of a container, from the engine
+cid() { docker inspect -f '{{.Id}}' "$1"; }
+# inspect: one line per container (name id status paused restart-policy exit-code), sorted by name
+inspect_all() {
+  # shellcheck disable=SC2046
+  docker inspect -f '{{.Name}} {{.Id}} {{.State.Status}} {{.State.Paused}} {{.HostConfig.RestartPolicy.Name}} {{.State.ExitCode}}' \
+    $(docker ps -aq) | sed 's,^/,,' | sort
+}
+# state NAME: the container's state from the engine's own file (the engine is down during the window)
+state_file() {
+  python3 - "/var/lib/docker/containers/$(grep "^$1 " "$E/ids" | cut -d' ' -f2)/config.v2.json" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))["State"]
+print(f"running={s['Running']} paused={s['Paused']} exit={s['ExitCode']}")
+EOF
+}
+engine_pids() { pgrep -x dockerd; pgrep -x containerd; pgrep -f '^/usr/bin/containerd-shim'; pgrep -x docker-proxy; }
+
+install_agent() {
+  if [ -f "$STAGE/ade-prep.deb" ]; then
+    DEBIAN_FRONTEND=noninteractive dpkg -i "$STAGE/ade-prep.deb" >"$E/dpkg.log" 2>&1 || { cat "$E/dpkg.log"; die "dpkg -i failed"; }
+    tl "installed the package" "$(dpkg-query -W -f='${Package} ${Version}' ade-prep)"
+  else
+    install -m 0755 "$STAGE/ade-prep" /usr/bin/ade-prep
+    install -m 0755 -D "$STAGE/ade-prep-generator" /usr/lib/systemd/system-generators/ade-prep-generator
+    command -v restorecon >/dev/null && restorecon /usr/bin/ade-prep /usr/lib/systemd/system-generators/ade-prep-generator
+    tl "installed the binary and the generator" "no .deb staged"
+  fi
+  mkdir -p /etc/ade-prep/config.d
+  # A short grace: the `no` container ignores SIGTERM, so docker kills it after this; the others exit on TERM.
+  cat > /etc/ade-prep/config.d/50-e2e.toml <<'EOF'
+[docker]
+stop_grace_secs = 10
+EOF
+  chmod 0644 /etc/ade-prep/config.d/50-e2e.toml
+}
+
+daemon_json() { # daemon_json LIVE-RESTORE: /etc/docker/daemon.json with the cgroup driver of this run
+  printf '{\n  "live-restore": %s,\n  "exec-opts": ["native.cgroupdriver=%s"]\n}\n' "$1" "$DRIVER" > /etc/docker/daemon.json
+}
+set_live_restore() { # set_live_restore true|false: daemon.json, then a reload (dockerd reloads live-restore on SIGHUP)
+  daemon_json "$1"
+  if unit_active docker.service; then systemctl reload docker.service || die "reload docker"; fi
+  wait_for 60 "docker answers" engine_up
+  local now; now=$(docker info -f '{{.LiveRestoreEnabled}}')
+  check "live-restore is $1 in the engine ($now)" [ "$now" = "$1" ]
+}
+
+# shellcheck disable=SC2016   # expanded by the container's sh
+WRITER='trap "exit 0" TERM; n=$(cat /data/lines 2>/dev/null | wc -l); while :; do n=$((n + 1)); echo "$n $(date +%s)" >> /data/lines; sleep 1 & wait $!; done'
+BEAT='trap "exit 0" TERM; while :; do date +%s > /srv/e2e/heartbeat; sleep 1 & wait $!; done'
+SLEEPER='while :; do sleep 1; done'
+PAUSER='trap "exit 0" TERM; while :; do sleep 1 & wait $!; done'
+
+setup_image() {
+  systemctl start docker.service || die "docker does not start"
+  wait_for 120 "docker answers" engine_up
+  tl "engine up" "$(docker version -f 'server {{.Server.Version}}' 2>&1)"
+  docker import /usr/local/share/ade-e2e/busybox-rootfs.tar "$IMG" >/dev/null || die "docker import failed"
+  docker save -o "$E/busybox.tar" "$IMG" || die "docker save failed"
+  tl "image imported" "$(docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' "$IMG")"
+}
+
+setup_containers() {
+  daemon_json false
+  systemctl restart docker.service || die "docker does not start"
+  wait_for 120 "docker answers" engine_up
+  local d; d=$(docker info -f '{{.CgroupDriver}} (cgroup v{{.CgroupVersion}})')
+  check "cgroup driver $DRIVER ($d)" [ "${d%% *}" = "$DRIVER" ]
+  set_live_restore false
+  mkdir -p /srv/e2e
+  if ! { docker run -d --name always --restart=always -v e2e-vol:/data "$IMG" sh -c "$WRITER" >/dev/null &&
+    docker run -d --name unless --restart=unless-stopped -v /srv/e2e:/srv/e2e "$IMG" sh -c "$BEAT" >/dev/null &&
+    docker run -d --name no --restart=no "$IMG" sh -c "$SLEEPER" >/dev/null &&
+    docker run --name exited "$IMG" true &&
+    docker create --name created "$IMG" true >/dev/null &&
+    docker run -d --name paused "$IMG" sh -c "$PAUSER" >/dev/null &&
+    docker pause paused >/dev/null; }; then
+    die "starting the containers failed"
+  fi
+  local n; for n in $NAMES; do echo "$n $(cid "$n")"; done > "$E/ids"
+  inspect_all > "$E/before"
+  sed 's/^/    | /' "$E/before"
+  tl "containers up" "$(docker ps -q | wc -l) running (paused included), $(docker ps -aq | wc -l) in all"
+}
+
+lines_ok() { # the volume's lines numbered 1..N without a gap or a torn line
+  awk '$1 != NR || NF != 2 { bad = 1 } END { exit bad }' /var/lib/docker/volumes/e2e-vol/_data/lines
+}
+
+assert_window() { # assert_window PHASE
+  local p=$1 n st out
+  for n in always unless paused; do
+    st=$(state_file "$n")
+    check "$p: $n stopped cleanly, exit 0 ($st)" [ "$st" = "running=False paused=False exit=0" ]
+  done
+  st=$(state_file no)
+  check "$p: no (ignores TERM) killed by the engine after the grace, exit 137 ($st)" [ "$st" = "running=False paused=False exit=137" ]
+  for n in exited created; do
+    st=$(state_file "$n")
+    check "$p: $n still not running ($st)" [ "${st%% *}" = running=False ]
+  done
+  out=$(engine_pids | tr '\n' ' ')
+  check "$p: no dockerd, containerd, containerd-shim, docker-proxy process [${out}]" [ -z "$out" ]
+  for n in docker.socket docker.service containerd.service; do
+    check "$p: $n stopped and masked ($(systemctl is-active $n), $(systemctl is-enabled $n 2>/dev/null))" \
+      eval "! unit_active $n && masked $n"
+  done
+  out=$(timeout 30 docker ps 2>&1); info "$p: docker ps in the window: rc=$? $out"
+  sleep 2
+  check "$p: docker ps did not start the engine ($(systemctl is-active docker.service), dockerd: $(pgrep -x dockerd))" \
+    eval '! unit_active docker.service && ! pgrep -x dockerd >/dev/null'
+  out=$(fuser -vm / 2>&1)
+  echo "$out" > "$E/fuser.$p"
+  local hit
+  hit=$(echo "$out" | grep -E 'dockerd|containerd|runc|docker-proxy|[[:space:]]sh$|sleep$' | tr -s ' ' | tr '\n' ';')
+  check "$p: fuser -vm / lists none of them [${hit}]" [ -z "$hit" ]
+  out=$(findmnt -rn -o TARGET,FSTYPE | grep -E '/var/lib/(docker|containerd)|/run/(docker|containerd)|overlay' | tr '\n' ';')
+  check "$p: no docker/containerd mount left below / (umount /oldroot would fail) [${out}]" [ -z "$out" ]
+  out=$(set -o pipefail; ade-prep scan --json | python3 -c 'import json, sys
+d = json.load(sys.stdin)
+print(" ".join(str(p["pid"]) + ":" + p["comm"] for p in d["processes"] if p["class"] == "workload"))') ||
+    out="(ade-prep scan --json failed)"
+  check "$p: ade-prep scan sees no workload [${out}]" [ -z "$out" ]
+  cp /var/lib/docker/volumes/e2e-vol/_data/lines "$E/lines.window"
+  check "$p: the volume's $(wc -l < "$E/lines.window") lines numbered without a gap" lines_ok
+  sleep 2
+  check "$p: nothing writes to the volume in the window" cmp -s "$E/lines.window" /var/lib/docker/volumes/e2e-vol/_data/lines
+}
+
+assert_restored() { # assert_restored PHASE
+  local p=$1 n
+  for n in docker.socket docker.service containerd.service; do
+    check "$p: $n active again, $(systemctl is-enabled $n 2>/dev/null)" \
+      eval "unit_active $n && [ \"\$(systemctl is-enabled $n)\" = enabled ]"
+  done
+  wait_for 60 "docker answers" engine_up
+  inspect_all > "$E/after.$p"
+  sed 's/^/    | /' "$E/after.$p"
+  local want
+  want=$(sed -E 's/ (running|paused|exited|created) (true|false) / X X /; s/ [0-9]+$//' "$E/before" | sort)
+  check "$p: the same containers, ids and restart policies" \
+    [ "$want" = "$(sed -E 's/ (running|paused|exited|created) (true|false) / X X /; s/ [0-9]+$//' "$E/after.$p" | sort)" ]
+  for n in always unless no paused; do
+    check "$p: $n running again ($(grep "^$n " "$E/after.$p" | cut -d' ' -f3,4))" \
+      [ "$(grep "^$n " "$E/after.$p" | cut -d' ' -f3,4)" = "running false" ]
+  done
+  check "$p: exited still exited ($(grep '^exited ' "$E/after.$p" | cut -d' ' -f3))" \
+    [ "$(grep '^exited ' "$E/after.$p" | cut -d' ' -f3)" = exited ]
+  check "$p: created still created ($(grep '^created ' "$E/after.$p" | cut -d' ' -f3))" \
+    [ "$(grep '^created ' "$E/after.$p" | cut -d' ' -f3)" = created ]
+  local L=/var/lib/docker/volumes/e2e-vol/_data/lines
+  sleep 3
+  check "$p: every line written before the stop is in the volume ($(wc -l < "$E/lines.window") lines)" \
+    cmp -s "$E/lines.window" <(head -n "$(wc -l < "$E/lines.window")" "$L")
+  check "$p: the writer writes again ($(wc -l < "$L") lines), numbered without a gap" \
+    eval "[ \$(wc -l < $L) -gt \$(wc -l < $E/lines.window) ] && lines_ok"
+  check "$p: the bind-mounted heartbeat beats again" \
+    eval "[ \$(( \$(date +%s) - \$(cat /srv/e2e/heartbeat) )) -le 5 ]"
+  check "$p: journal: window closed" eval "ade-prep status --json | grep -q '\"window_open\": *false'"
+}
+
+# Back to the state before the window (the paused one paused again), for the next phase.
+repause() { [ "$(docker inspect -f '{{.State.Paused}}' paused)" = true ] || docker pause paused >/dev/null; }
+
+docker_phase() { # docker_phase NAME (no-live-restore | live-restore)
+  local p=$1
+  if [ "$p" = no-live-restore ]; then set_live_restore false; else set_live_restore true; fi
+  repause
+  inspect_all > "$E/before.$p"
+  timed "$p: ade-prep prepare" ade-prep prepare --force distro,memory -v || die "$p: prepare failed"
+  assert_window "$p"
+  timed "$p: ade-prep restore" ade-prep restore -v || FAILS=$((FAILS + 1))
+  assert_restored "$p"
+}
+
+reboot_phase() {
+  set_live_restore true
+  repause
+  timed "reboot: ade-prep prepare" ade-prep prepare --force distro,memory -v || die "reboot: prepare failed"
+  assert_window reboot
+  echo "$FAILS" > "$E/fails"
+  sync
+  tl "rebooting in the window"
+  vm-run-ctl reboot
+  die "still running after the reboot request"
+}
+
+reboot_boot2() {
+  FAILS=$(cat "$E/fails")
+  tl "boot $BOOT" "window open: $(ade-prep status --json | grep -o '"window_open": *[a-z]*')"
+  sleep 5
+  local out n
+  for n in docker.socket docker.service containerd.service; do
+    check "boot $BOOT: $n held down through the boot ($(systemctl is-active $n), $(systemctl show -p LoadState --value $n))" \
+      eval "! unit_active $n && [ \"\$(systemctl show -p LoadState --value $n)\" = masked ]"
+  done
+  out=$(engine_pids | tr '\n' ' ')
+  check "boot $BOOT: no engine process [${out}]" [ -z "$out" ]
+  out=$(timeout 30 docker ps 2>&1); info "boot $BOOT: docker ps in the window: rc=$? $out"
+  check "boot $BOOT: docker ps did not start the engine" eval '! unit_active docker.service && ! pgrep -x dockerd >/dev/null'
+  timed "boot $BOOT: ade-prep restore" ade-prep restore -v || FAILS=$((FAILS + 1))
+  assert_restored reboot
+}
+
+task_status() { ctr task ls | awk '$1 == "e2e-task" {print $3}'; }
+task_running() { [ "$(task_status)" = RUNNING ]; }
+
+containerd_phase() {
+  local out
+  systemctl disable --now docker.socket docker.service >/dev/null 2>&1
+  unit_active containerd.service || systemctl start containerd.service
+  ctr image import "$E/busybox.tar" >/dev/null || die "ctr image import failed"
+  local ref; ref=$(ctr image ls -q | grep busybox | head -n1)
+  ctr run -d --null-io "$ref" e2e-task sh -c "$PAUSER" >/dev/null || die "ctr run failed"
+  sleep 2
+  # A host with the docker CLI installed but the engine down (its units stopped): prepare must not depend on it.
+  local rc=0
+  out=$(ade-prep prepare --dry-run --force distro,memory 2>&1) || rc=$?
+  check "containerd, docker CLI installed, engine down: prepare --dry-run succeeds (rc=$rc: $(echo "$out" | grep -m1 -i docker))" \
+    [ "$rc" = 0 ]
+  # Then as on a containerd-only host, without the docker CLI.
+  mv /usr/bin/docker /usr/bin/docker.moved-away
+  ctr task ls | sed 's/^/    | /'
+  local tpid; tpid=$(ctr task ls | awk '$1 == "e2e-task" {print $2}')
+  tl "containerd alone: ctr task e2e-task" "pid $tpid, shim $(pgrep -f containerd-shim | tr '\n' ' ')"
+  info "containerd: fuser -vm / before:"; fuser -vm / 2>&1 | grep -E 'containerd|sh$' | sed 's/^/    | /'
+  timed "containerd: ade-prep prepare" ade-prep prepare --force distro,memory -v || die "containerd: prepare failed"
+  out=$(engine_pids | tr '\n' ' ')
+  check "containerd: no containerd or shim process [${out}]" [ -z "$out" ]
+  check "containerd: the task's process is gone (pid $tpid)" eval "! kill -0 $tpid 2>/dev/null"
+  check "containerd: containerd.service stopped and masked" eval '! unit_active containerd.service && masked containerd.service'
+  out=$(fuser -vm / 2>&1 | grep -E 'containerd|[[:space:]]sh$' | tr -s ' ' | tr '\n' ';')
+  check "containerd: fuser -vm / lists none of them [${out}]" [ -z "$out" ]
+  out=$(findmnt -rn -o TARGET,FSTYPE | grep -E '/var/lib/containerd|/run/containerd|overlay' | tr '\n' ';')
+  check "containerd: no containerd mount left below / [${out}]" [ -z "$out" ]
+  timed "containerd: ade-prep restore" ade-prep restore -v || FAILS=$((FAILS + 1))
+  check "containerd: containerd.service active again" unit_active containerd.service
+  sleep 3
+  ctr task ls | sed 's/^/    | /'
+  check "containerd: the task runs again ($(task_status))" task_running
+  ctr task kill -s KILL e2e-task >/dev/null 2>&1; sleep 1
+  ctr task delete e2e-task >/dev/null 2>&1; ctr container delete e2e-task >/dev/null 2>&1
+  mv /usr/bin/docker.moved-away /usr/bin/docker
+  systemctl enable --now docker.socket docker.service >/dev/null 2>&1
+}
+
+DRIVER=${1:?usage: docker.sh systemd|cgroupfs PHASE...}; shift
+if [ "$BOOT" = 1 ]; then
+  echo "$*" > "$E/phases"
+  tl "boot 1" "phases: $*; $(dpkg-query -W -f='${Package} ${Version}; ' docker.io containerd runc)"
+  install_agent
+  setup_image
+  # containerd alone first, before any Docker container exists (with live-restore they would outlive dockerd).
+  case " $* " in *" containerd "*) tl "phase containerd"; containerd_phase;; esac
+  case " $* " in *" live-restore "* | *" no-live-restore "* | *" reboot "*) setup_containers;; esac
+  for phase in "$@"; do
+    [ "$phase" != containerd ] || continue
+    tl "phase $phase"
+    case $phase in
+      no-live-restore | live-restore) docker_phase "$phase";;
+      containerd) containerd_phase;;
+      reboot) reboot_phase;;
+      *) die "unknown phase $phase";;
+    esac
+  done
+  cat "$E/times"
+  finish
+else
+  reboot_boot2
+  cat "$E/times"
+  finish
+fi
