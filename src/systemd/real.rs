@@ -165,7 +165,18 @@ impl Systemd {
                             log::debug!("{op} {unit}: queued job {}", job.as_str());
                             pending.push(Pending::new(i, unit.clone(), job.to_string(), Instant::now(), *timeout));
                         }
-                        Err(e) => results[i] = Some(Err(JobError::Call { op, unit: unit.clone(), error: e.into() })),
+                        // A unit that is not loaded is not running: a stop of it is done, not refused. A
+                        // container's scope ends when `docker stop` stops the container, and systemd unloads it at
+                        // once (seen with Docker's systemd cgroup driver: docs/docker.md, bug 1).
+                        Err(e) => {
+                            let error = DbusError::from(e);
+                            results[i] = Some(if matches!(op, JobOp::Stop) && error.is("NoSuchUnit") {
+                                log::info!("{op} {unit}: already gone (not loaded)");
+                                Ok(())
+                            } else {
+                                Err(JobError::Call { op, unit: unit.clone(), error })
+                            });
+                        }
                     }
                 }
                 let mut bus = RealBus { systemd: self, stream, alarm };

@@ -314,9 +314,13 @@ fn end_leftovers<S: Store>(
 fn start_containers(runner: &dyn Runner, ids: &[String]) -> anyhow::Result<()> {
     let mut argv: Vec<String> = vec!["docker".into(), "start".into()];
     argv.extend(ids.iter().cloned());
-    let o = runner.run(&argv, "root", Duration::from_secs(300))?;
+    // The CLI starts them one after another: 20 took 298 s under TCG (docs/docker.md, bug 4).
+    let timeout = super::execute::docker_timeout(240, ids.len()).max(Duration::from_secs(300));
+    let o = runner.run(&argv, "root", timeout)?;
     if o.code == Some(0) {
         Ok(())
+    } else if o.timed_out {
+        Err(anyhow!("timed out after {} s ({} containers)", timeout.as_secs(), ids.len()))
     } else {
         Err(anyhow!("exit {:?}: {}", o.code, o.stderr_tail))
     }

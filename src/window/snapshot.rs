@@ -111,7 +111,11 @@ pub fn snapshot(m: &Machine, mount: &Path) -> anyhow::Result<Snapshot> {
         );
     }
     let selinux_enforcing = m.selinux.mode()? == Mode::Enforcing;
-    let docker_containers = if workloads.contains("docker") { running_containers(m.runner)? } else { vec![] };
+    // `docker ps` only while the engine runs: with it down the CLI fails ("Cannot connect"), and with docker.socket
+    // listening it would start the engine prepare is about to stop (docs/docker.md, bug 3).
+    let engine_running = units.get("docker.service").is_some_and(|f| f.active_state.is_running());
+    let docker_containers =
+        if workloads.contains("docker") && engine_running { running_containers(m.runner)? } else { vec![] };
     let own_units = m.procs.own_units().into_iter().collect();
     Ok(Snapshot { mount: mount.to_path_buf(), holders, units, selinux_enforcing, docker_containers, own_units })
 }
