@@ -4,6 +4,7 @@
 //! two sinks; it must not decide anything, and a sink must never fail the work it reports on.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -333,9 +334,11 @@ pub fn init_output(verbose: u8) {
     };
     if systemd_journal_logger::connected_to_journal() || stderr_is_journald_stream() {
         if let Ok(j) = systemd_journal_logger::JournalLog::new() {
-            if j.install().is_ok() {
+            if log::set_boxed_logger(Box::new(Journal(j))).is_ok() {
                 let env = std::env::var("RUST_LOG").ok().and_then(|v| v.parse::<log::LevelFilter>().ok());
                 log::set_max_level(env.unwrap_or(level).max(log::LevelFilter::Info));
+                // SAFETY: registers a plain function without arguments, run by exit() after main returns.
+                unsafe { libc::atexit(sync_journal_at_exit) };
                 return;
             }
         }
@@ -357,6 +360,74 @@ pub fn init_output(verbose: u8) {
         install(Box::new(term));
     }
     b.init();
+}
+
+/// The journal logger; a record whose native send fails goes to stderr instead (journald's stream under systemd),
+/// so that no line is lost, only its fields.
+struct Journal(systemd_journal_logger::JournalLog);
+
+impl log::Log for Journal {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.0.journal_send(record).is_err() {
+            let _ = writeln!(std::io::stderr(), "<{}>{}", syslog_priority(record.level()), record.args());
+        }
+    }
+
+    fn flush(&self) {
+        sync_journal(Path::new(JOURNALD_SOCKET), JOURNAL_SYNC_LIMIT);
+    }
+}
+
+/// The `<N>` prefix journald's stream reads a line's priority from.
+fn syslog_priority(level: log::Level) -> u8 {
+    match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 5,
+        log::Level::Debug => 6,
+        log::Level::Trace => 7,
+    }
+}
+
+const JOURNALD_SOCKET: &str = "/run/systemd/journal/socket";
+/// How long the exit waits at most for journald to read what was sent.
+const JOURNAL_SYNC_LIMIT: Duration = Duration::from_secs(2);
+
+extern "C" fn sync_journal_at_exit() {
+    sync_journal(Path::new(JOURNALD_SOCKET), JOURNAL_SYNC_LIMIT);
+}
+
+/// Waits (at most `limit`) until journald (listening on `socket`) has read every entry this process sent before.
+/// journald before 232-ish (219 here) finds a sender's unit, cgroup and command line in /proc when it reads the entry:
+/// an entry still queued when the process exits is stored without `_SYSTEMD_UNIT=` and `journalctl -u` does not show
+/// it. So an empty datagram (journald discards it) goes last into the socket's queue, and the wait lasts until it was
+/// read (the bytes our socket has queued, SIOCOUTQ, are back to 0): journald reads its socket in order and handles an
+/// entry before it reads the next, so every earlier entry is stored by then.
+fn sync_journal(socket: &Path, limit: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else { return false };
+    if sock.send_to(&[], socket).is_err() {
+        return false;
+    }
+    let t = Instant::now();
+    loop {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (= TIOCOUTQ) writes one int, the bytes sent on this socket not yet read by the receiver.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut queued) } != 0 {
+            return false;
+        }
+        if queued == 0 {
+            return true;
+        }
+        if t.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// systemd before 231 (RHEL 7's 219, Ubuntu 16.04's 229) sets no JOURNAL_STREAM: there stderr is the journal's
@@ -399,6 +470,29 @@ mod tests {
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), MESSAGE_IDS.len());
+    }
+
+    #[test]
+    fn the_exit_sync_waits_until_the_listener_read_the_socket_and_not_longer_than_its_limit() {
+        let dir = std::env::temp_dir().join(format!("ade-prep-jsync-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("socket");
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        // Nobody reads: the sync gives up after its limit.
+        let t = Instant::now();
+        assert!(!sync_journal(&path, Duration::from_millis(200)));
+        assert!(t.elapsed() >= Duration::from_millis(200));
+        // A reader that drains the queue after a moment: the sync returns once the last datagram was read.
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            // The first sync's datagram, still queued, then the second's.
+            let mut buf = [0u8; 16];
+            (0..2).map(|_| listener.recv(&mut buf).unwrap()).count()
+        });
+        assert!(sync_journal(&path, Duration::from_secs(30)));
+        assert_eq!(reader.join().unwrap(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

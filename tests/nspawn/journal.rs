@@ -62,15 +62,14 @@ fn entries(unit: &str, kind: &str) -> Vec<Value> {
     }
 }
 
-/// The entries of `unit` with the MESSAGE_ID of `kind` the journal has now.
+/// The entries of `unit` with the MESSAGE_ID of `kind` the journal has now, by `_SYSTEMD_UNIT=` (what `journalctl
+/// -u` shows an operator). journald before 232-ish (219 here) finds a sender's unit in /proc when it reads the
+/// entry: ade-prep waits at exit until journald has read all it sent (src/events.rs `sync_journal`), else the
+/// entries of its last moments have no unit on 219.
 fn entries_now(unit: &str, kind: &str) -> Vec<Value> {
     let m = format!("MESSAGE_ID={}", id(kind));
-    // By the unit's main process rather than _SYSTEMD_UNIT=: journald before 232-ish (219 here) finds a sender's
-    // unit from its cgroup when the entry arrives, which a process that logs and exits at once may have left.
-    // Both, as journalctl's "A B + C D" (A and B, or C and D): 252 keeps the unit, 219 the pid.
-    let pid = crate::common::unit_prop(&format!("{unit}.service"), "ExecMainPID");
-    let (u, p) = (format!("_SYSTEMD_UNIT={unit}.service"), format!("_PID={pid}"));
-    let o = sh(&["journalctl", "--no-pager", "-o", "json", &m, &u, "+", &m, &p]);
+    let u = format!("_SYSTEMD_UNIT={unit}.service");
+    let o = sh(&["journalctl", "--no-pager", "-o", "json", &m, &u]);
     String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("journalctl -o json")).collect()
 }
 
