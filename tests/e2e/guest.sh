@@ -10,6 +10,8 @@
 #            process from the RAM root (as ADE's restarted extension): systemctl rescue, restart of what still
 #            runs, swapoff -a, fuser -vm /oldroot, kill -9 of what it lists, telinit u, and `umount /oldroot`, which
 #            must succeed at the first try; then the reboot → success, OS Encrypted, everything back.
+#   osstep-rhel  the same with RHEL 7's unmount state: no rescue; every running service but the agent and sshd
+#            is restarted into the RAM root (ade-prep.service included).
 # The job runs once per boot (VMRUN_BOOT=1, 2); state that must survive the reboot is on the guest disk
 # (/var/lib/ade-e2e). /work (the 9p share) holds what the host staged: guest.sh, scenarios/, and either
 # ade-prep.deb or ade-prep (binary) + units/.
@@ -22,7 +24,7 @@
 # and that the reboot came up in the configured mode.
 # shellcheck disable=SC2317   # predicates run through check and wait_for
 set -u
-SCENARIO=${1:?usage: guest.sh success|error|reset|osstep}
+SCENARIO=${1:?usage: guest.sh success|error|reset|osstep|osstep-rhel}
 BOOT=${VMRUN_BOOT:-1}
 STAGE=$(cd "$(dirname "$0")" && pwd)
 E=/var/lib/ade-e2e
@@ -253,7 +255,7 @@ boot1() {
   tl "boot 1" "scenario $SCENARIO, enforce=$(enforce)"
   # success: an image configured enforcing (as RHEL's are), so the reboot brings SELinux back enforcing mid-window;
   # reset: configured permissive (the image's default).
-  if [ "$SCENARIO" = success ] || [ "$SCENARIO" = osstep ]; then sed -i 's/^SELINUX=.*/SELINUX=enforcing/' /etc/selinux/config; fi
+  if [ "$SCENARIO" != reset ] && [ "$SCENARIO" != error ]; then sed -i 's/^SELINUX=.*/SELINUX=enforcing/' /etc/selinux/config; fi
   sha256sum /etc/selinux/config > "$E/selinux-config.sha256"
   echo 1 > "$ENFORCE"
   tl "SELinux enforcing" "enforce=$(enforce), config: $(grep '^SELINUX=' /etc/selinux/config)"
@@ -314,7 +316,7 @@ EOF
       sync
       tl "hard reset (power cut)" "service $(svc_state), enforce=$(enforce)"
       vm-run-ctl hard-reset;;
-    osstep)
+    osstep|osstep-rhel)
       os_step_stripdown;;
   esac
   die "still running after the reboot request"
@@ -351,7 +353,7 @@ boot2() {
   start_lock_waiter
   sleep 3
   check "lock waiter waits while the window is open" [ ! -e "$E/lock-ran" ]
-  if [ "$SCENARIO" = osstep ]; then
+  if [[ $SCENARIO == osstep* ]]; then
     check "boot 1 unmounted /oldroot at its first try (ctl/output.1)" grep -q '^OSSTEP umount /oldroot: first try ok' /run/ctl/output.1
   fi
   complete EnableEncryption success 0 "Encryption succeeded for all volumes" Encrypted
@@ -428,7 +430,8 @@ os_step_stripdown() {
   # steps run in a new process whose programs come from the RAM copies, in a scope that `systemctl rescue` leaves
   # alone (as ADE's daemon outlives the agent's stop, KillMode=process). This job, mapped from the old root, is
   # stopped by the rescue (its service is not wanted by rescue.target) or killed by the fuser step.
-  setsid systemd-run --scope --quiet --unit=ade-e2e-osstep /bin/bash "$STAGE/guest.sh" osstep-unmount </dev/null &
+  setsid systemd-run --scope --quiet --unit=ade-e2e-osstep /bin/bash "$STAGE/guest.sh" osstep-unmount "$SCENARIO" \
+    </dev/null &
   wait $!
   die "the unmount phase ended (rc $?) while the job that started it still ran"
 }
@@ -445,28 +448,36 @@ ctl_end() {
   fi
 }
 
-# The unmount state (UnmountOldrootState.py:44-126), in a new process of the RAM root.
+# The unmount state, in a new process of the RAM root: Ubuntu's (ubuntu_2004/.../UnmountOldrootState.py:44-126) for
+# osstep, RHEL 7's (rhel_72/.../UnmountOldrootState.py:44-118) for osstep-rhel.
 os_step_unmount() {
-  SCENARIO=osstep
+  SCENARIO=${2:?osstep-unmount needs the scenario}
   trap 'ctl_end $?' EXIT
   local line s restarted='' out pid victims='' comm unit bad=''
   tl "ADE's unmount state: new process in the RAM root" "pid $$, / $(findmnt -no FSTYPE /), /oldroot mounted: $(mountpoint -q /oldroot && echo yes)"
   check "ADE's own test of the stripped-down OS: / is a tmpfs in /proc/mounts" grep -qE '^\S+ / tmpfs' /proc/mounts
   check "ade-prep.service still running after the pivot ($(svc_state))" svc_ready
   assert_frozen "after the pivot"
-  systemctl rescue || echo "  systemctl rescue: rc $?"
-  tl "systemctl rescue" "ade-prep.service $(svc_state), ade-prep.path $(systemctl is-active ade-prep.path), vm-run-job.service $(systemctl is-active vm-run-job.service)"
-  check "systemctl rescue stopped ade-prep.service ($(svc_state))" [ "$(prop "$SVC" ActiveState)" = inactive ]
-  check "systemctl rescue stopped ade-prep.path ($(systemctl is-active ade-prep.path))" \
-    [ "$(systemctl is-active ade-prep.path)" = inactive ]
-  tl "systemctl start sshd, walinuxagent: skipped" "neither is in this guest"
-  # UnmountOldrootState.py:54-69: restart every unit listed running but the agent and sshd
+  if [ "$SCENARIO" = osstep ]; then
+    systemctl rescue || echo "  systemctl rescue: rc $?"
+    tl "systemctl rescue" "ade-prep.service $(svc_state), ade-prep.path $(systemctl is-active ade-prep.path), vm-run-job.service $(systemctl is-active vm-run-job.service)"
+    check "systemctl rescue stopped ade-prep.service ($(svc_state))" [ "$(prop "$SVC" ActiveState)" = inactive ]
+    check "systemctl rescue stopped ade-prep.path ($(systemctl is-active ade-prep.path))" \
+      [ "$(systemctl is-active ade-prep.path)" = inactive ]
+    tl "systemctl start sshd, walinuxagent: skipped" "neither is in this guest"
+  else
+    tl "mkdir /var/empty/sshd, restart sshd, dhclient: skipped" "no sshd, no network in this guest"
+  fi
+  # Restart every unit listed running but the agent and sshd (ubuntu_2004 :54-69, rhel_72 :54-67).
   while read -r s; do
     systemctl restart "$s" && restarted="$restarted $s" || restarted="$restarted $s(failed)"
-  done < <(systemctl list-units | awk '/running/ && !/walinuxagent\.service|sshd\.service/ {
+  done < <(systemctl list-units | awk '/running/ && !/walinuxagent\.service|waagent\.service|sshd\.service/ {
     for (i = 1; i <= NF; i++) if ($i ~ /\.service$/) { print $i; break } }')
   tl "restarted the running services" "${restarted:- none}"
-  assert_frozen "after the rescue and the restarts"
+  if [ "$SCENARIO" = osstep-rhel ]; then
+    tl "ade-prep.service after its restart" "$(svc_state), pid $(prop "$SVC" MainPID): $(svc_status)"
+  fi
+  assert_frozen "after the $([ "$SCENARIO" = osstep ] && echo 'rescue and the ')restarts"
   swapoff -a
   for line in /oldroot/mnt /oldroot/azure_bek_disk /azure_bek_disk; do
     [ -e "$line" ] && umount "$line" 2>/dev/null
@@ -513,7 +524,7 @@ os_step_unmount() {
 }
 
 FORCE=${ADE_E2E_FORCE:-distro,memory}
-if [ "$SCENARIO" = osstep-unmount ]; then os_step_unmount
+if [ "$SCENARIO" = osstep-unmount ]; then os_step_unmount "$@"
 elif [ "$BOOT" = 1 ]; then boot1
 else boot2
 fi

@@ -166,3 +166,12 @@ fn e2e_vm_ade_os_step_unmounts_oldroot_first_try() {
         assert!(out.contains("OSSTEP umount /oldroot: first try ok"), "no first-try unmount in:\n{out}");
     }
 }
+
+/// The same with RHEL 7's unmount state: no rescue; every running service but the agent and sshd is restarted into
+/// the RAM root, ade-prep.service included.
+#[test]
+fn e2e_vm_ade_os_step_rhel_unmounts_oldroot_first_try() {
+    if let Some(out) = scenario_mem("osstep-rhel", 1200, Some(3072)) {
+        assert!(out.contains("OSSTEP umount /oldroot: first try ok"), "no first-try unmount in:\n{out}");
+    }
+}
