@@ -14,7 +14,7 @@
 #            is restarted into the RAM root (ade-prep.service included).
 # The job runs once per boot (VMRUN_BOOT=1, 2); state that must survive the reboot is on the guest disk
 # (/var/lib/ade-e2e). /work (the 9p share) holds what the host staged: guest.sh, scenarios/, and either
-# ade-prep.deb or ade-prep (binary) + units/.
+# ade-prep.deb or ade-prep (binary) + units/ + generators/.
 # Output: a timeline (TL step, seconds since the scenario started, state), CHECK lines, and at the end
 # "E2E PASS SCENARIO" or "E2E FAIL SCENARIO: why" (exit 1).
 #
@@ -135,10 +135,12 @@ install_agent() {
   else
     install -m 0755 "$STAGE/ade-prep" /usr/bin/ade-prep
     install -m 0644 "$STAGE"/units/* /usr/lib/systemd/system/
-    command -v restorecon >/dev/null && restorecon /usr/bin/ade-prep /usr/lib/systemd/system/ade-prep.*
+    install -m 0755 "$STAGE"/generators/* /usr/lib/systemd/system-generators/
+    command -v restorecon >/dev/null &&
+      restorecon /usr/bin/ade-prep /usr/lib/systemd/system/ade-prep.* /usr/lib/systemd/system-generators/ade-prep-generator
     systemctl daemon-reload
     systemctl enable --now ade-prep.path
-    tl "installed binary + packaged units" "no .deb staged"
+    tl "installed binary + packaged units and generator" "no .deb staged"
   fi
   # ADE does not encrypt Debian 12's OS disk (the distro check fails): force it for the test, and the memory check
   # a 1 GiB guest fails (ADE wants 8 GB for its RAM root).
@@ -396,6 +398,8 @@ os_step_stripdown() {
   mkdir -p "$OS"
   workload_pids | sort -un > "$OS/workload-pids"
   prop "$SVC" MainPID > "$OS/ade-prep-pid"
+  echo "--- ade-prep.service journal up to the OS step (this boot's journal stays on the old root):"
+  journalctl -b -u "$SVC" --no-pager -o short-monotonic | tail -n 30 | sed 's/^/  /'
   tl "ADE's OS step begins" "window open; guest memory $(free -m | awk '/^Mem:/ {print $2 " MiB, " $7 " MiB available"}')"
   before=$(awk '{print $2}' /proc/mounts | sort)
   umount -a 2>/dev/null   # StripdownState.py:48: no failure check (busy ones stay)

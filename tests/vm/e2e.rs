@@ -89,6 +89,8 @@ fn stage() -> tempfile::TempDir {
     if std::env::var("ADE_E2E_BINARY").as_deref() == Ok("1") {
         std::fs::copy(env!("CARGO_BIN_EXE_ade-prep"), d.path().join("ade-prep")).unwrap();
         copy_dir(&m.join("packaging/usr/lib/systemd/system"), &d.path().join("units"));
+        // The hold across the reboot needs the generator, as the package installs it.
+        copy_dir(&m.join("packaging/usr/lib/systemd/system-generators"), &d.path().join("generators"));
     } else {
         std::fs::copy(package(), d.path().join("ade-prep.deb")).unwrap();
     }
