@@ -7,8 +7,8 @@
 //! The package: `packaging/build.sh` builds it (target/packages/ade-prep_*_amd64.deb); ADE_E2E_DEB=PATH uses a
 //! given one. ADE_E2E_BINARY=1 installs this build's debug binary with the packaged units instead (quicker while
 //! developing). Boots take 30-120 s under TCG on a loaded machine: a scenario takes 4-6 minutes (measured: error
-//! 247 s with its retry, success 302 s and reset 277 s for their two boots; osstep 613 s: boot 1 431 s with ~135 s
-//! of ADE's copies into the tmpfs, boot 2 182 s). The scenarios run one at a time
+//! 247 s with its retry, success 302 s and reset 277 s for their two boots; osstep 497-613 s: boot 1 374-431 s with
+//! 100-135 s of ADE's copies into the tmpfs, boot 2 123-182 s). The scenarios run one at a time
 //! (they would otherwise starve each other's guests of CPU). They are part of the README test command.
 //!
 //! Skips (tests/common skip: a failure in CI) when not root or when the harness images are missing
