@@ -434,6 +434,8 @@ os_step_stripdown() {
   # steps run in a new process whose programs come from the RAM copies, in a scope that `systemctl rescue` leaves
   # alone (as ADE's daemon outlives the agent's stop, KillMode=process). This job, mapped from the old root, is
   # stopped by the rescue (its service is not wanted by rescue.target) or killed by the fuser step.
+  # The harness's job chain (the bash running ctl/cmd, vm-run-job): see os_step_unmount.
+  echo "$PPID $(ps -o ppid= -p "$PPID" | tr -d ' ')" > "$OS/harness-pids"
   setsid systemd-run --scope --quiet --unit=ade-e2e-osstep /bin/bash "$STAGE/guest.sh" osstep-unmount "$SCENARIO" \
     </dev/null &
   wait $!
@@ -488,6 +490,14 @@ os_step_unmount() {
   done
   [ -e /mnt ] && umount -R /mnt 2>/dev/null
   tl "swapoff -a, umount of /mnt and the BEK volume (UnmountOldrootState.py:71-85)" "swaps: $(tail -n +2 /proc/swaps | wc -l)"
+  # Harness only: where the rescue did not stop the job chain (RHEL), stop it (SIGSTOP) so that vm-run-job cannot
+  # end the run (rc, poweroff) when ADE's kill -9 of its child comes before its own; kill -9 still ends them.
+  local chain held=''
+  read -ra chain < "$OS/harness-pids"
+  for pid in "${chain[@]}"; do
+    kill -0 "$pid" 2>/dev/null && kill -STOP "$pid" && held="$held $pid"
+  done
+  tl "harness: job chain stopped (SIGSTOP) before fuser" "pids:${held:- none (the rescue stopped them)}"
   out=$(fuser -vm /oldroot 2>"$OS/fuser.table")
   tl "fuser -vm /oldroot" "pids:${out:- none}"
   sed 's/^/  fuser| /' "$OS/fuser.table"
