@@ -172,8 +172,8 @@ fn e2e_vm_ade_os_step_unmounts_oldroot_first_try() {
 }
 
 /// The same with RHEL 7's unmount state: no rescue; every running service but the agent and sshd is restarted into
-/// the RAM root, ade-prep.service included (measured: 362 s, boot 1 293 s, boot 2 69 s). Opt-in (`-- --ignored`): another 10 minutes would take the test command
-/// near its 45.
+/// the RAM root, ade-prep.service included (measured: 362 s, boot 1 293 s, boot 2 69 s). Opt-in (`-- --ignored`):
+/// another 6-10 minutes would take the test command near its 45.
 #[test]
 #[ignore = "10 more minutes of VM: run with `cargo test --test vm -- --ignored os_step_rhel`"]
 fn e2e_vm_ade_os_step_rhel_unmounts_oldroot_first_try() {
