@@ -5,9 +5,16 @@
 #   success  ADE: transitioning → EncryptionInProgress → VMRestartPending → reboot → success, OS Encrypted
 #   error    ADE: transitioning → EncryptionInProgress → error (no reboot)
 #   reset    ADE: transitioning → EncryptionInProgress → power cut (hard reset) → success, OS Encrypted
+#   osstep   ADE's OS step itself once the window is open (tests/ade/FINDINGS.md 21-23, replay ubuntu-2004.toml):
+#            umount -a, a tmpfs root with ADE's copies, pivot_root, /dev /proc /sys /run moved, then in a new
+#            process from the RAM root (as ADE's restarted extension): systemctl rescue, restart of what still
+#            runs, swapoff -a, fuser -vm /oldroot, kill -9 of what it lists, telinit u, and `umount /oldroot`, which
+#            must succeed at the first try; then the reboot → success, OS Encrypted, everything back.
+#   osstep-rhel  the same with RHEL 7's unmount state: no rescue; every running service but the agent and sshd
+#            is restarted into the RAM root (ade-prep.service included).
 # The job runs once per boot (VMRUN_BOOT=1, 2); state that must survive the reboot is on the guest disk
 # (/var/lib/ade-e2e). /work (the 9p share) holds what the host staged: guest.sh, scenarios/, and either
-# ade-prep.deb or ade-prep (binary) + units/.
+# ade-prep.deb or ade-prep (binary) + units/ + generators/.
 # Output: a timeline (TL step, seconds since the scenario started, state), CHECK lines, and at the end
 # "E2E PASS SCENARIO" or "E2E FAIL SCENARIO: why" (exit 1).
 #
@@ -17,7 +24,7 @@
 # and that the reboot came up in the configured mode.
 # shellcheck disable=SC2317   # predicates run through check and wait_for
 set -u
-SCENARIO=${1:?usage: guest.sh success|error|reset}
+SCENARIO=${1:?usage: guest.sh success|error|reset|osstep|osstep-rhel}
 BOOT=${VMRUN_BOOT:-1}
 STAGE=$(cd "$(dirname "$0")" && pwd)
 E=/var/lib/ade-e2e
@@ -128,10 +135,12 @@ install_agent() {
   else
     install -m 0755 "$STAGE/ade-prep" /usr/bin/ade-prep
     install -m 0644 "$STAGE"/units/* /usr/lib/systemd/system/
-    command -v restorecon >/dev/null && restorecon /usr/bin/ade-prep /usr/lib/systemd/system/ade-prep.*
+    install -m 0755 "$STAGE"/generators/* /usr/lib/systemd/system-generators/
+    command -v restorecon >/dev/null &&
+      restorecon /usr/bin/ade-prep /usr/lib/systemd/system/ade-prep.* /usr/lib/systemd/system-generators/ade-prep-generator
     systemctl daemon-reload
     systemctl enable --now ade-prep.path
-    tl "installed binary + packaged units" "no .deb staged"
+    tl "installed binary + packaged units and generator" "no .deb staged"
   fi
   # ADE does not encrypt Debian 12's OS disk (the distro check fails): force it for the test, and the memory check
   # a 1 GiB guest fails (ADE wants 8 GB for its RAM root).
@@ -259,7 +268,7 @@ boot1() {
   tl "boot 1" "scenario $SCENARIO, enforce=$(enforce)"
   # success: an image configured enforcing (as RHEL's are), so the reboot brings SELinux back enforcing mid-window;
   # reset: configured permissive (the image's default).
-  if [ "$SCENARIO" = success ]; then sed -i 's/^SELINUX=.*/SELINUX=enforcing/' /etc/selinux/config; fi
+  if [ "$SCENARIO" != reset ] && [ "$SCENARIO" != error ]; then sed -i 's/^SELINUX=.*/SELINUX=enforcing/' /etc/selinux/config; fi
   sha256sum /etc/selinux/config > "$E/selinux-config.sha256"
   echo 1 > "$ENFORCE"
   tl "SELinux enforcing" "enforce=$(enforce), config: $(grep '^SELINUX=' /etc/selinux/config)"
@@ -320,6 +329,8 @@ EOF
       sync
       tl "hard reset (power cut)" "service $(svc_state), enforce=$(enforce)"
       vm-run-ctl hard-reset;;
+    osstep|osstep-rhel)
+      os_step_stripdown;;
   esac
   die "still running after the reboot request"
 }
@@ -355,9 +366,190 @@ boot2() {
   start_lock_waiter
   sleep 3
   check "lock waiter waits while the window is open" [ ! -e "$E/lock-ran" ]
+  if [[ $SCENARIO == osstep* ]]; then
+    check "boot 1 unmounted /oldroot at its first try (ctl/output.1)" grep -q '^OSSTEP umount /oldroot: first try ok' /run/ctl/output.1
+  fi
   complete EnableEncryption success 0 "Encryption succeeded for all volumes" Encrypted
   finish
 }
 
+# ---- osstep: ADE's OS step (tests/ade/FINDINGS.md 21-23; ADE's oscrypto/ubuntu_2004/encryptstates/) ----
+# What boot 2 needs is on the disk before the pivot (/var/lib/ade-e2e: t0, key, selinux-config.sha256); after it,
+# the RAM root's copies vanish at the reboot. Between the two phases: /run/ade-e2e-osstep (/run is moved along).
+OS=/run/ade-e2e-osstep
+
+# window_fingerprint ROOT: what ade-prep keeps of its window under ROOT (journal, hold list, config), its runtime
+# masks and the SELinux mode. Frozen means: the same after the pivot as just before it.
+window_fingerprint() {
+  (cd "$1/" && find var/lib/ade-prep etc/ade-prep -type f 2>/dev/null | sort | xargs -r sha256sum)
+  find /run/systemd/system -maxdepth 1 -type l -lname /dev/null -printf 'mask %f\n' 2>/dev/null | sort
+  echo "enforce $(cat "$ENFORCE" 2>/dev/null || echo 'none (selinuxfs not mounted)')"
+}
+
+# assert_frozen WHEN: ade-prep changed nothing on the disk (/oldroot) nor in its RAM copy (/) since the pivot.
+assert_frozen() {
+  local root where
+  for root in /oldroot ''; do
+    where=${root:-/ (RAM copy)}
+    window_fingerprint "$root" > "$OS/fingerprint.now"
+    check "frozen, $1: ade-prep's files under $where, its masks and the SELinux mode as at the pivot" \
+      cmp -s "$OS/fingerprint.pivot" "$OS/fingerprint.now"
+    cmp -s "$OS/fingerprint.pivot" "$OS/fingerprint.now" || diff "$OS/fingerprint.pivot" "$OS/fingerprint.now" | sed 's/^/  /'
+  done
+  local u
+  for u in redis-server.service fake-docker.socket fake-docker.service; do
+    check "frozen, $1: $u still down ($(systemctl is-active "$u"), $(systemctl is-enabled "$u" 2>/dev/null))" \
+      [ "$(systemctl is-active "$u")" != active ]
+  done
+}
+
+# The stripdown (StripdownState.py:48-67), run by the job itself: every step as ADE runs it, in its order.
+os_step_stripdown() {
+  local i before unmounted copied='' skipped=''
+  mkdir -p "$OS"
+  workload_pids | sort -un > "$OS/workload-pids"
+  prop "$SVC" MainPID > "$OS/ade-prep-pid"
+  echo "--- ade-prep.service journal up to the OS step (this boot's journal stays on the old root):"
+  journalctl -b -u "$SVC" --no-pager -o short-monotonic | tail -n 30 | sed 's/^/  /'
+  tl "ADE's OS step begins" "window open; guest memory $(free -m | awk '/^Mem:/ {print $2 " MiB, " $7 " MiB available"}')"
+  before=$(awk '{print $2}' /proc/mounts | sort)
+  umount -a 2>/dev/null   # StripdownState.py:48: no failure check (busy ones stay)
+  unmounted=$(comm -23 <(echo "$before") <(awk '{print $2}' /proc/mounts | sort) | tr '\n' ' ')
+  tl "umount -a" "unmounted: ${unmounted:-nothing}; $(wc -l < /proc/mounts) mounts left"
+  rm -rf /tmp/tmproot
+  mkdir /tmp/tmproot || die "mkdir /tmp/tmproot"
+  mount -t tmpfs none /tmp/tmproot || die "mount -t tmpfs none /tmp/tmproot"
+  # ADE's directories (StripdownState.py:50), and work: the 9p share this script and the next phase run from.
+  for i in proc sys dev run usr var tmp root oldroot boot work; do mkdir "/tmp/tmproot/$i"; done
+  for i in /bin /etc /mnt /sbin /lib /lib64 /root /usr/bin /usr/sbin /usr/lib /usr/lib64 /usr/share \
+    /var/lib /var/local /var/lock /var/opt /var/run /var/spool /var/tmp; do
+    if [ -e "$i" ] || [ -L "$i" ]; then
+      cp -ax "$i" "/tmp/tmproot$(dirname "$i")/" || die "cp -ax $i /tmp/tmproot"
+      copied="$copied $i"
+    else skipped="$skipped $i"; fi
+  done
+  mkdir /tmp/tmproot/var/log
+  if [ -e /var/log/azure ]; then cp -ax /var/log/azure /tmp/tmproot/var/log/; else skipped="$skipped /var/log/azure"; fi
+  tl "tmpfs root filled" "$(df -m --output=used /tmp/tmproot | tail -n1 | tr -d ' ') MiB; not here:${skipped:- none}"
+  sed -i "s@root:x:0:0:root:/root:/bin/bash@root:x:0:0:root:/root:/usr/sbin/nologin@g" /tmp/tmproot/etc/passwd
+  mount --make-rprivate / || die "mount --make-rprivate /"
+  [ -e /tmp/tmproot/var/lib/ade-prep/state.json ] || die "the RAM copy has no /var/lib/ade-prep/state.json"
+  tl "systemctl stop walinuxagent: skipped" "no guest agent in this guest"
+  window_fingerprint "" > "$OS/fingerprint.pivot"
+  pivot_root /tmp/tmproot /tmp/tmproot/oldroot || die "pivot_root /tmp/tmproot /tmp/tmproot/oldroot"
+  for i in dev proc sys run; do mount --move "/oldroot/$i" "/$i" || die "mount --move /oldroot/$i /$i"; done
+  # The harness's shares: /run/ctl came with /run; /work (this script, the next phase) is moved too.
+  mount --move /oldroot/work /work || die "mount --move /oldroot/work /work"
+  tl "pivot_root done, /dev /proc /sys /run /work moved" "/ $(findmnt -no FSTYPE /), /oldroot $(findmnt -no SOURCE /oldroot)"
+  # ADE exits here and its extension is started again from the RAM root (StripdownState.py:74-85): the unmount
+  # steps run in a new process whose programs come from the RAM copies, in a scope that `systemctl rescue` leaves
+  # alone (as ADE's daemon outlives the agent's stop, KillMode=process). This job, mapped from the old root, is
+  # stopped by the rescue (its service is not wanted by rescue.target) or killed by the fuser step.
+  # The harness's job chain (the bash running ctl/cmd, vm-run-job): see os_step_unmount.
+  echo "$PPID $(ps -o ppid= -p "$PPID" | tr -d ' ')" > "$OS/harness-pids"
+  setsid systemd-run --scope --quiet --unit=ade-e2e-osstep /bin/bash "$STAGE/guest.sh" osstep-unmount "$SCENARIO" \
+    </dev/null &
+  wait $!
+  die "the unmount phase ended (rc $?) while the job that started it still ran"
+}
+
+# ctl_end RC: the unmount phase ends the run itself (the harness job that would have was stopped by the rescue).
+ctl_end() {
+  if [ "$1" = 0 ]; then
+    : > /run/ctl/request-reboot
+    systemctl reboot
+  else
+    echo "$1" > /run/ctl/rc.tmp && mv /run/ctl/rc.tmp /run/ctl/rc
+    sync
+    systemctl poweroff -ff
+  fi
+}
+
+# The unmount state, in a new process of the RAM root: Ubuntu's (ubuntu_2004/.../UnmountOldrootState.py:44-126) for
+# osstep, RHEL 7's (rhel_72/.../UnmountOldrootState.py:44-118) for osstep-rhel.
+os_step_unmount() {
+  SCENARIO=${2:?osstep-unmount needs the scenario}
+  trap 'ctl_end $?' EXIT
+  local line s restarted='' out pid victims='' comm unit bad=''
+  tl "ADE's unmount state: new process in the RAM root" "pid $$, / $(findmnt -no FSTYPE /), /oldroot mounted: $(mountpoint -q /oldroot && echo yes)"
+  check "ADE's own test of the stripped-down OS: / is a tmpfs in /proc/mounts" grep -qE '^\S+ / tmpfs' /proc/mounts
+  check "ade-prep.service still running after the pivot ($(svc_state))" svc_ready
+  assert_frozen "after the pivot"
+  if [ "$SCENARIO" = osstep ]; then
+    systemctl rescue || echo "  systemctl rescue: rc $?"
+    tl "systemctl rescue" "ade-prep.service $(svc_state), ade-prep.path $(systemctl is-active ade-prep.path), vm-run-job.service $(systemctl is-active vm-run-job.service)"
+    check "systemctl rescue stopped ade-prep.service ($(svc_state))" [ "$(prop "$SVC" ActiveState)" = inactive ]
+    check "systemctl rescue stopped ade-prep.path ($(systemctl is-active ade-prep.path))" \
+      [ "$(systemctl is-active ade-prep.path)" = inactive ]
+    tl "systemctl start sshd, walinuxagent: skipped" "neither is in this guest"
+  else
+    tl "mkdir /var/empty/sshd, restart sshd, dhclient: skipped" "no sshd, no network in this guest"
+  fi
+  # Restart every unit listed running but the agent and sshd (ubuntu_2004 :54-69, rhel_72 :54-67).
+  while read -r s; do
+    systemctl restart "$s" && restarted="$restarted $s" || restarted="$restarted $s(failed)"
+  done < <(systemctl list-units | awk '/running/ && !/walinuxagent\.service|waagent\.service|sshd\.service/ {
+    for (i = 1; i <= NF; i++) if ($i ~ /\.service$/) { print $i; break } }')
+  tl "restarted the running services" "${restarted:- none}"
+  if [ "$SCENARIO" = osstep-rhel ]; then
+    tl "ade-prep.service after its restart" "$(svc_state), pid $(prop "$SVC" MainPID): $(svc_status)"
+  fi
+  assert_frozen "after the $([ "$SCENARIO" = osstep ] && echo 'rescue and the ')restarts"
+  swapoff -a
+  for line in /oldroot/mnt /oldroot/azure_bek_disk /azure_bek_disk; do
+    [ -e "$line" ] && umount "$line" 2>/dev/null
+  done
+  [ -e /mnt ] && umount -R /mnt 2>/dev/null
+  tl "swapoff -a, umount of /mnt and the BEK volume (UnmountOldrootState.py:71-85)" "swaps: $(tail -n +2 /proc/swaps | wc -l)"
+  # Harness only: where the rescue did not stop the job chain (RHEL), stop it (SIGSTOP) so that vm-run-job cannot
+  # end the run (rc, poweroff) when ADE's kill -9 of its child comes before its own; kill -9 still ends them.
+  local chain held=''
+  read -ra chain < "$OS/harness-pids"
+  for pid in "${chain[@]}"; do
+    kill -0 "$pid" 2>/dev/null && kill -STOP "$pid" && held="$held $pid"
+  done
+  tl "harness: job chain stopped (SIGSTOP) before fuser" "pids:${held:- none (the rescue stopped them)}"
+  out=$(fuser -vm /oldroot 2>"$OS/fuser.table")
+  tl "fuser -vm /oldroot" "pids:${out:- none}"
+  sed 's/^/  fuser| /' "$OS/fuser.table"
+  # UnmountOldrootState.py:89-120: kill -9 every listed pid but init, in ADE's order (reverse string sort)
+  for pid in $(echo "$out" | tr -s ' \t' '\n' | grep -E '^[0-9]+$' | sort -r); do
+    comm=$(cat "/proc/$pid/comm" 2>/dev/null)
+    unit=$(sed -n 's#^0::.*/\([^/]*\)$#\1#p' "/proc/$pid/cgroup" 2>/dev/null)
+    if grep -qx "$pid" "$OS/workload-pids" || [ "$pid" = "$(cat "$OS/ade-prep-pid")" ] ||
+      [[ $unit == redis-server.service || $unit == fake-docker.* || $unit == ade-prep.* ]]; then
+      bad="$bad $pid:$comm($unit)"
+    fi
+    if [ "$pid" = 1 ]; then victims="$victims 1:skipped(init)"; continue; fi
+    if [ "$pid" = $$ ]; then victims="$victims $$:skipped(this phase itself)"; continue; fi
+    kill -9 "$pid" 2>/dev/null
+    victims="$victims $pid:$comm($unit)"
+  done
+  tl "kill -9 of what fuser listed" "${victims:- nothing}"
+  check "fuser -vm /oldroot lists no workload and no ade-prep process [${bad# }]" [ -z "$bad" ]
+  if command -v telinit >/dev/null; then telinit u; s="telinit u"; else systemctl daemon-reexec; s="systemctl daemon-reexec (no telinit here)"; fi
+  sleep 3
+  tl "$s" "PID 1 $(readlink /proc/1/exe)"
+  if umount /oldroot 2>"$OS/umount.err"; then
+    echo "OSSTEP umount /oldroot: first try ok"
+    check "umount /oldroot at its first try" true
+    tl "umount /oldroot: first try ok" "/oldroot mounted: $(mountpoint -q /oldroot && echo yes || echo no)"
+  else
+    echo "OSSTEP umount /oldroot: first try FAILED: $(cat "$OS/umount.err")"
+    echo "  still on /oldroot: $(fuser -m /oldroot 2>/dev/null)"; fuser -vm /oldroot 2>&1 | sed 's/^/  fuser| /'
+    echo "  mounts under /oldroot:"; awk '$2 ~ "^/oldroot" {print "   ", $0}' /proc/mounts
+    echo "  units running: $(systemctl list-units --state=running --no-legend | awk '{print $1}' | tr '\n' ' ')"
+    echo "--- AVC denials:"; journalctl -b --no-pager -g 'avc: *denied' 2>/dev/null | tail -n 20
+    echo "E2E FAIL osstep: umount /oldroot failed at its first try"
+    exit 1
+  fi
+  echo "--- AVC denials in the RAM root:"; journalctl -b --no-pager -g 'avc: *denied' 2>/dev/null | tail -n 20
+  tl "rebooting (ADE would encrypt the OS volume here, then reboot)" "checks failed so far: $FAILS"
+  exit 0
+}
+
 FORCE=${ADE_E2E_FORCE:-distro,memory}
-if [ "$BOOT" = 1 ]; then boot1; else boot2; fi
+if [ "$SCENARIO" = osstep-unmount ]; then os_step_unmount "$@"
+elif [ "$BOOT" = 1 ]; then boot1
+else boot2
+fi
