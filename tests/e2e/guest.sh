@@ -103,8 +103,11 @@ EOF
   tl "ADE status: $2 $1 os=$5 (seq ${SEQ:-0})" "service $(svc_state)"
 }
 
-# A custom-script-like extension process, running from the Custom Script download folder: it goes on for CS_SECS
-# after ade-prep.service has started (whatever the guest's speed), then exits; prepare must wait for it.
+# A custom-script-like extension process, running from the Custom Script download folder as the guest agent runs a
+# handler operation (tests/ade/FINDINGS.md 28-29: its verb on the command line, in an `enable_<uuid>.scope` of the
+# extension's azure-vmextensions slice): it goes on for CS_SECS after ade-prep.service has started (whatever the
+# guest's speed), then exits; prepare must wait for it. (A plain process under that folder is not a handler
+# operation, and ade-prep rightly does not wait for it.)
 start_custom_script() {
   mkdir -p "$CS_DIR"
   cat > "$CS_DIR/script.sh" <<EOF
@@ -114,7 +117,10 @@ sleep ${CS_SECS:-15}
 date +%s.%N > $E/cs-done
 EOF
   chmod 755 "$CS_DIR/script.sh"
-  (cd "$CS_DIR" && setsid "$CS_DIR/script.sh" </dev/null >/dev/null 2>&1 &)
+  local uuid; uuid=$(cat /proc/sys/kernel/random/uuid)
+  (cd "$CS_DIR" && setsid systemd-run --scope --quiet --unit="enable_$uuid" \
+    --slice=azure-vmextensions-Microsoft.Azure.Extensions.CustomScript.slice "$CS_DIR/script.sh" enable \
+    </dev/null >/dev/null 2>&1 &)
   tl "custom script started" "pid $(pgrep -f "$CS_DIR/script.sh" | head -n1)"
 }
 
