@@ -240,7 +240,11 @@ fn in_container_a_workload_outside_its_units_or_beside_ade_prep_blocks_prepare_a
     // In a unit the workload's globs do not name.
     // Plain systemd-run: 219 has neither --collect nor -p WorkingDirectory= (a transient unit runs in / anyway).
     sh(&format!("systemd-run --unit=ade-adhoc.service {WORKER} infinity"));
-    crate::common::wait_for("ade-adhoc to run", 5, || state(&sd, "ade-adhoc.service") == "active");
+    // Active is not enough: until the exec the process is not yet ade-etc-worker, and prepare's plan would miss it.
+    crate::common::wait_for("ade-adhoc to exec its worker", 5, || {
+        let pid = sd.unit("ade-adhoc.service").unwrap().main_pid.unwrap_or(0);
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "ade-etc-worker")
+    });
     let r = prepare(&[]);
     assert_eq!(r.code, 3, "{r:?}");
     assert!(r.stderr.contains("runs in ade-adhoc.service, which the workload's units"), "{r:?}");
