@@ -17,7 +17,7 @@ use ade_prep::window::store::{FileStore, Store};
 
 #[test]
 fn daemon_in_nspawn() {
-    crate::common::nspawn_suite("daemon", 1, 600);
+    crate::common::nspawn_suite("daemon", 2, 600);
 }
 
 pub(crate) const UNIT: &str = "ade-prep-test.service";
@@ -223,4 +223,70 @@ fn in_container_run_prepares_waits_through_the_reboot_keeps_the_window_on_sigter
     assert_eq!(code, Some(0), "run after the retry's Encrypted: {out}");
     settle_workloads();
     assert_eq!(MachineState::read(), base);
+}
+
+#[test]
+#[ignore = "runs inside the nspawn container, started by daemon_in_nspawn"]
+fn in_container_run_adopts_a_window_a_manual_prepare_opened_without_bouncing_the_workloads() {
+    if !inside() {
+        return;
+    }
+    // A handler folder of its own (the other test's requests would be newer or already handled).
+    let _ = std::fs::remove_dir_all(HANDLER);
+    setup_workloads();
+    settle_workloads();
+    let base = MachineState::baseline();
+
+    // The operator prepares by hand: the window opens with no ADE request recorded.
+    let o = ade_prep_cmd(&["prepare", "--force", "distro"]).output().unwrap();
+    assert!(o.status.success(), "manual prepare: {o:?}");
+    assert!(MachineState::read().is_fully_prepared());
+    let store = FileStore::new(&Paths::system());
+    let before = store.load().unwrap().unwrap();
+    assert!(before.ade.is_none(), "a manual prepare recorded an ADE request: {:?}", before.ade);
+    let pre_stops = |r: &ade_prep::window::journal::Record| {
+        serde_json::to_value(r).unwrap()["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["change"]["kind"] == "pre_stop")
+            .count()
+    };
+    assert_eq!(pre_stops(&before), 1, "{before:?}");
+    let stopped_at = crate::common::unit_prop("ade-db.service", "InactiveEnterTimestampMonotonic");
+    assert_eq!(crate::common::unit_prop("ade-db.service", "ActiveState"), "inactive");
+
+    // ADE's settings for an enable of the OS volume appear; the path unit starts `run`.
+    write_settings(7, "EnableEncryption", "OS");
+    write_status(7, "transitioning", "EncryptionInProgress");
+    let child = start_unit();
+    wait_for("the unit to be active (READY=1)", 60, || show("ActiveState") == "active");
+    wait_status("waiting for ADE: OS volume encryption in progress", 30);
+    assert!(
+        unit_log().contains("a window opened by another prepare is adopted for ADE request seq 7"),
+        "{}",
+        unit_log()
+    );
+    // The same window, now ADE's: nothing restored, nothing prepared again.
+    let after = store.load().unwrap().unwrap();
+    assert_eq!((after.opened_at, after.entries.len()), (before.opened_at, before.entries.len()), "the same window");
+    assert_eq!(pre_stops(&after), 1, "a second pre-stop ran");
+    let adopted = after.ade.as_ref().expect("the journal records ADE's request");
+    assert_eq!((adopted.handler_dir.as_path(), adopted.seq), (Path::new(HANDLER), 7));
+    assert!(MachineState::read().is_fully_prepared());
+    assert_eq!(crate::common::unit_prop("ade-db.service", "ActiveState"), "inactive");
+    assert_eq!(
+        crate::common::unit_prop("ade-db.service", "InactiveEnterTimestampMonotonic"),
+        stopped_at,
+        "ade-db was started and stopped again (bounced)"
+    );
+
+    // ADE reports the OS volume encrypted: `run` restores everything and exits 0.
+    write_status(7, "success", "Encrypted");
+    let (code, out) = finish(child);
+    assert_eq!(code, Some(0), "run after Encrypted: {out}");
+    settle_workloads();
+    assert_eq!(MachineState::read(), base);
+    assert!(unit_log().contains("ADE done: the OS volume is encrypted; restoring"), "{}", unit_log());
+    let _ = std::fs::remove_dir_all(HANDLER);
 }
