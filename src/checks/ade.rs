@@ -9,7 +9,7 @@ use crate::extension::ade::{parse_status, OpStatus, OsState, RootState};
 use crate::mountinfo::Mount;
 use crate::paths::WAAGENT_DIR;
 
-use super::{AdeState, Check, DmDevice, Input, Process, Status, ADE_OPERATION, ENCRYPTION_STATUS};
+use super::{AdeState, Check, DmDevice, Input, Process, StaleHold, Status, ADE_OPERATION, ENCRYPTION_STATUS};
 
 /// ADE's OS encryption phases, in the order its state machines run them (each distro runs a subset); a marker file
 /// named after each is written when the phase ends. The last one ends the encryption.
@@ -135,6 +135,39 @@ pub fn ade_operation(
         );
     }
     mk(Status::Pass, "no request queued, no phase marker, no dd writing the OS volume".into())
+}
+
+const HOLD_FIX: &str = "Run `ade-prep restore`: it removes the hold list, reloads systemd (dropping the generator's \
+    masks) and starts what the last window stopped; until then the listed units are masked at every boot or reload.";
+
+/// ade-prep's hold list left with no window open (a crash between closing the window and removing it, or a list
+/// left by hand) warns on the ADE operation check, with its path, its units and the fix; an unreadable list or
+/// journal turns a pass into unknown.
+pub fn with_stale_hold(mut c: Check, stale: &Input<Option<StaleHold>>) -> Check {
+    match stale {
+        Ok(None) => c,
+        Err(e) => {
+            if c.result == Status::Pass {
+                c.result = Status::Unknown;
+                c.evidence = format!("{}; hold list: {e}", c.evidence);
+            }
+            c
+        }
+        Ok(Some(h)) => {
+            let units = if h.units.is_empty() { "no unit".to_string() } else { h.units.join(", ") };
+            let said =
+                format!("stale hold list {} with no window open (masked at the next boot or reload: {units})", h.path);
+            if matches!(c.result, Status::Warn | Status::Unknown) {
+                c.evidence = format!("{}; {said}", c.evidence);
+                c.fix = format!("{} {HOLD_FIX}", c.fix);
+            } else {
+                c.evidence = said;
+                c.fix = HOLD_FIX.to_string();
+            }
+            c.result = Status::Warn;
+            c
+        }
+    }
 }
 
 /// The extension's last reported status against the guest: `/` on the encrypted OS volume or not, dm-crypt data
@@ -397,5 +430,27 @@ mod tests {
         assert!(c.evidence.contains("Is a directory"));
         // a dd alone is enough
         assert_eq!(ade_operation(&none, &no_markers, &Ok(vec![dd(7)]), &m).result, Status::Warn);
+    }
+
+    #[test]
+    fn a_stale_hold_list_warns_with_its_units_and_restore() {
+        let pass = || Check::new(ADE_OPERATION, OP_TITLE, OP_FIX, Status::Pass, "nothing");
+        let h = StaleHold { path: "/etc/ade-prep/hold".into(), units: vec!["mongod.service".into()] };
+        assert_eq!(with_stale_hold(pass(), &Ok(None)), pass());
+        let c = with_stale_hold(pass(), &Ok(Some(h.clone())));
+        assert_eq!(c.result, Status::Warn);
+        assert_eq!(
+            c.evidence,
+            "stale hold list /etc/ade-prep/hold with no window open (masked at the next boot or reload: mongod.service)"
+        );
+        assert_eq!(c.fix, HOLD_FIX);
+        // An operation under way keeps its evidence and its fix; the list's are added.
+        let busy = Check::new(ADE_OPERATION, OP_TITLE, OP_FIX, Status::Warn, "ADE operation under way");
+        let c = with_stale_hold(busy, &Ok(Some(h)));
+        assert!(c.evidence.starts_with("ADE operation under way; stale hold list"), "{}", c.evidence);
+        assert!(c.fix.starts_with(OP_FIX) && c.fix.ends_with(HOLD_FIX));
+        let c = with_stale_hold(pass(), &Err("/var/lib/ade-prep/state.json: bad".into()));
+        assert_eq!(c.result, Status::Unknown);
+        assert!(c.evidence.contains("state.json: bad"));
     }
 }

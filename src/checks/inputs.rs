@@ -118,6 +118,17 @@ pub struct Inputs {
     pub selinux: Selinux,
     /// Workload processes holding `/`.
     pub workloads: Input<Vec<WorkloadHolder>>,
+    /// ade-prep's hold list left with no window open (None: no list, or a window is open).
+    pub stale_hold: Input<Option<StaleHold>>,
+}
+
+/// A hold list on disk while no window is open: the generator masks its units at the next boot or daemon-reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleHold {
+    /// The list's path.
+    pub path: String,
+    /// The units it names (comments and blank lines left out).
+    pub units: Vec<String>,
 }
 
 /// The guest agent's `waagent --version`, behind a trait so that tests do not run it.
@@ -343,7 +354,22 @@ pub fn gather(paths: &Paths, agent: &dyn AgentVersion, workloads: Input<Vec<Work
         ade_queue: read_optional(&ade_dir.join(ADE_QUEUE_FILE)),
         ade_markers: list_dir(&ade_dir.join(ADE_MARKERS_DIR)),
         workloads,
+        stale_hold: read_stale_hold(paths),
     }
+}
+
+/// The hold list when no window is open (the journal says so); an unreadable journal or list is the error.
+fn read_stale_hold(paths: &Paths) -> Input<Option<StaleHold>> {
+    use crate::window::store::{FileStore, Store};
+    let path = paths.hold_file();
+    let Some(text) = read_optional(&path)? else {
+        return Ok(None);
+    };
+    let store = FileStore::new(paths);
+    let open =
+        store.load().map_err(|e| format!("{}: {e}", store.location().display()))?.is_some_and(|r| r.is_window_open());
+    let units = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from);
+    Ok((!open).then(|| StaleHold { path: path.display().to_string(), units: units.collect() }))
 }
 
 /// ADE's queue of requests and its phase markers: the names are extension::ade::machine's, shared with `run`.

@@ -24,7 +24,7 @@ use crate::scan::{ProcFs, ProcessTable};
 
 pub use distro::Flow;
 pub use inputs::{
-    gather, workload_holders, AdeState, AgentVersion, DmDevice, Input, Inputs, Process, Selinux, Waagent,
+    gather, workload_holders, AdeState, AgentVersion, DmDevice, Input, Inputs, Process, Selinux, StaleHold, Waagent,
     WorkloadHolder,
 };
 
@@ -189,7 +189,10 @@ pub fn run(inp: &Inputs) -> Report {
         window::selinux(&inp.selinux, flow),
         window::workloads(&inp.workloads, flow),
         agent::extensions(&inp.processes),
-        ade::ade_operation(&inp.ade_queue, &inp.ade_markers, &inp.processes, &inp.mounts),
+        ade::with_stale_hold(
+            ade::ade_operation(&inp.ade_queue, &inp.ade_markers, &inp.processes, &inp.mounts),
+            &inp.stale_hold,
+        ),
         ade::encryption_status(&inp.ade_state, &inp.mounts, &inp.dm),
         window::backup(flow),
     ];
@@ -277,6 +280,7 @@ pub(crate) mod tests {
             ade_state: err(reason),
             selinux: Selinux { path: "/sys/fs/selinux/enforce".into(), enforce: err(reason) },
             workloads: err(reason),
+            stale_hold: err(reason),
         }
     }
 

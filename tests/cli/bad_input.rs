@@ -201,8 +201,15 @@ fn a_hold_list_left_with_no_window_open_is_reported_stale_by_status_and_check() 
     let o = ade_prep(d.path(), &["status", "--json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["stale_hold_list"], hold.display().to_string());
-    let o = ade_prep(d.path(), &["check"]).output().unwrap();
-    assert!(stderr(&o).contains(&format!("stale hold list {} with no window open", hold.display())), "{}", stderr(&o));
+    // check reports it in its ade-operation result (tests/cli/check.rs has the whole case).
+    let o = ade_prep(d.path(), &["check", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let op = v["checks"].as_array().unwrap().iter().find(|c| c["id"] == "ade-operation").unwrap();
+    assert_eq!(op["result"], "warn", "{op}");
+    assert!(
+        op["evidence"].as_str().unwrap().contains(&format!("stale hold list {} with no window open", hold.display())),
+        "{op}"
+    );
     std::fs::remove_file(&hold).unwrap();
     let o = ade_prep(d.path(), &["status", "--json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

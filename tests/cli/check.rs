@@ -272,3 +272,60 @@ fn runs_on_this_machine() {
     let code = out.status.code().unwrap();
     assert_eq!(code, if json["failed"].as_array().unwrap().is_empty() { 0 } else { 1 });
 }
+
+/// Copies a fixture tree (files and folders only) into `dst`.
+fn copy_tree(src: &std::path::Path, dst: &std::path::Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to);
+        } else if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}
+
+fn fix_of<'a>(json: &'a Value, id: &str) -> &'a str {
+    json["checks"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap()["fix"].as_str().unwrap()
+}
+
+#[test]
+fn a_hold_list_with_no_window_open_warns_with_its_units_and_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    copy_tree(&fixture("rhel79-rootvg"), &root);
+    let run = |root: &std::path::Path, json: bool| {
+        let mut args = vec!["--root", root.to_str().unwrap(), "check"];
+        if json {
+            args.push("--json");
+        }
+        ade_prep(&args)
+    };
+    let json = |o: &Output| serde_json::from_slice::<Value>(&o.stdout).unwrap();
+    // No list: the check passes.
+    assert_eq!(result_of(&json(&run(&root, true)), "ade-operation"), "pass");
+    std::fs::create_dir_all(root.join("etc/ade-prep")).unwrap();
+    std::fs::write(root.join("etc/ade-prep/hold"), "# Written by ade-prep\nmongod.service\nsap-hana.socket\n").unwrap();
+    let out = run(&root, true);
+    assert_eq!(out.status.code(), Some(0), "a warning is no failure");
+    let j = json(&out);
+    assert_shape("stale-hold", &j);
+    assert_eq!(result_of(&j, "ade-operation"), "warn");
+    let ev = evidence(&j, "ade-operation");
+    let list = root.join("etc/ade-prep/hold");
+    assert!(ev.contains(&format!("stale hold list {}", list.display())), "{ev}");
+    assert!(ev.contains("mongod.service, sap-hana.socket"), "{ev}");
+    assert!(!ev.contains("Written by"), "comments are no units: {ev}");
+    assert!(fix_of(&j, "ade-operation").contains("ade-prep restore"), "{}", fix_of(&j, "ade-operation"));
+    // The table says it too.
+    let text = String::from_utf8(run(&root, false).stdout).unwrap();
+    assert!(text.contains("stale hold list") && text.contains("ade-prep restore"), "{text}");
+    // With a window open (the journal says so) the list is the window's, not stale.
+    std::fs::create_dir_all(root.join("var/lib/ade-prep")).unwrap();
+    let journal = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/state/v1.json");
+    std::fs::copy(journal, root.join("var/lib/ade-prep/state.json")).unwrap();
+    let j = json(&run(&root, true));
+    assert_eq!(result_of(&j, "ade-operation"), "pass", "{}", evidence(&j, "ade-operation"));
+}

@@ -17,14 +17,14 @@ use ade_prep::window::store::{FileStore, Store};
 
 #[test]
 fn daemon_in_nspawn() {
-    crate::common::nspawn_suite("daemon", 1, 600);
+    crate::common::nspawn_suite("daemon", 2, 600);
 }
 
-const UNIT: &str = "ade-prep-test.service";
-const HANDLER: &str = "/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.1";
+pub(crate) const UNIT: &str = "ade-prep-test.service";
+pub(crate) const HANDLER: &str = "/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.1";
 
 /// config/<seq>.settings as the guest agent writes it: public settings in clear, protected ones encrypted.
-fn write_settings(seq: u32, operation: &str, volume_type: &str) {
+pub(crate) fn write_settings(seq: u32, operation: &str, volume_type: &str) {
     let text = serde_json::json!({"runtimeSettings": [{"handlerSettings": {
         "protectedSettingsCertThumbprint": "1BE9A13AA1321C7C515EF109746998BAB6D86FD1",
         "protectedSettings": "MIIByAYJKoZIhvcNAQcDoIIBuTCCAbUCAQAxggFxMIIBbQIBADBVMEExPzA9BgoJkiaJk/IsZAEZ",
@@ -37,7 +37,7 @@ fn write_settings(seq: u32, operation: &str, volume_type: &str) {
 }
 
 /// status/<seq>.status as the extension writes it (truncate, then write in place).
-fn write_status(seq: u32, status: &str, os: &str) {
+pub(crate) fn write_status(seq: u32, status: &str, os: &str) {
     let sub = serde_json::json!({"os": os, "data": "NotEncrypted"}).to_string();
     let text = serde_json::json!([{"version": 1.0, "timestampUTC": "2024-05-01T12:00:00Z", "status": {
         "name": "Microsoft.Azure.Security.AzureDiskEncryptionForLinux", "operation": "EnableEncryption",
@@ -52,7 +52,7 @@ fn write_status(seq: u32, status: &str, os: &str) {
 /// `ade-prep -v run --force distro` as the Type=notify unit UNIT, from a unit file in /run/systemd/system (systemd
 /// 219's systemd-run has no --wait and cannot set NotifyAccess= or TimeoutStartSec=), started without waiting; the
 /// child is a shell that ends when the unit does, with the service's exit code (as `systemd-run --wait` did).
-fn start_unit() -> Child {
+pub(crate) fn start_unit() -> Child {
     let inner = ade_prep_cmd(&["-v", "run", "--force", "distro"]);
     let quote = |a: &std::ffi::OsStr| format!("'{}'", a.to_string_lossy().replace('\'', "'\\''"));
     let argv: Vec<String> = std::iter::once(inner.get_program()).chain(inner.get_args()).map(quote).collect();
@@ -76,7 +76,7 @@ fn start_unit() -> Child {
     c.spawn().expect("sh")
 }
 
-fn show(prop: &str) -> String {
+pub(crate) fn show(prop: &str) -> String {
     crate::common::unit_prop(UNIT, prop)
 }
 
@@ -89,12 +89,12 @@ fn wait_status(what: &str, secs: u64) -> String {
     last
 }
 
-fn finish(child: Child) -> (Option<i32>, String) {
+pub(crate) fn finish(child: Child) -> (Option<i32>, String) {
     let o = child.wait_with_output().unwrap();
     (o.status.code(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
 }
 
-fn unit_log() -> String {
+pub(crate) fn unit_log() -> String {
     String::from_utf8_lossy(&sh(&["journalctl", "-q", "--no-pager", "-o", "cat", "-u", UNIT]).stdout).into_owned()
 }
 
@@ -223,4 +223,70 @@ fn in_container_run_prepares_waits_through_the_reboot_keeps_the_window_on_sigter
     assert_eq!(code, Some(0), "run after the retry's Encrypted: {out}");
     settle_workloads();
     assert_eq!(MachineState::read(), base);
+}
+
+#[test]
+#[ignore = "runs inside the nspawn container, started by daemon_in_nspawn"]
+fn in_container_run_adopts_a_window_a_manual_prepare_opened_without_bouncing_the_workloads() {
+    if !inside() {
+        return;
+    }
+    // A handler folder of its own (the other test's requests would be newer or already handled).
+    let _ = std::fs::remove_dir_all(HANDLER);
+    setup_workloads();
+    settle_workloads();
+    let base = MachineState::baseline();
+
+    // The operator prepares by hand: the window opens with no ADE request recorded.
+    let o = ade_prep_cmd(&["prepare", "--force", "distro"]).output().unwrap();
+    assert!(o.status.success(), "manual prepare: {o:?}");
+    assert!(MachineState::read().is_fully_prepared());
+    let store = FileStore::new(&Paths::system());
+    let before = store.load().unwrap().unwrap();
+    assert!(before.ade.is_none(), "a manual prepare recorded an ADE request: {:?}", before.ade);
+    let pre_stops = |r: &ade_prep::window::journal::Record| {
+        serde_json::to_value(r).unwrap()["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["change"]["kind"] == "pre_stop")
+            .count()
+    };
+    assert_eq!(pre_stops(&before), 1, "{before:?}");
+    let stopped_at = crate::common::unit_prop("ade-db.service", "InactiveEnterTimestampMonotonic");
+    assert_eq!(crate::common::unit_prop("ade-db.service", "ActiveState"), "inactive");
+
+    // ADE's settings for an enable of the OS volume appear; the path unit starts `run`.
+    write_settings(7, "EnableEncryption", "OS");
+    write_status(7, "transitioning", "EncryptionInProgress");
+    let child = start_unit();
+    wait_for("the unit to be active (READY=1)", 60, || show("ActiveState") == "active");
+    wait_status("waiting for ADE: OS volume encryption in progress", 30);
+    assert!(
+        unit_log().contains("a window opened by another prepare is adopted for ADE request seq 7"),
+        "{}",
+        unit_log()
+    );
+    // The same window, now ADE's: nothing restored, nothing prepared again.
+    let after = store.load().unwrap().unwrap();
+    assert_eq!((after.opened_at, after.entries.len()), (before.opened_at, before.entries.len()), "the same window");
+    assert_eq!(pre_stops(&after), 1, "a second pre-stop ran");
+    let adopted = after.ade.as_ref().expect("the journal records ADE's request");
+    assert_eq!((adopted.handler_dir.as_path(), adopted.seq), (Path::new(HANDLER), 7));
+    assert!(MachineState::read().is_fully_prepared());
+    assert_eq!(crate::common::unit_prop("ade-db.service", "ActiveState"), "inactive");
+    assert_eq!(
+        crate::common::unit_prop("ade-db.service", "InactiveEnterTimestampMonotonic"),
+        stopped_at,
+        "ade-db was started and stopped again (bounced)"
+    );
+
+    // ADE reports the OS volume encrypted: `run` restores everything and exits 0.
+    write_status(7, "success", "Encrypted");
+    let (code, out) = finish(child);
+    assert_eq!(code, Some(0), "run after Encrypted: {out}");
+    settle_workloads();
+    assert_eq!(MachineState::read(), base);
+    assert!(unit_log().contains("ADE done: the OS volume is encrypted; restoring"), "{}", unit_log());
+    let _ = std::fs::remove_dir_all(HANDLER);
 }

@@ -30,6 +30,10 @@ fn hold_in_nspawn() {
 const ETC_UNIT: &str = "ade-etc.service";
 /// `Requires=` and `After=` ETC_UNIT: systemd stops it with the workload.
 const DEPENDENT: &str = "ade-dependent.service";
+/// `PartOf=` ETC_UNIT (ETC_UNIT's `ConsistsOf`): systemd stops it with the workload too.
+const PART_OF: &str = "ade-partof.service";
+/// A workload whose unit file is in /run/systemd/system (written at runtime), where a runtime mask would replace it.
+const RUN_UNIT: &str = "ade-run.service";
 const WORKER: &str = "/usr/local/bin/ade-etc-worker";
 const STOPS: &str = "/var/tmp/ade-etc.stops";
 /// KillMode=process: its child keeps a lock the next instance's ExecStartPre needs (as an inherited listening
@@ -37,7 +41,7 @@ const STOPS: &str = "/var/tmp/ade-etc.stops";
 const LEFTOVER_UNIT: &str = "ade-leftover.service";
 
 fn config() -> String {
-    format!("{BASE}\n[workloads.etc]\nunits = [\"{ETC_UNIT}\", \"ade-runner.service\", \"{LEFTOVER_UNIT}\"]\ncomms = [\"ade-etc-worker\"]\n")
+    format!("{BASE}\n[workloads.etc]\nunits = [\"{ETC_UNIT}\", \"{RUN_UNIT}\", \"ade-runner.service\", \"{LEFTOVER_UNIT}\"]\ncomms = [\"ade-etc-worker\"]\n")
 }
 
 fn sh(cmd: &str) -> std::process::Output {
@@ -110,10 +114,31 @@ fn in_container_a_unit_in_etc_and_its_dependent_are_held_through_the_window_and_
         return;
     }
     let sd = setup();
+    // A PartOf= dependent of the /etc unit, and a second workload unit in /run/systemd/system.
+    std::fs::write(
+        format!("/etc/systemd/system/{PART_OF}"),
+        format!("[Unit]\nPartOf={ETC_UNIT}\n[Service]\nExecStart=/bin/sleep infinity\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        format!("/run/systemd/system/{RUN_UNIT}"),
+        format!("[Service]\nExecStart={WORKER} infinity\nRestart=always\n"),
+    )
+    .unwrap();
+    reload();
+    sh(&format!("systemctl start {PART_OF} {RUN_UNIT}"));
+    let all = [ETC_UNIT, DEPENDENT, PART_OF, RUN_UNIT];
+    for u in all {
+        assert_eq!(state(&sd, u), "active", "{u} did not start");
+    }
     let dry = prepare(&["--dry-run"]);
     assert_eq!(dry.code, 0, "{dry:?}");
     assert!(
         dry.stdout.contains(&format!("also stopped and restored: {DEPENDENT} (systemd stops it with {ETC_UNIT})")),
+        "{dry:?}"
+    );
+    assert!(
+        dry.stdout.contains(&format!("also stopped and restored: {PART_OF} (systemd stops it with {ETC_UNIT})")),
         "{dry:?}"
     );
     let r = prepare(&[]);
@@ -125,7 +150,7 @@ fn in_container_a_unit_in_etc_and_its_dependent_are_held_through_the_window_and_
     assert!(again.stderr.contains("--wait") && t.elapsed().as_secs() < 10, "{again:?}");
     // Stopped with its own ExecStop (the generator's mask was loaded only after the stop), then held.
     assert_eq!(std::fs::read_to_string(STOPS).unwrap_or_default(), "stopped\n", "ExecStop did not run");
-    for u in [ETC_UNIT, DEPENDENT] {
+    for u in all {
         assert_eq!(state(&sd, u), "inactive", "{u}");
         assert_eq!(load_state(u), "masked", "{u} is not held during the window");
         assert!(start_fails(u), "{u} could be started during the window");
@@ -138,15 +163,19 @@ fn in_container_a_unit_in_etc_and_its_dependent_are_held_through_the_window_and_
         .filter(|e| e["change"]["kind"] == "stop_unit")
         .map(|e| e["change"]["unit"].as_str().unwrap_or(""))
         .collect();
-    assert!(stops.contains(&DEPENDENT), "the dependent is not recorded as a stop: {status:#}");
+    for u in [DEPENDENT, PART_OF] {
+        assert!(stops.contains(&u), "the dependent {u} is not recorded as a stop: {status:#}");
+    }
 
     // A boot: the runtime masks are gone, the generators run from the hold list.
     for u in runtime_masks() {
         std::fs::remove_file(Path::new("/run/systemd/system").join(u)).unwrap();
     }
     reload();
-    assert!(generator_masks().iter().any(|u| u == ETC_UNIT), "{:?}", generator_masks());
-    for u in [ETC_UNIT, DEPENDENT] {
+    for u in [ETC_UNIT, RUN_UNIT] {
+        assert!(generator_masks().iter().any(|g| g == u), "{u}: {:?}", generator_masks());
+    }
+    for u in all {
         assert_eq!(load_state(u), "masked", "{u} is not held after the boot");
         assert!(start_fails(u), "{u} could be started after the boot");
     }
@@ -155,14 +184,16 @@ fn in_container_a_unit_in_etc_and_its_dependent_are_held_through_the_window_and_
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!Path::new(HOLD).exists(), "restore left {HOLD}");
     assert_eq!(generator_masks(), Vec::<String>::new());
-    for u in [ETC_UNIT, DEPENDENT] {
+    for u in all {
         assert_eq!(load_state(u), "loaded", "{u}");
         assert_eq!(state(&sd, u), "active", "{u} is not back");
     }
     assert!(!window_open());
     let again = ade(&["restore"]);
     assert_eq!(again.code, 0, "{again:?}");
-    sh(&format!("systemctl stop {DEPENDENT} {ETC_UNIT}"));
+    sh(&format!("systemctl stop {DEPENDENT} {PART_OF} {RUN_UNIT} {ETC_UNIT}"));
+    std::fs::remove_file(format!("/run/systemd/system/{RUN_UNIT}")).unwrap();
+    reload();
 }
 
 #[test]
@@ -209,7 +240,11 @@ fn in_container_a_workload_outside_its_units_or_beside_ade_prep_blocks_prepare_a
     // In a unit the workload's globs do not name.
     // Plain systemd-run: 219 has neither --collect nor -p WorkingDirectory= (a transient unit runs in / anyway).
     sh(&format!("systemd-run --unit=ade-adhoc.service {WORKER} infinity"));
-    crate::common::wait_for("ade-adhoc to run", 5, || state(&sd, "ade-adhoc.service") == "active");
+    // Active is not enough: until the exec the process is not yet ade-etc-worker, and prepare's plan would miss it.
+    crate::common::wait_for("ade-adhoc to exec its worker", 5, || {
+        let pid = sd.unit("ade-adhoc.service").unwrap().main_pid.unwrap_or(0);
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "ade-etc-worker")
+    });
     let r = prepare(&[]);
     assert_eq!(r.code, 3, "{r:?}");
     assert!(r.stderr.contains("runs in ade-adhoc.service, which the workload's units"), "{r:?}");

@@ -222,13 +222,55 @@ fn one_request(paths: &Paths, config: Config, opts: &RunOpts, stop: &StopToken) 
         record = store.load()?;
     }
     let record = match record {
-        Some(open) if open.is_window_open() => open,
+        Some(open) if open.is_window_open() => match (open.ade.is_none(), config.for_starting()) {
+            (true, Ok(settings)) => adopt_manual_window(paths, settings, opts, stop, open)?,
+            _ => open,
+        },
         last => match prepare_for_request(paths, config.for_starting()?, opts, stop, last.as_ref())? {
             Ok(open) => open,
             Err(next) => return Ok(next),
         },
     };
     wait_and_restore(paths, config.for_ending(), stop, record)
+}
+
+/// How ADE encrypts this distribution's OS disk, `--force distro` taken as the unmount flow.
+fn flow_for(paths: &Paths, settings: &Settings, opts: &RunOpts) -> Flow {
+    let flow = checks::check_machine(paths, settings, &checks::Waagent::for_paths(paths)).flow;
+    let forced_distro = opts.force.iter().flat_map(|f| f.split(',')).any(|id| id == "distro");
+    if forced_distro && flow != Flow::Online {
+        Flow::Unmount
+    } else {
+        flow
+    }
+}
+
+/// A window a manual prepare opened records no ADE request: when ADE's current request needs the window, the
+/// window is adopted for it (its seq recorded, with the lock held), never restored and prepared again (workloads
+/// are not bounced, pre-stop commands do not run twice). Otherwise the window is left as it is.
+fn adopt_manual_window(
+    paths: &Paths,
+    settings: &Settings,
+    opts: &RunOpts,
+    stop: &StopToken,
+    open: journal::Record,
+) -> anyhow::Result<journal::Record> {
+    let obs = ade::observe(paths);
+    let public = match (&obs.handler, obs.seq) {
+        (Some(h), Some(seq)) => read_settings_patiently(&h.dir, seq, SETTINGS_READ_WAIT, stop).ok(),
+        _ => None,
+    };
+    let Decision::Prepare { handler_dir, seq } = decide(&obs, public.as_ref(), flow_for(paths, settings, opts)) else {
+        return Ok(open);
+    };
+    let _lock = crate::lock::Lock::new(paths).acquire("run", None)?;
+    let mut j = Journal::resume(FileStore::new(paths))?.context("the journal vanished")?;
+    if !j.is_window_open() || j.record().ade.is_some() {
+        return Ok(j.record().clone());
+    }
+    status(&format!("a window opened by another prepare is adopted for ADE request seq {seq}"));
+    j.set_ade(AdeRef { handler_dir, seq })?;
+    Ok(j.record().clone())
 }
 
 /// Decides on ADE's current request and prepares for it: the open window's record, or what `run` does instead.
@@ -251,9 +293,7 @@ fn prepare_for_request(
             },
             _ => None,
         };
-        let flow = checks::check_machine(paths, settings, &checks::Waagent::for_paths(paths)).flow;
-        let forced_distro = opts.force.iter().flat_map(|f| f.split(',')).any(|id| id == "distro");
-        let flow = if forced_distro && flow != Flow::Online { Flow::Unmount } else { flow };
+        let flow = flow_for(paths, settings, opts);
         let this = Next::Watch { handler_dir: obs.handler.as_ref().map(|h| h.dir.clone()), seq: obs.seq };
         let (handler_dir, seq) = match decide(&obs, public.as_ref(), flow) {
             Decision::Skip { why, watch } => {
