@@ -23,7 +23,7 @@ use std::path::Path;
 
 use crate::paths::{self, Paths};
 use crate::selinux::{Mode, Selinux};
-use crate::window::journal::{Change, Record};
+use crate::window::journal::{Change, Entry, Record};
 use crate::window::phase::Phase;
 
 /// Where the generator writes its masks (systemd's early generator folder).
@@ -32,25 +32,18 @@ pub const GENERATOR_EARLY_DIR: &str = "/run/systemd/generator.early";
 /// The units to hold down: every unit the window stopped or masked and that is not yet undone. Scopes are left out
 /// (transient, nothing to mask), and so are names that are not plain unit file names. Sorted, without duplicates.
 pub fn units_to_hold(record: &Record) -> Vec<String> {
-    let mut units: Vec<String> = record
-        .to_undo()
-        .filter_map(|e| match &e.change {
-            Change::MaskUnit { unit } | Change::StopUnit { unit, .. } => Some(unit.clone()),
-            _ => None,
-        })
-        .filter(|u| holdable(u))
-        .collect();
-    units.sort();
-    units.dedup();
-    units
+    held_units(record.to_undo())
 }
 
 /// Every unit a window's journal stopped or masked, undone or not: what the generator may still mask after the
 /// window closed.
 pub fn units_ever_held(record: &Record) -> Vec<String> {
-    let mut units: Vec<String> = record
-        .entries
-        .iter()
+    held_units(record.entries.iter())
+}
+
+/// The holdable units the entries stopped or masked, sorted, without duplicates.
+fn held_units<'a>(entries: impl Iterator<Item = &'a Entry>) -> Vec<String> {
+    let mut units: Vec<String> = entries
         .filter_map(|e| match &e.change {
             Change::MaskUnit { unit } | Change::StopUnit { unit, .. } => Some(unit.clone()),
             _ => None,
