@@ -1,8 +1,9 @@
 //! The package's own systemd units (packaging/: ade-prep.service, ade-prep.path, ade-prep-generator) installed in
 //! the nspawn guests as the RPM installs them (packaging/install.sh, then the spec's %post), on both systemd 252
 //! and RHEL 7's 219 (issue 18): they load without warnings, `systemd-analyze verify` accepts them, the path unit
-//! is enabled and started by %post, starts the service when ADE's settings arrive, and the generator masks the
-//! units of /etc/ade-prep/hold.
+//! is enabled and started by %post, starts the service when ADE's settings arrive, the generator masks the
+//! units of /etc/ade-prep/hold, and the deadline timer (enabled and started by %post) restores a window past its
+//! recorded deadline and leaves one not yet due alone.
 //!
 //! The host side boots each guest once and runs the `in_container_*` test inside it (see tests/common).
 
@@ -130,5 +131,83 @@ fn in_container_package_units_load_start_and_generate() {
     check(show("ade-held.service", "LoadState") == "loaded", "released unit not loaded".into());
     let o = sh(&["systemctl", "start", "ade-held.service"]);
     check(o.status.success(), format!("released unit: {}", text(&o)));
+
+    deadline_timer(&mut check);
     assert!(problems.is_empty(), "on systemd {guest}:\n- {}", problems.join("\n- "));
+}
+
+/// An open window whose only change is `unit` stopped (it was active), recorded with `deadline`.
+fn write_window(unit: &str, deadline: u64) {
+    let mut dead = std::process::Command::new("/bin/true").spawn().unwrap();
+    dead.wait().unwrap();
+    let now = ade_prep::clock::now();
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let j = serde_json::json!({
+        "version": 1, "phase": "open", "opened_at": now - 7200, "updated_at": now - 7200,
+        "boot_id": boot_id.trim(), "owner_pid": dead.id(), "mount": "/", "deadline": deadline,
+        "ade": {"handler_dir": HANDLER, "seq": 0},
+        "entries": [{"seq": 1, "change": {"kind": "stop_unit", "unit": unit, "active_state_before": "active"},
+                     "status": "done", "at": now - 7200, "note": null}]
+    });
+    let path = ade_prep::paths::Paths::system().state_file();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, j.to_string()).unwrap();
+}
+
+fn window_open() -> bool {
+    use ade_prep::window::store::Store;
+    ade_prep::window::store::FileStore::new(&ade_prep::paths::Paths::system())
+        .load()
+        .ok()
+        .flatten()
+        .is_some_and(|r| r.phase == ade_prep::window::phase::Phase::Open)
+}
+
+/// The deadline timer as installed and enabled by %post: loaded, active, every 10 minutes from 5 minutes after
+/// boot; its service leaves a window not yet due alone and restores one past its recorded deadline.
+fn deadline_timer(check: &mut dyn FnMut(bool, String)) {
+    let t = "ade-prep-deadline.timer";
+    check(show(t, "LoadState") == "loaded", format!("{t} not loaded: {}", text(&sh(&["systemctl", "status", t]))));
+    check(show(t, "UnitFileState") == "enabled", format!("{t} not enabled by %post"));
+    check(show(t, "ActiveState") == "active", format!("{t} not started by %post"));
+    // 252's `systemctl show` prints the timers; 219's says [unprintable]: there they are read over D-Bus (busctl,
+    // in 219), in microseconds.
+    let timers = show(t, "TimersMonotonic");
+    let timers_ok = if timers.contains("unprintable") {
+        let o = sh(&[
+            "busctl",
+            "get-property",
+            "org.freedesktop.systemd1",
+            "/org/freedesktop/systemd1/unit/ade_2dprep_2ddeadline_2etimer",
+            "org.freedesktop.systemd1.Timer",
+            "TimersMonotonic",
+        ]);
+        let v = text(&o);
+        (v.contains("\"OnBootUSec\" 300000000") && v.contains("\"OnUnitActiveUSec\" 600000000"), v)
+    } else {
+        (timers.contains("OnBootUSec=5min") && timers.contains("OnUnitActiveUSec=10min"), timers)
+    };
+    check(timers_ok.0, format!("{t}: TimersMonotonic={}", timers_ok.1));
+    check(show(t, "Unit") == "ade-prep-deadline.service", format!("{t} triggers {}", show(t, "Unit")));
+
+    let unit = "ade-held.service";
+    let svc = "ade-prep-deadline.service";
+    let run_service = || {
+        let o = sh(&["systemctl", "start", svc]);
+        (o.status.success(), format!("{}\n{}", text(&o), text(&sh(&["journalctl", "-q", "--no-pager", "-u", svc]))))
+    };
+    // Not yet due: the unit stays stopped, the window open.
+    assert!(sh(&["systemctl", "stop", unit]).status.success());
+    write_window(unit, ade_prep::clock::now() + 3600);
+    let (ok, log) = run_service();
+    check(ok, format!("{svc} with a window not yet due: {log}"));
+    check(window_open(), format!("{svc} closed a window not yet due: {log}"));
+    check(show(unit, "ActiveState") == "inactive", format!("{svc} restarted {unit} before the deadline: {log}"));
+    // Past its recorded deadline: restored.
+    write_window(unit, ade_prep::clock::now() - 60);
+    let (ok, log) = run_service();
+    check(ok, format!("{svc} with a window past its deadline: {log}"));
+    check(!window_open(), format!("{svc} left the window past its deadline open: {log}"));
+    check(show(unit, "ActiveState") == "active", format!("{svc} did not start {unit} again: {log}"));
+    let _ = sh(&["systemctl", "stop", unit]);
 }
