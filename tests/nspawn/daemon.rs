@@ -20,11 +20,11 @@ fn daemon_in_nspawn() {
     crate::common::nspawn_suite("daemon", 1, 600);
 }
 
-const UNIT: &str = "ade-prep-test.service";
-const HANDLER: &str = "/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.1";
+pub(crate) const UNIT: &str = "ade-prep-test.service";
+pub(crate) const HANDLER: &str = "/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.1";
 
 /// config/<seq>.settings as the guest agent writes it: public settings in clear, protected ones encrypted.
-fn write_settings(seq: u32, operation: &str, volume_type: &str) {
+pub(crate) fn write_settings(seq: u32, operation: &str, volume_type: &str) {
     let text = serde_json::json!({"runtimeSettings": [{"handlerSettings": {
         "protectedSettingsCertThumbprint": "1BE9A13AA1321C7C515EF109746998BAB6D86FD1",
         "protectedSettings": "MIIByAYJKoZIhvcNAQcDoIIBuTCCAbUCAQAxggFxMIIBbQIBADBVMEExPzA9BgoJkiaJk/IsZAEZ",
@@ -37,7 +37,7 @@ fn write_settings(seq: u32, operation: &str, volume_type: &str) {
 }
 
 /// status/<seq>.status as the extension writes it (truncate, then write in place).
-fn write_status(seq: u32, status: &str, os: &str) {
+pub(crate) fn write_status(seq: u32, status: &str, os: &str) {
     let sub = serde_json::json!({"os": os, "data": "NotEncrypted"}).to_string();
     let text = serde_json::json!([{"version": 1.0, "timestampUTC": "2024-05-01T12:00:00Z", "status": {
         "name": "Microsoft.Azure.Security.AzureDiskEncryptionForLinux", "operation": "EnableEncryption",
@@ -52,7 +52,7 @@ fn write_status(seq: u32, status: &str, os: &str) {
 /// `ade-prep -v run --force distro` as the Type=notify unit UNIT, from a unit file in /run/systemd/system (systemd
 /// 219's systemd-run has no --wait and cannot set NotifyAccess= or TimeoutStartSec=), started without waiting; the
 /// child is a shell that ends when the unit does, with the service's exit code (as `systemd-run --wait` did).
-fn start_unit() -> Child {
+pub(crate) fn start_unit() -> Child {
     let inner = ade_prep_cmd(&["-v", "run", "--force", "distro"]);
     let quote = |a: &std::ffi::OsStr| format!("'{}'", a.to_string_lossy().replace('\'', "'\\''"));
     let argv: Vec<String> = std::iter::once(inner.get_program()).chain(inner.get_args()).map(quote).collect();
@@ -76,7 +76,7 @@ fn start_unit() -> Child {
     c.spawn().expect("sh")
 }
 
-fn show(prop: &str) -> String {
+pub(crate) fn show(prop: &str) -> String {
     crate::common::unit_prop(UNIT, prop)
 }
 
@@ -89,12 +89,12 @@ fn wait_status(what: &str, secs: u64) -> String {
     last
 }
 
-fn finish(child: Child) -> (Option<i32>, String) {
+pub(crate) fn finish(child: Child) -> (Option<i32>, String) {
     let o = child.wait_with_output().unwrap();
     (o.status.code(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
 }
 
-fn unit_log() -> String {
+pub(crate) fn unit_log() -> String {
     String::from_utf8_lossy(&sh(&["journalctl", "-q", "--no-pager", "-o", "cat", "-u", UNIT]).stdout).into_owned()
 }
 

@@ -1,8 +1,11 @@
 //! Stop requests against a real systemd 252 in systemd-nspawn (issue 13): SIGTERM, SIGINT or SIGHUP arriving at
 //! the failpoints of prepare (ADE_PREP_FAILPOINT=prepare:k:SIG, ade-prep built with the `failpoints` feature):
 //! prepare finishes the step in flight, rolls back and exits 1 naming the signal, leaving the machine as it was;
-//! arriving during restore, restore finishes and exits 0, the machine back to its baseline.
+//! arriving during restore, restore finishes and exits 0, the machine back to its baseline; `systemctl stop` of
+//! `run` (as its Type=notify unit) while its prepare waits on a slow pre-stop command: the pre-stop gets SIGTERM,
+//! prepare rolls back and run exits 1 by itself, before systemd's TimeoutStopSec.
 
+use std::path::Path;
 use std::process::Output;
 
 use crate::common::{ade_prep_cmd, inside, setup_workloads, MachineState};
@@ -18,7 +21,7 @@ fn stop_signals_at_failpoints_in_nspawn() {
         );
         return;
     }
-    crate::common::nspawn_suite("signals", 2, 900);
+    crate::common::nspawn_suite("signals", 3, 900);
 }
 
 fn ade(args: &[&str], failpoint: &str) -> Output {
@@ -85,4 +88,55 @@ fn in_container_a_stop_signal_during_restore_lets_it_finish() {
         crate::common::settle_workloads();
         assert_eq!(MachineState::read(), base, "after SIGTERM at restore:{k}");
     }
+}
+
+#[test]
+#[ignore = "runs inside the nspawn container, started by stop_signals_at_failpoints_in_nspawn"]
+fn in_container_systemctl_stop_of_run_during_a_slow_pre_stop_rolls_back_and_ends_run() {
+    if !inside() {
+        return;
+    }
+    use crate::daemon::{finish, show, start_unit, unit_log, write_settings, write_status, UNIT};
+    let base = setup();
+    // The db's pre-stop takes 10 minutes (its own timeout 20): prepare is in that step when the stop comes.
+    let marker = "/run/ade-slow-prestop";
+    let _ = std::fs::remove_file(marker);
+    std::fs::write(
+        "/etc/ade-prep/config.d/50-test.toml",
+        format!(
+            "[workloads.db]\nunits = [\"ade-db.service\"]\n\
+             pre_stop = [{{ argv = [\"/bin/sh\", \"-c\", \"touch {marker}; exec /bin/sleep 600\"], timeout_secs = 1200 }}]\n\n\
+             [workloads.fakedocker]\nunits = [\"fake-docker.service\"]\ncompanion_units = [\"fake-docker.socket\"]\n\
+             stop_timeout_secs = 30\n"
+        ),
+    )
+    .unwrap();
+    write_settings(0, "EnableEncryption", "All");
+    write_status(0, "transitioning", "EncryptionInProgress");
+    let child = start_unit();
+    crate::common::wait_for("the slow pre-stop to start", 60, || Path::new(marker).exists());
+    assert_eq!(show("ActiveState"), "activating", "prepare is in flight: not READY yet");
+    let t = std::time::Instant::now();
+    let o = crate::common::sh(&["systemctl", "stop", UNIT]);
+    assert!(o.status.success(), "systemctl stop: {o:?}");
+    let stopped_in = t.elapsed();
+    let (code, out) = finish(child);
+    let log = unit_log();
+    println!(
+        "MEASURED: systemctl stop of run during a slow pre-stop took {:.2}s (TimeoutStopSec {}); run's last line: {}",
+        stopped_in.as_secs_f64(),
+        show("TimeoutStopUSec"),
+        log.lines().rfind(|l| l.contains("rolled back")).unwrap_or("")
+    );
+    // Ended by itself (exited, not killed by systemd after TimeoutStopSec: Result would be timeout, ExecMainCode 2).
+    assert_eq!(code, Some(1), "run's exit: {out}\n{log}");
+    assert!(out.starts_with("exit-code 1 1"), "Result ExecMainCode ExecMainStatus: {out}\n{log}");
+    assert!(log.contains("stopped by SIGTERM") && log.contains("rolled back"), "{log}");
+    // Nothing left stopped, masked or recorded open; the journal reads as closed.
+    crate::common::settle_workloads();
+    assert_eq!(MachineState::read(), base, "after systemctl stop during prepare: {log}");
+    let st = ade_prep_cmd(&["status"]).output().unwrap();
+    assert!(st.status.success(), "status after the stop: {}", text(&st));
+    let _ = std::fs::remove_dir_all("/var/lib/waagent");
+    let _ = crate::common::sh(&["systemctl", "reset-failed", UNIT]);
 }
