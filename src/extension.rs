@@ -227,6 +227,7 @@ mod tests {
             access: Default::default(),
             fds: 0,
             writable_fds: 0,
+            start_time: 0,
         }
     }
 

@@ -54,6 +54,17 @@ impl PidRef {
         }
     }
 
+    /// Takes a reference to `pid` only if it is still the process that started at `start_time` (as a scan saw it):
+    /// the start time is read after the pidfd is opened, so the pidfd names the process seen then. Err(ESRCH) when it
+    /// is gone or the pid now names another process.
+    pub fn open_started(proc_root: &Path, pid: i32, start_time: u64) -> std::io::Result<PidRef> {
+        let r = Self::open(proc_root, pid)?;
+        match stat_of(proc_root, pid) {
+            Some((s, state)) if s == start_time && state != 'Z' => Ok(r),
+            _ => Err(gone()),
+        }
+    }
+
     /// The fallback, by pid and start time (public for the tests of kernels without pidfds).
     pub fn open_plain(proc_root: &Path, pid: i32) -> std::io::Result<PidRef> {
         match stat_of(proc_root, pid) {
@@ -121,9 +132,10 @@ impl PidRef {
 }
 
 /// SIGTERM, up to `grace` for the process to go, then SIGKILL, all through one [`PidRef`] taken before the first
-/// signal: a pid reused during the grace is never signalled.
-pub fn terminate(proc_root: &Path, pid: i32, grace: Duration) {
-    let Ok(r) = PidRef::open(proc_root, pid) else { return };
+/// signal and only if `pid` still started at `start_time`: a pid reused since it was seen, or during the grace, is
+/// never signalled.
+pub fn terminate(proc_root: &Path, pid: i32, start_time: u64, grace: Duration) {
+    let Ok(r) = PidRef::open_started(proc_root, pid, start_time) else { return };
     terminate_ref(&r, grace);
 }
 
@@ -170,6 +182,31 @@ mod tests {
             assert!(r.exited());
             assert_eq!(r.signal(libc::SIGKILL).unwrap_err().raw_os_error(), Some(libc::ESRCH), "plain={plain}");
         }
+    }
+
+    fn start_time_of(pid: i32) -> u64 {
+        stat_of(Path::new("/proc"), pid).unwrap().0
+    }
+
+    #[test]
+    fn terminate_leaves_alone_a_pid_that_names_another_process_than_the_one_seen() {
+        let proc_root = Path::new("/proc");
+        // The process a scan saw: it exits and is reaped; its start time is what the scan recorded.
+        let mut first = Command::new("true").spawn().unwrap();
+        let seen = (first.id() as i32, start_time_of(first.id() as i32));
+        first.wait().unwrap();
+        assert_eq!(PidRef::open_started(proc_root, seen.0, seen.1).unwrap_err().raw_os_error(), Some(libc::ESRCH));
+        // Another process: with its own start time it is signalled, with the seen one's (as if it had the reused
+        // pid) it is not.
+        let mut other = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = other.id() as i32;
+        let real = start_time_of(pid);
+        let stale = real.wrapping_add(1);
+        terminate(proc_root, pid, stale, Duration::from_millis(100));
+        assert!(PidRef::open_started(proc_root, pid, stale).is_err());
+        assert!(other.try_wait().unwrap().is_none(), "a process with another start time was left alone");
+        terminate(proc_root, pid, real, Duration::from_millis(100));
+        assert!(reaped_within(&mut other, 5), "the process seen, with its start time, is ended");
     }
 
     #[test]

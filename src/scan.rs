@@ -95,6 +95,9 @@ pub struct Holder {
     pub fds: u32,
     /// Of which open for writing.
     pub writable_fds: u32,
+    /// When it started: field 22 of `/proc/PID/stat` (clock ticks after boot). With the pid it names the process:
+    /// a pid reused after the scan has another start time and is never signalled.
+    pub start_time: u64,
 }
 
 /// Something that could not be read, by pid and kind (fd, cwd, root, exe, maps), with the count of entries.
@@ -196,11 +199,12 @@ pub enum ScanError {
 pub trait ProcessTable {
     /// Every process holding the filesystem that holds `path`.
     fn scan(&self, path: &Path) -> Result<Scan, ScanError>;
-    /// Whether `pid` still exists (signal 0).
-    fn alive(&self, pid: i32) -> bool;
-    /// Ends a process in no unit: SIGTERM, up to `grace` for it to go, then SIGKILL. A process already gone is
-    /// not an error.
-    fn terminate(&self, pid: i32, grace: Duration);
+    /// Whether the process `pid` that started at `start_time` (a [`Holder`]'s) still exists: a pid now naming
+    /// another process is not.
+    fn alive(&self, pid: i32, start_time: u64) -> bool;
+    /// Ends the process `pid` that started at `start_time`, in no unit: SIGTERM, up to `grace` for it to go, then
+    /// SIGKILL. A process already gone, or a pid now naming another process, is left alone and is not an error.
+    fn terminate(&self, pid: i32, start_time: u64, grace: Duration);
     /// The units of this process and of each of its ancestors (the unit that runs ade-prep: a `cloud-final`
     /// step, a `systemd-run` unit, the operator's session): never to be stopped by the window.
     fn own_units(&self) -> Vec<String>;
@@ -544,6 +548,8 @@ pub struct Stat {
     pub ppid: i32,
     /// The flags field (PF_KTHREAD...).
     pub flags: u64,
+    /// Field 22, starttime (clock ticks after boot).
+    pub start_time: u64,
 }
 
 /// Parses `/proc/PID/stat`; comm is in parentheses and may contain anything: split at the last ')'.
@@ -552,7 +558,12 @@ pub fn parse_stat(stat: &str) -> Option<Stat> {
     let close = stat.rfind(')')?;
     let comm = stat.get(open + 1..close)?.to_string();
     let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-    Some(Stat { comm, ppid: rest.get(1)?.parse().ok()?, flags: rest.get(6)?.parse().ok()? })
+    Some(Stat {
+        comm,
+        ppid: rest.get(1)?.parse().ok()?,
+        flags: rest.get(6)?.parse().ok()?,
+        start_time: rest.get(19)?.parse().ok()?,
+    })
 }
 
 /// `/proc/PID/cmdline`'s NUL-separated words (empty ones left out).
@@ -566,7 +577,7 @@ const PF_KTHREAD: u64 = 0x0020_0000;
 /// The rest of a holder's description, read through its already open `/proc/PID` folder (no path lookups from
 /// `/proc` again) by the walker thread that found it.
 fn details(dirfd: &OwnedFd, hit: &Hit) -> Option<Holder> {
-    let Stat { comm, ppid, flags } = parse_stat(&String::from_utf8_lossy(&read_at(dirfd, c"stat").ok()?))?;
+    let Stat { comm, ppid, flags, start_time } = parse_stat(&String::from_utf8_lossy(&read_at(dirfd, c"stat").ok()?))?;
     let cmdline = read_at(dirfd, c"cmdline").map(|b| parse_cmdline(&b)).unwrap_or_default();
     let link = |n: &CStr| nix::fcntl::readlinkat(dirfd, n).ok().map(|p| p.to_string_lossy().into_owned());
     let (exe, cwd) = (link(c"exe"), link(c"cwd"));
@@ -586,6 +597,7 @@ fn details(dirfd: &OwnedFd, hit: &Hit) -> Option<Holder> {
         access: hit.access,
         fds: hit.fds,
         writable_fds: hit.writable_fds,
+        start_time,
     })
 }
 
@@ -594,13 +606,14 @@ impl ProcessTable for ProcFs {
         ancestor_units(&self.proc_root, std::process::id() as i32)
     }
 
-    fn alive(&self, pid: i32) -> bool {
-        crate::pidref::PidRef::open(&self.proc_root, pid).is_ok_and(|r| !r.exited())
+    fn alive(&self, pid: i32, start_time: u64) -> bool {
+        crate::pidref::PidRef::open_started(&self.proc_root, pid, start_time).is_ok_and(|r| !r.exited())
     }
 
-    fn terminate(&self, pid: i32, grace: Duration) {
-        // Through a pidfd (or pid + start time on kernels without): a pid reused during the grace is never killed.
-        crate::pidref::terminate(&self.proc_root, pid, grace);
+    fn terminate(&self, pid: i32, start_time: u64, grace: Duration) {
+        // Through a pidfd (or pid + start time on kernels without) checked against the scan's start time: a pid
+        // reused since the scan, or during the grace, is never killed.
+        crate::pidref::terminate(&self.proc_root, pid, start_time, grace);
     }
 
     fn scan(&self, path: &Path) -> Result<Scan, ScanError> {
@@ -655,7 +668,11 @@ mod tests {
         let proc = |pid: i32, ppid: i32, cgroup: &str| {
             let d = root.path().join(pid.to_string());
             std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join("stat"), format!("{pid} (x) S {ppid} 1 1 0 -1 4194560 0")).unwrap();
+            std::fs::write(
+                d.join("stat"),
+                format!("{pid} (x) S {ppid} 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 4242 0 0"),
+            )
+            .unwrap();
             std::fs::write(d.join("cgroup"), format!("0::{cgroup}\n")).unwrap();
         };
         proc(30, 20, "/system.slice/run-u7.service");

@@ -31,11 +31,13 @@ impl ProcessTable for FakeProcs<'_> {
         let live = self.holders.iter().filter(|h| self.is_there(h)).cloned().collect();
         Ok(Scan::from_holders(path, live))
     }
-    fn alive(&self, pid: i32) -> bool {
-        self.holders.iter().any(|h| h.pid == pid && self.is_there(h))
+    fn alive(&self, pid: i32, start_time: u64) -> bool {
+        self.holders.iter().any(|h| h.pid == pid && h.start_time == start_time && self.is_there(h))
     }
-    fn terminate(&self, pid: i32, _grace: Duration) {
-        self.terminated.borrow_mut().push(pid);
+    fn terminate(&self, pid: i32, start_time: u64, _grace: Duration) {
+        if self.holders.iter().any(|h| h.pid == pid && h.start_time == start_time) {
+            self.terminated.borrow_mut().push(pid);
+        }
     }
     fn own_units(&self) -> Vec<String> {
         self.own_units.clone()
@@ -58,5 +60,6 @@ pub(crate) fn holder(pid: i32, comm: &str, unit: Option<&str>) -> Holder {
         access: Access { file: true, ..Default::default() },
         fds: 1,
         writable_fds: 0,
+        start_time: 1000 + pid as u64,
     }
 }

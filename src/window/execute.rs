@@ -317,11 +317,11 @@ fn clear_holders<S: Store>(
     for h in &kill {
         seqs.push(record(j, Change::TerminateProcess { pid: h.pid, comm: h.comm.clone(), unit: h.unit.clone() })?);
     }
-    let mut by_unit: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    let mut by_unit: BTreeMap<&str, Vec<(i32, u64)>> = BTreeMap::new();
     for h in &kill {
         match h.unit.as_deref().filter(|u| stopped.contains(*u)) {
-            Some(u) => by_unit.entry(u).or_default().push(h.pid),
-            None => m.procs.terminate(h.pid, grace),
+            Some(u) => by_unit.entry(u).or_default().push((h.pid, h.start_time)),
+            None => m.procs.terminate(h.pid, h.start_time, grace),
         }
     }
     for (unit, pids) in &by_unit {
@@ -341,9 +341,9 @@ fn clear_holders<S: Store>(
 }
 
 /// What a stopped unit left in its cgroup (KillMode=process): KillUnit SIGTERM, up to `grace` for `pids` to go,
-/// then KillUnit SIGKILL. A unit whose processes are already gone is fine.
-pub(crate) fn kill_leftovers(m: &Machine, unit: &str, pids: &[i32], grace: Duration) -> anyhow::Result<()> {
-    let gone = || pids.iter().all(|p| !m.procs.alive(*p));
+/// then KillUnit SIGKILL. A unit whose processes (pid, start time) are already gone is fine.
+pub(crate) fn kill_leftovers(m: &Machine, unit: &str, pids: &[(i32, u64)], grace: Duration) -> anyhow::Result<()> {
+    let gone = || pids.iter().all(|&(p, start)| !m.procs.alive(p, start));
     if let Err(e) = m.systemd.kill_unit(unit, libc::SIGTERM) {
         if gone() {
             return Ok(());

@@ -266,10 +266,10 @@ fn end_leftovers<S: Store>(
             return;
         }
     };
-    let mut by_unit: BTreeMap<String, Vec<(i32, String)>> = BTreeMap::new();
+    let mut by_unit: BTreeMap<String, Vec<(i32, u64, String)>> = BTreeMap::new();
     for h in holders {
         if let Some(u) = h.unit.filter(|u| to_start.contains(u.as_str())) {
-            by_unit.entry(u).or_default().push((h.pid, h.comm));
+            by_unit.entry(u).or_default().push((h.pid, h.start_time, h.comm));
         }
     }
     let grace = Duration::from_secs(m.settings.stray.grace_secs);
@@ -278,16 +278,17 @@ fn end_leftovers<S: Store>(
             continue;
         }
         let mut seqs = vec![];
-        for (pid, comm) in &procs {
+        for (pid, _, comm) in &procs {
             let change = Change::TerminateProcess { pid: *pid, comm: comm.clone(), unit: Some(unit.clone()) };
             match j.intend(change) {
                 Ok(seq) => seqs.push(seq),
                 Err(e) => unrecorded(out, &format!("the end of pid {pid} {comm} ({unit})"), &e),
             }
         }
-        let pids: Vec<i32> = procs.iter().map(|(p, _)| *p).collect();
+        let pids: Vec<i32> = procs.iter().map(|(p, _, _)| *p).collect();
         let what = format!("ended what {unit}'s old instance left (pid {pids:?})");
-        match execute::kill_leftovers(m, &unit, &pids, grace) {
+        let seen: Vec<(i32, u64)> = procs.iter().map(|(p, s, _)| (*p, *s)).collect();
+        match execute::kill_leftovers(m, &unit, &seen, grace) {
             Ok(()) => {
                 log::info!("restore: {what}");
                 for seq in seqs {

@@ -109,7 +109,20 @@ fn scan_json_has_the_documented_shape_and_never_lists_itself() {
     }
     let procs = v["processes"].as_array().unwrap();
     assert!(!procs.is_empty());
-    for key in ["pid", "ppid", "uid", "comm", "cmdline", "unit", "codes", "fds", "writable_fds", "class", "reason"] {
+    for key in [
+        "pid",
+        "ppid",
+        "uid",
+        "comm",
+        "cmdline",
+        "unit",
+        "codes",
+        "fds",
+        "writable_fds",
+        "start_time",
+        "class",
+        "reason",
+    ] {
         assert!(procs[0].get(key).is_some(), "process entry lacks {key}");
     }
     // Other ade-prep processes (sibling tests) may be listed; this one must not be.
