@@ -67,6 +67,8 @@ pub struct Survey {
     pub selected: Vec<DataVolume>,
     /// Passed over (name, ADE's reason).
     pub skipped: Vec<select::Skipped>,
+    /// Every device lsblk listed.
+    pub devices: Vec<lsblk::BlkItem>,
 }
 
 /// Reads what ADE's selection is decided on, then selects.
@@ -97,7 +99,7 @@ pub fn survey(paths: &Paths, runner: &dyn Runner, vt: VolumeType) -> anyhow::Res
     }
     m.lines_below = below;
     let (selected, skipped) = select::select(&m, vt);
-    Ok(Survey { selected, skipped })
+    Ok(Survey { selected, skipped, devices: m.items })
 }
 
 fn run_lsblk(runner: &dyn Runner, dev: Option<&str>) -> anyhow::Result<Vec<lsblk::BlkItem>> {
