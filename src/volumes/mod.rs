@@ -335,4 +335,87 @@ mod tests {
     }
 
     const LUKS_HEADER: &[u8] = b"LUKS\xba\xbe\x00\x01";
+
+    /// A real LUKS header: a loop device, formatted by the real cryptsetup, read back through the real lsblk and
+    /// the device's first bytes; crypttab and fstab in a tree whose `/dev/loopN` links to the real device.
+    /// (Opening the mapping needs device-mapper, which this test does not assume: the crypt child is fixture-tested.)
+    #[test]
+    fn real_luks_format_on_a_loop_device_is_seen_encrypted() {
+        use std::process::Command;
+        let must =
+            std::env::var("ADE_TEST_COMMAND").as_deref() == Ok("1") || std::env::var("CI").as_deref() == Ok("true");
+        let skip = |why: &str| {
+            assert!(!must, "cannot run under the test command or CI, where a skip is a failure: {why}");
+            eprintln!("SKIPPED: {why}");
+        };
+        if !nix::unistd::geteuid().is_root() {
+            return skip("needs root");
+        }
+        let run = |args: &[&str]| Command::new(args[0]).args(&args[1..]).output();
+        if run(&["cryptsetup", "--version"]).map(|o| !o.status.success()).unwrap_or(true) {
+            return skip("needs cryptsetup (apt-get install cryptsetup-bin)");
+        }
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("disk.img");
+        std::fs::File::create(&img).unwrap().set_len(200 << 20).unwrap();
+        let o = run(&["losetup", "-f", "--show", img.to_str().unwrap()]).unwrap();
+        if !o.status.success() {
+            return skip(&format!("losetup: {}", String::from_utf8_lossy(&o.stderr).trim()));
+        }
+        let loop_dev = String::from_utf8(o.stdout).unwrap().trim().to_string();
+        struct Detach(String);
+        impl Drop for Detach {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("losetup").args(["-d", &self.0]).status();
+            }
+        }
+        let _detach = Detach(loop_dev.clone());
+        let ok = |args: &[&str]| {
+            let o = run(args).unwrap();
+            assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        };
+        ok(&["mkfs.ext4", "-q", "-U", "0d474e00-0000-4000-8000-000000000001", &loop_dev]);
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("dev")).unwrap();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        symlink(&loop_dev, root.join(&loop_dev[1..])).unwrap();
+        let fstab = "UUID=0d474e00-0000-4000-8000-000000000001 /srv/vol ext4 defaults,nofail 0 2\n";
+        std::fs::write(root.join("etc/fstab"), fstab).unwrap();
+        let p = Paths::under(&root);
+        let v = DataVolume {
+            device: PathBuf::from(&loop_dev),
+            uuid: "0d474e00-0000-4000-8000-000000000001".into(),
+            fstype: "ext4".into(),
+            mount: Some("/srv/vol".into()),
+            size_bytes: 200 << 20,
+        };
+        let real = crate::runner::RealRunner;
+        // ADE's selection over this machine's real lsblk: it parses, and a loop device is never selected
+        let s = survey(&Paths::system(), &real, VolumeType::Data).unwrap();
+        assert!(s.skipped.iter().any(|k| format!("/dev/{}", k.name) == loop_dev), "{s:?}");
+        assert!(!s.selected.iter().any(|v| v.device == Path::new(&loop_dev)), "{s:?}");
+        assert_eq!(
+            verify(&p, &real, &v),
+            Verdict::NotEncrypted { why: format!("{loop_dev} has no LUKS header and no crypt mapping over it") }
+        );
+        let key = d.path().join("key");
+        std::fs::write(&key, [7u8; 32]).unwrap();
+        let fmt = ["cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "pbkdf2"];
+        ok(&[&fmt[..], &["--pbkdf-force-iterations", "1000", &loop_dev, key.to_str().unwrap()]].concat());
+        // ADE's step skipped after the header: no crypttab entry
+        let why = match verify(&p, &real, &v) {
+            Verdict::NotEncrypted { why } => why,
+            e => panic!("{e:?}"),
+        };
+        assert!(why.contains("is LUKS but /etc/crypttab has no entry"), "{why}");
+        let crypttab = format!("c0ffee {loop_dev} /mnt/azure_bek_disk/LinuxPassPhraseFileName luks,nofail\n");
+        std::fs::write(root.join("etc/crypttab"), crypttab).unwrap();
+        let why = match verify(&p, &real, &v) {
+            Verdict::NotEncrypted { why } => why,
+            e => panic!("{e:?}"),
+        };
+        assert!(why.starts_with("/etc/fstab still mounts UUID=0d474e00"), "{why}");
+        std::fs::write(root.join("etc/fstab"), "/dev/mapper/c0ffee /srv/vol ext4 nofail,defaults 0 2\n").unwrap();
+        assert_eq!(verify(&p, &real, &v), Verdict::Encrypted { mapper: "/dev/mapper/c0ffee".into() });
+    }
 }
