@@ -243,8 +243,8 @@ pub fn encryption_status(
             .push("Azure reports data volumes not encrypted but the guest has dm-crypt data volumes".to_string()),
         _ => {}
     }
-    // ADE reports success for data even when it skipped a busy volume (handle.py:1986-1989): a volume it still
-    // selects, or one that fails verification, is named.
+    // ADE reports success for data even when it skipped a busy volume (handle.py:1989-1993, then "Encryption
+    // succeeded for data volumes", handle.py:2192): a volume it still selects, or one failing verification, is named.
     let mut skipped = vec![];
     if reported.data.as_deref() == Some("Encrypted") && reported.status != OpStatus::Error {
         for (v, verdict) in &volumes.verdicts {

@@ -303,3 +303,66 @@ mod tests {
         assert!(c.evidence.starts_with("/etc/fstab: Permission denied"), "{}", c.evidence);
     }
 }
+
+#[cfg(test)]
+mod fixture_tests {
+    use super::*;
+    use crate::paths::Paths;
+    use crate::volumes::tests::{rhel7_gen1, ubuntu1604_gen1, ubuntu_gen2, FixtureLsblk};
+
+    fn judged(d: &tempfile::TempDir, fx: PathBuf) -> Check {
+        let p = Paths::under(d.path());
+        let inp = super::super::inputs::gather_volumes(&p, &FixtureLsblk(fx));
+        let text = std::fs::read_to_string(d.path().join("proc/self/mountinfo")).unwrap();
+        data_volumes(&inp, &Ok(crate::mountinfo::parse(&text).0))
+    }
+
+    #[test]
+    fn ubuntu1604_tree_fails_the_swap_partition_and_warns_on_the_raid_fstab_line() {
+        let (d, fx) = ubuntu1604_gen1();
+        let c = judged(&d, fx);
+        assert_eq!(c.result, Status::Fail, "{}", c.evidence);
+        assert!(
+            c.evidence.starts_with("/dev/sdc1 (not mounted) is swap: in place supports ext2/3/4 only"),
+            "{}",
+            c.evidence
+        );
+        assert!(c.evidence.contains("/dev/md0 (/raid): fstab names it /dev/md0, not by UUID="), "{}", c.evidence);
+        assert!(c.evidence.contains("/dev/md0 (/raid): its fstab line has no nofail"), "{}", c.evidence);
+        assert!(
+            !c.evidence.contains("/dev/sdc2 (/data):"),
+            "the UUID=/nofail volume has nothing to say: {}",
+            c.evidence
+        );
+        assert!(c
+            .evidence
+            .ends_with("ADE selects /dev/sdc1 (not mounted) swap, /dev/sdc2 (/data) ext4, /dev/md0 (/raid) ext4"));
+    }
+
+    #[test]
+    fn rhel7_tree_fails_xfs_and_the_nested_mount() {
+        let (d, fx) = rhel7_gen1();
+        let c = judged(&d, fx);
+        assert_eq!(c.result, Status::Fail, "{}", c.evidence);
+        assert!(
+            c.evidence.contains("/dev/sdd1 (/data/logs) is xfs: in place supports ext2/3/4 only"),
+            "{}",
+            c.evidence
+        );
+        assert!(c.evidence.contains("/dev/sdc1 (/data) has mounts below it (/data/logs)"), "{}", c.evidence);
+        assert!(c.evidence.contains("/dev/sdd1 (/data/logs): fstab names it /dev/sdd1"), "{}", c.evidence);
+        // every fstab line is mounted: `mount -a` has nothing to fail on
+        assert!(!c.evidence.contains("mount -a"), "{}", c.evidence);
+    }
+
+    #[test]
+    fn ubuntu2204_gen2_tree_warns_on_xfs_lv_fstab_and_the_resource_swap_file() {
+        let (d, fx) = ubuntu_gen2();
+        let c = judged(&d, fx);
+        assert_eq!(c.result, Status::Fail, "{}", c.evidence);
+        assert!(c.evidence.contains("/dev/mapper/datavg-lv (/lv) is xfs"), "{}", c.evidence);
+        assert!(c.evidence.contains("/dev/mapper/datavg-lv (/lv): its fstab line has no nofail"), "{}", c.evidence);
+        assert!(c.evidence.contains("swap /mnt/swapfile is on the resource disk (/mnt)"), "{}", c.evidence);
+        assert!(!c.evidence.contains("/dev/sdc1 (/data):"), "{}", c.evidence);
+    }
+}

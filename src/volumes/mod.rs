@@ -89,10 +89,10 @@ pub fn survey(paths: &Paths, runner: &dyn Runner, vt: VolumeType) -> anyhow::Res
             m.special.insert(it.name);
         }
     }
-    // ADE asks lsblk what is below a device only once the earlier rules passed (DiskUtil.py:1251-1254).
+    // ADE asks lsblk what is below a device only once the earlier rules passed (DiskUtil.py:1245-1246).
     let mut below = std::collections::BTreeMap::new();
     for it in &m.items {
-        if select::skip_reason(it, &m, vt, None).is_none() && !below.contains_key(&it.name) {
+        if select::reason_before_children(it, &m, vt).is_none() && !below.contains_key(&it.name) {
             let dev = select::device_path(it);
             below.insert(it.name.clone(), run_lsblk(runner, Some(&dev.display().to_string()))?.len());
         }
@@ -120,7 +120,7 @@ pub fn verify(paths: &Paths, runner: &dyn Runner, v: &DataVolume) -> Verdict {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::runner::{Outcome, RunError};
     use std::os::unix::fs::symlink;
@@ -157,6 +157,9 @@ mod tests {
         let r = d.path();
         std::fs::create_dir_all(r.join("proc/self")).unwrap();
         std::fs::copy(fx.join("mountinfo"), r.join("proc/self/mountinfo")).unwrap();
+        if fx.join("swaps").exists() {
+            std::fs::copy(fx.join("swaps"), r.join("proc/swaps")).unwrap();
+        }
         std::fs::create_dir_all(r.join("etc")).unwrap();
         for f in ["fstab", "crypttab"] {
             if fx.join(f).exists() {
@@ -187,7 +190,7 @@ mod tests {
         (d, fx)
     }
 
-    fn rhel7_gen1() -> (tempfile::TempDir, PathBuf) {
+    pub(crate) fn rhel7_gen1() -> (tempfile::TempDir, PathBuf) {
         tree(
             "rhel7-gen1",
             &[
@@ -213,7 +216,7 @@ mod tests {
         )
     }
 
-    fn ubuntu_gen2() -> (tempfile::TempDir, PathBuf) {
+    pub(crate) fn ubuntu_gen2() -> (tempfile::TempDir, PathBuf) {
         let (d, fx) = tree(
             "ubuntu2204-gen2",
             &[
@@ -275,6 +278,62 @@ mod tests {
         let why = |n: &str| s.skipped.iter().find(|k| k.name == n).unwrap().why.clone();
         assert!(why("sdb1").contains("special Azure device"), "{}", why("sdb1"));
         assert!(why("sdd").contains("below it"), "{}", why("sdd"));
+    }
+
+    pub(crate) fn ubuntu1604_gen1() -> (tempfile::TempDir, PathBuf) {
+        let disks: &[(&str, &[&str])] =
+            &[("sdc", &["sdc1", "sdc2"]), ("sdd", &[]), ("sde", &[]), ("sdf", &["sdf1"]), ("sdg", &["sdg1"])];
+        let (d, fx) = tree(
+            "ubuntu1604-gen1",
+            &[
+                (
+                    "00000000-0000-8899-0000-000000000000",
+                    IDE,
+                    "00000000-0000-8899-0000-000000000000",
+                    &[("sda", &["sda1"])],
+                ),
+                (
+                    "00000000-0001-8899-0000-000000000000",
+                    IDE,
+                    "00000000-0001-8899-0000-000000000000",
+                    &[("sdb", &["sdb1"])],
+                ),
+                ("f8b3781b-1e82-4818-a1c3-63d806ec15bb", SCSI, "f8b3781b-1e82-4818-a1c3-63d806ec15bb", disks),
+            ],
+        );
+        std::fs::create_dir_all(d.path().join("dev/disk/azure/scsi1")).unwrap();
+        symlink("../../../sdf1", d.path().join("dev/disk/azure/scsi1/lun3-part1")).unwrap();
+        (d, fx)
+    }
+
+    #[test]
+    fn ubuntu1604_swap_raid_luks_and_bek_volume_cases() {
+        let (d, fx) = ubuntu1604_gen1();
+        let p = Paths::under(d.path());
+        let s = survey(&p, &FixtureLsblk(fx.clone()), VolumeType::Data).unwrap();
+        // a swap partition passes ADE's rule (a filesystem type, a UUID, >= 150 MiB): ADE selects it; check fails it
+        assert_eq!(names(&s.selected), ["/dev/sdc1", "/dev/sdc2", "/dev/md0"], "{:#?}", s.skipped);
+        assert_eq!(s.selected[0].fstype, "swap");
+        assert_eq!(s.selected[0].mount, None);
+        assert_eq!(s.selected[2].mount.as_deref(), Some(Path::new("/raid")));
+        let why = |n: &str| s.skipped.iter().find(|k| k.name == n).unwrap().why.clone();
+        assert!(why("sdd").contains("below it"), "raid member: {}", why("sdd"));
+        assert!(why("sdf1").contains("below it"), "open LUKS: {}", why("sdf1"));
+        assert!(why("c0ffee").contains("type crypt"), "{}", why("c0ffee"));
+        // the real BEK volume's label is "BEK VOLUME", not ADE's "bek": its size (< 150 MiB) is what skips it
+        assert!(why("sdg1").contains("150 MiB"), "{}", why("sdg1"));
+        // the volume ADE already encrypted verifies: header, crypttab through the azure link, fstab on the mapper
+        let mut head = LUKS_HEADER.to_vec();
+        head.resize(4096, 0);
+        std::fs::write(d.path().join("dev/sdf1"), head).unwrap();
+        let enc = DataVolume {
+            device: "/dev/sdf1".into(),
+            uuid: "d474-inside".into(),
+            fstype: "ext4".into(),
+            mount: Some("/secure".into()),
+            size_bytes: 4292870144,
+        };
+        assert_eq!(verify(&p, &FixtureLsblk(fx), &enc), Verdict::Encrypted { mapper: "/dev/mapper/c0ffee".into() });
     }
 
     #[test]

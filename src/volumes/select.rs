@@ -11,7 +11,7 @@ use crate::mountinfo::Mount;
 
 /// ADE's `min_filesystem_size_support` (`Common.py:113`): 150 MiB.
 pub const MIN_SIZE: u64 = 52_428_800 * 3;
-/// The device types ADE encrypts in place (`DiskUtil.py:1240`).
+/// The device types ADE encrypts in place (`DiskUtil.py:1237`).
 pub const SUPPORTED_TYPES: &[&str] = &["disk", "part", "raid0", "raid1", "raid5", "raid10", "lvm"];
 
 /// ADE's VolumeType for the request.
@@ -47,8 +47,32 @@ pub struct Skipped {
     pub why: String,
 }
 
-/// Why ADE skips `it` (None: selected). `lines_below` None means not known yet (lsblk not asked).
+/// Why ADE skips `it` (None: selected). `lines_below` None means not known (lsblk not asked).
 pub fn skip_reason(it: &BlkItem, m: &Machine, vt: VolumeType, lines_below: Option<usize>) -> Option<String> {
+    if let Some(why) = reason_before_children(it, m, vt) {
+        return Some(why);
+    }
+    if lines_below.is_some_and(|n| n > 1) {
+        return Some("has devices below it (partitions, LVM, RAID, crypt)".into());
+    }
+    if it.fstype == "crypto_LUKS" {
+        return Some("already LUKS".into());
+    }
+    if it.kind == "crypt" {
+        return Some("a crypt mapping".into());
+    }
+    if it.mountpoint == "/" {
+        return Some("mounted on /".into());
+    }
+    if m.special.contains(&it.name) {
+        return Some("a special Azure device (IDE, scsi0, root or resource link)".into());
+    }
+    None
+}
+
+/// ADE's rules before it asks lsblk what is below the device (`DiskUtil.py:1227-1244`; the lsblk call is at
+/// `:1245`): only a device that passes them is asked about.
+pub fn reason_before_children(it: &BlkItem, m: &Machine, vt: VolumeType) -> Option<String> {
     let id = m.device_ids.get(&it.name).map(String::as_str).unwrap_or("");
     if vt == VolumeType::Data {
         // is_data_disk, DiskUtil.py:1191-1213
@@ -77,22 +101,6 @@ pub fn skip_reason(it: &BlkItem, m: &Machine, vt: VolumeType, lines_below: Optio
     }
     if it.uuid.is_empty() {
         return Some("no filesystem UUID".into());
-    }
-    match lines_below {
-        Some(n) if n > 1 => return Some("has devices below it (partitions, LVM, crypt)".into()),
-        _ => {}
-    }
-    if it.fstype == "crypto_LUKS" {
-        return Some("already LUKS".into());
-    }
-    if it.kind == "crypt" {
-        return Some("a crypt mapping".into());
-    }
-    if it.mountpoint == "/" {
-        return Some("mounted on /".into());
-    }
-    if m.special.contains(&it.name) {
-        return Some("a special Azure device (IDE, scsi0, root or resource link)".into());
     }
     None
 }
