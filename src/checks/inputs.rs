@@ -364,9 +364,24 @@ pub fn gather(paths: &Paths, agent: &dyn AgentVersion, workloads: Input<Vec<Work
 
 /// ADE's data-volume selection (lsblk through `runner`), fstab, swaps, the free space of the selected mounted
 /// volumes, the paths fstab names that exist, and each selected volume verified.
-pub fn gather_volumes(paths: &Paths, runner: &dyn crate::runner::Runner) -> VolumeInputs {
+/// The selection follows the VolumeType of ADE's newest settings in `ade` (All, else Data's stricter rule).
+pub fn gather_volumes(
+    paths: &Paths,
+    runner: &dyn crate::runner::Runner,
+    ade: &Input<Option<AdeState>>,
+) -> VolumeInputs {
     use crate::volumes;
-    let survey = volumes::survey(paths, runner, volumes::VolumeType::Data).map_err(|e| e.to_string());
+    let request = match ade {
+        Ok(Some(AdeState { handler, seq: Some(seq), .. })) => {
+            crate::extension::ade::read_settings(&paths.waagent_dir().join(handler), *seq)
+                .ok()
+                .and_then(|s| s.volume_type)
+        }
+        _ => None,
+    };
+    let all = request.as_deref().is_some_and(|v| v.eq_ignore_ascii_case("all"));
+    let vt = if all { volumes::VolumeType::All } else { volumes::VolumeType::Data };
+    let survey = volumes::survey(paths, runner, vt).map_err(|e| e.to_string());
     let fstab = read_text(&paths.resolve("/etc/fstab"));
     let swaps = read_text(&paths.proc().join("swaps"));
     let mut free = vec![];
@@ -391,7 +406,7 @@ pub fn gather_volumes(paths: &Paths, runner: &dyn crate::runner::Runner) -> Volu
             }
         }
     }
-    VolumeInputs { survey, fstab, swaps, free, existing, verdicts }
+    VolumeInputs { survey, fstab, swaps, free, existing, verdicts, request }
 }
 
 /// The hold list when no window is open (the journal says so); an unreadable journal or list is the error.

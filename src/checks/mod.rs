@@ -227,7 +227,7 @@ pub fn check_machine(paths: &Paths, settings: &Settings, agent: &dyn AgentVersio
         .map_err(|e| format!("scanning {}: {e}", paths.root().display()));
     let mut inputs = gather(paths, agent, workloads);
     inputs.volumes = if paths.is_system() {
-        inputs::gather_volumes(paths, &crate::runner::RealRunner)
+        inputs::gather_volumes(paths, &crate::runner::RealRunner, &inputs.ade_state)
     } else {
         VolumeInputs::not_read(&format!("lsblk is not run under another root ({})", paths.root().display()))
     };

@@ -37,6 +37,8 @@ pub struct VolumeInputs {
     pub existing: Vec<PathBuf>,
     /// Each selected volume verified (crate::volumes::verify), for encryption-status.
     pub verdicts: Vec<(DataVolume, Verdict)>,
+    /// The VolumeType of ADE's newest settings, when there are any.
+    pub request: Option<String>,
 }
 
 impl VolumeInputs {
@@ -49,6 +51,7 @@ impl VolumeInputs {
             free: vec![],
             existing: vec![],
             verdicts: vec![],
+            request: None,
         }
     }
 }
@@ -162,6 +165,9 @@ fn swap_on_data(swaps: &str, mounts: &[Mount], survey: &Survey) -> Vec<String> {
 /// The data volumes ADE selects, each judged against its in-place path.
 pub fn data_volumes(inp: &VolumeInputs, mounts: &Input<Vec<Mount>>) -> Check {
     let mk = |r, e: String| Check::new(DATA_VOLUMES, TITLE, FIX, r, e);
+    if let Some(vt) = inp.request.as_deref().filter(|v| v.eq_ignore_ascii_case("os")) {
+        return mk(Status::NotApplicable, format!("ADE's request is VolumeType {vt}: it leaves data volumes alone"));
+    }
     let survey = match &inp.survey {
         Ok(s) => s,
         Err(e) => return mk(Status::Unknown, e.clone()),
@@ -229,6 +235,7 @@ mod tests {
             free: vec![],
             existing: vec!["/data".into(), "/x".into()],
             verdicts: vec![],
+            request: None,
         }
     }
 
@@ -293,6 +300,20 @@ mod tests {
     }
 
     #[test]
+    fn a_request_for_the_os_volume_only_leaves_data_volumes_alone() {
+        let mut i = inputs(vec![vol("/dev/sdd1", "xfs", Some("/x"))], "");
+        assert_eq!(data_volumes(&i, &mounts("")).result, Status::Fail);
+        i.request = Some("OS".into());
+        let c = data_volumes(&i, &mounts(""));
+        assert_eq!(
+            (c.result, c.evidence.as_str()),
+            (Status::NotApplicable, "ADE's request is VolumeType OS: it leaves data volumes alone")
+        );
+        i.request = Some("All".into());
+        assert_eq!(data_volumes(&i, &mounts("")).result, Status::Fail);
+    }
+
+    #[test]
     fn unreadable_inputs_are_unknown_or_named() {
         let c = data_volumes(&VolumeInputs::not_read("lsblk: exit 1"), &mounts(""));
         assert_eq!((c.result, c.evidence.as_str()), (Status::Unknown, "lsblk: exit 1"));
@@ -312,7 +333,7 @@ mod fixture_tests {
 
     fn judged(d: &tempfile::TempDir, fx: PathBuf) -> Check {
         let p = Paths::under(d.path());
-        let inp = super::super::inputs::gather_volumes(&p, &FixtureLsblk(fx));
+        let inp = super::super::inputs::gather_volumes(&p, &FixtureLsblk(fx), &Ok(None));
         let text = std::fs::read_to_string(d.path().join("proc/self/mountinfo")).unwrap();
         data_volumes(&inp, &Ok(crate::mountinfo::parse(&text).0))
     }
@@ -364,5 +385,28 @@ mod fixture_tests {
         assert!(c.evidence.contains("/dev/mapper/datavg-lv (/lv): its fstab line has no nofail"), "{}", c.evidence);
         assert!(c.evidence.contains("swap /mnt/swapfile is on the resource disk (/mnt)"), "{}", c.evidence);
         assert!(!c.evidence.contains("/dev/sdc1 (/data):"), "{}", c.evidence);
+    }
+
+    #[test]
+    fn the_volume_type_comes_from_ades_newest_settings() {
+        let (d, fx) = ubuntu1604_gen1();
+        let handler = "Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.12";
+        let cfg = d.path().join("var/lib/waagent").join(handler).join("config");
+        std::fs::create_dir_all(&cfg).unwrap();
+        let settings = |vt: &str| {
+            format!(
+                r#"{{"runtimeSettings":[{{"handlerSettings":{{"publicSettings":{{"EncryptionOperation":"EnableEncryption","VolumeType":"{vt}"}}}}}}]}}"#
+            )
+        };
+        std::fs::write(cfg.join("3.settings"), settings("OS")).unwrap();
+        let ade = Ok(Some(super::super::AdeState { handler: handler.into(), seq: Some(3), status: None }));
+        let p = Paths::under(d.path());
+        let inp = super::super::inputs::gather_volumes(&p, &FixtureLsblk(fx.clone()), &ade);
+        assert_eq!(inp.request.as_deref(), Some("OS"));
+        assert_eq!(data_volumes(&inp, &Ok(vec![])).result, Status::NotApplicable);
+        std::fs::write(cfg.join("3.settings"), settings("Data")).unwrap();
+        let inp = super::super::inputs::gather_volumes(&p, &FixtureLsblk(fx), &ade);
+        assert_eq!(inp.request.as_deref(), Some("Data"));
+        assert_eq!(inp.survey.unwrap().selected.len(), 3);
     }
 }
