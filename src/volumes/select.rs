@@ -70,7 +70,7 @@ pub fn skip_reason(it: &BlkItem, m: &Machine, vt: VolumeType, lines_below: Optio
     None
 }
 
-/// ADE's rules before it asks lsblk what is below the device (`DiskUtil.py:1227-1244`; the lsblk call is at
+/// ADE's rules before it asks lsblk what is below the device (`DiskUtil.py:1226-1244`; the lsblk call is at
 /// `:1245`): only a device that passes them is asked about.
 pub fn reason_before_children(it: &BlkItem, m: &Machine, vt: VolumeType) -> Option<String> {
     let id = m.device_ids.get(&it.name).map(String::as_str).unwrap_or("");
