@@ -3,7 +3,7 @@
 //! verification; it reads `lsblk` through the [`Runner`] and files through [`Paths`], and must not change anything
 //! (no mount, no umount, no write).
 
-// Used by check (here) and by the window (branch volwin); until both are merged some items are unused.
+// `ade_selection`/`ade_selection_for` are for the window (branch volwin, issue 17); unused until it is merged.
 #![allow(dead_code)]
 
 pub mod lsblk;
@@ -105,7 +105,9 @@ pub fn survey(paths: &Paths, runner: &dyn Runner, vt: VolumeType) -> anyhow::Res
 fn run_lsblk(runner: &dyn Runner, dev: Option<&str>) -> anyhow::Result<Vec<lsblk::BlkItem>> {
     let argv = lsblk::argv(dev);
     let what = argv.join(" ");
-    let o = runner.run(&argv, "root", Duration::from_secs(60)).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    // As whoever runs ade-prep: `check` works for a user other than root, and lsblk needs no privilege.
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map_or("root".to_string(), |u| u.name);
+    let o = runner.run(&argv, &me, Duration::from_secs(60)).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
     if o.code != Some(0) {
         let how = if o.timed_out { "timed out".to_string() } else { format!("exit {:?}", o.code) };
         anyhow::bail!("{what}: {how}: {}", o.stderr_tail);
