@@ -109,7 +109,11 @@ fn run_lsblk(runner: &dyn Runner, dev: Option<&str>) -> anyhow::Result<Vec<lsblk
     let me = nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map_or("root".to_string(), |u| u.name);
     let o = runner.run(&argv, &me, Duration::from_secs(60)).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
     if o.code != Some(0) {
-        let how = if o.timed_out { "timed out".to_string() } else { format!("exit {:?}", o.code) };
+        let how = match o.code {
+            _ if o.timed_out => "timed out".to_string(),
+            Some(c) => format!("exit {c}"),
+            None => "killed by a signal".to_string(),
+        };
         anyhow::bail!("{what}: {how}: {}", o.stderr_tail);
     }
     lsblk::parse(&o.stdout, &what).map_err(anyhow::Error::msg)
@@ -348,6 +352,17 @@ pub(crate) mod tests {
         assert_eq!(
             e,
             "lsblk -b -n -P -o NAME,TYPE,FSTYPE,MOUNTPOINT,LABEL,UUID,MODEL,SIZE,MAJ:MIN: line 1: not KEY=\"value\" pairs: \"sda disk 30G\""
+        );
+        // lsblk failing on one device is named with its command, exit code and message
+        let partial = tempfile::tempdir().unwrap();
+        for f in ["lsblk.txt", "lsblk@sda.txt", "lsblk@sdb.txt"] {
+            std::fs::copy(fx.join(f), partial.path().join(f)).unwrap();
+        }
+        let e = survey(&p, &FixtureLsblk(partial.path().into()), VolumeType::Data).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "lsblk -b -n -P -o NAME,TYPE,FSTYPE,MOUNTPOINT,LABEL,UUID,MODEL,SIZE,MAJ:MIN /dev/sdc1: exit 32: lsblk: \
+             /dev/sdc1: not a block device"
         );
         std::fs::remove_file(d.path().join("proc/self/mountinfo")).unwrap();
         let e = survey(&p, &FixtureLsblk(fx), VolumeType::Data).unwrap_err().to_string();
