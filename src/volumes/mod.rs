@@ -84,7 +84,7 @@ pub fn survey(paths: &Paths, runner: &dyn Runner, vt: VolumeType) -> anyhow::Res
             m.device_ids.insert(it.name.clone(), id);
         }
     }
-    for dev in read::special_devices(paths) {
+    for dev in read::special_devices(paths, &m.mounts) {
         for it in run_lsblk(runner, Some(&dev))? {
             m.special.insert(it.name);
         }
@@ -260,7 +260,7 @@ pub(crate) mod tests {
         let p = Paths::under(d.path());
         assert_eq!(read::device_id(&p, "sda2").as_deref(), Some("00000000-0000-8899-0000-000000000000"));
         // Gen 1: the IDE controller holds the OS and the resource disk
-        assert_eq!(read::special_devices(&p), ["/dev/sda", "/dev/sdb"]);
+        assert_eq!(read::special_devices(&p, &[]), ["/dev/sda", "/dev/sdb"]);
         let s = survey(&p, &FixtureLsblk(fx), VolumeType::Data).unwrap();
         assert_eq!(names(&s.selected), ["/dev/sdc1", "/dev/sdd1"]);
         assert_eq!(s.selected[0].mount.as_deref(), Some(Path::new("/data")));
@@ -277,7 +277,7 @@ pub(crate) mod tests {
         let (d, fx) = ubuntu_gen2();
         let p = Paths::under(d.path());
         // Gen 2: no IDE, every disk on SCSI: only the /dev/disk/azure and /dev/disk/cloud links mark root and resource
-        assert_eq!(read::special_devices(&p), ["/dev/sda", "/dev/sdb"]);
+        assert_eq!(read::special_devices(&p, &[]), ["/dev/sda", "/dev/sdb"]);
         let s = survey(&p, &FixtureLsblk(fx), VolumeType::Data).unwrap();
         assert_eq!(names(&s.selected), ["/dev/sdc1", "/dev/mapper/datavg-lv"]);
         assert_eq!(s.selected[1].mount.as_deref(), Some(Path::new("/lv")));
@@ -340,6 +340,55 @@ pub(crate) mod tests {
             size_bytes: 4292870144,
         };
         assert_eq!(verify(&p, &FixtureLsblk(fx), &enc), Verdict::Encrypted { mapper: "/dev/mapper/c0ffee".into() });
+    }
+
+    /// An Azure NVMe VM: OS disk and data disk are namespaces of one controller (nvme0n1, nvme0n2) under a PCI
+    /// device passed through vmbus (a random device id); the local disk is nvme1n1.
+    pub(crate) fn ubuntu2404_nvme() -> (tempfile::TempDir, PathBuf) {
+        let (d, fx) = tree("ubuntu2404-nvme", &[]);
+        let r = d.path();
+        let ctrl = "devices/LNXSYSTM:00/VMBUS:00/5ab1c0de-0000-4000-8000-00000000c0de/pci5ab1:00/5ab1:00:00.0/nvme";
+        let vmbus = r.join("sys/devices/LNXSYSTM:00/VMBUS:00/5ab1c0de-0000-4000-8000-00000000c0de");
+        std::fs::create_dir_all(&vmbus).unwrap();
+        std::fs::write(vmbus.join("device_id"), "{5ab1c0de-0000-4000-8000-00000000c0de}\n").unwrap();
+        std::fs::create_dir_all(r.join("sys/dev/block")).unwrap();
+        // (controller, disk, its maj:min, partitions with theirs)
+        type Nvme<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)]);
+        let disks: &[Nvme] = &[
+            ("nvme0", "nvme0n1", "259:0", &[("nvme0n1p1", "259:1"), ("nvme0n1p15", "259:2"), ("nvme0n1p16", "259:3")]),
+            ("nvme0", "nvme0n2", "259:4", &[("nvme0n2p1", "259:5")]),
+            ("nvme1", "nvme1n1", "259:6", &[]),
+        ];
+        for (c, disk, dn, parts) in disks {
+            let dir = format!("{ctrl}/{c}/{disk}");
+            std::fs::create_dir_all(r.join("sys").join(&dir)).unwrap();
+            symlink(format!("../../{dir}"), r.join("sys/class/block").join(disk)).unwrap();
+            symlink(format!("../../{dir}"), r.join("sys/dev/block").join(dn)).unwrap();
+            for (p, pn) in *parts {
+                std::fs::create_dir_all(r.join("sys").join(&dir).join(p)).unwrap();
+                std::fs::write(r.join("sys").join(&dir).join(p).join("partition"), "1\n").unwrap();
+                symlink(format!("../../{dir}/{p}"), r.join("sys/class/block").join(p)).unwrap();
+                symlink(format!("../../{dir}/{p}"), r.join("sys/dev/block").join(pn)).unwrap();
+            }
+        }
+        (d, fx)
+    }
+
+    #[test]
+    fn an_nvme_os_disk_is_special_so_boot_is_not_a_data_volume() {
+        let (d, fx) = ubuntu2404_nvme();
+        let p = Paths::under(d.path());
+        let text = std::fs::read_to_string(d.path().join("proc/self/mountinfo")).unwrap();
+        let mounts = crate::mountinfo::parse(&text).0;
+        assert_eq!(read::nvme_os_disk(&p, &mounts), Some(PathBuf::from("/dev/nvme0n1")));
+        assert_eq!(read::device_id(&p, "nvme0n2p1").as_deref(), Some("5ab1c0de-0000-4000-8000-00000000c0de"));
+        let s = survey(&p, &FixtureLsblk(fx), VolumeType::Data).unwrap();
+        // /boot (ext4, 920 MiB, a UUID) would pass every other rule: only the OS disk's namespace keeps it out;
+        // the data disk is another namespace of the same controller
+        assert_eq!(names(&s.selected), ["/dev/nvme0n2p1"]);
+        let why = |n: &str| s.skipped.iter().find(|k| k.name == n).unwrap().why.clone();
+        assert!(why("nvme0n1p16").contains("special Azure device"), "{}", why("nvme0n1p16"));
+        assert!(why("nvme1n1").contains("no filesystem"), "{}", why("nvme1n1"));
     }
 
     #[test]

@@ -38,9 +38,9 @@ pub fn device_id(paths: &Paths, name: &str) -> Option<String> {
 
 /// ADE's special Azure devices (`get_azure_devices`, `DiskUtil.py:1268-1293`): the IDE disks (class id under
 /// `/sys/bus/vmbus/devices`), `/dev/disk/azure/scsi0/lun*`, `/dev/disk/azure/{root,resource}`,
-/// `/dev/disk/cloud/{azure_root,azure_resource}`; as `/dev/...` paths, links followed, each once.
-/// (ADE also adds an NVMe OS disk's namespaces, `DiskUtil.py:1295-1305`; not read here.)
-pub fn special_devices(paths: &Paths) -> Vec<String> {
+/// `/dev/disk/cloud/{azure_root,azure_resource}`, and an NVMe OS disk ([`nvme_os_disk`]); as `/dev/...` paths,
+/// links followed, each once.
+pub fn special_devices(paths: &Paths, mounts: &[crate::mountinfo::Mount]) -> Vec<String> {
     let mut out: Vec<PathBuf> = vec![];
     let vmbus = paths.sys().join("bus/vmbus/devices");
     for e in std::fs::read_dir(&vmbus).into_iter().flatten().flatten() {
@@ -71,6 +71,7 @@ pub fn special_devices(paths: &Paths) -> Vec<String> {
             out.push(l.into());
         }
     }
+    out.extend(nvme_os_disk(paths, mounts));
     let mut devs: Vec<String> = vec![];
     for p in out {
         let r = real(paths, &p).unwrap_or(p).display().to_string();
@@ -79,6 +80,40 @@ pub fn special_devices(paths: &Paths) -> Vec<String> {
         }
     }
     devs
+}
+
+/// The NVMe disk under `/`, as ADE's `is_os_disk_nvme` finds it (`DiskUtil.py:1147-1189`: the device of `/`, or of
+/// `/oldroot` in the RAM root, through LVM or the OS mapper down to its block device; ADE then takes every
+/// `/dev/nvme0n1*`, `:1295-1305`). Read from sysfs: `/sys/dev/block/<maj:min>` of the mount, its `slaves` followed
+/// down to the partitions, the disk holding a partition named `nvme*`.
+pub fn nvme_os_disk(paths: &Paths, mounts: &[crate::mountinfo::Mount]) -> Option<PathBuf> {
+    let root = mounts
+        .iter()
+        .rev()
+        .find(|m| m.mount_point == Path::new("/oldroot"))
+        .or_else(|| mounts.iter().rev().find(|m| m.mount_point == Path::new("/")))?;
+    let sys = std::fs::canonicalize(paths.sys()).ok()?;
+    let first = std::fs::canonicalize(paths.sys().join(format!("dev/block/{}:{}", root.dev.0, root.dev.1))).ok()?;
+    let mut stack = vec![first];
+    while let Some(dev) = stack.pop() {
+        let slaves: Vec<PathBuf> = std::fs::read_dir(dev.join("slaves"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::canonicalize(e.path()).ok())
+            .collect();
+        if !slaves.is_empty() {
+            stack.extend(slaves);
+            continue;
+        }
+        let name = dev.file_name()?.to_string_lossy().into_owned();
+        if name.starts_with("nvme") && dev.starts_with(&sys) {
+            // a partition's folder sits in its disk's folder; a whole namespace is its own disk
+            let disk = if dev.join("partition").exists() { dev.parent()?.file_name()? } else { dev.file_name()? };
+            return Some(PathBuf::from("/dev").join(disk));
+        }
+    }
+    None
 }
 
 /// The first name under a `block` folder below a vmbus device (ADE's `find_block_sdx_path`, `DiskUtil.py:1367-1377`).
