@@ -382,7 +382,7 @@ pub fn gather_volumes(
     let all = request.as_deref().is_some_and(|v| v.eq_ignore_ascii_case("all"));
     let vt = if all { volumes::VolumeType::All } else { volumes::VolumeType::Data };
     let survey = volumes::survey(paths, runner, vt).map_err(|e| e.to_string());
-    let fstab = read_text(&paths.resolve("/etc/fstab"));
+    let fstab = read_text(&paths.resolve(paths::FSTAB));
     let swaps = read_text(&paths.proc().join("swaps"));
     let mut free = vec![];
     let mut verdicts = vec![];

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::verify::{parse_crypttab, CryptEntry, Facts, LUKS_MAGIC};
 use super::DataVolume;
 use crate::fsread::{read_capped, Links};
-use crate::paths::Paths;
+use crate::paths::{Paths, CRYPTTAB, DEV_DISK_AZURE, DEV_DISK_CLOUD, FSTAB};
 use crate::runner::Runner;
 
 /// Hyper-V's IDE controller class (`DiskUtil.py:50`).
@@ -51,7 +51,7 @@ pub fn special_devices(paths: &Paths, mounts: &[crate::mountinfo::Mount]) -> Vec
             }
         }
     }
-    let scsi0 = paths.resolve("/dev/disk/azure/scsi0");
+    let scsi0 = paths.resolve(Path::new(DEV_DISK_AZURE).join("scsi0"));
     let mut luns: Vec<String> = std::fs::read_dir(&scsi0)
         .into_iter()
         .flatten()
@@ -60,15 +60,17 @@ pub fn special_devices(paths: &Paths, mounts: &[crate::mountinfo::Mount]) -> Vec
         .filter(|n| n.strip_prefix("lun").is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())))
         .collect();
     luns.sort();
-    out.extend(luns.iter().map(|l| PathBuf::from("/dev/disk/azure/scsi0").join(l)));
-    for l in [
-        "/dev/disk/azure/root",
-        "/dev/disk/azure/resource",
-        "/dev/disk/cloud/azure_root",
-        "/dev/disk/cloud/azure_resource",
-    ] {
-        if paths.resolve(l).exists() {
-            out.push(l.into());
+    out.extend(luns.iter().map(|l| Path::new(DEV_DISK_AZURE).join("scsi0").join(l)));
+    let links = [
+        (DEV_DISK_AZURE, "root"),
+        (DEV_DISK_AZURE, "resource"),
+        (DEV_DISK_CLOUD, "azure_root"),
+        (DEV_DISK_CLOUD, "azure_resource"),
+    ];
+    for (dir, name) in links {
+        let l = Path::new(dir).join(name);
+        if paths.resolve(&l).exists() {
+            out.push(l);
         }
     }
     out.extend(nvme_os_disk(paths, mounts));
@@ -161,7 +163,7 @@ pub fn facts(paths: &Paths, runner: &dyn Runner, v: &DataVolume) -> Facts {
         field.starts_with('/')
             && (Path::new(field) == v.device || (me.is_some() && real(paths, Path::new(field)) == me))
     };
-    let crypttab_path = paths.resolve("/etc/crypttab");
+    let crypttab_path = paths.resolve(CRYPTTAB);
     let crypttab = read_opt(&crypttab_path).map(|t| {
         parse_crypttab(&t.unwrap_or_default())
             .into_iter()
@@ -185,7 +187,7 @@ pub fn facts(paths: &Paths, runner: &dyn Runner, v: &DataVolume) -> Facts {
             })
         })
         .collect();
-    let fstab_path = paths.resolve("/etc/fstab");
+    let fstab_path = paths.resolve(FSTAB);
     let fstab = read_capped(&fstab_path, Links::Follow).map_err(|e| format!("{}: {e}", fstab_path.display()));
     Facts { luks_magic, lsblk, crypttab, azure_crypt_mount, fstab }
 }
