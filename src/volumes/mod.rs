@@ -381,6 +381,9 @@ pub(crate) mod tests {
         let text = std::fs::read_to_string(d.path().join("proc/self/mountinfo")).unwrap();
         let mounts = crate::mountinfo::parse(&text).0;
         assert_eq!(read::nvme_os_disk(&p, &mounts), Some(PathBuf::from("/dev/nvme0n1")));
+        // a device_id without braces on the way up is passed over, as ADE's regex does
+        let pci = "sys/devices/LNXSYSTM:00/VMBUS:00/5ab1c0de-0000-4000-8000-00000000c0de/pci5ab1:00/5ab1:00:00.0";
+        std::fs::write(d.path().join(pci).join("device_id"), "0xb111\n").unwrap();
         assert_eq!(read::device_id(&p, "nvme0n2p1").as_deref(), Some("5ab1c0de-0000-4000-8000-00000000c0de"));
         let s = survey(&p, &FixtureLsblk(fx), VolumeType::Data).unwrap();
         // /boot (ext4, 920 MiB, a UUID) would pass every other rule: only the OS disk's namespace keeps it out;

@@ -22,14 +22,15 @@ fn real(paths: &Paths, abs: &Path) -> Option<PathBuf> {
 
 /// The Hyper-V device id above a block device, as `udevadm info -a | grep device_id` finds it (ADE's
 /// `get_device_id`, `DiskUtil.py:790-795`): the first `device_id` attribute walking up from
-/// `/sys/class/block/<name>`, braces removed.
+/// `/sys/class/block/<name>` whose value is in braces, braces removed.
 pub fn device_id(paths: &Paths, name: &str) -> Option<String> {
     let sys = std::fs::canonicalize(paths.sys()).ok()?;
     let mut dir = std::fs::canonicalize(paths.sys().join("class/block").join(name)).ok()?;
     while dir.starts_with(&sys) && dir != sys {
-        if let Ok(t) = std::fs::read_to_string(dir.join("device_id")) {
-            let t = t.trim();
-            return Some(t.trim_start_matches('{').trim_end_matches('}').to_string());
+        // ADE's regex takes the first `"{...}"` value (DiskUtil.py:794): a device_id without braces is passed over
+        let id = std::fs::read_to_string(dir.join("device_id")).ok();
+        if let Some(inner) = id.as_deref().map(str::trim).and_then(|t| t.strip_prefix('{')?.strip_suffix('}')) {
+            return Some(inner.to_string());
         }
         dir = dir.parent()?.to_path_buf();
     }
