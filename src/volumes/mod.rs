@@ -462,6 +462,31 @@ pub(crate) mod tests {
         }
     }
 
+    #[test]
+    fn a_crypttab_line_by_uuid_names_the_volume_by_its_luks_uuid() {
+        let (d, fx) = ubuntu_gen2();
+        let p = Paths::under(d.path());
+        let v = survey(&p, &FixtureLsblk(fx.clone()), VolumeType::Data).unwrap().selected.remove(0);
+        // the header unreadable here (an empty node) but lsblk says crypto_LUKS, with the LUKS UUID
+        let fx2 = tempfile::tempdir().unwrap();
+        std::fs::write(
+            fx2.path().join("lsblk@sdc1.txt"),
+            "NAME=\"sdc1\" TYPE=\"part\" FSTYPE=\"crypto_LUKS\" MOUNTPOINT=\"\" LABEL=\"\" UUID=\"1u65-luks\" MODEL=\"\" \
+             SIZE=\"10736352768\" MAJ:MIN=\"8:33\"\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("etc/fstab"), "/dev/mapper/c0ffee /data ext4 nofail,defaults 0 2\n").unwrap();
+        let crypttab = |dev: &str| format!("c0ffee {dev} /mnt/azure_bek_disk/LinuxPassPhraseFileName luks,nofail\n");
+        std::fs::write(d.path().join("etc/crypttab"), crypttab("UUID=1u65-luks")).unwrap();
+        let lsblk = FixtureLsblk(fx2.path().into());
+        assert_eq!(verify(&p, &lsblk, &v), Verdict::Encrypted { mapper: "/dev/mapper/c0ffee".into() });
+        std::fs::write(d.path().join("etc/crypttab"), crypttab("UUID=another")).unwrap();
+        match verify(&p, &lsblk, &v) {
+            Verdict::NotEncrypted { why } => assert!(why.contains("/etc/crypttab has no entry"), "{why}"),
+            e => panic!("{e:?}"),
+        }
+    }
+
     const LUKS_HEADER: &[u8] = b"LUKS\xba\xbe\x00\x01";
 
     /// A real LUKS header: a loop device, formatted by the real cryptsetup, read back through the real lsblk and
