@@ -430,8 +430,13 @@ mod fixture_tests {
         assert_eq!(inp.request.as_deref(), Some("OS"));
         assert_eq!(data_volumes(&inp, &Ok(vec![])).result, Status::NotApplicable);
         std::fs::write(cfg.join("3.settings"), settings("Data")).unwrap();
-        let inp = super::super::inputs::gather_volumes(&p, &FixtureLsblk(fx), &ade);
+        let inp = super::super::inputs::gather_volumes(&p, &FixtureLsblk(fx.clone()), &ade);
         assert_eq!(inp.request.as_deref(), Some("Data"));
         assert_eq!(inp.survey.unwrap().selected.len(), 3);
+        // EncryptFormatAll: only mounted volumes a /dev/disk/azure link names (none in this tree)
+        let format_all = settings("Data").replace("\"EnableEncryption\"", "\"EnableEncryptionFormatAll\"");
+        std::fs::write(cfg.join("3.settings"), format_all).unwrap();
+        let inp = super::super::inputs::gather_volumes(&p, &FixtureLsblk(fx), &ade);
+        assert_eq!(inp.survey.unwrap().selected, vec![]);
     }
 }

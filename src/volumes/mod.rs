@@ -71,14 +71,19 @@ pub struct Survey {
     pub devices: Vec<lsblk::BlkItem>,
 }
 
-/// Reads what ADE's selection is decided on, then selects.
+/// Reads what ADE's selection is decided on, then selects (EnableEncryption's in-place rule).
 pub fn survey(paths: &Paths, runner: &dyn Runner, vt: VolumeType) -> anyhow::Result<Survey> {
+    survey_for(paths, runner, vt, false)
+}
+
+/// [`survey`], for EncryptFormatAll when `format_all` (only mounted volumes a `/dev/disk/azure` link names).
+pub fn survey_for(paths: &Paths, runner: &dyn Runner, vt: VolumeType, format_all: bool) -> anyhow::Result<Survey> {
     let mountinfo = paths.proc().join("self/mountinfo");
     let text = crate::fsread::read_capped(&mountinfo, crate::fsread::Links::Follow)
         .map_err(|e| anyhow::anyhow!("{}: {e}", mountinfo.display()))?;
     let (mounts, _) = crate::mountinfo::parse(&text);
     let items = run_lsblk(runner, None)?;
-    let mut m = select::Machine { items, mounts, ..Default::default() };
+    let mut m = select::Machine { items, mounts, azure_named: read::azure_named(paths), ..Default::default() };
     for it in &m.items {
         if let Some(id) = read::device_id(paths, &it.name) {
             m.device_ids.insert(it.name.clone(), id);
@@ -98,7 +103,7 @@ pub fn survey(paths: &Paths, runner: &dyn Runner, vt: VolumeType) -> anyhow::Res
         }
     }
     m.lines_below = below;
-    let (selected, skipped) = select::select(&m, vt);
+    let (selected, skipped) = select::select_for(&m, vt, format_all);
     Ok(Survey { selected, skipped, devices: m.items })
 }
 
@@ -392,6 +397,21 @@ pub(crate) mod tests {
         let why = |n: &str| s.skipped.iter().find(|k| k.name == n).unwrap().why.clone();
         assert!(why("nvme0n1p16").contains("special Azure device"), "{}", why("nvme0n1p16"));
         assert!(why("nvme1n1").contains("no filesystem"), "{}", why("nvme1n1"));
+    }
+
+    #[test]
+    fn encrypt_format_all_on_the_gen2_tree_needs_the_partitions_azure_link() {
+        let (d, fx) = ubuntu_gen2();
+        let p = Paths::under(d.path());
+        assert!(read::azure_named(&p).contains(Path::new("/dev/sdc")));
+        let s = survey_for(&p, &FixtureLsblk(fx.clone()), VolumeType::Data, true).unwrap();
+        assert!(s.selected.is_empty(), "{:?}", s.selected);
+        // waagent's rules also link each partition: lun0-part1
+        symlink("../../../sdc1", d.path().join("dev/disk/azure/scsi1/lun0-part1")).unwrap();
+        let s = survey_for(&p, &FixtureLsblk(fx), VolumeType::Data, true).unwrap();
+        assert_eq!(names(&s.selected), ["/dev/sdc1"]);
+        let why = s.skipped.iter().find(|k| k.name == "datavg-lv").unwrap().why.clone();
+        assert!(why.contains("/dev/disk/azure"), "{why}");
     }
 
     #[test]

@@ -119,6 +119,23 @@ pub fn nvme_os_disk(paths: &Paths, mounts: &[crate::mountinfo::Mount]) -> Option
     None
 }
 
+/// Where the `/dev/disk/azure` links lead: its top-level links and those one folder down (`scsi1/lun0-part1`),
+/// as `/dev/...` paths (`get_block_device_to_azure_udev_table`, `DiskUtil.py:827-843`).
+pub fn azure_named(paths: &Paths) -> std::collections::BTreeSet<PathBuf> {
+    let mut out = std::collections::BTreeSet::new();
+    let top = Path::new(DEV_DISK_AZURE);
+    for e in std::fs::read_dir(paths.resolve(top)).into_iter().flatten().flatten() {
+        let p = top.join(e.file_name());
+        let links: Vec<PathBuf> = if paths.resolve(&p).is_dir() && !e.path().is_symlink() {
+            std::fs::read_dir(e.path()).into_iter().flatten().flatten().map(|l| p.join(l.file_name())).collect()
+        } else {
+            vec![p]
+        };
+        out.extend(links.iter().filter_map(|l| real(paths, l)));
+    }
+    out
+}
+
 /// The first name under a `block` folder below a vmbus device (ADE's `find_block_sdx_path`, `DiskUtil.py:1367-1377`).
 fn block_below(dir: &Path) -> Option<String> {
     let mut stack = vec![dir.to_path_buf()];
