@@ -407,7 +407,7 @@ pub fn gather_volumes(
             }
         }
     }
-    VolumeInputs { survey, fstab, swaps, free, existing, verdicts, request }
+    VolumeInputs { survey, fstab, swaps, free, existing, verdicts, request, format_all }
 }
 
 /// The hold list when no window is open (the journal says so); an unreadable journal or list is the error.

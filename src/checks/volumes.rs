@@ -42,6 +42,8 @@ pub struct VolumeInputs {
     pub verdicts: Vec<(DataVolume, Verdict)>,
     /// The VolumeType of ADE's newest settings, when there are any.
     pub request: Option<String>,
+    /// ADE's newest settings ask for EnableEncryptionFormatAll: the volumes are formatted, not encrypted in place.
+    pub format_all: bool,
 }
 
 impl VolumeInputs {
@@ -55,6 +57,7 @@ impl VolumeInputs {
             existing: vec![],
             verdicts: vec![],
             request: None,
+            format_all: false,
         }
     }
 }
@@ -75,7 +78,10 @@ fn volume_problems(
     warns: &mut Vec<String>,
 ) {
     let name = on(v);
-    if !matches!(v.fstype.as_str(), "ext2" | "ext3" | "ext4") {
+    if inp.format_all {
+        // EncryptFormatAll: swapoff -a, umount, luksFormat, mkfs (handle.py:1231-1260): any filesystem, data erased
+        warns.push(format!("{name} ({}) is formatted by EnableEncryptionFormatAll: its data is erased", v.fstype));
+    } else if !matches!(v.fstype.as_str(), "ext2" | "ext3" | "ext4") {
         fails.push(format!("{name} is {}: in place supports ext2/3/4 only", v.fstype));
     } else if let Some(mp) = &v.mount {
         // Free blocks below the header size cannot be shrunk away; resize2fs may need more (its own minimum), which
@@ -245,6 +251,7 @@ mod tests {
             existing: vec!["/data".into(), "/x".into()],
             verdicts: vec![],
             request: None,
+            format_all: false,
         }
     }
 
@@ -336,6 +343,20 @@ mod tests {
         );
         i.request = Some("All".into());
         assert_eq!(data_volumes(&i, &mounts("")).result, Status::Fail);
+    }
+
+    #[test]
+    fn encrypt_format_all_warns_of_the_format_instead_of_in_place_limits() {
+        let mut i = inputs(vec![vol("/dev/sdd1", "xfs", Some("/x"))], "UUID=sdd1-uuid /x xfs nofail 0 2\n");
+        i.free = vec![("/x".into(), 0)];
+        i.format_all = true;
+        let c = data_volumes(&i, &mounts("4 1 8:49 / /x rw - xfs /dev/sdd1 rw\n"));
+        assert_eq!(c.result, Status::Warn, "{}", c.evidence);
+        assert!(
+            c.evidence.starts_with("/dev/sdd1 (/x) (xfs) is formatted by EnableEncryptionFormatAll"),
+            "{}",
+            c.evidence
+        );
     }
 
     #[test]
@@ -437,6 +458,7 @@ mod fixture_tests {
         let format_all = settings("Data").replace("\"EnableEncryption\"", "\"EnableEncryptionFormatAll\"");
         std::fs::write(cfg.join("3.settings"), format_all).unwrap();
         let inp = super::super::inputs::gather_volumes(&p, &FixtureLsblk(fx), &ade);
+        assert!(inp.format_all);
         assert_eq!(inp.survey.unwrap().selected, vec![]);
     }
 }
