@@ -30,4 +30,5 @@ pub mod systemd;
 mod testing;
 pub mod text;
 pub(crate) mod version;
+pub(crate) mod volumes;
 pub mod window;
