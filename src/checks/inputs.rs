@@ -120,6 +120,10 @@ pub struct Inputs {
     pub workloads: Input<Vec<WorkloadHolder>>,
     /// ade-prep's hold list left with no window open (None: no list, or a window is open).
     pub stale_hold: Input<Option<StaleHold>>,
+    /// ADE's packages: read by packages.rs (dpkg's status file, `rpm -q`).
+    pub packages: super::packages::PackageFacts,
+    /// ADE's network paths: read by network.rs (waagent.conf, the wire server file, proxy variables, routes).
+    pub network: super::network::NetFacts,
 }
 
 /// A hold list on disk while no window is open: the generator masks its units at the next boot or daemon-reload.
@@ -196,7 +200,7 @@ fn read_text(path: &Path) -> Input<String> {
     std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn read_optional(path: &Path) -> Input<Option<String>> {
+pub(super) fn read_optional(path: &Path) -> Input<Option<String>> {
     match std::fs::read_to_string(path) {
         Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -337,6 +341,7 @@ pub fn gather(paths: &Paths, agent: &dyn AgentVersion, workloads: Input<Vec<Work
         _ => Some(agent.waagent_version()),
     };
     let waagent_entries = list_dir(&paths.waagent_dir());
+    let network = super::network::gather_here(paths, &processes);
     let ade_dir = paths.ade_config_dir();
     let rh = |p: &str| std::fs::read_to_string(paths.resolve(p)).ok();
     Inputs {
@@ -355,6 +360,8 @@ pub fn gather(paths: &Paths, agent: &dyn AgentVersion, workloads: Input<Vec<Work
         ade_markers: list_dir(&ade_dir.join(ADE_MARKERS_DIR)),
         workloads,
         stale_hold: read_stale_hold(paths),
+        packages: super::packages::gather(paths),
+        network,
     }
 }
 
