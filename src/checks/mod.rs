@@ -305,6 +305,7 @@ pub(crate) mod tests {
                 pythons: Default::default(),
             },
             network: network::NetFacts {
+                agent: None,
                 waagent_conf: err(reason),
                 wire_file: err(reason),
                 proxy_vars: vec![],

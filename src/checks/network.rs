@@ -27,6 +27,10 @@ pub const WIRE_SERVER_IP: Ipv4Addr = Ipv4Addr::new(168, 63, 129, 16);
 const PROXY_VARS: &[&str] =
     &["http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"];
 const DUAL_PASS: &str = "dual pass also reaches Entra ID and the Key Vault: not checked";
+const NO_AGENT: &str = "the guest agent is not installed (no waagent program, WALinuxAgent-* folder or agent \
+    process): ADE runs only as its extension";
+/// Where the agent's program is installed by the distributions' packages.
+const WAAGENT_PROGRAMS: &[&str] = &["/usr/sbin/waagent", "/usr/bin/waagent"];
 
 /// A proxy variable and where it was set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +57,9 @@ pub struct Lookup {
 /// What the network checks read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetFacts {
+    /// What shows the guest agent installed (None: nothing does, and ADE, which runs only as the agent's
+    /// extension, has no network path to judge).
+    pub agent: Option<String>,
     /// [`WAAGENT_CONF`] (None: absent).
     pub waagent_conf: Input<Option<String>>,
     /// [`WIRE_SERVER_FILE`] (None: absent).
@@ -160,6 +167,9 @@ pub fn route(facts: &NetFacts) -> Check {
         set): restore the default route or add host routes (`ip route get 169.254.169.254` shows the choice), and \
         keep user-defined routes and firewalls from diverting them. Dual pass also needs Entra ID and the Key Vault.";
     let mk = |r, e: String| Check { id: NETWORK_ROUTE, title: TITLE, result: r, evidence: e, fix: FIX.into() };
+    if facts.agent.is_none() {
+        return mk(Status::NotApplicable, NO_AGENT.into());
+    }
     let lookups = match &facts.routes {
         Ok(l) => l,
         Err(e) => return mk(Status::Unknown, format!("{e}; {DUAL_PASS}")),
@@ -211,6 +221,9 @@ pub fn proxy(facts: &NetFacts) -> Check {
         HTTP calls (Python's http.client, HttpUtil.py:57-83); apt-get and yum, which ADE runs to install packages, \
         do read them.";
     let mk = |r, e: String| Check { id: NETWORK_PROXY, title: TITLE, result: r, evidence: e, fix: FIX.into() };
+    if facts.agent.is_none() {
+        return mk(Status::NotApplicable, NO_AGENT.into());
+    }
     let vars: Vec<String> = facts
         .proxy_vars
         .iter()
@@ -287,6 +300,9 @@ pub fn wire_server(facts: &NetFacts) -> Check {
         agent rewrite the file (restart it: `systemctl restart walinuxagent` or `waagent`), or remove a file that \
         holds no address.";
     let mk = |r, e: String| Check { id: WIRE_SERVER, title: TITLE, result: r, evidence: e, fix: FIX.into() };
+    if facts.agent.is_none() {
+        return mk(Status::NotApplicable, NO_AGENT.into());
+    }
     match &facts.wire_file {
         Err(e) => mk(Status::Unknown, e.clone()),
         Ok(f) => match wire_address(f) {
@@ -348,12 +364,31 @@ fn gather_proxy_vars(paths: &Paths, processes: &Input<Vec<Process>>) -> Vec<Resu
     out
 }
 
+/// The first sign of the guest agent: its program, a WALinuxAgent-* folder (its self-updates), its process.
+fn find_agent(paths: &Paths, processes: &Input<Vec<Process>>) -> Option<String> {
+    let program = WAAGENT_PROGRAMS.iter().find(|p| paths.resolve(p).is_file()).map(|p| p.to_string());
+    let folder = || {
+        let rd = std::fs::read_dir(paths.waagent_dir()).ok()?;
+        rd.filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with("WALinuxAgent-"))
+            .map(|n| format!("{}/{n}", crate::paths::WAAGENT_DIR))
+    };
+    let process = || {
+        let procs = processes.as_deref().ok()?;
+        procs.iter().find(|p| is_agent(p)).map(|p| format!("pid {} ({})", p.pid, p.comm))
+    };
+    program.or_else(folder).or_else(process)
+}
+
 /// Reads the network facts under `paths` and looks the routes up with `routes` (None: not on this machine's
 /// routing tables, since the root is not `/`).
 pub fn gather(paths: &Paths, processes: &Input<Vec<Process>>, routes: Option<&dyn RouteLookup>) -> NetFacts {
     let waagent_conf = read_optional(&paths.resolve(WAAGENT_CONF));
     let wire_file = read_optional(&paths.resolve(WIRE_SERVER_FILE));
+    let agent = find_agent(paths, processes);
     let routes = match routes {
+        _ if agent.is_none() => Err(NO_AGENT.into()),
         None => Err("routes not looked up: the root is not /, and this machine's routes are not the tree's".into()),
         Some(r) => {
             let conf = waagent_conf.as_ref().ok().and_then(|c| c.as_deref().map(parse_waagent_conf)?.ok());
@@ -369,7 +404,7 @@ pub fn gather(paths: &Paths, processes: &Input<Vec<Process>>, routes: Option<&dy
             Ok(out)
         }
     };
-    NetFacts { proxy_vars: gather_proxy_vars(paths, processes), waagent_conf, wire_file, routes }
+    NetFacts { agent, proxy_vars: gather_proxy_vars(paths, processes), waagent_conf, wire_file, routes }
 }
 
 /// [`gather`] with this machine's kernel when `paths` is the running system.
@@ -389,6 +424,7 @@ mod tests {
     fn facts(conf: Option<&str>, wire: Option<&str>, routes: &FakeRoutes) -> NetFacts {
         let dir = tempfile::tempdir().unwrap();
         let r = dir.path();
+        std::fs::create_dir_all(r.join("var/lib/waagent/WALinuxAgent-2.9.1.1")).unwrap();
         if let Some(c) = conf {
             std::fs::create_dir_all(r.join("etc")).unwrap();
             std::fs::write(r.join("etc/waagent.conf"), c).unwrap();
@@ -482,6 +518,25 @@ mod tests {
         let c = proxy(&facts(None, None, &none));
         assert_eq!(c.result, Status::Fail);
         assert!(c.evidence.starts_with("no /etc/waagent.conf"), "{}", c.evidence);
+        // no agent at all: nothing to judge, and no route looked up
+        let bare = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(
+            bare.path().join("var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.12"),
+        )
+        .unwrap();
+        none.asked();
+        let f = gather(&Paths::under(bare.path()), &Ok(vec![]), Some(&none));
+        assert!(none.asked().is_empty());
+        for c in [route(&f), proxy(&f), wire_server(&f)] {
+            assert_eq!(c.result, Status::NotApplicable, "{}", c.id);
+            assert!(c.evidence.starts_with("the guest agent is not installed"), "{}", c.evidence);
+        }
+        // its program is enough
+        std::fs::create_dir_all(bare.path().join("usr/sbin")).unwrap();
+        std::fs::write(bare.path().join("usr/sbin/waagent"), "").unwrap();
+        let f = gather(&Paths::under(bare.path()), &Ok(vec![]), Some(&none));
+        assert_eq!(f.agent.as_deref(), Some("/usr/sbin/waagent"));
+        assert_eq!(proxy(&f).result, Status::Fail);
         let c = proxy(&facts(Some("HttpProxy.Host = x\n"), None, &none));
         assert_eq!(c.result, Status::Fail);
         assert!(c.evidence.starts_with("/etc/waagent.conf: line 1:"), "{}", c.evidence);
