@@ -299,11 +299,7 @@ pub(crate) mod tests {
             selinux: Selinux { path: "/sys/fs/selinux/enforce".into(), enforce: err(reason) },
             workloads: err(reason),
             stale_hold: err(reason),
-            packages: packages::PackageFacts {
-                dpkg_status: err(reason),
-                rpm: err(reason),
-                pythons: Default::default(),
-            },
+            packages: packages::PackageFacts { dpkg: err(reason), rpm: err(reason), pythons: Default::default() },
             network: network::NetFacts {
                 agent: None,
                 waagent_conf: err(reason),

@@ -1,5 +1,6 @@
 //! The packages ADE's extension (1.4.0.12) installs, or believes it has, on the distributions it unmounts `/` on,
-//! against the package database: dpkg's status file on Ubuntu, `rpm -q` on RHEL/CentOS 7. The lists and their
+//! against the package database, asked through dpkg's and rpm's own query tools (`dpkg-query -W` on Ubuntu,
+//! `rpm -q` on RHEL/CentOS 7), which also read a fixture tree's database (`--root`). The lists and their
 //! conditions are ADE's own (patch/UbuntuPatching.py, redhatPatching.py, centosPatching.py; cited per line).
 //! It owns the lists, the parsers of the two databases and the check; it reads the database once in [`gather`]
 //! (never the package manager's network parts: no `apt-get`, no `yum`) and must not install anything.
@@ -12,12 +13,11 @@ use crate::paths::Paths;
 use crate::runner::{RealRunner, Runner};
 
 use super::distro::{parse_os_release, Flow};
-use super::inputs::read_optional;
 use super::{Check, Input, Status, PACKAGES};
 
 const TITLE: &str = "packages ADE needs";
-/// dpkg's database of installed packages.
-pub const DPKG_STATUS: &str = "/var/lib/dpkg/status";
+/// What `dpkg-query -W` prints per package: its name and its `Status` field.
+const DPKG_FORMAT: &str = "${Package}\\t${Status}\\n";
 /// rpm's database folder, given to `rpm --dbpath` (some rpm builds default to another one).
 pub const RPM_DB: &str = "/var/lib/rpm";
 
@@ -54,8 +54,8 @@ pub struct Pythons {
 /// What the package check reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackageFacts {
-    /// [`DPKG_STATUS`] (None: absent).
-    pub dpkg_status: Input<Option<String>>,
+    /// The standard output of `dpkg-query -W` over every package (empty: dpkg knows none).
+    pub dpkg: Input<String>,
     /// The standard output of `rpm -q --qf '%{NAME}\n'` over [`RPM_NAMES`] (None: no [`RPM_DB`] under the root).
     pub rpm: Input<Option<String>>,
     /// The interpreters on PATH.
@@ -102,50 +102,23 @@ fn wanted(family: Family, python: Option<u8>) -> Vec<Vec<&'static str>> {
         .collect()
 }
 
-/// Parses dpkg's status file into package name → installed (`Status: <want> <flag> installed`; a package with
-/// several architectures is installed when one is). An error names the line and the field.
-pub fn parse_dpkg_status(text: &str) -> Result<BTreeMap<String, bool>, String> {
+/// Reads `dpkg-query -W -f '${Package}\t${Status}\n'`'s output into package name → installed (the third word
+/// of `Status` is `installed`; a package with several architectures is installed when one is). An error names
+/// the line that is not `name<TAB>want flag status`; no line at all means dpkg knows no package.
+pub fn parse_dpkg_query(stdout: &str) -> Result<BTreeMap<String, bool>, String> {
     let mut out: BTreeMap<String, bool> = BTreeMap::new();
-    let mut name: Option<String> = None;
-    let mut status: Option<(usize, String)> = None;
-    let mut start = 1;
-    let mut flush = |name: &mut Option<String>, status: &mut Option<(usize, String)>, start: usize| {
-        let (n, s) = (name.take(), status.take());
-        match (n, s) {
-            (None, None) => Ok(()),
-            (None, Some(_)) => Err(format!("stanza at line {start}: no Package field")),
-            (Some(n), None) => Err(format!("stanza at line {start} ({n}): no Status field")),
-            (Some(n), Some((line, s))) => {
-                let words: Vec<&str> = s.split_whitespace().collect();
-                if words.len() != 3 {
-                    return Err(format!("line {line}: Status {s:?} of {n} is not three words"));
-                }
-                let e = out.entry(n).or_default();
-                *e |= words[2] == "installed";
-                Ok(())
-            }
+    for (i, line) in stdout.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let bad = || format!("line {}: {line:?} is not `package<TAB>want flag status`", i + 1);
+        let (name, status) = line.split_once('\t').ok_or_else(bad)?;
+        let words: Vec<&str> = status.split_whitespace().collect();
+        if name.is_empty() || words.len() != 3 {
+            return Err(bad());
         }
-    };
-    for (i, line) in text.lines().enumerate() {
-        let ln = i + 1;
-        if line.trim().is_empty() {
-            flush(&mut name, &mut status, start)?;
-            start = ln + 1;
-            continue;
-        }
-        if line.starts_with([' ', '\t']) {
-            continue; // a continuation of the previous field
-        }
-        let Some((field, value)) = line.split_once(':') else {
-            return Err(format!("line {ln}: {line:?} is no `Field: value`"));
-        };
-        match field {
-            "Package" => name = Some(value.trim().to_string()),
-            "Status" => status = Some((ln, value.trim().to_string())),
-            _ => {}
-        }
+        *out.entry(name.to_string()).or_default() |= words[2] == "installed";
     }
-    flush(&mut name, &mut status, start)?;
+    if out.is_empty() {
+        return Err("dpkg-query lists no package: no dpkg database".into());
+    }
     Ok(out)
 }
 
@@ -225,12 +198,11 @@ pub fn packages(os_release: &Input<String>, flow: Flow, facts: &PackageFacts) ->
     let python = shim_python(text, &facts.pythons);
     let want = wanted(family, python);
     let (db, installed) = if family == Family::Ubuntu {
-        let parsed = match &facts.dpkg_status {
-            Ok(Some(t)) => parse_dpkg_status(t).map_err(|e| format!("{DPKG_STATUS}: {e}")),
-            Ok(None) => Err(format!("no {DPKG_STATUS}: the package database cannot be read")),
+        let parsed = match &facts.dpkg {
+            Ok(t) => parse_dpkg_query(t).map_err(|e| format!("dpkg-query -W: {e}")),
             Err(e) => Err(e.clone()),
         };
-        (DPKG_STATUS.to_string(), parsed)
+        ("dpkg-query -W".to_string(), parsed)
     } else {
         let parsed = match &facts.rpm {
             Ok(Some(out)) => parse_rpm_q(RPM_NAMES, out).map_err(|e| format!("rpm -q: {e}")),
@@ -300,34 +272,58 @@ fn find_pythons(paths: &Paths) -> Pythons {
     }
 }
 
-const RPM_TIMEOUT: Duration = Duration::from_secs(30);
+const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `rpm -q` over the names through the runner, reading the database under the root; None when there is none.
+/// Runs a package query tool through the runner as the current user; its standard output, or why not (its
+/// errors go to standard error; rpm's exit code counts the packages not installed, so it is not judged here).
+fn query(runner: &dyn Runner, argv: Vec<String>) -> Input<String> {
+    let tool = argv[0].clone();
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map_or("root".into(), |u| u.name);
+    let out = runner.run(&argv, &me, QUERY_TIMEOUT).map_err(|e| format!("{tool}: {e}"))?;
+    if out.timed_out {
+        return Err(format!("{tool}: no answer in {}s", QUERY_TIMEOUT.as_secs()));
+    }
+    if out.code.is_none() || out.stderr_tail.contains("error:") {
+        // One line: the tail's lines as they are, their indentation dropped.
+        let said = out.stderr_tail.split(" | ").map(str::trim).collect::<Vec<_>>().join(" | ");
+        return Err(if said.starts_with(&tool) { said.to_string() } else { format!("{tool}: {said}") });
+    }
+    Ok(out.stdout)
+}
+
+/// `--root TREE` for a tree other than the running system.
+fn root_args(paths: &Paths) -> Vec<String> {
+    if paths.is_system() {
+        vec![]
+    } else {
+        vec!["--root".into(), paths.root().display().to_string()]
+    }
+}
+
+/// `rpm -q` over [`RPM_NAMES`], reading the database under the root; None when there is none.
 fn query_rpm(paths: &Paths, runner: &dyn Runner) -> Input<Option<String>> {
-    let db = paths.resolve(RPM_DB);
-    if !db.is_dir() {
+    if !paths.resolve(RPM_DB).is_dir() {
         return Ok(None);
     }
-    let mut argv: Vec<String> = ["rpm", "--root"].map(String::from).to_vec();
-    argv.push(paths.root().display().to_string());
+    let mut argv = vec!["rpm".to_string()];
+    argv.extend(root_args(paths));
     argv.extend(["--dbpath", RPM_DB, "-q", "--qf", "%{NAME}\\n"].map(String::from));
     argv.extend(RPM_NAMES.iter().map(|s| s.to_string()));
-    let me = nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map_or("root".into(), |u| u.name);
-    let out = runner.run(&argv, &me, RPM_TIMEOUT).map_err(|e| format!("rpm -q: {e}"))?;
-    if out.timed_out {
-        return Err(format!("rpm -q: no answer in {}s", RPM_TIMEOUT.as_secs()));
-    }
-    // rpm exits with the number of packages not installed; its errors go to standard error.
-    if out.code.is_none() || out.stderr_tail.contains("error:") {
-        return Err(format!("rpm -q on {}: {}", db.display(), out.stderr_tail.trim()));
-    }
-    Ok(Some(out.stdout))
+    query(runner, argv).map(Some)
+}
+
+/// `dpkg-query -W` over every package, reading the database under the root.
+fn query_dpkg(paths: &Paths, runner: &dyn Runner) -> Input<String> {
+    let mut argv = vec!["dpkg-query".to_string()];
+    argv.extend(root_args(paths));
+    argv.extend(["-W", "-f", DPKG_FORMAT].map(String::from));
+    query(runner, argv)
 }
 
 /// Reads the package facts under `paths`; rpm runs only when the tree has an rpm database.
 pub fn gather(paths: &Paths) -> PackageFacts {
     PackageFacts {
-        dpkg_status: read_optional(&paths.resolve(DPKG_STATUS)),
+        dpkg: query_dpkg(paths, &RealRunner),
         rpm: query_rpm(paths, &RealRunner),
         pythons: find_pythons(paths),
     }
@@ -342,17 +338,17 @@ mod tests {
     const RHEL79: &str = "ID=\"rhel\"\nVERSION_ID=\"7.9\"\nPRETTY_NAME=\"Red Hat Enterprise Linux Server 7.9\"\n";
     const CENTOS: &str = "ID=\"centos\"\nVERSION_ID=\"7\"\nPRETTY_NAME=\"CentOS Linux 7 (Core)\"\n";
 
-    fn stanza(name: &str, status: &str) -> String {
-        format!("Package: {name}\nStatus: {status}\nArchitecture: amd64\nDescription: x\n more text\n\n")
+    fn line(name: &str, status: &str) -> String {
+        format!("{name}\t{status}\n")
     }
 
     fn dpkg(installed: &[&str]) -> String {
-        installed.iter().map(|n| stanza(n, "install ok installed")).collect()
+        installed.iter().map(|n| line(n, "install ok installed")).collect()
     }
 
-    fn facts(dpkg_text: Option<String>, rpm: Option<&str>, py3: bool) -> PackageFacts {
+    fn facts(dpkg_out: Option<String>, rpm: Option<&str>, py3: bool) -> PackageFacts {
         PackageFacts {
-            dpkg_status: Ok(dpkg_text),
+            dpkg: Ok(dpkg_out.unwrap_or_default()),
             rpm: Ok(rpm.map(String::from)),
             pythons: Pythons { python: None, python2: false, python3: py3 },
         }
@@ -383,13 +379,10 @@ mod tests {
         let some: Vec<&str> = ALL_UBUNTU.iter().copied().filter(|n| !["at", "nvme-cli"].contains(n)).collect();
         let mut text = dpkg(&some);
         // removed but configuration left: not installed
-        text.push_str(&stanza("at", "deinstall ok config-files"));
+        text.push_str(&line("at", "deinstall ok config-files"));
         let c = packages(&Ok(U2204.into()), Flow::Unmount, &facts(Some(text), None, true));
         assert_eq!(c.result, Status::Warn);
-        assert_eq!(
-            c.evidence,
-            format!("not installed ({DPKG_STATUS}): at, nvme-cli; the extension runs under Python 3")
-        );
+        assert_eq!(c.evidence, "not installed (dpkg-query -W): at, nvme-cli; the extension runs under Python 3");
         assert!(c.fix.starts_with("apt-get install -y at nvme-cli ("), "{}", c.fix);
         assert!(c.fix.contains("never installs them itself"), "{}", c.fix);
         // without cryptsetup, a failure
@@ -451,23 +444,25 @@ mod tests {
     }
 
     #[test]
-    fn bad_dpkg_status_names_line_and_field() {
-        let e = parse_dpkg_status("Package: at\nStatus: install ok\n\n").unwrap_err();
-        assert_eq!(e, "line 2: Status \"install ok\" of at is not three words");
-        let e = parse_dpkg_status("Package: at\nStatus: install ok installed\n\ngarbage here\n").unwrap_err();
-        assert_eq!(e, "line 4: \"garbage here\" is no `Field: value`");
-        assert!(parse_dpkg_status("Status: install ok installed\n").unwrap_err().contains("no Package field"));
-        assert!(parse_dpkg_status("Package: at\nVersion: 1\n").unwrap_err().contains("(at): no Status field"));
-        let c = packages(
-            &Ok(U2204.into()),
-            Flow::Unmount,
-            &facts(Some("Package: at\nStatus: install ok\n".into()), None, true),
-        );
+    fn odd_dpkg_query_output_names_the_line() {
+        let e = parse_dpkg_query("at\tinstall ok installed\nbroken\tinstall ok\n").unwrap_err();
+        assert_eq!(e, "line 2: \"broken\\tinstall ok\" is not `package<TAB>want flag status`");
+        assert!(parse_dpkg_query("no tab here\n").unwrap_err().starts_with("line 1:"));
+        assert_eq!(parse_dpkg_query("").unwrap_err(), "dpkg-query lists no package: no dpkg database");
+        let c = packages(&Ok(U2204.into()), Flow::Unmount, &facts(Some("broken\tinstall ok\n".into()), None, true));
         assert_eq!(c.result, Status::Unknown);
-        assert_eq!(c.evidence, format!("{DPKG_STATUS}: line 2: Status \"install ok\" of at is not three words"));
+        assert!(c.evidence.starts_with("dpkg-query -W: line 1:"), "{}", c.evidence);
+        // dpkg-query's own error (a status file it cannot parse) is the evidence as it is
+        let f = PackageFacts {
+            dpkg: Err("dpkg-query -W: dpkg-query: error: parsing file".into()),
+            ..facts(None, None, true)
+        };
+        assert_eq!(
+            packages(&Ok(U2204.into()), Flow::Unmount, &f).evidence,
+            "dpkg-query -W: dpkg-query: error: parsing file"
+        );
         // multi-arch: installed when one architecture is
-        let m =
-            parse_dpkg_status(&(stanza("lib", "deinstall ok config-files") + &stanza("lib", "install ok installed")));
+        let m = parse_dpkg_query(&(line("lib", "deinstall ok config-files") + &line("lib", "install ok installed")));
         assert_eq!(m.unwrap().get("lib"), Some(&true));
     }
 
