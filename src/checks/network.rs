@@ -8,17 +8,14 @@
 use std::net::Ipv4Addr;
 
 use crate::netlink::{LookupError, Netlink, Route, RouteLookup};
-use crate::paths::Paths;
+// WAAGENT_CONF: ADE's own copy of the old agent parses it at import (Utils/HandlerUtil.py:75).
+use crate::paths::{Paths, ETC_ENVIRONMENT, WAAGENT_CONF};
 
 use super::inputs::read_optional;
 use super::{Check, Input, Process, Status, NETWORK_PROXY, NETWORK_ROUTE, WIRE_SERVER};
 
-/// The agent's configuration, which ADE's own copy of the old agent parses at import (Utils/HandlerUtil.py:75).
-pub const WAAGENT_CONF: &str = "/etc/waagent.conf";
 /// The wire server address the agent found over DHCP (Common.py:88).
 pub const WIRE_SERVER_FILE: &str = "/var/lib/waagent/WireServerEndpoint";
-/// Variables read for proxies, login-wide.
-pub const ETC_ENVIRONMENT: &str = "/etc/environment";
 /// IMDS (Common.py:69).
 pub const IMDS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 /// The wire server's fixed address (Common.py:87).
