@@ -329,8 +329,14 @@ fn environment_file(text: &str) -> impl Iterator<Item = (String, String)> + '_ {
 }
 
 /// The guest agent's processes (daemon and handler loop): the extension inherits their environment.
+/// The agent is `waagent` run by an interpreter (`python3 -u /usr/sbin/waagent -daemon`) or its self-update
+/// (`python3 -u bin/WALinuxAgent-2.9.1.1-py3.6.egg -run-exthandlers`); a process merely running from under
+/// /var/lib/waagent (an extension) is not the agent.
 fn is_agent(p: &Process) -> bool {
-    p.cmdline.iter().take(3).any(|a| a.contains("waagent") || a.contains("WALinuxAgent"))
+    p.cmdline.iter().take(3).any(|a| {
+        let name = a.rsplit('/').next().unwrap_or(a);
+        name == "waagent" || (name.starts_with("WALinuxAgent-") && name.ends_with(".egg"))
+    })
 }
 
 fn gather_proxy_vars(paths: &Paths, processes: &Input<Vec<Process>>) -> Vec<Result<ProxyVar, String>> {
@@ -569,6 +575,24 @@ mod tests {
         // not on this machine: routes unknown, with the reason
         assert_eq!(route(&f).result, Status::Unknown);
         assert!(route(&f).evidence.contains("the root is not /"));
+    }
+
+    #[test]
+    fn the_agent_is_its_program_not_an_extension_under_its_folder() {
+        let p = |cmd: &[&str]| Process {
+            pid: 1,
+            ppid: None,
+            comm: "x".into(),
+            cmdline: cmd.iter().map(|s| s.to_string()).collect(),
+            cwd: None,
+        };
+        assert!(is_agent(&p(&["/usr/bin/python3", "-u", "/usr/sbin/waagent", "-daemon"])));
+        assert!(is_agent(&p(&["python3", "-u", "bin/WALinuxAgent-2.9.1.1-py3.6.egg", "-run-exthandlers"])));
+        assert!(!is_agent(&p(&["/bin/sh", "-c", "/var/lib/waagent/Microsoft.Azure.Extensions.CustomScript-2.1.10/x"])));
+        assert!(!is_agent(&p(&[
+            "python3",
+            "/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.12/main/handle.py"
+        ])));
     }
 
     #[test]

@@ -153,8 +153,9 @@ fn fix_for(family: Option<Family>, missing: &[&str]) -> String {
     let why_yum = "ADE runs `rpm -q` and then `yum install -y` itself (patch/redhatPatching.py:130-131, \
         centosPatching.py:113-114); a repository out of reach shows up only later: install_extras ignores yum's \
         failure (handle.py:2527) and encryption fails at luksFormat (code 19, handle.py:2553-2564), or \
-        install_cryptsetup's 100 s yum times out (code 52, handle.py:280-288 and 1117-1125; code 100 where it \
-        raises inside enable, handle.py:1149-1157). Installing them now, with the repositories in reach, avoids both.";
+        install_cryptsetup's 100 s yum times out (code 52, handle.py:280-288 and 1117-1125; its other call, on the \
+        online path only, ends as code 100, handle.py:673 and 1149-1157). Installing them now, with the repositories \
+        in reach, avoids both.";
     match family {
         Some(Family::Ubuntu) if !missing.is_empty() => {
             format!("apt-get install -y {} ({why_ubuntu})", missing.join(" "))
