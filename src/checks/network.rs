@@ -113,7 +113,7 @@ pub fn parse_waagent_conf(text: &str) -> Result<AgentProxy, String> {
 /// it starts like a dotted quad, else the fixed address. Err when ADE would use a line that is no address.
 pub fn wire_address(file: &Option<String>) -> Result<(Ipv4Addr, String), String> {
     let Some(text) = file else {
-        return Ok((WIRE_SERVER_IP, format!("no {WIRE_SERVER_FILE}: the fixed address")));
+        return Ok((WIRE_SERVER_IP, format!("no {WIRE_SERVER_FILE}, so the fixed address")));
     };
     let line = text.split('\n').next().unwrap_or("").trim();
     // ADE's test: re.match(r'\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}', ...), anchored at the start only.
