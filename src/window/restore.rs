@@ -226,7 +226,10 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
         if let Change::StopTask { namespace, id, state } = c {
             let t = ctr::Task { namespace: namespace.clone(), id: id.clone(), state: state.clone() };
             match ctr::start(m.runner, &t) {
-                Ok(()) => ok(j, *seq, format!("started containerd {t}"), &mut out)?,
+                Ok(()) => {
+                    log::info!("started containerd {t}");
+                    ok(j, *seq, format!("started containerd {t}"), &mut out)?
+                }
                 Err(e) => bad(j, *seq, e, &mut out)?,
             }
         }
