@@ -199,8 +199,8 @@ fn e2e_vm_docker_cgroupfs() {
 /// The same with Docker's systemd cgroup driver (the default of Debian 12's docker.io on cgroup v2): every container
 /// runs in a docker-<id>.scope that prepare plans to stop after `docker stop` has ended it.
 #[test]
-#[ignore = "not in the test command (another 10-12 minutes of VM time); bug 1 of docs/docker.md, which made it fail, is \
-            fixed (a stop refused with NoSuchUnit is done) but this scenario has not run against the fix yet: \
+#[ignore = "not in the test command (another 9-12 minutes of VM time); bug 1 of docs/docker.md, which made it fail, is \
+            fixed and this scenario passed against the fix (517 s): \
             cargo test --test vm -- --ignored e2e_vm_docker_systemd_cgroup_driver"]
 fn e2e_vm_docker_systemd_cgroup_driver() {
     let phases = "no-live-restore live-restore reboot";
