@@ -269,6 +269,14 @@ assert_restored() { # assert_restored PHASE
   check "$p: journal: window closed" eval "ade-prep status --json | grep -q '\"window_open\": *false'"
 }
 
+# The ctr tasks trap TERM: each must have ended on its SIGTERM, the paused one too (resumed after the signal), with no
+# SIGKILL after the grace (prepare's output of the phase, in $E/out).
+sigterm_only() {
+  local k; k=$(grep -E 'containerd task .* still runs after SIGTERM' "$E/out" | tr '\n' ';')
+  check "$1: the ctr tasks ended on SIGTERM, none needed the SIGKILL [${k}]" [ -z "$k" ]
+  check "$1: prepare stopped the ctr tasks ($(grep -c 'stopped containerd task' "$E/out"))" grep -q 'stopped containerd task' "$E/out"
+}
+
 # Back to the state before the window (the paused one paused again), for the next phase.
 repause() {
   [ "$(docker inspect -f '{{.State.Paused}}' paused)" = true ] || docker pause paused >/dev/null
@@ -283,6 +291,7 @@ docker_phase() { # docker_phase NAME (no-live-restore | live-restore)
   repause "$p"
   inspect_all > "$E/before.$p"
   timed "$p: ade-prep prepare" ade-prep prepare --force distro,memory -v || die "$p: prepare failed"
+  sigterm_only "$p"
   assert_window "$p"
   timed "$p: ade-prep restore" ade-prep restore -v || FAILS=$((FAILS + 1))
   assert_restored "$p"
@@ -292,6 +301,7 @@ reboot_phase() {
   set_live_restore true
   repause reboot
   timed "reboot: ade-prep prepare" ade-prep prepare --force distro,memory -v || die "reboot: prepare failed"
+  sigterm_only reboot
   assert_window reboot
   echo "$FAILS" > "$E/fails"
   sync
@@ -340,6 +350,7 @@ containerd_phase() {
   tl "containerd alone: ctr task e2e-task" "pid $tpid, shim $(pgrep -f containerd-shim | tr '\n' ' ')"
   info "containerd: fuser -vm / before:"; fuser -vm / 2>&1 | grep -E 'containerd|sh$' | sed 's/^/    | /'
   timed "containerd: ade-prep prepare" ade-prep prepare --force distro,memory -v || die "containerd: prepare failed"
+  sigterm_only containerd
   out=$(engine_pids | tr '\n' ' ')
   check "containerd: no containerd or shim process [${out}]" [ -z "$out" ]
   check "containerd: the task's process is gone (pid $tpid)" eval "! kill -0 $tpid 2>/dev/null"
