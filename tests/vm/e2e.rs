@@ -13,8 +13,8 @@
 //!
 //! The Docker scenarios (issue 14, docs/docker.md) boot images/debian12-docker.img (Debian's docker.io engine) and run
 //! tests/e2e/docker.sh: one run of two boots, 10-12 minutes under TCG on a loaded machine before the containerd phase
-//! and the ctr tasks joined the default run (measured after: 1173 s, boot 1 956 s with the containerd phase's
-//! 91 s, boot 2 217 s, on a machine shared by six engineers).
+//! and the ctr tasks joined the default run (measured after: 675 s, boot 1 537 s with the containerd phase's ~62 s,
+//! boot 2 139 s; 1173 s in a more loaded hour; the systemd-driver run without the containerd phase: 517 s).
 //!
 //! Skips (tests/common skip: a failure in CI) when not root or when the harness images are missing
 //! (`tests/harness/build-guest.sh`).
