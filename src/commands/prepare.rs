@@ -72,9 +72,11 @@ fn data_volumes(paths: &Paths, opts: &PrepareOpts) -> anyhow::Result<Vec<VolumeR
     AdeVolumes { paths, runner: &RealRunner }.select()
 }
 
-/// Checks (refusing on a failed check not forced: exit 3, before anything else is touched, the system bus
-/// included), then selects the data volumes, connects to the real edges and plans.
+/// Selects the data volumes, checks (refusing on a failed check not forced: exit 3, before anything else is
+/// touched, the system bus included), then connects to the real edges and plans.
 fn checked_plan(paths: &Paths, settings: &Settings, mount: &Path, opts: &PrepareOpts) -> anyhow::Result<Planned> {
+    // First: a `--data-mount` that is not a mount point is bad input (exit 2) whatever the checks say.
+    let volumes = data_volumes(paths, opts)?;
     let report = checks::check_machine(paths, settings, &checks::Waagent::for_paths(paths));
     checks::refuse(&report, &opts.force).map_err(|e| exit::with_code(exit::PRECONDITION, e))?;
     let mut os = opts.volume_type.includes_os();
@@ -85,7 +87,6 @@ fn checked_plan(paths: &Paths, settings: &Settings, mount: &Path, opts: &Prepare
             return Ok(Planned::NotNeeded("ADE encrypts this distribution's OS disk online".into()));
         }
     }
-    let volumes = data_volumes(paths, opts)?;
     if !os && volumes.is_empty() {
         return Ok(Planned::NotNeeded("no mounted data volume that ADE would encrypt: nothing to free".into()));
     }
