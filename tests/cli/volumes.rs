@@ -32,11 +32,7 @@ fn a_volume_type_that_is_not_os_data_or_all_is_refused_naming_the_flag() {
     for args in [&["prepare", "--volume-type", "everything"][..], &["prepare", "--dry-run", "--volume-type", ""]] {
         let o = ade_prep(d.path(), args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
-        assert!(
-            stderr(&o).contains("invalid value") && stderr(&o).contains("'--volume-type <TYPE>'"),
-            "{}",
-            stderr(&o)
-        );
+        assert!(stderr(&o).contains("'--volume-type <TYPE>'"), "{}", stderr(&o));
         assert!(stderr(&o).contains("[possible values: os, data, all]"), "{}", stderr(&o));
     }
     nothing_written(d.path());
