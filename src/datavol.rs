@@ -104,8 +104,9 @@ pub enum VolumeCheck {
 /// The data volumes ADE will encrypt, and whether one was: one real implementation ([`AdeVolumes`]), a fake in
 /// `crate::testing`.
 pub trait DataVolumes {
-    /// The mounted data volumes ADE's selection picks now.
-    fn select(&self) -> anyhow::Result<Vec<VolumeRef>>;
+    /// The mounted data volumes ADE's selection picks now for a request of this type (Data and All differ: All
+    /// skips the `is_data_disk` rule, `DiskUtil.py:1191-1213`).
+    fn select(&self, vt: VolumeType) -> anyhow::Result<Vec<VolumeRef>>;
     /// Whether `v` is encrypted now.
     fn verify(&self, v: &VolumeRef) -> VolumeCheck;
 }
@@ -152,8 +153,11 @@ pub(crate) struct AdeVolumes<'a> {
 }
 
 impl DataVolumes for AdeVolumes<'_> {
-    fn select(&self) -> anyhow::Result<Vec<VolumeRef>> {
-        let all = crate::volumes::ade_selection(self.paths, self.runner).context("selecting ADE's data volumes")?;
+    fn select(&self, vt: VolumeType) -> anyhow::Result<Vec<VolumeRef>> {
+        let rule =
+            if vt == VolumeType::All { crate::volumes::VolumeType::All } else { crate::volumes::VolumeType::Data };
+        let all =
+            crate::volumes::ade_selection_for(self.paths, self.runner, rule).context("selecting ADE's data volumes")?;
         // A volume that is not mounted needs no freeing: ADE unmounts only a volume with a mount point
         // (`handle.py:1990-1991`).
         Ok(all

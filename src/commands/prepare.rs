@@ -58,7 +58,7 @@ enum Planned {
 }
 
 /// The data volumes of the window: those named by hand, else ADE's selection (none for VolumeType OS).
-fn data_volumes(paths: &Paths, opts: &PrepareOpts) -> anyhow::Result<Vec<VolumeRef>> {
+fn data_volumes(paths: &Paths, vols: &dyn DataVolumes, opts: &PrepareOpts) -> anyhow::Result<Vec<VolumeRef>> {
     if !opts.volume_type.includes_data() {
         if !opts.data_mounts.is_empty() {
             let e = anyhow::anyhow!("--data-mount needs --volume-type data or all (got {})", opts.volume_type);
@@ -69,14 +69,14 @@ fn data_volumes(paths: &Paths, opts: &PrepareOpts) -> anyhow::Result<Vec<VolumeR
     if !opts.data_mounts.is_empty() {
         return datavol::by_mount_points(paths, &opts.data_mounts).map_err(|e| exit::with_code(exit::USAGE, e));
     }
-    AdeVolumes { paths, runner: &RealRunner }.select()
+    vols.select(opts.volume_type)
 }
 
 /// Selects the data volumes, checks (refusing on a failed check not forced: exit 3, before anything else is
 /// touched, the system bus included), then connects to the real edges and plans.
 fn checked_plan(paths: &Paths, settings: &Settings, mount: &Path, opts: &PrepareOpts) -> anyhow::Result<Planned> {
     // First: a `--data-mount` that is not a mount point is bad input (exit 2) whatever the checks say.
-    let volumes = data_volumes(paths, opts)?;
+    let volumes = data_volumes(paths, &AdeVolumes { paths, runner: &RealRunner }, opts)?;
     let report = checks::check_machine(paths, settings, &checks::Waagent::for_paths(paths));
     checks::refuse(&report, &opts.force).map_err(|e| exit::with_code(exit::PRECONDITION, e))?;
     let mut os = opts.volume_type.includes_os();
@@ -182,4 +182,25 @@ pub fn run(paths: &Paths, settings: &Settings, mount: &Path, opts: &PrepareOpts,
         }
     }
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::volumes::{volume, FakeVolumes};
+
+    #[test]
+    fn the_data_volumes_are_ades_selection_for_data_or_all_and_none_for_os() {
+        let paths = Paths::under("/nonexistent");
+        let vols = FakeVolumes { selected: vec![volume("/data", "/dev/sdc1")], ..Default::default() };
+        let opts = |vt: VolumeType| PrepareOpts { volume_type: vt, ..Default::default() };
+        assert!(data_volumes(&paths, &vols, &opts(VolumeType::Os)).unwrap().is_empty());
+        for vt in [VolumeType::Data, VolumeType::All] {
+            assert_eq!(data_volumes(&paths, &vols, &opts(vt)).unwrap(), [volume("/data", "/dev/sdc1")]);
+        }
+        let by_hand = PrepareOpts { data_mounts: vec!["/data".into()], ..Default::default() };
+        let e = data_volumes(&paths, &vols, &by_hand).unwrap_err();
+        assert_eq!(e.to_string(), "--data-mount needs --volume-type data or all (got os)");
+        assert_eq!(exit::code_of(&e), exit::USAGE);
+    }
 }

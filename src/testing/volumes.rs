@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::datavol::{DataVolumes, VolumeCheck, VolumeRef};
+use crate::datavol::{DataVolumes, VolumeCheck, VolumeRef, VolumeType};
 
 /// ADE's selection and the encrypted volumes, as the test says.
 #[derive(Default)]
@@ -15,7 +15,7 @@ pub(crate) struct FakeVolumes {
 }
 
 impl DataVolumes for FakeVolumes {
-    fn select(&self) -> anyhow::Result<Vec<VolumeRef>> {
+    fn select(&self, _vt: VolumeType) -> anyhow::Result<Vec<VolumeRef>> {
         Ok(self.selected.clone())
     }
     fn verify(&self, v: &VolumeRef) -> VolumeCheck {

@@ -224,6 +224,13 @@ fn in_container_a_data_volume_held_by_a_service_is_freed_for_a_plain_umount_and_
     assert_ne!(back, pid, "a new instance");
     assert_eq!(scan_pids("/data", DATA_UNIT), [u64::from(back)], "it holds the volume again");
     assert!(std::fs::read_link(format!("/proc/{back}/fd/3")).unwrap().starts_with("/data"));
+
+    // The window is closed: `status` verifies the volume, which no LUKS step touched here: an error naming it.
+    let st = ade(&["status"]);
+    assert_eq!(st.code, 1, "a data volume left unencrypted is an error: {st:?}");
+    let want = format!("error: data volume /data ({device}) is not encrypted: ");
+    assert!(st.stdout.contains(&want), "{want}\n{st:?}");
+    println!("status after the window: {}", st.stdout.lines().find(|l| l.starts_with("error:")).unwrap_or(""));
 }
 
 #[test]
