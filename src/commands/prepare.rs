@@ -76,7 +76,15 @@ fn data_volumes(paths: &Paths, vols: &dyn DataVolumes, opts: &PrepareOpts) -> an
 /// touched, the system bus included), then connects to the real edges and plans.
 fn checked_plan(paths: &Paths, settings: &Settings, mount: &Path, opts: &PrepareOpts) -> anyhow::Result<Planned> {
     // First: a `--data-mount` that is not a mount point is bad input (exit 2) whatever the checks say.
-    let volumes = data_volumes(paths, &AdeVolumes { paths, runner: &RealRunner }, opts)?;
+    let volumes = match data_volumes(paths, &AdeVolumes { paths, runner: &RealRunner }, opts) {
+        Ok(v) => v,
+        // ADE's selection could not be read (lsblk): with the OS volume asked for, `/` is still freed.
+        Err(e) if opts.volume_type.includes_os() && opts.data_mounts.is_empty() => {
+            log::error!("{e:#}: freeing / only; a busy data volume would be skipped by ADE");
+            vec![]
+        }
+        Err(e) => return Err(e),
+    };
     let report = checks::check_machine(paths, settings, &checks::Waagent::for_paths(paths));
     checks::refuse(&report, &opts.force).map_err(|e| exit::with_code(exit::PRECONDITION, e))?;
     let mut os = opts.volume_type.includes_os();
