@@ -147,14 +147,17 @@ pub fn prepare(
     })?;
     let m = edges.machine(settings);
     let boot = clock::boot_id(paths)?;
-    let first = plan.mount_points().into_iter().next_back().unwrap_or_else(|| mount.to_path_buf());
-    let mut journal = Journal::open(store, &first, &boot)?;
+    // The journal's `mount`: `/` when the OS volume is in the window (it comes last), else a data volume; the
+    // others are in `volumes`.
+    let main_mount = plan.mount_points().into_iter().next_back().unwrap_or_else(|| mount.to_path_buf());
+    let mut journal = Journal::open(store, &main_mount, &boot)?;
     journal.set_deadline(record::deadline_after(journal.record().opened_at, settings.window.timeout_hours))?;
     // The volumes are recorded before anything changes: whoever ends the window verifies each one.
     if !volumes.is_empty() {
         journal.set_volumes(volumes.clone())?;
     }
-    events::emit(Event::WindowOpened { mount: &first, steps: plan.steps.len() });
+    let names: Vec<String> = plan.mount_points().iter().map(|m| m.display().to_string()).collect();
+    events::emit(Event::WindowOpened { mounts: &names.join(", "), steps: plan.steps.len() });
     // The hold list is a step of the plan (after the stops, before the reload that activates the masks).
     execute::execute(&m, &plan, &mut journal).map_err(|e| match crate::signals::received() {
         // A pre-stop command ended by the stop request fails as such: say what stopped it.
