@@ -311,7 +311,10 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
         steps.push(Step::ActivateMasks);
     }
     steps.push(Step::ClearHolders { policy: settings.stray.policy, grace_secs: settings.stray.grace_secs });
-    if snap.selinux_enforcing {
+    // SELinux is set permissive for ADE's OS pass (its pivot and unmount of `/`); a window of data volumes only
+    // (ADE's plain umount of each, FINDINGS 43) leaves it alone.
+    let frees_root = snap.mounts.iter().any(|m| m.mount == std::path::Path::new("/"));
+    if snap.selinux_enforcing && frees_root {
         steps.push(Step::SelinuxPermissive);
     }
     let mut targets = vec![];
@@ -791,6 +794,19 @@ mod tests {
             p.warnings
         );
         assert_eq!(p.left_alone.len(), 1, "vim is left alone: {:?}", p.left_alone);
+    }
+
+    #[test]
+    fn a_window_of_data_volumes_only_leaves_selinux_alone_one_with_root_sets_it_permissive() {
+        let s = Settings::default();
+        let mut sn =
+            snap(vec![holder(20, "mongod", Some("mongod.service"))], vec![unit("mongod.service", "active", &[])], &s);
+        sn.selinux_enforcing = true;
+        assert_eq!(plan(&sn, &s).unwrap().steps.last(), Some(&Step::SelinuxPermissive));
+        sn.mounts[0].mount = "/data".into();
+        let p = plan(&sn, &s).unwrap();
+        assert!(!p.steps.contains(&Step::SelinuxPermissive), "{:?}", p.steps);
+        assert!(p.steps.iter().any(|st| matches!(st, Step::StopUnits { .. })), "the holder of /data is still stopped");
     }
 
     #[test]
