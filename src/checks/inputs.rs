@@ -364,25 +364,26 @@ pub fn gather(paths: &Paths, agent: &dyn AgentVersion, workloads: Input<Vec<Work
 
 /// ADE's data-volume selection (lsblk through `runner`), fstab, swaps, the free space of the selected mounted
 /// volumes, the paths fstab names that exist, and each selected volume verified.
-/// The selection follows the VolumeType of ADE's newest settings in `ade` (All, else Data's stricter rule).
+/// The selection follows ADE's newest settings in `ade`: VolumeType All, else Data's stricter rule; the
+/// EncryptFormatAll rule for that operation.
 pub fn gather_volumes(
     paths: &Paths,
     runner: &dyn crate::runner::Runner,
     ade: &Input<Option<AdeState>>,
 ) -> VolumeInputs {
     use crate::volumes;
-    let request = match ade {
+    let settings = match ade {
         Ok(Some(AdeState { handler, seq: Some(seq), .. })) => {
-            crate::extension::ade::read_settings(&paths.waagent_dir().join(handler), *seq)
-                .ok()
-                .and_then(|s| s.volume_type)
+            crate::extension::ade::read_settings(&paths.waagent_dir().join(handler), *seq).ok()
         }
         _ => None,
     };
+    let request = settings.as_ref().and_then(|s| s.volume_type.clone());
     let all = request.as_deref().is_some_and(|v| v.eq_ignore_ascii_case("all"));
     let vt = if all { volumes::VolumeType::All } else { volumes::VolumeType::Data };
-    let survey = volumes::survey(paths, runner, vt).map_err(|e| e.to_string());
-    let fstab = read_text(&paths.resolve("/etc/fstab"));
+    let format_all = settings.and_then(|s| s.encryption_operation).as_deref() == Some("EnableEncryptionFormatAll");
+    let survey = volumes::survey_for(paths, runner, vt, format_all).map_err(|e| e.to_string());
+    let fstab = read_text(&paths.resolve(paths::FSTAB));
     let swaps = read_text(&paths.proc().join("swaps"));
     let mut free = vec![];
     let mut verdicts = vec![];
@@ -406,7 +407,7 @@ pub fn gather_volumes(
             }
         }
     }
-    VolumeInputs { survey, fstab, swaps, free, existing, verdicts, request }
+    VolumeInputs { survey, fstab, swaps, free, existing, verdicts, request, format_all }
 }
 
 /// The hold list when no window is open (the journal says so); an unreadable journal or list is the error.

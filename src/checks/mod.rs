@@ -254,13 +254,19 @@ pub enum Refusal {
 /// Whether `prepare` may go on: `Ok` when every failed check is named in `forced` (ids as given to
 /// `--force CHECK_ID,...`; each entry may itself hold comma-separated ids), `Refusal::Failed` listing the failed
 /// ids not forced, `Refusal::UnknownId` for the first forced id that is no check. Warnings and unknowns never
-/// refuse; forcing a check that passed is allowed.
+/// refuse; forcing a check that passed is allowed. `encryption-status` never refuses: it judges ADE's last run (a
+/// data volume it skipped), which the next window is there to fix, not a precondition of it.
 pub fn refuse(report: &Report, forced: &[String]) -> Result<(), Refusal> {
     let forced: Vec<&str> = forced.iter().flat_map(|f| f.split(',')).map(str::trim).filter(|f| !f.is_empty()).collect();
     if let Some(bad) = forced.iter().find(|f| !ALL_IDS.contains(f)) {
         return Err(Refusal::UnknownId { id: bad.to_string() });
     }
-    let ids: Vec<String> = report.failed.iter().filter(|id| !forced.contains(id)).map(|s| s.to_string()).collect();
+    let ids: Vec<String> = report
+        .failed
+        .iter()
+        .filter(|id| !forced.contains(id) && **id != ENCRYPTION_STATUS)
+        .map(|s| s.to_string())
+        .collect();
     if ids.is_empty() {
         Ok(())
     } else {
@@ -318,6 +324,10 @@ pub(crate) mod tests {
         assert_eq!(refuse(&r, &["memory".into(), "os_lvm".into()]), Err(Refusal::UnknownId { id: "os_lvm".into() }));
         let ok = report_with(&[(DISTRO, Status::Pass), (SELINUX, Status::Warn), (MEMORY, Status::Unknown)]);
         assert_eq!(refuse(&ok, &[]), Ok(()));
+        // ADE's last run skipping a data volume does not stop the window that frees it
+        let last_run = report_with(&[(DISTRO, Status::Pass), (ENCRYPTION_STATUS, Status::Fail)]);
+        assert!(last_run.has_failures());
+        assert_eq!(refuse(&last_run, &[]), Ok(()));
         // an unknown id is an error even when nothing fails: a typo must not go unnoticed
         assert!(matches!(refuse(&ok, &["nope".into()]), Err(Refusal::UnknownId { .. })));
         let msg = refuse(&r, &[]).unwrap_err().to_string();

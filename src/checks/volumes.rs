@@ -12,8 +12,11 @@ use crate::volumes::{DataVolume, Survey, Verdict};
 
 use super::{Check, Input, Status, DATA_VOLUMES};
 
-/// ADE's LUKS2 header (`Common.py:110`, 16 MiB): what the in-place path shrinks the filesystem by.
+/// ADE's LUKS2 header (`Common.py:110`, 16 MiB), written with cryptsetup 2.1.0 and later: what the in-place path
+/// shrinks the filesystem by.
 pub const LUKS2_HEADER: u64 = 32768 * 512;
+/// ADE's LUKS1 header (`Common.py:109`, 2 MiB), with an older cryptsetup (`DiskUtil.py:1379-1386`).
+pub const LUKS1_HEADER: u64 = 4096 * 512;
 
 const TITLE: &str = "data volumes ADE can encrypt in place";
 const FIX: &str = "Per volume: XFS (or any non-ext2/3/4 filesystem) cannot be encrypted in place: move its data to an \
@@ -39,6 +42,8 @@ pub struct VolumeInputs {
     pub verdicts: Vec<(DataVolume, Verdict)>,
     /// The VolumeType of ADE's newest settings, when there are any.
     pub request: Option<String>,
+    /// ADE's newest settings ask for EnableEncryptionFormatAll: the volumes are formatted, not encrypted in place.
+    pub format_all: bool,
 }
 
 impl VolumeInputs {
@@ -52,6 +57,7 @@ impl VolumeInputs {
             existing: vec![],
             verdicts: vec![],
             request: None,
+            format_all: false,
         }
     }
 }
@@ -72,13 +78,22 @@ fn volume_problems(
     warns: &mut Vec<String>,
 ) {
     let name = on(v);
-    if !matches!(v.fstype.as_str(), "ext2" | "ext3" | "ext4") {
+    if inp.format_all {
+        // EncryptFormatAll: swapoff -a, umount, luksFormat, mkfs (handle.py:1231-1260): any filesystem, data erased
+        warns.push(format!("{name} ({}) is formatted by EnableEncryptionFormatAll: its data is erased", v.fstype));
+    } else if !matches!(v.fstype.as_str(), "ext2" | "ext3" | "ext4") {
         fails.push(format!("{name} is {}: in place supports ext2/3/4 only", v.fstype));
     } else if let Some(mp) = &v.mount {
+        // Free blocks below the header size cannot be shrunk away; resize2fs may need more (its own minimum), which
+        // only running it tells: not judged.
         match inp.free.iter().find(|(m, _)| m == mp) {
-            Some((_, free)) if *free < LUKS2_HEADER => {
-                fails.push(format!("{name} has {free} bytes free: no room to shrink by the 16 MiB LUKS header"))
+            Some((_, free)) if *free < LUKS1_HEADER => {
+                fails.push(format!("{name} has {free} bytes free: no room to shrink by the LUKS header (2 to 16 MiB)"))
             }
+            Some((_, free)) if *free < LUKS2_HEADER => warns.push(format!(
+                "{name} has {free} bytes free: too little to shrink by the 16 MiB LUKS2 header ADE writes with \
+                 cryptsetup 2.1.0 and later"
+            )),
             _ => {}
         }
     }
@@ -236,6 +251,7 @@ mod tests {
             existing: vec!["/data".into(), "/x".into()],
             verdicts: vec![],
             request: None,
+            format_all: false,
         }
     }
 
@@ -259,7 +275,7 @@ mod tests {
         let fstab = "UUID=sdc1-uuid /data ext4 nofail 0 2\n/dev/sdd1 /mnt/x xfs defaults 0 2\n";
         let mut i =
             inputs(vec![vol("/dev/sdc1", "ext4", Some("/data")), vol("/dev/sdd1", "xfs", Some("/mnt/x"))], fstab);
-        i.free = vec![("/data".into(), 4096)];
+        i.free = vec![("/data".into(), 4096), ("/mnt/x".into(), 1)];
         let c = data_volumes(
             &i,
             &mounts("3 2 0:40 / /data/tmp rw - tmpfs tmpfs rw\n4 1 8:49 / /mnt/x rw - xfs /dev/sdd1 rw\n"),
@@ -267,7 +283,7 @@ mod tests {
         assert_eq!(c.result, Status::Fail);
         for want in [
             "/dev/sdd1 (/mnt/x) is xfs: in place supports ext2/3/4 only",
-            "/dev/sdc1 (/data) has 4096 bytes free: no room to shrink",
+            "/dev/sdc1 (/data) has 4096 bytes free: no room to shrink by the LUKS header (2 to 16 MiB)",
             "/dev/sdc1 (/data) has mounts below it (/data/tmp)",
             "/dev/sdd1 (/mnt/x) is under /mnt",
             "/dev/sdd1 (/mnt/x): fstab names it /dev/sdd1, not by UUID=",
@@ -275,6 +291,22 @@ mod tests {
         ] {
             assert!(c.evidence.contains(want), "missing {want:?} in {}", c.evidence);
         }
+    }
+
+    #[test]
+    fn room_to_shrink_is_judged_against_the_header_sizes() {
+        let fstab = "UUID=sdc1-uuid /data ext4 nofail 0 2\n";
+        let mut i = inputs(vec![vol("/dev/sdc1", "ext4", Some("/data"))], fstab);
+        for (free, want) in
+            [(LUKS1_HEADER - 1, Status::Fail), (LUKS2_HEADER - 1, Status::Warn), (LUKS2_HEADER, Status::Pass)]
+        {
+            i.free = vec![("/data".into(), free)];
+            let c = data_volumes(&i, &mounts(""));
+            assert_eq!(c.result, want, "{free}: {}", c.evidence);
+        }
+        // not mounted: free space unknown, not judged
+        i.free = vec![];
+        assert_eq!(data_volumes(&i, &mounts("")).result, Status::Pass);
     }
 
     #[test]
@@ -311,6 +343,20 @@ mod tests {
         );
         i.request = Some("All".into());
         assert_eq!(data_volumes(&i, &mounts("")).result, Status::Fail);
+    }
+
+    #[test]
+    fn encrypt_format_all_warns_of_the_format_instead_of_in_place_limits() {
+        let mut i = inputs(vec![vol("/dev/sdd1", "xfs", Some("/x"))], "UUID=sdd1-uuid /x xfs nofail 0 2\n");
+        i.free = vec![("/x".into(), 0)];
+        i.format_all = true;
+        let c = data_volumes(&i, &mounts("4 1 8:49 / /x rw - xfs /dev/sdd1 rw\n"));
+        assert_eq!(c.result, Status::Warn, "{}", c.evidence);
+        assert!(
+            c.evidence.starts_with("/dev/sdd1 (/x) (xfs) is formatted by EnableEncryptionFormatAll"),
+            "{}",
+            c.evidence
+        );
     }
 
     #[test]
@@ -405,8 +451,14 @@ mod fixture_tests {
         assert_eq!(inp.request.as_deref(), Some("OS"));
         assert_eq!(data_volumes(&inp, &Ok(vec![])).result, Status::NotApplicable);
         std::fs::write(cfg.join("3.settings"), settings("Data")).unwrap();
-        let inp = super::super::inputs::gather_volumes(&p, &FixtureLsblk(fx), &ade);
+        let inp = super::super::inputs::gather_volumes(&p, &FixtureLsblk(fx.clone()), &ade);
         assert_eq!(inp.request.as_deref(), Some("Data"));
         assert_eq!(inp.survey.unwrap().selected.len(), 3);
+        // EncryptFormatAll: only mounted volumes a /dev/disk/azure link names (none in this tree)
+        let format_all = settings("Data").replace("\"EnableEncryption\"", "\"EnableEncryptionFormatAll\"");
+        std::fs::write(cfg.join("3.settings"), format_all).unwrap();
+        let inp = super::super::inputs::gather_volumes(&p, &FixtureLsblk(fx), &ade);
+        assert!(inp.format_all);
+        assert_eq!(inp.survey.unwrap().selected, vec![]);
     }
 }

@@ -3,7 +3,7 @@
 //! verification; it reads `lsblk` through the [`Runner`] and files through [`Paths`], and must not change anything
 //! (no mount, no umount, no write).
 
-// Used by check (here) and by the window (branch volwin); until both are merged some items are unused.
+// `ade_selection`/`ade_selection_for` are for the window (branch volwin, issue 17); unused until it is merged.
 #![allow(dead_code)]
 
 pub mod lsblk;
@@ -71,20 +71,25 @@ pub struct Survey {
     pub devices: Vec<lsblk::BlkItem>,
 }
 
-/// Reads what ADE's selection is decided on, then selects.
+/// Reads what ADE's selection is decided on, then selects (EnableEncryption's in-place rule).
 pub fn survey(paths: &Paths, runner: &dyn Runner, vt: VolumeType) -> anyhow::Result<Survey> {
+    survey_for(paths, runner, vt, false)
+}
+
+/// [`survey`], for EncryptFormatAll when `format_all` (only mounted volumes a `/dev/disk/azure` link names).
+pub fn survey_for(paths: &Paths, runner: &dyn Runner, vt: VolumeType, format_all: bool) -> anyhow::Result<Survey> {
     let mountinfo = paths.proc().join("self/mountinfo");
     let text = crate::fsread::read_capped(&mountinfo, crate::fsread::Links::Follow)
         .map_err(|e| anyhow::anyhow!("{}: {e}", mountinfo.display()))?;
     let (mounts, _) = crate::mountinfo::parse(&text);
     let items = run_lsblk(runner, None)?;
-    let mut m = select::Machine { items, mounts, ..Default::default() };
+    let mut m = select::Machine { items, mounts, azure_named: read::azure_named(paths), ..Default::default() };
     for it in &m.items {
         if let Some(id) = read::device_id(paths, &it.name) {
             m.device_ids.insert(it.name.clone(), id);
         }
     }
-    for dev in read::special_devices(paths) {
+    for dev in read::special_devices(paths, &m.mounts) {
         for it in run_lsblk(runner, Some(&dev))? {
             m.special.insert(it.name);
         }
@@ -98,16 +103,22 @@ pub fn survey(paths: &Paths, runner: &dyn Runner, vt: VolumeType) -> anyhow::Res
         }
     }
     m.lines_below = below;
-    let (selected, skipped) = select::select(&m, vt);
+    let (selected, skipped) = select::select_for(&m, vt, format_all);
     Ok(Survey { selected, skipped, devices: m.items })
 }
 
 fn run_lsblk(runner: &dyn Runner, dev: Option<&str>) -> anyhow::Result<Vec<lsblk::BlkItem>> {
     let argv = lsblk::argv(dev);
     let what = argv.join(" ");
-    let o = runner.run(&argv, "root", Duration::from_secs(60)).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    // As whoever runs ade-prep: `check` works for a user other than root, and lsblk needs no privilege.
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map_or("root".to_string(), |u| u.name);
+    let o = runner.run(&argv, &me, Duration::from_secs(60)).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
     if o.code != Some(0) {
-        let how = if o.timed_out { "timed out".to_string() } else { format!("exit {:?}", o.code) };
+        let how = match o.code {
+            _ if o.timed_out => "timed out".to_string(),
+            Some(c) => format!("exit {c}"),
+            None => "killed by a signal".to_string(),
+        };
         anyhow::bail!("{what}: {how}: {}", o.stderr_tail);
     }
     lsblk::parse(&o.stdout, &what).map_err(anyhow::Error::msg)
@@ -254,7 +265,7 @@ pub(crate) mod tests {
         let p = Paths::under(d.path());
         assert_eq!(read::device_id(&p, "sda2").as_deref(), Some("00000000-0000-8899-0000-000000000000"));
         // Gen 1: the IDE controller holds the OS and the resource disk
-        assert_eq!(read::special_devices(&p), ["/dev/sda", "/dev/sdb"]);
+        assert_eq!(read::special_devices(&p, &[]), ["/dev/sda", "/dev/sdb"]);
         let s = survey(&p, &FixtureLsblk(fx), VolumeType::Data).unwrap();
         assert_eq!(names(&s.selected), ["/dev/sdc1", "/dev/sdd1"]);
         assert_eq!(s.selected[0].mount.as_deref(), Some(Path::new("/data")));
@@ -271,7 +282,7 @@ pub(crate) mod tests {
         let (d, fx) = ubuntu_gen2();
         let p = Paths::under(d.path());
         // Gen 2: no IDE, every disk on SCSI: only the /dev/disk/azure and /dev/disk/cloud links mark root and resource
-        assert_eq!(read::special_devices(&p), ["/dev/sda", "/dev/sdb"]);
+        assert_eq!(read::special_devices(&p, &[]), ["/dev/sda", "/dev/sdb"]);
         let s = survey(&p, &FixtureLsblk(fx), VolumeType::Data).unwrap();
         assert_eq!(names(&s.selected), ["/dev/sdc1", "/dev/mapper/datavg-lv"]);
         assert_eq!(s.selected[1].mount.as_deref(), Some(Path::new("/lv")));
@@ -336,6 +347,73 @@ pub(crate) mod tests {
         assert_eq!(verify(&p, &FixtureLsblk(fx), &enc), Verdict::Encrypted { mapper: "/dev/mapper/c0ffee".into() });
     }
 
+    /// An Azure NVMe VM: OS disk and data disk are namespaces of one controller (nvme0n1, nvme0n2) under a PCI
+    /// device passed through vmbus (a random device id); the local disk is nvme1n1.
+    pub(crate) fn ubuntu2404_nvme() -> (tempfile::TempDir, PathBuf) {
+        let (d, fx) = tree("ubuntu2404-nvme", &[]);
+        let r = d.path();
+        let ctrl = "devices/LNXSYSTM:00/VMBUS:00/5ab1c0de-0000-4000-8000-00000000c0de/pci5ab1:00/5ab1:00:00.0/nvme";
+        let vmbus = r.join("sys/devices/LNXSYSTM:00/VMBUS:00/5ab1c0de-0000-4000-8000-00000000c0de");
+        std::fs::create_dir_all(&vmbus).unwrap();
+        std::fs::write(vmbus.join("device_id"), "{5ab1c0de-0000-4000-8000-00000000c0de}\n").unwrap();
+        std::fs::create_dir_all(r.join("sys/dev/block")).unwrap();
+        // (controller, disk, its maj:min, partitions with theirs)
+        type Nvme<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)]);
+        let disks: &[Nvme] = &[
+            ("nvme0", "nvme0n1", "259:0", &[("nvme0n1p1", "259:1"), ("nvme0n1p15", "259:2"), ("nvme0n1p16", "259:3")]),
+            ("nvme0", "nvme0n2", "259:4", &[("nvme0n2p1", "259:5")]),
+            ("nvme1", "nvme1n1", "259:6", &[]),
+        ];
+        for (c, disk, dn, parts) in disks {
+            let dir = format!("{ctrl}/{c}/{disk}");
+            std::fs::create_dir_all(r.join("sys").join(&dir)).unwrap();
+            symlink(format!("../../{dir}"), r.join("sys/class/block").join(disk)).unwrap();
+            symlink(format!("../../{dir}"), r.join("sys/dev/block").join(dn)).unwrap();
+            for (p, pn) in *parts {
+                std::fs::create_dir_all(r.join("sys").join(&dir).join(p)).unwrap();
+                std::fs::write(r.join("sys").join(&dir).join(p).join("partition"), "1\n").unwrap();
+                symlink(format!("../../{dir}/{p}"), r.join("sys/class/block").join(p)).unwrap();
+                symlink(format!("../../{dir}/{p}"), r.join("sys/dev/block").join(pn)).unwrap();
+            }
+        }
+        (d, fx)
+    }
+
+    #[test]
+    fn an_nvme_os_disk_is_special_so_boot_is_not_a_data_volume() {
+        let (d, fx) = ubuntu2404_nvme();
+        let p = Paths::under(d.path());
+        let text = std::fs::read_to_string(d.path().join("proc/self/mountinfo")).unwrap();
+        let mounts = crate::mountinfo::parse(&text).0;
+        assert_eq!(read::nvme_os_disk(&p, &mounts), Some(PathBuf::from("/dev/nvme0n1")));
+        // a device_id without braces on the way up is passed over, as ADE's regex does
+        let pci = "sys/devices/LNXSYSTM:00/VMBUS:00/5ab1c0de-0000-4000-8000-00000000c0de/pci5ab1:00/5ab1:00:00.0";
+        std::fs::write(d.path().join(pci).join("device_id"), "0xb111\n").unwrap();
+        assert_eq!(read::device_id(&p, "nvme0n2p1").as_deref(), Some("5ab1c0de-0000-4000-8000-00000000c0de"));
+        let s = survey(&p, &FixtureLsblk(fx), VolumeType::Data).unwrap();
+        // /boot (ext4, 920 MiB, a UUID) would pass every other rule: only the OS disk's namespace keeps it out;
+        // the data disk is another namespace of the same controller
+        assert_eq!(names(&s.selected), ["/dev/nvme0n2p1"]);
+        let why = |n: &str| s.skipped.iter().find(|k| k.name == n).unwrap().why.clone();
+        assert!(why("nvme0n1p16").contains("special Azure device"), "{}", why("nvme0n1p16"));
+        assert!(why("nvme1n1").contains("no filesystem"), "{}", why("nvme1n1"));
+    }
+
+    #[test]
+    fn encrypt_format_all_on_the_gen2_tree_needs_the_partitions_azure_link() {
+        let (d, fx) = ubuntu_gen2();
+        let p = Paths::under(d.path());
+        assert!(read::azure_named(&p).contains(Path::new("/dev/sdc")));
+        let s = survey_for(&p, &FixtureLsblk(fx.clone()), VolumeType::Data, true).unwrap();
+        assert!(s.selected.is_empty(), "{:?}", s.selected);
+        // waagent's rules also link each partition: lun0-part1
+        symlink("../../../sdc1", d.path().join("dev/disk/azure/scsi1/lun0-part1")).unwrap();
+        let s = survey_for(&p, &FixtureLsblk(fx), VolumeType::Data, true).unwrap();
+        assert_eq!(names(&s.selected), ["/dev/sdc1"]);
+        let why = s.skipped.iter().find(|k| k.name == "datavg-lv").unwrap().why.clone();
+        assert!(why.contains("/dev/disk/azure"), "{why}");
+    }
+
     #[test]
     fn bad_lsblk_and_mountinfo_are_one_line_errors_naming_them() {
         let (d, fx) = ubuntu_gen2();
@@ -346,6 +424,17 @@ pub(crate) mod tests {
         assert_eq!(
             e,
             "lsblk -b -n -P -o NAME,TYPE,FSTYPE,MOUNTPOINT,LABEL,UUID,MODEL,SIZE,MAJ:MIN: line 1: not KEY=\"value\" pairs: \"sda disk 30G\""
+        );
+        // lsblk failing on one device is named with its command, exit code and message
+        let partial = tempfile::tempdir().unwrap();
+        for f in ["lsblk.txt", "lsblk@sda.txt", "lsblk@sdb.txt"] {
+            std::fs::copy(fx.join(f), partial.path().join(f)).unwrap();
+        }
+        let e = survey(&p, &FixtureLsblk(partial.path().into()), VolumeType::Data).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "lsblk -b -n -P -o NAME,TYPE,FSTYPE,MOUNTPOINT,LABEL,UUID,MODEL,SIZE,MAJ:MIN /dev/sdc1: exit 32: lsblk: \
+             /dev/sdc1: not a block device"
         );
         std::fs::remove_file(d.path().join("proc/self/mountinfo")).unwrap();
         let e = survey(&p, &FixtureLsblk(fx), VolumeType::Data).unwrap_err().to_string();
@@ -389,6 +478,31 @@ pub(crate) mod tests {
         std::fs::create_dir(d.path().join("etc/fstab")).unwrap();
         match verify(&p, &FixtureLsblk(fx), &v) {
             Verdict::NotEncrypted { why } => assert!(why.contains("etc/fstab") && !why.contains('\n'), "{why}"),
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn a_crypttab_line_by_uuid_names_the_volume_by_its_luks_uuid() {
+        let (d, fx) = ubuntu_gen2();
+        let p = Paths::under(d.path());
+        let v = survey(&p, &FixtureLsblk(fx.clone()), VolumeType::Data).unwrap().selected.remove(0);
+        // the header unreadable here (an empty node) but lsblk says crypto_LUKS, with the LUKS UUID
+        let fx2 = tempfile::tempdir().unwrap();
+        std::fs::write(
+            fx2.path().join("lsblk@sdc1.txt"),
+            "NAME=\"sdc1\" TYPE=\"part\" FSTYPE=\"crypto_LUKS\" MOUNTPOINT=\"\" LABEL=\"\" UUID=\"1u65-luks\" MODEL=\"\" \
+             SIZE=\"10736352768\" MAJ:MIN=\"8:33\"\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("etc/fstab"), "/dev/mapper/c0ffee /data ext4 nofail,defaults 0 2\n").unwrap();
+        let crypttab = |dev: &str| format!("c0ffee {dev} /mnt/azure_bek_disk/LinuxPassPhraseFileName luks,nofail\n");
+        std::fs::write(d.path().join("etc/crypttab"), crypttab("UUID=1u65-luks")).unwrap();
+        let lsblk = FixtureLsblk(fx2.path().into());
+        assert_eq!(verify(&p, &lsblk, &v), Verdict::Encrypted { mapper: "/dev/mapper/c0ffee".into() });
+        std::fs::write(d.path().join("etc/crypttab"), crypttab("UUID=another")).unwrap();
+        match verify(&p, &lsblk, &v) {
+            Verdict::NotEncrypted { why } => assert!(why.contains("/etc/crypttab has no entry"), "{why}"),
             e => panic!("{e:?}"),
         }
     }

@@ -38,6 +38,9 @@ pub struct Machine {
     pub special: BTreeSet<String>,
     /// The mount table.
     pub mounts: Vec<Mount>,
+    /// The devices a `/dev/disk/azure` link leads to (`get_block_device_to_azure_udev_table`,
+    /// `DiskUtil.py:827-843`): EncryptFormatAll formats only those (and NVMe namespaces).
+    pub azure_named: BTreeSet<PathBuf>,
 }
 
 /// A device ADE passes over, and ADE's reason.
@@ -70,7 +73,7 @@ pub fn skip_reason(it: &BlkItem, m: &Machine, vt: VolumeType, lines_below: Optio
     None
 }
 
-/// ADE's rules before it asks lsblk what is below the device (`DiskUtil.py:1227-1244`; the lsblk call is at
+/// ADE's rules before it asks lsblk what is below the device (`DiskUtil.py:1226-1244`; the lsblk call is at
 /// `:1245`): only a device that passes them is asked about.
 pub fn reason_before_children(it: &BlkItem, m: &Machine, vt: VolumeType) -> Option<String> {
     let id = m.device_ids.get(&it.name).map(String::as_str).unwrap_or("");
@@ -123,6 +126,23 @@ pub fn mount_of(mounts: &[Mount], dev: (u32, u32)) -> Option<PathBuf> {
 
 /// The volumes ADE selects (each name once, in lsblk's order), and the ones it passes over with why.
 pub fn select(m: &Machine, vt: VolumeType) -> (Vec<DataVolume>, Vec<Skipped>) {
+    select_for(m, vt, false)
+}
+
+/// EncryptFormatAll's extra rules (`handle.py:1912-1919`), after the in-place ones: mounted (lsblk's MOUNTPOINT),
+/// and `/dev/<name>` reached by a `/dev/disk/azure` link or an NVMe name.
+fn format_all_reason(it: &BlkItem, m: &Machine) -> Option<String> {
+    if it.mountpoint.is_empty() {
+        return Some("not mounted (EncryptFormatAll formats mounted volumes only)".into());
+    }
+    if !m.azure_named.contains(&PathBuf::from(format!("/dev/{}", it.name))) && !it.name.starts_with("nvme") {
+        return Some("no /dev/disk/azure link leads to it (EncryptFormatAll)".into());
+    }
+    None
+}
+
+/// [`select`], for EncryptFormatAll when `format_all`.
+pub fn select_for(m: &Machine, vt: VolumeType, format_all: bool) -> (Vec<DataVolume>, Vec<Skipped>) {
     let mut chosen: Vec<DataVolume> = vec![];
     let mut names: BTreeSet<&str> = BTreeSet::new();
     let mut skipped = vec![];
@@ -130,7 +150,9 @@ pub fn select(m: &Machine, vt: VolumeType) -> (Vec<DataVolume>, Vec<Skipped>) {
         if names.contains(it.name.as_str()) {
             continue;
         }
-        match skip_reason(it, m, vt, m.lines_below.get(&it.name).copied()) {
+        let why = skip_reason(it, m, vt, m.lines_below.get(&it.name).copied())
+            .or_else(|| format_all.then(|| format_all_reason(it, m)).flatten());
+        match why {
             Some(why) => skipped.push(Skipped { name: it.name.clone(), why }),
             None => {
                 names.insert(&it.name);
@@ -149,6 +171,23 @@ pub fn select(m: &Machine, vt: VolumeType) -> (Vec<DataVolume>, Vec<Skipped>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn encrypt_format_all_takes_only_mounted_azure_named_volumes() {
+        let mut m = machine(vec![
+            item("sdc1", "part", "ext4", "u", G, "/data"),
+            item("sdd1", "part", "ext4", "v", G, ""),
+            item("sde1", "part", "ext4", "w", G, "/e"),
+            item("nvme0n2p1", "part", "ext4", "x", G, "/n"),
+        ]);
+        m.azure_named = ["/dev/sdc1", "/dev/sdd1"].iter().map(PathBuf::from).collect();
+        assert_eq!(select(&m, VolumeType::Data).0.len(), 4);
+        let (v, s) = select_for(&m, VolumeType::Data, true);
+        let got: Vec<String> = v.iter().map(|v| v.device.display().to_string()).collect();
+        assert_eq!(got, ["/dev/sdc1", "/dev/nvme0n2p1"]);
+        assert!(s[0].why.contains("not mounted") && s[0].name == "sdd1", "{s:?}");
+        assert!(s[1].why.contains("/dev/disk/azure") && s[1].name == "sde1", "{s:?}");
+    }
+
     use super::*;
 
     fn item(name: &str, kind: &str, fstype: &str, uuid: &str, size: u64, mp: &str) -> BlkItem {
