@@ -587,7 +587,7 @@ mod tests {
         assert_eq!(
             line,
             "ADE left 1 data volume(s) unencrypted: data volume /logs (/dev/sdd1) is not encrypted: no LUKS header \
-             on /dev/sdd1 (ADE skips a data volume it cannot unmount and still reports success)"
+             on /dev/sdd1 (ADE skips a data volume it cannot unmount, or its data step failed)"
         );
         vols.encrypted.insert("/logs".into(), "/dev/mapper/uuid-of-sdd1".into());
         assert_eq!(
