@@ -312,7 +312,7 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
     }
     steps.push(Step::ClearHolders { policy: settings.stray.policy, grace_secs: settings.stray.grace_secs });
     // SELinux is set permissive for ADE's OS pass (its pivot and unmount of `/`); a window of data volumes only
-    // (ADE's plain umount of each, FINDINGS 47, 49) leaves it alone.
+    // (ADE's plain umount of each, FINDINGS 47, 55) leaves it alone.
     let frees_root = snap.mounts.iter().any(|m| m.mount == std::path::Path::new("/"));
     if snap.selinux_enforcing && frees_root {
         steps.push(Step::SelinuxPermissive);
