@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 pub enum Event<'a> {
     /// Prepare begins to carry out its plan.
     WindowOpened {
-        /// The filesystem freed.
-        mount: &'a Path,
+        /// The filesystems freed (data volumes, then `/`), comma-separated.
+        mounts: &'a str,
         /// Steps of the plan.
         steps: usize,
     },
@@ -54,6 +54,16 @@ pub enum Event<'a> {
         /// What it decided.
         decision: &'a str,
     },
+    /// A data volume of the window verified after ADE's success: encrypted (`detail`: its mapper) or not
+    /// (`detail`: why; ADE skipped it).
+    DataVolume {
+        /// The volume (mount point and device).
+        volume: &'a str,
+        /// Encrypted.
+        encrypted: bool,
+        /// The mapper, or why it is not encrypted.
+        detail: &'a str,
+    },
 }
 
 /// The journal's MESSAGE_ID of each kind of event (docs/journal.md lists them with their `journalctl` lines).
@@ -67,6 +77,8 @@ pub const MESSAGE_IDS: &[(&str, &str)] = &[
     ("ade-decision", "af18309d625d4228993c8d024f0130ab"),
     ("unit-started", "064812a10f3e4ae89be9ef9232dab0f0"),
     ("unit-start-failed", "8148a95c35094104bd37326a78e621ca"),
+    ("volume-encrypted", "4f90e0eccfc447bf943a66a35300df3f"),
+    ("volume-not-encrypted", "fe554ba1cc734b89a79eeeb9aa026c1f"),
 ];
 
 fn message_id(kind: &str) -> &'static str {
@@ -168,12 +180,12 @@ impl EventSink for LogSink {
     fn event(&self, e: &Event) {
         use log::Level::{Debug, Error, Info, Warn};
         match *e {
-            Event::WindowOpened { mount, steps } => log_event(
+            Event::WindowOpened { mounts, steps } => log_event(
                 Info,
                 "window-opened",
                 None,
                 "preparing",
-                &format!("window opened: {steps} step(s) to free {}", mount.display()),
+                &format!("window opened: {steps} step(s) to free {mounts}"),
             ),
             Event::Stopping(units) => {
                 self.begin(units);
@@ -228,6 +240,16 @@ impl EventSink for LogSink {
             Event::AdeDecision { seq, decision } => {
                 log_event(Info, "ade-decision", None, "", &format!("ADE request seq {seq}: {decision}"))
             }
+            Event::DataVolume { volume, encrypted: true, detail } => {
+                log_event(Info, "volume-encrypted", None, "", &format!("data volume {volume} is encrypted ({detail})"))
+            }
+            Event::DataVolume { volume, encrypted: false, detail } => log_event(
+                Error,
+                "volume-not-encrypted",
+                None,
+                "",
+                &format!("data volume {volume} is not encrypted: {detail}"),
+            ),
         }
     }
 }
@@ -290,8 +312,8 @@ impl TermSink {
 impl EventSink for TermSink {
     fn event(&self, e: &Event) {
         match *e {
-            Event::WindowOpened { mount, steps } => {
-                self.line(&format!("window opened: {steps} step(s) to free {}", mount.display()))
+            Event::WindowOpened { mounts, steps } => {
+                self.line(&format!("window opened: {steps} step(s) to free {mounts}"))
             }
             Event::Stopping(units) => self.begin("stopping", units),
             Event::Stopped(u) => self.end(u, &format!("stopped {u}")),
@@ -318,6 +340,12 @@ impl EventSink for TermSink {
             Event::WindowClosed(s) => self.line(&format!("window closed: {s}")),
             Event::RestoreIncomplete(f) => self.line(&format!("restore incomplete: {}", f.join("; "))),
             Event::AdeDecision { seq, decision } => self.line(&format!("ADE request seq {seq}: {decision}")),
+            Event::DataVolume { volume, encrypted: true, detail } => {
+                self.line(&format!("data volume {volume} is encrypted ({detail})"))
+            }
+            Event::DataVolume { volume, encrypted: false, detail } => {
+                self.line(&format!("error: data volume {volume} is not encrypted: {detail}"))
+            }
         }
     }
 }

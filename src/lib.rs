@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub(crate) mod commands;
 pub mod config;
+pub mod datavol;
 pub mod events;
 pub mod exit;
 pub(crate) mod extension;

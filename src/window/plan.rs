@@ -78,11 +78,22 @@ pub enum Step {
     SelinuxPermissive,
 }
 
+/// One filesystem the window frees, and what holds it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    /// Its mount point (or the path asked for).
+    pub mount: PathBuf,
+    /// Its holders, one line each: pid, command, unit, class.
+    pub holders: Vec<String>,
+    /// Mount points below it and swap files on it.
+    pub kernel: Vec<PathBuf>,
+}
+
 /// The plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Plan {
-    /// The filesystem being freed.
-    pub mount: PathBuf,
+    /// The filesystems being freed, in ADE's order (data volumes, then `/`), with what holds each.
+    pub mounts: Vec<Target>,
     /// Steps in order.
     pub steps: Vec<Step>,
     /// Holders left alone (protected or other), for the operator.
@@ -313,10 +324,43 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
         steps.push(Step::ActivateMasks);
     }
     steps.push(Step::ClearHolders { policy: settings.stray.policy, grace_secs: settings.stray.grace_secs });
-    if snap.selinux_enforcing {
+    // SELinux is set permissive for ADE's OS pass (its pivot and unmount of `/`); a window of data volumes only
+    // (ADE's plain umount of each, FINDINGS 47, 55) leaves it alone.
+    let frees_root = snap.mounts.iter().any(|m| m.mount == std::path::Path::new("/"));
+    if snap.selinux_enforcing && frees_root {
         steps.push(Step::SelinuxPermissive);
     }
-    Ok(Plan { mount: snap.mount.clone(), steps, left_alone, warnings, blockers })
+    let mut targets = vec![];
+    for held in &snap.mounts {
+        let mut pids = held.pids.clone();
+        pids.sort_unstable();
+        let holders = pids
+            .iter()
+            .filter_map(|pid| snap.holders.iter().find(|(h, _)| h.pid == *pid))
+            .map(|(h, c)| {
+                let what = c.workload.as_deref().map_or(class_word(c.class).to_string(), |w| format!("workload {w}"));
+                format!("pid {} {} ({}, {what})", h.pid, h.comm, h.unit.as_deref().unwrap_or("no unit"))
+            })
+            .collect();
+        if held.mount != std::path::Path::new("/") && !held.kernel.is_empty() {
+            let list: Vec<String> = held.kernel.iter().map(|k| k.display().to_string()).collect();
+            warnings.push(format!(
+                "{}: {} keep(s) a plain umount from succeeding, and ade-prep does not unmount or swapoff them: ADE \
+                 would skip this data volume (DiskUtil.py:597-599, handle.py:1991-1993)",
+                held.mount.display(),
+                list.join(" ")
+            ));
+        }
+        targets.push(Target { mount: held.mount.clone(), holders, kernel: held.kernel.clone() });
+    }
+    Ok(Plan { mounts: targets, steps, left_alone, warnings, blockers })
+}
+
+impl Plan {
+    /// The filesystems being freed.
+    pub fn mount_points(&self) -> Vec<PathBuf> {
+        self.mounts.iter().map(|t| t.mount.clone()).collect()
+    }
 }
 
 fn class_word(c: Class) -> &'static str {
@@ -379,7 +423,22 @@ impl fmt::Display for Step {
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "plan to free {}:", self.mount.display())?;
+        let names: Vec<String> = self.mounts.iter().map(|t| t.mount.display().to_string()).collect();
+        writeln!(f, "plan to free {}:", names.join(", "))?;
+        if self.mounts.len() > 1 || self.mounts.iter().any(|t| t.mount != std::path::Path::new("/")) {
+            for t in &self.mounts {
+                let mut by: Vec<String> = t.holders.clone();
+                by.extend(t.kernel.iter().map(|k| format!("{} (kernel: mount below or swap)", k.display())));
+                let by = if by.is_empty() { "nothing".to_string() } else { by.join("; ") };
+                let mount = t.mount.display().to_string();
+                writeln!(
+                    f,
+                    "  {} held by: {}",
+                    crate::text::escape_controls(&mount),
+                    crate::text::escape_controls(&by)
+                )?;
+            }
+        }
         for (i, s) in self.steps.iter().enumerate() {
             writeln!(f, "{:>3}. {s}", i + 1)?;
         }
@@ -404,7 +463,7 @@ mod tests {
     use super::*;
     use crate::classify::classify;
     use crate::testing::procs::holder;
-    use crate::window::snapshot::UnitFacts;
+    use crate::window::snapshot::{Held, UnitFacts};
 
     fn unit(id: &str, active: &str, triggered_by: &[&str]) -> (String, UnitFacts) {
         (
@@ -421,8 +480,9 @@ mod tests {
     }
 
     fn snap(holders: Vec<Holder>, units: Vec<(String, UnitFacts)>, s: &Settings) -> Snapshot {
+        let pids = holders.iter().map(|h| h.pid).collect();
         Snapshot {
-            mount: "/".into(),
+            mounts: vec![Held { mount: "/".into(), pids, kernel: vec![] }],
             holders: holders.into_iter().map(|h| (h.clone(), classify(&h, s))).collect(),
             units: units.into_iter().collect(),
             selinux_enforcing: false,
@@ -739,5 +799,78 @@ mod tests {
         let cmd = vec!["sapstartsrv".into(), "pf=/usr/sap/HN1/SYS/profile/HN1_HDB00_vm1".into(), "-D".into()];
         assert_eq!(sap_instance(None, &cmd), Some(("HN1".into(), "00".into())));
         assert_eq!(sap_instance(Some("sapinit.service"), &["x".into()]), None);
+    }
+
+    #[test]
+    fn several_mounts_are_freed_as_one_window_with_what_holds_each_shown() {
+        let s = Settings::default();
+        let mut h_data = holder(20, "mongod", Some("mongod.service"));
+        h_data.cmdline = vec!["mongod".into(), "--dbpath".into(), "/data".into()];
+        let holders =
+            vec![h_data, holder(10, "dockerd", Some("docker.service")), holder(30, "vim", Some("session-2.scope"))];
+        let mut sn =
+            snap(holders, vec![unit("mongod.service", "active", &[]), unit("docker.service", "active", &[])], &s);
+        // ADE's order: the data volumes first, then / (handle.py:2168-2209); mongod holds /data and / (its exe).
+        sn.mounts = vec![
+            Held { mount: "/data".into(), pids: vec![20, 30], kernel: vec!["/data/snapshots".into()] },
+            Held { mount: "/logs".into(), pids: vec![], kernel: vec![] },
+            Held { mount: "/".into(), pids: vec![10, 20], kernel: vec![] },
+        ];
+        let p = plan(&sn, &s).unwrap();
+        assert_eq!(p.mount_points(), [PathBuf::from("/data"), "/logs".into(), "/".into()]);
+        let stops: Vec<&Step> = p.steps.iter().filter(|st| matches!(st, Step::StopUnits { .. })).collect();
+        assert_eq!(
+            stops,
+            [&Step::StopUnits {
+                wave: "services".into(),
+                units: vec![("docker.service".into(), 90), ("mongod.service".into(), 90)]
+            }],
+            "one stop per unit, whichever mounts it holds"
+        );
+        assert_eq!(
+            p.mounts[0].holders,
+            ["pid 20 mongod (mongod.service, workload mongodb)", "pid 30 vim (session-2.scope, other)"]
+        );
+        assert!(p.mounts[1].holders.is_empty());
+        let text = p.to_string();
+        assert!(text.starts_with("plan to free /data, /logs, /:\n"), "{text}");
+        for want in [
+            "  /data held by: pid 20 mongod (mongod.service, workload mongodb); pid 30 vim (session-2.scope, other); \
+             /data/snapshots (kernel: mount below or swap)\n",
+            "  /logs held by: nothing\n",
+            "  / held by: pid 10 dockerd (docker.service, workload docker); pid 20 mongod (mongod.service, workload \
+             mongodb)\n",
+        ] {
+            assert!(text.contains(want), "{want}---\n{text}");
+        }
+        assert!(
+            p.warnings.iter().any(|w| w.starts_with("/data: /data/snapshots keep(s) a plain umount from succeeding")),
+            "{:?}",
+            p.warnings
+        );
+        assert_eq!(p.left_alone.len(), 1, "vim is left alone: {:?}", p.left_alone);
+    }
+
+    #[test]
+    fn a_window_of_data_volumes_only_leaves_selinux_alone_one_with_root_sets_it_permissive() {
+        let s = Settings::default();
+        let mut sn =
+            snap(vec![holder(20, "mongod", Some("mongod.service"))], vec![unit("mongod.service", "active", &[])], &s);
+        sn.selinux_enforcing = true;
+        assert_eq!(plan(&sn, &s).unwrap().steps.last(), Some(&Step::SelinuxPermissive));
+        sn.mounts[0].mount = "/data".into();
+        let p = plan(&sn, &s).unwrap();
+        assert!(!p.steps.contains(&Step::SelinuxPermissive), "{:?}", p.steps);
+        assert!(p.steps.iter().any(|st| matches!(st, Step::StopUnits { .. })), "the holder of /data is still stopped");
+    }
+
+    #[test]
+    fn an_os_only_plan_prints_as_before_without_a_per_mount_list() {
+        let s = Settings::default();
+        let sn =
+            snap(vec![holder(20, "mongod", Some("mongod.service"))], vec![unit("mongod.service", "active", &[])], &s);
+        let text = plan(&sn, &s).unwrap().to_string();
+        assert!(text.starts_with("plan to free /:\n  1. wait for other extension handlers"), "{text}");
+        assert!(!text.contains("held by"), "{text}");
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::record::{Record, StateError, VERSION};
+use super::record::{Record, StateError, VERSION, VERSION_V1};
 use crate::paths::Paths;
 
 /// The journal store: one real implementation ([`FileStore`]), fakes in tests.
@@ -104,7 +104,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Record, StateError> {
     let probe: Probe = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
     match probe.version {
         None => return Err(corrupt("no \"version\" field".into())),
-        Some(v) if v.as_u64() == Some(VERSION.into()) => {}
+        Some(v) if v.as_u64().is_some_and(|n| (u64::from(VERSION_V1)..=u64::from(VERSION)).contains(&n)) => {}
         Some(v) => {
             let why = match v.as_u64() {
                 Some(n) if n > VERSION.into() => "is from a newer ade-prep",
@@ -113,7 +113,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Record, StateError> {
             return Err(StateError::Version { path: path.to_path_buf(), found: v.to_string(), why });
         }
     }
-    serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))
+    let r: Record = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
+    if r.version == VERSION_V1 && r.volumes.is_some() {
+        return Err(corrupt(format!("\"volumes\" needs journal version {VERSION}, the file says {VERSION_V1}")));
+    }
+    Ok(r)
 }
 
 /// Reads a journal file: `None` when there is none; text that is not UTF-8 is corrupt (bad input, like bad JSON).
@@ -242,6 +246,53 @@ mod tests {
         assert_eq!(back, orig, "the fixture must show every field as this build writes it");
     }
 
+    const FIXTURE_V2: &str = include_str!("../../tests/fixtures/state/v2.json");
+
+    #[test]
+    fn the_v2_fixture_with_data_volumes_loads_and_round_trips() {
+        let r = parse(Path::new("v2.json"), FIXTURE_V2).unwrap();
+        assert_eq!(r.version, 2);
+        let mounts: Vec<&Path> = r.data_volumes().iter().map(|v| v.mount_point.as_path()).collect();
+        assert_eq!(mounts, [Path::new("/data"), Path::new("/var/lib/mongodb")]);
+        assert_eq!(r.mounts(), [PathBuf::from("/data"), "/var/lib/mongodb".into(), "/".into()]);
+        let back: serde_json::Value = serde_json::to_value(&r).unwrap();
+        let orig: serde_json::Value = serde_json::from_str(FIXTURE_V2).unwrap();
+        assert_eq!(back, orig, "the fixture must show every field as this build writes it");
+    }
+
+    #[test]
+    fn a_window_with_data_volumes_is_written_as_version_2_and_one_without_as_version_1() {
+        use crate::testing::volumes::volume;
+        let d = tempfile::tempdir().unwrap();
+        let store = FileStore::new(&Paths::under(d.path()));
+        let mut j = Journal::open(&store, Path::new("/"), "b").unwrap();
+        assert_eq!(store.load().unwrap().unwrap().version, 1, "an OS-only window stays readable by older builds");
+        let text = std::fs::read_to_string(store.location()).unwrap();
+        assert!(!text.contains("volumes"), "{text}");
+        j.set_volumes(vec![volume("/data", "/dev/sdc1")]).unwrap();
+        j.intend(Change::LockHeld {}).unwrap();
+        let back = store.load().unwrap().unwrap();
+        assert_eq!(back.version, 2);
+        assert_eq!(back.data_volumes(), [volume("/data", "/dev/sdc1")]);
+        assert_eq!(&back, j.record());
+        assert_eq!(back.mounts(), [PathBuf::from("/data"), "/".into()]);
+    }
+
+    #[test]
+    fn data_volumes_in_a_version_1_journal_are_refused_as_corrupt() {
+        let text = FIXTURE_V2.replacen("\"version\": 2", "\"version\": 1", 1);
+        let (e, path) = load_err(&text);
+        assert!(
+            e.starts_with(&format!(
+                "{}: corrupt journal, refusing to guess: \"volumes\" needs journal version 2, the file says 1",
+                path.display()
+            )),
+            "{e}"
+        );
+        let text = FIXTURE_V2.replacen("\"fstype\": \"ext4\"", "\"fstype\": \"ext4\", \"size\": 1", 1);
+        assert!(load_err(&text).0.contains("unknown field `size`"));
+    }
+
     fn load_err(text: &str) -> (String, PathBuf) {
         let d = tempfile::tempdir().unwrap();
         let store = FileStore::new(&Paths::under(d.path()));
@@ -268,10 +319,11 @@ mod tests {
 
     #[test]
     fn an_unknown_version_is_refused_naming_the_file() {
-        let (e, path) = load_err(&FIXTURE.replacen("\"version\": 1", "\"version\": 2", 1));
+        let (e, path) = load_err(&FIXTURE.replacen("\"version\": 1", "\"version\": 3", 1));
         assert!(
             e.starts_with(&format!(
-                "{}: journal version 2 is from a newer ade-prep (this ade-prep reads version 1); refusing to guess",
+                "{}: journal version 3 is from a newer ade-prep (this ade-prep reads versions 1 to 2); refusing to \
+                 guess",
                 path.display()
             )),
             "{e}"

@@ -13,3 +13,4 @@ mod progress;
 mod report;
 mod scan_fuser;
 mod scan_text;
+mod volumes;
