@@ -50,9 +50,17 @@ pub enum Command {
         /// Print JSON: the plan, and the journal when executed.
         #[arg(long)]
         json: bool,
-        /// A path on the filesystem to free.
+        /// A path on the filesystem to free (the OS volume's; not part of the window with `--volume-type data`).
         #[arg(long, value_name = "PATH", default_value = "/")]
         mount: PathBuf,
+        /// Which volumes ADE will encrypt, as ADE's VolumeType (any case): `os` frees `/`, `data` the data volumes
+        /// ADE selects (each unmounted by ADE with a plain umount, skipped when busy), `all` both.
+        #[arg(long, value_name = "TYPE", default_value = "os", ignore_case = true)]
+        volume_type: crate::datavol::VolumeType,
+        /// Free this mount point as a data volume instead of ADE's selection (repeatable; needs `--volume-type
+        /// data` or `all`).
+        #[arg(long, value_name = "PATH")]
+        data_mount: Vec<PathBuf>,
         /// Check ids whose failure not to refuse on (comma-separated; see `ade-prep check`).
         #[arg(long, value_name = "CHECK_ID,...", value_delimiter = ',')]
         force: Vec<String>,
@@ -125,8 +133,14 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let loaded = config::load(&paths, commands::is_root());
     match cli.command {
         Command::Scan { mount, json, all } => commands::scan::run(&paths, &loaded?, &mount, json, all),
-        Command::Prepare { dry_run, json, mount, force, wait } => {
-            let opts = commands::prepare::PrepareOpts { dry_run, force, lock_wait: wait };
+        Command::Prepare { dry_run, json, mount, volume_type, data_mount, force, wait } => {
+            let opts = commands::prepare::PrepareOpts {
+                dry_run,
+                force,
+                lock_wait: wait,
+                volume_type,
+                data_mounts: data_mount,
+            };
             commands::prepare::run(&paths, &loaded?, &mount, &opts, json)
         }
         Command::Restore { wait, from_prev, past_deadline } => {

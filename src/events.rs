@@ -54,6 +54,16 @@ pub enum Event<'a> {
         /// What it decided.
         decision: &'a str,
     },
+    /// A data volume of the window verified after ADE's success: encrypted (`detail`: its mapper) or not
+    /// (`detail`: why; ADE skipped it).
+    DataVolume {
+        /// The volume (mount point and device).
+        volume: &'a str,
+        /// Encrypted.
+        encrypted: bool,
+        /// The mapper, or why it is not encrypted.
+        detail: &'a str,
+    },
 }
 
 /// The journal's MESSAGE_ID of each kind of event (docs/journal.md lists them with their `journalctl` lines).
@@ -67,6 +77,8 @@ pub const MESSAGE_IDS: &[(&str, &str)] = &[
     ("ade-decision", "af18309d625d4228993c8d024f0130ab"),
     ("unit-started", "064812a10f3e4ae89be9ef9232dab0f0"),
     ("unit-start-failed", "8148a95c35094104bd37326a78e621ca"),
+    ("volume-encrypted", "4f90e0eccfc447bf943a66a35300df3f"),
+    ("volume-not-encrypted", "fe554ba1cc734b89a79eeeb9aa026c1f"),
 ];
 
 fn message_id(kind: &str) -> &'static str {
@@ -228,6 +240,16 @@ impl EventSink for LogSink {
             Event::AdeDecision { seq, decision } => {
                 log_event(Info, "ade-decision", None, "", &format!("ADE request seq {seq}: {decision}"))
             }
+            Event::DataVolume { volume, encrypted: true, detail } => {
+                log_event(Info, "volume-encrypted", None, "", &format!("data volume {volume} is encrypted ({detail})"))
+            }
+            Event::DataVolume { volume, encrypted: false, detail } => log_event(
+                Error,
+                "volume-not-encrypted",
+                None,
+                "",
+                &format!("data volume {volume} is not encrypted: {detail}"),
+            ),
         }
     }
 }
@@ -318,6 +340,12 @@ impl EventSink for TermSink {
             Event::WindowClosed(s) => self.line(&format!("window closed: {s}")),
             Event::RestoreIncomplete(f) => self.line(&format!("restore incomplete: {}", f.join("; "))),
             Event::AdeDecision { seq, decision } => self.line(&format!("ADE request seq {seq}: {decision}")),
+            Event::DataVolume { volume, encrypted: true, detail } => {
+                self.line(&format!("data volume {volume} is encrypted ({detail})"))
+            }
+            Event::DataVolume { volume, encrypted: false, detail } => {
+                self.line(&format!("error: data volume {volume} is not encrypted: {detail}"))
+            }
         }
     }
 }

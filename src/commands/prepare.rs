@@ -1,7 +1,7 @@
 //! `prepare`: check, snapshot, plan and (unless a dry run) take the lock, open the window and carry the plan out.
 //! It owns the order lock → journal → execute → hold list → phase open; it must not plan or execute itself.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -10,10 +10,12 @@ use super::{existing, need_root, out, RealEdges};
 use crate::checks::{self, Flow};
 use crate::clock;
 use crate::config::Settings;
+use crate::datavol::{self, AdeVolumes, DataVolumes, VolumeRef, VolumeType};
 use crate::events::{self, Event};
 use crate::exit;
 use crate::lock::{Lock, LockGuard};
 use crate::paths::Paths;
+use crate::runner::RealRunner;
 use crate::window::journal::{Journal, Record};
 use crate::window::phase::Phase;
 use crate::window::plan::{self, Plan};
@@ -30,6 +32,10 @@ pub struct PrepareOpts {
     pub force: Vec<String>,
     /// Seconds to wait for the lock (None: as long as it takes).
     pub lock_wait: Option<u64>,
+    /// Which volumes ADE will encrypt: `/` (os), the data volumes (data), or both (all).
+    pub volume_type: VolumeType,
+    /// Data volumes named by hand (`--data-mount`) instead of ADE's selection.
+    pub data_mounts: Vec<PathBuf>,
 }
 
 /// What `prepare` did, for `--json` and for the daemon.
@@ -37,30 +43,61 @@ pub struct PrepareOpts {
 pub struct Prepared {
     /// The plan carried out (or printed).
     pub plan: Plan,
+    /// The data volumes freed (each verified after ADE's success).
+    pub volumes: Vec<VolumeRef>,
     /// False for a dry run.
     pub executed: bool,
     /// The journal after execution.
     pub journal: Option<Record>,
 }
 
+/// What prepare found to do: a plan over these volumes, or why nothing is needed.
+enum Planned {
+    Plan(Box<RealEdges>, Plan, Vec<VolumeRef>),
+    NotNeeded(String),
+}
+
+/// The data volumes of the window: those named by hand, else ADE's selection (none for VolumeType OS).
+fn data_volumes(paths: &Paths, opts: &PrepareOpts) -> anyhow::Result<Vec<VolumeRef>> {
+    if !opts.volume_type.includes_data() {
+        if !opts.data_mounts.is_empty() {
+            let e = anyhow::anyhow!("--data-mount needs --volume-type data or all (got {})", opts.volume_type);
+            return Err(exit::with_code(exit::USAGE, e));
+        }
+        return Ok(vec![]);
+    }
+    if !opts.data_mounts.is_empty() {
+        return datavol::by_mount_points(paths, &opts.data_mounts).map_err(|e| exit::with_code(exit::USAGE, e));
+    }
+    AdeVolumes { paths, runner: &RealRunner }.select()
+}
+
 /// Checks (refusing on a failed check not forced: exit 3, before anything else is touched, the system bus
-/// included), then connects to the real edges and plans. `Ok(None)` when no preparation is needed.
-fn checked_plan(
-    paths: &Paths,
-    settings: &Settings,
-    mount: &Path,
-    force: &[String],
-) -> anyhow::Result<Option<(RealEdges, Plan)>> {
+/// included), then selects the data volumes, connects to the real edges and plans.
+fn checked_plan(paths: &Paths, settings: &Settings, mount: &Path, opts: &PrepareOpts) -> anyhow::Result<Planned> {
     let report = checks::check_machine(paths, settings, &checks::Waagent::for_paths(paths));
-    checks::refuse(&report, force).map_err(|e| exit::with_code(exit::PRECONDITION, e))?;
-    if report.flow == Flow::Online && !force.iter().any(|f| f.split(',').any(|id| id == "distro")) {
-        log::warn!("this distribution encrypts the OS disk online and never unmounts /: no preparation needed");
-        return Ok(None);
+    checks::refuse(&report, &opts.force).map_err(|e| exit::with_code(exit::PRECONDITION, e))?;
+    let mut os = opts.volume_type.includes_os();
+    if os && report.flow == Flow::Online && !opts.force.iter().any(|f| f.split(',').any(|id| id == "distro")) {
+        log::warn!("this distribution encrypts the OS disk online and never unmounts /: / needs no preparation");
+        os = false;
+        if !opts.volume_type.includes_data() {
+            return Ok(Planned::NotNeeded("ADE encrypts this distribution's OS disk online".into()));
+        }
+    }
+    let volumes = data_volumes(paths, opts)?;
+    if !os && volumes.is_empty() {
+        return Ok(Planned::NotNeeded("no mounted data volume that ADE would encrypt: nothing to free".into()));
+    }
+    // ADE encrypts the data volumes first, then the OS volume (`handle.py:2168-2209`).
+    let mut mounts: Vec<PathBuf> = volumes.iter().map(|v| v.mount_point.clone()).collect();
+    if os {
+        mounts.push(mount.to_path_buf());
     }
     let edges = RealEdges::new(paths)?;
-    let snap = snapshot::snapshot(&edges.machine(settings), mount)?;
+    let snap = snapshot::snapshot(&edges.machine(settings), &mounts)?;
     let plan = plan::plan(&snap, settings)?;
-    Ok(Some((edges, plan)))
+    Ok(Planned::Plan(Box::new(edges), plan, volumes))
 }
 
 /// `prepare`: check, plan, and (unless a dry run) take the lock, open the window and carry the plan out.
@@ -70,22 +107,25 @@ pub fn prepare(
     settings: &Settings,
     mount: &Path,
     opts: &PrepareOpts,
-) -> anyhow::Result<(Option<Prepared>, Option<LockGuard>)> {
+) -> anyhow::Result<(Result<Prepared, String>, Option<LockGuard>)> {
     if !opts.dry_run {
         need_root("prepare")?;
     }
     let store = FileStore::new(paths);
     if opts.dry_run {
-        let Some((_, plan)) = checked_plan(paths, settings, mount, &opts.force)? else { return Ok((None, None)) };
-        return Ok((Some(Prepared { plan, executed: false, journal: None }), None));
+        return Ok(match checked_plan(paths, settings, mount, opts)? {
+            Planned::NotNeeded(why) => (Err(why), None),
+            Planned::Plan(_, plan, volumes) => (Ok(Prepared { plan, volumes, executed: false, journal: None }), None),
+        });
     }
     // From here a stop signal rolls back instead of killing (src/signals.rs).
     crate::signals::install()?;
     // The lock first, then the journal: the lock is what makes the check for an open window race-free.
     let lock = Lock::new(paths);
     let guard = lock.acquire_for_prepare("prepare", &store, opts.lock_wait.map(Duration::from_secs))?;
-    let Some((edges, plan)) = checked_plan(paths, settings, mount, &opts.force)? else {
-        return Ok((None, Some(guard)));
+    let (edges, plan, volumes) = match checked_plan(paths, settings, mount, opts)? {
+        Planned::NotNeeded(why) => return Ok((Err(why), Some(guard))),
+        Planned::Plan(edges, plan, volumes) => (edges, plan, volumes),
     };
     if !plan.blockers.is_empty() {
         let e = anyhow::anyhow!("prepare refused, nothing was changed: {}", plan.blockers.join("; "));
@@ -98,9 +138,14 @@ pub fn prepare(
     })?;
     let m = edges.machine(settings);
     let boot = clock::boot_id(paths)?;
-    let mut journal = Journal::open(store, mount, &boot)?;
+    let first = plan.mount_points().into_iter().next_back().unwrap_or_else(|| mount.to_path_buf());
+    let mut journal = Journal::open(store, &first, &boot)?;
     journal.set_deadline(record::deadline_after(journal.record().opened_at, settings.window.timeout_hours))?;
-    events::emit(Event::WindowOpened { mount, steps: plan.steps.len() });
+    // The volumes are recorded before anything changes: whoever ends the window verifies each one.
+    if !volumes.is_empty() {
+        journal.set_volumes(volumes.clone())?;
+    }
+    events::emit(Event::WindowOpened { mount: &first, steps: plan.steps.len() });
     // The hold list is a step of the plan (after the stops, before the reload that activates the masks).
     execute::execute(&m, &plan, &mut journal).map_err(|e| match crate::signals::received() {
         // A pre-stop command ended by the stop request fails as such: say what stopped it.
@@ -112,18 +157,26 @@ pub fn prepare(
     }
     journal.set_phase(Phase::Open)?;
     log::info!("window open: {}", journal.record().summary());
-    Ok((Some(Prepared { plan, executed: true, journal: Some(journal.record().clone()) }), Some(guard)))
+    let journal = Some(journal.record().clone());
+    Ok((Ok(Prepared { plan, volumes, executed: true, journal }), Some(guard)))
 }
 
 /// `prepare` from the command line: prints the plan (and the window's summary), as text or JSON.
 pub fn run(paths: &Paths, settings: &Settings, mount: &Path, opts: &PrepareOpts, json: bool) -> anyhow::Result<u8> {
     existing(mount)?;
+    if !opts.data_mounts.is_empty() && !opts.volume_type.includes_data() {
+        let e = anyhow::anyhow!("--data-mount needs --volume-type data or all (got {})", opts.volume_type);
+        return Err(exit::with_code(exit::USAGE, e));
+    }
+    for m in &opts.data_mounts {
+        existing(m).map_err(|e| exit::with_code(exit::USAGE, e.context("--data-mount")))?;
+    }
     let (prepared, _guard) = prepare(paths, settings, mount, opts)?;
     match prepared {
-        None => out("no preparation needed: ADE encrypts this distribution's OS disk online\n")?,
-        Some(p) if json => out(&(serde_json::to_string_pretty(&p)? + "\n"))?,
-        Some(p) if !p.executed => out(&format!("{}(dry run: nothing was changed)\n", p.plan))?,
-        Some(p) => {
+        Err(why) => out(&format!("no preparation needed: {why}\n"))?,
+        Ok(p) if json => out(&(serde_json::to_string_pretty(&p)? + "\n"))?,
+        Ok(p) if !p.executed => out(&format!("{}(dry run: nothing was changed)\n", p.plan))?,
+        Ok(p) => {
             out(&format!("{}window open: {}\n", p.plan, p.journal.as_ref().map(Record::summary).unwrap_or_default()))?
         }
     }

@@ -5,9 +5,11 @@ use serde::Serialize;
 
 use super::out;
 use crate::clock;
+use crate::datavol::{self, AdeVolumes, DataVolumes, VolumeCheck, VolumeRef};
 use crate::exit;
 use crate::lock::{Lock, LockError, LockState};
 use crate::paths::Paths;
+use crate::runner::RealRunner;
 use crate::text::escape_controls as esc;
 use crate::window::journal::Record;
 use crate::window::store::{FileStore, Store};
@@ -26,10 +28,36 @@ pub struct StatusReport {
     /// A hold list on disk while no window is open: the generator masks its units at the next boot or reload
     /// until `ade-prep restore` removes it.
     pub stale_hold_list: Option<std::path::PathBuf>,
+    /// The data volumes of the journal's window, each with its verdict once the window is closed (None while it
+    /// is open: ADE has not finished).
+    pub volumes: Vec<VolumeStatus>,
 }
 
-/// `status`: the window and the lock.
+/// A data volume of the window and whether it is encrypted.
+#[derive(Debug, Serialize)]
+pub struct VolumeStatus {
+    /// The volume, as the journal records it.
+    pub volume: VolumeRef,
+    /// Encrypted or not (why); None while the window is open.
+    pub check: Option<VolumeCheck>,
+}
+
+impl StatusReport {
+    /// One line per data volume of a closed window that is not encrypted, naming it.
+    pub fn volume_errors(&self) -> Vec<String> {
+        let checked: Vec<(VolumeRef, VolumeCheck)> =
+            self.volumes.iter().filter_map(|v| v.check.clone().map(|c| (v.volume.clone(), c))).collect();
+        datavol::errors(&checked)
+    }
+}
+
+/// `status`: the window and the lock, the data volumes verified with ADE's own checks.
 pub fn status(paths: &Paths) -> anyhow::Result<StatusReport> {
+    status_with(paths, &AdeVolumes { paths, runner: &RealRunner })
+}
+
+/// `status` with the data volumes verified through `vols`.
+pub(crate) fn status_with(paths: &Paths, vols: &dyn DataVolumes) -> anyhow::Result<StatusReport> {
     let store = FileStore::new(paths);
     let journal = store.load().with_context(|| "reading the journal".to_string())?;
     let (lock, lock_holder) = match Lock::new(paths).state() {
@@ -43,7 +71,18 @@ pub fn status(paths: &Paths) -> anyhow::Result<StatusReport> {
         Err(e) => return Err(e.into()),
     };
     let window_open = journal.as_ref().is_some_and(|r| r.is_window_open());
+    let recorded = journal.as_ref().map(|r| r.data_volumes().to_vec()).unwrap_or_default();
+    let volumes = if window_open {
+        recorded.into_iter().map(|volume| VolumeStatus { volume, check: None }).collect()
+    } else {
+        datavol::verify_all(vols, &recorded)
+            .0
+            .into_iter()
+            .map(|(volume, c)| VolumeStatus { volume, check: Some(c) })
+            .collect()
+    };
     Ok(StatusReport {
+        volumes,
         window_open,
         stale_hold_list: crate::window::hold::stale_list(paths, window_open),
         journal,
@@ -80,6 +119,19 @@ pub fn status_text(s: &StatusReport) -> String {
             }
         }
     }
+    for v in &s.volumes {
+        let name = esc(&v.volume.to_string()).into_owned();
+        let _ = match &v.check {
+            None => writeln!(o, "data volume {name}: freed for ADE (verified once ADE reports success)"),
+            Some(VolumeCheck::Encrypted { mapper }) => {
+                writeln!(o, "data volume {name}: encrypted ({})", esc(mapper))
+            }
+            Some(VolumeCheck::NotEncrypted { .. }) => Ok(()),
+        };
+    }
+    for e in s.volume_errors() {
+        let _ = writeln!(o, "error: {}", esc(&e));
+    }
     if let Some(p) = &s.stale_hold_list {
         let _ = writeln!(
             o,
@@ -101,5 +153,6 @@ pub fn run(paths: &Paths, json: bool) -> anyhow::Result<u8> {
     } else {
         out(&status_text(&s))?;
     }
-    Ok(exit::OK)
+    // A data volume ADE skipped is an error (ADE itself reported success).
+    Ok(if s.volume_errors().is_empty() { exit::OK } else { exit::FAILED })
 }

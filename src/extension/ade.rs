@@ -121,6 +121,8 @@ pub fn status_path(handler_dir: &Path, seq: u64) -> PathBuf {
 
 // ---- settings ----
 
+pub use crate::datavol::VolumeType;
+
 /// The operations that open a window (FINDINGS 3).
 pub const WINDOW_OPERATIONS: &[&str] = &["EnableEncryption", "EnableEncryptionFormat", "EnableEncryptionFormatAll"];
 
@@ -142,7 +144,13 @@ impl PublicSettings {
 
     /// The OS volume is part of it: VolumeType OS or All in any case (FINDINGS 4, `check_util.py:253`).
     pub fn includes_os(&self) -> bool {
-        self.volume_type.as_deref().is_some_and(|v| v.eq_ignore_ascii_case("os") || v.eq_ignore_ascii_case("all"))
+        self.volume_kind().is_some_and(VolumeType::includes_os)
+    }
+
+    /// `VolumeType` as one of ADE's three values, any case (`handle.py:906` lowercases it); None when missing or
+    /// another word.
+    pub fn volume_kind(&self) -> Option<VolumeType> {
+        self.volume_type.as_deref().and_then(VolumeType::parse)
     }
 }
 

@@ -3,7 +3,7 @@
 //! may sit between a change and its recording.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
@@ -109,7 +109,8 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
         crate::signals::check(|| format!("before step {} of {}", i + 1, plan.steps.len()))?;
         match step {
             Step::WaitForExtensions { timeout_secs } => {
-                wait_for_extensions(m, &plan.mount, Duration::from_secs(*timeout_secs))?;
+                // Handlers run from /var/lib/waagent, on `/`, whichever filesystems the window frees.
+                wait_for_extensions(m, Path::new("/"), Duration::from_secs(*timeout_secs))?;
             }
             Step::TakeLock => {
                 let seq = record(j, Change::LockHeld {})?;
@@ -258,7 +259,7 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                 log::info!("masks in effect");
             }
             Step::ClearHolders { policy, grace_secs } => {
-                clear_holders(m, &plan.mount, &stopped, *policy, Duration::from_secs(*grace_secs), j)?;
+                clear_holders(m, &plan.mount_points(), &stopped, *policy, Duration::from_secs(*grace_secs), j)?;
             }
             Step::SelinuxPermissive => {
                 let previous = m.selinux.mode()?;
@@ -282,15 +283,14 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
 /// are terminated; processes in no unit follow the stray policy; anything else is an error naming them.
 fn clear_holders<S: Store>(
     m: &Machine,
-    mount: &Path,
+    mounts: &[PathBuf],
     stopped: &BTreeSet<String>,
     policy: StrayPolicy,
     grace: Duration,
     j: &mut Journal<S>,
 ) -> anyhow::Result<()> {
-    let scan = m.procs.scan(mount)?;
-    let left: Vec<Holder> =
-        scan.holders.into_iter().filter(|h| classify(h, m.settings).class == Class::Workload).collect();
+    let (holders, _) = super::snapshot::scan_mounts(m.procs, mounts)?;
+    let left: Vec<Holder> = holders.into_iter().filter(|h| classify(h, m.settings).class == Class::Workload).collect();
     if left.is_empty() {
         return Ok(());
     }
@@ -308,7 +308,7 @@ fn clear_holders<S: Store>(
     if !refuse.is_empty() {
         bail!(
             "workload processes still hold {} after stopping their units (stray policy {policy}): {}",
-            mount.display(),
+            mounts.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
             refuse.join(", ")
         );
     }
@@ -445,7 +445,7 @@ mod tests {
         fn prepare(&self, holders: Vec<Holder>) -> (anyhow::Result<()>, Journal<FileStore>) {
             let procs = FakeProcs { holders, systemd: &self.sd, terminated: &self.terminated, own_units: vec![] };
             let m = self.machine(&procs);
-            let snap = snapshot(&m, Path::new("/")).unwrap();
+            let snap = snapshot(&m, &["/".into()]).unwrap();
             let p = plan(&snap, &self.settings).unwrap();
             let mut j = self.journal();
             let r = execute(&m, &p, &mut j);
@@ -703,7 +703,7 @@ mod tests {
         let procs =
             FakeProcs { holders: docker_holders(), systemd: &w.sd, terminated: &w.terminated, own_units: vec![] };
         let m = w.machine(&procs);
-        let p = plan(&snapshot(&m, Path::new("/")).unwrap(), &w.settings).unwrap();
+        let p = plan(&snapshot(&m, &["/".into()]).unwrap(), &w.settings).unwrap();
         let mut j = Journal::open(&mem, Path::new("/"), "boot-1").unwrap();
         execute(&m, &p, &mut j).unwrap();
         mem.fail.set(true); // the disk filled up during the window

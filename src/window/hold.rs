@@ -168,12 +168,12 @@ pub fn reapply_selinux(record: &Record, current_boot: &str, selinux: &dyn Selinu
 mod tests {
     use super::*;
     use crate::testing::selinux::FakeSelinux;
-    use crate::window::journal::{Entry, Status, VERSION};
+    use crate::window::journal::{Entry, Status, VERSION_V1};
     use std::cell::Cell;
 
     fn record(phase: Phase, boot: &str, entries: Vec<(Change, Status)>) -> Record {
         Record {
-            version: VERSION,
+            version: VERSION_V1,
             phase,
             opened_at: 1,
             updated_at: 1,
@@ -182,6 +182,7 @@ mod tests {
             mount: "/".into(),
             ade: None,
             deadline: None,
+            volumes: None,
             entries: entries
                 .into_iter()
                 .enumerate()

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use super::phase::Phase;
-pub use super::record::{AdeRef, Change, Entry, Record, StateError, Status, VERSION};
+pub use super::record::{AdeRef, Change, Entry, Record, StateError, Status, VERSION, VERSION_V1};
 use super::store::Store;
 use crate::clock::{format_utc, now};
 
@@ -35,7 +35,7 @@ impl<S: Store> Journal<S> {
         }
         let t = now();
         let record = Record {
-            version: VERSION,
+            version: VERSION_V1,
             phase: Phase::Preparing,
             opened_at: t,
             updated_at: t,
@@ -44,6 +44,7 @@ impl<S: Store> Journal<S> {
             mount: mount.to_path_buf(),
             ade: None,
             deadline: None,
+            volumes: None,
             entries: vec![],
         };
         store.save(&record)?;
@@ -151,6 +152,17 @@ impl<S: Store> Journal<S> {
     pub fn set_deadline(&mut self, deadline: u64) -> Result<(), StateError> {
         self.commit(|r, _| {
             r.deadline = Some(deadline);
+            Ok(())
+        })
+    }
+
+    /// Records the data volumes the window frees (before anything is changed: restore and `status` verify them
+    /// after ADE's success). The journal becomes version [`VERSION`]: an older ade-prep refuses it rather than
+    /// restore a window without knowing its volumes.
+    pub fn set_volumes(&mut self, volumes: Vec<crate::datavol::VolumeRef>) -> Result<(), StateError> {
+        self.commit(|r, _| {
+            r.volumes = Some(volumes);
+            r.version = VERSION;
             Ok(())
         })
     }

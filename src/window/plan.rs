@@ -71,11 +71,22 @@ pub enum Step {
     SelinuxPermissive,
 }
 
+/// One filesystem the window frees, and what holds it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    /// Its mount point (or the path asked for).
+    pub mount: PathBuf,
+    /// Its holders, one line each: pid, command, unit, class.
+    pub holders: Vec<String>,
+    /// Mount points below it and swap files on it.
+    pub kernel: Vec<PathBuf>,
+}
+
 /// The plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Plan {
-    /// The filesystem being freed.
-    pub mount: PathBuf,
+    /// The filesystems being freed, in ADE's order (data volumes, then `/`), with what holds each.
+    pub mounts: Vec<Target>,
     /// Steps in order.
     pub steps: Vec<Step>,
     /// Holders left alone (protected or other), for the operator.
@@ -303,7 +314,36 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
     if snap.selinux_enforcing {
         steps.push(Step::SelinuxPermissive);
     }
-    Ok(Plan { mount: snap.mount.clone(), steps, left_alone, warnings, blockers })
+    let mut targets = vec![];
+    for held in &snap.mounts {
+        let holders = snap
+            .holders
+            .iter()
+            .filter(|(h, _)| held.pids.contains(&h.pid))
+            .map(|(h, c)| {
+                let what = c.workload.as_deref().map_or(class_word(c.class).to_string(), |w| format!("workload {w}"));
+                format!("pid {} {} ({}, {what})", h.pid, h.comm, h.unit.as_deref().unwrap_or("no unit"))
+            })
+            .collect();
+        if held.mount != std::path::Path::new("/") && !held.kernel.is_empty() {
+            let list: Vec<String> = held.kernel.iter().map(|k| k.display().to_string()).collect();
+            warnings.push(format!(
+                "{}: {} keep(s) a plain umount from succeeding, and ade-prep does not unmount or swapoff them: ADE \
+                 would skip this data volume (DiskUtil.py:597-599, handle.py:1991-1993)",
+                held.mount.display(),
+                list.join(" ")
+            ));
+        }
+        targets.push(Target { mount: held.mount.clone(), holders, kernel: held.kernel.clone() });
+    }
+    Ok(Plan { mounts: targets, steps, left_alone, warnings, blockers })
+}
+
+impl Plan {
+    /// The filesystems being freed.
+    pub fn mount_points(&self) -> Vec<PathBuf> {
+        self.mounts.iter().map(|t| t.mount.clone()).collect()
+    }
 }
 
 fn class_word(c: Class) -> &'static str {
@@ -358,7 +398,22 @@ impl fmt::Display for Step {
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "plan to free {}:", self.mount.display())?;
+        let names: Vec<String> = self.mounts.iter().map(|t| t.mount.display().to_string()).collect();
+        writeln!(f, "plan to free {}:", names.join(", "))?;
+        if self.mounts.len() > 1 || self.mounts.iter().any(|t| t.mount != std::path::Path::new("/")) {
+            for t in &self.mounts {
+                let mut by: Vec<String> = t.holders.clone();
+                by.extend(t.kernel.iter().map(|k| format!("{} (kernel: mount below or swap)", k.display())));
+                let by = if by.is_empty() { "nothing".to_string() } else { by.join("; ") };
+                let mount = t.mount.display().to_string();
+                writeln!(
+                    f,
+                    "  {} held by: {}",
+                    crate::text::escape_controls(&mount),
+                    crate::text::escape_controls(&by)
+                )?;
+            }
+        }
         for (i, s) in self.steps.iter().enumerate() {
             writeln!(f, "{:>3}. {s}", i + 1)?;
         }
@@ -383,7 +438,7 @@ mod tests {
     use super::*;
     use crate::classify::classify;
     use crate::testing::procs::holder;
-    use crate::window::snapshot::UnitFacts;
+    use crate::window::snapshot::{Held, UnitFacts};
 
     fn unit(id: &str, active: &str, triggered_by: &[&str]) -> (String, UnitFacts) {
         (
@@ -400,8 +455,9 @@ mod tests {
     }
 
     fn snap(holders: Vec<Holder>, units: Vec<(String, UnitFacts)>, s: &Settings) -> Snapshot {
+        let pids = holders.iter().map(|h| h.pid).collect();
         Snapshot {
-            mount: "/".into(),
+            mounts: vec![Held { mount: "/".into(), pids, kernel: vec![] }],
             holders: holders.into_iter().map(|h| (h.clone(), classify(&h, s))).collect(),
             units: units.into_iter().collect(),
             selinux_enforcing: false,

@@ -10,8 +10,14 @@ use serde::{Deserialize, Serialize};
 use super::phase::Phase;
 use crate::selinux;
 
-/// The schema version this build reads and writes.
-pub const VERSION: u32 = 1;
+/// The newest schema version this build reads and writes: 2 adds [`Record::volumes`] (the data volumes of the
+/// window). A journal is written with the oldest version that holds it: 1 without data volumes (so that an older
+/// ade-prep still reads and restores an OS-only window), 2 with them (an older ade-prep, which reads 1 only, then
+/// refuses it as "from a newer ade-prep" instead of restoring a window whose data volumes it does not know of).
+pub const VERSION: u32 = 2;
+
+/// The version without data volumes, which this build reads and writes too.
+pub const VERSION_V1: u32 = 1;
 
 /// The ADE run the window follows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,7 +140,7 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
-    /// Always [`VERSION`].
+    /// [`VERSION_V1`], or [`VERSION`] when [`Record::volumes`] is set.
     pub version: u32,
     /// Where the window stands.
     pub phase: Phase,
@@ -155,6 +161,10 @@ pub struct Record {
     /// this field existed has none: `opened_at` + the configured or built-in timeout then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<u64>,
+    /// The data volumes the window frees besides (or instead of) `mount` (VolumeType Data or All; version 2
+    /// only), verified once ADE reports success: ADE skips a busy one silently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<crate::datavol::VolumeRef>>,
     /// The changes, oldest first.
     pub entries: Vec<Entry>,
 }
@@ -183,6 +193,20 @@ impl Record {
         }
         parts.push(if selinux { "SELinux permissive".into() } else { "SELinux unchanged".into() });
         parts.join(", ")
+    }
+
+    /// Every filesystem the window frees: the data volumes' mount points, then `mount` unless it is one of them.
+    pub fn mounts(&self) -> Vec<PathBuf> {
+        let mut m: Vec<PathBuf> = self.data_volumes().iter().map(|v| v.mount_point.clone()).collect();
+        if !m.contains(&self.mount) {
+            m.push(self.mount.clone());
+        }
+        m
+    }
+
+    /// The data volumes recorded (none in a version 1 journal).
+    pub fn data_volumes(&self) -> &[crate::datavol::VolumeRef] {
+        self.volumes.as_deref().unwrap_or_default()
     }
 
     /// True until restore has closed the window (a crashed prepare leaves it open: something may be changed).
@@ -235,7 +259,7 @@ pub enum StateError {
     },
     /// A version this build does not read.
     #[error(
-        "{path}: journal version {found} {why} (this ade-prep reads version {VERSION}); refusing to guess (nothing \
+        "{path}: journal version {found} {why} (this ade-prep reads versions {VERSION_V1} to {VERSION}); refusing to guess (nothing \
          was changed; restore with the ade-prep that wrote it)"
     )]
     Version {

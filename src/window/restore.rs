@@ -259,13 +259,23 @@ fn end_leftovers<S: Store>(
     if to_start.is_empty() {
         return;
     }
-    let holders = match m.procs.scan(&j.record().mount) {
-        Ok(scan) => scan.holders,
-        Err(e) => {
-            log::warn!("restore: could not look for leftovers of the stopped units: {e}");
-            return;
+    // Every filesystem the window freed (a data volume ADE encrypted is mounted again through its mapper, at the
+    // same mount point); one that cannot be scanned is skipped with a warning.
+    let mut holders = vec![];
+    for mount in j.record().mounts() {
+        match super::snapshot::scan_mounts(m.procs, std::slice::from_ref(&mount)) {
+            Ok((found, _)) => {
+                for h in found {
+                    if !holders.iter().any(|o: &crate::scan::Holder| o.pid == h.pid) {
+                        holders.push(h);
+                    }
+                }
+            }
+            Err(e) => {
+                log::warn!("restore: could not look for leftovers of the stopped units on {}: {e}", mount.display())
+            }
         }
-    };
+    }
     let mut by_unit: BTreeMap<String, Vec<(i32, u64, String)>> = BTreeMap::new();
     for h in holders {
         if let Some(u) = h.unit.filter(|u| to_start.contains(u.as_str())) {

@@ -2,7 +2,7 @@
 //! systemd, SELinux, the docker CLI) right before planning. It owns the reading; it must not change anything.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::Machine;
 use crate::classify::{classify, Class, Classification};
 use crate::runner::{RunError, Runner};
-use crate::scan::Holder;
+use crate::scan::{Holder, ProcessTable, ScanError};
 use crate::selinux::Mode;
 use crate::systemd::{ActiveState, UnitKind};
 
@@ -54,12 +54,24 @@ impl UnitFacts {
     }
 }
 
+/// What holds one of the filesystems being freed (for the dry run; the plan works on the union).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Held {
+    /// The filesystem (its mount point, or the path asked for).
+    pub mount: PathBuf,
+    /// The pids of its holders (in [`Snapshot::holders`]).
+    pub pids: Vec<i32>,
+    /// Mount points below it and swap files on it: the kernel's users, which keep a plain `umount` from
+    /// succeeding too.
+    pub kernel: Vec<PathBuf>,
+}
+
 /// A snapshot of the machine: everything the plan depends on.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    /// The filesystem being freed.
-    pub mount: PathBuf,
-    /// Holders with their class.
+    /// The filesystems being freed, in ADE's order: the data volumes first, then `/` (`handle.py:2168-2209`).
+    pub mounts: Vec<Held>,
+    /// Holders of any of them with their class, each process once.
     pub holders: Vec<(Holder, Classification)>,
     /// Facts of the units of workload holders, their triggers, their workloads' companion units and the units
     /// systemd stops with any of them.
@@ -72,11 +84,31 @@ pub struct Snapshot {
     pub own_units: BTreeSet<String>,
 }
 
-/// Reads what the planner needs: holders and their classes, the facts of every unit involved, SELinux, containers.
-pub fn snapshot(m: &Machine, mount: &Path) -> anyhow::Result<Snapshot> {
-    let scan = m.procs.scan(mount)?;
-    let holders: Vec<_> =
-        scan.holders.into_iter().map(|h| (classify(&h, m.settings), h)).map(|(c, h)| (h, c)).collect();
+/// Every process holding any of `mounts`, each once (a process on `/` and a data volume is one holder), and what
+/// holds each mount.
+pub(crate) fn scan_mounts(procs: &dyn ProcessTable, mounts: &[PathBuf]) -> Result<(Vec<Holder>, Vec<Held>), ScanError> {
+    let mut all: Vec<Holder> = vec![];
+    let mut held = vec![];
+    for mount in mounts {
+        let scan = procs.scan(mount)?;
+        let pids = scan.holders.iter().map(|h| h.pid).collect();
+        let kernel = scan.kernel.mounts_below.iter().chain(&scan.kernel.swap_files).cloned().collect();
+        held.push(Held { mount: mount.clone(), pids, kernel });
+        for h in scan.holders {
+            if !all.iter().any(|a| a.pid == h.pid && a.start_time == h.start_time) {
+                all.push(h);
+            }
+        }
+    }
+    all.sort_by_key(|h| h.pid);
+    Ok((all, held))
+}
+
+/// Reads what the planner needs: the holders of every filesystem in `mounts` and their classes, the facts of every
+/// unit involved, SELinux, containers.
+pub fn snapshot(m: &Machine, mounts: &[PathBuf]) -> anyhow::Result<Snapshot> {
+    let (holders, held) = scan_mounts(m.procs, mounts)?;
+    let holders: Vec<_> = holders.into_iter().map(|h| (classify(&h, m.settings), h)).map(|(c, h)| (h, c)).collect();
     let mut units: BTreeMap<String, UnitFacts> = BTreeMap::new();
     let mut todo: Vec<String> = vec![];
     let mut workloads = BTreeSet::new();
@@ -117,7 +149,7 @@ pub fn snapshot(m: &Machine, mount: &Path) -> anyhow::Result<Snapshot> {
     let docker_containers =
         if workloads.contains("docker") && engine_running { running_containers(m.runner)? } else { vec![] };
     let own_units = m.procs.own_units().into_iter().collect();
-    Ok(Snapshot { mount: mount.to_path_buf(), holders, units, selinux_enforcing, docker_containers, own_units })
+    Ok(Snapshot { mounts: held, holders, units, selinux_enforcing, docker_containers, own_units })
 }
 
 /// Ids of running Docker containers; none when the docker CLI is not installed.

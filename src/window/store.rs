@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::record::{Record, StateError, VERSION};
+use super::record::{Record, StateError, VERSION, VERSION_V1};
 use crate::paths::Paths;
 
 /// The journal store: one real implementation ([`FileStore`]), fakes in tests.
@@ -104,7 +104,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Record, StateError> {
     let probe: Probe = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
     match probe.version {
         None => return Err(corrupt("no \"version\" field".into())),
-        Some(v) if v.as_u64() == Some(VERSION.into()) => {}
+        Some(v) if v.as_u64().is_some_and(|n| (u64::from(VERSION_V1)..=u64::from(VERSION)).contains(&n)) => {}
         Some(v) => {
             let why = match v.as_u64() {
                 Some(n) if n > VERSION.into() => "is from a newer ade-prep",
@@ -113,7 +113,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Record, StateError> {
             return Err(StateError::Version { path: path.to_path_buf(), found: v.to_string(), why });
         }
     }
-    serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))
+    let r: Record = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
+    if r.version == VERSION_V1 && r.volumes.is_some() {
+        return Err(corrupt(format!("\"volumes\" needs journal version {VERSION}, the file says {VERSION_V1}")));
+    }
+    Ok(r)
 }
 
 /// Reads a journal file: `None` when there is none; text that is not UTF-8 is corrupt (bad input, like bad JSON).
@@ -268,10 +272,11 @@ mod tests {
 
     #[test]
     fn an_unknown_version_is_refused_naming_the_file() {
-        let (e, path) = load_err(&FIXTURE.replacen("\"version\": 1", "\"version\": 2", 1));
+        let (e, path) = load_err(&FIXTURE.replacen("\"version\": 1", "\"version\": 3", 1));
         assert!(
             e.starts_with(&format!(
-                "{}: journal version 2 is from a newer ade-prep (this ade-prep reads version 1); refusing to guess",
+                "{}: journal version 3 is from a newer ade-prep (this ade-prep reads versions 1 to 2); refusing to \
+                 guess",
                 path.display()
             )),
             "{e}"

@@ -26,6 +26,7 @@ use super::restore;
 use crate::checks::{self, Flow};
 use crate::clock;
 use crate::config::{ConfigError, Settings};
+use crate::datavol::{VolumeCheck, VolumeType};
 use crate::exit;
 use crate::extension::ade::{
     self, Observation, OsState, Outcome, PublicSettings, RootState, StatusRead, Verdict, WaitEnd, Watcher,
@@ -46,6 +47,9 @@ pub enum Decision {
         handler_dir: PathBuf,
         /// The settings' sequence number.
         seq: u64,
+        /// The volumes to free: ADE's VolumeType, less the OS volume when ADE will not unmount `/` (already
+        /// encrypted, or encrypted online).
+        volume_type: VolumeType,
     },
     /// Nothing to do for this request, and why. `watch`: a later request on this machine may need the window
     /// (false when none ever will: no ADE, a distribution that does not unmount, the OS volume already encrypted).
@@ -73,22 +77,32 @@ pub fn decide(obs: &Observation, public: Option<&PublicSettings>, flow: Flow) ->
     if !p.is_enable() {
         return skip(format!("ADE operation {op} is not an enable: nothing to prepare"), true);
     }
-    if !p.includes_os() {
-        return skip(format!("ADE volume type {vt} does not include the OS volume: / is not unmounted"), true);
-    }
+    let Some(asked) = p.volume_kind() else {
+        return skip(format!("ADE volume type {vt} is not OS, Data or All: nothing to prepare"), true);
+    };
+    let os_encrypted = matches!(&obs.status, StatusRead::Ok { status } if status.os == Some(OsState::Encrypted));
+    // Data volumes are unmounted with a plain `umount` and skipped when busy (`DiskUtil.py:597-599`,
+    // `handle.py:1989-1993`), on every distribution and also once the OS volume is encrypted (VolumeType All
+    // encrypts the data volumes first, `handle.py:2168-2209`).
+    let data_only = |why: &str| {
+        log::info!("{why}: only the data volumes are freed");
+        Decision::Prepare { handler_dir: h.dir.clone(), seq, volume_type: VolumeType::Data }
+    };
     match flow {
         Flow::Unmount => {}
+        Flow::Online if asked.includes_data() => return data_only("this distribution encrypts the OS disk online"),
         Flow::Online => return skip("this distribution encrypts the OS disk online: no preparation needed", false),
         Flow::Unsupported | Flow::Unknown => {
             return skip("ADE does not unmount / on this distribution (see `ade-prep check`)", false)
         }
     }
-    if let StatusRead::Ok { status } = &obs.status {
-        if status.os == Some(OsState::Encrypted) {
-            return skip("the OS volume is already encrypted", false);
+    if os_encrypted {
+        if asked.includes_data() {
+            return data_only("the OS volume is already encrypted");
         }
+        return skip("the OS volume is already encrypted", false);
     }
-    Decision::Prepare { handler_dir: h.dir.clone(), seq }
+    Decision::Prepare { handler_dir: h.dir.clone(), seq, volume_type: asked }
 }
 
 pub(crate) fn verdict_text(v: &Verdict) -> String {
@@ -260,7 +274,8 @@ fn adopt_manual_window(
         (Some(h), Some(seq)) => read_settings_patiently(&h.dir, seq, SETTINGS_READ_WAIT, stop).ok(),
         _ => None,
     };
-    let Decision::Prepare { handler_dir, seq } = decide(&obs, public.as_ref(), flow_for(paths, settings, opts)) else {
+    let Decision::Prepare { handler_dir, seq, .. } = decide(&obs, public.as_ref(), flow_for(paths, settings, opts))
+    else {
         return Ok(open);
     };
     let _lock = crate::lock::Lock::new(paths).acquire("run", None)?;
@@ -295,13 +310,13 @@ fn prepare_for_request(
         };
         let flow = flow_for(paths, settings, opts);
         let this = Next::Watch { handler_dir: obs.handler.as_ref().map(|h| h.dir.clone()), seq: obs.seq };
-        let (handler_dir, seq) = match decide(&obs, public.as_ref(), flow) {
+        let (handler_dir, seq, volume_type) = match decide(&obs, public.as_ref(), flow) {
             Decision::Skip { why, watch } => {
                 status(&format!("nothing to do: {why}"));
                 notify(&[sd_notify::NotifyState::Ready]);
                 return Ok(Err(if watch { this } else { Next::Exit(exit::OK) }));
             }
-            Decision::Prepare { handler_dir, seq } => (handler_dir, seq),
+            Decision::Prepare { handler_dir, seq, volume_type } => (handler_dir, seq, volume_type),
         };
         // The path unit starts `run` at every boot while ADE's settings exist: a request already handled (the
         // window closed after ADE's success or error) is not prepared for again.
@@ -311,9 +326,20 @@ fn prepare_for_request(
             return Ok(Err(this));
         }
         let settings_file = ade::settings_path(&handler_dir, seq);
-        status(&format!("ADE request seq {seq} includes the OS volume: preparing"));
-        crate::events::emit(crate::events::Event::AdeDecision { seq, decision: "includes the OS volume: preparing" });
-        let popts = PrepareOpts { dry_run: false, force: opts.force.clone(), lock_wait: None };
+        let decision = match volume_type {
+            VolumeType::Os => "includes the OS volume: preparing",
+            VolumeType::Data => "includes data volumes: preparing to free them",
+            VolumeType::All => "includes the OS and data volumes: preparing",
+        };
+        status(&format!("ADE request seq {seq} {decision}"));
+        crate::events::emit(crate::events::Event::AdeDecision { seq, decision });
+        let popts = PrepareOpts {
+            dry_run: false,
+            force: opts.force.clone(),
+            lock_wait: None,
+            volume_type,
+            data_mounts: vec![],
+        };
         // Other extensions' handler operations are waited for only within ADE's head start (FINDINGS 26, 31).
         let mut settings = settings.clone();
         let age_secs = age(&settings_file).map_or(0, |a| a.as_secs());
@@ -331,10 +357,11 @@ fn prepare_for_request(
             r => r?,
         };
         drop(guard); // the journal holds the window from now on
-        if prepared.is_none() {
-            status("nothing to do: no preparation needed");
+        if let Err(why) = prepared {
+            status(&format!("nothing to do: {why}"));
             notify(&[sd_notify::NotifyState::Ready]);
-            return Ok(Err(Next::Exit(exit::OK)));
+            // A later request may find data volumes to free; an online OS flow never needs the window.
+            return Ok(Err(if volume_type.includes_data() { this } else { Next::Exit(exit::OK) }));
         }
         if let Some(a) = age(&settings_file) {
             log::info!(
@@ -415,6 +442,9 @@ fn wait_and_restore(
         WaitEnd::Done { outcome, .. } => {
             status(&format!("ADE done: {outcome}; restoring"));
             restore_now(paths, settings)?;
+            if !matches!(outcome, Outcome::Failed { .. }) {
+                verify_data_volumes(paths, &record);
+            }
             // After the OS volume is encrypted no later request unmounts / again; after an error, ADE is retried.
             Ok(match outcome {
                 Outcome::Encrypted => Next::Exit(exit::OK),
@@ -433,6 +463,29 @@ fn wait_and_restore(
             restore_now(paths, settings)?;
             Ok(Next::Exit(exit::FAILED))
         }
+    }
+}
+
+/// After ADE's success: whether each data volume of the window was encrypted, one event each (an error naming a
+/// volume ADE skipped: it reports success all the same, `handle.py:1989-1993`, `handle.py:2190-2197`).
+fn verify_data_volumes(paths: &Paths, record: &journal::Record) {
+    if record.data_volumes().is_empty() {
+        return;
+    }
+    let vols = crate::datavol::AdeVolumes { paths, runner: &crate::runner::RealRunner };
+    let (verdicts, errors) = crate::datavol::verify_all(&vols, record.data_volumes());
+    for (v, c) in &verdicts {
+        let volume = v.to_string();
+        let (encrypted, detail) = match c {
+            VolumeCheck::Encrypted { mapper } => (true, mapper.as_str()),
+            VolumeCheck::NotEncrypted { why } => (false, why.as_str()),
+        };
+        crate::events::emit(crate::events::Event::DataVolume { volume: &volume, encrypted, detail });
+    }
+    if errors.is_empty() {
+        status(&format!("ADE encrypted every data volume of the window ({})", verdicts.len()));
+    } else {
+        status(&format!("ADE left {} data volume(s) unencrypted: {}", errors.len(), errors.join("; ")));
     }
 }
 
@@ -478,31 +531,39 @@ mod tests {
     }
 
     #[test]
-    fn prepares_only_for_an_os_enable_on_a_distribution_that_unmounts() {
+    fn prepares_for_an_enable_of_the_os_or_data_volumes_with_the_volumes_ade_will_unmount() {
         let o = obs(None);
-        assert!(matches!(
-            decide(&o, Some(&public("EnableEncryption", "All")), Flow::Unmount),
-            Decision::Prepare { .. }
-        ));
-        assert!(matches!(
-            decide(&o, Some(&public("EnableEncryptionFormatAll", "OS")), Flow::Unmount),
-            Decision::Prepare { .. }
-        ));
+        let vt = |d: Decision| match d {
+            Decision::Prepare { volume_type, .. } => volume_type,
+            d => panic!("{d:?}"),
+        };
+        assert_eq!(vt(decide(&o, Some(&public("EnableEncryption", "All")), Flow::Unmount)), VolumeType::All);
+        assert_eq!(vt(decide(&o, Some(&public("EnableEncryptionFormatAll", "OS")), Flow::Unmount)), VolumeType::Os);
+        // Data volumes are unmounted with a plain umount and skipped when busy (DiskUtil.py:597-599,
+        // handle.py:1989-1993): any case (handle.py:906 lowercases it).
+        for data in ["Data", "data", "DATA"] {
+            assert_eq!(vt(decide(&o, Some(&public("EnableEncryption", data)), Flow::Unmount)), VolumeType::Data);
+        }
+        // ADE will not unmount /: the online OS flow, an OS volume already encrypted; the data volumes still are.
+        assert_eq!(vt(decide(&o, Some(&public("EnableEncryption", "All")), Flow::Online)), VolumeType::Data);
+        let encrypted = obs(Some("Encrypted"));
+        assert_eq!(vt(decide(&encrypted, Some(&public("EnableEncryption", "all")), Flow::Unmount)), VolumeType::Data);
         // (why, whether a later request may still need the window)
         let skip = |d: Decision| match d {
             Decision::Skip { why, watch } => (why, watch),
             d => panic!("{d:?}"),
         };
-        let (why, watch) = skip(decide(&o, Some(&public("EnableEncryption", "Data")), Flow::Unmount));
-        assert!(why.contains("does not include") && watch, "{why}");
+        let (why, watch) = skip(decide(&o, Some(&public("EnableEncryption", "Everything")), Flow::Unmount));
+        assert!(why.contains("is not OS, Data or All") && watch, "{why}");
         let (why, watch) = skip(decide(&o, Some(&public("DisableEncryption", "All")), Flow::Unmount));
         assert!(why.contains("not an enable") && watch, "{why}");
         let (why, watch) = skip(decide(&o, Some(&public("EnableEncryption", "OS")), Flow::Online));
         assert!(why.contains("online") && !watch, "{why}");
         let (why, watch) = skip(decide(&o, Some(&public("EnableEncryption", "OS")), Flow::Unsupported));
         assert!(why.contains("does not unmount") && !watch, "{why}");
-        let (why, watch) =
-            skip(decide(&obs(Some("Encrypted")), Some(&public("EnableEncryption", "OS")), Flow::Unmount));
+        let (why, watch) = skip(decide(&o, Some(&public("EnableEncryption", "Data")), Flow::Unsupported));
+        assert!(why.contains("does not unmount") && !watch, "{why}");
+        let (why, watch) = skip(decide(&encrypted, Some(&public("EnableEncryption", "OS")), Flow::Unmount));
         assert!(why.contains("already encrypted") && !watch, "{why}");
         let (why, watch) = skip(decide(&o, None, Flow::Unmount));
         assert!(why.contains("no readable public settings") && watch, "{why}");
