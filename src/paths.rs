@@ -37,6 +37,14 @@ pub const SELINUXFS: &str = "/sys/fs/selinux";
 pub const REDHAT_RELEASE: &str = "/etc/redhat-release";
 /// CentOS's release file.
 pub const CENTOS_RELEASE: &str = "/etc/centos-release";
+/// The filesystem table (read: ADE rewrites a data volume's line to its mapper).
+pub const FSTAB: &str = "/etc/fstab";
+/// The crypt table (read: ADE adds a line per encrypted data volume).
+pub const CRYPTTAB: &str = "/etc/crypttab";
+/// The waagent udev rules' links to Azure disks (`root`, `resource`, `scsiN/lunM`).
+pub const DEV_DISK_AZURE: &str = "/dev/disk/azure";
+/// cloud-init's links to Azure disks (`azure_root`, `azure_resource`).
+pub const DEV_DISK_CLOUD: &str = "/dev/disk/cloud";
 
 /// Every constant above, for the test that keeps README.md and the packaging in line with the code.
 pub const ALL: &[(&str, &str)] = &[

@@ -9,7 +9,11 @@ use crate::extension::ade::{parse_status, OpStatus, OsState, RootState};
 use crate::mountinfo::Mount;
 use crate::paths::WAAGENT_DIR;
 
-use super::{AdeState, Check, DmDevice, Input, Process, StaleHold, Status, ADE_OPERATION, ENCRYPTION_STATUS};
+use crate::volumes::Verdict;
+
+use super::{
+    AdeState, Check, DmDevice, Input, Process, StaleHold, Status, VolumeInputs, ADE_OPERATION, ENCRYPTION_STATUS,
+};
 
 /// ADE's OS encryption phases, in the order its state machines run them (each distro runs a subset); a marker file
 /// named after each is written when the phase ends. The last one ends the encryption.
@@ -176,6 +180,7 @@ pub fn encryption_status(
     state: &Input<Option<AdeState>>,
     mounts: &Input<Vec<Mount>>,
     dm: &Input<Vec<DmDevice>>,
+    volumes: &VolumeInputs,
 ) -> Check {
     let mk = |r, e: String| Check::new(ENCRYPTION_STATUS, STATUS_TITLE, STATUS_FIX, r, e);
     let st = match state {
@@ -238,11 +243,25 @@ pub fn encryption_status(
             .push("Azure reports data volumes not encrypted but the guest has dm-crypt data volumes".to_string()),
         _ => {}
     }
+    // ADE reports success for data even when it skipped a busy volume (handle.py:1989-1993, then "Encryption
+    // succeeded for data volumes", handle.py:2192): a volume it still selects, or one failing verification, is named.
+    let mut skipped = vec![];
+    if reported.data.as_deref() == Some("Encrypted") && reported.status != OpStatus::Error {
+        for (v, verdict) in &volumes.verdicts {
+            if let Verdict::NotEncrypted { why } = verdict {
+                let at = v.mount.as_ref().map_or(String::new(), |m| format!(" ({})", m.display()));
+                skipped.push(format!("ADE reported data encrypted but {}{at} is not: {why}", v.device.display()));
+            }
+        }
+    }
     if reported.status == OpStatus::Error {
         let message = if reported.message.is_empty() { "no message" } else { reported.message.as_str() };
         problems.push(format!("the last operation failed (code {}): {message}", or_dash(&reported.code)));
     }
-    if problems.is_empty() {
+    if !skipped.is_empty() {
+        skipped.extend(problems);
+        mk(Status::Fail, format!("{}; {said}; {guest}", skipped.join("; ")))
+    } else if problems.is_empty() {
         mk(Status::Pass, format!("{said}; {guest}"))
     } else {
         mk(Status::Warn, format!("{}; {said}; {guest}", problems.join("; ")))
@@ -304,50 +323,77 @@ mod tests {
         assert!(parse_status("\u{0}garbage").unwrap_err().starts_with("not valid JSON"));
     }
 
+    fn es(st: &Input<Option<AdeState>>, m: &Input<Vec<Mount>>, dm: &Input<Vec<DmDevice>>) -> Check {
+        encryption_status(st, m, dm, &VolumeInputs::not_read("not read"))
+    }
+
+    #[test]
+    fn a_data_volume_ade_skipped_fails_named() {
+        use crate::volumes::DataVolume;
+        let m = Ok(parse(ENC).0);
+        let dm = Ok(vec![crypt("dm-0", "osencrypt"), crypt("dm-1", "c0ffee")]);
+        let vol = |dev: &str, mp: &str| DataVolume {
+            device: dev.into(),
+            uuid: "u".into(),
+            fstype: "ext4".into(),
+            mount: Some(mp.into()),
+            size_bytes: 1 << 30,
+        };
+        let mut v = VolumeInputs::not_read("x");
+        v.verdicts = vec![
+            (vol("/dev/sdc1", "/data"), Verdict::Encrypted { mapper: "/dev/mapper/c0ffee".into() }),
+            (vol("/dev/sdd1", "/busy"), Verdict::NotEncrypted { why: "/dev/sdd1 has no LUKS header".into() }),
+        ];
+        let said_encrypted = state(Some(status_json("success", "Encrypted", "Encrypted")));
+        let c = encryption_status(&said_encrypted, &m, &dm, &v);
+        assert_eq!(c.result, Status::Fail, "{}", c.evidence);
+        assert!(
+            c.evidence
+                .starts_with("ADE reported data encrypted but /dev/sdd1 (/busy) is not: /dev/sdd1 has no LUKS header;"),
+            "{}",
+            c.evidence
+        );
+        assert!(!c.evidence.contains("/dev/sdc1 (/data) is not"), "{}", c.evidence);
+        // ADE did not claim data: nothing to hold it to
+        let os_only = state(Some(status_json("success", "Encrypted", "NotEncrypted")));
+        assert_eq!(encryption_status(&os_only, &m, &Ok(vec![crypt("dm-0", "osencrypt")]), &v).result, Status::Pass);
+        // every selected volume verified: pass
+        v.verdicts.pop();
+        assert_eq!(encryption_status(&said_encrypted, &m, &dm, &v).result, Status::Pass);
+    }
+
     #[test]
     fn mismatches_warn() {
         let m = |t: &str| Ok(parse(t).0);
-        let ok = encryption_status(
+        let ok = es(
             &state(Some(status_json("success", "Encrypted", "NotEncrypted"))),
             &m(ENC),
             &Ok(vec![crypt("dm-0", "osencrypt")]),
         );
         assert_eq!(ok.result, Status::Pass, "{}", ok.evidence);
         // decrypted with low-level commands: Azure still says encrypted
-        let c = encryption_status(
-            &state(Some(status_json("success", "Encrypted", "NotEncrypted"))),
-            &m(PLAIN),
-            &Ok(vec![]),
-        );
+        let c = es(&state(Some(status_json("success", "Encrypted", "NotEncrypted"))), &m(PLAIN), &Ok(vec![]));
         assert_eq!(c.result, Status::Warn);
         assert!(
             c.evidence.starts_with("Azure reports the OS disk encrypted but the guest shows it decrypted"),
             "{}",
             c.evidence
         );
-        let c = encryption_status(
-            &state(Some(status_json("success", "NotEncrypted", "Encrypted"))),
-            &m(PLAIN),
-            &Ok(vec![]),
-        );
+        let c = es(&state(Some(status_json("success", "NotEncrypted", "Encrypted"))), &m(PLAIN), &Ok(vec![]));
         assert!(c.evidence.contains("no dm-crypt data volume"), "{}", c.evidence);
-        let c = encryption_status(
+        let c = es(
             &state(Some(status_json("success", "NotEncrypted", "NotEncrypted"))),
             &m(PLAIN),
             &Ok(vec![crypt("dm-1", "resourceencrypt")]),
         );
         assert_eq!(c.result, Status::Warn);
-        let c = encryption_status(
+        let c = es(
             &state(Some(status_json("success", "VMRestartPending", "Encrypted"))),
             &m(PLAIN),
             &Ok(vec![crypt("dm-1", "a")]),
         );
         assert!(c.evidence.contains("must be restarted"));
-        let c = encryption_status(
-            &state(Some(status_json("error", "NotEncrypted", "NotEncrypted"))),
-            &m(PLAIN),
-            &Ok(vec![]),
-        );
+        let c = es(&state(Some(status_json("error", "NotEncrypted", "NotEncrypted"))), &m(PLAIN), &Ok(vec![]));
         assert_eq!(c.result, Status::Warn);
         assert!(c.evidence.contains("the last operation failed (code 0)"), "{}", c.evidence);
     }
@@ -355,16 +401,16 @@ mod tests {
     #[test]
     fn nothing_to_compare_or_unreadable() {
         let m = Ok(parse(PLAIN).0);
-        assert_eq!(encryption_status(&Ok(None), &m, &Ok(vec![])).result, Status::NotApplicable);
-        assert_eq!(encryption_status(&state(None), &m, &Ok(vec![])).result, Status::NotApplicable);
+        assert_eq!(es(&Ok(None), &m, &Ok(vec![])).result, Status::NotApplicable);
+        assert_eq!(es(&state(None), &m, &Ok(vec![])).result, Status::NotApplicable);
         let no_seq = Ok(Some(AdeState { handler: "h".into(), seq: None, status: None }));
-        assert_eq!(encryption_status(&no_seq, &m, &Ok(vec![])).result, Status::NotApplicable);
-        let c = encryption_status(&state(Some("[{".into())), &m, &Ok(vec![]));
+        assert_eq!(es(&no_seq, &m, &Ok(vec![])).result, Status::NotApplicable);
+        let c = es(&state(Some("[{".into())), &m, &Ok(vec![]));
         assert_eq!(c.result, Status::Unknown);
         assert!(c.evidence.contains("status/1.status: not valid JSON"), "{}", c.evidence);
-        assert_eq!(encryption_status(&Err("e".into()), &m, &Ok(vec![])).result, Status::Unknown);
+        assert_eq!(es(&Err("e".into()), &m, &Ok(vec![])).result, Status::Unknown);
         let good = state(Some(status_json("success", "Encrypted", "NotEncrypted")));
-        assert_eq!(encryption_status(&good, &m, &Err("no dm".into())).result, Status::Unknown);
+        assert_eq!(es(&good, &m, &Err("no dm".into())).result, Status::Unknown);
     }
 
     fn dd(pid: i32) -> Process {

@@ -14,6 +14,7 @@ use crate::paths::{self, Paths};
 use crate::scan::Scan;
 
 use super::agent::agent_from_processes;
+use super::VolumeInputs;
 
 /// An input, or why it could not be had (naming the path).
 pub type Input<T> = Result<T, String>;
@@ -120,6 +121,8 @@ pub struct Inputs {
     pub workloads: Input<Vec<WorkloadHolder>>,
     /// ade-prep's hold list left with no window open (None: no list, or a window is open).
     pub stale_hold: Input<Option<StaleHold>>,
+    /// ADE's data-volume selection and what judging it needs ([`gather_volumes`]).
+    pub volumes: VolumeInputs,
 }
 
 /// A hold list on disk while no window is open: the generator masks its units at the next boot or daemon-reload.
@@ -355,7 +358,56 @@ pub fn gather(paths: &Paths, agent: &dyn AgentVersion, workloads: Input<Vec<Work
         ade_markers: list_dir(&ade_dir.join(ADE_MARKERS_DIR)),
         workloads,
         stale_hold: read_stale_hold(paths),
+        volumes: VolumeInputs::not_read("data volumes not read (lsblk is run by check_machine)"),
     }
+}
+
+/// ADE's data-volume selection (lsblk through `runner`), fstab, swaps, the free space of the selected mounted
+/// volumes, the paths fstab names that exist, and each selected volume verified.
+/// The selection follows ADE's newest settings in `ade`: VolumeType All, else Data's stricter rule; the
+/// EncryptFormatAll rule for that operation.
+pub fn gather_volumes(
+    paths: &Paths,
+    runner: &dyn crate::runner::Runner,
+    ade: &Input<Option<AdeState>>,
+) -> VolumeInputs {
+    use crate::volumes;
+    let settings = match ade {
+        Ok(Some(AdeState { handler, seq: Some(seq), .. })) => {
+            crate::extension::ade::read_settings(&paths.waagent_dir().join(handler), *seq).ok()
+        }
+        _ => None,
+    };
+    let request = settings.as_ref().and_then(|s| s.volume_type.clone());
+    let all = request.as_deref().is_some_and(|v| v.eq_ignore_ascii_case("all"));
+    let vt = if all { volumes::VolumeType::All } else { volumes::VolumeType::Data };
+    let format_all = settings.and_then(|s| s.encryption_operation).as_deref() == Some("EnableEncryptionFormatAll");
+    let survey = volumes::survey_for(paths, runner, vt, format_all).map_err(|e| e.to_string());
+    let fstab = read_text(&paths.resolve(paths::FSTAB));
+    let swaps = read_text(&paths.proc().join("swaps"));
+    let mut free = vec![];
+    let mut verdicts = vec![];
+    if let Ok(s) = &survey {
+        for v in &s.selected {
+            if let Some(mp) = &v.mount {
+                if let Ok(st) = nix::sys::statvfs::statvfs(&paths.resolve(mp)) {
+                    free.push((mp.clone(), st.blocks_free() * st.fragment_size()));
+                }
+            }
+            verdicts.push((v.clone(), volumes::verify(paths, runner, v)));
+        }
+    }
+    let mut existing = vec![];
+    if let Ok(t) = &fstab {
+        for (dev, mp, _, _) in volumes::verify::parse_fstab(t) {
+            for p in [dev, mp] {
+                if p.starts_with('/') && paths.resolve(&p).exists() {
+                    existing.push(std::path::PathBuf::from(p));
+                }
+            }
+        }
+    }
+    VolumeInputs { survey, fstab, swaps, free, existing, verdicts, request, format_all }
 }
 
 /// The hold list when no window is open (the journal says so); an unreadable journal or list is the error.

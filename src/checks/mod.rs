@@ -14,6 +14,7 @@ mod distro;
 mod inputs;
 pub mod render;
 mod system;
+mod volumes;
 mod window;
 
 use serde::Serialize;
@@ -27,6 +28,7 @@ pub use inputs::{
     gather, workload_holders, AdeState, AgentVersion, DmDevice, Input, Inputs, Process, Selinux, StaleHold, Waagent,
     WorkloadHolder,
 };
+pub use volumes::VolumeInputs;
 
 /// The distribution and version against ADE's behaviour.
 pub const DISTRO: &str = "distro";
@@ -44,6 +46,8 @@ pub const GUEST_AGENT: &str = "guest-agent";
 pub const ADE_EXTENSION: &str = "ade-extension";
 /// Data disks under /mnt or mounted below one another.
 pub const DATA_MOUNTS: &str = "data-mounts";
+/// The data volumes ADE selects against what its in-place path can do.
+pub const DATA_VOLUMES: &str = "data-volumes";
 /// SELinux enforcing.
 pub const SELINUX: &str = "selinux";
 /// Workloads holding `/`.
@@ -67,6 +71,7 @@ pub const ALL_IDS: &[&str] = &[
     GUEST_AGENT,
     ADE_EXTENSION,
     DATA_MOUNTS,
+    DATA_VOLUMES,
     SELINUX,
     WORKLOADS,
     EXTENSIONS,
@@ -186,6 +191,7 @@ pub fn run(inp: &Inputs) -> Report {
         agent::guest_agent(&inp.processes, inp.waagent_version.as_ref()),
         agent::ade_extension(&inp.waagent_entries),
         disk::data_mounts(&inp.mounts, &inp.dm),
+        volumes::data_volumes(&inp.volumes, &inp.mounts),
         window::selinux(&inp.selinux, flow),
         window::workloads(&inp.workloads, flow),
         agent::extensions(&inp.processes),
@@ -193,7 +199,7 @@ pub fn run(inp: &Inputs) -> Report {
             ade::ade_operation(&inp.ade_queue, &inp.ade_markers, &inp.processes, &inp.mounts),
             &inp.stale_hold,
         ),
-        ade::encryption_status(&inp.ade_state, &inp.mounts, &inp.dm),
+        ade::encryption_status(&inp.ade_state, &inp.mounts, &inp.dm, &inp.volumes),
         window::backup(flow),
     ];
     let mut summary = Summary::default();
@@ -219,7 +225,13 @@ pub fn check_machine(paths: &Paths, settings: &Settings, agent: &dyn AgentVersio
         .scan(paths.root())
         .map(|s| workload_holders(&s, settings))
         .map_err(|e| format!("scanning {}: {e}", paths.root().display()));
-    run(&gather(paths, agent, workloads))
+    let mut inputs = gather(paths, agent, workloads);
+    inputs.volumes = if paths.is_system() {
+        inputs::gather_volumes(paths, &crate::runner::RealRunner, &inputs.ade_state)
+    } else {
+        VolumeInputs::not_read(&format!("lsblk is not run under another root ({})", paths.root().display()))
+    };
+    run(&inputs)
 }
 
 /// Why `prepare` refuses to start.
@@ -242,13 +254,19 @@ pub enum Refusal {
 /// Whether `prepare` may go on: `Ok` when every failed check is named in `forced` (ids as given to
 /// `--force CHECK_ID,...`; each entry may itself hold comma-separated ids), `Refusal::Failed` listing the failed
 /// ids not forced, `Refusal::UnknownId` for the first forced id that is no check. Warnings and unknowns never
-/// refuse; forcing a check that passed is allowed.
+/// refuse; forcing a check that passed is allowed. `encryption-status` never refuses: it judges ADE's last run (a
+/// data volume it skipped), which the next window is there to fix, not a precondition of it.
 pub fn refuse(report: &Report, forced: &[String]) -> Result<(), Refusal> {
     let forced: Vec<&str> = forced.iter().flat_map(|f| f.split(',')).map(str::trim).filter(|f| !f.is_empty()).collect();
     if let Some(bad) = forced.iter().find(|f| !ALL_IDS.contains(f)) {
         return Err(Refusal::UnknownId { id: bad.to_string() });
     }
-    let ids: Vec<String> = report.failed.iter().filter(|id| !forced.contains(id)).map(|s| s.to_string()).collect();
+    let ids: Vec<String> = report
+        .failed
+        .iter()
+        .filter(|id| !forced.contains(id) && **id != ENCRYPTION_STATUS)
+        .map(|s| s.to_string())
+        .collect();
     if ids.is_empty() {
         Ok(())
     } else {
@@ -281,6 +299,7 @@ pub(crate) mod tests {
             selinux: Selinux { path: "/sys/fs/selinux/enforce".into(), enforce: err(reason) },
             workloads: err(reason),
             stale_hold: err(reason),
+            volumes: VolumeInputs::not_read(reason),
         }
     }
 
@@ -305,6 +324,10 @@ pub(crate) mod tests {
         assert_eq!(refuse(&r, &["memory".into(), "os_lvm".into()]), Err(Refusal::UnknownId { id: "os_lvm".into() }));
         let ok = report_with(&[(DISTRO, Status::Pass), (SELINUX, Status::Warn), (MEMORY, Status::Unknown)]);
         assert_eq!(refuse(&ok, &[]), Ok(()));
+        // ADE's last run skipping a data volume does not stop the window that frees it
+        let last_run = report_with(&[(DISTRO, Status::Pass), (ENCRYPTION_STATUS, Status::Fail)]);
+        assert!(last_run.has_failures());
+        assert_eq!(refuse(&last_run, &[]), Ok(()));
         // an unknown id is an error even when nothing fails: a typo must not go unnoticed
         assert!(matches!(refuse(&ok, &["nope".into()]), Err(Refusal::UnknownId { .. })));
         let msg = refuse(&r, &[]).unwrap_err().to_string();

@@ -1,7 +1,9 @@
 //! Following a batch of queued jobs to their results: JobRemoved matched on the job's object path, a timeout per
 //! unit (the job is then canceled), and a fallback for a job whose JobRemoved never reaches us (GetJob fails, so
-//! the unit's ActiveState decides). Generic over [`JobBus`] so that the races can be replayed in unit tests.
-//! It must not queue jobs itself; the real and fake managers do.
+//! the unit's ActiveState decides). A stop request to ade-prep (prepare's steps only: [`crate::signals::stop_now`])
+//! ends the following within [`LOOK_FOR_STOP`]: the jobs are left to systemd and reported `Interrupted`, so that the
+//! caller rolls back at once instead of waiting for a slow `ExecStop=`. Generic over [`JobBus`] so that the races can
+//! be replayed in unit tests. It must not queue jobs itself; the real and fake managers do.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +13,8 @@ use super::{job_id, reached, DbusError, JobError, JobOp};
 pub(crate) const PROBE_EVERY: Duration = Duration::from_secs(2);
 /// How long a JobRemoved may lag behind the job's disappearance before the unit's state is read instead.
 pub(crate) const GRACE: Duration = Duration::from_millis(250);
+/// How often a stop request to ade-prep is looked for while jobs run.
+pub(crate) const LOOK_FOR_STOP: Duration = Duration::from_secs(1);
 
 /// A JobRemoved signal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +38,8 @@ pub(crate) trait JobBus {
     fn active_state(&mut self, unit: &str) -> Result<String, DbusError>;
     /// Cancels the job.
     fn cancel(&mut self, id: u32) -> Result<(), DbusError>;
+    /// Whether ade-prep was asked to stop, and the work in flight is stoppable.
+    fn stop_requested(&mut self) -> bool;
 }
 
 /// A queued job not yet resolved.
@@ -79,6 +85,15 @@ pub(crate) fn wait<B: JobBus>(
     };
     while !pending.is_empty() {
         let now = bus.now();
+        // A stop request: no more waiting. The jobs are not canceled: a stop whose ExecStop= runs goes on whatever
+        // becomes of its job, and the rollback's start job replaces it (the unit starts again once it has stopped).
+        if bus.stop_requested() {
+            for p in pending.drain(..) {
+                let e = JobError::Interrupted { op, unit: p.unit.clone(), job: p.job.clone() };
+                resolve(&p, Err(e), now, results);
+            }
+            break;
+        }
         // Timeouts: cancel the job, so that nothing of ours is left queued; a job that ended meanwhile is resolved
         // as one that vanished.
         let mut i = 0;
@@ -157,6 +172,7 @@ pub(crate) fn wait<B: JobBus>(
         let Some(until) = pending.iter().map(next).min() else {
             break;
         };
+        let until = until.min(now + LOOK_FOR_STOP);
         match bus.next_removed(until) {
             Ok(Some(r)) => {
                 // Only our own jobs, by object path: the same unit may have other jobs, and other units' jobs
@@ -208,6 +224,8 @@ mod tests {
         stream_error: Option<(Duration, DbusError)>,
         lookups: usize,
         waits: usize,
+        /// When ade-prep is asked to stop.
+        stop_at: Option<Duration>,
     }
 
     impl Script {
@@ -224,6 +242,7 @@ mod tests {
                 stream_error: None,
                 lookups: 0,
                 waits: 0,
+                stop_at: None,
             }
         }
         fn signal(mut self, at_ms: u64, id: u32, unit: &str, result: &str) -> Self {
@@ -291,6 +310,9 @@ mod tests {
             }
             self.canceled.insert(id);
             Ok(())
+        }
+        fn stop_requested(&mut self) -> bool {
+            self.stop_at.is_some_and(|at| self.t0 + at <= self.now)
         }
     }
 
@@ -410,5 +432,37 @@ mod tests {
         let r = run(&mut bus, JobOp::Stop, &[("a.service", 1, 90_000), ("b.service", 2, 90_000)]);
         assert_eq!(r[0], Ok(()));
         assert_eq!(r[1].as_ref().unwrap_err().to_string(), "stop b.service: cannot follow the job: EOF");
+    }
+
+    #[test]
+    fn a_stop_request_ends_the_following_of_a_slow_stop_within_a_second_and_leaves_the_job_to_systemd() {
+        // slow.service's ExecStop takes 5 minutes (its job ends at 300 s); fast.service is done at 100 ms; ade-prep
+        // is asked to stop at 2.5 s.
+        let mut bus = Script::new().signal(100, 2, "fast.service", "done").gone(2, 100).signal(
+            300_000,
+            1,
+            "slow.service",
+            "done",
+        );
+        bus.stop_at = Some(Duration::from_millis(2500));
+        let r = run(&mut bus, JobOp::Stop, &[("slow.service", 1, 600_000), ("fast.service", 2, 600_000)]);
+        assert_eq!(
+            r[0].as_ref().unwrap_err().to_string(),
+            "stop slow.service: job /org/freedesktop/systemd1/job/1 no longer followed: ade-prep was asked to stop"
+        );
+        assert_eq!(r[1], Ok(()), "a job that ended before the request keeps its result");
+        assert!(
+            bus.elapsed() >= Duration::from_millis(2500)
+                && bus.elapsed() <= Duration::from_millis(2500) + LOOK_FOR_STOP
+        );
+        assert!(bus.canceled.is_empty(), "the job is left to systemd: the rollback's start replaces it");
+    }
+
+    #[test]
+    fn without_a_stop_request_a_slow_stop_is_followed_to_its_end() {
+        let mut bus = Script::new().signal(300_000, 1, "slow.service", "done").gone(1, 300_000);
+        let r = run(&mut bus, JobOp::Stop, &[("slow.service", 1, 600_000)]);
+        assert_eq!(r[0], Ok(()));
+        assert_eq!(bus.elapsed(), Duration::from_millis(300_000));
     }
 }

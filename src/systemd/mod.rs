@@ -371,6 +371,9 @@ pub enum JobError {
         /// The unit's ActiveState afterwards.
         active_state: String,
     },
+    /// ade-prep was asked to stop while the job ran: it is no longer followed and is left to systemd (not canceled).
+    #[error("{op} {unit}: job {job} no longer followed: ade-prep was asked to stop")]
+    Interrupted { op: JobOp, unit: String, job: String },
     /// The job could not be followed (Subscribe, the signal stream or the bus failed).
     #[error("{op} {unit}: cannot follow the job: {error}")]
     Follow {
@@ -389,6 +392,7 @@ impl JobError {
             | JobError::Result { unit, .. }
             | JobError::Timeout { unit, .. }
             | JobError::Vanished { unit, .. }
+            | JobError::Interrupted { unit, .. }
             | JobError::Follow { unit, .. } => unit,
         }
     }

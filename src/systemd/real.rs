@@ -457,6 +457,10 @@ impl JobBus for RealBus<'_> {
     fn cancel(&mut self, id: u32) -> Result<(), DbusError> {
         self.systemd.manager.cancel_job(id).map_err(DbusError::from)
     }
+
+    fn stop_requested(&mut self) -> bool {
+        crate::signals::stop_now()
+    }
 }
 
 /// A wake-up at an instant for a future polled by `zbus::block_on`, without an async runtime: one thread per batch

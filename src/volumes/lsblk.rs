@@ -89,7 +89,7 @@ pub fn parse(text: &str, what: &str) -> Result<Vec<BlkItem>, String> {
                 "MODEL" => it.model = v.trim().to_string(),
                 "SIZE" => size = Some(v.trim().parse::<u64>().map_err(|_| bad("SIZE is not a number of bytes"))?),
                 // util-linux 2.37 and later print MAJ_MIN (a shell-safe name); ADE 1.4.0.12 reads both
-                // (DiskUtil.py:1048), dual pass only MAJ:MIN (DiskUtil.py:1206).
+                // (DiskUtil.py:1051), dual pass only MAJ:MIN (DiskUtil.py:1209).
                 "MAJ:MIN" | "MAJ_MIN" => {
                     majmin = v.trim().split_once(':').and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
                     if majmin.is_none() {
@@ -135,13 +135,13 @@ mod tests {
         assert_eq!(sdc1.mountpoint, "/data");
         assert_eq!(sdc1.size, 10736352768);
         assert_eq!(sdc1.majmin, (8, 33));
-        // MODEL "Virtual Disk" keeps its space (ADE's own split on blanks cuts it: DiskUtil.py:1022)
+        // MODEL "Virtual Disk" keeps its space (ADE's own split on blanks cuts it: DiskUtil.py:1025)
         assert_eq!(items.iter().find(|i| i.name == "sda").unwrap().model, "Virtual Disk");
     }
 
     #[test]
     fn maj_min_with_an_underscore_is_read_too() {
-        // (util-linux 2.38 still prints MAJ:MIN for -P; ADE reads both spellings, DiskUtil.py:1048)
+        // (util-linux 2.38 still prints MAJ:MIN for -P; ADE reads both spellings, DiskUtil.py:1051)
         let line =
             r#"NAME="sdc1" TYPE="part" FSTYPE="ext4" MOUNTPOINT="" LABEL="" UUID="u" MODEL="" SIZE="1" MAJ_MIN="8:33""#;
         assert_eq!(parse(line, "lsblk").unwrap()[0].majmin, (8, 33));

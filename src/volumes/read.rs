@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::verify::{parse_crypttab, CryptEntry, Facts, LUKS_MAGIC};
 use super::DataVolume;
 use crate::fsread::{read_capped, Links};
-use crate::paths::Paths;
+use crate::paths::{Paths, CRYPTTAB, DEV_DISK_AZURE, DEV_DISK_CLOUD, FSTAB};
 use crate::runner::Runner;
 
 /// Hyper-V's IDE controller class (`DiskUtil.py:50`).
@@ -22,14 +22,15 @@ fn real(paths: &Paths, abs: &Path) -> Option<PathBuf> {
 
 /// The Hyper-V device id above a block device, as `udevadm info -a | grep device_id` finds it (ADE's
 /// `get_device_id`, `DiskUtil.py:790-795`): the first `device_id` attribute walking up from
-/// `/sys/class/block/<name>`, braces removed.
+/// `/sys/class/block/<name>` whose value is in braces, braces removed.
 pub fn device_id(paths: &Paths, name: &str) -> Option<String> {
     let sys = std::fs::canonicalize(paths.sys()).ok()?;
     let mut dir = std::fs::canonicalize(paths.sys().join("class/block").join(name)).ok()?;
     while dir.starts_with(&sys) && dir != sys {
-        if let Ok(t) = std::fs::read_to_string(dir.join("device_id")) {
-            let t = t.trim();
-            return Some(t.trim_start_matches('{').trim_end_matches('}').to_string());
+        // ADE's regex takes the first `"{...}"` value (DiskUtil.py:794): a device_id without braces is passed over
+        let id = std::fs::read_to_string(dir.join("device_id")).ok();
+        if let Some(inner) = id.as_deref().map(str::trim).and_then(|t| t.strip_prefix('{')?.strip_suffix('}')) {
+            return Some(inner.to_string());
         }
         dir = dir.parent()?.to_path_buf();
     }
@@ -38,9 +39,9 @@ pub fn device_id(paths: &Paths, name: &str) -> Option<String> {
 
 /// ADE's special Azure devices (`get_azure_devices`, `DiskUtil.py:1268-1293`): the IDE disks (class id under
 /// `/sys/bus/vmbus/devices`), `/dev/disk/azure/scsi0/lun*`, `/dev/disk/azure/{root,resource}`,
-/// `/dev/disk/cloud/{azure_root,azure_resource}`; as `/dev/...` paths, links followed, each once.
-/// (ADE also adds an NVMe OS disk's namespaces, `DiskUtil.py:1295-1305`; not read here.)
-pub fn special_devices(paths: &Paths) -> Vec<String> {
+/// `/dev/disk/cloud/{azure_root,azure_resource}`, and an NVMe OS disk ([`nvme_os_disk`]); as `/dev/...` paths,
+/// links followed, each once.
+pub fn special_devices(paths: &Paths, mounts: &[crate::mountinfo::Mount]) -> Vec<String> {
     let mut out: Vec<PathBuf> = vec![];
     let vmbus = paths.sys().join("bus/vmbus/devices");
     for e in std::fs::read_dir(&vmbus).into_iter().flatten().flatten() {
@@ -51,7 +52,7 @@ pub fn special_devices(paths: &Paths) -> Vec<String> {
             }
         }
     }
-    let scsi0 = paths.resolve("/dev/disk/azure/scsi0");
+    let scsi0 = paths.resolve(Path::new(DEV_DISK_AZURE).join("scsi0"));
     let mut luns: Vec<String> = std::fs::read_dir(&scsi0)
         .into_iter()
         .flatten()
@@ -60,17 +61,20 @@ pub fn special_devices(paths: &Paths) -> Vec<String> {
         .filter(|n| n.strip_prefix("lun").is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())))
         .collect();
     luns.sort();
-    out.extend(luns.iter().map(|l| PathBuf::from("/dev/disk/azure/scsi0").join(l)));
-    for l in [
-        "/dev/disk/azure/root",
-        "/dev/disk/azure/resource",
-        "/dev/disk/cloud/azure_root",
-        "/dev/disk/cloud/azure_resource",
-    ] {
-        if paths.resolve(l).exists() {
-            out.push(l.into());
+    out.extend(luns.iter().map(|l| Path::new(DEV_DISK_AZURE).join("scsi0").join(l)));
+    let links = [
+        (DEV_DISK_AZURE, "root"),
+        (DEV_DISK_AZURE, "resource"),
+        (DEV_DISK_CLOUD, "azure_root"),
+        (DEV_DISK_CLOUD, "azure_resource"),
+    ];
+    for (dir, name) in links {
+        let l = Path::new(dir).join(name);
+        if paths.resolve(&l).exists() {
+            out.push(l);
         }
     }
+    out.extend(nvme_os_disk(paths, mounts));
     let mut devs: Vec<String> = vec![];
     for p in out {
         let r = real(paths, &p).unwrap_or(p).display().to_string();
@@ -79,6 +83,57 @@ pub fn special_devices(paths: &Paths) -> Vec<String> {
         }
     }
     devs
+}
+
+/// The NVMe disk under `/`, as ADE's `is_os_disk_nvme` finds it (`DiskUtil.py:1147-1189`: the device of `/`, or of
+/// `/oldroot` in the RAM root, through LVM or the OS mapper down to its block device; ADE then takes every
+/// `/dev/nvme0n1*`, `:1295-1305`). Read from sysfs: `/sys/dev/block/<maj:min>` of the mount, its `slaves` followed
+/// down to the partitions, the disk holding a partition named `nvme*`.
+pub fn nvme_os_disk(paths: &Paths, mounts: &[crate::mountinfo::Mount]) -> Option<PathBuf> {
+    let root = mounts
+        .iter()
+        .rev()
+        .find(|m| m.mount_point == Path::new("/oldroot"))
+        .or_else(|| mounts.iter().rev().find(|m| m.mount_point == Path::new("/")))?;
+    let sys = std::fs::canonicalize(paths.sys()).ok()?;
+    let first = std::fs::canonicalize(paths.sys().join(format!("dev/block/{}:{}", root.dev.0, root.dev.1))).ok()?;
+    let mut stack = vec![first];
+    while let Some(dev) = stack.pop() {
+        let slaves: Vec<PathBuf> = std::fs::read_dir(dev.join("slaves"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::canonicalize(e.path()).ok())
+            .collect();
+        if !slaves.is_empty() {
+            stack.extend(slaves);
+            continue;
+        }
+        let name = dev.file_name()?.to_string_lossy().into_owned();
+        if name.starts_with("nvme") && dev.starts_with(&sys) {
+            // a partition's folder sits in its disk's folder; a whole namespace is its own disk
+            let disk = if dev.join("partition").exists() { dev.parent()?.file_name()? } else { dev.file_name()? };
+            return Some(PathBuf::from("/dev").join(disk));
+        }
+    }
+    None
+}
+
+/// Where the `/dev/disk/azure` links lead: its top-level links and those one folder down (`scsi1/lun0-part1`),
+/// as `/dev/...` paths (`get_block_device_to_azure_udev_table`, `DiskUtil.py:827-843`).
+pub fn azure_named(paths: &Paths) -> std::collections::BTreeSet<PathBuf> {
+    let mut out = std::collections::BTreeSet::new();
+    let top = Path::new(DEV_DISK_AZURE);
+    for e in std::fs::read_dir(paths.resolve(top)).into_iter().flatten().flatten() {
+        let p = top.join(e.file_name());
+        let links: Vec<PathBuf> = if paths.resolve(&p).is_dir() && !e.path().is_symlink() {
+            std::fs::read_dir(e.path()).into_iter().flatten().flatten().map(|l| p.join(l.file_name())).collect()
+        } else {
+            vec![p]
+        };
+        out.extend(links.iter().filter_map(|l| real(paths, l)));
+    }
+    out
 }
 
 /// The first name under a `block` folder below a vmbus device (ADE's `find_block_sdx_path`, `DiskUtil.py:1367-1377`).
@@ -126,7 +181,7 @@ pub fn facts(paths: &Paths, runner: &dyn Runner, v: &DataVolume) -> Facts {
         field.starts_with('/')
             && (Path::new(field) == v.device || (me.is_some() && real(paths, Path::new(field)) == me))
     };
-    let crypttab_path = paths.resolve("/etc/crypttab");
+    let crypttab_path = paths.resolve(CRYPTTAB);
     let crypttab = read_opt(&crypttab_path).map(|t| {
         parse_crypttab(&t.unwrap_or_default())
             .into_iter()
@@ -150,7 +205,7 @@ pub fn facts(paths: &Paths, runner: &dyn Runner, v: &DataVolume) -> Facts {
             })
         })
         .collect();
-    let fstab_path = paths.resolve("/etc/fstab");
+    let fstab_path = paths.resolve(FSTAB);
     let fstab = read_capped(&fstab_path, Links::Follow).map_err(|e| format!("{}: {e}", fstab_path.display()));
     Facts { luks_magic, lsblk, crypttab, azure_crypt_mount, fstab }
 }

@@ -11,7 +11,7 @@ use crate::mountinfo::Mount;
 
 /// ADE's `min_filesystem_size_support` (`Common.py:113`): 150 MiB.
 pub const MIN_SIZE: u64 = 52_428_800 * 3;
-/// The device types ADE encrypts in place (`DiskUtil.py:1240`).
+/// The device types ADE encrypts in place (`DiskUtil.py:1237`).
 pub const SUPPORTED_TYPES: &[&str] = &["disk", "part", "raid0", "raid1", "raid5", "raid10", "lvm"];
 
 /// ADE's VolumeType for the request.
@@ -38,6 +38,9 @@ pub struct Machine {
     pub special: BTreeSet<String>,
     /// The mount table.
     pub mounts: Vec<Mount>,
+    /// The devices a `/dev/disk/azure` link leads to (`get_block_device_to_azure_udev_table`,
+    /// `DiskUtil.py:827-843`): EncryptFormatAll formats only those (and NVMe namespaces).
+    pub azure_named: BTreeSet<PathBuf>,
 }
 
 /// A device ADE passes over, and ADE's reason.
@@ -47,8 +50,32 @@ pub struct Skipped {
     pub why: String,
 }
 
-/// Why ADE skips `it` (None: selected). `lines_below` None means not known yet (lsblk not asked).
+/// Why ADE skips `it` (None: selected). `lines_below` None means not known (lsblk not asked).
 pub fn skip_reason(it: &BlkItem, m: &Machine, vt: VolumeType, lines_below: Option<usize>) -> Option<String> {
+    if let Some(why) = reason_before_children(it, m, vt) {
+        return Some(why);
+    }
+    if lines_below.is_some_and(|n| n > 1) {
+        return Some("has devices below it (partitions, LVM, RAID, crypt)".into());
+    }
+    if it.fstype == "crypto_LUKS" {
+        return Some("already LUKS".into());
+    }
+    if it.kind == "crypt" {
+        return Some("a crypt mapping".into());
+    }
+    if it.mountpoint == "/" {
+        return Some("mounted on /".into());
+    }
+    if m.special.contains(&it.name) {
+        return Some("a special Azure device (IDE, scsi0, root or resource link)".into());
+    }
+    None
+}
+
+/// ADE's rules before it asks lsblk what is below the device (`DiskUtil.py:1226-1244`; the lsblk call is at
+/// `:1245`): only a device that passes them is asked about.
+pub fn reason_before_children(it: &BlkItem, m: &Machine, vt: VolumeType) -> Option<String> {
     let id = m.device_ids.get(&it.name).map(String::as_str).unwrap_or("");
     if vt == VolumeType::Data {
         // is_data_disk, DiskUtil.py:1191-1213
@@ -78,22 +105,6 @@ pub fn skip_reason(it: &BlkItem, m: &Machine, vt: VolumeType, lines_below: Optio
     if it.uuid.is_empty() {
         return Some("no filesystem UUID".into());
     }
-    match lines_below {
-        Some(n) if n > 1 => return Some("has devices below it (partitions, LVM, crypt)".into()),
-        _ => {}
-    }
-    if it.fstype == "crypto_LUKS" {
-        return Some("already LUKS".into());
-    }
-    if it.kind == "crypt" {
-        return Some("a crypt mapping".into());
-    }
-    if it.mountpoint == "/" {
-        return Some("mounted on /".into());
-    }
-    if m.special.contains(&it.name) {
-        return Some("a special Azure device (IDE, scsi0, root or resource link)".into());
-    }
     None
 }
 
@@ -115,6 +126,23 @@ pub fn mount_of(mounts: &[Mount], dev: (u32, u32)) -> Option<PathBuf> {
 
 /// The volumes ADE selects (each name once, in lsblk's order), and the ones it passes over with why.
 pub fn select(m: &Machine, vt: VolumeType) -> (Vec<DataVolume>, Vec<Skipped>) {
+    select_for(m, vt, false)
+}
+
+/// EncryptFormatAll's extra rules (`handle.py:1912-1919`), after the in-place ones: mounted (lsblk's MOUNTPOINT),
+/// and `/dev/<name>` reached by a `/dev/disk/azure` link or an NVMe name.
+fn format_all_reason(it: &BlkItem, m: &Machine) -> Option<String> {
+    if it.mountpoint.is_empty() {
+        return Some("not mounted (EncryptFormatAll formats mounted volumes only)".into());
+    }
+    if !m.azure_named.contains(&PathBuf::from(format!("/dev/{}", it.name))) && !it.name.starts_with("nvme") {
+        return Some("no /dev/disk/azure link leads to it (EncryptFormatAll)".into());
+    }
+    None
+}
+
+/// [`select`], for EncryptFormatAll when `format_all`.
+pub fn select_for(m: &Machine, vt: VolumeType, format_all: bool) -> (Vec<DataVolume>, Vec<Skipped>) {
     let mut chosen: Vec<DataVolume> = vec![];
     let mut names: BTreeSet<&str> = BTreeSet::new();
     let mut skipped = vec![];
@@ -122,7 +150,9 @@ pub fn select(m: &Machine, vt: VolumeType) -> (Vec<DataVolume>, Vec<Skipped>) {
         if names.contains(it.name.as_str()) {
             continue;
         }
-        match skip_reason(it, m, vt, m.lines_below.get(&it.name).copied()) {
+        let why = skip_reason(it, m, vt, m.lines_below.get(&it.name).copied())
+            .or_else(|| format_all.then(|| format_all_reason(it, m)).flatten());
+        match why {
             Some(why) => skipped.push(Skipped { name: it.name.clone(), why }),
             None => {
                 names.insert(&it.name);
@@ -141,6 +171,23 @@ pub fn select(m: &Machine, vt: VolumeType) -> (Vec<DataVolume>, Vec<Skipped>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn encrypt_format_all_takes_only_mounted_azure_named_volumes() {
+        let mut m = machine(vec![
+            item("sdc1", "part", "ext4", "u", G, "/data"),
+            item("sdd1", "part", "ext4", "v", G, ""),
+            item("sde1", "part", "ext4", "w", G, "/e"),
+            item("nvme0n2p1", "part", "ext4", "x", G, "/n"),
+        ]);
+        m.azure_named = ["/dev/sdc1", "/dev/sdd1"].iter().map(PathBuf::from).collect();
+        assert_eq!(select(&m, VolumeType::Data).0.len(), 4);
+        let (v, s) = select_for(&m, VolumeType::Data, true);
+        let got: Vec<String> = v.iter().map(|v| v.device.display().to_string()).collect();
+        assert_eq!(got, ["/dev/sdc1", "/dev/nvme0n2p1"]);
+        assert!(s[0].why.contains("not mounted") && s[0].name == "sdd1", "{s:?}");
+        assert!(s[1].why.contains("/dev/disk/azure") && s[1].name == "sde1", "{s:?}");
+    }
+
     use super::*;
 
     fn item(name: &str, kind: &str, fstype: &str, uuid: &str, size: u64, mp: &str) -> BlkItem {

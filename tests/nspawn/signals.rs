@@ -3,7 +3,8 @@
 //! prepare finishes the step in flight, rolls back and exits 1 naming the signal, leaving the machine as it was;
 //! arriving during restore, restore finishes and exits 0, the machine back to its baseline; `systemctl stop` of
 //! `run` (as its Type=notify unit) while its prepare waits on a slow pre-stop command: the pre-stop gets SIGTERM,
-//! prepare rolls back and run exits 1 by itself, before systemd's TimeoutStopSec.
+//! prepare rolls back and run exits 1 by itself, before systemd's TimeoutStopSec; a stop request while a unit's
+//! slow `ExecStop=` runs: prepare stops following the job and starts rolling back without waiting for it.
 
 use std::path::Path;
 use std::process::Output;
@@ -21,7 +22,7 @@ fn stop_signals_at_failpoints_in_nspawn() {
         );
         return;
     }
-    crate::common::nspawn_suite("signals", 3, 900);
+    crate::common::nspawn_suite("signals", 4, 900);
 }
 
 fn ade(args: &[&str], failpoint: &str) -> Output {
@@ -139,4 +140,71 @@ fn in_container_systemctl_stop_of_run_during_a_slow_pre_stop_rolls_back_and_ends
     assert!(st.status.success(), "status after the stop: {}", text(&st));
     let _ = std::fs::remove_dir_all("/var/lib/waagent");
     let _ = crate::common::sh(&["systemctl", "reset-failed", UNIT]);
+}
+
+#[test]
+#[ignore = "runs inside the nspawn container, started by stop_signals_at_failpoints_in_nspawn"]
+fn in_container_a_stop_request_during_a_slow_stop_job_rolls_back_without_waiting_for_the_stop() {
+    if !inside() {
+        return;
+    }
+    let base = setup();
+    // ade-db's ExecStop= runs until the test releases it (a drain that takes as long as it takes).
+    let (began, release) = ("/run/ade-slow-stop-began", "/run/ade-slow-stop-release");
+    for f in [began, release] {
+        let _ = std::fs::remove_file(f);
+    }
+    let dropin = Path::new("/run/systemd/system/ade-db.service.d");
+    std::fs::create_dir_all(dropin).unwrap();
+    std::fs::write(
+        dropin.join("50-slow-stop.conf"),
+        format!(
+            "[Service]\nExecStop=/bin/sh -c 'touch {began}; while [ ! -e {release} ]; do sleep 0.2; done'\n\
+             TimeoutStopSec=600\n"
+        ),
+    )
+    .unwrap();
+    assert!(crate::common::sh(&["systemctl", "daemon-reload"]).status.success());
+    let mut c = ade_prep_cmd(&["-v", "prepare", "--force", "distro"]);
+    c.stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null());
+    let mut child = c.spawn().expect("spawning prepare");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    crate::common::wait_for("ade-db's ExecStop to begin", 60, || Path::new(began).exists());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    // The rollback begins while the ExecStop still runs (nothing has released it): the stop job is not waited for.
+    let mut seen = vec![];
+    let rolling_back = loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(l) => {
+                let hit = l.contains("rolling back");
+                seen.push(l);
+                if hit {
+                    break true;
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    let active = crate::common::unit_prop("ade-db.service", "ActiveState");
+    std::fs::write(release, "").unwrap();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    seen.extend(rx.try_iter());
+    let log = seen.join("\n");
+    assert!(rolling_back, "no rollback while ade-db's ExecStop ran (ade-db {active}):\n{log}");
+    assert_eq!(active, "deactivating", "the rollback began during the stop, not after it:\n{log}");
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("stopped by SIGTERM") && log.contains("no longer followed"), "{log}");
+    // The rollback's start brought ade-db back once its stop ended; nothing left masked, held or open.
+    let _ = std::fs::remove_dir_all(dropin);
+    assert!(crate::common::sh(&["systemctl", "daemon-reload"]).status.success());
+    crate::common::settle_workloads();
+    assert_eq!(MachineState::read(), base, "after a stop request during a slow stop:\n{log}");
 }
