@@ -104,8 +104,9 @@ pub enum VolumeCheck {
 /// The data volumes ADE will encrypt, and whether one was: one real implementation ([`AdeVolumes`]), a fake in
 /// `crate::testing`.
 pub trait DataVolumes {
-    /// The mounted data volumes ADE's selection picks now.
-    fn select(&self) -> anyhow::Result<Vec<VolumeRef>>;
+    /// The mounted data volumes ADE's selection picks now for a request of this type (Data and All differ: All
+    /// skips the `is_data_disk` rule, `DiskUtil.py:1191-1213`).
+    fn select(&self, vt: VolumeType) -> anyhow::Result<Vec<VolumeRef>>;
     /// Whether `v` is encrypted now.
     fn verify(&self, v: &VolumeRef) -> VolumeCheck;
 }
@@ -117,9 +118,15 @@ pub fn by_mount_points(paths: &Paths, mounts: &[PathBuf]) -> anyhow::Result<Vec<
     let text = std::fs::read_to_string(&file).with_context(|| format!("--data-mount: reading {}", file.display()))?;
     let (table, _) = mountinfo::parse(&text);
     let mut out: Vec<VolumeRef> = vec![];
-    for m in mounts {
+    for given in mounts {
+        // On this machine the path as the kernel spells it (`/data/`, a symlink); under a fixture root, as given.
+        let m = &if paths.is_system() {
+            std::fs::canonicalize(given).unwrap_or_else(|_| given.clone())
+        } else {
+            given.clone()
+        };
         let Some(found) = table.iter().rev().find(|x| x.mount_point == *m) else {
-            bail!("--data-mount {}: not a mount point (see /proc/self/mountinfo)", m.display());
+            bail!("--data-mount {}: not a mount point (see /proc/self/mountinfo)", given.display());
         };
         if found.mount_point == Path::new("/") {
             bail!("--data-mount /: / is the OS volume, not a data volume (use --volume-type os or all)");
@@ -146,8 +153,11 @@ pub(crate) struct AdeVolumes<'a> {
 }
 
 impl DataVolumes for AdeVolumes<'_> {
-    fn select(&self) -> anyhow::Result<Vec<VolumeRef>> {
-        let all = crate::volumes::ade_selection(self.paths, self.runner).context("selecting ADE's data volumes")?;
+    fn select(&self, vt: VolumeType) -> anyhow::Result<Vec<VolumeRef>> {
+        let rule =
+            if vt == VolumeType::All { crate::volumes::VolumeType::All } else { crate::volumes::VolumeType::Data };
+        let all =
+            crate::volumes::ade_selection_for(self.paths, self.runner, rule).context("selecting ADE's data volumes")?;
         // A volume that is not mounted needs no freeing: ADE unmounts only a volume with a mount point
         // (`handle.py:1990-1991`).
         Ok(all
@@ -198,4 +208,65 @@ pub fn errors(verdicts: &[(VolumeRef, VolumeCheck)]) -> Vec<String> {
             VolumeCheck::Encrypted { .. } => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+40 22 8:33 / /data rw,relatime shared:20 - ext4 /dev/sdc1 rw
+41 22 8:49 / /mnt/logs\\040a rw,relatime shared:21 - xfs /dev/sdd1 rw
+";
+
+    fn fixture() -> (tempfile::TempDir, Paths) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("proc/self")).unwrap();
+        std::fs::write(d.path().join("proc/self/mountinfo"), MOUNTINFO).unwrap();
+        let p = Paths::under(d.path());
+        (d, p)
+    }
+
+    #[test]
+    fn data_mounts_named_by_hand_come_from_the_mount_table_each_once() {
+        let (_d, paths) = fixture();
+        let v = by_mount_points(&paths, &["/data".into(), "/mnt/logs a".into(), "/data/".into()]).unwrap();
+        assert_eq!(
+            v,
+            [
+                VolumeRef {
+                    mount_point: "/data".into(),
+                    device: "/dev/sdc1".into(),
+                    uuid: None,
+                    fstype: Some("ext4".into())
+                },
+                VolumeRef {
+                    mount_point: "/mnt/logs a".into(),
+                    device: "/dev/sdd1".into(),
+                    uuid: None,
+                    fstype: Some("xfs".into())
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_data_mount_that_is_not_a_mount_point_or_is_root_is_an_error_naming_the_flag() {
+        let (_d, paths) = fixture();
+        let e = by_mount_points(&paths, &["/data/sub".into()]).unwrap_err().to_string();
+        assert_eq!(e, "--data-mount /data/sub: not a mount point (see /proc/self/mountinfo)");
+        let e = by_mount_points(&paths, &["/".into()]).unwrap_err().to_string();
+        assert!(e.starts_with("--data-mount /: / is the OS volume, not a data volume"), "{e}");
+    }
+
+    #[test]
+    fn volume_types_are_ades_three_words_in_any_case() {
+        assert_eq!(VolumeType::parse("DATA"), Some(VolumeType::Data));
+        assert_eq!(VolumeType::parse("All"), Some(VolumeType::All));
+        assert_eq!(VolumeType::parse("os"), Some(VolumeType::Os));
+        assert_eq!(VolumeType::parse("data,os"), None);
+        assert!(VolumeType::All.includes_os() && VolumeType::All.includes_data());
+        assert!(!VolumeType::Data.includes_os() && !VolumeType::Os.includes_data());
+    }
 }

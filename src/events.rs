@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 pub enum Event<'a> {
     /// Prepare begins to carry out its plan.
     WindowOpened {
-        /// The filesystem freed.
-        mount: &'a Path,
+        /// The filesystems freed (data volumes, then `/`), comma-separated.
+        mounts: &'a str,
         /// Steps of the plan.
         steps: usize,
     },
@@ -180,12 +180,12 @@ impl EventSink for LogSink {
     fn event(&self, e: &Event) {
         use log::Level::{Debug, Error, Info, Warn};
         match *e {
-            Event::WindowOpened { mount, steps } => log_event(
+            Event::WindowOpened { mounts, steps } => log_event(
                 Info,
                 "window-opened",
                 None,
                 "preparing",
-                &format!("window opened: {steps} step(s) to free {}", mount.display()),
+                &format!("window opened: {steps} step(s) to free {mounts}"),
             ),
             Event::Stopping(units) => {
                 self.begin(units);
@@ -312,8 +312,8 @@ impl TermSink {
 impl EventSink for TermSink {
     fn event(&self, e: &Event) {
         match *e {
-            Event::WindowOpened { mount, steps } => {
-                self.line(&format!("window opened: {steps} step(s) to free {}", mount.display()))
+            Event::WindowOpened { mounts, steps } => {
+                self.line(&format!("window opened: {steps} step(s) to free {mounts}"))
             }
             Event::Stopping(units) => self.begin("stopping", units),
             Event::Stopped(u) => self.end(u, &format!("stopped {u}")),

@@ -58,7 +58,7 @@ enum Planned {
 }
 
 /// The data volumes of the window: those named by hand, else ADE's selection (none for VolumeType OS).
-fn data_volumes(paths: &Paths, opts: &PrepareOpts) -> anyhow::Result<Vec<VolumeRef>> {
+fn data_volumes(paths: &Paths, vols: &dyn DataVolumes, opts: &PrepareOpts) -> anyhow::Result<Vec<VolumeRef>> {
     if !opts.volume_type.includes_data() {
         if !opts.data_mounts.is_empty() {
             let e = anyhow::anyhow!("--data-mount needs --volume-type data or all (got {})", opts.volume_type);
@@ -69,12 +69,22 @@ fn data_volumes(paths: &Paths, opts: &PrepareOpts) -> anyhow::Result<Vec<VolumeR
     if !opts.data_mounts.is_empty() {
         return datavol::by_mount_points(paths, &opts.data_mounts).map_err(|e| exit::with_code(exit::USAGE, e));
     }
-    AdeVolumes { paths, runner: &RealRunner }.select()
+    vols.select(opts.volume_type)
 }
 
-/// Checks (refusing on a failed check not forced: exit 3, before anything else is touched, the system bus
-/// included), then selects the data volumes, connects to the real edges and plans.
+/// Selects the data volumes, checks (refusing on a failed check not forced: exit 3, before anything else is
+/// touched, the system bus included), then connects to the real edges and plans.
 fn checked_plan(paths: &Paths, settings: &Settings, mount: &Path, opts: &PrepareOpts) -> anyhow::Result<Planned> {
+    // First: a `--data-mount` that is not a mount point is bad input (exit 2) whatever the checks say.
+    let volumes = match data_volumes(paths, &AdeVolumes { paths, runner: &RealRunner }, opts) {
+        Ok(v) => v,
+        // ADE's selection could not be read (lsblk): with the OS volume asked for, `/` is still freed.
+        Err(e) if opts.volume_type.includes_os() && opts.data_mounts.is_empty() => {
+            log::error!("{e:#}: freeing / only; a busy data volume would be skipped by ADE");
+            vec![]
+        }
+        Err(e) => return Err(e),
+    };
     let report = checks::check_machine(paths, settings, &checks::Waagent::for_paths(paths));
     checks::refuse(&report, &opts.force).map_err(|e| exit::with_code(exit::PRECONDITION, e))?;
     let mut os = opts.volume_type.includes_os();
@@ -85,7 +95,6 @@ fn checked_plan(paths: &Paths, settings: &Settings, mount: &Path, opts: &Prepare
             return Ok(Planned::NotNeeded("ADE encrypts this distribution's OS disk online".into()));
         }
     }
-    let volumes = data_volumes(paths, opts)?;
     if !os && volumes.is_empty() {
         return Ok(Planned::NotNeeded("no mounted data volume that ADE would encrypt: nothing to free".into()));
     }
@@ -138,14 +147,17 @@ pub fn prepare(
     })?;
     let m = edges.machine(settings);
     let boot = clock::boot_id(paths)?;
-    let first = plan.mount_points().into_iter().next_back().unwrap_or_else(|| mount.to_path_buf());
-    let mut journal = Journal::open(store, &first, &boot)?;
+    // The journal's `mount`: `/` when the OS volume is in the window (it comes last), else a data volume; the
+    // others are in `volumes`.
+    let main_mount = plan.mount_points().into_iter().next_back().unwrap_or_else(|| mount.to_path_buf());
+    let mut journal = Journal::open(store, &main_mount, &boot)?;
     journal.set_deadline(record::deadline_after(journal.record().opened_at, settings.window.timeout_hours))?;
     // The volumes are recorded before anything changes: whoever ends the window verifies each one.
     if !volumes.is_empty() {
         journal.set_volumes(volumes.clone())?;
     }
-    events::emit(Event::WindowOpened { mount: &first, steps: plan.steps.len() });
+    let names: Vec<String> = plan.mount_points().iter().map(|m| m.display().to_string()).collect();
+    events::emit(Event::WindowOpened { mounts: &names.join(", "), steps: plan.steps.len() });
     // The hold list is a step of the plan (after the stops, before the reload that activates the masks).
     execute::execute(&m, &plan, &mut journal).map_err(|e| match crate::signals::received() {
         // A pre-stop command ended by the stop request fails as such: say what stopped it.
@@ -181,4 +193,25 @@ pub fn run(paths: &Paths, settings: &Settings, mount: &Path, opts: &PrepareOpts,
         }
     }
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::volumes::{volume, FakeVolumes};
+
+    #[test]
+    fn the_data_volumes_are_ades_selection_for_data_or_all_and_none_for_os() {
+        let paths = Paths::under("/nonexistent");
+        let vols = FakeVolumes { selected: vec![volume("/data", "/dev/sdc1")], ..Default::default() };
+        let opts = |vt: VolumeType| PrepareOpts { volume_type: vt, ..Default::default() };
+        assert!(data_volumes(&paths, &vols, &opts(VolumeType::Os)).unwrap().is_empty());
+        for vt in [VolumeType::Data, VolumeType::All] {
+            assert_eq!(data_volumes(&paths, &vols, &opts(vt)).unwrap(), [volume("/data", "/dev/sdc1")]);
+        }
+        let by_hand = PrepareOpts { data_mounts: vec!["/data".into()], ..Default::default() };
+        let e = data_volumes(&paths, &vols, &by_hand).unwrap_err();
+        assert_eq!(e.to_string(), "--data-mount needs --volume-type data or all (got os)");
+        assert_eq!(exit::code_of(&e), exit::USAGE);
+    }
 }

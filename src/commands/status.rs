@@ -156,3 +156,61 @@ pub fn run(paths: &Paths, json: bool) -> anyhow::Result<u8> {
     // A data volume ADE skipped is an error (ADE itself reported success).
     Ok(if s.volume_errors().is_empty() { exit::OK } else { exit::FAILED })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::volumes::{volume, FakeVolumes};
+    use crate::window::journal::Journal;
+    use crate::window::phase::Phase;
+    use std::path::Path;
+
+    #[test]
+    fn status_verifies_the_data_volumes_of_a_closed_window_and_names_one_ade_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::under(d.path());
+        let mut j = Journal::open(FileStore::new(&paths), Path::new("/"), "b").unwrap();
+        j.set_volumes(vec![volume("/data", "/dev/sdc1"), volume("/logs", "/dev/sdd1")]).unwrap();
+        let mut vols = FakeVolumes::default();
+        vols.encrypted.insert("/data".into(), "/dev/mapper/uuid-of-sdc1".into());
+
+        // Open: listed, not judged (ADE has not finished).
+        let s = status_with(&paths, &vols).unwrap();
+        assert!(s.volumes.iter().all(|v| v.check.is_none()));
+        assert!(s.volume_errors().is_empty());
+        let text = status_text(&s);
+        assert!(text.contains("data volume /logs (/dev/sdd1): freed for ADE (verified once ADE reports success)\n"));
+
+        j.set_phase(Phase::Restoring).unwrap();
+        j.set_phase(Phase::Closed).unwrap();
+        let s = status_with(&paths, &vols).unwrap();
+        let text = status_text(&s);
+        assert!(text.contains("data volume /data (/dev/sdc1): encrypted (/dev/mapper/uuid-of-sdc1)\n"), "{text}");
+        assert!(
+            text.contains(
+                "error: data volume /logs (/dev/sdd1) is not encrypted: no LUKS header on /dev/sdd1 (ADE skips a \
+                 data volume it cannot unmount and still reports success)\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(s.volume_errors().len(), 1);
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["volumes"][1]["volume"]["mount_point"], "/logs");
+        assert_eq!(json["volumes"][1]["check"]["verdict"], "not_encrypted");
+        assert_eq!(json["volumes"][0]["check"]["mapper"], "/dev/mapper/uuid-of-sdc1");
+
+        vols.encrypted.insert("/logs".into(), "/dev/mapper/uuid-of-sdd1".into());
+        let s = status_with(&paths, &vols).unwrap();
+        assert!(s.volume_errors().is_empty() && !status_text(&s).contains("error:"));
+    }
+
+    #[test]
+    fn an_os_only_journal_shows_no_data_volume() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::under(d.path());
+        Journal::open(FileStore::new(&paths), Path::new("/"), "b").unwrap();
+        let s = status_with(&paths, &FakeVolumes::default()).unwrap();
+        assert!(s.volumes.is_empty());
+        assert!(!status_text(&s).contains("data volume"));
+    }
+}

@@ -316,10 +316,11 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
     }
     let mut targets = vec![];
     for held in &snap.mounts {
-        let holders = snap
-            .holders
+        let mut pids = held.pids.clone();
+        pids.sort_unstable();
+        let holders = pids
             .iter()
-            .filter(|(h, _)| held.pids.contains(&h.pid))
+            .filter_map(|pid| snap.holders.iter().find(|(h, _)| h.pid == *pid))
             .map(|(h, c)| {
                 let what = c.workload.as_deref().map_or(class_word(c.class).to_string(), |w| format!("workload {w}"));
                 format!("pid {} {} ({}, {what})", h.pid, h.comm, h.unit.as_deref().unwrap_or("no unit"))
@@ -740,5 +741,65 @@ mod tests {
         let cmd = vec!["sapstartsrv".into(), "pf=/usr/sap/HN1/SYS/profile/HN1_HDB00_vm1".into(), "-D".into()];
         assert_eq!(sap_instance(None, &cmd), Some(("HN1".into(), "00".into())));
         assert_eq!(sap_instance(Some("sapinit.service"), &["x".into()]), None);
+    }
+
+    #[test]
+    fn several_mounts_are_freed_as_one_window_with_what_holds_each_shown() {
+        let s = Settings::default();
+        let mut h_data = holder(20, "mongod", Some("mongod.service"));
+        h_data.cmdline = vec!["mongod".into(), "--dbpath".into(), "/data".into()];
+        let holders =
+            vec![h_data, holder(10, "dockerd", Some("docker.service")), holder(30, "vim", Some("session-2.scope"))];
+        let mut sn =
+            snap(holders, vec![unit("mongod.service", "active", &[]), unit("docker.service", "active", &[])], &s);
+        // ADE's order: the data volumes first, then / (handle.py:2168-2209); mongod holds /data and / (its exe).
+        sn.mounts = vec![
+            Held { mount: "/data".into(), pids: vec![20, 30], kernel: vec!["/data/snapshots".into()] },
+            Held { mount: "/logs".into(), pids: vec![], kernel: vec![] },
+            Held { mount: "/".into(), pids: vec![10, 20], kernel: vec![] },
+        ];
+        let p = plan(&sn, &s).unwrap();
+        assert_eq!(p.mount_points(), [PathBuf::from("/data"), "/logs".into(), "/".into()]);
+        let stops: Vec<&Step> = p.steps.iter().filter(|st| matches!(st, Step::StopUnits { .. })).collect();
+        assert_eq!(
+            stops,
+            [&Step::StopUnits {
+                wave: "services".into(),
+                units: vec![("docker.service".into(), 90), ("mongod.service".into(), 90)]
+            }],
+            "one stop per unit, whichever mounts it holds"
+        );
+        assert_eq!(
+            p.mounts[0].holders,
+            ["pid 20 mongod (mongod.service, workload mongodb)", "pid 30 vim (session-2.scope, other)"]
+        );
+        assert!(p.mounts[1].holders.is_empty());
+        let text = p.to_string();
+        assert!(text.starts_with("plan to free /data, /logs, /:\n"), "{text}");
+        for want in [
+            "  /data held by: pid 20 mongod (mongod.service, workload mongodb); pid 30 vim (session-2.scope, other); \
+             /data/snapshots (kernel: mount below or swap)\n",
+            "  /logs held by: nothing\n",
+            "  / held by: pid 10 dockerd (docker.service, workload docker); pid 20 mongod (mongod.service, workload \
+             mongodb)\n",
+        ] {
+            assert!(text.contains(want), "{want}---\n{text}");
+        }
+        assert!(
+            p.warnings.iter().any(|w| w.starts_with("/data: /data/snapshots keep(s) a plain umount from succeeding")),
+            "{:?}",
+            p.warnings
+        );
+        assert_eq!(p.left_alone.len(), 1, "vim is left alone: {:?}", p.left_alone);
+    }
+
+    #[test]
+    fn an_os_only_plan_prints_as_before_without_a_per_mount_list() {
+        let s = Settings::default();
+        let sn =
+            snap(vec![holder(20, "mongod", Some("mongod.service"))], vec![unit("mongod.service", "active", &[])], &s);
+        let text = plan(&sn, &s).unwrap().to_string();
+        assert!(text.starts_with("plan to free /:\n  1. wait for other extension handlers"), "{text}");
+        assert!(!text.contains("held by"), "{text}");
     }
 }

@@ -162,3 +162,44 @@ fn running_containers(runner: &dyn Runner) -> anyhow::Result<Vec<String>> {
         Ok(o) => Err(anyhow!("docker ps: exit {:?}: {}", o.code, o.stderr_tail)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::Scan;
+    use crate::testing::procs::holder;
+    use std::path::Path;
+
+    /// Holders per mount point; nothing else.
+    struct ByMount(Vec<(&'static str, Vec<Holder>)>);
+    impl ProcessTable for ByMount {
+        fn scan(&self, path: &Path) -> Result<Scan, ScanError> {
+            let hs = self.0.iter().find(|(m, _)| Path::new(m) == path).map(|(_, h)| h.clone()).unwrap_or_default();
+            let mut s = Scan::from_holders(path, hs);
+            if path == Path::new("/data") {
+                s.kernel.swap_files.push("/data/swapfile".into());
+            }
+            Ok(s)
+        }
+        fn alive(&self, _: i32, _: u64) -> bool {
+            true
+        }
+        fn terminate(&self, _: i32, _: u64, _: Duration) {}
+        fn own_units(&self) -> Vec<String> {
+            vec![]
+        }
+    }
+
+    #[test]
+    fn scanning_several_mounts_lists_each_process_once_and_what_holds_each_mount() {
+        let t = ByMount(vec![
+            ("/data", vec![holder(20, "mongod", Some("mongod.service")), holder(30, "vim", None)]),
+            ("/", vec![holder(10, "dockerd", Some("docker.service")), holder(20, "mongod", Some("mongod.service"))]),
+        ]);
+        let (all, held) = scan_mounts(&t, &["/data".into(), "/".into()]).unwrap();
+        let pids: Vec<i32> = all.iter().map(|h| h.pid).collect();
+        assert_eq!(pids, [10, 20, 30]);
+        assert_eq!(held[0], Held { mount: "/data".into(), pids: vec![20, 30], kernel: vec!["/data/swapfile".into()] });
+        assert_eq!(held[1], Held { mount: "/".into(), pids: vec![10, 20], kernel: vec![] });
+    }
+}

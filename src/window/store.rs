@@ -246,6 +246,53 @@ mod tests {
         assert_eq!(back, orig, "the fixture must show every field as this build writes it");
     }
 
+    const FIXTURE_V2: &str = include_str!("../../tests/fixtures/state/v2.json");
+
+    #[test]
+    fn the_v2_fixture_with_data_volumes_loads_and_round_trips() {
+        let r = parse(Path::new("v2.json"), FIXTURE_V2).unwrap();
+        assert_eq!(r.version, 2);
+        let mounts: Vec<&Path> = r.data_volumes().iter().map(|v| v.mount_point.as_path()).collect();
+        assert_eq!(mounts, [Path::new("/data"), Path::new("/var/lib/mongodb")]);
+        assert_eq!(r.mounts(), [PathBuf::from("/data"), "/var/lib/mongodb".into(), "/".into()]);
+        let back: serde_json::Value = serde_json::to_value(&r).unwrap();
+        let orig: serde_json::Value = serde_json::from_str(FIXTURE_V2).unwrap();
+        assert_eq!(back, orig, "the fixture must show every field as this build writes it");
+    }
+
+    #[test]
+    fn a_window_with_data_volumes_is_written_as_version_2_and_one_without_as_version_1() {
+        use crate::testing::volumes::volume;
+        let d = tempfile::tempdir().unwrap();
+        let store = FileStore::new(&Paths::under(d.path()));
+        let mut j = Journal::open(&store, Path::new("/"), "b").unwrap();
+        assert_eq!(store.load().unwrap().unwrap().version, 1, "an OS-only window stays readable by older builds");
+        let text = std::fs::read_to_string(store.location()).unwrap();
+        assert!(!text.contains("volumes"), "{text}");
+        j.set_volumes(vec![volume("/data", "/dev/sdc1")]).unwrap();
+        j.intend(Change::LockHeld {}).unwrap();
+        let back = store.load().unwrap().unwrap();
+        assert_eq!(back.version, 2);
+        assert_eq!(back.data_volumes(), [volume("/data", "/dev/sdc1")]);
+        assert_eq!(&back, j.record());
+        assert_eq!(back.mounts(), [PathBuf::from("/data"), "/".into()]);
+    }
+
+    #[test]
+    fn data_volumes_in_a_version_1_journal_are_refused_as_corrupt() {
+        let text = FIXTURE_V2.replacen("\"version\": 2", "\"version\": 1", 1);
+        let (e, path) = load_err(&text);
+        assert!(
+            e.starts_with(&format!(
+                "{}: corrupt journal, refusing to guess: \"volumes\" needs journal version 2, the file says 1",
+                path.display()
+            )),
+            "{e}"
+        );
+        let text = FIXTURE_V2.replacen("\"fstype\": \"ext4\"", "\"fstype\": \"ext4\", \"size\": 1", 1);
+        assert!(load_err(&text).0.contains("unknown field `size`"));
+    }
+
     fn load_err(text: &str) -> (String, PathBuf) {
         let d = tempfile::tempdir().unwrap();
         let store = FileStore::new(&Paths::under(d.path()));

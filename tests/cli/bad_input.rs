@@ -107,14 +107,14 @@ fn a_journal_from_a_newer_version_is_refused_by_restore_and_status_naming_the_fi
         return;
     }
     let d = root();
-    let text = include_str!("../fixtures/state/v1.json").replacen("\"version\": 1", "\"version\": 2", 1);
+    let text = include_str!("../fixtures/state/v1.json").replacen("\"version\": 1", "\"version\": 3", 1);
     let p = put(d.path(), "var/lib/ade-prep/state.json", &text);
     for args in [&["restore"][..], &["status"], &["status", "--json"]] {
         let o = ade_prep(d.path(), args).output().unwrap();
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         let e = stderr(&o);
         assert!(
-            e.contains(&format!("{}: journal version 2 is from a newer ade-prep", p.display()))
+            e.contains(&format!("{}: journal version 3 is from a newer ade-prep", p.display()))
                 && e.contains("refusing"),
             "{args:?}: {e}"
         );

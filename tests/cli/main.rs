@@ -12,3 +12,4 @@ mod progress;
 mod report;
 mod scan_fuser;
 mod scan_text;
+mod volumes;

@@ -81,16 +81,19 @@ pub fn nspawn_guests() -> Vec<String> {
 /// containers are independent, and the suites mostly wait on timeouts: in sequence the second guest would add its
 /// whole run to the test command); then the failures of all of them are reported together.
 pub fn nspawn_suite(suite: &str, expected: usize, timeout_secs: u64) {
+    nspawn_suite_each(suite, |g| nspawn_suite_on(suite, g, expected, timeout_secs));
+}
+
+/// Runs `on_guest` for each of [`nspawn_guests`] at the same time (one suite at a time in this binary), then
+/// reports the failures of all of them together.
+pub fn nspawn_suite_each(suite: &str, on_guest: impl Fn(&str) -> Result<(), String> + Sync) {
     if std::env::var(IN_CONTAINER).is_ok() {
         return;
     }
-    // One suite at a time in this binary (its two guests side by side).
     let _one = one_guest();
+    let on_guest = &on_guest;
     let failed: Vec<String> = std::thread::scope(|s| {
-        let runs: Vec<_> = nspawn_guests()
-            .into_iter()
-            .map(|g| (g.clone(), s.spawn(move || nspawn_suite_on(suite, &g, expected, timeout_secs))))
-            .collect();
+        let runs: Vec<_> = nspawn_guests().into_iter().map(|g| (g.clone(), s.spawn(move || on_guest(&g)))).collect();
         runs.into_iter()
             .filter_map(|(g, h)| match h.join() {
                 Ok(r) => r.err().map(|e| format!("[guest {g}] {e}")),
@@ -106,6 +109,17 @@ pub fn nspawn_suite(suite: &str, expected: usize, timeout_secs: u64) {
 /// unless exactly `expected` in-container tests passed. Skips (see [`skip_nspawn`]) when not root or when the
 /// guest's root is missing from the harness cache.
 pub fn nspawn_suite_on(suite: &str, guest: &str, expected: usize, timeout_secs: u64) -> Result<(), String> {
+    nspawn_suite_on_with(suite, guest, expected, timeout_secs, &[])
+}
+
+/// [`nspawn_suite_on`] with host folders bound read-write into the container (`HOST:GUEST`, nspawn's --bind).
+pub fn nspawn_suite_on_with(
+    suite: &str,
+    guest: &str,
+    expected: usize,
+    timeout_secs: u64,
+    rw_binds: &[String],
+) -> Result<(), String> {
     if !nix::unistd::geteuid().is_root() {
         skip_nspawn(suite, "not root (systemd-nspawn needs root)");
         return Ok(());
@@ -133,6 +147,9 @@ pub fn nspawn_suite_on(suite: &str, guest: &str, expected: usize, timeout_secs: 
     c.args(["-t", &timeout_secs.to_string(), "-g", guest]).arg(manifest).arg(&cmd).env("NSPAWN_TIMING", "1");
     if !binds.is_empty() {
         c.env("NSPAWN_BIND_RO", binds.join(" "));
+    }
+    if !rw_binds.is_empty() {
+        c.env("NSPAWN_BIND", rw_binds.join(" "));
     }
     let t = Instant::now();
     let out = c.output().expect("running tests/harness/nspawn-run.sh");

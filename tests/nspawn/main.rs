@@ -15,3 +15,4 @@ mod prepare;
 mod signals;
 mod systemd;
 mod units;
+mod volumes;

@@ -26,7 +26,7 @@ use super::restore;
 use crate::checks::{self, Flow};
 use crate::clock;
 use crate::config::{ConfigError, Settings};
-use crate::datavol::{VolumeCheck, VolumeType};
+use crate::datavol::{DataVolumes, VolumeCheck, VolumeType};
 use crate::exit;
 use crate::extension::ade::{
     self, Observation, OsState, Outcome, PublicSettings, RootState, StatusRead, Verdict, WaitEnd, Watcher,
@@ -443,7 +443,10 @@ fn wait_and_restore(
             status(&format!("ADE done: {outcome}; restoring"));
             restore_now(paths, settings)?;
             if !matches!(outcome, Outcome::Failed { .. }) {
-                verify_data_volumes(paths, &record);
+                let vols = crate::datavol::AdeVolumes { paths, runner: &crate::runner::RealRunner };
+                if let Some(line) = verify_data_volumes(&vols, &record) {
+                    status(&line);
+                }
             }
             // After the OS volume is encrypted no later request unmounts / again; after an error, ADE is retried.
             Ok(match outcome {
@@ -467,13 +470,13 @@ fn wait_and_restore(
 }
 
 /// After ADE's success: whether each data volume of the window was encrypted, one event each (an error naming a
-/// volume ADE skipped: it reports success all the same, `handle.py:1989-1993`, `handle.py:2190-2197`).
-fn verify_data_volumes(paths: &Paths, record: &journal::Record) {
+/// volume ADE skipped: it reports success all the same, `handle.py:1989-1993`, `handle.py:2190-2197`); the status
+/// line to show, None when the window had no data volume.
+fn verify_data_volumes(vols: &dyn DataVolumes, record: &journal::Record) -> Option<String> {
     if record.data_volumes().is_empty() {
-        return;
+        return None;
     }
-    let vols = crate::datavol::AdeVolumes { paths, runner: &crate::runner::RealRunner };
-    let (verdicts, errors) = crate::datavol::verify_all(&vols, record.data_volumes());
+    let (verdicts, errors) = crate::datavol::verify_all(vols, record.data_volumes());
     for (v, c) in &verdicts {
         let volume = v.to_string();
         let (encrypted, detail) = match c {
@@ -482,11 +485,11 @@ fn verify_data_volumes(paths: &Paths, record: &journal::Record) {
         };
         crate::events::emit(crate::events::Event::DataVolume { volume: &volume, encrypted, detail });
     }
-    if errors.is_empty() {
-        status(&format!("ADE encrypted every data volume of the window ({})", verdicts.len()));
+    Some(if errors.is_empty() {
+        format!("ADE encrypted every data volume of the window ({})", verdicts.len())
     } else {
-        status(&format!("ADE left {} data volume(s) unencrypted: {}", errors.len(), errors.join("; ")));
-    }
+        format!("ADE left {} data volume(s) unencrypted: {}", errors.len(), errors.join("; "))
+    })
 }
 
 fn restore_now(paths: &Paths, settings: &Settings) -> anyhow::Result<()> {
@@ -571,5 +574,27 @@ mod tests {
         (none.facts.handler, none.facts.seq) = (None, None);
         let (why, watch) = skip(decide(&none, None, Flow::Unmount));
         assert!(why.starts_with("no ADE request") && !watch, "{why}");
+    }
+
+    #[test]
+    fn after_ades_success_each_data_volume_is_verified_and_one_ade_skipped_is_named() {
+        use crate::testing::volumes::{volume, FakeVolumes};
+        let store = crate::testing::store::MemStore::default();
+        let mut j = Journal::open(store, Path::new("/"), "boot").unwrap();
+        assert_eq!(verify_data_volumes(&FakeVolumes::default(), j.record()), None, "no data volume, no line");
+        j.set_volumes(vec![volume("/data", "/dev/sdc1"), volume("/logs", "/dev/sdd1")]).unwrap();
+        let mut vols = FakeVolumes::default();
+        vols.encrypted.insert("/data".into(), "/dev/mapper/uuid-of-sdc1".into());
+        let line = verify_data_volumes(&vols, j.record()).unwrap();
+        assert_eq!(
+            line,
+            "ADE left 1 data volume(s) unencrypted: data volume /logs (/dev/sdd1) is not encrypted: no LUKS header \
+             on /dev/sdd1 (ADE skips a data volume it cannot unmount and still reports success)"
+        );
+        vols.encrypted.insert("/logs".into(), "/dev/mapper/uuid-of-sdd1".into());
+        assert_eq!(
+            verify_data_volumes(&vols, j.record()).unwrap(),
+            "ADE encrypted every data volume of the window (2)"
+        );
     }
 }
