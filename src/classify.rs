@@ -150,6 +150,14 @@ pub fn classify(h: &Holder, s: &Settings) -> Classification {
     if let Some(reason) = protected_reason(h, s) {
         return Classification { class: Class::Protected, workload: None, reason };
     }
+    // A container task's process (Docker's, or containerd's own `ctr run` task in any namespace, whose cgroup no
+    // pattern can name): the workload of the shim it runs under (docs/docker.md, bug 2).
+    if let Some(shim) = h.shim {
+        if let Some((name, _)) = s.workloads.iter().find(|(_, w)| glob::any(&w.comms, "containerd-shim")) {
+            let reason = format!("a container task: runs under containerd-shim pid {shim}");
+            return Classification { class: Class::Workload, workload: Some(name.clone()), reason };
+        }
+    }
     match workload_match(h, s) {
         Some(Ok((name, reason))) => Classification { class: Class::Workload, workload: Some(name), reason },
         Some(Err(reason)) => Classification { class: Class::Other, workload: None, reason },
@@ -218,6 +226,26 @@ mod tests {
         assert_eq!(class_of(&j).1.as_deref(), Some("cassandra"));
         assert_eq!(class_of(&h(16, "hdbindexserver", None)).1.as_deref(), Some("sap"));
         assert_eq!(class_of(&h(17, "sapstart", Some("SAPHN1_00.service"))).1.as_deref(), Some("sap"));
+    }
+
+    #[test]
+    fn a_containerd_tasks_process_is_the_workload_of_its_shim_whatever_its_cgroup_or_name() {
+        // `ctr -n demo run`: cgroup /demo/web (cgroupfs), no unit; a name the catalogue does not know.
+        let mut t = h(20, "sh", None);
+        t.cgroup = Some("/demo/web".into());
+        assert_eq!(class_of(&t), (Class::Other, None), "without its shim nothing names it");
+        t.shim = Some(19);
+        let c = classify(&t, &Settings::default());
+        assert_eq!((c.class, c.workload.as_deref()), (Class::Workload, Some("docker")));
+        assert!(c.reason.contains("containerd-shim pid 19"), "{}", c.reason);
+        // A name another workload's catalogue knows is still the container's.
+        let mut m = h(21, "mongod", None);
+        m.shim = Some(19);
+        assert_eq!(class_of(&m).1.as_deref(), Some("docker"));
+        // Protected stays protected.
+        let mut sshd = h(22, "sshd", None);
+        sshd.shim = Some(19);
+        assert_eq!(class_of(&sshd).0, Class::Protected);
     }
 
     #[test]

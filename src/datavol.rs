@@ -202,8 +202,8 @@ pub fn errors(verdicts: &[(VolumeRef, VolumeCheck)]) -> Vec<String> {
         .iter()
         .filter_map(|(v, c)| match c {
             VolumeCheck::NotEncrypted { why } => Some(format!(
-                "data volume {v} is not encrypted: {why} (ADE skips a data volume it cannot unmount and still reports \
-                 success)"
+                "data volume {v} is not encrypted: {why} (ADE skips a data volume it cannot unmount, or its data step \
+                 failed)"
             )),
             VolumeCheck::Encrypted { .. } => None,
         })

@@ -228,6 +228,7 @@ mod tests {
             fds: 0,
             writable_fds: 0,
             start_time: 0,
+            shim: None,
         }
     }
 

@@ -19,6 +19,7 @@ pub(crate) mod fsread;
 pub(crate) mod glob;
 pub mod lock;
 pub(crate) mod mountinfo;
+pub(crate) mod netlink;
 pub mod paths;
 pub(crate) mod pidref;
 pub(crate) mod report;

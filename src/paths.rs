@@ -46,6 +46,11 @@ pub const DEV_DISK_AZURE: &str = "/dev/disk/azure";
 /// cloud-init's links to Azure disks (`azure_root`, `azure_resource`).
 pub const DEV_DISK_CLOUD: &str = "/dev/disk/cloud";
 
+/// The guest agent's configuration (read by `check`: ADE's extension parses it when it starts).
+pub const WAAGENT_CONF: &str = "/etc/waagent.conf";
+/// Login-wide environment variables (read by `check` for proxies).
+pub const ETC_ENVIRONMENT: &str = "/etc/environment";
+
 /// Every constant above, for the test that keeps README.md and the packaging in line with the code.
 pub const ALL: &[(&str, &str)] = &[
     ("CONFIG_FILE", CONFIG_FILE),
@@ -57,6 +62,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("WAAGENT_DIR", WAAGENT_DIR),
     ("ADE_CONFIG_DIR", ADE_CONFIG_DIR),
     ("ADE_LOG_DIR", ADE_LOG_DIR),
+    ("WAAGENT_CONF", WAAGENT_CONF),
+    ("ETC_ENVIRONMENT", ETC_ENVIRONMENT),
 ];
 
 /// The root every absolute path is resolved under: `/` on a real machine, a fixture tree in tests.

@@ -98,6 +98,10 @@ pub struct Holder {
     /// When it started: field 22 of `/proc/PID/stat` (clock ticks after boot). With the pid it names the process:
     /// a pid reused after the scan has another start time and is never signalled.
     pub start_time: u64,
+    /// The nearest ancestor that is a containerd shim (comm `containerd-shim*`): the process belongs to a container
+    /// task, Docker's or containerd's own; None otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shim: Option<i32>,
 }
 
 /// Something that could not be read, by pid and kind (fd, cwd, root, exe, maps), with the count of entries.
@@ -229,6 +233,24 @@ pub fn ancestor_units(proc_root: &Path, pid: i32) -> Vec<String> {
         }
     }
     units.into_iter().collect()
+}
+
+/// The nearest of `pid` and its ancestors whose comm is `containerd-shim*` (the comm of every shim: `containerd-shim`,
+/// and `containerd-shim-runc-v2` cut to 15 characters), read from `/proc/PID/stat` under `proc_root`; None at PID 1.
+pub fn shim_ancestor(proc_root: &Path, pid: i32) -> Option<i32> {
+    let mut pid = pid;
+    for _ in 0..1024 {
+        if pid <= 1 {
+            return None;
+        }
+        let st = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+        let st = parse_stat(&st)?;
+        if st.comm.starts_with("containerd-shim") {
+            return Some(pid);
+        }
+        pid = st.ppid;
+    }
+    None
 }
 
 /// The real process table under a proc root.
@@ -598,6 +620,7 @@ fn details(dirfd: &OwnedFd, hit: &Hit) -> Option<Holder> {
         fds: hit.fds,
         writable_fds: hit.writable_fds,
         start_time,
+        shim: None,
     })
 }
 
@@ -652,6 +675,9 @@ impl ProcessTable for ProcFs {
         let part = merged.into_inner().unwrap_or_else(|p| p.into_inner());
         let mut holders = part.holders;
         holders.sort_by_key(|h| h.pid);
+        for h in &mut holders {
+            h.shim = shim_ancestor(&self.proc_root, h.ppid);
+        }
         let mut unreadable = part.unreadable;
         unreadable.sort_by(|a, b| (a.pid, a.what).cmp(&(b.pid, b.what)));
         Ok(Scan { target, holders, kernel, unreadable, processes_seen: part.seen })
@@ -661,6 +687,28 @@ impl ProcessTable for ProcFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shim_ancestor_finds_the_nearest_containerd_shim_up_to_pid_1() {
+        let d = tempfile::tempdir().unwrap();
+        let proc = |pid: i32, ppid: i32, comm: &str| {
+            let dir = d.path().join(pid.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            let stat = format!("{pid} ({comm}) S {ppid} 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 4242 0 0");
+            std::fs::write(dir.join("stat"), stat).unwrap();
+        };
+        proc(10, 1, "containerd-shim"); // containerd-shim-runc-v2, its comm cut to 15 characters
+        proc(11, 10, "sh");
+        proc(12, 11, "sleep");
+        proc(20, 1, "containerd");
+        proc(21, 20, "containerd-shim"); // shim v1, a child of containerd
+        proc(30, 1, "bash");
+        assert_eq!(shim_ancestor(d.path(), 11), Some(10));
+        assert_eq!(shim_ancestor(d.path(), 12), Some(10), "a grandchild of the shim");
+        assert_eq!(shim_ancestor(d.path(), 20), None, "containerd is no task");
+        assert_eq!(shim_ancestor(d.path(), 30), None);
+        assert_eq!(shim_ancestor(d.path(), 99), None, "gone");
+    }
 
     #[test]
     fn ancestor_units_walk_the_parents_to_pid_1() {

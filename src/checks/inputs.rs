@@ -123,6 +123,10 @@ pub struct Inputs {
     pub stale_hold: Input<Option<StaleHold>>,
     /// ADE's data-volume selection and what judging it needs ([`gather_volumes`]).
     pub volumes: VolumeInputs,
+    /// ADE's packages: read by packages.rs (dpkg's status file, `rpm -q`).
+    pub packages: super::packages::PackageFacts,
+    /// ADE's network paths: read by network.rs (waagent.conf, the wire server file, proxy variables, routes).
+    pub network: super::network::NetFacts,
 }
 
 /// A hold list on disk while no window is open: the generator masks its units at the next boot or daemon-reload.
@@ -199,7 +203,7 @@ fn read_text(path: &Path) -> Input<String> {
     std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn read_optional(path: &Path) -> Input<Option<String>> {
+pub(super) fn read_optional(path: &Path) -> Input<Option<String>> {
     match std::fs::read_to_string(path) {
         Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -340,6 +344,7 @@ pub fn gather(paths: &Paths, agent: &dyn AgentVersion, workloads: Input<Vec<Work
         _ => Some(agent.waagent_version()),
     };
     let waagent_entries = list_dir(&paths.waagent_dir());
+    let network = super::network::gather_here(paths, &processes);
     let ade_dir = paths.ade_config_dir();
     let rh = |p: &str| std::fs::read_to_string(paths.resolve(p)).ok();
     Inputs {
@@ -359,6 +364,8 @@ pub fn gather(paths: &Paths, agent: &dyn AgentVersion, workloads: Input<Vec<Work
         workloads,
         stale_hold: read_stale_hold(paths),
         volumes: VolumeInputs::not_read("data volumes not read (lsblk is run by check_machine)"),
+        packages: super::packages::gather(paths),
+        network,
     }
 }
 

@@ -12,6 +12,8 @@ mod agent;
 mod disk;
 mod distro;
 mod inputs;
+mod network;
+mod packages;
 pub mod render;
 mod system;
 mod volumes;
@@ -58,6 +60,14 @@ pub const EXTENSIONS: &str = "extensions";
 pub const ADE_OPERATION: &str = "ade-operation";
 /// The extension's last status against what the guest shows.
 pub const ENCRYPTION_STATUS: &str = "encryption-status";
+/// ADE's packages for this distribution installed (packages.rs).
+pub const PACKAGES: &str = "packages";
+/// A route to IMDS and to the wire server (network.rs).
+pub const NETWORK_ROUTE: &str = "network-route";
+/// Proxy settings on ADE's network paths (network.rs).
+pub const NETWORK_PROXY: &str = "network-proxy";
+/// The wire server address file (network.rs).
+pub const WIRE_SERVER: &str = "wire-server";
 /// The reminder to snapshot or back up first.
 pub const BACKUP: &str = "backup";
 
@@ -77,6 +87,10 @@ pub const ALL_IDS: &[&str] = &[
     EXTENSIONS,
     ADE_OPERATION,
     ENCRYPTION_STATUS,
+    PACKAGES,
+    NETWORK_ROUTE,
+    NETWORK_PROXY,
+    WIRE_SERVER,
     BACKUP,
 ];
 
@@ -200,6 +214,10 @@ pub fn run(inp: &Inputs) -> Report {
             &inp.stale_hold,
         ),
         ade::encryption_status(&inp.ade_state, &inp.mounts, &inp.dm, &inp.volumes),
+        packages::packages(&inp.os_release, flow, &inp.packages),
+        network::route(&inp.network),
+        network::proxy(&inp.network),
+        network::wire_server(&inp.network),
         window::backup(flow),
     ];
     let mut summary = Summary::default();
@@ -300,6 +318,14 @@ pub(crate) mod tests {
             workloads: err(reason),
             stale_hold: err(reason),
             volumes: VolumeInputs::not_read(reason),
+            packages: packages::PackageFacts { dpkg: err(reason), rpm: err(reason), pythons: Default::default() },
+            network: network::NetFacts {
+                agent: None,
+                waagent_conf: err(reason),
+                wire_file: err(reason),
+                proxy_vars: vec![],
+                routes: err(reason),
+            },
         }
     }
 

@@ -189,7 +189,7 @@ mod tests {
         assert!(
             text.contains(
                 "error: data volume /logs (/dev/sdd1) is not encrypted: no LUKS header on /dev/sdd1 (ADE skips a \
-                 data volume it cannot unmount and still reports success)\n"
+                 data volume it cannot unmount, or its data step failed)\n"
             ),
             "{text}"
         );

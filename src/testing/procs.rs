@@ -61,5 +61,6 @@ pub(crate) fn holder(pid: i32, comm: &str, unit: Option<&str>) -> Holder {
         fds: 1,
         writable_fds: 0,
         start_time: 1000 + pid as u64,
+        shim: None,
     }
 }

@@ -17,6 +17,7 @@ use crate::failpoint;
 use crate::scan::Holder;
 use crate::selinux::Mode;
 use crate::systemd::{Reload, UnitKind};
+use crate::window::ctr;
 use crate::window::hold;
 use crate::window::journal::{Change, Journal};
 use crate::window::plan::{Plan, Step};
@@ -176,6 +177,36 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                     Err(e) => return Err(fail(j, seq, anyhow!("docker stop: {e}"))),
                 }
             }
+            Step::StopTasks { tasks, grace_secs } => {
+                // Every task in the journal before the first signal: a crash mid-step loses none.
+                let mut seqs = vec![];
+                for t in tasks {
+                    let change =
+                        Change::StopTask { namespace: t.namespace.clone(), id: t.id.clone(), state: t.state.clone() };
+                    seqs.push(record(j, change)?);
+                }
+                let shown: Vec<String> = tasks.iter().map(|t| format!("{}/{}", t.namespace, t.id)).collect();
+                let what = format!("stopping containerd tasks: {}", shown.join(" "));
+                events::emit(Event::Waiting { what: &what, left: Some(Duration::from_secs(*grace_secs)) });
+                let results = ctr::stop(m.runner, tasks, Duration::from_secs(*grace_secs));
+                events::emit(Event::WaitOver);
+                let mut errors = vec![];
+                for ((t, r), seq) in tasks.iter().zip(results).zip(seqs) {
+                    match r {
+                        Ok(()) => {
+                            log::info!("stopped containerd {t}");
+                            finish(j, seq)?
+                        }
+                        Err(e) => {
+                            let _ = j.failed(seq, e.clone());
+                            errors.push(e);
+                        }
+                    }
+                }
+                if !errors.is_empty() {
+                    bail!("{}", errors.join("; "));
+                }
+            }
             Step::MaskUnits { units } => {
                 let mut seqs = vec![];
                 for u in units {
@@ -295,8 +326,26 @@ fn clear_holders<S: Store>(
         return Ok(());
     }
     let describe = |h: &Holder| format!("pid {} {} ({})", h.pid, h.comm, h.unit.as_deref().unwrap_or("no unit"));
+    // A container task still running is never ended from outside: killing its process, or its shim, would orphan
+    // the task and lose it at restore (docs/docker.md, bug 2). Its task is stopped through docker or ctr, or not.
+    let tasks: BTreeSet<i32> = left.iter().filter_map(|h| h.shim).collect();
     let (mut kill, mut refuse) = (vec![], vec![]);
     for h in left {
+        if let Some(shim) = h.shim {
+            refuse.push(format!(
+                "{}, a container task's process under containerd-shim pid {shim}, still runs (stop its task: `ctr \
+                 -n NAMESPACE task kill`, or `docker stop`)",
+                describe(&h)
+            ));
+            continue;
+        }
+        if tasks.contains(&h.pid) {
+            refuse.push(format!(
+                "{}, a containerd shim whose task still runs (ending it would lose the task)",
+                describe(&h)
+            ));
+            continue;
+        }
         let leftover = h.unit.as_ref().is_some_and(|u| stopped.contains(u));
         let stray = h.unit.as_deref().is_none_or(|u| UnitKind::of(u) == UnitKind::Scope);
         if leftover || (stray && policy == StrayPolicy::Terminate) {
@@ -467,7 +516,14 @@ mod tests {
         let (r, j) = w.prepare(docker_holders());
         r.unwrap();
         // containers stopped before dockerd, triggers stopped before services, all masked, SELinux permissive
-        assert_eq!(w.runner.calls.borrow()[1], ["docker", "stop", "-t", "30", "c1", "c2"]);
+        assert!(w.runner.calls.borrow().contains(&vec![
+            "docker".to_string(),
+            "stop".into(),
+            "-t".into(),
+            "30".into(),
+            "c1".into(),
+            "c2".into()
+        ]));
         let stops: Vec<FakeCall> = w.sd.calls().into_iter().filter(|c| matches!(c, FakeCall::Stop(_))).collect();
         assert_eq!(
             stops,
@@ -544,6 +600,202 @@ mod tests {
         for u in ["docker.service", "docker.socket", "containerd.service"] {
             assert_eq!(w.active(u), "active", "{u}");
         }
+    }
+
+    /// containerd's tasks: two of its own in namespace demo (one paused), Docker's in moby, one already stopped.
+    fn ctr_runner() -> FakeRunner {
+        FakeRunner::default()
+            .with_task("demo", "web", "RUNNING")
+            .with_task("demo", "frozen", "PAUSED")
+            .with_task("moby", "c1", "RUNNING")
+            .with_task("demo", "done", "STOPPED")
+    }
+
+    fn task_changes(j: &Journal<FileStore>) -> Vec<(String, String, String, Status)> {
+        j.record()
+            .entries
+            .iter()
+            .filter_map(|e| match &e.change {
+                Change::StopTask { namespace, id, state } => {
+                    Some((namespace.clone(), id.clone(), state.clone(), e.status))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn containerds_own_tasks_are_journalled_then_stopped_and_restore_starts_exactly_those_running() {
+        let mut w = World::new(docker_systemd());
+        let state = w.dir.path().join("state.json");
+        let seen: std::rc::Rc<RefCell<Vec<String>>> = Default::default();
+        let (seen2, state2) = (seen.clone(), state.clone());
+        w.runner = FakeRunner {
+            // What the journal on disk holds at the first signal to a task.
+            hook: Some(Box::new(move |argv: &[String]| {
+                if argv.iter().any(|a| a == "kill") && seen2.borrow().is_empty() {
+                    seen2.borrow_mut().push(std::fs::read_to_string(&state2).unwrap());
+                }
+            })),
+            ..ctr_runner()
+        };
+        let (r, j) = w.prepare(docker_holders());
+        r.unwrap();
+        let journal_at_first_kill = seen.borrow()[0].clone();
+        for id in ["\"web\"", "\"frozen\""] {
+            assert!(journal_at_first_kill.contains(id), "{id} recorded before the first kill: {journal_at_first_kill}");
+        }
+        let want = |st: Status| {
+            vec![
+                ("demo".to_string(), "frozen".to_string(), "paused".to_string(), st),
+                ("demo".to_string(), "web".to_string(), "running".to_string(), st),
+            ]
+        };
+        assert_eq!(task_changes(&j), want(Status::Done), "Docker's moby and the stopped task are not recorded");
+        assert_eq!(w.runner.task("demo", "web"), None, "stopped and deleted: its shim is gone");
+        assert_eq!(w.runner.task("demo", "frozen"), None);
+        assert_eq!(w.runner.task("moby", "c1").as_deref(), Some("RUNNING"), "Docker's are docker stop's");
+        assert_eq!(w.runner.task("demo", "done").as_deref(), Some("STOPPED"), "left as it was");
+        let calls: Vec<String> = w.runner.calls.borrow().iter().map(|c| c.join(" ")).collect();
+        let at = |c: &str| calls.iter().position(|x| x == c).unwrap_or_else(|| panic!("{c} not in {calls:?}"));
+        assert!(at("ctr -n demo task kill -s SIGTERM frozen") < at("ctr -n demo task resume frozen"), "{calls:?}");
+        assert!(!calls.iter().any(|c| c.contains("SIGKILL")), "both ended on SIGTERM: {calls:?}");
+        assert!(at("docker stop -t 30 c1 c2") < at("ctr -n demo task kill -s SIGTERM web"));
+        let first_unit_stop = w.sd.calls().iter().position(|c| matches!(c, FakeCall::Stop(_))).unwrap();
+        assert!(first_unit_stop > 0);
+        // containerd was stopped after the tasks: the fake systemd saw no stop before them (calls are per edge, so
+        // the journal's order says it).
+        let seqs: Vec<u32> = j
+            .record()
+            .entries
+            .iter()
+            .filter(|e| matches!(e.change, Change::StopTask { .. } | Change::StopUnit { .. }))
+            .map(|e| e.seq)
+            .collect();
+        let first_task = j.record().entries.iter().find(|e| matches!(e.change, Change::StopTask { .. })).unwrap().seq;
+        assert_eq!(seqs[0], first_task, "the tasks are journalled before any unit stop");
+
+        let mut j2 = Journal::resume(FileStore::at(state)).unwrap().unwrap();
+        let r = w.restore(&mut j2);
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+        assert_eq!(w.runner.task("demo", "web").as_deref(), Some("RUNNING"));
+        assert_eq!(w.runner.task("demo", "frozen").as_deref(), Some("RUNNING"), "a paused task comes back running");
+        assert_eq!(w.runner.task("demo", "done").as_deref(), Some("STOPPED"), "never started");
+        assert_eq!(task_changes(&j2), want(Status::Undone));
+        let calls: Vec<String> = w.runner.calls.borrow().iter().map(|c| c.join(" ")).collect();
+        let start = calls.iter().position(|c| c == "ctr -n demo task start --null-io -d web").unwrap();
+        assert!(calls.iter().position(|c| c == "docker start c1 c2").unwrap() < start, "{calls:?}");
+        assert_eq!(j2.record().phase, Phase::Closed);
+    }
+
+    #[test]
+    fn a_task_that_ignores_sigterm_is_killed_after_the_grace() {
+        let mut w = World::new(docker_systemd());
+        w.settings.docker.stop_grace_secs = 0;
+        w.runner = FakeRunner { ignore_term: ["web".to_string()].into(), ..ctr_runner() };
+        let (r, j) = w.prepare(docker_holders());
+        r.unwrap();
+        let calls: Vec<String> = w.runner.calls.borrow().iter().map(|c| c.join(" ")).collect();
+        let kills: Vec<&String> = calls.iter().filter(|c| c.contains("SIGKILL")).collect();
+        assert_eq!(kills, ["ctr -n demo task kill -s SIGKILL web"], "{calls:?}");
+        assert_eq!(w.runner.task("demo", "web"), None);
+        assert!(task_changes(&j).iter().all(|t| t.3 == Status::Done));
+    }
+
+    #[test]
+    fn a_task_that_cannot_be_stopped_fails_prepare_naming_it_and_the_rollback_restarts_what_was_stopped() {
+        let mut w = World::new(docker_systemd());
+        w.settings.docker.stop_grace_secs = 0;
+        w.runner = FakeRunner {
+            ignore_term: ["web".to_string()].into(),
+            fail_when: vec!["task kill -s SIGKILL web".into()],
+            ..ctr_runner()
+        };
+        let (r, j) = w.prepare(docker_holders());
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(e.contains("containerd task web in namespace demo: still runs after SIGTERM, 0 s and SIGKILL"), "{e}");
+        assert!(e.contains("ctr -n demo task kill -s SIGKILL web: exit Some(1): boom"), "{e}");
+        assert!(e.contains("rolled back"), "{e}");
+        assert_eq!(w.runner.task("demo", "web").as_deref(), Some("RUNNING"), "never stopped, left running");
+        assert_eq!(
+            w.runner.task("demo", "frozen").as_deref(),
+            Some("RUNNING"),
+            "stopped, then started by the rollback"
+        );
+        assert_eq!(w.active("containerd.service"), "active", "no unit was stopped");
+        assert!(!w.sd.calls().iter().any(|c| matches!(c, FakeCall::Stop(_))));
+        assert!(task_changes(&j).iter().all(|t| t.3 == Status::Undone), "{:?}", task_changes(&j));
+        assert_eq!(j.record().phase, Phase::Closed);
+    }
+
+    #[test]
+    fn a_unit_that_fails_to_stop_after_the_tasks_rolls_back_and_the_tasks_run_again() {
+        let mut w = World::new(docker_systemd().fail_stop("containerd.service", FakeFailure::Result("timeout".into())));
+        w.runner = ctr_runner();
+        let (r, j) = w.prepare(docker_holders());
+        assert!(format!("{:#}", r.unwrap_err()).contains("rolled back"));
+        assert_eq!(w.runner.task("demo", "web").as_deref(), Some("RUNNING"));
+        assert_eq!(w.runner.task("demo", "frozen").as_deref(), Some("RUNNING"));
+        assert_eq!(w.active("containerd.service"), "active");
+        assert_eq!(j.record().phase, Phase::Closed);
+    }
+
+    #[test]
+    fn restore_after_a_crash_mid_step_starts_what_was_recorded_whatever_state_it_was_left_in() {
+        // The journal has three tasks as intended; the crash came after `web` was deleted and `api` killed but not
+        // deleted, before `db` got its signal.
+        let mut w = World::new(docker_systemd());
+        w.runner = FakeRunner::default().with_task("demo", "api", "STOPPED").with_task("demo", "db", "RUNNING");
+        let mut j = w.journal();
+        for id in ["web", "api", "db"] {
+            j.intend(Change::StopTask { namespace: "demo".into(), id: id.into(), state: "running".into() }).unwrap();
+        }
+        let r = w.restore(&mut j);
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+        for id in ["web", "api", "db"] {
+            assert_eq!(w.runner.task("demo", id).as_deref(), Some("RUNNING"), "{id}");
+        }
+        let calls: Vec<String> = w.runner.calls.borrow().iter().map(|c| c.join(" ")).collect();
+        assert!(calls.contains(&"ctr -n demo task delete api".to_string()), "{calls:?}");
+        assert!(!calls.iter().any(|c| c.contains("start --null-io -d db")), "db still ran: {calls:?}");
+        assert_eq!(j.record().phase, Phase::Closed);
+    }
+
+    #[test]
+    fn a_task_that_cannot_be_started_is_named_and_the_window_stays_open() {
+        let mut w = World::new(docker_systemd());
+        w.runner = FakeRunner { fail_when: vec!["task start".into()], ..ctr_runner() };
+        let (r, mut j) = w.prepare(docker_holders());
+        r.unwrap();
+        let r = w.restore(&mut j);
+        assert!(
+            r.failed.iter().any(|f| f.starts_with("containerd task web in namespace demo: ctr -n demo task start")),
+            "{:?}",
+            r.failed
+        );
+        assert_eq!(j.record().phase, Phase::Restoring);
+    }
+
+    #[test]
+    fn a_container_tasks_process_left_running_fails_prepare_and_neither_it_nor_its_shim_is_ended() {
+        // A task ctr did not list (Docker's, with the engine down): under the terminate policy all the same.
+        let mut w = World::new(docker_systemd().with_pid(50, "containerd.service"));
+        w.settings.stray.policy = StrayPolicy::Terminate;
+        let mut task = holder(51, "sh", None);
+        task.cgroup = Some("/moby/abc".into());
+        task.shim = Some(50);
+        let mut hs = docker_holders();
+        hs.extend([holder(50, "containerd-shim", Some("containerd.service")), task]);
+        let (r, _) = w.prepare(hs);
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(e.contains("pid 51 sh (no unit), a container task's process under containerd-shim pid 50"), "{e}");
+        assert!(
+            e.contains("pid 50 containerd-shim (containerd.service), a containerd shim whose task still runs"),
+            "{e}"
+        );
+        assert!(w.terminated.borrow().is_empty());
+        assert!(!w.sd.calls().iter().any(|c| matches!(c, FakeCall::Kill(..))), "{:?}", w.sd.calls());
+        assert_eq!(w.active("containerd.service"), "active", "rolled back");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! on the machine only through the edges in `Machine`; it must not reach the command line, print, or talk to
 //! systemd, SELinux or /proc directly.
 
+pub(crate) mod ctr;
 pub(crate) mod execute;
 pub(crate) mod hold;
 pub mod journal;

@@ -38,6 +38,13 @@ pub enum Step {
         /// Grace period for each.
         grace_secs: u64,
     },
+    /// Stop containerd's own tasks (namespaces other than Docker's) before containerd goes: SIGTERM (a paused one
+    /// resumed after it), the grace, SIGKILL, `ctr task delete`; their shims exit with them.
+    StopTasks {
+        tasks: Vec<super::ctr::Task>,
+        /// Grace period for each.
+        grace_secs: u64,
+    },
     /// Write runtime masks for the units; they take effect at [`Step::ActivateMasks`], after the stops (a mask
     /// loaded before the stop would drop the unit's own ExecStop, KillMode and Restart settings).
     MaskUnits {
@@ -275,6 +282,12 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
             grace_secs: settings.docker.stop_grace_secs,
         });
     }
+    if workloads.contains_key("docker") && !snap.containerd_tasks.is_empty() {
+        steps.push(Step::StopTasks {
+            tasks: snap.containerd_tasks.clone(),
+            grace_secs: settings.docker.stop_grace_secs,
+        });
+    }
     let mut mask = vec![];
     for u in unit_workload.keys() {
         match facts(u) {
@@ -311,7 +324,10 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
         steps.push(Step::ActivateMasks);
     }
     steps.push(Step::ClearHolders { policy: settings.stray.policy, grace_secs: settings.stray.grace_secs });
-    if snap.selinux_enforcing {
+    // SELinux is set permissive for ADE's OS pass (its pivot and unmount of `/`); a window of data volumes only
+    // (ADE's plain umount of each, FINDINGS 47, 55) leaves it alone.
+    let frees_root = snap.mounts.iter().any(|m| m.mount == std::path::Path::new("/"));
+    if snap.selinux_enforcing && frees_root {
         steps.push(Step::SelinuxPermissive);
     }
     let mut targets = vec![];
@@ -372,6 +388,14 @@ impl fmt::Display for Step {
             ),
             Step::StopContainers { ids, grace_secs } => {
                 write!(f, "docker stop -t {grace_secs} {} ({} containers)", ids.join(" "), ids.len())
+            }
+            Step::StopTasks { tasks, grace_secs } => {
+                let list: Vec<String> = tasks.iter().map(|t| t.to_string()).collect();
+                write!(
+                    f,
+                    "stop containerd's own tasks (SIGTERM, grace {grace_secs} s, SIGKILL, ctr task delete): {}",
+                    list.join(", ")
+                )
             }
             Step::MaskUnits { units } => {
                 write!(f, "write runtime masks (effective at the reload): {}", units.join(" "))
@@ -463,6 +487,7 @@ mod tests {
             units: units.into_iter().collect(),
             selinux_enforcing: false,
             docker_containers: vec![],
+            containerd_tasks: vec![],
             own_units: Default::default(),
         }
     }
@@ -497,6 +522,7 @@ mod tests {
                 Step::WaitForExtensions { .. } => "wait",
                 Step::TakeLock => "lock",
                 Step::StopContainers { .. } => "containers",
+                Step::StopTasks { .. } => "tasks",
                 Step::MaskUnits { .. } => "mask",
                 Step::ActivateMasks => "reload",
                 Step::HoldUnits { .. } => "hold",
@@ -529,6 +555,38 @@ mod tests {
         let names: Vec<&str> = units.iter().map(|(u, _)| u.as_str()).collect();
         assert_eq!(names, ["containerd.service", "docker-abc.scope", "docker.service"]);
         assert_eq!(p.left_alone.len(), 1, "sshd is left alone");
+    }
+
+    #[test]
+    fn containerds_own_tasks_are_stopped_after_the_containers_and_before_any_unit_is_touched() {
+        let s = Settings::default();
+        let task = |ns: &str, id: &str, state: &str| crate::window::ctr::Task {
+            namespace: ns.into(),
+            id: id.into(),
+            state: state.into(),
+        };
+        let mut sn = snap(
+            vec![holder(11, "containerd", Some("containerd.service"))],
+            vec![unit("containerd.service", "active", &[])],
+            &s,
+        );
+        let p = plan(&sn, &s).unwrap();
+        assert!(!p.steps.iter().any(|st| matches!(st, Step::StopTasks { .. })), "no task, no step");
+        sn.docker_containers = vec!["abc".into()];
+        sn.containerd_tasks = vec![task("demo", "web", "running"), task("k8s.io", "pause", "paused")];
+        let p = plan(&sn, &s).unwrap();
+        let at = |f: fn(&Step) -> bool| p.steps.iter().position(f).unwrap();
+        let tasks = at(|st| matches!(st, Step::StopTasks { .. }));
+        assert!(at(|st| matches!(st, Step::StopContainers { .. })) < tasks);
+        assert!(tasks < at(|st| matches!(st, Step::MaskUnits { .. })), "{:?}", p.steps);
+        assert_eq!(p.steps[tasks], Step::StopTasks { tasks: sn.containerd_tasks.clone(), grace_secs: 30 });
+        assert!(
+            p.to_string().contains(
+                "stop containerd's own tasks (SIGTERM, grace 30 s, SIGKILL, ctr task delete): task web in namespace \
+                 demo, task pause in namespace k8s.io (paused)"
+            ),
+            "{p}"
+        );
     }
 
     #[test]
@@ -791,6 +849,19 @@ mod tests {
             p.warnings
         );
         assert_eq!(p.left_alone.len(), 1, "vim is left alone: {:?}", p.left_alone);
+    }
+
+    #[test]
+    fn a_window_of_data_volumes_only_leaves_selinux_alone_one_with_root_sets_it_permissive() {
+        let s = Settings::default();
+        let mut sn =
+            snap(vec![holder(20, "mongod", Some("mongod.service"))], vec![unit("mongod.service", "active", &[])], &s);
+        sn.selinux_enforcing = true;
+        assert_eq!(plan(&sn, &s).unwrap().steps.last(), Some(&Step::SelinuxPermissive));
+        sn.mounts[0].mount = "/data".into();
+        let p = plan(&sn, &s).unwrap();
+        assert!(!p.steps.contains(&Step::SelinuxPermissive), "{:?}", p.steps);
+        assert!(p.steps.iter().any(|st| matches!(st, Step::StopUnits { .. })), "the holder of /data is still stopped");
     }
 
     #[test]

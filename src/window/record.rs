@@ -61,6 +61,15 @@ pub enum Change {
     },
     /// Docker containers stopped (live-restore); undo starts them.
     StopContainers { ids: Vec<String> },
+    /// A containerd task (not Docker's: a namespace other than `moby`) stopped and deleted; undo starts it again
+    /// (`ctr -n NAMESPACE task start -d`), running, also when it was paused.
+    StopTask {
+        namespace: String,
+        /// The container id (the task's name).
+        id: String,
+        /// Its state before: `running` or `paused`.
+        state: String,
+    },
     /// A stray process terminated (cannot be undone; recorded for the operator).
     TerminateProcess {
         pid: i32,
@@ -80,6 +89,9 @@ impl fmt::Display for Change {
             Change::StopUnit { unit, active_state_before } => write!(f, "stop {unit} (was {active_state_before})"),
             Change::PreStop { workload, argv, user } => write!(f, "pre-stop {workload}: {argv:?} as {user}"),
             Change::StopContainers { ids } => write!(f, "stop {} container(s): {}", ids.len(), ids.join(" ")),
+            Change::StopTask { namespace, id, state } => {
+                write!(f, "stop containerd task {id} in namespace {namespace} (was {state})")
+            }
             Change::TerminateProcess { pid, comm, unit } => {
                 write!(f, "terminate pid {pid} ({comm}")?;
                 if let Some(u) = unit {
@@ -173,7 +185,7 @@ impl Record {
     /// A one-line summary of the changes in effect ("stopped 3 units, SELinux permissive").
     pub fn summary(&self) -> String {
         let done = self.entries.iter().filter(|e| e.status == Status::Done);
-        let (mut stopped, mut masked, mut selinux, mut killed, mut containers) = (0, 0, false, 0, 0);
+        let (mut stopped, mut masked, mut selinux, mut killed, mut containers, mut tasks) = (0, 0, false, 0, 0, 0);
         for e in done {
             match &e.change {
                 Change::StopUnit { .. } => stopped += 1,
@@ -181,12 +193,16 @@ impl Record {
                 Change::SelinuxPermissive { .. } => selinux = true,
                 Change::TerminateProcess { .. } => killed += 1,
                 Change::StopContainers { ids } => containers += ids.len(),
+                Change::StopTask { .. } => tasks += 1,
                 _ => {}
             }
         }
         let mut parts = vec![format!("stopped {stopped} unit(s)"), format!("masked {masked}")];
         if containers > 0 {
             parts.push(format!("stopped {containers} container(s)"));
+        }
+        if tasks > 0 {
+            parts.push(format!("stopped {tasks} containerd task(s)"));
         }
         if killed > 0 {
             parts.push(format!("terminated {killed} process(es)"));

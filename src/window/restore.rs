@@ -5,7 +5,8 @@
 //!
 //! Order: SELinux back; the hold list removed, then unmask every unit (one call, then Reload; a Reload all the
 //! same when there is no runtime mask, so that ade-prep-generator drops its masks); start the stopped units that were running
-//! (services first, then their triggers, each batch concurrently, each job awaited); start stopped containers.
+//! (services first, then their triggers, each batch concurrently, each job awaited); start stopped containers, then
+//! containerd's own stopped tasks.
 //! Units that fail to come back are named and stay in the journal for the next `restore`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,6 +20,7 @@ use crate::glob;
 use crate::runner::Runner;
 use crate::selinux::Mode;
 use crate::systemd::{ActiveState, UnitKind};
+use crate::window::ctr;
 use crate::window::execute;
 use crate::window::hold;
 use crate::window::journal::{Change, Journal};
@@ -218,6 +220,20 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
             }
         }
     }
+    // 4b. containerd's own tasks, once containerd is back: exactly the recorded ones, running (a paused one too, as
+    // `docker start` brings a paused container back running).
+    for (seq, c) in &todo {
+        if let Change::StopTask { namespace, id, state } = c {
+            let t = ctr::Task { namespace: namespace.clone(), id: id.clone(), state: state.clone() };
+            match ctr::start(m.runner, &t) {
+                Ok(()) => {
+                    log::info!("started containerd {t}");
+                    ok(j, *seq, format!("started containerd {t}"), &mut out)?
+                }
+                Err(e) => bad(j, *seq, e, &mut out)?,
+            }
+        }
+    }
     // 5. Nothing to undo for the rest; the lock goes with the window.
     for (seq, c) in &todo {
         match c {
@@ -276,8 +292,15 @@ fn end_leftovers<S: Store>(
             }
         }
     }
+    // A container task's process, and the shim of one that runs, are never ended: containerd reconnects to a live
+    // shim when it starts (docs/docker.md, bug 2); ending either would lose the task.
+    let live_shims: BTreeSet<i32> = holders.iter().filter_map(|h| h.shim).collect();
     let mut by_unit: BTreeMap<String, Vec<(i32, u64, String)>> = BTreeMap::new();
     for h in holders {
+        if h.shim.is_some() || live_shims.contains(&h.pid) {
+            log::info!("restore: pid {} {} belongs to a running container task: left alone", h.pid, h.comm);
+            continue;
+        }
         if let Some(u) = h.unit.filter(|u| to_start.contains(u.as_str())) {
             by_unit.entry(u).or_default().push((h.pid, h.start_time, h.comm));
         }

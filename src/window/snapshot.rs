@@ -80,6 +80,9 @@ pub struct Snapshot {
     pub selinux_enforcing: bool,
     /// Running Docker containers (ids) when Docker is a workload; with live-restore they outlive dockerd.
     pub docker_containers: Vec<String>,
+    /// containerd's own running and paused tasks (namespaces other than Docker's) when containerd.service runs:
+    /// their shims hold the filesystem and `KillMode=process` keeps them past containerd's stop.
+    pub containerd_tasks: Vec<super::ctr::Task>,
     /// The units of ade-prep and its ancestors: never stopped.
     pub own_units: BTreeSet<String>,
 }
@@ -148,8 +151,12 @@ pub fn snapshot(m: &Machine, mounts: &[PathBuf]) -> anyhow::Result<Snapshot> {
     let engine_running = units.get("docker.service").is_some_and(|f| f.active_state.is_running());
     let docker_containers =
         if workloads.contains("docker") && engine_running { running_containers(m.runner)? } else { vec![] };
+    // containerd's own tasks (`ctr run`, not Docker's): listed through the containerd that runs (docs/docker.md,
+    // bug 2).
+    let containerd_running = units.get("containerd.service").is_some_and(|f| f.active_state.is_running());
+    let containerd_tasks = if containerd_running { super::ctr::running_tasks(m.runner)? } else { vec![] };
     let own_units = m.procs.own_units().into_iter().collect();
-    Ok(Snapshot { mounts: held, holders, units, selinux_enforcing, docker_containers, own_units })
+    Ok(Snapshot { mounts: held, holders, units, selinux_enforcing, docker_containers, containerd_tasks, own_units })
 }
 
 /// Ids of running Docker containers; none when the docker CLI is not installed.

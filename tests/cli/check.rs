@@ -6,15 +6,15 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn fixture(case: &str) -> PathBuf {
+pub(crate) fn fixture(case: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checks").join(case)
 }
 
-fn ade_prep(args: &[&str]) -> Output {
+pub(crate) fn ade_prep(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ade-prep")).args(args).env_remove("RUST_LOG").output().expect("run ade-prep")
 }
 
-fn check(case: &str) -> (i32, Value) {
+pub(crate) fn check(case: &str) -> (i32, Value) {
     let root = fixture(case);
     let out = ade_prep(&["--root", root.to_str().unwrap(), "check", "--json"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -24,14 +24,14 @@ fn check(case: &str) -> (i32, Value) {
     (out.status.code().expect("exit code"), json)
 }
 
-fn result_of<'a>(json: &'a Value, id: &str) -> &'a str {
+pub(crate) fn result_of<'a>(json: &'a Value, id: &str) -> &'a str {
     json["checks"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap_or_else(|| panic!("no check {id}"))
         ["result"]
         .as_str()
         .unwrap()
 }
 
-fn evidence<'a>(json: &'a Value, id: &str) -> &'a str {
+pub(crate) fn evidence<'a>(json: &'a Value, id: &str) -> &'a str {
     json["checks"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap()["evidence"].as_str().unwrap()
 }
 
@@ -50,11 +50,15 @@ const IDS: &[&str] = &[
     "extensions",
     "ade-operation",
     "encryption-status",
+    "packages",
+    "network-route",
+    "network-proxy",
+    "wire-server",
     "backup",
 ];
 
 /// The documented shape: version, flow, summary, failed, checks[] with id/title/result/evidence/fix.
-fn assert_shape(case: &str, json: &Value) {
+pub(crate) fn assert_shape(case: &str, json: &Value) {
     assert_eq!(json["version"], 1, "{case}");
     let obj = json.as_object().unwrap();
     let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
@@ -88,7 +92,18 @@ type Case = (&'static str, i32, &'static str, &'static [(&'static str, &'static 
 #[test]
 fn every_case_has_its_exit_code_flow_and_results() {
     let cases: &[Case] = &[
-        ("rhel79-rootvg", 0, "unmount", &[("kernel", "not-applicable"), ("selinux", "warn"), ("backup", "info")]),
+        (
+            "rhel79-rootvg",
+            0,
+            "unmount",
+            &[
+                ("kernel", "not-applicable"),
+                ("selinux", "warn"),
+                ("packages", "unknown"),
+                ("network-route", "unknown"),
+                ("backup", "info"),
+            ],
+        ),
         (
             "centos72-lvm",
             1,
@@ -100,6 +115,8 @@ fn every_case_has_its_exit_code_flow_and_results() {
                 ("guest-agent", "fail"),
                 ("ade-extension", "fail"),
                 ("encryption-status", "not-applicable"),
+                ("packages", "unknown"),
+                ("network-route", "unknown"),
                 ("backup", "info"),
             ],
         ),
@@ -113,6 +130,8 @@ fn every_case_has_its_exit_code_flow_and_results() {
                 ("guest-agent", "unknown"),
                 ("ade-extension", "not-applicable"),
                 ("encryption-status", "not-applicable"),
+                ("packages", "not-applicable"),
+                ("network-route", "unknown"),
                 ("backup", "info"),
             ],
         ),
@@ -125,6 +144,7 @@ fn every_case_has_its_exit_code_flow_and_results() {
                 ("kernel", "not-applicable"),
                 ("ade-operation", "warn"),
                 ("encryption-status", "warn"),
+                ("network-route", "unknown"),
                 ("backup", "info"),
             ],
         ),
@@ -137,6 +157,8 @@ fn every_case_has_its_exit_code_flow_and_results() {
                 ("data-mounts", "fail"),
                 ("extensions", "warn"),
                 ("encryption-status", "not-applicable"),
+                ("packages", "warn"),
+                ("network-route", "unknown"),
                 ("backup", "info"),
             ],
         ),
@@ -144,9 +166,19 @@ fn every_case_has_its_exit_code_flow_and_results() {
             "ubuntu2004-status-mismatch",
             0,
             "unmount",
-            &[("kernel", "not-applicable"), ("encryption-status", "warn"), ("backup", "info")],
+            &[
+                ("kernel", "not-applicable"),
+                ("encryption-status", "warn"),
+                ("network-route", "unknown"),
+                ("backup", "info"),
+            ],
         ),
-        ("ubuntu2204-encrypted", 0, "unmount", &[("kernel", "not-applicable"), ("backup", "info")]),
+        (
+            "ubuntu2204-encrypted",
+            0,
+            "unmount",
+            &[("kernel", "not-applicable"), ("network-route", "unknown"), ("backup", "info")],
+        ),
         (
             "ubuntu2310",
             0,
@@ -156,6 +188,8 @@ fn every_case_has_its_exit_code_flow_and_results() {
                 ("selinux", "not-applicable"),
                 ("workloads", "not-applicable"),
                 ("encryption-status", "not-applicable"),
+                ("packages", "not-applicable"),
+                ("network-route", "unknown"),
                 ("backup", "info"),
             ],
         ),
@@ -167,6 +201,8 @@ fn every_case_has_its_exit_code_flow_and_results() {
                 ("distro", "fail"),
                 ("kernel", "not-applicable"),
                 ("encryption-status", "not-applicable"),
+                ("packages", "not-applicable"),
+                ("network-route", "unknown"),
                 ("backup", "info"),
             ],
         ),
@@ -243,7 +279,9 @@ fn odd_inputs_are_unknown_never_a_crash() {
     // a tree that does not exist at all
     let (code, json) = check("no-such-case");
     assert_eq!(code, 0);
-    assert_eq!(json["summary"]["unknown"], 12, "{json:#}");
+    // data-volumes unknown (no lsblk under a fixture root); packages unknown (no os-release); the network checks
+    // have no guest agent to judge for there
+    assert_eq!(json["summary"]["unknown"], 13, "{json:#}");
     assert_eq!(json["summary"]["fail"], 0);
 }
 
@@ -278,7 +316,7 @@ fn runs_on_this_machine() {
 }
 
 /// Copies a fixture tree (files and folders only) into `dst`.
-fn copy_tree(src: &std::path::Path, dst: &std::path::Path) {
+pub(crate) fn copy_tree(src: &std::path::Path, dst: &std::path::Path) {
     std::fs::create_dir_all(dst).unwrap();
     for e in std::fs::read_dir(src).unwrap() {
         let e = e.unwrap();
@@ -291,7 +329,7 @@ fn copy_tree(src: &std::path::Path, dst: &std::path::Path) {
     }
 }
 
-fn fix_of<'a>(json: &'a Value, id: &str) -> &'a str {
+pub(crate) fn fix_of<'a>(json: &'a Value, id: &str) -> &'a str {
     json["checks"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap()["fix"].as_str().unwrap()
 }
 

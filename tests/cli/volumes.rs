@@ -102,3 +102,30 @@ fn status_lists_the_data_volumes_of_an_open_window() {
     assert_eq!(v["volumes"][0]["volume"]["mount_point"], "/data");
     assert!(v["volumes"][0]["check"].is_null(), "not judged while the window is open: {v}");
 }
+
+#[test]
+fn status_of_a_closed_window_names_each_data_volume_left_unencrypted_and_exits_1() {
+    let d = root();
+    let mut j: serde_json::Value = serde_json::from_str(include_str!("../fixtures/state/v2.json")).unwrap();
+    j["phase"] = "closed".into();
+    j["entries"] = serde_json::json!([]);
+    let p = d.path().join("var/lib/ade-prep/state.json");
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, j.to_string()).unwrap();
+    // Neither device exists here and the fixture root has no crypttab or fstab: nothing says encrypted.
+    let o = ade_prep(d.path(), &["status"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "error: data volume /data (/dev/sdc1) is not encrypted: ",
+        "error: data volume /var/lib/mongodb (/dev/sdd1) is not encrypted: ",
+    ] {
+        assert!(text.contains(want), "{want}---\n{text}");
+    }
+    let o = ade_prep(d.path(), &["status", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["volumes"][0]["check"]["verdict"], "not_encrypted", "{v}");
+    assert_eq!(v["volumes"][1]["check"]["verdict"], "not_encrypted", "{v}");
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), j.to_string(), "status changes nothing");
+}

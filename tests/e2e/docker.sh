@@ -10,7 +10,8 @@
 #   live-restore      live-restore true (reloaded, the containers keep running): prepare, window, restore
 #   reboot            live-restore true: prepare, window, `vm-run-ctl reboot`; boot 2: held through the boot, restore
 #   containerd        containerd alone: docker.socket and docker.service stopped and disabled, the docker CLI
-#                     moved away (a containerd-only host); a `ctr` task; prepare, window, restore
+#                     moved away (a containerd-only host); a `ctr` task; prepare, window, restore (run first, before
+#                     the containers exist, whatever its place in the list)
 # The containers (created once, reused by every docker phase):
 #   always    --restart=always, named volume e2e-vol: one numbered line a second in /data/lines (TERM: exits 0)
 #   unless    --restart=unless-stopped, bind mount /srv/e2e: a heartbeat file (TERM: exits 0)
@@ -19,12 +20,16 @@
 #   created   created, never started; must stay created
 #   paused    --restart=no, paused with `docker pause`: ade-prep stops it like the others (docker stop of a paused
 #             container sends the signal and unpauses it) and `docker start` brings it back running, not paused
+# Beside them, containerd's own tasks in namespace e2e (`ctr run`, docs/docker.md bug 2), through the same phases:
+#   e2e-ctr          running (TERM: exits 0)
+#   e2e-ctr-paused   paused with `ctr task pause`: stopped like the others, started again running (as Docker's)
 # Asserted in each window: every running container stopped (exit codes as described, read from the engine's own
 # files, since the engine must stay down), no dockerd / containerd / shim process, docker.service, docker.socket,
 # containerd.service stopped and masked, `docker ps` does not start the engine, `fuser -vm /` lists none of them,
 # no docker/containerd mount left below / (ADE's UnmountOldrootState kills what fuser lists, then `umount /oldroot`,
-# which a leftover mount would make fail), `ade-prep scan` sees no workload. After restore: the engine back, exactly the
-# containers that ran are running again with the same ids, exited/created ones unchanged, restart policies unchanged,
+# which a leftover mount would make fail), `ade-prep scan` sees no workload, the ctr tasks' processes gone. After restore:
+# the engine back, exactly the containers that ran are running again with the same ids, the two ctr tasks running
+# (same container ids), exited/created ones unchanged, restart policies unchanged,
 # every line written to the volume before the stop still there (numbered without a gap), the writer writing again.
 # Output: TL (timeline), CHECK lines, INFO lines (what the engine showed), "E2E PASS docker" or "E2E FAIL docker: why".
 # shellcheck disable=SC2317   # predicates run through check and wait_for
@@ -142,6 +147,19 @@ setup_image() {
   tl "image imported" "$(docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' "$IMG")"
 }
 
+CTR_NS=e2e
+ctr_tasks() { ctr -n "$CTR_NS" task ls | awk 'NR > 1 {print $1, $3}' | sort | tr '\n' ' '; }
+ctr_pids() { ctr -n "$CTR_NS" task ls | awk 'NR > 1 {print $2}' | tr '\n' ' '; }
+setup_tasks() { # containerd's own tasks beside Docker's containers
+  ctr -n "$CTR_NS" image import "$E/busybox.tar" >/dev/null || die "ctr -n $CTR_NS image import failed"
+  local ref; ref=$(ctr -n "$CTR_NS" image ls -q | grep busybox | head -n1)
+  { ctr -n "$CTR_NS" run -d --null-io "$ref" e2e-ctr sh -c "$PAUSER" >/dev/null &&
+    ctr -n "$CTR_NS" run -d --null-io "$ref" e2e-ctr-paused sh -c "$PAUSER" >/dev/null; } || die "ctr run failed"
+  sleep 1
+  ctr -n "$CTR_NS" task pause e2e-ctr-paused || die "ctr task pause failed"
+  tl "ctr tasks up in namespace $CTR_NS" "$(ctr_tasks)"
+}
+
 setup_containers() {
   daemon_json false
   systemctl restart docker.service || die "docker does not start"
@@ -163,6 +181,7 @@ setup_containers() {
   inspect_all > "$E/before"
   sed 's/^/    | /' "$E/before"
   tl "containers up" "$(docker ps -q | wc -l) running (paused included), $(docker ps -aq | wc -l) in all"
+  setup_tasks
 }
 
 lines_ok() { # the volume's lines numbered 1..N without a gap or a torn line
@@ -203,6 +222,10 @@ d = json.load(sys.stdin)
 print(" ".join(str(p["pid"]) + ":" + p["comm"] for p in d["processes"] if p["class"] == "workload"))') ||
     out="(ade-prep scan --json failed)"
   check "$p: ade-prep scan sees no workload [${out}]" [ -z "$out" ]
+  local pid alive="" pids
+  read -ra pids < "$E/ctr.pids.$p"
+  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive="$alive $pid"; done
+  check "$p: the ctr tasks' processes are gone ($(cat "$E/ctr.pids.$p")) [alive:${alive}]" [ -z "$alive" ]
   cp /var/lib/docker/volumes/e2e-vol/_data/lines "$E/lines.window"
   check "$p: the volume's $(wc -l < "$E/lines.window") lines numbered without a gap" lines_ok
   sleep 2
@@ -238,18 +261,37 @@ assert_restored() { # assert_restored PHASE
     eval "[ \$(wc -l < $L) -gt \$(wc -l < $E/lines.window) ] && lines_ok"
   check "$p: the bind-mounted heartbeat beats again" \
     eval "[ \$(( \$(date +%s) - \$(cat /srv/e2e/heartbeat) )) -le 5 ]"
+  local t; t=$(ctr_tasks)
+  check "$p: ctr tasks in $CTR_NS running again, the paused one running [$t]" \
+    [ "$t" = "e2e-ctr RUNNING e2e-ctr-paused RUNNING " ]
+  t=$(ctr -n "$CTR_NS" containers ls -q | sort | tr '\n' ' ')
+  check "$p: the same ctr containers [$t]" [ "$t" = "e2e-ctr e2e-ctr-paused " ]
   check "$p: journal: window closed" eval "ade-prep status --json | grep -q '\"window_open\": *false'"
 }
 
+# The ctr tasks trap TERM: each must have ended on its SIGTERM, the paused one too (resumed after the signal), with no
+# SIGKILL after the grace (prepare's output of the phase, in $E/out).
+sigterm_only() {
+  local k; k=$(grep -E 'containerd task .* still runs after SIGTERM' "$E/out" | tr '\n' ';')
+  check "$1: the ctr tasks ended on SIGTERM, none needed the SIGKILL [${k}]" [ -z "$k" ]
+  check "$1: prepare stopped the ctr tasks ($(grep -c 'stopped containerd task' "$E/out"))" grep -q 'stopped containerd task' "$E/out"
+}
+
 # Back to the state before the window (the paused one paused again), for the next phase.
-repause() { [ "$(docker inspect -f '{{.State.Paused}}' paused)" = true ] || docker pause paused >/dev/null; }
+repause() {
+  [ "$(docker inspect -f '{{.State.Paused}}' paused)" = true ] || docker pause paused >/dev/null
+  case $(ctr_tasks) in *"e2e-ctr-paused PAUSED"*) ;; *) ctr -n "$CTR_NS" task pause e2e-ctr-paused;; esac
+  info "ctr tasks before prepare: $(ctr_tasks)"
+  ctr_pids > "$E/ctr.pids.$1"
+}
 
 docker_phase() { # docker_phase NAME (no-live-restore | live-restore)
   local p=$1
   if [ "$p" = no-live-restore ]; then set_live_restore false; else set_live_restore true; fi
-  repause
+  repause "$p"
   inspect_all > "$E/before.$p"
   timed "$p: ade-prep prepare" ade-prep prepare --force distro,memory -v || die "$p: prepare failed"
+  sigterm_only "$p"
   assert_window "$p"
   timed "$p: ade-prep restore" ade-prep restore -v || FAILS=$((FAILS + 1))
   assert_restored "$p"
@@ -257,8 +299,9 @@ docker_phase() { # docker_phase NAME (no-live-restore | live-restore)
 
 reboot_phase() {
   set_live_restore true
-  repause
+  repause reboot
   timed "reboot: ade-prep prepare" ade-prep prepare --force distro,memory -v || die "reboot: prepare failed"
+  sigterm_only reboot
   assert_window reboot
   echo "$FAILS" > "$E/fails"
   sync
@@ -307,6 +350,7 @@ containerd_phase() {
   tl "containerd alone: ctr task e2e-task" "pid $tpid, shim $(pgrep -f containerd-shim | tr '\n' ' ')"
   info "containerd: fuser -vm / before:"; fuser -vm / 2>&1 | grep -E 'containerd|sh$' | sed 's/^/    | /'
   timed "containerd: ade-prep prepare" ade-prep prepare --force distro,memory -v || die "containerd: prepare failed"
+  sigterm_only containerd
   out=$(engine_pids | tr '\n' ' ')
   check "containerd: no containerd or shim process [${out}]" [ -z "$out" ]
   check "containerd: the task's process is gone (pid $tpid)" eval "! kill -0 $tpid 2>/dev/null"

@@ -75,13 +75,15 @@ fn deb_installs_runs_and_purges_without_a_trace_in_a_guest() {
     // The guest is no Azure VM: some checks fail (exit 1); what matters is that it runs and reports.
     assert!(["0", "1"].contains(&fact(&f, "check_rc")), "ade-prep check exited {}", fact(&f, "check_rc"));
     assert_eq!(fact(&f, "triggered_by_handler_dir"), "yes", "ade-prep.path did not start the service");
-    // `run` waited for the settings, decided (data volumes only: nothing to do), said READY=1 and stays up, idle,
-    // for ADE's next request (an active unit is not started again by the path unit).
+    // `run` waited for the settings, decided (data volumes only: free the mounted ones ADE selects; the guest has
+    // none, so nothing to do), said READY=1 and stays up, idle, for ADE's next request (an active unit is not
+    // started again by the path unit).
     assert_eq!(fact(&f, "service_after_trigger"), "active running success");
     assert_ne!(fact(&f, "service_decision_logged"), "0", "{f:?}");
     let status = fact(&f, "service_status");
     assert!(
-        status.contains("does not include the OS volume") || status.contains("idle: watching for ADE's next request"),
+        status.contains("no mounted data volume that ADE would encrypt")
+            || status.contains("idle: watching for ADE's next request"),
         "{f:?}"
     );
     // Purge refused while the journal says a window is open; the package stays installed.

@@ -84,13 +84,11 @@ pub fn decide(obs: &Observation, public: Option<&PublicSettings>, flow: Flow) ->
     // Data volumes are unmounted with a plain `umount` and skipped when busy (`DiskUtil.py:597-599`,
     // `handle.py:1989-1993`), on every distribution and also once the OS volume is encrypted (VolumeType All
     // encrypts the data volumes first, `handle.py:2168-2209`).
-    let data_only = |why: &str| {
-        log::info!("{why}: only the data volumes are freed");
-        Decision::Prepare { handler_dir: h.dir.clone(), seq, volume_type: VolumeType::Data }
-    };
+    // ADE will not unmount `/` (online OS flow, OS already encrypted): only the data volumes are freed.
+    let data_only = || Decision::Prepare { handler_dir: h.dir.clone(), seq, volume_type: VolumeType::Data };
     match flow {
         Flow::Unmount => {}
-        Flow::Online if asked.includes_data() => return data_only("this distribution encrypts the OS disk online"),
+        Flow::Online if asked.includes_data() => return data_only(),
         Flow::Online => return skip("this distribution encrypts the OS disk online: no preparation needed", false),
         Flow::Unsupported | Flow::Unknown => {
             return skip("ADE does not unmount / on this distribution (see `ade-prep check`)", false)
@@ -98,7 +96,7 @@ pub fn decide(obs: &Observation, public: Option<&PublicSettings>, flow: Flow) ->
     }
     if os_encrypted {
         if asked.includes_data() {
-            return data_only("the OS volume is already encrypted");
+            return data_only();
         }
         return skip("the OS volume is already encrypted", false);
     }
@@ -589,7 +587,7 @@ mod tests {
         assert_eq!(
             line,
             "ADE left 1 data volume(s) unencrypted: data volume /logs (/dev/sdd1) is not encrypted: no LUKS header \
-             on /dev/sdd1 (ADE skips a data volume it cannot unmount and still reports success)"
+             on /dev/sdd1 (ADE skips a data volume it cannot unmount, or its data step failed)"
         );
         vols.encrypted.insert("/logs".into(), "/dev/mapper/uuid-of-sdd1".into());
         assert_eq!(
