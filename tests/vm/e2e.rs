@@ -8,8 +8,8 @@
 //! given one. ADE_E2E_BINARY=1 installs this build's debug binary with the packaged units instead (quicker while
 //! developing). Boots take 30-120 s under TCG on a loaded machine: a scenario takes 4-6 minutes (measured: error
 //! 247 s with its retry, success 302 s and reset 277 s for their two boots; osstep 497-613 s: boot 1 374-431 s with
-//! 100-135 s of ADE's copies into the tmpfs, boot 2 123-182 s; with the data volume of issue 17: error 263-402 s,
-//! its data step 32 s; success 233-241 s; reset 219 s). The scenarios run one at a time
+//! 100-135 s of ADE's copies into the tmpfs, boot 2 123-182 s; with the data volume of issue 17: error 213-402 s,
+//! its data step 32 s; success 231-241 s; reset 219 s). The scenarios run one at a time
 //! (they would otherwise starve each other's guests of CPU). They are part of the README test command.
 //!
 //! The Docker scenarios (issue 14, docs/docker.md) boot images/debian12-docker.img (Debian's docker.io engine) and run
