@@ -12,6 +12,15 @@
 #            must succeed at the first try; then the reboot → success, OS Encrypted, everything back.
 #   osstep-rhel  the same with RHEL 7's unmount state: no rescue; every running service but the agent and sshd
 #            is restarted into the RAM root (ade-prep.service included).
+# Data volumes (issue 17), on the second disk vm-run.sh attaches (VMRUN_DATA_DISK_MB; error and success): an ext4
+# volume by UUID with nofail at /data, on an Azure-like data disk (virtio-scsi lun 1, /dev/disk/azure/scsi1/lun1),
+# held by a workload unit (its cwd and an open file there); ADE's VolumeType is All. Before prepare, ADE's plain
+# `umount` of it fails (tests/e2e/ade-data-step.sh exits 3, nothing changed); prepare frees it (the unit stopped and
+# held, nothing holds /data, the journal records the volume). Then, in the window:
+#   error    ADE's classic data step (ade-data-step.sh) encrypts it; the restore brings the workload back on the
+#            mapper with its data; status (exit 0) verifies it encrypted.
+#   success  the step is skipped (the volume left plain, as when ADE's umount fails and ADE skips it); after ADE's
+#            success, status (exit 1), the daemon's log and check's encryption-status name it not encrypted.
 # The job runs once per boot (VMRUN_BOOT=1, 2); state that must survive the reboot is on the guest disk
 # (/var/lib/ade-e2e). /work (the 9p share) holds what the host staged: guest.sh, scenarios/, and either
 # ade-prep.deb or ade-prep (binary) + units/ + generators/.
@@ -32,6 +41,10 @@ HANDLER=/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.
 CS_DIR=/var/lib/waagent/custom-script/download/0
 SVC=ade-prep.service
 ENFORCE=/sys/fs/selinux/enforce
+DATA_MP=/data
+DATA_UNIT=ade-e2e-data.service
+DATA_STEP=$STAGE/ade-data-step.sh
+case $SCENARIO in error) DATA_PASS=encrypt;; success) DATA_PASS=skip;; *) DATA_PASS='';; esac
 mkdir -p "$E"
 [ -f "$E/t0" ] || date +%s.%N > "$E/t0"
 T0=$(cat "$E/t0")
@@ -84,14 +97,14 @@ window_is_open() { [ "$(window_open)" = True ]; }
 status_says() { svc_status | grep -q "$1"; }
 logged() { journalctl -b -u "$SVC" --no-pager | grep -q "$1"; }
 
-# write_status OPERATION STATUS CODE MESSAGE OS: status/0.status as ADE's HandlerUtil.do_status_report writes it
+# write_status OPERATION STATUS CODE MESSAGE OS (env DATA_STATE, default NotMounted): status/0.status as ADE's HandlerUtil.do_status_report writes it
 # (truncate, then the JSON; version and code as strings; the substatus message the JSON of the encryption status).
 write_status() {
-  python3 - "$HANDLER/status/${SEQ:-0}.status" "$@" <<'EOF'
+  python3 - "$HANDLER/status/${SEQ:-0}.status" "$@" "${DATA_STATE:-NotMounted}" <<'EOF'
 import json, sys, time
-path, op, st, code, msg, os_state = sys.argv[1:]
+path, op, st, code, msg, os_state, data_state = sys.argv[1:]
 name = "Microsoft.Azure.Security.AzureDiskEncryptionForLinux"
-sub = json.dumps({"os": os_state, "data": "NotMounted"})
+sub = json.dumps({"os": os_state, "data": data_state})
 doc = [{"version": "1.4.0.1", "timestampUTC": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "status": {"name": name, "operation": op, "status": st, "code": code,
                    "formattedMessage": {"lang": "en-US", "message": msg},
@@ -202,7 +215,7 @@ EOF
 # pids of workload processes: the units' cgroups, and the docker-like shim (KillMode=process leftover)
 workload_pids() {
   local u
-  for u in redis-server.service fake-docker.service ade-e2e-etc.service; do
+  for u in redis-server.service fake-docker.service ade-e2e-etc.service $DATA_UNIT; do
     cat "/sys/fs/cgroup/system.slice/$u/cgroup.procs" 2>/dev/null
   done
   pgrep -x redis-server
@@ -270,6 +283,153 @@ complete() {
   assert_restored
 }
 
+# ---- data volumes (issue 17): the second disk, ADE's data step (ade-data-step.sh), the verification ----
+data_src() { findmnt -no SOURCE --mountpoint "$DATA_MP" 2>/dev/null; }
+data_main_pid() { prop "$DATA_UNIT" MainPID; }
+# The device number (major:minor) of the filesystem under the workload's cwd.
+data_cwd_dev() {
+  local pid; pid=$(data_main_pid)
+  [ "$pid" != 0 ] && stat -L -c '%Hd:%Ld' "/proc/$pid/cwd"
+}
+payload_intact() { (cd "$DATA_MP" && sha256sum -c --quiet "$E/data-payload.sha256"); }
+# status_volume KEY: a field of the journal's data volume at $DATA_MP in `ade-prep status --json` ('-' when none).
+status_volume() {
+  ade-prep status --json | jq_py "next((str($1) for v in d.get('volumes', []) if v['volume']['mount_point'] == '$DATA_MP'), '-')"
+}
+encryption_status_check() {
+  ade-prep check --json | jq_py "next(c['result'] + ': ' + c['evidence'] for c in d['checks'] if c['id'] == 'encryption-status')"
+}
+
+# The disk (vm-run.sh's VMRUN_DATA_DISK_MB: virtio-scsi lun 1, serial ade-e2e-data), named by an Azure-like udev
+# link as Azure's storage rules name data disks (/dev/disk/azure/scsi1/lun<N>; ADE's crypttab uses that link,
+# DiskUtil.py:748-776); an ext4 volume on it by UUID with nofail at /data; a workload unit (in /etc, held by the
+# generator across a reboot) with its cwd and an open file on /data, configured as a workload.
+setup_data_volume() {
+  local byid=/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_ade-e2e-data uuid
+  udevadm settle
+  wait_for 60 "the data disk ($byid; vm-run.sh VMRUN_DATA_DISK_MB)" [ -e "$byid" ]
+  DATA_DEV=$(realpath "$byid")
+  cat > /etc/udev/rules.d/66-ade-e2e-azure-storage.rules <<'EOF'
+SUBSYSTEM=="block", KERNEL=="sd*", ENV{DEVTYPE}=="disk", ENV{ID_SERIAL_SHORT}=="ade-e2e-data", PROGRAM="/bin/sh -c 'readlink /sys/class/block/%k/device | cut -d: -f4'", SYMLINK+="disk/azure/scsi1/lun$result"
+EOF
+  udevadm control --reload && udevadm trigger --action=add "$DATA_DEV" && udevadm settle
+  mkfs.ext4 -q "$DATA_DEV" || die "mkfs.ext4 $DATA_DEV"
+  uuid=$(blkid -o value -s UUID "$DATA_DEV")
+  echo "UUID=$uuid $DATA_MP ext4 defaults,nofail 0 2" >> /etc/fstab
+  mkdir -p "$DATA_MP"; systemctl daemon-reload
+  mount "$DATA_MP" || die "mount $DATA_MP (fstab: UUID=$uuid)"
+  head -c 1048576 /dev/urandom > "$DATA_MP/payload"; : > "$DATA_MP/workload.log"
+  (cd "$DATA_MP" && sha256sum payload) > "$E/data-payload.sha256"
+  command -v restorecon >/dev/null && restorecon -R "$DATA_MP"
+  head -c 64 /dev/urandom > "$E/data.key"; chmod 600 "$E/data.key"
+  echo "$DATA_DEV" > "$E/data-dev"
+  cat > /etc/ade-prep/config.d/60-e2e-data.toml <<EOF
+# tests/e2e/guest.sh: the workload on the data volume $DATA_MP
+[workloads.datastore]
+units = ["$DATA_UNIT"]
+stop_timeout_secs = 30
+EOF
+  printf '%s\n' '[Unit]' "RequiresMountsFor=$DATA_MP" '[Service]' "WorkingDirectory=$DATA_MP" \
+    "ExecStart=/bin/sh -c 'exec 3>>$DATA_MP/workload.log; echo started >&3; exec sleep infinity'" \
+    '[Install]' 'WantedBy=multi-user.target' > "/etc/systemd/system/$DATA_UNIT"
+  systemctl daemon-reload
+  systemctl enable --now "$DATA_UNIT" >/dev/null 2>&1 || die "$DATA_UNIT does not start"
+  check "$DATA_UNIT active before prepare" unit_active "$DATA_UNIT"
+  check "$DATA_MP: $DATA_DEV ($(data_src)), the disk at /dev/disk/azure/scsi1/lun1 ($(readlink -f /dev/disk/azure/scsi1/lun1))" \
+    sh -c "[ \"\$(findmnt -no SOURCE --mountpoint $DATA_MP)\" = $DATA_DEV ] && [ \"\$(readlink -f /dev/disk/azure/scsi1/lun1)\" = $DATA_DEV ]"
+  tl "data volume up" "$DATA_DEV ($uuid) on $DATA_MP, $(lsblk -bndo SIZE "$DATA_DEV") bytes; $DATA_UNIT pid $(data_main_pid)"
+}
+
+# Before prepare: ADE's step would fail here (the workload holds /data), and changes nothing when it does.
+data_before_prepare() {
+  local pid rc fstab_sum held dry dry_rc
+  pid=$(data_main_pid)
+  held=$(fuser -m "$DATA_MP" 2>/dev/null | tr -s ' ' '\n' | grep -x "$pid")
+  check "fuser -m $DATA_MP lists the workload ($DATA_UNIT pid $pid: cwd $(readlink /proc/"$pid"/cwd))" [ -n "$held" ]
+  check "ade-prep scan --mount $DATA_MP: the workload unit holds it" sh -c \
+    "ade-prep scan --mount $DATA_MP --json | python3 -c 'import json,sys; sys.exit(\"$DATA_UNIT\" not in json.load(sys.stdin)[\"verdict\"][\"workload_units\"])'"
+  dry=$(ade-prep prepare --dry-run --volume-type all --force "$FORCE" 2>&1); dry_rc=$?
+  echo "$dry" | grep "$DATA_MP" | sed 's/^/  dry-run| /'
+  check "prepare --dry-run --volume-type all (rc $dry_rc) lists $DATA_MP held by $DATA_UNIT" \
+    sh -c "echo \"\$1\" | grep -q '$DATA_MP held by: .*$DATA_UNIT'" _ "$dry"
+  fstab_sum=$(sha256sum < /etc/fstab)
+  bash "$DATA_STEP" "$DATA_DEV" "$DATA_MP" "$E/data.key" > "$E/data-step-busy.log" 2>&1; rc=$?
+  sed 's/^/  /' "$E/data-step-busy.log"
+  check "ADE's data step before prepare: its plain umount fails, the volume is skipped (rc $rc, 3 expected)" [ "$rc" = 3 ]
+  check "... and nothing changed: $DATA_MP still on $DATA_DEV, ext4, fstab as it was, no crypttab" sh -c \
+    "[ \"\$(findmnt -no SOURCE --mountpoint $DATA_MP)\" = $DATA_DEV ] && [ \"\$(blkid -o value -s TYPE $DATA_DEV)\" = ext4 ] &&
+     [ \"\$(sha256sum < /etc/fstab)\" = '$fstab_sum' ] && [ ! -e /etc/crypttab ]"
+  check "$DATA_UNIT still running, same pid ($(data_main_pid))" [ "$(data_main_pid)" = "$pid" ]
+}
+
+# In the window: the volume is freed and recorded; then ADE's data step, or not (DATA_PASS).
+data_in_window() {
+  local rc t
+  check "$DATA_UNIT (unit in /etc) stopped and held ($(systemctl is-active "$DATA_UNIT"), LoadState $(prop "$DATA_UNIT" LoadState))" \
+    held_down "$DATA_UNIT"
+  check "nothing holds $DATA_MP (fuser -m: '$(fuser -m "$DATA_MP" 2>/dev/null | tr -s ' ')')" \
+    sh -c "[ -z \"\$(fuser -m $DATA_MP 2>/dev/null | tr -d ' ')\" ]"
+  check "the journal records the data volume $DATA_MP ($(status_volume "v['volume']['device']"))" \
+    [ "$(status_volume "v['volume']['device']")" = "$DATA_DEV" ]
+  check "status: $DATA_MP freed for ADE, not verified while the window is open" \
+    sh -c "ade-prep status | grep -q 'data volume $DATA_MP ($DATA_DEV): freed for ADE'"
+  if [ "$DATA_PASS" = skip ]; then
+    tl "ADE's data step: skipped" "$DATA_MP left plain, as when ADE's umount fails and ADE skips the volume"
+    return
+  fi
+  # ADE encrypts the data volumes first with VolumeType All (handle.py:2168-2209), reporting 'Encrypting N data
+  # volumes' (handle.py:1980-1986).
+  DATA_STATE=EncryptionInProgress write_status EnableEncryption transitioning 0 "Encrypting 1 data volumes" NotEncrypted
+  t=$SECONDS
+  bash "$DATA_STEP" "$DATA_DEV" "$DATA_MP" "$E/data.key" > "$E/data-step.log" 2>&1; rc=$?
+  sed 's/^/  /' "$E/data-step.log"
+  tl "ADE's data step (ade-data-step.sh)" "rc $rc in $((SECONDS - t))s: $DATA_MP on $(data_src)"
+  check "ADE's data step succeeded in the window (rc $rc)" [ "$rc" = 0 ]
+  check "$DATA_MP mounted through the mapper ($(data_src)), $DATA_DEV is LUKS ($(blkid -o value -s TYPE "$DATA_DEV"))" \
+    sh -c "findmnt -no SOURCE --mountpoint $DATA_MP | grep -q '^/dev/mapper/' && [ \"\$(blkid -o value -s TYPE $DATA_DEV)\" = crypto_LUKS ]"
+  check "the data kept (payload checksum)" payload_intact
+  check "crypttab: the mapper over /dev/disk/azure/scsi1/lun1, luks,nofail ($(cat /etc/crypttab))" \
+    grep -qE "^$(basename "$(data_src)") /dev/disk/azure/scsi1/lun1 \S+ luks,nofail$" /etc/crypttab
+}
+
+# After a restore: the workload is back, on the volume as ADE left it; status's verdict on it.
+data_after_restore() {
+  local out rc mapper
+  wait_for 60 "$DATA_UNIT active again" unit_active "$DATA_UNIT"
+  check "$DATA_UNIT active again, $(systemctl is-enabled "$DATA_UNIT")" [ "$(systemctl is-enabled "$DATA_UNIT")" = enabled ]
+  check "the data kept (payload checksum)" payload_intact
+  out=$(ade-prep status 2>&1); rc=$?
+  echo "$out" | grep -E "data volume|^error" | sed 's/^/  status| /'
+  if [ "$DATA_PASS" = encrypt ]; then
+    mapper=$(data_src)
+    check "$DATA_UNIT came back on the encrypted volume: its cwd on $mapper ($(data_cwd_dev) = $(lsblk -ndo MAJ:MIN "$mapper" | tr -d ' '))" \
+      [ "$(data_cwd_dev)" = "$(lsblk -ndo MAJ:MIN "$mapper" | tr -d ' ')" ]
+    check "status: $DATA_MP ($DATA_DEV) encrypted ($mapper), exit 0 (rc $rc)" \
+      sh -c "[ $rc = 0 ] && echo \"\$1\" | grep -qF 'data volume $DATA_MP ($DATA_DEV): encrypted ($mapper)'" _ "$out"
+    check "status --json: verdict encrypted" [ "$(status_volume "v['check']['verdict']")" = encrypted ]
+  else
+    check "$DATA_UNIT came back on the plain volume ($(data_src))" [ "$(data_src)" = "$DATA_DEV" ]
+    check "status: error naming $DATA_MP ($DATA_DEV) not encrypted, exit 1 (rc $rc)" \
+      sh -c "[ $rc = 1 ] && echo \"\$1\" | grep -qF 'error: data volume $DATA_MP ($DATA_DEV) is not encrypted'" _ "$out"
+    check "status --json: verdict not_encrypted ($(status_volume "v['check'].get('why')"))" \
+      [ "$(status_volume "v['check']['verdict']")" = not_encrypted ]
+    check "the daemon logged $DATA_MP ($DATA_DEV) not encrypted" logged "data volume $DATA_MP ($DATA_DEV) is not encrypted"
+  fi
+}
+
+# At the end (ADE reported success, data Encrypted): check's encryption-status holds ADE to it.
+data_final_check() {
+  local c; c=$(encryption_status_check)
+  echo "  check| encryption-status $c"
+  if [ "$DATA_PASS" = encrypt ]; then
+    check "check encryption-status: nothing about $DATA_DEV not encrypted" sh -c "! echo \"\$1\" | grep -qF '$DATA_DEV ($DATA_MP) is not'" _ "$c"
+    check "status exits 0 (no data volume error)" sh -c 'ade-prep status >/dev/null 2>&1'
+  else
+    check "check encryption-status fails naming $DATA_DEV ($DATA_MP)" \
+      sh -c "echo \"\$1\" | grep -q '^fail: .*$DATA_DEV ($DATA_MP) is not'" _ "$c"
+  fi
+}
+
 boot1() {
   tl "boot 1" "scenario $SCENARIO, enforce=$(enforce)"
   # success: an image configured enforcing (as RHEL's are), so the reboot brings SELinux back enforcing mid-window;
@@ -280,6 +440,7 @@ boot1() {
   tl "SELinux enforcing" "enforce=$(enforce), config: $(grep '^SELINUX=' /etc/selinux/config)"
   install_agent
   setup_workloads
+  if [ -n "$DATA_PASS" ]; then setup_data_volume; data_before_prepare; fi
   start_custom_script
   # ADE arrives as the guest agent delivers it: the handler folder first (the path unit starts the service on it),
   # the settings a few seconds later, then enable writes its status.
@@ -303,6 +464,7 @@ EOF
   start_lock_waiter
   sleep 3
   assert_window
+  [ -z "$DATA_PASS" ] || data_in_window
   tl "window asserted" "journal phase $(ade-prep status --json | jq_py 'd["journal"]["phase"]'), flock $(lock_state)"
   write_status EnableEncryptionOSVolume transitioning 0 "Encrypting the OS volume" EncryptionInProgress
   sleep 3
@@ -311,6 +473,7 @@ EOF
     error)
       EXPECT_AFTER=idle complete EnableEncryption error 10 "Failed to encrypt the OS volume: unmount of / failed" NotEncrypted
       check "service logged ADE's failure" logged "failed (code 10)"
+      [ -z "$DATA_PASS" ] || data_after_restore
       # The operator retries: the guest agent writes settings seq 1; the same service prepares again.
       SEQ=1
       sed 's/"SequenceVersion":"[^"]*"/"SequenceVersion":"retry-1"/' "$HANDLER/config/0.settings" > "$HANDLER/config/1.settings"
@@ -322,7 +485,8 @@ EOF
       start_lock_waiter
       sleep 3
       assert_window
-      complete EnableEncryption success 0 "Encryption succeeded for all volumes" Encrypted
+      DATA_STATE=Encrypted complete EnableEncryption success 0 "Encryption succeeded for all volumes" Encrypted
+      [ -z "$DATA_PASS" ] || data_final_check
       finish;;
     success)
       write_status EnableEncryptionOSVolume success 0 "OS disk successfully encrypted, please reboot the VM" VMRestartPending
@@ -375,7 +539,17 @@ boot2() {
   if [[ $SCENARIO == osstep* ]]; then
     check "boot 1 unmounted /oldroot at its first try (ctl/output.1)" grep -q '^OSSTEP umount /oldroot: first try ok' /run/ctl/output.1
   fi
-  complete EnableEncryption success 0 "Encryption succeeded for all volumes" Encrypted
+  if [ -n "$DATA_PASS" ]; then
+    check "$DATA_UNIT held down through the boot ($(systemctl is-active "$DATA_UNIT"), LoadState $(prop "$DATA_UNIT" LoadState))" \
+      held_down "$DATA_UNIT"
+    check "$DATA_MP mounted again at boot from fstab ($(data_src))" [ "$(data_src)" = "$(cat "$E/data-dev")" ]
+    DATA_DEV=$(cat "$E/data-dev")
+    DATA_STATE=Encrypted complete EnableEncryption success 0 "Encryption succeeded for all volumes" Encrypted
+    data_after_restore
+    data_final_check
+  else
+    complete EnableEncryption success 0 "Encryption succeeded for all volumes" Encrypted
+  fi
   finish
 }
 

@@ -11,7 +11,8 @@
 #                + guest-overlay/ (vm-job.target, vm-run-job.service, runner)
 #   images/      vmlinuz, initrd.img (small, virtio + ext4 only), debian12.img,
 #                debian12-selinux.img (raw ext4, 3 GB sparse; vm-run.sh boots a
-#                qcow2 overlay of them per run)
+#                qcow2 overlay of them per run; step crypt adds cryptsetup to the
+#                SELinux one), debian12-docker.img (step docker)
 #   rootfs-se/   rootfs + SELinux packages, labeled (source of the SELinux image)
 #   rootfs-ns/   copy of rootfs for nspawn-run.sh, without the guest-overlay files
 #   systemd219/  RHEL 7's systemd 219 (systemd-rhel/rhel-7 at 9b2dad78f2, CentOS 7.9's
@@ -19,7 +20,7 @@
 #   rootfs-219/  rootfs-ns with Debian's systemd 252 replaced by that 219 build, for
 #                `nspawn-run.sh -g 219` (Debian's libsystemd0/libudev1 stay)
 #   logs/STEP.log, logs/timings
-# Steps: qemu rootfs selinux overlay image nspawn systemd219 rootfs-219. A step is skipped while its
+# Steps: qemu rootfs selinux overlay image nspawn systemd219 rootfs-219 docker crypt. A step is skipped while its
 # marker $H/.done-STEP holds the current recipe hash (its code, package lists,
 # overlay contents and the hashes of the steps it derives from) and its output
 # exists; otherwise it is redone from scratch (markers are written last, so an
@@ -49,6 +50,7 @@ SD219_COMMIT=9b2dad78f267ab3944d8b1145e3efe6c97bef4cf
 SD219_VENDORED=systemd-rhel7-9b2dad78f2.tar.xz
 SD219_URL=https://github.com/systemd-rhel/rhel-7/archive/$SD219_COMMIT.tar.gz
 STEPS="$STEPS docker"; DEPS[docker]=image   # step_docker: images/debian12-docker.img
+STEPS="$STEPS crypt"; DEPS[crypt]=image     # step_crypt: cryptsetup in images/debian12-selinux.img
 
 die() { echo "build-guest: $*" >&2; exit 1; }
 case ${1:-} in
@@ -305,6 +307,31 @@ step_docker() {
   fresh "$R"
 }
 
+# cryptsetup (Debian's cryptsetup-bin) added to images/debian12-selinux.img, for the e2e data-volume step
+# (tests/e2e/ade-data-step.sh, issue 17): installed in a loop-mounted copy of the image, the new files labelled,
+# the copy moved over the image. Only this image, and no other step's output changes: rebuilding rootfs-se or the
+# images (the docker image with them) for one package would cost minutes; redone whenever the image step is.
+step_crypt() {
+  local img=$H/images/debian12-selinux.img M=$H/mnt-crypt
+  fresh "$M"; rm -f "$img.crypt.tmp"; mkdir -p "$M"
+  cp --sparse=always "$img" "$img.crypt.tmp"
+  # shellcheck disable=SC2064    # expand $M now
+  trap "umount '$M/proc' 2>/dev/null || true; umount '$M' 2>/dev/null || true; rmdir '$M' 2>/dev/null || true; rm -f '$img.crypt.tmp'" EXIT
+  mount -o loop "$img.crypt.tmp" "$M"
+  cp /etc/resolv.conf "$M/etc/resolv.conf"
+  printf '#!/bin/sh\nexit 101\n' > "$M/usr/sbin/policy-rc.d"; chmod +x "$M/usr/sbin/policy-rc.d"
+  chroot "$M" apt-get update
+  chroot "$M" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends cryptsetup-bin
+  chroot "$M" apt-get clean
+  rm -rf "$M"/var/lib/apt/lists/*_Packages
+  rm -f "$M/etc/resolv.conf" "$M/usr/sbin/policy-rc.d"
+  chroot "$M" cryptsetup --version
+  mount -t proc proc "$M/proc"
+  chroot "$M" setfiles -F -q /etc/selinux/default/contexts/files/file_contexts /etc /usr /var
+  umount "$M/proc"; umount "$M"
+  mv "$img.crypt.tmp" "$img"
+}
+
 output_ok() {
   case $1 in
     qemu)    [ -x "$H/qemu-root/usr/bin/qemu-system-x86_64" ];;
@@ -317,6 +344,7 @@ output_ok() {
     systemd219) [ -x "$H/systemd219/usr/lib/systemd/systemd" ];;
     rootfs-219) [ -x "$H/rootfs-219/usr/lib/systemd/systemd" ] && [ -x "$H/rootfs-219/usr/bin/systemd-sysusers" ];;
     docker)  [ -f "$H/images/debian12-docker.img" ];;
+    crypt)   debugfs -R 'stat /usr/sbin/cryptsetup' "$H/images/debian12-selinux.img" 2>/dev/null | grep -q 'Type: regular';;
   esac
 }
 

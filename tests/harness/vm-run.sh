@@ -31,6 +31,11 @@
 #   VMRUN_IMAGE=NAME boot images/NAME.img instead (e.g. debian12-docker, made
 #   from the SELinux image: give -s too),
 #   VMRUN_ACCEL=tcg|kvm (tcg; kvm hangs stock kernels on PVM hosts),
+#   VMRUN_DATA_DISK_MB=N a second disk for the run: N MiB, raw, sparse, empty
+#   (the guest makes its filesystem), made in the run dir and kept across the
+#   run's boots; on a virtio-scsi controller at lun 1, where the guest sees
+#   /dev/sda (H:C:T:L 0:0:0:1): no IDE disk, not lun 0, as an Azure data disk
+#   (ADE's selection: DiskUtil.py:1191-1266, see NOTES.md),
 #   VMRUN_KEEP=1 keep the run dir (disk.qcow2, serial.N.log, ctl/) and print it,
 #   VMRUN_QUIET=1 no summary line (rc, boots, seconds per boot) on stderr.
 # shellcheck disable=SC2317   # functions run from traps
@@ -62,6 +67,16 @@ printf '%s\n' "$*" > "$CTL/cmd"
 qemu-img create -q -f qcow2 -F raw -b "$IMG" "$RUN/disk.qcow2" ||
   { echo "vm-run: qemu-img create failed" >&2; rm -rf "$RUN"; exit 125; }
 
+DATA=()
+if [ -n "${VMRUN_DATA_DISK_MB:-}" ]; then
+  case $VMRUN_DATA_DISK_MB in ''|*[!0-9]*) echo "vm-run: VMRUN_DATA_DISK_MB=$VMRUN_DATA_DISK_MB: not a number of MiB" >&2; rm -rf "$RUN"; exit 2;; esac
+  qemu-img create -q -f raw "$RUN/data.raw" "${VMRUN_DATA_DISK_MB}M" ||
+    { echo "vm-run: qemu-img create of the data disk failed" >&2; rm -rf "$RUN"; exit 125; }
+  # shellcheck disable=SC2054   # qemu's option values have commas
+  DATA=(-device virtio-scsi-pci,id=vscsi -drive "file=$RUN/data.raw,if=none,id=data0,format=raw"
+        -device scsi-hd,drive=data0,bus=vscsi.0,channel=0,scsi-id=0,lun=1,serial=ade-e2e-data)
+fi
+
 QPID=''
 cleanup() {
   [ -n "$QPID" ] && kill -9 "$QPID" 2>/dev/null
@@ -75,7 +90,7 @@ while :; do
   "$QEMU" "${ACCEL[@]}" -smp "${VMRUN_SMP:-2}" -m "${VMRUN_MEM:-1024}" \
     -nodefaults -display none -no-reboot -nic none \
     -kernel "$KERNEL" -initrd "$INITRD" -append "$APPEND" \
-    -drive file="$RUN/disk.qcow2",if=virtio,format=qcow2 \
+    -drive file="$RUN/disk.qcow2",if=virtio,format=qcow2 "${DATA[@]}" \
     -virtfs local,path="$CTL",mount_tag=ctl,security_model=none,id=ctl \
     -virtfs local,path="$DIR",mount_tag=work,security_model=none,id=work \
     -serial file:"$RUN/serial.$BOOT.log" </dev/null >>"$RUN/qemu.log" 2>&1 &
