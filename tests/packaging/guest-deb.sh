@@ -32,8 +32,8 @@ ade-prep check > /tmp/check.txt 2>&1; fact check_rc $?
 cat /tmp/check.txt
 
 # The guest agent's order: ADE's handler folder appears (the path unit starts the service: `run` waits for the
-# settings), then config/0.settings, here an enable for the data volumes only: `run` frees the mounted data volumes
-# ADE selects (none in this guest: nothing to do).
+# settings), then config/0.settings, here an enable for the data volumes only: on Debian 12, which ADE does not
+# unmount, `run` decides there is nothing to do.
 H=/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.7
 started() { [ "$(systemctl show -P ExecMainStartTimestampMonotonic ade-prep.service)" != 0 ]; }
 mkdir -p /var/lib/waagent; sleep 1; mkdir "$H"
@@ -48,7 +48,7 @@ for _ in $(seq 600); do
 done
 fact service_after_trigger "$(systemctl show -P ActiveState ade-prep.service) $(systemctl show -P SubState ade-prep.service) $(systemctl show -P Result ade-prep.service)"
 fact service_status "$(systemctl show -P StatusText ade-prep.service)"
-fact service_decision_logged "$(journalctl -b -u ade-prep.service --no-pager | grep -c 'includes data volumes: preparing to free them')"
+fact service_decision_logged "$(journalctl -b -u ade-prep.service --no-pager | grep -c 'ADE does not unmount / on this distribution')"
 systemctl status --no-pager ade-prep.service ade-prep.path 2>&1 | head -n 20
 systemctl stop ade-prep.service ade-prep.path; systemctl reset-failed ade-prep.service ade-prep.path 2>/dev/null
 rm -rf /var/lib/waagent
