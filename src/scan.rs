@@ -7,6 +7,7 @@
 //! parent) is read only for processes that hold the filesystem, by the walker thread that found them, through the
 //! same open `/proc/PID` folder. Processes are spread over a few threads.
 
+use std::collections::HashMap;
 use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -237,20 +238,36 @@ pub fn ancestor_units(proc_root: &Path, pid: i32) -> Vec<String> {
 
 /// The nearest of `pid` and its ancestors whose comm is `containerd-shim*` (the comm of every shim: `containerd-shim`,
 /// and `containerd-shim-runc-v2` cut to 15 characters), read from `/proc/PID/stat` under `proc_root`; None at PID 1.
-pub fn shim_ancestor(proc_root: &Path, pid: i32) -> Option<i32> {
+/// `memo` (pid → answer) keeps the answers found: a thousand holders under the same parents read each parent's stat
+/// once, not once per holder. Every pid on the walk gets its answer.
+pub fn shim_ancestor(proc_root: &Path, pid: i32, memo: &mut HashMap<i32, Option<i32>>) -> Option<i32> {
+    let mut walked = vec![];
     let mut pid = pid;
+    let mut answer = None;
     for _ in 0..1024 {
         if pid <= 1 {
-            return None;
+            break;
         }
-        let st = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
-        let st = parse_stat(&st)?;
+        if let Some(&known) = memo.get(&pid) {
+            answer = known;
+            break;
+        }
+        let Some(st) =
+            std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok().and_then(|t| parse_stat(&t))
+        else {
+            break;
+        };
         if st.comm.starts_with("containerd-shim") {
-            return Some(pid);
+            answer = Some(pid);
+            break;
         }
+        walked.push(pid);
         pid = st.ppid;
     }
-    None
+    for p in walked {
+        memo.insert(p, answer);
+    }
+    answer
 }
 
 /// The real process table under a proc root.
@@ -675,8 +692,9 @@ impl ProcessTable for ProcFs {
         let part = merged.into_inner().unwrap_or_else(|p| p.into_inner());
         let mut holders = part.holders;
         holders.sort_by_key(|h| h.pid);
+        let mut memo = HashMap::new();
         for h in &mut holders {
-            h.shim = shim_ancestor(&self.proc_root, h.ppid);
+            h.shim = shim_ancestor(&self.proc_root, h.ppid, &mut memo);
         }
         let mut unreadable = part.unreadable;
         unreadable.sort_by(|a, b| (a.pid, a.what).cmp(&(b.pid, b.what)));
@@ -703,11 +721,26 @@ mod tests {
         proc(20, 1, "containerd");
         proc(21, 20, "containerd-shim"); // shim v1, a child of containerd
         proc(30, 1, "bash");
-        assert_eq!(shim_ancestor(d.path(), 11), Some(10));
-        assert_eq!(shim_ancestor(d.path(), 12), Some(10), "a grandchild of the shim");
-        assert_eq!(shim_ancestor(d.path(), 20), None, "containerd is no task");
-        assert_eq!(shim_ancestor(d.path(), 30), None);
-        assert_eq!(shim_ancestor(d.path(), 99), None, "gone");
+        // Each answer alone, then all through one memo (as a scan asks them): the same answers, and the memo does
+        // not carry one process's answer to another.
+        let cases = [
+            (11, Some(10), "a child of the shim"),
+            (12, Some(10), "a grandchild of the shim"),
+            (20, None, "containerd is no task"),
+            (30, None, "bash"),
+            (99, None, "gone"),
+            (21, Some(21), "the shim itself"),
+        ];
+        let mut memo = HashMap::new();
+        for (pid, want, what) in cases {
+            assert_eq!(shim_ancestor(d.path(), pid, &mut HashMap::new()), want, "{what}");
+        }
+        for (pid, want, what) in cases.iter().rev().chain(cases.iter()) {
+            assert_eq!(shim_ancestor(d.path(), *pid, &mut memo), *want, "{what}, through the memo");
+        }
+        // Answers are remembered for the walk's pids: a process ended since reads from the memo.
+        std::fs::remove_dir_all(d.path().join("11")).unwrap();
+        assert_eq!(shim_ancestor(d.path(), 12, &mut memo), Some(10));
     }
 
     #[test]
