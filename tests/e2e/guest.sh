@@ -3,7 +3,8 @@
 # SELinux qemu guest of tests/harness/vm-run.sh (-s), with real systemd, real workloads and ade-prep installed
 # from the package (or, without one, from the binary and the packaged units).
 #   success  ADE: transitioning → EncryptionInProgress → VMRestartPending → reboot → success, OS Encrypted
-#   error    ADE: transitioning → EncryptionInProgress → error (no reboot)
+#   error    ADE: transitioning → EncryptionInProgress → error (no reboot); before ADE, the package's facts under
+#            SELinux enforcing (labels, units, scan) and a command-line prepare/restore round trip (FACT lines)
 #   reset    ADE: transitioning → EncryptionInProgress → power cut (hard reset) → success, OS Encrypted
 #   osstep   ADE's OS step itself once the window is open (tests/ade/FINDINGS.md 21-23, replay ubuntu-2004.toml):
 #            umount -a, a tmpfs root with ADE's copies, pivot_root, /dev /proc /sys /run moved, then in a new
@@ -149,7 +150,9 @@ start_lock_waiter() {
 
 install_agent() {
   if [ -f "$STAGE/ade-prep.deb" ]; then
-    DEBIAN_FRONTEND=noninteractive dpkg -i "$STAGE/ade-prep.deb" >"$E/dpkg.log" 2>&1 || { cat "$E/dpkg.log"; die "dpkg -i failed"; }
+    enforce > "$E/enforce-at-install"
+    DEBIAN_FRONTEND=noninteractive dpkg -i "$STAGE/ade-prep.deb" >"$E/dpkg.log" 2>&1; echo $? > "$E/install-rc"
+    [ "$(cat "$E/install-rc")" = 0 ] || { cat "$E/dpkg.log"; die "dpkg -i failed"; }
     tl "installed the package" "$(dpkg-query -W -f='${Package} ${Version} ${Status}' ade-prep)"
   else
     install -m 0755 "$STAGE/ade-prep" /usr/bin/ade-prep
@@ -430,6 +433,43 @@ data_final_check() {
   fi
 }
 
+# The package under SELinux enforcing (error scenario; was tests/vm/packaging.rs's own boot of the SELinux image, see
+# tests/vm/e2e.rs e2e_vm_ade_error): "FACT key=value" lines the Rust test asserts on. pkg_facts_install right after
+# install_agent (which installed the .deb while enforcing); pkg_facts_roundtrip once the workloads are up: a prepare
+# and restore from the command line (not the service) with redis-server, enforcing -> permissive -> enforcing, the
+# checks forced exactly as `check` names them (this guest is no Azure VM).
+fact() { printf 'FACT %s=%s\n' "$1" "$2"; }
+pkg_facts_install() {
+  fact enforce_at_install "$(cat "$E/enforce-at-install")"
+  fact install_rc "$(cat "$E/install-rc")"
+  fact label_service "$(stat -c %C /lib/systemd/system/ade-prep.service | cut -d: -f3)"
+  fact label_binary "$(stat -c %C /usr/bin/ade-prep | cut -d: -f3)"
+  fact label_config "$(stat -c %C /etc/ade-prep/config.toml | cut -d: -f3)"
+  fact path_enabled "$(systemctl is-enabled ade-prep.path 2>&1)"
+  fact path_active "$(systemctl is-active ade-prep.path 2>&1)"
+  ade-prep scan > "$E/pkg-scan.txt" 2>&1; fact scan_rc $?
+  head -n 5 "$E/pkg-scan.txt" | sed 's/^/  scan| /'
+}
+pkg_facts_roundtrip() {
+  local force rc
+  fact redis_before "$(systemctl is-active redis-server.service)"
+  fact enforce_before "$(enforce)"
+  ade-prep check > "$E/pkg-check.txt" 2>&1; fact check_rc $?
+  force=$(grep -o -- '--force [a-z0-9,-]*' "$E/pkg-check.txt" | head -n 1)
+  fact force "$force"
+  # shellcheck disable=SC2086   # "--force IDS" is two words
+  ade-prep -v prepare $force > "$E/pkg-prepare.log" 2>&1; rc=$?; fact prepare_rc $rc
+  [ "$rc" = 0 ] || sed 's/^/  prepare| /' "$E/pkg-prepare.log"
+  fact redis_during "$(systemctl is-active redis-server.service)"
+  fact enforce_during "$(enforce)"
+  ade-prep -v restore > "$E/pkg-restore.log" 2>&1; rc=$?; fact restore_rc $rc
+  [ "$rc" = 0 ] || sed 's/^/  restore| /' "$E/pkg-restore.log"
+  fact redis_after "$(systemctl is-active redis-server.service)"
+  fact enforce_after "$(enforce)"
+  wait_for 30 "redis answers after the command-line round trip" sh -c 'redis-cli ping 2>/dev/null | grep -q PONG'
+  tl "package round trip (command line)" "prepare and restore done, enforce=$(enforce)"
+}
+
 boot1() {
   tl "boot 1" "scenario $SCENARIO, enforce=$(enforce)"
   # success: an image configured enforcing (as RHEL's are), so the reboot brings SELinux back enforcing mid-window;
@@ -439,7 +479,9 @@ boot1() {
   echo 1 > "$ENFORCE"
   tl "SELinux enforcing" "enforce=$(enforce), config: $(grep '^SELINUX=' /etc/selinux/config)"
   install_agent
+  [ "$SCENARIO" != error ] || pkg_facts_install
   setup_workloads
+  [ "$SCENARIO" != error ] || pkg_facts_roundtrip
   if [ -n "$DATA_PASS" ]; then setup_data_volume; data_before_prepare; fi
   start_custom_script
   # ADE arrives as the guest agent delivers it: the handler folder first (the path unit starts the service on it),

@@ -1,5 +1,5 @@
 #!/bin/bash
-# build-guest.sh [--nspawn-only] - build ade-prep's test guests (idempotent, cached).
+# build-guest.sh [--nspawn-only | --with-plain-image] - build ade-prep's test guests (idempotent, cached).
 #
 # Output under H=${ADE_HARNESS_DIR:-/var/cache/ade-prep-harness}:
 #   qemu-root/   private qemu-system-x86 7.2 from extracted .debs (the host's
@@ -9,10 +9,12 @@
 #                psmisc, python3-minimal, redis-server (installed, DISABLED:
 #                tests `systemctl enable --now redis-server` themselves)
 #                + guest-overlay/ (vm-job.target, vm-run-job.service, runner)
-#   images/      vmlinuz, initrd.img (small, virtio + ext4 only), debian12.img,
+#   images/      vmlinuz, initrd.img (small, virtio + ext4 only),
 #                debian12-selinux.img (raw ext4, 3 GB sparse; vm-run.sh boots a
-#                qcow2 overlay of them per run; step crypt adds cryptsetup to the
-#                SELinux one), debian12-docker.img (step docker)
+#                qcow2 overlay of it per run; step crypt adds cryptsetup to it),
+#                debian12-docker.img (step docker), debian12.img (the plain image
+#                vm-run.sh boots without -s: step plain, only with --with-plain-image;
+#                no test of the test command boots it, smoke.sh's VM part does)
 #   rootfs-se/   rootfs + SELinux packages, labeled (source of the SELinux image)
 #   rootfs-ns/   copy of rootfs for nspawn-run.sh, without the guest-overlay files
 #   systemd219/  RHEL 7's systemd 219 (systemd-rhel/rhel-7 at 9b2dad78f2, CentOS 7.9's
@@ -20,7 +22,7 @@
 #   rootfs-219/  rootfs-ns with Debian's systemd 252 replaced by that 219 build, for
 #                `nspawn-run.sh -g 219` (Debian's libsystemd0/libudev1 stay)
 #   logs/STEP.log, logs/timings
-# Steps: qemu rootfs selinux overlay image nspawn systemd219 rootfs-219 docker crypt. A step is skipped while its
+# Steps: qemu rootfs selinux overlay image nspawn systemd219 rootfs-219 docker crypt (plain). A step is skipped while its
 # marker $H/.done-STEP holds the current recipe hash (its code, package lists,
 # overlay contents and the hashes of the steps it derives from) and its output
 # exists; otherwise it is redone from scratch (markers are written last, so an
@@ -28,6 +30,7 @@
 # (~30 s), not debootstrap, selinux or rootfs-ns.
 #   --nspawn-only  build only rootfs, overlay, nspawn, systemd219, rootfs-219 (enough for
 #                  nspawn-run.sh on both guests)
+#   --with-plain-image  every step and the plain image (step plain: images/debian12.img)
 # The systemd 219 source: $ADE_SYSTEMD219_TARBALL, else systemd-rhel7-9b2dad78f2.tar.xz in
 # ../shared/vendor/ beside the checkout (or beside the main checkout when this is a git
 # worktree), else a download of GitHub systemd-rhel/rhel-7 at that commit into $H/src/ (that
@@ -51,12 +54,14 @@ SD219_VENDORED=systemd-rhel7-9b2dad78f2.tar.xz
 SD219_URL=https://github.com/systemd-rhel/rhel-7/archive/$SD219_COMMIT.tar.gz
 STEPS="$STEPS docker"; DEPS[docker]=image   # step_docker: images/debian12-docker.img
 STEPS="$STEPS crypt"; DEPS[crypt]=image     # step_crypt: cryptsetup in images/debian12-selinux.img
+DEPS[plain]=image                           # step_plain: images/debian12.img (--with-plain-image)
 
 die() { echo "build-guest: $*" >&2; exit 1; }
 case ${1:-} in
   --nspawn-only) STEPS="rootfs overlay nspawn systemd219 rootfs-219";;
+  --with-plain-image) STEPS="$STEPS plain";;
   "") ;;
-  *) echo "usage: $0 [--nspawn-only]" >&2; exit 2;;
+  *) echo "usage: $0 [--nspawn-only | --with-plain-image]" >&2; exit 2;;
 esac
 [ "$(id -u)" = 0 ] || die "must run as root"
 [ -d "$OVERLAY" ] || die "missing $OVERLAY"
@@ -170,8 +175,8 @@ put_overlay() {
 
 step_overlay() { put_overlay "$H/rootfs"; }
 
-# Kernel, a small initrd, and the two disk images (the SELinux one only when
-# the selinux step is built: rootfs-se gets the overlay here, relabeled).
+# Kernel, a small initrd, and the SELinux disk image (rootfs-se gets the overlay
+# here, relabeled). The plain image is step plain's.
 step_image() {
   local k=("$H"/rootfs/boot/vmlinuz-*) R=$H/rootfs-se img
   if [ ${#k[@]} != 1 ] || [ ! -f "${k[0]}" ]; then echo "need exactly one kernel"; return 1; fi
@@ -193,12 +198,16 @@ step_image() {
     chroot "$R" setfiles -F /etc/selinux/default/contexts/files/file_contexts /etc/systemd/system /usr/local
     umount "$R/proc"
   fi
-  for img in debian12:rootfs debian12-selinux:rootfs-se; do
-    [ -d "$H/${img#*:}" ] || continue
-    rm -f "$H/images/${img%%:*}.img"
-    mkfs.ext4 -q -F -L root -d "$H/${img#*:}" "$H/images/${img%%:*}.img.tmp" 3G
-    mv "$H/images/${img%%:*}.img.tmp" "$H/images/${img%%:*}.img"
-  done
+  rm -f "$H/images/debian12-selinux.img"
+  mkfs.ext4 -q -F -L root -d "$R" "$H/images/debian12-selinux.img.tmp" 3G
+  mv "$H/images/debian12-selinux.img.tmp" "$H/images/debian12-selinux.img"
+}
+
+# images/debian12.img: the plain image (rootfs with the overlay, no SELinux), for vm-run.sh without -s.
+step_plain() {
+  rm -f "$H/images/debian12.img"
+  mkfs.ext4 -q -F -L root -d "$H/rootfs" "$H/images/debian12.img.tmp" 3G
+  mv "$H/images/debian12.img.tmp" "$H/images/debian12.img"
 }
 
 # rootfs-ns: rootfs without the harness's guest files (the container boots the
@@ -338,8 +347,8 @@ output_ok() {
     rootfs)  [ -x "$H/rootfs/usr/lib/systemd/systemd" ];;
     overlay) [ -x "$H/rootfs/usr/local/sbin/vm-run-job" ];;
     selinux) [ -x "$H/rootfs-se/usr/sbin/setfiles" ];;
-    image)   [ -f "$H/images/debian12.img" ] && [ -f "$H/images/vmlinuz" ] && [ -f "$H/images/initrd.img" ] &&
-             [ -f "$H/images/debian12-selinux.img" ];;
+    image)   [ -f "$H/images/vmlinuz" ] && [ -f "$H/images/initrd.img" ] && [ -f "$H/images/debian12-selinux.img" ];;
+    plain)   [ -f "$H/images/debian12.img" ];;
     nspawn)  [ -x "$H/rootfs-ns/usr/lib/systemd/systemd" ];;
     systemd219) [ -x "$H/systemd219/usr/lib/systemd/systemd" ];;
     rootfs-219) [ -x "$H/rootfs-219/usr/lib/systemd/systemd" ] && [ -x "$H/rootfs-219/usr/bin/systemd-sysusers" ];;

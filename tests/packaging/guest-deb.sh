@@ -1,5 +1,6 @@
 #!/bin/bash
-# Runs in the qemu guest (tests/packaging_vm.rs through tests/harness/vm-run.sh), in /work holding the .deb.
+# Runs in the Debian 12 nspawn container (tests/packaging/deb_nspawn.rs through tests/harness/nspawn-run.sh -g 252),
+# in /work holding the .deb.
 # Installs it, looks at what systemd and the binary make of it, and purges it. Prints KEY=value facts that the Rust
 # test asserts on; a step that cannot go on exits non-zero with a message.
 set -u

@@ -4,13 +4,15 @@
 //! into a RAM root and `umount /oldroot`, which must succeed at its first try). One `tests/harness/vm-run.sh -s` run
 //! per scenario; the guest side is tests/e2e/guest.sh (what is asserted is listed there). Each run prints its timeline.
 //!
-//! The package: `packaging/build.sh` builds it (target/packages/ade-prep_*_amd64.deb); ADE_E2E_DEB=PATH uses a
+//! The package: target/packages/ade-prep_*_amd64.deb, built by `packaging/build.sh` when missing or stale
+//! (tests/common/packages.rs; the test command's packaging tier has built it already); ADE_E2E_DEB=PATH uses a
 //! given one. ADE_E2E_BINARY=1 installs this build's debug binary with the packaged units instead (quicker while
 //! developing). Boots take 30-120 s under TCG on a loaded machine: a scenario takes 4-6 minutes (measured: error
 //! 247 s with its retry, success 302 s and reset 277 s for their two boots; osstep 497-613 s: boot 1 374-431 s with
 //! 100-135 s of ADE's copies into the tmpfs, boot 2 123-182 s; with the data volume of issue 17: error 213-402 s,
 //! its data step 32 s; success 231-241 s; reset 219 s). The scenarios run one at a time
-//! (they would otherwise starve each other's guests of CPU). They are part of the README test command.
+//! (they would otherwise starve each other's guests of CPU). They are the `vm` tier of the README test command
+//! (tests/run.sh vm; the budget is in tests/harness/NOTES.md).
 //!
 //! The Docker scenarios (issue 14, docs/docker.md) boot images/debian12-docker.img (Debian's docker.io engine) and run
 //! tests/e2e/docker.sh: one run of two boots, 10-12 minutes under TCG on a loaded machine before the containerd phase
@@ -22,6 +24,7 @@
 //! Skips (tests/common skip: a failure in CI) when not root or when the harness images are missing
 //! (`tests/harness/build-guest.sh`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -46,36 +49,22 @@ fn cannot_run(image: &str) -> Option<String> {
         .map(|p| format!("e2e_vm: {} missing (build it with tests/harness/build-guest.sh)", p.display()))
 }
 
-/// The package to install: ADE_E2E_DEB, or built now by packaging/build.sh (one build for all scenarios).
-fn package() -> PathBuf {
+/// The package to install: ADE_E2E_DEB, or target/packages' .deb, built by packaging/build.sh only when missing or
+/// older than its sources (tests/common/packages.rs: the test command's packaging tier has usually built it already).
+/// None (after a skip) when the package tools are missing.
+fn package() -> Option<PathBuf> {
     static DEB: Mutex<Option<PathBuf>> = Mutex::new(None);
     let mut deb = DEB.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(d) = deb.as_ref() {
-        return d.clone();
+        return Some(d.clone());
     }
     let path = match std::env::var_os("ADE_E2E_DEB") {
         Some(p) => PathBuf::from(p),
-        None => {
-            let t = Instant::now();
-            let out = Command::new(manifest().join("packaging/build.sh")).output().expect("running packaging/build.sh");
-            assert!(
-                out.status.success(),
-                "packaging/build.sh failed: {}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-            eprintln!("e2e_vm: packaging/build.sh took {:.0}s", t.elapsed().as_secs_f64());
-            let dir = manifest().join("target/packages");
-            std::fs::read_dir(&dir)
-                .expect("target/packages")
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .find(|p| p.extension().is_some_and(|x| x == "deb"))
-                .unwrap_or_else(|| panic!("no .deb in {}", dir.display()))
-        }
+        None => crate::common::packages::packages()?.deb,
     };
     assert!(path.is_file(), "{}: no such package", path.display());
     *deb = Some(path.clone());
-    path
+    Some(path)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -91,8 +80,9 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// The folder shared with the guest at /work: guest.sh, the scenario units and scripts, and ade-prep.
-fn stage() -> tempfile::TempDir {
+/// The folder shared with the guest at /work: guest.sh, the scenario units and scripts, and ade-prep (None, after a
+/// skip, when the package cannot be built here).
+fn stage() -> Option<tempfile::TempDir> {
     let d = tempfile::Builder::new().prefix("ade-e2e-vm.").tempdir().unwrap();
     let m = manifest();
     std::fs::copy(m.join("tests/e2e/guest.sh"), d.path().join("guest.sh")).unwrap();
@@ -107,9 +97,9 @@ fn stage() -> tempfile::TempDir {
         // The hold across the reboot needs the generator, as the package installs it.
         copy_dir(&m.join("packaging/usr/lib/systemd/system-generators"), &d.path().join("generators"));
     } else {
-        std::fs::copy(package(), d.path().join("ade-prep.deb")).unwrap();
+        std::fs::copy(package()?, d.path().join("ade-prep.deb")).unwrap();
     }
-    d
+    Some(d)
 }
 
 /// Runs one scenario of tests/e2e/guest.sh in a fresh SELinux guest and checks that it passed.
@@ -149,7 +139,7 @@ fn guest(name: &str, image: &str, command: &str, pass: &str, timeout_secs: u64, 
         return None;
     }
     let _one = crate::common::one_guest();
-    let dir = stage();
+    let dir = stage()?;
     let t = Instant::now();
     let mut cmd = Command::new(manifest().join("tests/harness/vm-run.sh"));
     if let Some(m) = vm.mem_mib {
@@ -170,7 +160,7 @@ fn guest(name: &str, image: &str, command: &str, pass: &str, timeout_secs: u64, 
     // The timeline and the summary show on a normal `cargo test` run; everything on a failure.
     let mut shown = format!("e2e_vm {name}: timeline\n");
     let timeline = |l: &&str| {
-        ["TL ", "E2E ", "OSSTEP ", "  fuser| ", "  DATASTEP ", "  status| ", "  check| ", "CHECK FAIL"]
+        ["TL ", "E2E ", "OSSTEP ", "FACT ", "  fuser| ", "  DATASTEP ", "  status| ", "  check| ", "CHECK FAIL"]
             .iter()
             .any(|p| l.starts_with(p))
     };
@@ -202,11 +192,54 @@ fn e2e_vm_ade_success_through_the_reboot() {
 
 /// With a data volume (issue 17) freed by prepare and encrypted by a stand-in of ADE's classic data step
 /// (tests/e2e/ade-data-step.sh), which fails while the workload holds it.
+///
+/// Before ADE arrives, the same boot carries what tests/vm/packaging.rs's SELinux tests asserted in a boot of their
+/// own (two tests sharing one boot of the SELinux image, about two minutes under TCG): the .deb installed with
+/// SELinux enforcing, labelled and working, and a prepare/restore round trip from the command line with a real unit
+/// (redis-server) and SELinux enforcing. Every one of their assertions is here, on guest.sh's FACT lines.
 #[test]
 fn e2e_vm_ade_error() {
     if let Some(out) = scenario_with_data_disk("error", 900) {
         assert!(out.contains("CHECK ok   ADE's data step succeeded in the window"), "no data step in:\n{out}");
+        if std::env::var("ADE_E2E_BINARY").as_deref() != Ok("1") {
+            deb_with_selinux_enforcing(&facts(&out));
+        }
     }
+}
+
+/// The `FACT key=value` lines of a guest's output.
+fn facts(out: &str) -> BTreeMap<String, String> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("FACT "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn fact<'a>(facts: &'a BTreeMap<String, String>, key: &str) -> &'a str {
+    facts.get(key).unwrap_or_else(|| panic!("the guest did not report {key}: {facts:?}"))
+}
+
+/// The assertions of tests/vm/packaging.rs's two SELinux tests (moved here with their boot), unchanged.
+fn deb_with_selinux_enforcing(f: &BTreeMap<String, String>) {
+    // deb_installs_with_selinux_enforcing_labelled_and_working
+    assert_eq!(fact(f, "enforce_at_install"), "1");
+    assert_eq!(fact(f, "install_rc"), "0");
+    assert_eq!(fact(f, "label_service"), "systemd_unit_t");
+    assert_eq!(fact(f, "label_binary"), "bin_t");
+    assert_eq!(fact(f, "label_config"), "etc_t");
+    assert_eq!(fact(f, "path_enabled"), "enabled");
+    assert_eq!(fact(f, "path_active"), "active");
+    assert_eq!(fact(f, "scan_rc"), "0");
+    // prepare_and_restore_round_trip_with_a_real_unit_and_selinux_enforcing
+    assert_eq!(fact(f, "redis_before"), "active");
+    assert_eq!(fact(f, "enforce_before"), "1");
+    assert_eq!(fact(f, "prepare_rc"), "0");
+    assert_eq!(fact(f, "redis_during"), "inactive");
+    assert_eq!(fact(f, "enforce_during"), "0");
+    assert_eq!(fact(f, "restore_rc"), "0");
+    assert_eq!(fact(f, "redis_after"), "active");
+    assert_eq!(fact(f, "enforce_after"), "1");
 }
 
 #[test]
