@@ -12,6 +12,10 @@ V=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 mkdir -p "$OUT"
 exec 9>"$OUT/.lock"
 flock 9
+# dpkg-buildpackage writes its results next to the checkout (..), which git worktrees beside each other share (and
+# removes the old ones there first): one build at a time in that folder too.
+exec 8>"$SRC/../.ade-prep-build.lock"
+flock 8
 T0=$SECONDS
 
 # .deb: dpkg-buildpackage writes next to the checkout (..); the results are moved into target/packages.

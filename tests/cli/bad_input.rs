@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ade-prep");
 const HANDLER: &str = "var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.1";
 
 fn root() -> tempfile::TempDir {
@@ -15,7 +14,7 @@ fn root() -> tempfile::TempDir {
 }
 
 fn ade_prep(root: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
+    let mut c = Command::new(crate::bin());
     c.arg("--root").arg(root).args(args).env_remove("RUST_LOG").env_remove("NOTIFY_SOCKET");
     c
 }

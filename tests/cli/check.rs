@@ -11,7 +11,7 @@ pub(crate) fn fixture(case: &str) -> PathBuf {
 }
 
 pub(crate) fn ade_prep(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ade-prep")).args(args).env_remove("RUST_LOG").output().expect("run ade-prep")
+    Command::new(crate::bin()).args(args).env_remove("RUST_LOG").output().expect("run ade-prep")
 }
 
 pub(crate) fn check(case: &str) -> (i32, Value) {

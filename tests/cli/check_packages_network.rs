@@ -259,7 +259,7 @@ fn wire_server_address_file_as_ade_reads_it() {
 fn check_in_fresh_netns(setup: &str) -> Value {
     let script = format!(
         "mount -t tmpfs tmpfs /var/lib; mkdir -p /var/lib/waagent/WALinuxAgent-2.9.1.1; {setup} exec {} check --json",
-        env!("CARGO_BIN_EXE_ade-prep")
+        crate::bin()
     );
     let out = Command::new("unshare").args(["--mount", "--net", "sh", "-ec", &script]).output().expect("unshare");
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {

@@ -4,7 +4,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 
 fn ade(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ade-prep")).args(args).output().unwrap()
+    Command::new(crate::bin()).args(args).output().unwrap()
 }
 
 fn stderr(o: &Output) -> String {
@@ -81,8 +81,7 @@ fn scan_as_an_unprivileged_user_reports_what_it_could_not_read() {
         return;
     }
     // As nobody, other users' fd folders are closed: the scan still succeeds and counts them.
-    let o =
-        Command::new(env!("CARGO_BIN_EXE_ade-prep")).args(["scan", "--json"]).uid(65534).gid(65534).output().unwrap();
+    let o = Command::new(crate::bin()).args(["scan", "--json"]).uid(65534).gid(65534).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["unreadable"]["count"].as_u64().unwrap() > 0);
@@ -93,11 +92,8 @@ fn scan_as_an_unprivileged_user_reports_what_it_could_not_read() {
 
 #[test]
 fn scan_json_has_the_documented_shape_and_never_lists_itself() {
-    let child = Command::new(env!("CARGO_BIN_EXE_ade-prep"))
-        .args(["scan", "--json"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child =
+        Command::new(crate::bin()).args(["scan", "--json"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
     let me = child.id() as i64;
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(0));

@@ -5,8 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ade-prep");
-
 pub(crate) fn root() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink("/proc", d.path().join("proc")).unwrap();
@@ -14,7 +12,7 @@ pub(crate) fn root() -> tempfile::TempDir {
 }
 
 fn ade_prep(root: &Path) -> Command {
-    let mut c = Command::new(BIN);
+    let mut c = Command::new(crate::bin());
     // Commands run under the lock write their relative files into the tree.
     c.arg("--root").arg(root).env_remove("RUST_LOG").current_dir(root);
     c

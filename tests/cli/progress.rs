@@ -5,8 +5,6 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ade-prep");
-
 /// A fixture root whose lock is held by a background `lock -- sleep` until it is dropped.
 struct Held {
     dir: tempfile::TempDir,
@@ -39,7 +37,7 @@ fn on_a_terminal_the_wait_is_live_with_the_time_left() {
         return;
     }
     let held = Held::new();
-    let inner = format!("{BIN} --root {} lock --wait 2 -- true", held.root().display());
+    let inner = format!("{} --root {} lock --wait 2 -- true", crate::bin(), held.root().display());
     // script runs the command on a new pseudo-terminal and copies what it writes there to its stdout.
     let o = Command::new("script").args(["-qefc", &inner, "/dev/null"]).env_remove("RUST_LOG").output().unwrap();
     let screen = String::from_utf8_lossy(&o.stdout);
@@ -57,7 +55,7 @@ fn on_a_terminal_the_wait_is_live_with_the_time_left() {
 #[test]
 fn without_a_terminal_there_are_log_lines_and_no_control_sequences() {
     let held = Held::new();
-    let o = Command::new(BIN)
+    let o = Command::new(crate::bin())
         .arg("--root")
         .arg(held.root())
         .args(["lock", "--wait", "1", "--", "true"])

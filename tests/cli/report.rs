@@ -51,7 +51,7 @@ fn the_bundle_opens_has_the_manifest_and_no_secret() {
     fixture(d.path());
     let archive = d.path().join("out/bundle.tar.gz");
     std::fs::create_dir_all(archive.parent().unwrap()).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_ade-prep"))
+    let o = Command::new(crate::bin())
         .arg("--root")
         .arg(d.path())
         .args(["report", "--output"])
@@ -115,13 +115,8 @@ fn the_bundle_opens_has_the_manifest_and_no_secret() {
 fn an_unwritable_output_is_a_one_line_error_naming_it() {
     let d = tempfile::tempdir().unwrap();
     let bad = d.path().join("no/such/folder/b.tar.gz");
-    let o = Command::new(env!("CARGO_BIN_EXE_ade-prep"))
-        .arg("--root")
-        .arg(d.path())
-        .args(["report", "--output"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let o =
+        Command::new(crate::bin()).arg("--root").arg(d.path()).args(["report", "--output"]).arg(&bad).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.lines().count() == 1 && e.contains(&format!("{}: creating the archive", bad.display())), "{e}");

@@ -51,11 +51,7 @@ fn sorted(s: &str) -> String {
 
 /// ade-prep scan --mount PATH --json → (pid → codes, pids with unreadable entries).
 fn ade_prep(path: &Path) -> (BTreeMap<i32, String>, Vec<i32>, serde_json::Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ade-prep"))
-        .args(["scan", "--json", "--mount"])
-        .arg(path)
-        .output()
-        .expect("run ade-prep");
+    let out = Command::new(crate::bin()).args(["scan", "--json", "--mount"]).arg(path).output().expect("run ade-prep");
     assert!(out.status.success(), "ade-prep scan failed: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("scan --json is JSON");
     let map = v["processes"]

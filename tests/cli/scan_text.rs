@@ -10,7 +10,7 @@ use crate::scan_fuser::{unusable, Holders, Mounted};
 
 fn scan(path: &Path, extra: &[&str]) -> (String, serde_json::Value) {
     let run = |json: bool| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_ade-prep"));
+        let mut c = Command::new(crate::bin());
         c.arg("scan").args(extra).arg("--mount").arg(path);
         if json {
             c.arg("--json");

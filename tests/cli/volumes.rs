@@ -5,8 +5,6 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ade-prep");
-
 fn root() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink("/proc", d.path().join("proc")).unwrap();
@@ -14,7 +12,7 @@ fn root() -> tempfile::TempDir {
 }
 
 fn ade_prep(root: &Path, args: &[&str]) -> Output {
-    Command::new(BIN).arg("--root").arg(root).args(args).env_remove("RUST_LOG").output().unwrap()
+    Command::new(crate::bin()).arg("--root").arg(root).args(args).env_remove("RUST_LOG").output().unwrap()
 }
 
 fn stderr(o: &Output) -> String {
