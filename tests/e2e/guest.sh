@@ -119,14 +119,21 @@ EOF
 
 # A custom-script-like extension process, running from the Custom Script download folder as the guest agent runs a
 # handler operation (tests/ade/FINDINGS.md 28-29: its verb on the command line, in an `enable_<uuid>.scope` of the
-# extension's azure-vmextensions slice): it goes on for CS_SECS after ade-prep.service has started (whatever the
-# guest's speed), then exits; prepare must wait for it. (A plain process under that folder is not a handler
+# extension's azure-vmextensions slice): it goes on until ade-prep.service has logged its wait for it (at most 300 s)
+# and CS_SECS more (whatever the guest's speed), then exits; prepare must wait for it. (A plain process under that folder is not a handler
 # operation, and ade-prep rightly does not wait for it.)
 start_custom_script() {
   mkdir -p "$CS_DIR"
   cat > "$CS_DIR/script.sh" <<EOF
 #!/bin/bash
 until [ "\$(systemctl show -p ActiveState --value $SVC)" != inactive ]; do sleep 1; done
+# Until the service has seen this operation (its wait logged), at most 300 s: on a loaded TCG guest the service's work
+# before its wait (checks, scan) took longer than CS_SECS, the script was gone when it looked, and nothing was waited
+# for. If the service never sees it, it ends after 300 + CS_SECS s and "prepare waited for the custom script" fails.
+for _ in \$(seq 300); do
+  journalctl -b -u $SVC --no-pager 2>/dev/null | grep -q 'waiting for extension handlers to finish: custom-script' && break
+  sleep 1
+done
 sleep ${CS_SECS:-15}
 date +%s.%N > $E/cs-done
 EOF
