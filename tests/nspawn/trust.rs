@@ -1,0 +1,123 @@
+//! Issue 24: what a local user can make of a root agent, tried as a user would in the real guest (systemd 252 and
+//! 219). Each test starts what an unprivileged user (nobody, 65534) can start: processes in a scope of user.slice
+//! (as a login session's are), named and argued as they like.
+
+use std::path::Path;
+use std::process::{Child, Command};
+
+use serde_json::Value;
+
+use crate::common::{inside_with_scenarios as inside, wait_for};
+use crate::prepare::{ade, baseline, json, prepare, window_open, BASE};
+
+/// How many `in_container_*` tests there are: the host side checks that each ran and passed.
+const IN_CONTAINER_TESTS: usize = 1;
+
+#[test]
+fn trust_in_nspawn() {
+    crate::common::nspawn_suite("trust", IN_CONTAINER_TESTS, 600);
+}
+
+// ---- inside the container ---------------------------------------------------------------------------------
+
+/// A user's processes, ended when dropped.
+struct UserProcs(Vec<Child>);
+impl Drop for UserProcs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `argv` run by nobody in a transient scope of user.slice (where logind puts a login session's processes; a
+/// user cannot place a process outside it), with its cwd at `/`.
+fn as_user(argv: &[&str]) -> Child {
+    let mut c = Command::new("systemd-run");
+    // chroot --userspec: coreutils on both guests; drops real and effective uid and gid before the exec.
+    c.args(["--scope", "--slice=user.slice", "--", "chroot", "--userspec=65534:65534", "/"]).args(argv);
+    c.current_dir("/");
+    c.spawn().unwrap()
+}
+
+fn comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|c| c.trim().to_string())
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(") ").and_then(|(_, r)| r.split(' ').nth(1)?.parse::<u32>().ok()))
+                == Some(pid)
+        })
+        .collect()
+}
+
+fn scan_entry(scan: &Value, pid: u32) -> Value {
+    scan["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"].as_u64() == Some(pid.into()))
+        .cloned()
+        .unwrap_or_else(|| panic!("pid {pid} not in scan: {scan}"))
+}
+
+#[test]
+#[ignore = "runs inside the nspawn container, started by trust_in_nspawn"]
+fn in_container_what_a_user_names_or_runs_never_changes_what_prepare_does() {
+    if !inside() {
+        return;
+    }
+    // A workload the admin declares by its executable, installed by root (as /usr/bin/mongod is).
+    std::fs::copy("/bin/sleep", "/usr/local/bin/ade-userd").unwrap();
+    let config = format!("{BASE}\n[workloads.userd]\nexes = [\"/usr/local/bin/ade-userd\"]\n");
+    let sd = baseline(&config);
+    // The user's own copy of a shell named containerd-shim (the built-in docker workload's shim), with a child.
+    let dir = Path::new("/tmp/ade-user");
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy("/bin/sh", dir.join("containerd-shim")).unwrap();
+    std::os::unix::fs::chown(dir, Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::chown(dir.join("containerd-shim"), Some(65534), Some(65534)).unwrap();
+    let shim = as_user(&["/tmp/ade-user/containerd-shim", "-c", "sleep 3600; :"]);
+    // The user running the admin's workload binary for themselves (`mongod --dbpath ~/db`).
+    let userd = as_user(&["/usr/local/bin/ade-userd", "3600"]);
+    let (shim_pid, userd_pid) = (shim.id(), userd.id());
+    let _procs = UserProcs(vec![shim, userd]);
+    wait_for("the user's processes", 10, || {
+        comm(shim_pid).as_deref() == Some("containerd-shim")
+            && comm(userd_pid).as_deref() == Some("ade-userd")
+            && !children_of(shim_pid).is_empty()
+    });
+    let task = children_of(shim_pid)[0];
+
+    // scan shows each with why it is left alone.
+    let scan = json(&ade(&["scan", "--json"]));
+    for pid in [task, userd_pid] {
+        let e = scan_entry(&scan, pid);
+        assert_eq!(e["class"], "other", "pid {pid}: {e}");
+        assert_eq!(e["uids"], serde_json::json!([65534, 65534]), "{e}");
+    }
+    let e = scan_entry(&scan, userd_pid);
+    assert!(e["reason"].as_str().unwrap().contains("exe /usr/local/bin/ade-userd matches"), "{e}");
+    assert!(e["reason"].as_str().unwrap().contains("left alone"), "{e}");
+    assert!(scan_entry(&scan, task).get("shim").is_none(), "a user's containerd-shim is no shim");
+
+    // prepare stops the admin's workloads and nothing of the user's; it neither refuses nor ends them.
+    let r = prepare(&[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for pid in [shim_pid, task, userd_pid] {
+        assert!(comm(pid).is_some(), "the user's pid {pid} was ended");
+    }
+    assert_eq!(crate::prepare::state(&sd, "ade-db.service"), "inactive");
+    let r = ade(&["restore"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!window_open());
+    std::fs::remove_file("/usr/local/bin/ade-userd").unwrap();
+}
