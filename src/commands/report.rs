@@ -99,7 +99,7 @@ fn units_involved(paths: &Paths) -> Vec<String> {
         units.extend(hold::units_to_hold(&r));
     }
     if let Ok(t) = std::fs::read_to_string(paths.hold_file()) {
-        units.extend(t.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+        units.extend(hold::parse_list(&t));
     }
     units.sort();
     units.dedup();

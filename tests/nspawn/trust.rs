@@ -7,11 +7,11 @@ use std::process::{Child, Command};
 
 use serde_json::Value;
 
-use crate::common::{inside_with_scenarios as inside, wait_for};
+use crate::common::{inside_with_scenarios as inside, sh, unit_prop, wait_for};
 use crate::prepare::{ade, baseline, json, prepare, window_open, BASE};
 
 /// How many `in_container_*` tests there are: the host side checks that each ran and passed.
-const IN_CONTAINER_TESTS: usize = 1;
+const IN_CONTAINER_TESTS: usize = 2;
 
 #[test]
 fn trust_in_nspawn() {
@@ -120,4 +120,78 @@ fn in_container_what_a_user_names_or_runs_never_changes_what_prepare_does() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!window_open());
     std::fs::remove_file("/usr/local/bin/ade-userd").unwrap();
+}
+
+#[test]
+#[ignore = "runs inside the nspawn container, started by trust_in_nspawn"]
+fn in_container_a_window_whose_undo_cannot_succeed_still_ends() {
+    if !inside() {
+        return;
+    }
+    // A transient unit (`systemd-run`), collected by systemd once stopped; and a RefuseManualStart=yes unit, started
+    // through a unit that wants it (as at boot), whose start by restore systemd refuses.
+    let run = "/run/systemd/system";
+    std::fs::write(
+        format!("{run}/ade-refuse.service"),
+        "[Unit]\nRefuseManualStart=yes\n[Service]\nExecStart=/bin/sleep 3600\n",
+    )
+    .unwrap();
+    std::fs::write(
+        format!("{run}/ade-refuse-pull.service"),
+        "[Unit]\nWants=ade-refuse.service\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n",
+    )
+    .unwrap();
+    let config = format!(
+        "{BASE}\n[workloads.transient]\nunits = [\"ade-transient.service\"]\n\
+         [workloads.refuse]\nunits = [\"ade-refuse.service\"]\n"
+    );
+    let _sd = baseline(&config);
+    assert!(sh(&["systemctl", "daemon-reload"]).status.success());
+    assert!(sh(&["systemctl", "start", "ade-refuse-pull.service"]).status.success());
+    let _ = sh(&["systemctl", "reset-failed", "ade-transient.service"]);
+    let o = sh(&["systemd-run", "--unit=ade-transient", "/bin/sleep", "3600"]);
+    assert!(o.status.success(), "{o:?}");
+    wait_for("both units", 10, || {
+        unit_prop("ade-transient.service", "ActiveState") == "active"
+            && unit_prop("ade-refuse.service", "ActiveState") == "active"
+    });
+
+    let r = prepare(&[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    wait_for("the transient unit to be collected", 10, || {
+        unit_prop("ade-transient.service", "LoadState") == "not-found"
+    });
+
+    // The transient unit's start is done with a warning naming it; the refused start is an undo that failed.
+    let r = ade(&["restore"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("ade-transient.service no longer exists"), "{r:?}");
+    assert!(r.stderr.contains("ade-refuse.service failed to come back"), "{r:?}");
+    assert!(window_open());
+    let st = ade(&["status"]);
+    let line = st.stdout.lines().find(|l| l.contains("ade-refuse.service") && l.contains("undo failed"));
+    let seq = line.unwrap_or_else(|| panic!("{st:?}")).split_whitespace().next().unwrap().to_string();
+    assert!(st.stdout.contains(&format!("ade-prep restore --abandon {seq}")), "{st:?}");
+    // A wrong entry changes nothing.
+    let r = ade(&["restore", "--abandon", "1"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(window_open());
+    // The operator closes it: recorded, and the window ends.
+    let r = ade(&["restore", "--abandon", &seq]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!window_open());
+    let journal = json(&ade(&["status", "--json"]));
+    let e = journal["journal"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["seq"].as_u64().is_some_and(|n| n.to_string() == seq))
+        .cloned()
+        .unwrap();
+    assert_eq!(e["status"], "undone", "{e}");
+    assert!(e["note"].as_str().unwrap().contains("abandoned by the operator"), "{e}");
+    let _ = sh(&["systemctl", "stop", "ade-refuse-pull.service", "ade-refuse.service"]);
+    std::fs::remove_file(format!("{run}/ade-refuse.service")).unwrap();
+    std::fs::remove_file(format!("{run}/ade-refuse-pull.service")).unwrap();
+    let _ = sh(&["systemctl", "daemon-reload"]);
 }
