@@ -11,11 +11,11 @@ use crate::common::{inside_with_scenarios as inside, sh, unit_prop, wait_for};
 use crate::prepare::{ade, baseline, json, prepare, window_open, BASE};
 
 /// How many `in_container_*` tests there are: the host side checks that each ran and passed.
-const IN_CONTAINER_TESTS: usize = 2;
+const IN_CONTAINER_TESTS: usize = 3;
 
 #[test]
 fn trust_in_nspawn() {
-    crate::common::nspawn_suite("trust", IN_CONTAINER_TESTS, 600);
+    crate::common::nspawn_suite("trust", IN_CONTAINER_TESTS, 300);
 }
 
 // ---- inside the container ---------------------------------------------------------------------------------
@@ -194,4 +194,55 @@ fn in_container_a_window_whose_undo_cannot_succeed_still_ends() {
     std::fs::remove_file(format!("{run}/ade-refuse.service")).unwrap();
     std::fs::remove_file(format!("{run}/ade-refuse-pull.service")).unwrap();
     let _ = sh(&["systemctl", "daemon-reload"]);
+}
+
+#[test]
+#[ignore = "runs inside the nspawn container, started by trust_in_nspawn"]
+fn in_container_the_lock_lives_as_long_as_its_command_and_run_overrides_a_holder_past_the_head_start() {
+    use crate::daemon::{finish, show, start_unit, unit_log, write_settings, write_status, HANDLER};
+    if !inside() {
+        return;
+    }
+    let _ = std::fs::remove_file(crate::prepare::CONFIG);
+    let _ = std::fs::remove_dir_all(HANDLER);
+    crate::common::setup_workloads();
+    crate::common::settle_workloads();
+    let lock = |args: &[&str]| crate::common::ade_prep_cmd(&[&["lock", "--"][..], args].concat());
+
+    // A process CMD leaves in the background holds no lock: prepare takes it at once.
+    let o = lock(&["sh", "-c", "sleep 600 </dev/null >/dev/null 2>&1 & echo $! > /run/ade-bg.pid"]).output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let bg = std::fs::read_to_string("/run/ade-bg.pid").unwrap().trim().to_string();
+    let r = ade(&["prepare", "--force", "distro", "--wait", "0"]);
+    let _ = sh(&["kill", &bg]);
+    assert_eq!(r.code, 0, "the lock outlived its command: {r:?}");
+    assert_eq!(ade(&["restore"]).code, 0);
+    crate::common::settle_workloads();
+
+    // A live holder: `run`, for a request whose head start is over (its settings written 2 minutes ago), prepares
+    // anyway, saying which holder it overrode.
+    let mut holder = lock(&["sleep", "600"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the holder", 10, || std::fs::read_to_string("/run/ade-prep/lock").is_ok_and(|t| t.contains("sleep 600")));
+    write_settings(9, "EnableEncryption", "OS");
+    write_status(9, "transitioning", "EncryptionInProgress");
+    let settings = format!("{HANDLER}/config/9.settings");
+    assert!(sh(&["touch", "-d", "2 minutes ago", &settings]).status.success());
+    let child = start_unit();
+    wait_for("the unit to be active (READY=1)", 60, || show("ActiveState") == "active");
+    assert!(window_open(), "run did not prepare");
+    let log = unit_log();
+    assert!(log.contains("lock: overridden") && log.contains("sleep 600"), "{log}");
+    // The holder ends; ADE reports success; run restores and exits 0.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    write_status(9, "success", "Encrypted");
+    let (code, out) = finish(child);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!window_open());
+    let _ = std::fs::remove_dir_all(HANDLER);
+    let _ = std::fs::remove_file("/etc/ade-prep/config.d/50-test.toml");
 }
