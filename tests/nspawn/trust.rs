@@ -11,7 +11,7 @@ use crate::common::{inside_with_scenarios as inside, sh, unit_prop, wait_for};
 use crate::prepare::{ade, baseline, json, prepare, window_open, BASE};
 
 /// How many `in_container_*` tests there are: the host side checks that each ran and passed.
-const IN_CONTAINER_TESTS: usize = 3;
+const IN_CONTAINER_TESTS: usize = 4;
 
 #[test]
 fn trust_in_nspawn() {
@@ -245,4 +245,59 @@ fn in_container_the_lock_lives_as_long_as_its_command_and_run_overrides_a_holder
     assert!(!window_open());
     let _ = std::fs::remove_dir_all(HANDLER);
     let _ = std::fs::remove_file("/etc/ade-prep/config.d/50-test.toml");
+}
+
+#[test]
+#[ignore = "runs inside the nspawn container, started by trust_in_nspawn"]
+fn in_container_no_secret_reaches_the_journal_or_the_bundle_and_report_writes_through_no_link() {
+    if !inside() {
+        return;
+    }
+    const SECRET: &str = "Hunter2-pre-stop-secret";
+    const KEY: &str = "cleartext-key-bytes-0123456789";
+    // The pre-stop command of a 0600 drop-in carries a password (as sapcontrol's or nodetool's would).
+    let config = BASE.replace(
+        "[workloads.db]\nunits = [\"ade-db.service\"]\n",
+        &format!(
+            "[workloads.db]\nunits = [\"ade-db.service\"]\npre_stop = [{{ argv = [\"/bin/echo\", \"--password\", \"{SECRET}\"] }}]\n"
+        ),
+    );
+    assert!(config.contains(SECRET), "BASE changed: {BASE}");
+    let _sd = baseline(&config);
+    // ADE's key file, and a process whose command line carries a secret.
+    std::fs::create_dir_all("/var/lib/azure_disk_encryption_config").unwrap();
+    std::fs::write("/var/lib/azure_disk_encryption_config/cleartext_key_test", KEY).unwrap();
+    let arg = format!("--db-password={SECRET}");
+    let mut p = Command::new("sh").args(["-c", "sleep 600; :", "sh", &arg]).current_dir("/").spawn().unwrap();
+
+    let r = prepare(&[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let state = std::fs::read_to_string("/var/lib/ade-prep/state.json").unwrap();
+    assert!(state.contains("/bin/echo") && !state.contains(SECRET), "{state}");
+
+    // report, run by root in a folder anyone can write, where a user planted links at the archive's name.
+    let dir = Path::new("/tmp/ade-report");
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    std::fs::write("/root/ade-victim", "root's file").unwrap();
+    std::os::unix::fs::symlink("/root/ade-victim", dir.join("b.tar.gz")).unwrap();
+    std::os::unix::fs::symlink("/root/ade-victim", dir.join("b.tar.gz.tmp")).unwrap();
+    let r = ade(&["report", "--output", "/tmp/ade-report/b.tar.gz"]);
+    let _ = p.kill();
+    let _ = p.wait();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(std::fs::read_to_string("/root/ade-victim").unwrap(), "root's file");
+    let md = std::fs::symlink_metadata(dir.join("b.tar.gz")).unwrap();
+    assert!(md.is_file());
+    let raw = sh(&["sh", "-c", "gzip -dc /tmp/ade-report/b.tar.gz | tar -xOf -"]);
+    let all = String::from_utf8_lossy(&raw.stdout);
+    assert!(all.contains("--db-password=<redacted>"), "the process is in scan.json, redacted");
+    assert!(!all.contains(SECRET) && !all.contains(KEY), "a secret is in the bundle");
+    assert!(all.contains("listed     ade/markers/cleartext_key_test"), "the key file is listed");
+
+    assert_eq!(ade(&["restore"]).code, 0);
+    std::fs::remove_file("/var/lib/azure_disk_encryption_config/cleartext_key_test").unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_file("/root/ade-victim");
 }
