@@ -11,7 +11,7 @@ use crate::common::{inside_with_scenarios as inside, sh, unit_prop, wait_for};
 use crate::prepare::{ade, baseline, json, prepare, window_open, BASE};
 
 /// How many `in_container_*` tests there are: the host side checks that each ran and passed.
-const IN_CONTAINER_TESTS: usize = 4;
+const IN_CONTAINER_TESTS: usize = 5;
 
 #[test]
 fn trust_in_nspawn() {
@@ -300,4 +300,48 @@ fn in_container_no_secret_reaches_the_journal_or_the_bundle_and_report_writes_th
     std::fs::remove_file("/var/lib/azure_disk_encryption_config/cleartext_key_test").unwrap();
     let _ = std::fs::remove_dir_all(dir);
     let _ = std::fs::remove_file("/root/ade-victim");
+}
+
+#[test]
+#[ignore = "runs inside the nspawn container, started by trust_in_nspawn"]
+fn in_container_a_leftover_of_a_workload_unit_stopped_earlier_is_refused_before_any_change() {
+    if !inside() {
+        return;
+    }
+    // KillMode=process, as SAP's units and containerd's: the admin's stop leaves the child running in the cgroup.
+    std::fs::write(
+        "/run/systemd/system/ade-kmp.service",
+        "[Service]\nKillMode=process\nExecStart=/bin/sh -c 'sleep 600 & exec sleep 600'\n",
+    )
+    .unwrap();
+    let config = format!("{BASE}\n[workloads.kmp]\nunits = [\"ade-kmp.service\"]\n");
+    let _sd = baseline(&config);
+    assert!(sh(&["systemctl", "daemon-reload"]).status.success());
+    assert!(sh(&["systemctl", "start", "ade-kmp.service"]).status.success());
+    wait_for("both processes", 10, || {
+        let cg = unit_prop("ade-kmp.service", "ControlGroup");
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/cgroup"))
+                    .is_ok_and(|c| c.lines().any(|l| l.ends_with(&format!(":{cg}"))))
+                    && comm(*p).as_deref() == Some("sleep")
+            })
+            .count()
+            == 2
+    });
+    assert!(sh(&["systemctl", "stop", "ade-kmp.service"]).status.success());
+    let masks = crate::prepare::runtime_masks();
+
+    let r = prepare(&[]);
+    assert_eq!(r.code, 3, "refused before any change: {r:?}");
+    assert!(r.stderr.contains("ade-kmp.service, which is not running"), "{r:?}");
+    assert!(!r.stderr.contains("rolled back"), "{r:?}");
+    assert!(!window_open());
+    assert_eq!(crate::prepare::runtime_masks(), masks);
+
+    let _ = sh(&["systemctl", "kill", "ade-kmp.service"]);
+    std::fs::remove_file("/run/systemd/system/ade-kmp.service").unwrap();
+    let _ = sh(&["systemctl", "daemon-reload"]);
 }
