@@ -216,6 +216,7 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
     }
     let mut frontier: Vec<String> = unit_workload.keys().cloned().collect();
     let mut also: Vec<String> = vec![];
+    let mut unmasked: BTreeSet<String> = BTreeSet::new();
     while let Some(u) = frontier.pop() {
         let w = unit_workload[&u];
         let f = snap.units.get(&u);
@@ -227,10 +228,16 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
                 frontier.push(t);
             }
         }
-        // systemd stops these with `u` (Requires=, BindsTo=, PartOf=): recorded as stops, so restore starts them.
+        // systemd stops these with `u` (Requires=, BindsTo=, PartOf=), whatever their type, and starts none again
+        // with it (measured on 219 and 252, docs/design.md): recorded as stops, so restore starts them. Only a
+        // service or socket stays down under a mask (it runs code that may start the workload again or hold the
+        // disk); a target, mount, path or timer is stopped by systemd with the workload and is not masked.
         for d in dependents {
             if !unit_workload.contains_key(&d) && snap.units.get(&d).is_some_and(|f| f.is_running()) {
                 also.push(format!("{d} (systemd stops it with {u})"));
+                if !(d.ends_with(".service") || d.ends_with(".socket")) {
+                    unmasked.insert(d.clone());
+                }
                 unit_workload.insert(d.clone(), w);
                 frontier.push(d);
             }
@@ -299,6 +306,7 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
     let mut mask = vec![];
     for u in unit_workload.keys() {
         match facts(u) {
+            _ if unmasked.contains(u) => {}
             Some(f) if f.is_transient() => {}
             Some(f) if !f.maskable() => warnings.push(format!(
                 "{u}: unit file {} outranks a runtime mask: held by ade-prep-generator's mask alone (the package \
@@ -323,7 +331,8 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
             });
         }
     }
-    let hold: Vec<String> = unit_workload.keys().filter(|u| super::hold::holdable(u)).cloned().collect();
+    let hold: Vec<String> =
+        unit_workload.keys().filter(|u| super::hold::holdable(u) && !unmasked.contains(*u)).cloned().collect();
     let holding = !hold.is_empty();
     if holding {
         steps.push(Step::HoldUnits { units: hold });
@@ -659,6 +668,44 @@ mod tests {
             .to_string()
             .contains("also stopped and restored: backup-agent.service (systemd stops it with mongod.service)"));
         assert!(!p.to_string().contains("mongod-exporter"), "an inactive dependent is not stopped");
+    }
+
+    #[test]
+    fn a_target_mount_or_timer_systemd_stops_with_a_workload_unit_is_stopped_and_restored_never_masked_nor_held() {
+        let s = Settings::default();
+        let (id, mut f) = unit("mongod.service", "active", &[]);
+        f.stopped_with =
+            vec!["mongo.target".into(), "mnt-data.mount".into(), "backup.timer".into(), "exporter.service".into()];
+        let sn = snap(
+            vec![holder(20, "mongod", Some("mongod.service"))],
+            vec![
+                (id, f),
+                unit("mongo.target", "active", &[]),
+                unit("mnt-data.mount", "active", &[]),
+                unit("backup.timer", "active", &[]),
+                unit("exporter.service", "active", &[]),
+            ],
+            &s,
+        );
+        let p = plan(&sn, &s).unwrap();
+        assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+        assert!(p.steps.contains(&Step::MaskUnits { units: vec!["exporter.service".into(), "mongod.service".into()] }));
+        assert!(p.steps.contains(&Step::HoldUnits { units: vec!["exporter.service".into(), "mongod.service".into()] }));
+        assert!(p
+            .steps
+            .contains(&Step::StopUnits { wave: "triggers".into(), units: vec![("backup.timer".into(), 90)] }));
+        assert!(p.steps.contains(&Step::StopUnits {
+            wave: "services".into(),
+            units: vec![
+                ("exporter.service".into(), 90),
+                ("mnt-data.mount".into(), 90),
+                ("mongo.target".into(), 90),
+                ("mongod.service".into(), 90)
+            ]
+        }));
+        for d in ["mongo.target", "mnt-data.mount", "backup.timer"] {
+            assert!(p.to_string().contains(&format!("also stopped and restored: {d} (systemd stops it with")), "{p}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::common::{inside_with_scenarios as inside, sh, unit_prop, wait_for};
 use crate::prepare::{ade, baseline, json, prepare, window_open, BASE};
 
 /// How many `in_container_*` tests there are: the host side checks that each ran and passed.
-const IN_CONTAINER_TESTS: usize = 5;
+const IN_CONTAINER_TESTS: usize = 6;
 
 #[test]
 fn trust_in_nspawn() {
@@ -343,5 +343,80 @@ fn in_container_a_leftover_of_a_workload_unit_stopped_earlier_is_refused_before_
 
     let _ = sh(&["systemctl", "kill", "ade-kmp.service"]);
     std::fs::remove_file("/run/systemd/system/ade-kmp.service").unwrap();
+    let _ = sh(&["systemctl", "daemon-reload"]);
+}
+
+#[test]
+#[ignore = "runs inside the nspawn container, started by trust_in_nspawn"]
+fn in_container_a_target_mount_or_timer_that_requires_a_workload_is_stopped_by_systemd_and_restored_never_masked() {
+    if !inside() {
+        return;
+    }
+    // Units of each type that Requires= the workload ade-db.service, beside a service that does (where packaged
+    // units would be: a runtime mask in /run shadows them).
+    const DIR: &str = "/usr/local/lib/systemd/system";
+    let req = "[Unit]\nRequires=ade-db.service\nAfter=ade-db.service\n";
+    let units = [
+        ("ade-dep.target", req.to_string()),
+        ("mnt-adedep.mount", format!("{req}[Mount]\nWhat=tmpfs\nWhere=/mnt/adedep\nType=tmpfs\n")),
+        ("ade-dep.timer", format!("{req}[Timer]\nOnActiveSec=1h\nUnit=ade-dep-job.service\n")),
+        ("ade-dep-job.service", "[Service]\nType=oneshot\nExecStart=/bin/true\n".to_string()),
+        ("ade-dep.service", format!("{req}[Service]\nExecStart=/bin/sleep 600\n")),
+    ];
+    for (u, text) in &units {
+        std::fs::write(format!("{DIR}/{u}"), text).unwrap();
+    }
+    std::fs::create_dir_all("/mnt/adedep").unwrap();
+    let sd = baseline(BASE);
+    let deps = ["ade-dep.target", "mnt-adedep.mount", "ade-dep.timer", "ade-dep.service"];
+    let start_all = || {
+        let mut a = vec!["systemctl", "start"];
+        a.extend(deps);
+        let r = sh(&a);
+        assert!(r.status.success(), "{r:?}");
+    };
+    assert!(sh(&["systemctl", "daemon-reload"]).status.success());
+    start_all();
+    let state = |u: &str| crate::prepare::state(&sd, u);
+    for u in deps {
+        assert_eq!(state(u), "active", "{u}");
+    }
+    // What systemd itself does to each when the workload is stopped (the evidence in docs/design.md): it stops
+    // every unit that Requires= it, whatever its type, and starts none again when the workload starts.
+    assert!(sh(&["systemctl", "stop", "ade-db.service"]).status.success());
+    for u in deps {
+        assert_eq!(state(u), "inactive", "systemd stops {u} with the unit it requires");
+    }
+    assert!(sh(&["systemctl", "start", "ade-db.service"]).status.success());
+    for u in deps {
+        assert_eq!(state(u), "inactive", "systemd does not start {u} again with the unit it requires");
+    }
+    start_all();
+
+    // The window: all are stopped with the workload (systemd would stop them anyway) and recorded; only the
+    // service is masked (it could start the workload again and holds /); the target, mount and timer are not.
+    let r = prepare(&[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for u in deps {
+        assert_eq!(state(u), "inactive", "{u}");
+    }
+    let masks = crate::prepare::runtime_masks();
+    let r = ade(&["restore"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(masks.iter().any(|m| m == "ade-dep.service"), "{masks:?}");
+    for u in ["ade-dep.target", "mnt-adedep.mount", "ade-dep.timer"] {
+        assert!(!masks.iter().any(|m| m == u), "{u} runtime-masked: {masks:?}");
+    }
+    assert!(!window_open());
+    for u in deps {
+        assert_eq!(state(u), "active", "{u} is started again by restore");
+    }
+
+    let mut a = vec!["systemctl", "stop"];
+    a.extend(deps);
+    let _ = sh(&a);
+    for (u, _) in &units {
+        let _ = std::fs::remove_file(format!("{DIR}/{u}"));
+    }
     let _ = sh(&["systemctl", "daemon-reload"]);
 }
