@@ -200,6 +200,31 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
             }
         }
     }
+    // Strays: workload processes in no unit, or in a scope the workload's units do not name (a shell's, a login
+    // session's). No stop ends them; under the `report` policy clearing the holders would refuse them after every
+    // stop and roll back, at every try (issue 24): refused here, before any change. A container task's process
+    // (under a containerd shim) and the shim of a running task are not strays: docker or ctr stops them.
+    if settings.stray.policy == StrayPolicy::Report {
+        let shims: BTreeSet<i32> = snap.holders.iter().filter_map(|(h, _)| h.shim).collect();
+        for (w, hs) in &workloads {
+            for h in hs {
+                let stray = match h.unit.as_deref() {
+                    None => true,
+                    Some(u) => UnitKind::of(u) == UnitKind::Scope && !unit_workload.contains_key(u),
+                };
+                if stray && h.shim.is_none() && !shims.contains(&h.pid) {
+                    blockers.push(format!(
+                        "pid {} {} (workload {w}) runs in {}, which no stop ends (a stray; stray policy report): end \
+                         it yourself, add its unit to [workloads.{w}] units, or set [stray] policy = \"terminate\" \
+                         in /etc/ade-prep/config.toml",
+                        h.pid,
+                        h.comm,
+                        h.unit.as_deref().unwrap_or("no unit")
+                    ));
+                }
+            }
+        }
+    }
     // Workload processes in a unit that is never stopped (a container, a user's manager, a session).
     for (h, c) in &snap.holders {
         if c.class != Class::Protected {
@@ -671,6 +696,33 @@ mod tests {
     }
 
     #[test]
+    fn a_stray_under_report_is_refused_before_any_change_and_a_container_task_never_is() {
+        let mut s = Settings::default();
+        let mut in_task = holder(32, "mongod", None);
+        in_task.shim = Some(40);
+        let sn = snap(
+            vec![
+                holder(20, "mongod", Some("mongod.service")),
+                holder(30, "mongod", None),
+                holder(31, "mongod", Some("run-r1.scope")),
+                in_task,
+                holder(40, "mongod", None), // the shim of pid 32's task
+            ],
+            vec![unit("mongod.service", "active", &[])],
+            &s,
+        );
+        let p = plan(&sn, &s).unwrap();
+        let b = p.blockers.join("\n");
+        assert!(b.contains("pid 30 mongod (workload mongodb) runs in no unit, which no stop ends (a stray"), "{b}");
+        assert!(b.contains("pid 31 mongod (workload mongodb) runs in run-r1.scope, which no stop ends"), "{b}");
+        assert!(b.contains("or set [stray] policy = \"terminate\" in /etc/ade-prep/config.toml"), "{b}");
+        assert!(!b.contains("pid 32") && !b.contains("pid 40") && !b.contains("pid 20"), "{b}");
+        s.stray.policy = StrayPolicy::Terminate;
+        let p = plan(&sn, &s).unwrap();
+        assert!(p.blockers.is_empty(), "terminate ends strays in the window: {:?}", p.blockers);
+    }
+
+    #[test]
     fn a_target_mount_or_timer_systemd_stops_with_a_workload_unit_is_stopped_and_restored_never_masked_nor_held() {
         let s = Settings::default();
         let (id, mut f) = unit("mongod.service", "active", &[]);
@@ -768,7 +820,11 @@ mod tests {
         ] {
             assert!(b.contains(want), "{want}\n---\n{b}");
         }
-        assert!(!b.contains("pid 16"), "a stray in ade-prep's own scope is left to the stray policy: {b}");
+        assert!(
+            b.contains("pid 16 mongod (workload mongodb) runs in nspawn-run-job.scope, which no stop ends (a stray"),
+            "a stray in ade-prep's own scope is the stray policy's (report: refused before any change): {b}"
+        );
+        assert!(!b.contains("nspawn-run-job.scope, the unit that runs ade-prep"), "{b}");
         assert!(
             p.warnings.iter().any(|w| w.contains("sshd.service") && w.contains("left running")),
             "{:?}",
