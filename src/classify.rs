@@ -143,12 +143,27 @@ fn protected_reason(h: &Holder, s: &Settings) -> Option<String> {
 /// can create cgroups only in the subtree delegated to their own manager, `user@UID.service`, or their sessions,
 /// all inside `user.slice`). A user's `/usr/bin/mongod` in their session, a copy of any binary named
 /// containerd-shim: not vouched for, shown by scan with why, never acted on.
+///
+/// A system unit that runs other users' jobs in its own cgroup vouches for none of them: atd and cron switch to the
+/// job's owner and, where their PAM stack has no pam_systemd (Debian's common-session-noninteractive), leave the
+/// job in atd.service or cron.service. There only root's processes count ([`USER_JOB_UNITS`]).
 pub fn trusted(uids: Option<[u32; 2]>, unit: Option<&str>, cgroup: Option<&str>) -> Option<&'static str> {
     if uids == Some([0, 0]) {
         return Some("run by root");
     }
+    if unit.is_some_and(runs_users_jobs) {
+        return None;
+    }
     let system = unit.is_some() && cgroup.is_some_and(|c| c.starts_with('/') && !in_user_slice(c));
     system.then_some("in a system unit")
+}
+
+/// System units that run jobs of any user, as that user, in their own cgroup: their claim counts only for root's
+/// processes ([`trusted`]).
+pub const USER_JOB_UNITS: &[&str] = &["atd.service", "cron.service", "crond.service", "cronie.service"];
+
+fn runs_users_jobs(unit: &str) -> bool {
+    USER_JOB_UNITS.contains(&unit)
 }
 
 fn in_user_slice(cgroup: &str) -> bool {
@@ -205,6 +220,12 @@ fn workload_match(h: &Holder, s: &Settings) -> Option<Result<(String, String), S
             return Some(Ok((name.clone(), reason)));
         }
         let uids = h.uids.map_or("unreadable".to_string(), |[r, e]| format!("{r}/{e}"));
+        if let Some(u) = h.unit.as_deref().filter(|u| runs_users_jobs(u)) {
+            return Some(Err(format!(
+                "{reason}, but it is not root's (real/effective uid {uids}) and {u} runs users' jobs (at, cron) as \
+                 their owners: left alone"
+            )));
+        }
         return Some(Err(format!(
             "{reason}, but it is not root's (real/effective uid {uids}) and runs in no system unit (cgroup {}): \
              left alone",
@@ -377,6 +398,21 @@ mod tests {
         assert_eq!(class_of(&n).1.as_deref(), Some("sap"));
         // The same in a login session: not.
         assert_eq!(class_of(&user(506, "hdbindexserver", session)).0, Class::Other);
+        // A user's at or cron job, left by atd or cron in their own unit (no pam_systemd): the unit runs every
+        // user's jobs, so it vouches only for root's; neither a workload nor a blocker (cron.service is protected).
+        for unit in ["atd.service", "cron.service", "crond.service"] {
+            let mut job = h(507, "mongod", Some(unit));
+            (job.uid, job.uids) = (1000, Some([1000, 1000]));
+            let c = classify(&job, &Settings::default());
+            assert_ne!(c.class, Class::Workload, "{unit}: {}", c.reason);
+            assert!(workload_of(&job, &Settings::default()).is_none(), "{unit}");
+            job.uids = Some([0, 0]);
+            assert_eq!(workload_of(&job, &Settings::default()).as_deref(), Some("mongodb"), "{unit}: root's counts");
+        }
+        let mut job = h(508, "mongod", Some("atd.service"));
+        (job.uid, job.uids) = (1000, Some([1000, 1000]));
+        let c = classify(&job, &Settings::default());
+        assert!(c.reason.contains("atd.service runs users' jobs"), "{}", c.reason);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::common::{inside_with_scenarios as inside, sh, unit_prop, wait_for};
 use crate::prepare::{ade, baseline, json, prepare, window_open, BASE};
 
 /// How many `in_container_*` tests there are: the host side checks that each ran and passed.
-const IN_CONTAINER_TESTS: usize = 6;
+const IN_CONTAINER_TESTS: usize = 7;
 
 #[test]
 fn trust_in_nspawn() {
@@ -419,4 +419,53 @@ fn in_container_a_target_mount_or_timer_that_requires_a_workload_is_stopped_by_s
         let _ = std::fs::remove_file(format!("{DIR}/{u}"));
     }
     let _ = sh(&["systemctl", "daemon-reload"]);
+}
+
+#[test]
+#[ignore = "runs inside the nspawn container, started by trust_in_nspawn"]
+fn in_container_a_users_job_that_atd_runs_in_its_own_unit_never_changes_what_prepare_does() {
+    if !inside() {
+        return;
+    }
+    // atd as Debian runs it (no pam_systemd in its PAM stack): root's daemon switches to the job's owner and
+    // leaves the job in atd.service. The job runs the admin's workload executable and holds / (its cwd).
+    const UNIT: &str = "/usr/local/lib/systemd/system/atd.service";
+    std::fs::copy("/bin/sleep", "/usr/local/bin/ade-atjob").unwrap();
+    std::fs::write(
+        UNIT,
+        "[Service]\nExecStart=/bin/sh -c 'chroot --userspec=65534:65534 / /usr/local/bin/ade-atjob 600 & exec sleep \
+         600'\n",
+    )
+    .unwrap();
+    let config = format!("{BASE}\n[workloads.atjob]\nexes = [\"/usr/local/bin/ade-atjob\"]\n");
+    let sd = baseline(&config);
+    assert!(sh(&["systemctl", "daemon-reload"]).status.success());
+    assert!(sh(&["systemctl", "start", "atd.service"]).status.success());
+    let mut job = 0;
+    wait_for("the user's job", 10, || {
+        job = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .find(|p| comm(*p).as_deref() == Some("ade-atjob"))
+            .unwrap_or(0);
+        job != 0
+    });
+    let e = scan_entry(&json(&ade(&["scan", "--json"])), job);
+    assert_eq!(e["class"], "other", "{e}");
+    assert!(e["reason"].as_str().unwrap().contains("atd.service runs users' jobs"), "{e}");
+
+    let r = prepare(&[]);
+    let atd = crate::prepare::state(&sd, "atd.service");
+    let alive = comm(job).is_some();
+    if r.code == 0 {
+        assert_eq!(ade(&["restore"]).code, 0);
+    }
+    let _ = sh(&["systemctl", "stop", "atd.service"]);
+    std::fs::remove_file(UNIT).unwrap();
+    let _ = sh(&["systemctl", "daemon-reload"]);
+    std::fs::remove_file("/usr/local/bin/ade-atjob").unwrap();
+    assert_eq!(r.code, 0, "the user's job neither blocks nor is ended: {r:?}");
+    assert_eq!(atd, "active", "atd.service was stopped");
+    assert!(alive, "the user's job was ended");
+    assert!(!window_open());
 }
