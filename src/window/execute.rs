@@ -285,8 +285,12 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                 m.systemd.reload().context("reloading systemd to activate the masks")?;
                 log::info!("masks in effect");
             }
-            Step::ClearHolders { policy, grace_secs } => {
-                clear_holders(m, &plan.mount_points(), &stopped, *policy, Duration::from_secs(*grace_secs), j)?;
+            Step::ClearHolders { policy, grace_secs, stopped_earlier } => {
+                // Leftovers of a unit stopped before prepare are ended as those of a unit stopped here (the plan
+                // names them only under the terminate policy).
+                let mut ended: BTreeSet<String> = stopped.clone();
+                ended.extend(stopped_earlier.iter().cloned());
+                clear_holders(m, &plan.mount_points(), &ended, *policy, Duration::from_secs(*grace_secs), j)?;
             }
             Step::SelinuxPermissive => {
                 let previous = m.selinux.mode()?;

@@ -73,6 +73,10 @@ pub enum Step {
         policy: StrayPolicy,
         /// SIGTERM → SIGKILL grace.
         grace_secs: u64,
+        /// Workload units stopped before prepare whose leftovers (KillMode=process) are ended like those of the
+        /// units the window stops (stray policy `terminate` only; under `report` they are plan blockers).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        stopped_earlier: Vec<String>,
     },
     /// Switch SELinux to permissive.
     SelinuxPermissive,
@@ -163,6 +167,7 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
     let mut warnings = vec![];
     let own = |u: &str| snap.own_units.contains(u);
     let mut unit_workload: BTreeMap<String, &str> = BTreeMap::new();
+    let mut stopped_earlier: BTreeSet<String> = BTreeSet::new();
     for (w, hs) in &workloads {
         let globs = &settings.workloads[*w].units;
         for h in hs {
@@ -175,13 +180,24 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
                      (ade-prep.service) or move the workload out of {u}"
                 ));
             } else if named && snap.units.get(u).is_some_and(|f| f.load_state == "loaded" && !f.is_running()) {
-                // A leftover of a unit stopped before prepare (KillMode=process): nothing prepare does would end
-                // it, and clearing the holders would refuse it after every stop, at every try (issue 24). Refused
-                // here, before any change.
-                blockers.push(format!(
-                    "{who} runs in {u}, which is not running (a leftover of an earlier stop, KillMode=process): end \
-                     it (`systemctl kill {u}`) or start {u} again, then prepare"
-                ));
+                // A leftover of a unit stopped before prepare (KillMode=process): no stop ends it (issue 24). Under
+                // the `terminate` policy (the operator's consent to end workload processes no stop ends) it is ended
+                // in the window like the leftovers of the units prepare stops, its unit masked (inactive, so not
+                // started again by restore). Under `report`, refused here, before any change.
+                if settings.stray.policy == StrayPolicy::Terminate {
+                    stopped_earlier.insert(u.clone());
+                    unit_workload.entry(u.clone()).or_insert(w);
+                    warnings.push(format!(
+                        "{who} runs in {u}, which is not running (a leftover of an earlier stop, KillMode=process): \
+                         ended in the window (stray policy terminate)"
+                    ));
+                } else {
+                    blockers.push(format!(
+                        "{who} runs in {u}, which is not running (a leftover of an earlier stop, KillMode=process): \
+                         end it (`systemctl kill {u}`) or start {u} again, then prepare; or set [stray] policy = \
+                         \"terminate\" in /etc/ade-prep/config.toml to have prepare end it"
+                    ));
+                }
             } else if named {
                 unit_workload.entry(u.clone()).or_insert(w);
             } else if UnitKind::of(u) != UnitKind::Scope {
@@ -365,7 +381,11 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
     if masking || holding {
         steps.push(Step::ActivateMasks);
     }
-    steps.push(Step::ClearHolders { policy: settings.stray.policy, grace_secs: settings.stray.grace_secs });
+    steps.push(Step::ClearHolders {
+        policy: settings.stray.policy,
+        grace_secs: settings.stray.grace_secs,
+        stopped_earlier: stopped_earlier.into_iter().filter(|u| unit_workload.contains_key(u)).collect(),
+    });
     // SELinux is set permissive for ADE's OS pass (its pivot and unmount of `/`); a window of data volumes only
     // (ADE's plain umount of each, FINDINGS 47, 55) leaves it alone.
     let frees_root = snap.mounts.iter().any(|m| m.mount == std::path::Path::new("/"));
@@ -454,10 +474,16 @@ impl fmt::Display for Step {
                 let list: Vec<String> = units.iter().map(|(u, t)| format!("{u} ({t} s)")).collect();
                 write!(f, "stop {wave} concurrently: {}", list.join(" "))
             }
-            Step::ClearHolders { policy, grace_secs } => write!(
-                f,
-                "re-scan; kill leftovers of stopped units; processes in no unit: {policy} (grace {grace_secs} s)"
-            ),
+            Step::ClearHolders { policy, grace_secs, stopped_earlier } => {
+                write!(
+                    f,
+                    "re-scan; kill leftovers of stopped units; processes in no unit: {policy} (grace {grace_secs} s)"
+                )?;
+                if !stopped_earlier.is_empty() {
+                    write!(f, "; also the leftovers of {} (stopped before prepare)", stopped_earlier.join(" "))?;
+                }
+                Ok(())
+            }
             Step::SelinuxPermissive => write!(f, "set SELinux permissive (enforcing now)"),
         }
     }
@@ -535,8 +561,8 @@ mod tests {
     }
 
     #[test]
-    fn a_leftover_of_a_workload_unit_stopped_before_is_refused_before_any_change() {
-        let s = Settings::default();
+    fn a_leftover_of_a_workload_unit_stopped_before_is_refused_under_report_and_ended_under_terminate() {
+        let mut s = Settings::default();
         let sn = snap(
             vec![holder(10, "mongod", Some("mongod.service")), holder(11, "dockerd", Some("docker.service"))],
             vec![unit("mongod.service", "inactive", &[]), unit("docker.service", "active", &[])],
@@ -550,6 +576,22 @@ mod tests {
             "{:?}",
             p.blockers
         );
+        assert!(p.blockers.iter().any(|b| b.contains("or set [stray] policy = \"terminate\"")), "{:?}", p.blockers);
+        // Under terminate: no blocker; the unit is masked (not stopped: it is inactive) and its leftovers are
+        // ended when the holders are cleared.
+        s.stray.policy = StrayPolicy::Terminate;
+        let p = plan(&sn, &s).unwrap();
+        assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+        assert!(p.steps.contains(&Step::MaskUnits { units: vec!["docker.service".into(), "mongod.service".into()] }));
+        assert!(p
+            .steps
+            .contains(&Step::StopUnits { wave: "services".into(), units: vec![("docker.service".into(), 90)] }));
+        assert!(p.steps.contains(&Step::ClearHolders {
+            policy: StrayPolicy::Terminate,
+            grace_secs: s.stray.grace_secs,
+            stopped_earlier: vec!["mongod.service".into()]
+        }));
+        assert!(p.to_string().contains("also the leftovers of mongod.service (stopped before prepare)"), "{p}");
     }
 
     #[test]

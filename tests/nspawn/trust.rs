@@ -302,9 +302,23 @@ fn in_container_no_secret_reaches_the_journal_or_the_bundle_and_report_writes_th
     let _ = std::fs::remove_file("/root/ade-victim");
 }
 
+/// The `sleep`s in ade-kmp.service's cgroup.
+fn kmp_sleeps() -> Vec<u32> {
+    let cg = unit_prop("ade-kmp.service", "ControlGroup");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cgroup"))
+                .is_ok_and(|c| c.lines().any(|l| l.ends_with(&format!(":{cg}"))))
+                && comm(*p).as_deref() == Some("sleep")
+        })
+        .collect()
+}
+
 #[test]
 #[ignore = "runs inside the nspawn container, started by trust_in_nspawn"]
-fn in_container_a_leftover_of_a_workload_unit_stopped_earlier_is_refused_before_any_change() {
+fn in_container_a_leftover_of_a_workload_unit_stopped_earlier_is_refused_under_report_and_ended_under_terminate() {
     if !inside() {
         return;
     }
@@ -318,19 +332,7 @@ fn in_container_a_leftover_of_a_workload_unit_stopped_earlier_is_refused_before_
     let _sd = baseline(&config);
     assert!(sh(&["systemctl", "daemon-reload"]).status.success());
     assert!(sh(&["systemctl", "start", "ade-kmp.service"]).status.success());
-    wait_for("both processes", 10, || {
-        let cg = unit_prop("ade-kmp.service", "ControlGroup");
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|p| {
-                std::fs::read_to_string(format!("/proc/{p}/cgroup"))
-                    .is_ok_and(|c| c.lines().any(|l| l.ends_with(&format!(":{cg}"))))
-                    && comm(*p).as_deref() == Some("sleep")
-            })
-            .count()
-            == 2
-    });
+    wait_for("both processes", 10, || kmp_sleeps().len() == 2);
     assert!(sh(&["systemctl", "stop", "ade-kmp.service"]).status.success());
     let masks = crate::prepare::runtime_masks();
 
@@ -340,6 +342,30 @@ fn in_container_a_leftover_of_a_workload_unit_stopped_earlier_is_refused_before_
     assert!(!r.stderr.contains("rolled back"), "{r:?}");
     assert!(!window_open());
     assert_eq!(crate::prepare::runtime_masks(), masks);
+    assert!(r.stderr.contains("or set [stray] policy = \"terminate\""), "the refusal says what to do: {r:?}");
+
+    // Under the terminate policy the leftover is ended in the window like those of the units prepare stops; the
+    // unit is masked for the window and, inactive before, not started by restore.
+    let left: Vec<u32> = kmp_sleeps();
+    assert_eq!(left.len(), 1, "{left:?}");
+    crate::prepare::write_config(&format!("{config}\n[stray]\npolicy = \"terminate\"\ngrace_secs = 2\n"));
+    let r = prepare(&[]);
+    let gone = comm(left[0]).is_none();
+    // Kept down for the window: a runtime mask, or (its file is in /run/systemd/system, where the mask would go)
+    // the generator's hold list.
+    let masked = crate::prepare::runtime_masks().iter().any(|m| m == "ade-kmp.service")
+        || std::fs::read_to_string("/etc/ade-prep/hold").is_ok_and(|h| h.lines().any(|l| l == "ade-kmp.service"));
+    let restored = ade(&["restore"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let out = format!("{}{}", r.stdout, r.stderr);
+    assert!(out.contains("ade-kmp.service, which is not running"), "a warning names it: {r:?}");
+    assert!(out.contains("also the leftovers of ade-kmp.service"), "the plan says so: {r:?}");
+    assert!(gone, "the leftover pid {} still runs", left[0]);
+    assert!(masked, "ade-kmp.service neither masked nor held for the window");
+    assert_eq!(restored.code, 0, "{restored:?}");
+    assert_eq!(unit_prop("ade-kmp.service", "ActiveState"), "inactive", "restore started a unit stopped before");
+    assert_eq!(crate::prepare::runtime_masks(), masks);
+    crate::prepare::write_config(&config);
 
     let _ = sh(&["systemctl", "kill", "ade-kmp.service"]);
     std::fs::remove_file("/run/systemd/system/ade-kmp.service").unwrap();
