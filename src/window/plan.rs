@@ -73,6 +73,10 @@ pub enum Step {
         policy: StrayPolicy,
         /// SIGTERM → SIGKILL grace.
         grace_secs: u64,
+        /// Workload units stopped before prepare whose leftovers (KillMode=process) are ended like those of the
+        /// units the window stops (stray policy `terminate` only; under `report` they are plan blockers).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        stopped_earlier: Vec<String>,
     },
     /// Switch SELinux to permissive.
     SelinuxPermissive,
@@ -163,6 +167,7 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
     let mut warnings = vec![];
     let own = |u: &str| snap.own_units.contains(u);
     let mut unit_workload: BTreeMap<String, &str> = BTreeMap::new();
+    let mut stopped_earlier: BTreeSet<String> = BTreeSet::new();
     for (w, hs) in &workloads {
         let globs = &settings.workloads[*w].units;
         for h in hs {
@@ -174,6 +179,25 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
                     "{who} runs in {u}, the unit that runs ade-prep: run ade-prep from its own unit \
                      (ade-prep.service) or move the workload out of {u}"
                 ));
+            } else if named && snap.units.get(u).is_some_and(|f| f.load_state == "loaded" && !f.is_running()) {
+                // A leftover of a unit stopped before prepare (KillMode=process): no stop ends it (issue 24). Under
+                // the `terminate` policy (the operator's consent to end workload processes no stop ends) it is ended
+                // in the window like the leftovers of the units prepare stops, its unit masked (inactive, so not
+                // started again by restore). Under `report`, refused here, before any change.
+                if settings.stray.policy == StrayPolicy::Terminate {
+                    stopped_earlier.insert(u.clone());
+                    unit_workload.entry(u.clone()).or_insert(w);
+                    warnings.push(format!(
+                        "{who} runs in {u}, which is not running (a leftover of an earlier stop, KillMode=process): \
+                         ended in the window (stray policy terminate)"
+                    ));
+                } else {
+                    blockers.push(format!(
+                        "{who} runs in {u}, which is not running (a leftover of an earlier stop, KillMode=process): \
+                         end it (`systemctl kill {u}`) or start {u} again, then prepare; or set [stray] policy = \
+                         \"terminate\" in /etc/ade-prep/config.toml to have prepare end it"
+                    ));
+                }
             } else if named {
                 unit_workload.entry(u.clone()).or_insert(w);
             } else if UnitKind::of(u) != UnitKind::Scope {
@@ -189,6 +213,31 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
         for u in &settings.workloads[*w].companion_units {
             if snap.units.get(u).is_some_and(|f| f.load_state == "loaded") {
                 unit_workload.entry(u.clone()).or_insert(w);
+            }
+        }
+    }
+    // Strays: workload processes in no unit, or in a scope the workload's units do not name (a shell's, a login
+    // session's). No stop ends them; under the `report` policy clearing the holders would refuse them after every
+    // stop and roll back, at every try (issue 24): refused here, before any change. A container task's process
+    // (under a containerd shim) and the shim of a running task are not strays: docker or ctr stops them.
+    if settings.stray.policy == StrayPolicy::Report {
+        let shims: BTreeSet<i32> = snap.holders.iter().filter_map(|(h, _)| h.shim).collect();
+        for (w, hs) in &workloads {
+            for h in hs {
+                let stray = match h.unit.as_deref() {
+                    None => true,
+                    Some(u) => UnitKind::of(u) == UnitKind::Scope && !unit_workload.contains_key(u),
+                };
+                if stray && h.shim.is_none() && !shims.contains(&h.pid) {
+                    blockers.push(format!(
+                        "pid {} {} (workload {w}) runs in {}, which no stop ends (a stray; stray policy report): end \
+                         it yourself, add its unit to [workloads.{w}] units, or set [stray] policy = \"terminate\" \
+                         in /etc/ade-prep/config.toml",
+                        h.pid,
+                        h.comm,
+                        h.unit.as_deref().unwrap_or("no unit")
+                    ));
+                }
             }
         }
     }
@@ -208,6 +257,7 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
     }
     let mut frontier: Vec<String> = unit_workload.keys().cloned().collect();
     let mut also: Vec<String> = vec![];
+    let mut unmasked: BTreeSet<String> = BTreeSet::new();
     while let Some(u) = frontier.pop() {
         let w = unit_workload[&u];
         let f = snap.units.get(&u);
@@ -219,10 +269,16 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
                 frontier.push(t);
             }
         }
-        // systemd stops these with `u` (Requires=, BindsTo=, PartOf=): recorded as stops, so restore starts them.
+        // systemd stops these with `u` (Requires=, BindsTo=, PartOf=), whatever their type, and starts none again
+        // with it (measured on 219 and 252, docs/design.md): recorded as stops, so restore starts them. Only a
+        // service or socket stays down under a mask (it runs code that may start the workload again or hold the
+        // disk); a target, mount, path or timer is stopped by systemd with the workload and is not masked.
         for d in dependents {
             if !unit_workload.contains_key(&d) && snap.units.get(&d).is_some_and(|f| f.is_running()) {
                 also.push(format!("{d} (systemd stops it with {u})"));
+                if !(d.ends_with(".service") || d.ends_with(".socket")) {
+                    unmasked.insert(d.clone());
+                }
                 unit_workload.insert(d.clone(), w);
                 frontier.push(d);
             }
@@ -291,6 +347,7 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
     let mut mask = vec![];
     for u in unit_workload.keys() {
         match facts(u) {
+            _ if unmasked.contains(u) => {}
             Some(f) if f.is_transient() => {}
             Some(f) if !f.maskable() => warnings.push(format!(
                 "{u}: unit file {} outranks a runtime mask: held by ade-prep-generator's mask alone (the package \
@@ -315,7 +372,8 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
             });
         }
     }
-    let hold: Vec<String> = unit_workload.keys().filter(|u| super::hold::holdable(u)).cloned().collect();
+    let hold: Vec<String> =
+        unit_workload.keys().filter(|u| super::hold::holdable(u) && !unmasked.contains(*u)).cloned().collect();
     let holding = !hold.is_empty();
     if holding {
         steps.push(Step::HoldUnits { units: hold });
@@ -323,7 +381,11 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
     if masking || holding {
         steps.push(Step::ActivateMasks);
     }
-    steps.push(Step::ClearHolders { policy: settings.stray.policy, grace_secs: settings.stray.grace_secs });
+    steps.push(Step::ClearHolders {
+        policy: settings.stray.policy,
+        grace_secs: settings.stray.grace_secs,
+        stopped_earlier: stopped_earlier.into_iter().filter(|u| unit_workload.contains_key(u)).collect(),
+    });
     // SELinux is set permissive for ADE's OS pass (its pivot and unmount of `/`); a window of data volumes only
     // (ADE's plain umount of each, FINDINGS 47, 55) leaves it alone.
     let frees_root = snap.mounts.iter().any(|m| m.mount == std::path::Path::new("/"));
@@ -412,10 +474,16 @@ impl fmt::Display for Step {
                 let list: Vec<String> = units.iter().map(|(u, t)| format!("{u} ({t} s)")).collect();
                 write!(f, "stop {wave} concurrently: {}", list.join(" "))
             }
-            Step::ClearHolders { policy, grace_secs } => write!(
-                f,
-                "re-scan; kill leftovers of stopped units; processes in no unit: {policy} (grace {grace_secs} s)"
-            ),
+            Step::ClearHolders { policy, grace_secs, stopped_earlier } => {
+                write!(
+                    f,
+                    "re-scan; kill leftovers of stopped units; processes in no unit: {policy} (grace {grace_secs} s)"
+                )?;
+                if !stopped_earlier.is_empty() {
+                    write!(f, "; also the leftovers of {} (stopped before prepare)", stopped_earlier.join(" "))?;
+                }
+                Ok(())
+            }
             Step::SelinuxPermissive => write!(f, "set SELinux permissive (enforcing now)"),
         }
     }
@@ -490,6 +558,40 @@ mod tests {
             containerd_tasks: vec![],
             own_units: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_leftover_of_a_workload_unit_stopped_before_is_refused_under_report_and_ended_under_terminate() {
+        let mut s = Settings::default();
+        let sn = snap(
+            vec![holder(10, "mongod", Some("mongod.service")), holder(11, "dockerd", Some("docker.service"))],
+            vec![unit("mongod.service", "inactive", &[]), unit("docker.service", "active", &[])],
+            &s,
+        );
+        let p = plan(&sn, &s).unwrap();
+        assert!(
+            p.blockers
+                .iter()
+                .any(|b| b.contains("pid 10 mongod") && b.contains("mongod.service, which is not running")),
+            "{:?}",
+            p.blockers
+        );
+        assert!(p.blockers.iter().any(|b| b.contains("or set [stray] policy = \"terminate\"")), "{:?}", p.blockers);
+        // Under terminate: no blocker; the unit is masked (not stopped: it is inactive) and its leftovers are
+        // ended when the holders are cleared.
+        s.stray.policy = StrayPolicy::Terminate;
+        let p = plan(&sn, &s).unwrap();
+        assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+        assert!(p.steps.contains(&Step::MaskUnits { units: vec!["docker.service".into(), "mongod.service".into()] }));
+        assert!(p
+            .steps
+            .contains(&Step::StopUnits { wave: "services".into(), units: vec![("docker.service".into(), 90)] }));
+        assert!(p.steps.contains(&Step::ClearHolders {
+            policy: StrayPolicy::Terminate,
+            grace_secs: s.stray.grace_secs,
+            stopped_earlier: vec!["mongod.service".into()]
+        }));
+        assert!(p.to_string().contains("also the leftovers of mongod.service (stopped before prepare)"), "{p}");
     }
 
     #[test]
@@ -636,6 +738,71 @@ mod tests {
     }
 
     #[test]
+    fn a_stray_under_report_is_refused_before_any_change_and_a_container_task_never_is() {
+        let mut s = Settings::default();
+        let mut in_task = holder(32, "mongod", None);
+        in_task.shim = Some(40);
+        let sn = snap(
+            vec![
+                holder(20, "mongod", Some("mongod.service")),
+                holder(30, "mongod", None),
+                holder(31, "mongod", Some("run-r1.scope")),
+                in_task,
+                holder(40, "mongod", None), // the shim of pid 32's task
+            ],
+            vec![unit("mongod.service", "active", &[])],
+            &s,
+        );
+        let p = plan(&sn, &s).unwrap();
+        let b = p.blockers.join("\n");
+        assert!(b.contains("pid 30 mongod (workload mongodb) runs in no unit, which no stop ends (a stray"), "{b}");
+        assert!(b.contains("pid 31 mongod (workload mongodb) runs in run-r1.scope, which no stop ends"), "{b}");
+        assert!(b.contains("or set [stray] policy = \"terminate\" in /etc/ade-prep/config.toml"), "{b}");
+        assert!(!b.contains("pid 32") && !b.contains("pid 40") && !b.contains("pid 20"), "{b}");
+        s.stray.policy = StrayPolicy::Terminate;
+        let p = plan(&sn, &s).unwrap();
+        assert!(p.blockers.is_empty(), "terminate ends strays in the window: {:?}", p.blockers);
+    }
+
+    #[test]
+    fn a_target_mount_or_timer_systemd_stops_with_a_workload_unit_is_stopped_and_restored_never_masked_nor_held() {
+        let s = Settings::default();
+        let (id, mut f) = unit("mongod.service", "active", &[]);
+        f.stopped_with =
+            vec!["mongo.target".into(), "mnt-data.mount".into(), "backup.timer".into(), "exporter.service".into()];
+        let sn = snap(
+            vec![holder(20, "mongod", Some("mongod.service"))],
+            vec![
+                (id, f),
+                unit("mongo.target", "active", &[]),
+                unit("mnt-data.mount", "active", &[]),
+                unit("backup.timer", "active", &[]),
+                unit("exporter.service", "active", &[]),
+            ],
+            &s,
+        );
+        let p = plan(&sn, &s).unwrap();
+        assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+        assert!(p.steps.contains(&Step::MaskUnits { units: vec!["exporter.service".into(), "mongod.service".into()] }));
+        assert!(p.steps.contains(&Step::HoldUnits { units: vec!["exporter.service".into(), "mongod.service".into()] }));
+        assert!(p
+            .steps
+            .contains(&Step::StopUnits { wave: "triggers".into(), units: vec![("backup.timer".into(), 90)] }));
+        assert!(p.steps.contains(&Step::StopUnits {
+            wave: "services".into(),
+            units: vec![
+                ("exporter.service".into(), 90),
+                ("mnt-data.mount".into(), 90),
+                ("mongo.target".into(), 90),
+                ("mongod.service".into(), 90)
+            ]
+        }));
+        for d in ["mongo.target", "mnt-data.mount", "backup.timer"] {
+            assert!(p.to_string().contains(&format!("also stopped and restored: {d} (systemd stops it with")), "{p}");
+        }
+    }
+
+    #[test]
     fn a_protected_unit_systemd_would_stop_with_the_workload_blocks_prepare() {
         let s = Settings::default();
         let (id, mut f) = unit("mongod.service", "active", &[]);
@@ -695,7 +862,11 @@ mod tests {
         ] {
             assert!(b.contains(want), "{want}\n---\n{b}");
         }
-        assert!(!b.contains("pid 16"), "a stray in ade-prep's own scope is left to the stray policy: {b}");
+        assert!(
+            b.contains("pid 16 mongod (workload mongodb) runs in nspawn-run-job.scope, which no stop ends (a stray"),
+            "a stray in ade-prep's own scope is the stray policy's (report: refused before any change): {b}"
+        );
+        assert!(!b.contains("nspawn-run-job.scope, the unit that runs ade-prep"), "{b}");
         assert!(
             p.warnings.iter().any(|w| w.contains("sshd.service") && w.contains("left running")),
             "{:?}",

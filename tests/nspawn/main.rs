@@ -14,5 +14,6 @@ mod journal;
 mod prepare;
 mod signals;
 mod systemd;
+mod trust;
 mod units;
 mod volumes;

@@ -463,7 +463,7 @@ fn in_container_a_stop_over_its_timeout_fails_prepare_and_rolls_back() {
 
 #[test]
 #[ignore = "runs inside the nspawn container, started by prepare_restore_in_nspawn"]
-fn in_container_a_stray_workload_process_fails_under_report_and_is_terminated_under_terminate() {
+fn in_container_a_stray_workload_process_is_refused_before_any_change_under_report_and_terminated_under_terminate() {
     if !inside() {
         return;
     }
@@ -477,12 +477,22 @@ fn in_container_a_stray_workload_process_fails_under_report_and_is_terminated_un
         std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "ade-stray")
     });
 
+    // Under report: refused before any change (no stop, no mask, no window), naming the stray and what to do.
+    let db = main_pid(&sd, "ade-db.service");
     let r = prepare(&[]);
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("stray policy report"), "{r:?}");
-    assert!(r.stderr.contains(&format!("pid {pid} ade-stray (nspawn-run-job.scope)")), "{r:?}");
-    assert!(r.stderr.contains("rolled back"), "{r:?}");
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "pid {pid} ade-stray (workload stray) runs in nspawn-run-job.scope, which no stop ends (a stray; stray \
+             policy report)"
+        )),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("set [stray] policy = \"terminate\""), "{r:?}");
+    assert!(!r.stderr.contains("rolled back"), "{r:?}");
     assert!(alive(pid), "the stray was touched under report");
+    assert_eq!(main_pid(&sd, "ade-db.service"), db, "a workload was stopped before the refusal");
+    assert!(!window_open());
     assert_all_back(&sd);
 
     write_config(&format!("{config}\n[stray]\npolicy = \"terminate\"\ngrace_secs = 2\n"));
