@@ -77,6 +77,22 @@ pub struct PreStop {
     /// Exit codes that mean success.
     #[serde(default = "default_ok_codes", deserialize_with = "exit_codes")]
     pub ok_exit_codes: Vec<i32>,
+    /// A question asked first (as the same user, within the same timeout): the command runs only when it applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_if: Option<OnlyIf>,
+}
+
+/// When a pre-stop command applies: `argv` exits 0 and its standard output, trimmed, is none of `unless_stdout`
+/// (Redis: `CONFIG GET save` answers just `save` when no snapshot is configured). Any other exit is a failure of
+/// the step: ade-prep does not guess.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnlyIf {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Answers that mean the command does not apply.
+    #[serde(default)]
+    pub unless_stdout: Vec<String>,
 }
 
 fn default_user() -> String {
@@ -382,6 +398,9 @@ fn validate(settings: &Settings, path: &Path) -> Result<(), ConfigError> {
             if p.argv.is_empty() || p.argv[0].is_empty() {
                 return Err(invalid(format!("workloads.{name}.pre_stop[{i}].argv"), "must name a program"));
             }
+            if p.only_if.as_ref().is_some_and(|c| c.argv.first().is_none_or(String::is_empty)) {
+                return Err(invalid(format!("workloads.{name}.pre_stop[{i}].only_if.argv"), "must name a program"));
+            }
         }
     }
     Ok(())
@@ -497,7 +516,10 @@ mod tests {
         assert!(docker.stop_grace_secs.is_some());
         assert!(window.timeout_hours.is_some() && window.extension_wait_secs.is_some());
         let workloads = raw.workloads.unwrap();
-        assert_eq!(workloads.keys().collect::<Vec<_>>(), ["cassandra", "docker", "mongodb", "sap"]);
+        assert_eq!(
+            workloads.keys().collect::<Vec<_>>(),
+            ["cassandra", "docker", "mariadb", "mongodb", "postgresql", "redis", "sap"]
+        );
         for (name, w) in &workloads {
             assert!(w.units.as_ref().is_some_and(|u| !u.is_empty()), "{name}");
             assert!(w.stop_timeout_secs.is_some(), "{name}");

@@ -101,6 +101,21 @@ pub fn roll_back<S: Store>(m: &Machine, j: &mut Journal<S>, e: anyhow::Error) ->
     }
 }
 
+/// Whether a pre-stop command applies ([`crate::config::OnlyIf`]): its question asked as the same user, within the
+/// same timeout. A question that fails or times out is an error naming it.
+fn applies(m: &Machine, command: &crate::config::PreStop) -> anyhow::Result<bool> {
+    let Some(c) = &command.only_if else { return Ok(true) };
+    let o = m.runner.run(&c.argv, &command.user, Duration::from_secs(command.timeout_secs))?;
+    if o.timed_out {
+        return Err(anyhow!("{:?} timed out after {} s", c.argv, command.timeout_secs));
+    }
+    if o.code != Some(0) {
+        let code = o.code.map_or("by a signal".into(), |c| c.to_string());
+        return Err(anyhow!("{:?} exited {code}: {}{}", c.argv, o.stdout.trim(), o.stderr_tail));
+    }
+    Ok(!c.unless_stdout.iter().any(|u| u == o.stdout.trim()))
+}
+
 fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::Result<()> {
     let mut stopped: BTreeSet<String> = BTreeSet::new();
     let mut stop_seqs: BTreeMap<String, u32> = BTreeMap::new();
@@ -130,7 +145,19 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                 log::info!("pre-stop {workload}: running {:?} as {}", command.argv, command.user);
                 let what = format!("pre-stop of {workload}: {}", command.argv.join(" "));
                 events::emit(Event::Waiting { what: &what, left: Some(Duration::from_secs(command.timeout_secs)) });
-                let r = m.runner.run(&command.argv, &command.user, Duration::from_secs(command.timeout_secs));
+                let r = match applies(m, command) {
+                    Ok(true) => m.runner.run(&command.argv, &command.user, Duration::from_secs(command.timeout_secs)),
+                    Ok(false) => {
+                        events::emit(Event::WaitOver);
+                        log::info!("pre-stop {workload}: {:?} does not apply here: skipped", command.argv);
+                        finish(j, seq)?;
+                        continue;
+                    }
+                    Err(e) => {
+                        events::emit(Event::WaitOver);
+                        return Err(fail(j, seq, anyhow!("pre-stop of {workload}: {e}")));
+                    }
+                };
                 events::emit(Event::WaitOver);
                 let err = match r {
                     Err(e) => Some(anyhow!("pre-stop of {workload}: {e}")),
@@ -865,6 +892,41 @@ mod tests {
         assert!(!w.sd.calls().iter().any(|c| matches!(c, FakeCall::Stop(_))));
         let pre = j.record().entries.iter().find(|e| matches!(e.change, Change::PreStop { .. })).unwrap();
         assert_eq!(pre.status, Status::Undone, "a failed step is kept, and closed by the rollback");
+    }
+
+    #[test]
+    fn redis_is_saved_first_only_where_snapshots_are_configured_and_an_unanswered_question_refuses() {
+        let ask = "redis-cli --raw CONFIG GET save";
+        let run = |answer: Option<&str>, code: i32| {
+            let mut w = World::new(FakeSystemd::new().with_unit(service("redis-server.service", "active")));
+            if let Some(a) = answer {
+                w.runner.stdouts.insert(ask.into(), a.into());
+            }
+            w.runner.codes.insert("redis-cli".into(), code);
+            let (r, j) = w.prepare(vec![holder(50, "redis-server", Some("redis-server.service"))]);
+            let calls: Vec<String> = w.runner.calls.borrow().iter().map(|a| a.join(" ")).collect();
+            (r.map_err(|e| format!("{e:#}")), calls, j, w)
+        };
+        // Snapshots configured: asked, then saved, then stopped.
+        let (r, calls, _, _) = run(Some("save\n3600 1 300 100 60 10000\n"), 0);
+        r.unwrap();
+        assert_eq!(calls, [ask, "redis-cli SAVE"]);
+        // None configured (`save ""`): asked, not saved (a dump.rdb would be loaded at the next start), stopped.
+        let (r, calls, j, w) = run(Some("save\n\n"), 0);
+        r.unwrap();
+        assert_eq!(calls, [ask]);
+        assert_eq!(w.active("redis-server.service"), "inactive");
+        let pre = j.record().entries.iter().find(|e| matches!(e.change, Change::PreStop { .. })).unwrap();
+        assert_eq!(pre.status, Status::Done);
+        // Redis does not answer: the step fails, naming the question, and nothing is stopped.
+        let (r, calls, _, w) = run(None, 1);
+        let e = r.unwrap_err();
+        assert!(
+            e.contains("pre-stop of redis: [\"redis-cli\", \"--raw\", \"CONFIG\", \"GET\", \"save\"] exited 1"),
+            "{e}"
+        );
+        assert_eq!(calls, [ask]);
+        assert_eq!(w.active("redis-server.service"), "active");
     }
 
     #[test]
