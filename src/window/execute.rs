@@ -930,6 +930,56 @@ mod tests {
     }
 
     #[test]
+    fn restore_runs_the_post_start_steps_after_the_start_then_waits_for_readiness_naming_a_failing_probe() {
+        let sd = || FakeSystemd::new().with_unit(service("postgresql@15-main.service", "active"));
+        let holders = || vec![holder(70, "postgres", Some("postgresql@15-main.service"))];
+        let mut w = World::new(sd());
+        w.settings.workloads.get_mut("postgresql").unwrap().post_start = vec![crate::config::PreStop {
+            argv: vec!["pg-after".into()],
+            ..w.settings.workloads["sap"].pre_stop[0].clone()
+        }];
+        let (r, mut j) = w.prepare(holders());
+        r.unwrap();
+        let before = w.runner.calls.borrow().len();
+        let r = w.restore(&mut j);
+        assert!(r.failed.is_empty() && r.not_ready.is_empty(), "{r:?}");
+        let after: Vec<String> = w.runner.calls.borrow()[before..].iter().map(|a| a.join(" ")).collect();
+        assert_eq!(after, ["pg-after", "pg_isready -q"], "post-start, then the probe, after the start");
+        assert_eq!(w.active("postgresql@15-main.service"), "active");
+        assert_eq!(j.record().phase, Phase::Closed);
+
+        // A probe that never answers: reported, named, within its bound; the window still closes.
+        let mut w = World::new(sd());
+        w.settings.workloads.get_mut("postgresql").unwrap().ready.as_mut().unwrap().timeout_secs = 2;
+        let (r, mut j) = w.prepare(holders());
+        r.unwrap();
+        w.runner.codes.insert("pg_isready".into(), 2);
+        let t = std::time::Instant::now();
+        let r = w.restore(&mut j);
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        assert_eq!(
+            r.not_ready,
+            ["workload postgresql not ready after 2 s: probe [\"pg_isready\", \"-q\"] as postgres: exited 2: boom"]
+        );
+        assert!(w.runner.calls.borrow().iter().filter(|a| a[0] == "pg_isready").count() >= 2, "asked again");
+        assert!(r.summary().contains("not ready: workload postgresql"), "{}", r.summary());
+        assert_eq!(j.record().phase, Phase::Closed);
+
+        // Redis: PONG is ready, anything else is not.
+        let mut w = World::new(FakeSystemd::new().with_unit(service("redis-server.service", "active")));
+        w.settings.workloads.get_mut("redis").unwrap().ready.as_mut().unwrap().timeout_secs = 1;
+        w.settings.workloads.get_mut("redis").unwrap().pre_stop.clear();
+        let (r, mut j) = w.prepare(vec![holder(71, "redis-server", Some("redis-server.service"))]);
+        r.unwrap();
+        w.runner.stdouts.insert("redis-cli ping".into(), "LOADING Redis is loading the dataset in memory\n".into());
+        let r = w.restore(&mut j);
+        assert!(
+            r.not_ready[0].ends_with("answered \"LOADING Redis is loading the dataset in memory\", not \"PONG\""),
+            "{r:?}"
+        );
+    }
+
+    #[test]
     fn a_stray_workload_process_fails_prepare_under_the_report_policy() {
         let w = World::new(FakeSystemd::new().with_unit(service("mongod.service", "active")));
         let mut stray = holder(31, "mongod", None);
