@@ -577,15 +577,16 @@ mod tests {
         assert_eq!(w.se.0.get(), Mode::Enforcing);
         assert_eq!(w.runner.calls.borrow().last().unwrap(), &["docker", "start", "c1", "c2"]);
         assert_eq!(j2.record().phase, Phase::Closed);
-        // services come back before their triggers, and only after the unmask
+        // sockets come back before their services, as at boot (a service started without its socket may bind the
+        // address itself: mariadbd), and only after the unmask
         let calls = w.sd.calls();
         let unmask = calls.iter().position(|c| matches!(c, FakeCall::Unmask(_))).unwrap();
         let starts: Vec<&FakeCall> = calls[unmask..].iter().filter(|c| matches!(c, FakeCall::Start(_))).collect();
         assert_eq!(
             starts,
             [
-                &FakeCall::Start(vec!["docker.service".into(), "containerd.service".into()]),
-                &FakeCall::Start(vec!["docker.socket".into()])
+                &FakeCall::Start(vec!["docker.socket".into()]),
+                &FakeCall::Start(vec!["docker.service".into(), "containerd.service".into()])
             ]
         );
         // A second restore finds nothing to do.

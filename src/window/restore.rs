@@ -5,7 +5,7 @@
 //!
 //! Order: SELinux back; the hold list removed, then unmask every unit (one call, then Reload; a Reload all the
 //! same when there is no runtime mask, so that ade-prep-generator drops its masks); start the stopped units that were running
-//! (services first, then their triggers, each batch concurrently, each job awaited); start stopped containers, then
+//! (sockets, then services, then timers and paths, each batch concurrently, each job awaited); start stopped containers, then
 //! containerd's own stopped tasks.
 //! Units that fail to come back are named and stay in the journal for the next `restore`.
 
@@ -181,7 +181,7 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
         log::error!("restore: removing the hold list: {e}");
         out.failed.push(format!("removing the hold list: {e}"));
     }
-    // 3. Start what was running, newest stop first: services, then the triggers (sockets, timers, paths).
+    // 3. Start what was running, newest stop first.
     let stops: Vec<(u32, String, String)> = todo
         .iter()
         .filter_map(|(s, c)| match c {
@@ -191,9 +191,16 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
         .collect();
     end_leftovers(m, j, &stops, &mut out, &unrecorded);
     let mut started: Vec<String> = vec![];
-    let is_trigger = |u: &str| UnitKind::of(u) == UnitKind::Trigger;
-    for triggers in [false, true] {
-        let wave: Vec<&(u32, String, String)> = stops.iter().filter(|(_, u, _)| is_trigger(u) == triggers).collect();
+    // Sockets first, as at boot (sockets.target): a service that binds its socket's address itself when started
+    // without it (mariadbd: no Requires= on mariadb.socket) would make the socket's start fail after it (EADDRINUSE,
+    // found with Debian 12's mariadb-server, tests/nspawn/workloads.rs). Then services, then timers and paths.
+    let wave_of = |u: &str| match UnitKind::of(u) {
+        UnitKind::Trigger if u.ends_with(".socket") => 0,
+        UnitKind::Trigger => 2,
+        _ => 1,
+    };
+    for n in [0, 1, 2] {
+        let wave: Vec<&(u32, String, String)> = stops.iter().filter(|(_, u, _)| wave_of(u) == n).collect();
         let (start, skip): (Vec<_>, Vec<_>) = wave
             .into_iter()
             .partition(|(_, u, before)| ActiveState::parse(before).is_running() && UnitKind::of(u) != UnitKind::Scope);

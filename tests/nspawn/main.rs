@@ -16,3 +16,4 @@ mod signals;
 mod systemd;
 mod units;
 mod volumes;
+mod workloads;
