@@ -5,7 +5,9 @@
 //! Redaction is by key first: in JSON, the value of `protectedSettings` and of every key whose name says secret
 //! (secret, password, passphrase, token, credential, private key) becomes `"<redacted>"`, whatever its shape; in
 //! `key = value` text (ADE's ini markers) the same keys. Then every redacted string value (8 characters or more) is
-//! removed from every entry of the bundle, logs included, wherever it was copied to.
+//! removed from every entry of the bundle, logs included, wherever it was copied to. Command lines (any `cmdline`
+//! array in JSON: scan's processes) lose the values of secret-looking flags ([`redact_argv`]), scrubbed the same
+//! way. Key material ([`is_key_file`]) is never copied: listed by name and size.
 
 use std::io::Write;
 use std::path::Path;
@@ -25,6 +27,59 @@ pub fn is_secret_key(key: &str) -> bool {
             .any(|w| k.contains(w))
 }
 
+/// Whether a command-line flag takes a secret as its value (`--password X`, `-pw X` of nodetool, `--token=X`).
+fn is_secret_flag(word: &str) -> bool {
+    let name = word.trim_start_matches('-');
+    word.starts_with('-') && (is_secret_key(name) || ["pw", "pwd", "pass", "pwf", "key"].contains(&name))
+}
+
+/// A command line with the values of secret-looking flags replaced by [`REDACTED`]: the word after `--password`,
+/// `-pw` and the like (and after sapcontrol's `-user NAME`, its password), the value of `name=value` and
+/// `--name=value` words whose name says secret (`password=`, `--token=`); returns the secrets removed.
+pub fn redact_argv(argv: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut out = Vec::with_capacity(argv.len());
+    let mut removed = vec![];
+    let mut skip_then_redact: Option<usize> = None;
+    for w in argv {
+        if let Some(n) = skip_then_redact {
+            if n == 0 {
+                removed.push(w.clone());
+                out.push(REDACTED.to_string());
+                skip_then_redact = None;
+                continue;
+            }
+            skip_then_redact = Some(n - 1);
+            out.push(w.clone());
+            continue;
+        }
+        if let Some((k, v)) = w.split_once('=') {
+            if is_secret_key(k.trim_start_matches('-')) || is_secret_flag(k) {
+                if !v.is_empty() {
+                    removed.push(v.to_string());
+                }
+                out.push(format!("{k}={REDACTED}"));
+                continue;
+            }
+        }
+        if w == "-user" {
+            skip_then_redact = Some(1);
+        } else if is_secret_flag(w) {
+            skip_then_redact = Some(0);
+        }
+        out.push(w.clone());
+    }
+    (out, removed)
+}
+
+/// Whether a file holds key material by its name (ADE's `cleartext_key_*`, a `.key`, `.pem`, `.pfx`, `.p12`, `.prv`
+/// or `.bek` file): the bundle lists such a file by name and size and never copies it.
+pub fn is_key_file(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.starts_with("cleartext_key")
+        || n.contains("passphrase")
+        || [".key", ".pem", ".pfx", ".p12", ".prv", ".bek"].iter().any(|e| n.ends_with(e))
+}
+
 fn collect_strings(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::String(s) => out.push(s.clone()),
@@ -41,6 +96,15 @@ pub fn redact_json(v: &mut Value) -> Vec<String> {
         Value::Array(a) => a.iter_mut().for_each(|x| removed.extend(redact_json(x))),
         Value::Object(o) => {
             for (k, x) in o.iter_mut() {
+                if k == "cmdline" {
+                    if let Some(a) = x.as_array() {
+                        let argv: Vec<String> = a.iter().filter_map(|w| w.as_str().map(String::from)).collect();
+                        let (argv, secrets) = redact_argv(&argv);
+                        removed.extend(secrets);
+                        *x = Value::from(argv);
+                        continue;
+                    }
+                }
                 if is_secret_key(k) {
                     collect_strings(x, &mut removed);
                     *x = Value::String(REDACTED.into());
@@ -130,6 +194,11 @@ impl Bundle {
         self.add(name, source, bytes);
     }
 
+    /// Lists a file of key material by name and size: never its content.
+    pub fn listed(&mut self, name: &str, source: &str, size: u64) {
+        self.manifest.push(format!("listed     {name}  ({size} bytes, from {source}: key material, not copied)"));
+    }
+
     /// Records what could not be collected, and why.
     pub fn missing(&mut self, name: &str, why: impl std::fmt::Display) {
         self.manifest.push(format!("missing    {name}  ({why})"));
@@ -161,20 +230,49 @@ impl Bundle {
     }
 }
 
+/// A new file beside `name` in the folder `dir`: a random name (mkstemp's way) created with
+/// `O_CREAT|O_EXCL|O_NOFOLLOW` at mode 0600, so that nothing another user planted there (a symbolic link, a file of
+/// theirs) is ever opened or truncated, whoever can write the folder; with its name.
+fn create_beside(dir: &std::fs::File, name: &std::ffi::OsStr) -> std::io::Result<(std::fs::File, std::ffi::CString)> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    for _ in 0..32 {
+        let mut r = [0u8; 8];
+        // SAFETY: getrandom writes at most r.len() bytes into r.
+        let n = unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };
+        if n != r.len() as isize {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut tmp = b".".to_vec();
+        tmp.extend_from_slice(name.as_bytes());
+        tmp.extend_from_slice(format!(".{:016x}.tmp", u64::from_ne_bytes(r)).as_bytes());
+        let tmp = std::ffi::CString::new(tmp).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: a valid folder fd and a NUL-terminated name.
+        let fd = unsafe { libc::openat(dir.as_raw_fd(), tmp.as_ptr(), flags, 0o600 as libc::c_uint) };
+        if fd >= 0 {
+            // SAFETY: fd was just opened and is owned by nothing else.
+            return Ok((unsafe { std::fs::File::from_raw_fd(fd) }, tmp));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(e);
+        }
+    }
+    Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists))
+}
+
 /// Writes `entries` as a .tar.gz at `path` (mode 0600: it holds logs), under the folder `top`, through a temporary
-/// file renamed into place.
+/// file of a random name created beside it with `O_EXCL|O_NOFOLLOW` ([`create_beside`]) in the folder opened once,
+/// then renamed into place in that same folder (a link at `path` is replaced, never followed).
 pub fn write_archive(path: &Path, top: &str, entries: &[(String, Vec<u8>)], mtime: u64) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("{}: creating the archive", path.display()))?;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let ctx = |what: &str| format!("{}: {what}", path.display());
+    let name = path.file_name().with_context(|| ctx("not a file name"))?;
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = std::fs::File::open(parent).with_context(|| ctx("creating the archive"))?;
+    let (file, tmp) = create_beside(&dir, name).with_context(|| ctx("creating the archive"))?;
     let write = || -> std::io::Result<()> {
         let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
         let mut tar = tar::Builder::new(gz);
@@ -190,11 +288,22 @@ pub fn write_archive(path: &Path, top: &str, entries: &[(String, Vec<u8>)], mtim
         gz.flush()?;
         gz.finish()?.sync_all()
     };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(anyhow::Error::new(e).context(format!("{}: writing the archive", path.display())));
+    let target = std::ffi::CString::new(name.as_bytes()).with_context(|| ctx("a NUL in the name"))?;
+    let r = write().and_then(|()| {
+        // SAFETY: one valid folder fd, two NUL-terminated names.
+        let rc = unsafe { libc::renameat(dir.as_raw_fd(), tmp.as_ptr(), dir.as_raw_fd(), target.as_ptr()) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    });
+    if let Err(e) = r {
+        // SAFETY: as above.
+        unsafe { libc::unlinkat(dir.as_raw_fd(), tmp.as_ptr(), 0) };
+        return Err(anyhow::Error::new(e).context(ctx("writing the archive")));
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: renaming the archive into place", path.display()))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -214,6 +323,59 @@ mod tests {
         assert_eq!(hs["publicSettings"]["KeyVaultURL"], "https://kv/");
         assert_eq!(hs["protectedSettingsCertThumbprint"], "1BE9");
         assert_eq!(removed, vec!["MIIBblob", "s3cr3t-value", "x"]);
+    }
+
+    #[test]
+    fn command_lines_lose_the_values_of_secret_flags_and_copies_are_scrubbed() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (a, r) = redact_argv(&v(&["nodetool", "-u", "cassandra", "-pw", "hunter2-pw", "drain"]));
+        assert_eq!(a, v(&["nodetool", "-u", "cassandra", "-pw", REDACTED, "drain"]));
+        assert_eq!(r, v(&["hunter2-pw"]));
+        let (a, _) = redact_argv(&v(&["sapcontrol", "-nr", "00", "-user", "hn1adm", "S3cret!", "-function", "Stop"]));
+        assert_eq!(a, v(&["sapcontrol", "-nr", "00", "-user", "hn1adm", REDACTED, "-function", "Stop"]));
+        let (a, r) = redact_argv(&v(&["app", "password=abc", "--db-password=xyz", "--token", "t0k", "--port=5"]));
+        assert_eq!(a, v(&["app", "password=<redacted>", "--db-password=<redacted>", "--token", REDACTED, "--port=5"]));
+        assert_eq!(r, v(&["abc", "xyz", "t0k"]));
+        // In scan.json, every cmdline array; the secret is then scrubbed from every other entry.
+        let mut b = Bundle::default();
+        let scan = serde_json::json!({"processes": [{"pid": 7, "cmdline": ["mysqld", "--password=longsecret1"]}]});
+        b.add_redacted("scan.json", "scan", serde_json::to_vec(&scan).unwrap());
+        b.add("log", "y", b"started with longsecret1\n".to_vec());
+        let e = b.finish("h");
+        let all: String = e.iter().map(|(_, b)| String::from_utf8_lossy(b).into_owned()).collect();
+        assert!(!all.contains("longsecret1"), "{all}");
+        assert!(all.contains("--password=<redacted>"), "{all}");
+    }
+
+    #[test]
+    fn the_archive_never_writes_through_a_link_planted_in_the_folder() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let out = d.path().join("bundle.tar.gz");
+        // The old predictable temporary name, and the target itself, both links to the victim.
+        std::os::unix::fs::symlink(&victim, d.path().join("bundle.tar.gz.tmp")).unwrap();
+        std::os::unix::fs::symlink(&victim, &out).unwrap();
+        write_archive(&out, "top", &[("a".into(), b"x".to_vec())], 0).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        let md = std::fs::symlink_metadata(&out).unwrap();
+        assert!(md.file_type().is_file(), "the link is replaced by the archive");
+        assert_eq!(md.permissions().mode() & 0o777, 0o600);
+        assert_eq!(md.nlink(), 1);
+        let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 3, "no temporary file left: {left:?}");
+    }
+
+    #[test]
+    fn key_files_are_known_by_name() {
+        for n in ["cleartext_key_sda", "CLEARTEXT_KEY", "bek.key", "x.pem", "c.pfx", "t.PRV", "LinuxPassPhraseFileName"]
+        {
+            assert!(is_key_file(n), "{n}");
+        }
+        for n in ["azure_crypt_params.ini", "azure_crypt_request_queue.ini", "extension.log", "0.settings"] {
+            assert!(!is_key_file(n), "{n}");
+        }
     }
 
     #[test]

@@ -136,13 +136,28 @@ fn protected_reason(h: &Holder, s: &Settings) -> Option<String> {
     None
 }
 
-/// The first uid of a regular user (login.defs' UID_MIN on every distribution ADE supports).
-pub const FIRST_USER_UID: u32 = 1000;
+/// The trust rule: why a process's claims (its comm, arguments, exe path, cgroup name) may make ade-prep stop,
+/// refuse or wait, from what no local user can forge; None when nothing vouches for it. Two things do: its real and
+/// effective uid are both 0 (`/proc/PID/status`; the owner of `/proc/PID` is not enough, a non-dumpable process's
+/// entry is root's), or it runs in a system unit, one outside `user.slice` (systemd places a process there; a user
+/// can create cgroups only in the subtree delegated to their own manager, `user@UID.service`, or their sessions,
+/// all inside `user.slice`). A user's `/usr/bin/mongod` in their session, a copy of any binary named
+/// containerd-shim: not vouched for, shown by scan with why, never acted on.
+pub fn trusted(uids: Option<[u32; 2]>, unit: Option<&str>, cgroup: Option<&str>) -> Option<&'static str> {
+    if uids == Some([0, 0]) {
+        return Some("run by root");
+    }
+    let system = unit.is_some() && cgroup.is_some_and(|c| c.starts_with('/') && !in_user_slice(c));
+    system.then_some("in a system unit")
+}
 
-/// A system user's process, or one in a system unit (a unit outside user.slice: not a login session's).
-fn is_system(h: &Holder) -> bool {
-    let in_system_unit = h.unit.is_some() && !h.cgroup.as_deref().is_some_and(|c| c.starts_with("/user.slice"));
-    h.uid < FIRST_USER_UID || in_system_unit
+fn in_user_slice(cgroup: &str) -> bool {
+    cgroup.split('/').any(|c| c == "user.slice")
+}
+
+/// [`trusted`] for a holder.
+pub fn holder_trusted(h: &Holder) -> Option<&'static str> {
+    trusted(h.uids, h.unit.as_deref(), h.cgroup.as_deref())
 }
 
 /// Classifies one holder.
@@ -180,24 +195,21 @@ fn workload_match(h: &Holder, s: &Settings) -> Option<Result<(String, String), S
         };
         let reason = hit("unit", &w.units, h.unit.as_deref())
             .or_else(|| hit("exe", &w.exes, h.exe.as_deref()))
-            .or_else(|| hit("cgroup", &w.cgroups, h.cgroup.as_deref()));
-        if let Some(reason) = reason {
+            .or_else(|| hit("cgroup", &w.cgroups, h.cgroup.as_deref()))
+            .or_else(|| hit("comm", &w.comms, Some(&h.comm)))
+            .or_else(|| h.cmdline.iter().find_map(|a| hit("argument", &w.args, Some(a))));
+        let Some(reason) = reason else { continue };
+        // Whatever matched, only a vouched-for process counts (the trust rule): else any user could make prepare
+        // stop or refuse, with a name, an argument, a copy of /usr/bin/mongod or a scope under their own manager.
+        if holder_trusted(h).is_some() {
             return Some(Ok((name.clone(), reason)));
         }
-        // A name or an argument anyone can choose: it counts only for a system user's process or one in a
-        // system unit, else any user could make prepare stop or refuse (shown, left alone).
-        let chosen = hit("comm", &w.comms, Some(&h.comm))
-            .or_else(|| h.cmdline.iter().find_map(|a| hit("argument", &w.args, Some(a))));
-        if let Some(reason) = chosen {
-            if is_system(h) {
-                return Some(Ok((name.clone(), reason)));
-            }
-            return Some(Err(format!(
-                "{reason}, but uid {} is not a system user (< {FIRST_USER_UID}) and it runs in no system unit: \
-                 left alone",
-                h.uid
-            )));
-        }
+        let uids = h.uids.map_or("unreadable".to_string(), |[r, e]| format!("{r}/{e}"));
+        return Some(Err(format!(
+            "{reason}, but it is not root's (real/effective uid {uids}) and runs in no system unit (cgroup {}): \
+             left alone",
+            h.cgroup.as_deref().unwrap_or("unknown")
+        )));
     }
     None
 }
@@ -340,28 +352,56 @@ mod tests {
     }
 
     #[test]
-    fn a_name_or_argument_counts_only_for_system_users_or_system_units() {
-        // A user's own process called mongod, in a login session: shown, left alone.
-        let mut u = h(500, "mongod", Some("session-3.scope"));
-        u.uid = 1000;
-        u.cgroup = Some("/user.slice/user-1000.slice/session-3.scope".into());
-        let c = classify(&u, &Settings::default());
+    fn only_a_process_root_runs_or_a_system_unit_runs_counts_whatever_it_matches() {
+        let user = |pid, comm: &str, cgroup: &str| {
+            let mut x = h(pid, comm, None);
+            (x.uid, x.uids) = (1000, Some([1000, 1000]));
+            x.cgroup = Some(cgroup.into());
+            x.unit = crate::scan::unit_from_cgroup(&format!("0::{cgroup}")).0;
+            x
+        };
+        let session = "/user.slice/user-1000.slice/session-3.scope";
+        // A user's own process called mongod, in a login session: shown, left alone, with why.
+        let c = classify(&user(500, "mongod", session), &Settings::default());
         assert_eq!((c.class, c.workload), (Class::Other, None));
-        assert!(c.reason.contains("comm mongod matches") && c.reason.contains("uid 1000 is not a system user"));
-        // The same with a crafted argument (Cassandra's main class) and no unit at all.
-        let mut j = h(501, "java", None);
-        j.uid = 4242;
+        assert!(c.reason.contains("comm mongod matches") && c.reason.contains("uid 1000/1000"), "{}", c.reason);
+        // The real /usr/bin/mongod run by the user (`mongod --dbpath ~/db`): an exe match, still the user's.
+        let mut m = user(501, "mongod", session);
+        m.exe = Some("/usr/bin/mongod".into());
+        let c = classify(&m, &Settings::default());
+        assert_eq!(c.class, Class::Other, "{}", c.reason);
+        assert!(workload_of(&m, &Settings::default()).is_none());
+        // A crafted argument (Cassandra's main class), by a system user (999) in no unit: nothing vouches for it.
+        let mut j = h(502, "java", None);
+        (j.uid, j.uids) = (999, Some([999, 999]));
         j.cmdline = vec!["java".into(), "org.apache.cassandra.service.CassandraDaemon".into()];
         assert_eq!(class_of(&j).0, Class::Other);
-        // A system user's process (uid 999), or a user's process in a system unit, still counts.
-        j.uid = 999;
+        // A setuid-root binary run by a user: effective 0, real 1000: not root's.
+        j.uids = Some([1000, 0]);
+        assert_eq!(class_of(&j).0, Class::Other);
+        // A non-dumpable process: its /proc entry is root's (uid 0) but its status says 1000.
+        (j.uid, j.uids) = (0, Some([1000, 1000]));
+        assert_eq!(class_of(&j).0, Class::Other);
+        (j.uid, j.uids) = (0, None);
+        assert_eq!(class_of(&j).0, Class::Other, "an unreadable status vouches for nothing");
+        // Root's process counts wherever it runs.
+        j.uids = Some([0, 0]);
         assert_eq!(class_of(&j).1.as_deref(), Some("cassandra"));
-        let mut s = h(502, "mongod", Some("mongod.service"));
-        s.uid = 1001;
+        // A transient unit the user named after a workload's unit, under their own manager: the unit systemd
+        // records is user@1000.service (protected) and nothing there is the workload's.
+        let u = user(503, "mongod", "/user.slice/user-1000.slice/user@1000.service/app.slice/mongod.service");
+        assert_eq!(u.unit.as_deref(), Some("user@1000.service"));
+        assert_eq!(classify(&u, &Settings::default()).class, Class::Protected);
+        assert!(workload_of(&u, &Settings::default()).is_none(), "no blocker from a user's manager");
+        // A user's process in a system unit (User= in the admin's unit) counts.
+        let mut s = h(504, "mongod", Some("mongod.service"));
+        (s.uid, s.uids) = (1001, Some([1001, 1001]));
         assert_eq!(class_of(&s).1.as_deref(), Some("mongodb"));
-        let mut n = h(503, "hdbindexserver", Some("custom.service"));
-        n.uid = 1001;
+        let mut n = h(505, "hdbindexserver", Some("custom.service"));
+        (n.uid, n.uids) = (1001, Some([1001, 1001]));
         assert_eq!(class_of(&n).1.as_deref(), Some("sap"));
+        // The same in a login session: not.
+        assert_eq!(class_of(&user(506, "hdbindexserver", session)).0, Class::Other);
     }
 
     #[test]

@@ -81,6 +81,13 @@ pub enum Command {
         /// when that is and exit 0. Run by ade-prep-deadline.timer.
         #[arg(long, conflicts_with = "from_prev")]
         past_deadline: bool,
+        /// Close an entry whose undo failed and cannot succeed (its target is gone for good), recorded in the
+        /// journal, then restore the rest; ENTRY is its number in `ade-prep status`. Repeatable.
+        #[arg(long, value_name = "ENTRY", conflicts_with = "past_deadline")]
+        abandon: Vec<u32>,
+        /// Close every entry whose undo failed (as --abandon each), then restore the rest.
+        #[arg(long = "abandon-all", alias = "all", conflicts_with_all = ["abandon", "past_deadline"])]
+        all: bool,
     },
     /// The unit's entry (Type=notify): when ADE's settings ask to encrypt the OS volume, prepare, wait for ADE
     /// through the reboot, restore; after a reboot, resume the open window.
@@ -138,13 +145,17 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 dry_run,
                 force,
                 lock_wait: wait,
+                lock_override_after: None,
                 volume_type,
                 data_mounts: data_mount,
             };
             commands::prepare::run(&paths, &loaded?, &mount, &opts, json)
         }
-        Command::Restore { wait, from_prev, past_deadline } => {
-            let opts = commands::restore::RestoreOpts { lock_wait: wait, from_prev, past_deadline };
+        Command::Restore { wait, from_prev, past_deadline, abandon, all } => {
+            use commands::restore::Abandon;
+            let abandon =
+                if all { Some(Abandon::AllFailed) } else { (!abandon.is_empty()).then_some(Abandon::Entries(abandon)) };
+            let opts = commands::restore::RestoreOpts { lock_wait: wait, from_prev, past_deadline, abandon };
             commands::restore::run(&paths, &config::or_builtin(loaded), &opts)
         }
         Command::Run { force } => commands::run::run(&paths, loaded, &commands::run::RunOpts { force }),

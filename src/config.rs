@@ -511,6 +511,15 @@ pub fn files(paths: &Paths) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(out)
 }
 
+/// The configuration one drop-in's `text` makes of the built-in one (parsed, merged, validated), as [`load`] does
+/// for each file; `path` names it in errors.
+pub fn parse_text(path: &Path, text: &str) -> Result<Settings, ConfigError> {
+    let mut settings = Settings::default();
+    merge(&mut settings, parse_file(path, text)?);
+    validate(&settings, path)?;
+    Ok(settings)
+}
+
 /// Loads the effective configuration. `enforce_owner` is true when running as root.
 pub fn load(paths: &Paths, enforce_owner: bool) -> Result<Settings, ConfigError> {
     let mut settings = Settings::default();

@@ -217,6 +217,7 @@ mod tests {
             pid,
             ppid,
             uid,
+            uids: Some([uid, uid]),
             comm: args[0].rsplit('/').next().unwrap().chars().take(15).collect(),
             cmdline: v(args),
             exe: None,

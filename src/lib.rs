@@ -16,6 +16,7 @@ pub mod exit;
 pub(crate) mod extension;
 pub(crate) mod failpoint;
 pub(crate) mod fsread;
+pub mod fuzz;
 pub(crate) mod glob;
 pub mod lock;
 pub(crate) mod mountinfo;

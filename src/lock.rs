@@ -46,6 +46,10 @@ pub struct HolderInfo {
     pub command: String,
     /// When it took the lock (unix seconds).
     pub since: u64,
+    /// The command `lock -- CMD` runs, as (pid, start time): it holds no lock fd, and dies with its wrapper
+    /// (PR_SET_PDEATHSIG), a moment after the wrapper's death released the lock; the next holder waits for that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<(i32, u64)>,
 }
 
 impl fmt::Display for HolderInfo {
@@ -107,14 +111,26 @@ pub struct LockGuard {
     info: HolderInfo,
     stale: Option<HolderInfo>,
     announced: bool,
+    /// The holder `run` went on without (the lock is not held then).
+    overrode: Option<String>,
 }
 
 impl LockGuard {
-    /// The open lock file's descriptor: a command run under the lock inherits it, so that the lock is held for as
-    /// long as the command lives, even when the holder is killed first.
-    pub fn fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsRawFd;
-        self.file.as_raw_fd()
+    /// Records the command this holder runs (`lock -- CMD`): a later holder waits until it has died too.
+    pub fn set_child(&mut self, pid: i32, start_time: u64) -> Result<(), LockError> {
+        self.info.child = Some((pid, start_time));
+        let mut text = serde_json::to_string(&self.info)
+            .map_err(|e| LockError::Io { path: self.path.clone(), source: e.into() })?;
+        text.push('\n');
+        self.file
+            .set_len(0)
+            .and_then(|_| self.file.write_all_at(text.as_bytes(), 0))
+            .map_err(|source| LockError::Io { path: self.path.clone(), source })
+    }
+
+    /// True when this guard overrode a holder instead of taking the lock (`run` past its bound).
+    pub fn overridden(&self) -> bool {
+        self.overrode.is_some()
     }
 
     /// What this holder wrote into the lock file.
@@ -135,6 +151,10 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
+        if self.overrode.is_some() {
+            // Not ours: the holder's information stays.
+            return;
+        }
         // Empty first, so that information in a file nobody locks always means a holder that died.
         let _ = self.file.set_len(0);
         if self.announced {
@@ -231,11 +251,23 @@ impl Lock {
             Err(e) => return Err(LockError::Io { path: self.path.clone(), source: e.into() }),
         }
         let stale = read_info(&file);
-        let info = HolderInfo { pid: std::process::id() as i32, command: command.to_string(), since: clock::now() };
+        // The command of a `lock --` wrapper that was killed: it dies a moment after its wrapper (PDEATHSIG); until
+        // it has, the lock is not free (CMD never runs unlocked, and holds no lock fd that would outlive it).
+        if let Some((pid, start)) = stale.as_ref().and_then(|s| s.child) {
+            if crate::pidref::PidRef::open_started(&self.proc, pid, start).is_ok_and(|r| !r.exited()) {
+                return Ok(None);
+            }
+        }
+        let info = HolderInfo {
+            pid: std::process::id() as i32,
+            command: command.to_string(),
+            since: clock::now(),
+            child: None,
+        };
         let mut text = serde_json::to_string(&info).map_err(|e| self.io(&self.path)(e.into()))?;
         text.push('\n');
         file.set_len(0).and_then(|_| file.write_all_at(text.as_bytes(), 0)).map_err(self.io(&self.path))?;
-        Ok(Some(LockGuard { file, path: self.path.clone(), info, stale, announced: false }))
+        Ok(Some(LockGuard { file, path: self.path.clone(), info, stale, announced: false, overrode: None }))
     }
 
     /// The lock as a bystander sees it, without taking it.
@@ -304,6 +336,41 @@ impl Lock {
             Some(why) => Err(LockError::Busy { what: format!("{why}; or give --wait SECS"), waited: Duration::ZERO }),
             None => Ok(None),
         })
+    }
+
+    /// `run`'s prepare: as [`Lock::acquire_for_prepare`] without `--wait`, but the wait for another holder is
+    /// bounded by what is left of ADE's head start (`bound`): ADE will not wait for that holder either, so past it
+    /// `run` prepares anyway, without the lock, and says which holder it overrode.
+    pub fn acquire_for_run(&self, command: &str, store: &dyn Store, bound: Duration) -> Result<LockGuard, LockError> {
+        let r = self.acquire_unless(command, Some(bound), |_| match open_window(store)? {
+            Some(why) => Err(LockError::Busy { what: format!("{why}; or give --wait SECS"), waited: Duration::ZERO }),
+            None => Ok(None),
+        });
+        match r {
+            Err(LockError::Busy { what, waited }) if waited >= bound && open_window(store)?.is_none() => {
+                log::warn!(
+                    "lock: overridden after {:.0} s, ADE's head start being nearly over: {what}; preparing anyway \
+                     (ADE will not wait for it either)",
+                    waited.as_secs_f64()
+                );
+                let file = self.open()?;
+                let info = HolderInfo {
+                    pid: std::process::id() as i32,
+                    command: command.to_string(),
+                    since: clock::now(),
+                    child: None,
+                };
+                Ok(LockGuard {
+                    file,
+                    path: self.path.clone(),
+                    info,
+                    stale: None,
+                    announced: true,
+                    overrode: Some(what),
+                })
+            }
+            r => r,
+        }
     }
 
     /// The waiting loop: `blocked` is asked, with the lock held, whether something else still forbids going on.
@@ -393,7 +460,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let lock = Lock::new(&Paths::under(d.path()));
         drop(lock.try_acquire("t").unwrap().unwrap());
-        let dead = HolderInfo { pid: 999_999, command: "ade-prep prepare".into(), since: 1_714_564_700 };
+        let dead = HolderInfo { pid: 999_999, command: "ade-prep prepare".into(), since: 1_714_564_700, child: None };
         std::fs::write(lock.path(), serde_json::to_string(&dead).unwrap()).unwrap();
         assert_eq!(lock.state().unwrap(), LockState::Stale(dead.clone()));
         let g = lock.acquire("t", Some(Duration::ZERO)).unwrap();

@@ -74,8 +74,13 @@ pub struct Holder {
     pub pid: i32,
     /// Parent process id.
     pub ppid: i32,
-    /// Owner of the process (of its `/proc` entry, as `fuser -v` shows).
+    /// Owner of the process (of its `/proc` entry, as `fuser -v` shows). Not a proof of anything: a process that
+    /// makes itself non-dumpable has a `/proc` entry owned by root; [`Holder::uids`] is what the trust rule reads.
     pub uid: u32,
+    /// Real and effective uid from `/proc/PID/status` (None when unreadable): no process can set these to 0
+    /// without being root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uids: Option<[u32; 2]>,
     /// `/proc/PID/comm`.
     pub comm: String,
     /// The command line (empty for kernel threads).
@@ -99,8 +104,9 @@ pub struct Holder {
     /// When it started: field 22 of `/proc/PID/stat` (clock ticks after boot). With the pid it names the process:
     /// a pid reused after the scan has another start time and is never signalled.
     pub start_time: u64,
-    /// The nearest ancestor that is a containerd shim (comm `containerd-shim*`): the process belongs to a container
-    /// task, Docker's or containerd's own; None otherwise.
+    /// The nearest ancestor that is a trusted containerd shim (comm `containerd-shim*`, run by root or in a system
+    /// unit: [`crate::classify::trusted`]): the process belongs to a container task, Docker's or containerd's own;
+    /// None otherwise. A user's process named containerd-shim is no shim.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shim: Option<i32>,
 }
@@ -257,7 +263,7 @@ pub fn shim_ancestor(proc_root: &Path, pid: i32, memo: &mut HashMap<i32, Option<
         else {
             break;
         };
-        if st.comm.starts_with("containerd-shim") {
+        if st.comm.starts_with("containerd-shim") && trusted_pid(proc_root, pid) {
             answer = Some(pid);
             break;
         }
@@ -268,6 +274,26 @@ pub fn shim_ancestor(proc_root: &Path, pid: i32, memo: &mut HashMap<i32, Option<
         memo.insert(p, answer);
     }
     answer
+}
+
+/// Whether the process `pid` under `proc_root` passes the trust rule ([`crate::classify::trusted`]), from its own
+/// `/proc/PID/status` and `/proc/PID/cgroup`: what it claims (its comm) is not read.
+fn trusted_pid(proc_root: &Path, pid: i32) -> bool {
+    let dir = proc_root.join(pid.to_string());
+    let uids = std::fs::read_to_string(dir.join("status")).ok().as_deref().and_then(parse_status_uids);
+    let (unit, cgroup) = std::fs::read_to_string(dir.join("cgroup")).map(|t| unit_from_cgroup(&t)).unwrap_or_default();
+    crate::classify::trusted(uids, unit.as_deref(), cgroup.as_deref()).is_some()
+}
+
+/// The real and effective uid of `/proc/PID/status`'s `Uid:` line (real, effective, saved, filesystem); None when
+/// the line is missing or malformed.
+pub fn parse_status_uids(status: &str) -> Option<[u32; 2]> {
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    let mut f = line.split_whitespace().map(|w| w.parse::<u32>());
+    match (f.next(), f.next()) {
+        (Some(Ok(r)), Some(Ok(e))) => Some([r, e]),
+        _ => None,
+    }
 }
 
 /// The real process table under a proc root.
@@ -622,10 +648,12 @@ fn details(dirfd: &OwnedFd, hit: &Hit) -> Option<Holder> {
     let (exe, cwd) = (link(c"exe"), link(c"cwd"));
     let (unit, cgroup) =
         read_at(dirfd, c"cgroup").map(|t| unit_from_cgroup(&String::from_utf8_lossy(&t))).unwrap_or_default();
+    let uids = read_at(dirfd, c"status").ok().and_then(|t| parse_status_uids(&String::from_utf8_lossy(&t)));
     Some(Holder {
         pid: hit.pid,
         ppid,
         uid: hit.uid,
+        uids,
         comm,
         cmdline,
         exe,
@@ -709,18 +737,32 @@ mod tests {
     #[test]
     fn shim_ancestor_finds_the_nearest_containerd_shim_up_to_pid_1() {
         let d = tempfile::tempdir().unwrap();
-        let proc = |pid: i32, ppid: i32, comm: &str| {
+        let owned = |pid: i32, ppid: i32, comm: &str, uid: u32, cgroup: &str| {
             let dir = d.path().join(pid.to_string());
             std::fs::create_dir_all(&dir).unwrap();
             let stat = format!("{pid} ({comm}) S {ppid} 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 4242 0 0");
             std::fs::write(dir.join("stat"), stat).unwrap();
+            std::fs::write(dir.join("status"), format!("Name:\t{comm}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")).unwrap();
+            std::fs::write(dir.join("cgroup"), format!("0::{cgroup}\n")).unwrap();
         };
+        let proc = |pid: i32, ppid: i32, comm: &str| owned(pid, ppid, comm, 0, "/system.slice/containerd.service");
         proc(10, 1, "containerd-shim"); // containerd-shim-runc-v2, its comm cut to 15 characters
         proc(11, 10, "sh");
         proc(12, 11, "sleep");
         proc(20, 1, "containerd");
         proc(21, 20, "containerd-shim"); // shim v1, a child of containerd
         proc(30, 1, "bash");
+        // A user's copy of a binary named containerd-shim, with a child, in the user's session: no shim.
+        let session = "/user.slice/user-1000.slice/session-3.scope";
+        owned(40, 1, "containerd-shim", 1000, session);
+        owned(41, 40, "sleep", 1000, session);
+        // Under a user's own manager (a transient scope the user named): no shim either.
+        owned(42, 1, "containerd-shim", 1000, "/user.slice/user-1000.slice/user@1000.service/app.slice/x.scope");
+        owned(43, 42, "sleep", 1000, session);
+        // A process named containerd-shim inside a container task (a system unit, whoever runs it): a container task
+        // either way.
+        owned(13, 12, "containerd-shim", 1000, "/system.slice/docker-ab.scope");
+        owned(14, 13, "sleep", 1000, "/system.slice/docker-ab.scope");
         // Each answer alone, then all through one memo (as a scan asks them): the same answers, and the memo does
         // not carry one process's answer to another.
         let cases = [
@@ -730,6 +772,9 @@ mod tests {
             (30, None, "bash"),
             (99, None, "gone"),
             (21, Some(21), "the shim itself"),
+            (41, None, "a user's process named containerd-shim in a session"),
+            (43, None, "a user's process named containerd-shim under the user's manager"),
+            (14, Some(13), "a container task's own process, even when run by a user (a system unit)"),
         ];
         let mut memo = HashMap::new();
         for (pid, want, what) in cases {

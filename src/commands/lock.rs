@@ -1,5 +1,7 @@
-//! `lock -- CMD`: runs a command holding the lock, outside the encryption window, passing signals on to it; CMD
-//! inherits the lock file and dies with the wrapper, so it never runs unlocked. It owns the child and its signals;
+//! `lock -- CMD`: runs a command holding the lock, outside the encryption window, passing signals on to it. The
+//! wrapper holds the lock for CMD's life and no longer: CMD gets no lock fd (a background process it leaves
+//! behind never keeps the lock), and dies with the wrapper (PR_SET_PDEATHSIG); its pid and start time in the lock
+//! file make the next holder wait for that death, so it never runs unlocked. It owns the child and its signals;
 //! the lock protocol itself is [`crate::lock`]'s.
 
 use std::os::unix::ffi::OsStrExt;
@@ -46,7 +48,7 @@ pub fn run(paths: &Paths, wait_secs: Option<u64>, argv: &[std::ffi::OsString]) -
     }
     let store = FileStore::new(paths);
     // Its exit code comes from exit::code_of, which knows LockError.
-    let guard = Lock::new(paths).acquire_when_closed(&command, &store, wait)?;
+    let mut guard = Lock::new(paths).acquire_when_closed(&command, &store, wait)?;
     // Handlers go in before the command starts, so that no signal can end this process while it runs.
     let pass_on = SigAction::new(SigHandler::Handler(forward), SaFlags::SA_RESTART, SigSet::empty());
     let leave = SigAction::new(SigHandler::Handler(leave_to_child), SaFlags::SA_RESTART, SigSet::empty());
@@ -61,16 +63,14 @@ pub fn run(paths: &Paths, wait_secs: Option<u64>, argv: &[std::ffi::OsString]) -
     }
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
-    let (lock_fd, wrapper) = (guard.fd(), std::process::id() as libc::pid_t);
-    // CMD can never run unlocked: it inherits the lock file (flock belongs to the open file, so the lock is held
-    // until CMD too has exited), and it is killed when this wrapper dies (SIGKILL of the wrapper included).
-    // SAFETY: fcntl, prctl, getppid and _exit are async-signal-safe system calls.
+    let wrapper = std::process::id() as libc::pid_t;
+    // CMD can never run unlocked: it is killed when this wrapper dies (SIGKILL of the wrapper included), and the
+    // lock file names it until then. The lock file itself is O_CLOEXEC: CMD never holds it.
+    // SAFETY: prctl, getppid and _exit are async-signal-safe system calls.
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(move || {
-            if libc::fcntl(lock_fd, libc::F_SETFD, 0) != 0
-                || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0
-            {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The wrapper died between fork and prctl: do not run at all.
@@ -83,6 +83,16 @@ pub fn run(paths: &Paths, wait_secs: Option<u64>, argv: &[std::ffi::OsString]) -
     let status = match cmd.spawn() {
         Ok(mut child) => {
             CHILD.store(child.id() as i32, Ordering::SeqCst);
+            let pid = child.id() as i32;
+            let start = std::fs::read_to_string(paths.proc().join(pid.to_string()).join("stat"))
+                .ok()
+                .and_then(|t| crate::scan::parse_stat(&t))
+                .map(|st| st.start_time);
+            if let Some(start) = start {
+                if let Err(e) = guard.set_child(pid, start) {
+                    log::warn!("lock: could not record the command's pid {pid}: {e}");
+                }
+            }
             let early = PENDING.swap(0, Ordering::SeqCst);
             if early != 0 {
                 // SAFETY: plain kill(2) of our own child.

@@ -32,6 +32,10 @@ pub struct PrepareOpts {
     pub force: Vec<String>,
     /// Seconds to wait for the lock (None: as long as it takes).
     pub lock_wait: Option<u64>,
+    /// `run`'s bound on the wait for another holder of the lock (what is left of ADE's head start, in seconds):
+    /// past it, prepare goes on without the lock and names the holder it overrode; the time waited is taken from
+    /// the wait for other extensions. None: `lock_wait` applies.
+    pub lock_override_after: Option<u64>,
     /// Which volumes ADE will encrypt: `/` (os), the data volumes (data), or both (all).
     pub volume_type: VolumeType,
     /// Data volumes named by hand (`--data-mount`) instead of ADE's selection.
@@ -131,7 +135,23 @@ pub fn prepare(
     crate::signals::install()?;
     // The lock first, then the journal: the lock is what makes the check for an open window race-free.
     let lock = Lock::new(paths);
-    let guard = lock.acquire_for_prepare("prepare", &store, opts.lock_wait.map(Duration::from_secs))?;
+    let began = std::time::Instant::now();
+    let guard = match opts.lock_override_after {
+        Some(bound) => lock.acquire_for_run("prepare", &store, Duration::from_secs(bound))?,
+        None => lock.acquire_for_prepare("prepare", &store, opts.lock_wait.map(Duration::from_secs))?,
+    };
+    // The head start ADE gives is one budget: what the lock took is not there for the extensions' wait.
+    let bounded;
+    let settings = match opts.lock_override_after {
+        Some(bound) => {
+            let mut s = settings.clone();
+            let left = bound.saturating_sub(began.elapsed().as_secs());
+            s.window.extension_wait_secs = s.window.extension_wait_secs.min(left);
+            bounded = s;
+            &bounded
+        }
+        None => settings,
+    };
     let (edges, plan, volumes) = match checked_plan(paths, settings, mount, opts)? {
         Planned::NotNeeded(why) => return Ok((Err(why), Some(guard))),
         Planned::Plan(edges, plan, volumes) => (edges, plan, volumes),

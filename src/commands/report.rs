@@ -52,6 +52,12 @@ fn tree(b: &mut Bundle, prefix: &str, dir: &Path, redact: &dyn Fn(&Path) -> bool
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_dir() && depth < MAX_DEPTH {
                 walk(b, &name, &e.path(), depth + 1, redact);
+            } else if ft.is_file() && bundle::is_key_file(&e.file_name().to_string_lossy()) {
+                // Key material (ADE's cleartext_key_*, a .key file...): its name and size, never its bytes.
+                match e.metadata() {
+                    Ok(md) => b.listed(&name, &e.path().display().to_string(), md.len()),
+                    Err(err) => b.missing(&name, format!("{}: {err}", e.path().display())),
+                }
             } else if ft.is_file() {
                 file(b, &name, &e.path(), redact(&e.path()));
             }
@@ -93,7 +99,7 @@ fn units_involved(paths: &Paths) -> Vec<String> {
         units.extend(hold::units_to_hold(&r));
     }
     if let Ok(t) = std::fs::read_to_string(paths.hold_file()) {
-        units.extend(t.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+        units.extend(hold::parse_list(&t));
     }
     units.sort();
     units.dedup();

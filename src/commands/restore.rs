@@ -30,6 +30,17 @@ pub struct RestoreOpts {
     pub from_prev: bool,
     /// Only when the window is past its deadline.
     pub past_deadline: bool,
+    /// Entries whose undo failed and cannot succeed, closed before the restore (`--abandon`).
+    pub abandon: Option<Abandon>,
+}
+
+/// What `restore --abandon` closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Abandon {
+    /// These entries (by their number in `status`).
+    Entries(Vec<u32>),
+    /// Every entry whose undo failed.
+    AllFailed,
 }
 
 /// `restore` with its options.
@@ -88,6 +99,28 @@ pub fn restore_with(paths: &Paths, settings: &Settings, opts: &RestoreOpts) -> a
         return Ok(None);
     }
     let Some(mut journal) = journal else { return Ok(None) };
+    if let Some(a) = &opts.abandon {
+        // All checked before any is recorded: a wrong entry number changes nothing.
+        let failed: Vec<u32> = journal
+            .record()
+            .entries
+            .iter()
+            .filter(|e| e.status == crate::window::record::Status::UndoFailed)
+            .map(|e| e.seq)
+            .collect();
+        let seqs = match a {
+            Abandon::AllFailed => failed.clone(),
+            Abandon::Entries(v) => v.clone(),
+        };
+        if let Some(bad) = seqs.iter().find(|s| !failed.contains(s)) {
+            let why = journal.abandon(*bad).err().unwrap_or_default();
+            return Err(exit::with_code(exit::USAGE, anyhow!("restore --abandon: {why}; nothing changed")));
+        }
+        for seq in seqs {
+            journal.abandon(seq).map_err(|e| anyhow!("restore --abandon {seq}: {e}"))?;
+            log::warn!("entry {seq} abandoned: its undo is no longer tried");
+        }
+    }
     // A journal that cannot be written does not stop the undo (window::restore names what it could not record).
     if let Err(e) = journal.adopt() {
         log::error!("the journal could not record this restore as its owner: {e}; restoring all the same");
@@ -97,7 +130,11 @@ pub fn restore_with(paths: &Paths, settings: &Settings, opts: &RestoreOpts) -> a
     if !r.failed.is_empty() {
         return Err(exit::with_code(
             exit::FAILED,
-            anyhow!("restore incomplete ({}); run `ade-prep restore` again once fixed", r.failed.join("; ")),
+            anyhow!(
+                "restore incomplete ({}); run `ade-prep restore` again once fixed, or `ade-prep restore --abandon \
+                 ENTRY` for an undo that cannot succeed (entries in `ade-prep status`)",
+                r.failed.join("; ")
+            ),
         ));
     }
     Ok(Some(r))

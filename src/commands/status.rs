@@ -182,8 +182,20 @@ pub fn status_text(s: &StatusReport) -> String {
                 let _ = writeln!(o, "ADE: {} seq {}", esc(&a.handler_dir.display().to_string()), a.seq);
             }
             let _ = writeln!(o, "in effect: {}", r.summary());
+            use crate::window::record::Status;
             for e in &r.entries {
                 let _ = writeln!(o, "  {:>3} {:<12} {}", e.seq, e.status.to_string(), esc(&e.change.to_string()));
+                if let Some(n) = &e.note {
+                    let _ = writeln!(o, "      {}", esc(n));
+                }
+                if s.window_open && e.status == Status::UndoFailed {
+                    let _ = writeln!(
+                        o,
+                        "      to do: fix it and run `ade-prep restore`; if it can never succeed, `ade-prep restore \
+                         --abandon {}`",
+                        e.seq
+                    );
+                }
             }
         }
     }

@@ -50,6 +50,7 @@ pub(crate) fn holder(pid: i32, comm: &str, unit: Option<&str>) -> Holder {
         pid,
         ppid: 1,
         uid: 0,
+        uids: Some([0, 0]),
         comm: comm.into(),
         cmdline: vec![comm.into()],
         exe: None,

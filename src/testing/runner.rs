@@ -25,12 +25,20 @@ pub(crate) struct FakeRunner {
     pub(crate) pending_term: RefCell<BTreeSet<(String, String)>>,
     /// Standard output of a command, by its words joined by spaces.
     pub(crate) stdouts: BTreeMap<String, String>,
+    /// containerd's containers (namespace, id): every task's given by [`FakeRunner::with_task`] (a task's container
+    /// outlives the task), less those deleted by a test (`containers_gone`).
+    pub(crate) containers: RefCell<BTreeSet<(String, String)>>,
+    pub(crate) containers_gone: RefCell<BTreeSet<(String, String)>>,
+    /// Docker containers the engine no longer has (removed since their stop): `docker ps` leaves them out,
+    /// `docker start` of any of them fails (No such container), the others started.
+    pub(crate) docker_gone: BTreeSet<String>,
 }
 
 impl FakeRunner {
     /// A containerd task in `ns` with status `status` (RUNNING, PAUSED...).
     pub(crate) fn with_task(self, ns: &str, id: &str, status: &str) -> Self {
         self.tasks.borrow_mut().insert((ns.into(), id.into()), status.into());
+        self.containers.borrow_mut().insert((ns.into(), id.into()));
         self
     }
 
@@ -92,7 +100,19 @@ impl FakeRunner {
                 Some(_) => Err(format!("task {id} must be stopped before deletion")),
                 None => Err(format!("task {id}: not found")),
             },
+            ["ctr", "-n", ns, "containers", "ls", "-q"] => {
+                // Every task's container and every one ever named to start, less the deleted ones.
+                let gone = self.containers_gone.borrow();
+                let known = self.containers.borrow();
+                let mut ids: BTreeSet<&str> =
+                    tasks.keys().chain(known.iter()).filter(|(n, _)| n == ns).map(|(_, i)| i.as_str()).collect();
+                ids.retain(|i| !gone.contains(&key(ns, i)));
+                Ok(ids.into_iter().map(|i| format!("{i}\n")).collect())
+            }
             ["ctr", "-n", ns, "task", "start", "--null-io", "-d", id] => {
+                if self.containers_gone.borrow().contains(&key(ns, id)) {
+                    return Err(format!("container \"{id}\" in namespace \"{ns}\": not found"));
+                }
                 if tasks.contains_key(&key(ns, id)) {
                     return Err(format!("task {id}: already exists"));
                 }
@@ -116,12 +136,18 @@ impl Runner for FakeRunner {
             return Ok(fail("boom".into()));
         }
         if argv[0] == "docker" && argv.get(1).map(String::as_str) == Some("ps") {
+            let stdout = ["c1", "c2"].iter().filter(|c| !self.docker_gone.contains(**c)).map(|c| format!("{c}\n"));
             return Ok(Outcome {
                 code: Some(0),
                 timed_out: false,
-                stdout: "c1\nc2\n".into(),
+                stdout: stdout.collect(),
                 stderr_tail: String::new(),
             });
+        }
+        if argv[0] == "docker" && argv.get(1).map(String::as_str) == Some("start") {
+            if let Some(g) = argv[2..].iter().find(|id| self.docker_gone.contains(*id)) {
+                return Ok(fail(format!("Error response from daemon: No such container: {g}")));
+            }
         }
         if argv[0] == "ctr" && !self.codes.contains_key("ctr") {
             return Ok(match self.ctr(argv) {

@@ -149,6 +149,10 @@ impl FakeSystemd {
         self.st().fail_unmask.insert(unit.to_string());
         self
     }
+    /// The unit file is removed (a package upgrade, a transient unit collected): systemd no longer knows it.
+    pub fn forget(&self, unit: &str) {
+        self.st().units.remove(unit);
+    }
     /// Stops injecting failures for `unit`.
     pub fn heal(&self, unit: &str) {
         let mut st = self.st();

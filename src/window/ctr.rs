@@ -226,6 +226,12 @@ pub fn start(runner: &dyn Runner, t: &Task) -> Result<(), String> {
     ctr(runner, Some(&t.namespace), &["task", "start", "--null-io", "-d", &t.id]).map(|_| ()).map_err(|e| what(&e))
 }
 
+/// Whether the task's container is gone from containerd (deleted since the stop: nothing can start its task
+/// again): `ctr -n NS containers ls -q` answers and does not list it. False when ctr cannot be asked.
+pub fn container_gone(runner: &dyn Runner, t: &Task) -> bool {
+    ctr(runner, Some(&t.namespace), &["containers", "ls", "-q"]).is_ok_and(|out| !out.lines().any(|l| l.trim() == t.id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,12 +106,13 @@ pub fn roll_back<S: Store>(m: &Machine, j: &mut Journal<S>, e: anyhow::Error) ->
 fn applies(m: &Machine, command: &crate::config::PreStop) -> anyhow::Result<bool> {
     let Some(c) = &command.only_if else { return Ok(true) };
     let o = m.runner.run(&c.argv, &command.user, Duration::from_secs(command.timeout_secs))?;
+    let shown = crate::bundle::redact_argv(&c.argv).0;
     if o.timed_out {
-        return Err(anyhow!("{:?} timed out after {} s", c.argv, command.timeout_secs));
+        return Err(anyhow!("{shown:?} timed out after {} s", command.timeout_secs));
     }
     if o.code != Some(0) {
         let code = o.code.map_or("by a signal".into(), |c| c.to_string());
-        return Err(anyhow!("{:?} exited {code}: {}{}", c.argv, o.stdout.trim(), o.stderr_tail));
+        return Err(anyhow!("{shown:?} exited {code}: {}{}", o.stdout.trim(), o.stderr_tail));
     }
     Ok(!c.unless_stdout.iter().any(|u| u == o.stdout.trim()))
 }
@@ -134,22 +135,21 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                 finish(j, seq)?;
             }
             Step::PreStop { workload, command } => {
+                // What is recorded, logged and shown: the command with the values of secret-looking flags redacted
+                // (a password for sapcontrol or nodetool in a 0600 drop-in never reaches the journal or the logs).
+                let shown = crate::bundle::redact_argv(&command.argv).0;
                 let seq = record(
                     j,
-                    Change::PreStop {
-                        workload: workload.clone(),
-                        argv: command.argv.clone(),
-                        user: command.user.clone(),
-                    },
+                    Change::PreStop { workload: workload.clone(), argv: shown.clone(), user: command.user.clone() },
                 )?;
-                log::info!("pre-stop {workload}: running {:?} as {}", command.argv, command.user);
-                let what = format!("pre-stop of {workload}: {}", command.argv.join(" "));
+                log::info!("pre-stop {workload}: running {shown:?} as {}", command.user);
+                let what = format!("pre-stop of {workload}: {}", shown.join(" "));
                 events::emit(Event::Waiting { what: &what, left: Some(Duration::from_secs(command.timeout_secs)) });
                 let r = match applies(m, command) {
                     Ok(true) => m.runner.run(&command.argv, &command.user, Duration::from_secs(command.timeout_secs)),
                     Ok(false) => {
                         events::emit(Event::WaitOver);
-                        log::info!("pre-stop {workload}: {:?} does not apply here: skipped", command.argv);
+                        log::info!("pre-stop {workload}: {shown:?} does not apply here: skipped");
                         finish(j, seq)?;
                         continue;
                     }
@@ -161,15 +161,12 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                 events::emit(Event::WaitOver);
                 let err = match r {
                     Err(e) => Some(anyhow!("pre-stop of {workload}: {e}")),
-                    Ok(o) if o.timed_out => Some(anyhow!(
-                        "pre-stop of {workload}: {:?} timed out after {} s",
-                        command.argv,
-                        command.timeout_secs
-                    )),
+                    Ok(o) if o.timed_out => {
+                        Some(anyhow!("pre-stop of {workload}: {shown:?} timed out after {} s", command.timeout_secs))
+                    }
                     Ok(o) if o.code.is_some_and(|c| command.ok_exit_codes.contains(&c)) => None,
                     Ok(o) => Some(anyhow!(
-                        "pre-stop of {workload}: {:?} exited {} (expected {:?}): {}",
-                        command.argv,
+                        "pre-stop of {workload}: {shown:?} exited {} (expected {:?}): {}",
                         o.code.map_or("by a signal".into(), |c| c.to_string()),
                         command.ok_exit_codes,
                         o.stderr_tail
@@ -978,6 +975,60 @@ mod tests {
             r.not_ready[0].ends_with("answered \"LOADING Redis is loading the dataset in memory\", not \"PONG\""),
             "{r:?}"
         );
+    }
+
+    #[test]
+    fn an_undo_whose_target_is_gone_is_done_with_a_warning_and_the_window_ends() {
+        let mut w = World::new(docker_systemd().with_unit(service("ade-gone.service", "active")));
+        let mut wl = w.settings.workloads["mongodb"].clone();
+        wl.units = vec!["ade-gone.service".into()];
+        w.settings.workloads.insert("gone".into(), wl);
+        let mut hs = docker_holders();
+        hs.push(holder(40, "x", Some("ade-gone.service")));
+        let (r, mut j) = w.prepare(hs);
+        r.unwrap();
+        // During the window: the engine removed c2 (`docker run --rm`), the unit file went with a package upgrade.
+        w.runner.docker_gone.insert("c2".into());
+        w.sd.forget("ade-gone.service");
+        let out = w.restore(&mut j);
+        assert!(out.failed.is_empty(), "{out:?}");
+        assert!(out.warnings.iter().any(|x| x.contains("c2") && x.contains("no longer exist")), "{out:?}");
+        assert!(out.warnings.iter().any(|x| x.contains("ade-gone.service") && x.contains("not-found")), "{out:?}");
+        assert!(!j.is_window_open(), "the window ends");
+        let calls: Vec<String> = w.runner.calls.borrow().iter().map(|c| c.join(" ")).collect();
+        assert!(calls.contains(&"docker start c1".to_string()), "the container still there is started: {calls:?}");
+        assert_eq!(w.active("docker.service"), "active");
+    }
+
+    #[test]
+    fn a_containerd_task_whose_container_was_deleted_is_done_with_a_warning() {
+        let mut w = World::new(docker_systemd());
+        w.runner = FakeRunner::default();
+        let mut j = w.journal();
+        for id in ["web", "gone"] {
+            j.intend(Change::StopTask { namespace: "demo".into(), id: id.into(), state: "running".into() }).unwrap();
+        }
+        w.runner.containers_gone.borrow_mut().insert(("demo".into(), "gone".into()));
+        let r = w.restore(&mut j);
+        assert!(r.failed.is_empty(), "{r:?}");
+        assert!(r.warnings.iter().any(|x| x.contains("gone") && x.contains("no longer exists")), "{r:?}");
+        assert_eq!(w.runner.task("demo", "web").as_deref(), Some("RUNNING"));
+        assert_eq!(j.record().phase, Phase::Closed);
+    }
+
+    #[test]
+    fn a_pre_stop_password_never_reaches_the_journal_or_its_messages() {
+        let mut w = World::new(FakeSystemd::new().with_unit(service("cassandra.service", "active")));
+        let cfg = w.settings.workloads.get_mut("cassandra").unwrap();
+        cfg.pre_stop[0].argv =
+            ["nodetool", "-u", "cassandra", "-pw", "Hunter2-secret", "drain"].iter().map(|s| s.to_string()).collect();
+        w.runner.codes.insert("nodetool".into(), 1);
+        let (r, _) = w.prepare(vec![holder(20, "java", Some("cassandra.service"))]);
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(e.contains("-pw") && !e.contains("Hunter2-secret"), "{e}");
+        let text = std::fs::read_to_string(w.dir.path().join("state.json")).unwrap();
+        assert!(text.contains("nodetool") && !text.contains("Hunter2-secret"), "{text}");
+        assert!(w.runner.calls.borrow().iter().any(|c| c.contains(&"Hunter2-secret".to_string())), "run as written");
     }
 
     #[test]

@@ -73,6 +73,16 @@ pub fn holdable(u: &str) -> bool {
         && crate::classify::protected_unit(u).is_none()
 }
 
+/// The units a hold list's text names, as the generator reads it: one a line, blank lines and `#` comments
+/// skipped, only [`holdable`] names (a damaged or planted line never reaches a command line as an option).
+pub fn parse_list(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && holdable(l))
+        .map(String::from)
+        .collect()
+}
+
 /// Writes the hold list (atomically: a temporary file renamed over it, then the folder synced), root-owned 0644,
 /// never through a symbolic link (`O_NOFOLLOW`); names that are not [`holdable`] are left out.
 pub fn write_list(paths: &Paths, units: &[String]) -> anyhow::Result<()> {

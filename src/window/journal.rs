@@ -129,6 +129,25 @@ impl<S: Store> Journal<S> {
         self.set_status(seq, Status::UndoFailed, Some(note.into()))
     }
 
+    /// Closes change `seq`, whose undo failed and cannot succeed, at the operator's word (`restore --abandon`):
+    /// recorded as undone with a note saying it was abandoned, when, and the failure it had. Only an entry whose
+    /// undo failed can be abandoned (one never tried is for `restore`); Err names it otherwise.
+    pub fn abandon(&mut self, seq: u32) -> Result<(), String> {
+        let e = self.record.entries.iter().find(|e| e.seq == seq).ok_or_else(|| format!("no entry {seq}"))?;
+        if e.status != Status::UndoFailed {
+            return Err(format!(
+                "entry {seq} ({}) is {}, not undo failed: only an undo that failed can be abandoned",
+                e.change, e.status
+            ));
+        }
+        let note = format!(
+            "abandoned by the operator (restore --abandon) at {}; its undo had failed: {}",
+            crate::clock::format_utc(crate::clock::now()),
+            e.note.as_deref().unwrap_or("no reason recorded")
+        );
+        self.set_status(seq, Status::Undone, Some(note)).map_err(|e| e.to_string())
+    }
+
     /// Moves the window to `phase`; a transition the design does not draw is an error and changes nothing.
     pub fn set_phase(&mut self, phase: Phase) -> Result<(), StateError> {
         if !self.record.phase.can_become(phase) {

@@ -174,6 +174,14 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
                     "{who} runs in {u}, the unit that runs ade-prep: run ade-prep from its own unit \
                      (ade-prep.service) or move the workload out of {u}"
                 ));
+            } else if named && snap.units.get(u).is_some_and(|f| f.load_state == "loaded" && !f.is_running()) {
+                // A leftover of a unit stopped before prepare (KillMode=process): nothing prepare does would end
+                // it, and clearing the holders would refuse it after every stop, at every try (issue 24). Refused
+                // here, before any change.
+                blockers.push(format!(
+                    "{who} runs in {u}, which is not running (a leftover of an earlier stop, KillMode=process): end \
+                     it (`systemctl kill {u}`) or start {u} again, then prepare"
+                ));
             } else if named {
                 unit_workload.entry(u.clone()).or_insert(w);
             } else if UnitKind::of(u) != UnitKind::Scope {
@@ -496,6 +504,24 @@ mod tests {
             containerd_tasks: vec![],
             own_units: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_leftover_of_a_workload_unit_stopped_before_is_refused_before_any_change() {
+        let s = Settings::default();
+        let sn = snap(
+            vec![holder(10, "mongod", Some("mongod.service")), holder(11, "dockerd", Some("docker.service"))],
+            vec![unit("mongod.service", "inactive", &[]), unit("docker.service", "active", &[])],
+            &s,
+        );
+        let p = plan(&sn, &s).unwrap();
+        assert!(
+            p.blockers
+                .iter()
+                .any(|b| b.contains("pid 10 mongod") && b.contains("mongod.service, which is not running")),
+            "{:?}",
+            p.blockers
+        );
     }
 
     #[test]

@@ -54,7 +54,8 @@ pub enum Change {
     /// A workload's pre-stop command ran (nothing to undo: starting the units brings the workload back).
     PreStop {
         workload: String,
-        /// The command.
+        /// The command, the values of secret-looking flags redacted ([`crate::bundle::redact_argv`]): the journal
+        /// never holds a secret.
         argv: Vec<String>,
         /// The user it ran as.
         user: String,

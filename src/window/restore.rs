@@ -39,6 +39,9 @@ pub struct Restored {
     /// answer within its bound, each naming the command. The units are started (systemd's now): the window closes
     /// all the same, and `status` asks the probes again.
     pub not_ready: Vec<String>,
+    /// Undos counted done whose target no longer exists (a unit systemd no longer knows, a container the engine
+    /// removed, a containerd container deleted): each named. Nothing can bring them back, so the window ends.
+    pub warnings: Vec<String>,
 }
 
 impl Restored {
@@ -48,6 +51,9 @@ impl Restored {
             return "nothing to undo".into();
         }
         let mut s = format!("{} change(s) undone", self.undone.len());
+        if !self.warnings.is_empty() {
+            s.push_str(&format!(" ({} with a warning: {})", self.warnings.len(), self.warnings.join("; ")));
+        }
         if !self.failed.is_empty() {
             s.push_str(&format!(", {} failed: {}", self.failed.len(), self.failed.join("; ")));
         }
@@ -220,6 +226,15 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
                     events::emit(Event::Started(u));
                     ok(j, *seq, format!("start {u}"), &mut out)?
                 }
+                // A unit systemd no longer knows (removed by a package upgrade, a transient unit collected after
+                // its stop): nothing can start it. Asked by its LoadState, as 219 and 252 name the start's error
+                // differently (LoadFailed, NoSuchUnit).
+                Err(e) if unit_gone(m, u) => {
+                    let w = format!("{u} no longer exists (LoadState not-found): not started ({e})");
+                    log::warn!("restore: {w}");
+                    out.warnings.push(w);
+                    ok(j, *seq, format!("start {u}: gone"), &mut out)?
+                }
                 Err(e) => {
                     events::emit(Event::StartFailed(u, &e.to_string()));
                     bad(j, *seq, format!("{u} failed to come back: {e}"), &mut out)?
@@ -231,7 +246,16 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
     for (seq, c) in &todo {
         if let Change::StopContainers { ids } = c {
             match start_containers(m.runner, ids) {
-                Ok(()) => ok(j, *seq, format!("started {} container(s)", ids.len()), &mut out)?,
+                Ok(gone) if gone.is_empty() => ok(j, *seq, format!("started {} container(s)", ids.len()), &mut out)?,
+                Ok(gone) => {
+                    let w = format!(
+                        "docker container(s) {} no longer exist (removed by the engine: `docker run --rm`): not started",
+                        gone.join(" ")
+                    );
+                    log::warn!("restore: {w}");
+                    out.warnings.push(w);
+                    ok(j, *seq, format!("started {} container(s)", ids.len() - gone.len()), &mut out)?
+                }
                 Err(e) => bad(j, *seq, format!("docker start: {e}"), &mut out)?,
             }
         }
@@ -245,6 +269,12 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
                 Ok(()) => {
                     log::info!("started containerd {t}");
                     ok(j, *seq, format!("started containerd {t}"), &mut out)?
+                }
+                Err(e) if ctr::container_gone(m.runner, &t) => {
+                    let w = format!("containerd {t}: its container no longer exists: not started ({e})");
+                    log::warn!("restore: {w}");
+                    out.warnings.push(w);
+                    ok(j, *seq, format!("start containerd {t}: gone"), &mut out)?
                 }
                 Err(e) => bad(j, *seq, e, &mut out)?,
             }
@@ -375,7 +405,7 @@ fn end_leftovers<S: Store>(
 /// probe that did not.
 fn bring_up(m: &Machine, name: &str, w: &crate::config::Workload) -> Result<(), String> {
     for p in &w.post_start {
-        let what = format!("workload {name}: post-start {:?} as {}", p.argv, p.user);
+        let what = format!("workload {name}: post-start {:?} as {}", crate::bundle::redact_argv(&p.argv).0, p.user);
         log::info!("{what}");
         let o =
             m.runner.run(&p.argv, &p.user, Duration::from_secs(p.timeout_secs)).map_err(|e| format!("{what}: {e}"))?;
@@ -427,19 +457,44 @@ pub fn probe(runner: &dyn Runner, p: &crate::config::Probe, ask: Duration) -> Re
     }
 }
 
-fn start_containers(runner: &dyn Runner, ids: &[String]) -> anyhow::Result<()> {
-    let mut argv: Vec<String> = vec!["docker".into(), "start".into()];
-    argv.extend(ids.iter().cloned());
-    // The CLI starts them one after another: 20 took 298 s under TCG (docs/docker.md, bug 4).
-    let timeout = super::execute::docker_timeout(240, ids.len()).max(Duration::from_secs(300));
-    let o = runner.run(&argv, "root", timeout)?;
-    if o.code == Some(0) {
-        Ok(())
-    } else if o.timed_out {
-        Err(anyhow!("timed out after {} s ({} containers)", timeout.as_secs(), ids.len()))
-    } else {
-        Err(anyhow!("exit {:?}: {}", o.code, o.stderr_tail))
+/// Whether systemd no longer knows `unit`: its LoadState is `not-found` (a property 219 has).
+fn unit_gone(m: &Machine, unit: &str) -> bool {
+    m.systemd.unit(unit).is_ok_and(|i| i.load_state == "not-found")
+}
+
+/// `docker start` of the stopped containers; Ok with the ids the engine no longer has (a `--rm` container is
+/// removed by its stop), the others started.
+fn start_containers(runner: &dyn Runner, ids: &[String]) -> anyhow::Result<Vec<String>> {
+    let start = |ids: &[String]| -> anyhow::Result<()> {
+        let mut argv: Vec<String> = vec!["docker".into(), "start".into()];
+        argv.extend(ids.iter().cloned());
+        // The CLI starts them one after another: 20 took 298 s under TCG (docs/docker.md, bug 4).
+        let timeout = super::execute::docker_timeout(240, ids.len()).max(Duration::from_secs(300));
+        let o = runner.run(&argv, "root", timeout)?;
+        if o.code == Some(0) {
+            Ok(())
+        } else if o.timed_out {
+            Err(anyhow!("timed out after {} s ({} containers)", timeout.as_secs(), ids.len()))
+        } else {
+            Err(anyhow!("exit {:?}: {}", o.code, o.stderr_tail))
+        }
+    };
+    let Err(e) = start(ids) else { return Ok(vec![]) };
+    // Which of them the engine still has: every container's full id (`docker ps -a`); a recorded id is a prefix.
+    let argv: Vec<String> = ["docker", "ps", "-a", "-q", "--no-trunc"].iter().map(|s| s.to_string()).collect();
+    let all = match runner.run(&argv, "root", Duration::from_secs(60)) {
+        Ok(o) if o.code == Some(0) => o.stdout,
+        _ => return Err(e),
+    };
+    let (left, gone): (Vec<String>, Vec<String>) =
+        ids.iter().cloned().partition(|id| all.lines().any(|l| l.trim().starts_with(id.as_str())));
+    if gone.is_empty() {
+        return Err(e);
     }
+    if !left.is_empty() {
+        start(&left)?;
+    }
+    Ok(gone)
 }
 
 #[cfg(test)]

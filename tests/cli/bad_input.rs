@@ -474,7 +474,7 @@ fn a_users_process_with_a_workloads_argument_is_shown_and_left_alone() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let ours = v["processes"].as_array().unwrap().iter().find(|p| p["pid"] == child.id()).expect("listed");
     assert_eq!(ours["class"], "other", "{ours}");
-    assert!(ours["reason"].as_str().unwrap().contains("uid 4242 is not a system user"), "{ours}");
+    assert!(ours["reason"].as_str().unwrap().contains("real/effective uid 4242/4242"), "{ours}");
 }
 
 // ---- issue 13: the window's deadline holds whoever opened it -------------------------------------------------

@@ -197,3 +197,22 @@ fn a_command_never_runs_unlocked_when_its_wrapper_is_sigkilled() {
     let running = state.split(' ').nth(2).is_some_and(|s| s != "Z");
     assert!(!running, "the first command outlived its wrapper: {state}");
 }
+
+#[test]
+fn a_background_process_the_command_leaves_never_keeps_the_lock() {
+    // Issue 24: `helper &` left behind by CMD (or a daemon forking without closing fds) held the inherited lock fd.
+    let d = root();
+    let script = format!(
+        "sleep 30 & echo $! > {}/bg.pid; ls -l /proc/self/fd/ > {}/fds",
+        d.path().display(),
+        d.path().display()
+    );
+    let (o, _) = run(d.path(), &["lock", "--", "sh", "-c", &script]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let fds = std::fs::read_to_string(d.path().join("fds")).unwrap();
+    let (o, waited) = run(d.path(), &["lock", "--wait", "0", "--", "true"]);
+    kill_pidfile(&d.path().join("bg.pid"));
+    assert!(!fds.contains("ade-prep/lock"), "the command got the lock fd:\n{fds}");
+    assert_eq!(o.status.code(), Some(0), "the lock outlived its command: {}", stderr(&o));
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+}

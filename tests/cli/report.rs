@@ -10,6 +10,7 @@ use std::process::Command;
 const PROTECTED: &str = "MIIByAYJKoZIhvcNAQcDoIIBuTCCAbUCAQAxggFxMIIBbQIBADBVMEExPzA9BgoJkiaJkFIXTURESECRET";
 const CLIENT_SECRET: &str = "aad-client-secret-0f9e8d7c";
 const PASSPHRASE: &str = "marker-passphrase-1234";
+const KEY: &str = "cleartext-key-material-5f4e3d2c1b";
 
 fn put(root: &Path, rel: &str, text: &str) {
     let p = root.join(rel);
@@ -39,6 +40,8 @@ fn fixture(root: &Path) {
         "var/lib/azure_disk_encryption_config/azure_crypt_request_queue.ini",
         &format!("[azure_crypt_request_queue]\nvolume_type = All\npassphrase = {PASSPHRASE}\n"),
     );
+    // ADE's key file, as its config folder holds it during the encryption (issue 24): listed, never copied.
+    put(root, "var/lib/azure_disk_encryption_config/cleartext_key_sda1", KEY);
     let journal =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/state/v1.json")).unwrap();
     put(root, "var/lib/ade-prep/state.json", &journal);
@@ -81,7 +84,7 @@ fn the_bundle_opens_has_the_manifest_and_no_secret() {
     // Every byte, decompressed: no secret anywhere.
     let mut raw = vec![];
     flate2::read::GzDecoder::new(std::fs::File::open(&archive).unwrap()).read_to_end(&mut raw).unwrap();
-    for secret in [PROTECTED, CLIENT_SECRET, PASSPHRASE] {
+    for secret in [PROTECTED, CLIENT_SECRET, PASSPHRASE, KEY] {
         assert!(!raw.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} is in the archive");
     }
 
@@ -109,6 +112,37 @@ fn the_bundle_opens_has_the_manifest_and_no_secret() {
     assert!(manifest.lines().any(|l| l.starts_with("scrubbed   ade/log/extension.log")), "{manifest}");
     assert!(manifest.lines().any(|l| l.starts_with("missing    state/state.json.prev")), "{manifest}");
     assert!(manifest.lines().any(|l| l.starts_with("missing    units.txt") && l.contains("not the running system")));
+    let key_line = format!("listed     ade/markers/cleartext_key_sda1  ({} bytes", KEY.len());
+    assert!(manifest.lines().any(|l| l.starts_with(&key_line) && l.contains("not copied")), "{manifest}");
+    assert!(!names.contains("cleartext_key"), "{names}");
+}
+
+#[test]
+fn a_link_planted_where_the_archive_goes_is_replaced_never_written_through() {
+    // Root running `report` in a folder another user can write: whatever that user put at the archive's name or at
+    // the old `<output>.tmp` name (links to a file of root's), nothing but the archive itself is written.
+    let d = tempfile::tempdir().unwrap();
+    fixture(d.path());
+    let dir = d.path().join("shared");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let victim = d.path().join("victim");
+    std::fs::write(&victim, "root's file").unwrap();
+    let archive = dir.join("b.tar.gz");
+    std::os::unix::fs::symlink(&victim, dir.join("b.tar.gz.tmp")).unwrap();
+    std::os::unix::fs::symlink(&victim, &archive).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_ade-prep"))
+        .arg("--root")
+        .arg(d.path())
+        .args(["report", "--output"])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's file");
+    let md = std::fs::symlink_metadata(&archive).unwrap();
+    assert!(md.is_file());
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&md.permissions()) & 0o777, 0o600);
 }
 
 #[test]

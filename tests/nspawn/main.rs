@@ -14,6 +14,7 @@ mod journal;
 mod prepare;
 mod signals;
 mod systemd;
+mod trust;
 mod units;
 mod volumes;
 mod workloads;

@@ -335,6 +335,11 @@ fn prepare_for_request(
             dry_run: false,
             force: opts.force.clone(),
             lock_wait: None,
+            // The wait for another holder of the lock ends within ADE's head start (issue 24).
+            lock_override_after: Some(ade::verdict::extension_wait_bound(
+                obs.dual_pass(),
+                age(&settings_file).map_or(0, |a| a.as_secs()),
+            )),
             volume_type,
             data_mounts: vec![],
         };
