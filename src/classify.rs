@@ -262,6 +262,31 @@ mod tests {
     }
 
     #[test]
+    fn databases_by_their_debian_and_rhel7_units_and_binaries() {
+        for (unit, comm, want) in [
+            ("postgresql@15-main.service", "postgres", "postgresql"),
+            ("postgresql.service", "postgres", "postgresql"),
+            ("postgresql-9.6.service", "postmaster", "postgresql"),
+            ("mariadb.service", "mariadbd", "mariadb"),
+            ("mysql.service", "mysqld", "mariadb"),
+            ("mysqld.service", "mysqld", "mariadb"),
+            ("redis-server.service", "redis-server", "redis"),
+            ("redis-server@cache.service", "redis-server", "redis"),
+            ("redis.service", "redis-server", "redis"),
+            ("redis-sentinel.service", "redis-sentinel", "redis"),
+        ] {
+            assert_eq!(class_of(&h(60, "x", Some(unit))).1.as_deref(), Some(want), "{unit}");
+            // Outside its unit, by its command name (a system user's process).
+            assert_eq!(class_of(&h(61, comm, Some("other.service"))).1.as_deref(), Some(want), "{comm}");
+        }
+        let mut pg = h(62, "x", None);
+        pg.exe = Some("/usr/lib/postgresql/15/bin/postgres".into());
+        assert_eq!(class_of(&pg).1.as_deref(), Some("postgresql"));
+        // A database in a Docker container stays Docker's.
+        assert_eq!(class_of(&h(63, "postgres", Some("docker-0a1b.scope"))).1.as_deref(), Some("docker"));
+    }
+
+    #[test]
     fn a_containerd_tasks_process_is_the_workload_of_its_shim_whatever_its_cgroup_or_name() {
         // `ctr -n demo run`: cgroup /demo/web (cgroupfs), no unit; a name the catalogue does not know.
         let mut t = h(20, "sh", None);

@@ -77,6 +77,22 @@ pub struct PreStop {
     /// Exit codes that mean success.
     #[serde(default = "default_ok_codes", deserialize_with = "exit_codes")]
     pub ok_exit_codes: Vec<i32>,
+    /// A question asked first (as the same user, within the same timeout): the command runs only when it applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_if: Option<OnlyIf>,
+}
+
+/// When a pre-stop command applies: `argv` exits 0 and its standard output, trimmed, is none of `unless_stdout`
+/// (Redis: `CONFIG GET save` answers just `save` when no snapshot is configured). Any other exit is a failure of
+/// the step: ade-prep does not guess.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnlyIf {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Answers that mean the command does not apply.
+    #[serde(default)]
+    pub unless_stdout: Vec<String>,
 }
 
 fn default_user() -> String {
@@ -109,7 +125,37 @@ pub struct Workload {
     pub stop_timeout_secs: u64,
     /// Commands run before the units are stopped, in order.
     pub pre_stop: Vec<PreStop>,
+    /// Commands run by restore after the units started, in order (same shape as a pre-stop).
+    #[serde(default)]
+    pub post_start: Vec<PreStop>,
+    /// How to tell the workload serves again: restore waits for it after the start, `status` asks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<Probe>,
 }
+
+/// A readiness probe: `argv` as `user` exits 0 (and, with `expect_stdout`, answers exactly that, trimmed). Restore
+/// asks it again every [`PROBE_INTERVAL_SECS`] until it answers or `timeout_secs` have passed, each ask bounded by
+/// [`PROBE_ASK_SECS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// User to run as (default root).
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// How long restore waits for the workload to answer.
+    #[serde(default = "default_prestop_timeout", deserialize_with = "required::<1, MAX_STOP_SECS, _>")]
+    pub timeout_secs: u64,
+    /// The answer that means ready (`PONG`); any output when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_stdout: Option<String>,
+}
+
+/// Seconds between two asks of a readiness probe.
+pub const PROBE_INTERVAL_SECS: u64 = 1;
+/// The longest one ask of a readiness probe may take.
+pub const PROBE_ASK_SECS: u64 = 10;
 
 /// Extra patterns of processes that are never stopped.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,6 +331,8 @@ struct RawWorkload {
     #[serde(default, deserialize_with = "optional::<1, MAX_STOP_SECS, _>")]
     stop_timeout_secs: Option<u64>,
     pre_stop: Option<Vec<PreStop>>,
+    post_start: Option<Vec<PreStop>>,
+    ready: Option<Probe>,
 }
 
 /// 1-based line of a byte offset.
@@ -356,11 +404,16 @@ fn merge(settings: &mut Settings, raw: RawFile) {
             companion_units: vec![],
             stop_timeout_secs: 90,
             pre_stop: vec![],
+            post_start: vec![],
+            ready: None,
         });
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = r.$f { w.$f = v; } )* };
         }
-        set!(units, comms, exes, args, cgroups, companion_units, stop_timeout_secs, pre_stop);
+        set!(units, comms, exes, args, cgroups, companion_units, stop_timeout_secs, pre_stop, post_start);
+        if let Some(p) = r.ready {
+            w.ready = Some(p);
+        }
     }
 }
 
@@ -382,6 +435,17 @@ fn validate(settings: &Settings, path: &Path) -> Result<(), ConfigError> {
             if p.argv.is_empty() || p.argv[0].is_empty() {
                 return Err(invalid(format!("workloads.{name}.pre_stop[{i}].argv"), "must name a program"));
             }
+            if p.only_if.as_ref().is_some_and(|c| c.argv.first().is_none_or(String::is_empty)) {
+                return Err(invalid(format!("workloads.{name}.pre_stop[{i}].only_if.argv"), "must name a program"));
+            }
+        }
+        for (i, p) in w.post_start.iter().enumerate() {
+            if p.argv.first().is_none_or(String::is_empty) {
+                return Err(invalid(format!("workloads.{name}.post_start[{i}].argv"), "must name a program"));
+            }
+        }
+        if w.ready.as_ref().is_some_and(|p| p.argv.first().is_none_or(String::is_empty)) {
+            return Err(invalid(format!("workloads.{name}.ready.argv"), "must name a program"));
         }
     }
     Ok(())
@@ -506,7 +570,10 @@ mod tests {
         assert!(docker.stop_grace_secs.is_some());
         assert!(window.timeout_hours.is_some() && window.extension_wait_secs.is_some());
         let workloads = raw.workloads.unwrap();
-        assert_eq!(workloads.keys().collect::<Vec<_>>(), ["cassandra", "docker", "mongodb", "sap"]);
+        assert_eq!(
+            workloads.keys().collect::<Vec<_>>(),
+            ["cassandra", "docker", "mariadb", "mongodb", "postgresql", "redis", "sap"]
+        );
         for (name, w) in &workloads {
             assert!(w.units.as_ref().is_some_and(|u| !u.is_empty()), "{name}");
             assert!(w.stop_timeout_secs.is_some(), "{name}");
@@ -515,6 +582,19 @@ mod tests {
         validate(&d, Path::new(BUILTIN_PATH)).unwrap();
         assert_eq!((d.stray.grace_secs, d.docker.stop_grace_secs, d.window.timeout_hours), (10, 30, 24));
         assert_eq!(d.workloads["sap"].pre_stop[1].timeout_secs, 660);
+        let probes: Vec<(&str, String)> = d
+            .workloads
+            .iter()
+            .filter_map(|(n, w)| w.ready.as_ref().map(|p| (n.as_str(), format!("{} as {}", p.argv.join(" "), p.user))))
+            .collect();
+        assert_eq!(
+            probes,
+            [
+                ("mariadb", "mysqladmin --silent ping as root".to_string()),
+                ("postgresql", "pg_isready -q as postgres".to_string()),
+                ("redis", "redis-cli ping as root".to_string()),
+            ]
+        );
     }
 
     fn write(root: &Path, rel: &str, text: &str) -> PathBuf {
@@ -581,6 +661,26 @@ mod tests {
         write(d.path(), "etc/ade-prep/config.toml", "[stray]\npolicy = \"kill\"\n");
         let e = load(&Paths::under(d.path()), false).unwrap_err().to_string();
         assert!(e.contains(":2: policy: unknown variant `kill`"), "{e}");
+    }
+
+    #[test]
+    fn post_start_and_ready_merge_and_an_empty_probe_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "etc/ade-prep/config.toml",
+            "[workloads.redis]\npost_start = [{argv = [\"redis-cli\", \"CLIENT\", \"UNPAUSE\"]}]\n\
+             ready = {argv = [\"redis-cli\", \"-p\", \"6380\", \"ping\"], expect_stdout = \"PONG\", timeout_secs = 30}\n",
+        );
+        let s = load(&Paths::under(d.path()), false).unwrap();
+        let r = &s.workloads["redis"];
+        assert_eq!(r.post_start[0].argv, ["redis-cli", "CLIENT", "UNPAUSE"]);
+        let p = r.ready.as_ref().unwrap();
+        assert_eq!((p.argv[2].as_str(), p.timeout_secs, p.user.as_str()), ("6380", 30, "root"));
+        assert_eq!(r.units, Settings::default().workloads["redis"].units, "the rest is kept");
+        write(d.path(), "etc/ade-prep/config.toml", "[workloads.redis]\nready = {argv = []}\n");
+        let e = load(&Paths::under(d.path()), false).unwrap_err().to_string();
+        assert!(e.contains("workloads.redis.ready.argv: must name a program"), "{e}");
     }
 
     #[test]

@@ -138,8 +138,18 @@ pub fn verdict(processes: &[ProcessEntry], kernel: &KernelUsers) -> Verdict {
     v.workload_units = units.into_iter().collect();
     v.holders = v.workload_processes + v.other_processes > 0
         || !kernel.swap_files.is_empty()
-        || !kernel.mounts_below.is_empty();
+        || kernel.mounts_below.iter().any(|m| !moved_by_ade(m));
     v
+}
+
+/// The API filesystems ADE moves to its RAM root after its pivot_root, with everything mounted below them
+/// (`ubuntu_2004/.../StripdownState.py:48-67`, `rhel_72/...:50-63`; tests/ade/FINDINGS.md item 21): they do not
+/// keep the old `/` busy.
+pub const MOVED_BY_ADE: &[&str] = &["/dev", "/proc", "/sys", "/run"];
+
+/// Whether a mount point is one ADE moves ([`MOVED_BY_ADE`], or below one).
+pub fn moved_by_ade(m: &std::path::Path) -> bool {
+    MOVED_BY_ADE.iter().any(|p| m.starts_with(p))
 }
 
 fn class_name(c: Class) -> &'static str {
@@ -212,12 +222,20 @@ pub fn verdict_text(r: &ScanReport) -> String {
     if !r.kernel.swap_files.is_empty() {
         let _ = writeln!(o, "  - {} swap file(s) on it (ADE runs swapoff -a first)", r.kernel.swap_files.len());
     }
-    if !r.kernel.mounts_below.is_empty() {
+    let (moved, busy): (Vec<_>, Vec<_>) = r.kernel.mounts_below.iter().partition(|m| moved_by_ade(m));
+    if !busy.is_empty() {
         let _ = writeln!(
             o,
-            "  - {} mount(s) below it (ADE moves /dev, /proc, /sys and /run to its RAM root; others keep it busy): {}",
-            r.kernel.mounts_below.len(),
-            some_of(&r.kernel.mounts_below.iter().map(|m| m.display().to_string()).collect::<Vec<_>>(), 5)
+            "  - {} mount(s) below it that keep it busy: {}",
+            busy.len(),
+            some_of(&busy.iter().map(|m| m.display().to_string()).collect::<Vec<_>>(), 5)
+        );
+    }
+    if !moved.is_empty() {
+        let _ = writeln!(
+            o,
+            "  - {} mount(s) under /dev, /proc, /sys or /run: ADE moves them to its RAM root (they do not keep it busy)",
+            moved.len()
         );
     }
     if v.protected_processes > 0 {
@@ -346,6 +364,18 @@ mod tests {
             holder(901, "evil\x1b[2J", None),
         ];
         scan_report(&Scan::from_holders(Path::new("/"), holders), &Settings::default(), UnreadableWhy::Other)
+    }
+
+    #[test]
+    fn the_api_mounts_ade_moves_do_not_keep_root_busy_others_do() {
+        let mut k = KernelUsers {
+            mounts_below: ["/proc", "/sys/fs/cgroup", "/dev/pts", "/run/user/1000", "/dev"].map(Into::into).to_vec(),
+            ..Default::default()
+        };
+        assert!(!verdict(&[], &k).holders, "only what ADE moves");
+        k.mounts_below.push("/data".into());
+        assert!(verdict(&[], &k).holders, "/data keeps / busy");
+        assert!(!moved_by_ade(std::path::Path::new("/running")), "a path prefix is not a parent");
     }
 
     #[test]

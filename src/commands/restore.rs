@@ -145,7 +145,13 @@ pub fn run(paths: &Paths, settings: &Settings, opts: &RestoreOpts) -> anyhow::Re
     match restore_with(paths, settings, opts)? {
         None if opts.past_deadline => out("nothing to restore: no window is past its deadline\n")?,
         None => out("nothing to restore: no window is open\n")?,
-        Some(r) => out(&format!("restored: {}\n", r.summary()))?,
+        Some(r) => {
+            out(&format!("restored: {}\n", r.summary()))?;
+            // The window is closed, but a workload that does not serve is a failure for the operator to see.
+            if !r.not_ready.is_empty() {
+                return Ok(exit::FAILED);
+            }
+        }
     }
     Ok(exit::OK)
 }

@@ -5,14 +5,18 @@ use serde::Serialize;
 
 use super::out;
 use crate::clock;
+use crate::config::Settings;
 use crate::datavol::{self, AdeVolumes, DataVolumes, VolumeCheck, VolumeRef};
 use crate::exit;
+use crate::glob;
 use crate::lock::{Lock, LockError, LockState};
 use crate::paths::Paths;
-use crate::runner::RealRunner;
+use crate::runner::{RealRunner, Runner};
 use crate::text::escape_controls as esc;
+use crate::window::journal::Change;
 use crate::window::journal::Record;
 use crate::window::store::{FileStore, Store};
+use std::time::Duration;
 
 /// What `status --json` prints.
 #[derive(Debug, Serialize)]
@@ -31,6 +35,20 @@ pub struct StatusReport {
     /// The data volumes of the journal's window, each with its verdict once the window is closed (None while it
     /// is open: ADE has not finished).
     pub volumes: Vec<VolumeStatus>,
+    /// The workloads of the journal's window that have a readiness probe, each asked once the window is closed.
+    pub workloads: Vec<WorkloadReady>,
+}
+
+/// A workload of the window and whether it answers its readiness probe.
+#[derive(Debug, Serialize)]
+pub struct WorkloadReady {
+    /// Its name in the catalogue.
+    pub workload: String,
+    /// Ready or not; None while the window is open (stopped on purpose) or when not root (the probe runs as root
+    /// or its user).
+    pub ready: Option<bool>,
+    /// The probe (argv, user), and when not ready what it answered.
+    pub probe: String,
 }
 
 /// A data volume of the window and whether it is encrypted.
@@ -51,13 +69,61 @@ impl StatusReport {
     }
 }
 
-/// `status`: the window and the lock, the data volumes verified with ADE's own checks.
+/// `status`: the window and the lock, the data volumes verified with ADE's own checks, the window's workloads
+/// asked their readiness probes (as root).
 pub fn status(paths: &Paths) -> anyhow::Result<StatusReport> {
-    status_with(paths, &AdeVolumes { paths, runner: &RealRunner })
+    let root = nix::unistd::geteuid().is_root();
+    let settings = crate::config::or_builtin(crate::config::load(paths, root));
+    let probes = root.then_some(&RealRunner as &dyn Runner);
+    status_with(paths, &AdeVolumes { paths, runner: &RealRunner }, &settings, probes)
 }
 
-/// `status` with the data volumes verified through `vols`.
-pub(crate) fn status_with(paths: &Paths, vols: &dyn DataVolumes) -> anyhow::Result<StatusReport> {
+/// The workloads of the journal's stopped units that have a readiness probe, each asked once through `probes`
+/// when the window is closed.
+fn workloads_ready(
+    journal: Option<&Record>,
+    open: bool,
+    settings: &Settings,
+    probes: Option<&dyn Runner>,
+) -> Vec<WorkloadReady> {
+    let Some(r) = journal else { return vec![] };
+    let units: Vec<&str> = r
+        .entries
+        .iter()
+        .filter_map(|e| match &e.change {
+            Change::StopUnit { unit, .. } => Some(unit.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut out = vec![];
+    for (name, w) in &settings.workloads {
+        let Some(p) = &w.ready else { continue };
+        if !units.iter().any(|u| glob::any(&w.units, u) || w.companion_units.iter().any(|c| c == u)) {
+            continue;
+        }
+        let what = format!("{:?} as {}", p.argv, p.user);
+        let (ready, probe) = match (open, probes) {
+            (true, _) | (_, None) => (None, what),
+            (false, Some(runner)) => {
+                match crate::window::restore::probe(runner, p, Duration::from_secs(crate::config::PROBE_ASK_SECS)) {
+                    Ok(()) => (Some(true), what),
+                    Err(e) => (Some(false), e),
+                }
+            }
+        };
+        out.push(WorkloadReady { workload: name.clone(), ready, probe });
+    }
+    out
+}
+
+/// `status` with the data volumes verified through `vols` and the readiness probes run through `probes` (None:
+/// not asked).
+pub(crate) fn status_with(
+    paths: &Paths,
+    vols: &dyn DataVolumes,
+    settings: &Settings,
+    probes: Option<&dyn Runner>,
+) -> anyhow::Result<StatusReport> {
     let store = FileStore::new(paths);
     let journal = store.load().with_context(|| "reading the journal".to_string())?;
     let (lock, lock_holder) = match Lock::new(paths).state() {
@@ -81,7 +147,9 @@ pub(crate) fn status_with(paths: &Paths, vols: &dyn DataVolumes) -> anyhow::Resu
             .map(|(volume, c)| VolumeStatus { volume, check: Some(c) })
             .collect()
     };
+    let workloads = workloads_ready(journal.as_ref(), window_open, settings, probes);
     Ok(StatusReport {
+        workloads,
         volumes,
         window_open,
         stale_hold_list: crate::window::hold::stale_list(paths, window_open),
@@ -144,6 +212,13 @@ pub fn status_text(s: &StatusReport) -> String {
     for e in s.volume_errors() {
         let _ = writeln!(o, "error: {}", esc(&e));
     }
+    for w in &s.workloads {
+        let _ = match w.ready {
+            None => writeln!(o, "workload {}: not asked (probe {})", w.workload, esc(&w.probe)),
+            Some(true) => writeln!(o, "workload {}: ready (probe {})", w.workload, esc(&w.probe)),
+            Some(false) => writeln!(o, "workload {}: NOT READY: {}", w.workload, esc(&w.probe)),
+        };
+    }
     if let Some(p) = &s.stale_hold_list {
         let _ = writeln!(
             o,
@@ -165,7 +240,9 @@ pub fn run(paths: &Paths, json: bool) -> anyhow::Result<u8> {
     } else {
         out(&status_text(&s))?;
     }
-    // A data volume ADE skipped is an error (ADE itself reported success).
+    // A data volume ADE skipped is an error (ADE itself reported success). A workload not ready is shown, not an
+    // error: the window's workloads are asked as long as its journal is there, also after an operator stopped one
+    // on purpose (restore, which started them, exits 1 for one that does not answer).
     Ok(if s.volume_errors().is_empty() { exit::OK } else { exit::FAILED })
 }
 
@@ -187,7 +264,7 @@ mod tests {
         vols.encrypted.insert("/data".into(), "/dev/mapper/uuid-of-sdc1".into());
 
         // Open: listed, not judged (ADE has not finished).
-        let s = status_with(&paths, &vols).unwrap();
+        let s = status_with(&paths, &vols, &Settings::default(), None).unwrap();
         assert!(s.volumes.iter().all(|v| v.check.is_none()));
         assert!(s.volume_errors().is_empty());
         let text = status_text(&s);
@@ -195,7 +272,7 @@ mod tests {
 
         j.set_phase(Phase::Restoring).unwrap();
         j.set_phase(Phase::Closed).unwrap();
-        let s = status_with(&paths, &vols).unwrap();
+        let s = status_with(&paths, &vols, &Settings::default(), None).unwrap();
         let text = status_text(&s);
         assert!(text.contains("data volume /data (/dev/sdc1): encrypted (/dev/mapper/uuid-of-sdc1)\n"), "{text}");
         assert!(
@@ -212,8 +289,39 @@ mod tests {
         assert_eq!(json["volumes"][0]["check"]["mapper"], "/dev/mapper/uuid-of-sdc1");
 
         vols.encrypted.insert("/logs".into(), "/dev/mapper/uuid-of-sdd1".into());
-        let s = status_with(&paths, &vols).unwrap();
+        let s = status_with(&paths, &vols, &Settings::default(), None).unwrap();
         assert!(s.volume_errors().is_empty() && !status_text(&s).contains("error:"));
+    }
+
+    #[test]
+    fn status_asks_the_windows_workloads_their_probes_once_it_is_closed_and_names_a_failing_one() {
+        use crate::testing::runner::FakeRunner;
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::under(d.path());
+        let mut j = Journal::open(FileStore::new(&paths), Path::new("/"), "b").unwrap();
+        for u in ["postgresql@15-main.service", "redis-server.service", "mongod.service"] {
+            let seq = j.intend(Change::StopUnit { unit: u.into(), active_state_before: "active".into() }).unwrap();
+            j.done(seq).unwrap();
+        }
+        let mut runner = FakeRunner::default();
+        runner.codes.insert("pg_isready".into(), 2);
+        runner.stdouts.insert("redis-cli ping".into(), "PONG\n".into());
+        let s = status_with(&paths, &FakeVolumes::default(), &Settings::default(), Some(&runner)).unwrap();
+        assert!(s.workloads.iter().all(|w| w.ready.is_none()), "open: stopped on purpose, not asked");
+        assert!(runner.calls.borrow().is_empty());
+        j.set_phase(Phase::Restoring).unwrap();
+        j.set_phase(Phase::Closed).unwrap();
+        let s = status_with(&paths, &FakeVolumes::default(), &Settings::default(), Some(&runner)).unwrap();
+        let got: Vec<(&str, Option<bool>)> = s.workloads.iter().map(|w| (w.workload.as_str(), w.ready)).collect();
+        assert_eq!(got, [("postgresql", Some(false)), ("redis", Some(true))], "mongodb has no probe");
+        let text = status_text(&s);
+        assert!(
+            text.contains(
+                "workload postgresql: NOT READY: probe [\"pg_isready\", \"-q\"] as postgres: exited 2: boom\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("workload redis: ready (probe [\"redis-cli\", \"ping\"] as root)\n"), "{text}");
     }
 
     #[test]
@@ -221,7 +329,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let paths = Paths::under(d.path());
         Journal::open(FileStore::new(&paths), Path::new("/"), "b").unwrap();
-        let s = status_with(&paths, &FakeVolumes::default()).unwrap();
+        let s = status_with(&paths, &FakeVolumes::default(), &Settings::default(), None).unwrap();
         assert!(s.volumes.is_empty());
         assert!(!status_text(&s).contains("data volume"));
     }

@@ -23,6 +23,8 @@ pub(crate) struct FakeRunner {
     pub(crate) hook: Option<Box<dyn Fn(&[String])>>,
     /// A SIGTERM sent to a paused task, delivered when it is resumed.
     pub(crate) pending_term: RefCell<BTreeSet<(String, String)>>,
+    /// Standard output of a command, by its words joined by spaces.
+    pub(crate) stdouts: BTreeMap<String, String>,
     /// containerd's containers (namespace, id): every task's given by [`FakeRunner::with_task`] (a task's container
     /// outlives the task), less those deleted by a test (`containers_gone`).
     pub(crate) containers: RefCell<BTreeSet<(String, String)>>,
@@ -154,6 +156,7 @@ impl Runner for FakeRunner {
             });
         }
         let code = self.codes.get(&argv[0]).copied().unwrap_or(0);
-        Ok(Outcome { code: Some(code), timed_out: false, stdout: String::new(), stderr_tail: "boom".into() })
+        let stdout = self.stdouts.get(&argv.join(" ")).cloned().unwrap_or_default();
+        Ok(Outcome { code: Some(code), timed_out: false, stdout, stderr_tail: "boom".into() })
     }
 }

@@ -101,6 +101,22 @@ pub fn roll_back<S: Store>(m: &Machine, j: &mut Journal<S>, e: anyhow::Error) ->
     }
 }
 
+/// Whether a pre-stop command applies ([`crate::config::OnlyIf`]): its question asked as the same user, within the
+/// same timeout. A question that fails or times out is an error naming it.
+fn applies(m: &Machine, command: &crate::config::PreStop) -> anyhow::Result<bool> {
+    let Some(c) = &command.only_if else { return Ok(true) };
+    let o = m.runner.run(&c.argv, &command.user, Duration::from_secs(command.timeout_secs))?;
+    let shown = crate::bundle::redact_argv(&c.argv).0;
+    if o.timed_out {
+        return Err(anyhow!("{shown:?} timed out after {} s", command.timeout_secs));
+    }
+    if o.code != Some(0) {
+        let code = o.code.map_or("by a signal".into(), |c| c.to_string());
+        return Err(anyhow!("{shown:?} exited {code}: {}{}", o.stdout.trim(), o.stderr_tail));
+    }
+    Ok(!c.unless_stdout.iter().any(|u| u == o.stdout.trim()))
+}
+
 fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::Result<()> {
     let mut stopped: BTreeSet<String> = BTreeSet::new();
     let mut stop_seqs: BTreeMap<String, u32> = BTreeMap::new();
@@ -129,7 +145,19 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                 log::info!("pre-stop {workload}: running {shown:?} as {}", command.user);
                 let what = format!("pre-stop of {workload}: {}", shown.join(" "));
                 events::emit(Event::Waiting { what: &what, left: Some(Duration::from_secs(command.timeout_secs)) });
-                let r = m.runner.run(&command.argv, &command.user, Duration::from_secs(command.timeout_secs));
+                let r = match applies(m, command) {
+                    Ok(true) => m.runner.run(&command.argv, &command.user, Duration::from_secs(command.timeout_secs)),
+                    Ok(false) => {
+                        events::emit(Event::WaitOver);
+                        log::info!("pre-stop {workload}: {shown:?} does not apply here: skipped");
+                        finish(j, seq)?;
+                        continue;
+                    }
+                    Err(e) => {
+                        events::emit(Event::WaitOver);
+                        return Err(fail(j, seq, anyhow!("pre-stop of {workload}: {e}")));
+                    }
+                };
                 events::emit(Event::WaitOver);
                 let err = match r {
                     Err(e) => Some(anyhow!("pre-stop of {workload}: {e}")),
@@ -550,15 +578,16 @@ mod tests {
         assert_eq!(w.se.0.get(), Mode::Enforcing);
         assert_eq!(w.runner.calls.borrow().last().unwrap(), &["docker", "start", "c1", "c2"]);
         assert_eq!(j2.record().phase, Phase::Closed);
-        // services come back before their triggers, and only after the unmask
+        // sockets come back before their services, as at boot (a service started without its socket may bind the
+        // address itself: mariadbd), and only after the unmask
         let calls = w.sd.calls();
         let unmask = calls.iter().position(|c| matches!(c, FakeCall::Unmask(_))).unwrap();
         let starts: Vec<&FakeCall> = calls[unmask..].iter().filter(|c| matches!(c, FakeCall::Start(_))).collect();
         assert_eq!(
             starts,
             [
-                &FakeCall::Start(vec!["docker.service".into(), "containerd.service".into()]),
-                &FakeCall::Start(vec!["docker.socket".into()])
+                &FakeCall::Start(vec!["docker.socket".into()]),
+                &FakeCall::Start(vec!["docker.service".into(), "containerd.service".into()])
             ]
         );
         // A second restore finds nothing to do.
@@ -865,6 +894,91 @@ mod tests {
         assert!(!w.sd.calls().iter().any(|c| matches!(c, FakeCall::Stop(_))));
         let pre = j.record().entries.iter().find(|e| matches!(e.change, Change::PreStop { .. })).unwrap();
         assert_eq!(pre.status, Status::Undone, "a failed step is kept, and closed by the rollback");
+    }
+
+    #[test]
+    fn redis_is_saved_first_only_where_snapshots_are_configured_and_an_unanswered_question_refuses() {
+        let ask = "redis-cli --raw CONFIG GET save";
+        let run = |answer: Option<&str>, code: i32| {
+            let mut w = World::new(FakeSystemd::new().with_unit(service("redis-server.service", "active")));
+            if let Some(a) = answer {
+                w.runner.stdouts.insert(ask.into(), a.into());
+            }
+            w.runner.codes.insert("redis-cli".into(), code);
+            let (r, j) = w.prepare(vec![holder(50, "redis-server", Some("redis-server.service"))]);
+            let calls: Vec<String> = w.runner.calls.borrow().iter().map(|a| a.join(" ")).collect();
+            (r.map_err(|e| format!("{e:#}")), calls, j, w)
+        };
+        // Snapshots configured: asked, then saved, then stopped.
+        let (r, calls, _, _) = run(Some("save\n3600 1 300 100 60 10000\n"), 0);
+        r.unwrap();
+        assert_eq!(calls, [ask, "redis-cli SAVE"]);
+        // None configured (`save ""`): asked, not saved (a dump.rdb would be loaded at the next start), stopped.
+        let (r, calls, j, w) = run(Some("save\n\n"), 0);
+        r.unwrap();
+        assert_eq!(calls, [ask]);
+        assert_eq!(w.active("redis-server.service"), "inactive");
+        let pre = j.record().entries.iter().find(|e| matches!(e.change, Change::PreStop { .. })).unwrap();
+        assert_eq!(pre.status, Status::Done);
+        // Redis does not answer: the step fails, naming the question, and nothing is stopped.
+        let (r, calls, _, w) = run(None, 1);
+        let e = r.unwrap_err();
+        assert!(
+            e.contains("pre-stop of redis: [\"redis-cli\", \"--raw\", \"CONFIG\", \"GET\", \"save\"] exited 1"),
+            "{e}"
+        );
+        assert_eq!(calls, [ask]);
+        assert_eq!(w.active("redis-server.service"), "active");
+    }
+
+    #[test]
+    fn restore_runs_the_post_start_steps_after_the_start_then_waits_for_readiness_naming_a_failing_probe() {
+        let sd = || FakeSystemd::new().with_unit(service("postgresql@15-main.service", "active"));
+        let holders = || vec![holder(70, "postgres", Some("postgresql@15-main.service"))];
+        let mut w = World::new(sd());
+        w.settings.workloads.get_mut("postgresql").unwrap().post_start = vec![crate::config::PreStop {
+            argv: vec!["pg-after".into()],
+            ..w.settings.workloads["sap"].pre_stop[0].clone()
+        }];
+        let (r, mut j) = w.prepare(holders());
+        r.unwrap();
+        let before = w.runner.calls.borrow().len();
+        let r = w.restore(&mut j);
+        assert!(r.failed.is_empty() && r.not_ready.is_empty(), "{r:?}");
+        let after: Vec<String> = w.runner.calls.borrow()[before..].iter().map(|a| a.join(" ")).collect();
+        assert_eq!(after, ["pg-after", "pg_isready -q"], "post-start, then the probe, after the start");
+        assert_eq!(w.active("postgresql@15-main.service"), "active");
+        assert_eq!(j.record().phase, Phase::Closed);
+
+        // A probe that never answers: reported, named, within its bound; the window still closes.
+        let mut w = World::new(sd());
+        w.settings.workloads.get_mut("postgresql").unwrap().ready.as_mut().unwrap().timeout_secs = 2;
+        let (r, mut j) = w.prepare(holders());
+        r.unwrap();
+        w.runner.codes.insert("pg_isready".into(), 2);
+        let t = std::time::Instant::now();
+        let r = w.restore(&mut j);
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        assert_eq!(
+            r.not_ready,
+            ["workload postgresql not ready after 2 s: probe [\"pg_isready\", \"-q\"] as postgres: exited 2: boom"]
+        );
+        assert!(w.runner.calls.borrow().iter().filter(|a| a[0] == "pg_isready").count() >= 2, "asked again");
+        assert!(r.summary().contains("not ready: workload postgresql"), "{}", r.summary());
+        assert_eq!(j.record().phase, Phase::Closed);
+
+        // Redis: PONG is ready, anything else is not.
+        let mut w = World::new(FakeSystemd::new().with_unit(service("redis-server.service", "active")));
+        w.settings.workloads.get_mut("redis").unwrap().ready.as_mut().unwrap().timeout_secs = 1;
+        w.settings.workloads.get_mut("redis").unwrap().pre_stop.clear();
+        let (r, mut j) = w.prepare(vec![holder(71, "redis-server", Some("redis-server.service"))]);
+        r.unwrap();
+        w.runner.stdouts.insert("redis-cli ping".into(), "LOADING Redis is loading the dataset in memory\n".into());
+        let r = w.restore(&mut j);
+        assert!(
+            r.not_ready[0].ends_with("answered \"LOADING Redis is loading the dataset in memory\", not \"PONG\""),
+            "{r:?}"
+        );
     }
 
     #[test]

@@ -447,7 +447,13 @@ impl fmt::Display for Step {
                 command.argv.join(" "),
                 command.timeout_secs,
                 command.ok_exit_codes
-            ),
+            )
+            .and_then(|()| match &command.only_if {
+                Some(c) => {
+                    write!(f, ", only if {} exits 0 and answers other than {:?}", c.argv.join(" "), c.unless_stdout)
+                }
+                None => Ok(()),
+            }),
             Step::StopContainers { ids, grace_secs } => {
                 write!(f, "docker stop -t {grace_secs} {} ({} containers)", ids.join(" "), ids.len())
             }

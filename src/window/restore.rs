@@ -5,7 +5,7 @@
 //!
 //! Order: SELinux back; the hold list removed, then unmask every unit (one call, then Reload; a Reload all the
 //! same when there is no runtime mask, so that ade-prep-generator drops its masks); start the stopped units that were running
-//! (services first, then their triggers, each batch concurrently, each job awaited); start stopped containers, then
+//! (sockets, then services, then timers and paths, each batch concurrently, each job awaited); start stopped containers, then
 //! containerd's own stopped tasks.
 //! Units that fail to come back are named and stay in the journal for the next `restore`.
 
@@ -35,6 +35,10 @@ pub struct Restored {
     pub undone: Vec<String>,
     /// Changes that could not be undone, with why.
     pub failed: Vec<String>,
+    /// Workloads started again that do not serve: a post-start step that failed, or a readiness probe that did not
+    /// answer within its bound, each naming the command. The units are started (systemd's now): the window closes
+    /// all the same, and `status` asks the probes again.
+    pub not_ready: Vec<String>,
     /// Undos counted done whose target no longer exists (a unit systemd no longer knows, a container the engine
     /// removed, a containerd container deleted): each named. Nothing can bring them back, so the window ends.
     pub warnings: Vec<String>,
@@ -52,6 +56,9 @@ impl Restored {
         }
         if !self.failed.is_empty() {
             s.push_str(&format!(", {} failed: {}", self.failed.len(), self.failed.join("; ")));
+        }
+        if !self.not_ready.is_empty() {
+            s.push_str(&format!("; not ready: {}", self.not_ready.join("; ")));
         }
         s
     }
@@ -180,7 +187,7 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
         log::error!("restore: removing the hold list: {e}");
         out.failed.push(format!("removing the hold list: {e}"));
     }
-    // 3. Start what was running, newest stop first: services, then the triggers (sockets, timers, paths).
+    // 3. Start what was running, newest stop first.
     let stops: Vec<(u32, String, String)> = todo
         .iter()
         .filter_map(|(s, c)| match c {
@@ -189,9 +196,17 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
         })
         .collect();
     end_leftovers(m, j, &stops, &mut out, &unrecorded);
-    let is_trigger = |u: &str| UnitKind::of(u) == UnitKind::Trigger;
-    for triggers in [false, true] {
-        let wave: Vec<&(u32, String, String)> = stops.iter().filter(|(_, u, _)| is_trigger(u) == triggers).collect();
+    let mut started: Vec<String> = vec![];
+    // Sockets first, as at boot (sockets.target): a service that binds its socket's address itself when started
+    // without it (mariadbd: no Requires= on mariadb.socket) would make the socket's start fail after it (EADDRINUSE,
+    // found with Debian 12's mariadb-server, tests/nspawn/workloads.rs). Then services, then timers and paths.
+    let wave_of = |u: &str| match UnitKind::of(u) {
+        UnitKind::Trigger if u.ends_with(".socket") => 0,
+        UnitKind::Trigger => 2,
+        _ => 1,
+    };
+    for n in [0, 1, 2] {
+        let wave: Vec<&(u32, String, String)> = stops.iter().filter(|(_, u, _)| wave_of(u) == n).collect();
         let (start, skip): (Vec<_>, Vec<_>) = wave
             .into_iter()
             .partition(|(_, u, before)| ActiveState::parse(before).is_running() && UnitKind::of(u) != UnitKind::Scope);
@@ -207,6 +222,7 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
         for ((seq, u, _), (_, r)) in start.iter().zip(results) {
             match r {
                 Ok(()) => {
+                    started.push(u.clone());
                     events::emit(Event::Started(u));
                     ok(j, *seq, format!("start {u}"), &mut out)?
                 }
@@ -262,6 +278,16 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
                 }
                 Err(e) => bad(j, *seq, e, &mut out)?,
             }
+        }
+    }
+    // 4c. The workloads started again: their post-start steps, then their readiness, each within its bound.
+    for (name, w) in &m.settings.workloads {
+        if !started.iter().any(|u| glob::any(&w.units, u) || w.companion_units.contains(u)) {
+            continue;
+        }
+        if let Err(e) = bring_up(m, name, w) {
+            log::error!("restore: {e}");
+            out.not_ready.push(e);
         }
     }
     // 5. Nothing to undo for the rest; the lock goes with the window.
@@ -372,6 +398,62 @@ fn end_leftovers<S: Store>(
                 out.failed.push(what);
             }
         }
+    }
+}
+
+/// A workload's post-start steps, in order, then its readiness probe until it answers: Err names the step or the
+/// probe that did not.
+fn bring_up(m: &Machine, name: &str, w: &crate::config::Workload) -> Result<(), String> {
+    for p in &w.post_start {
+        let what = format!("workload {name}: post-start {:?} as {}", crate::bundle::redact_argv(&p.argv).0, p.user);
+        log::info!("{what}");
+        let o =
+            m.runner.run(&p.argv, &p.user, Duration::from_secs(p.timeout_secs)).map_err(|e| format!("{what}: {e}"))?;
+        if o.timed_out {
+            return Err(format!("{what}: timed out after {} s", p.timeout_secs));
+        }
+        if !o.code.is_some_and(|c| p.ok_exit_codes.contains(&c)) {
+            return Err(format!("{what}: exited {:?} (expected {:?}): {}", o.code, p.ok_exit_codes, o.stderr_tail));
+        }
+    }
+    let Some(p) = &w.ready else { return Ok(()) };
+    let bound = Duration::from_secs(p.timeout_secs);
+    let what = format!("readiness of {name}");
+    events::emit(Event::Waiting { what: &what, left: Some(bound) });
+    let t = std::time::Instant::now();
+    let r = loop {
+        let left = bound.saturating_sub(t.elapsed());
+        let ask = left.min(Duration::from_secs(crate::config::PROBE_ASK_SECS)).max(Duration::from_secs(1));
+        let last = probe(m.runner, p, ask);
+        if last.is_ok() || t.elapsed() >= bound || crate::signals::stop_now() {
+            break last;
+        }
+        std::thread::sleep(Duration::from_secs(crate::config::PROBE_INTERVAL_SECS).min(left));
+    };
+    events::emit(Event::WaitOver);
+    match r {
+        Ok(()) => {
+            log::info!("workload {name} is ready ({})", p.argv.join(" "));
+            Ok(())
+        }
+        Err(e) => Err(format!("workload {name} not ready after {} s: {e}", p.timeout_secs)),
+    }
+}
+
+/// One ask of a readiness probe: Err names the probe and its answer.
+pub fn probe(runner: &dyn Runner, p: &crate::config::Probe, ask: Duration) -> Result<(), String> {
+    let cmd = format!("probe {:?} as {}", p.argv, p.user);
+    let o = runner.run(&p.argv, &p.user, ask).map_err(|e| format!("{cmd}: {e}"))?;
+    if o.timed_out {
+        return Err(format!("{cmd}: no answer within {} s", ask.as_secs()));
+    }
+    if o.code != Some(0) {
+        let code = o.code.map_or("by a signal".into(), |c| c.to_string());
+        return Err(format!("{cmd}: exited {code}: {}{}", o.stdout.trim(), o.stderr_tail));
+    }
+    match &p.expect_stdout {
+        Some(want) if o.stdout.trim() != want => Err(format!("{cmd}: answered {:?}, not {want:?}", o.stdout.trim())),
+        _ => Ok(()),
     }
 }
 

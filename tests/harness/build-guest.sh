@@ -21,6 +21,8 @@
 #                systemd), built from source with systemd219-fixes.sh, `make install`ed here
 #   rootfs-219/  rootfs-ns with Debian's systemd 252 replaced by that 219 build, for
 #                `nspawn-run.sh -g 219` (Debian's libsystemd0/libudev1 stay)
+#   rootfs-db/   rootfs-ns + Debian 12's postgresql (15, cluster 15/main) and mariadb-server, both
+#                DISABLED (tests/nspawn workloads suite, `nspawn-run.sh -g db`)
 #   logs/STEP.log, logs/timings
 # Steps: qemu rootfs selinux overlay image nspawn systemd219 rootfs-219 docker crypt (plain). A step is skipped while its
 # marker $H/.done-STEP holds the current recipe hash (its code, package lists,
@@ -28,8 +30,8 @@
 # exists; otherwise it is redone from scratch (markers are written last, so an
 # interrupted step is redone). Editing guest-overlay/ redoes overlay + image
 # (~30 s), not debootstrap, selinux or rootfs-ns.
-#   --nspawn-only  build only rootfs, overlay, nspawn, systemd219, rootfs-219 (enough for
-#                  nspawn-run.sh on both guests)
+#   --nspawn-only  build only rootfs, overlay, nspawn, systemd219, rootfs-219, rootfs-db (enough for
+#                  nspawn-run.sh on every guest)
 #   --with-plain-image  every step and the plain image (step plain: images/debian12.img)
 # The systemd 219 source: $ADE_SYSTEMD219_TARBALL, else systemd-rhel7-9b2dad78f2.tar.xz in
 # ../shared/vendor/ beside the checkout (or beside the main checkout when this is a git
@@ -55,10 +57,12 @@ SD219_URL=https://github.com/systemd-rhel/rhel-7/archive/$SD219_COMMIT.tar.gz
 STEPS="$STEPS docker"; DEPS[docker]=image   # step_docker: images/debian12-docker.img
 STEPS="$STEPS crypt"; DEPS[crypt]=image     # step_crypt: cryptsetup in images/debian12-selinux.img
 DEPS[plain]=image                           # step_plain: images/debian12.img (--with-plain-image)
+STEPS="$STEPS rootfs-db"; DEPS[rootfs-db]=nspawn   # step_rootfs-db: rootfs-ns + PostgreSQL 15 and MariaDB
+DB_PKGS="postgresql mariadb-server mariadb-client"
 
 die() { echo "build-guest: $*" >&2; exit 1; }
 case ${1:-} in
-  --nspawn-only) STEPS="rootfs overlay nspawn systemd219 rootfs-219";;
+  --nspawn-only) STEPS="rootfs overlay nspawn systemd219 rootfs-219 rootfs-db";;
   --with-plain-image) STEPS="$STEPS plain";;
   "") ;;
   *) echo "usage: $0 [--nspawn-only | --with-plain-image]" >&2; exit 2;;
@@ -341,6 +345,30 @@ step_crypt() {
   mv "$img.crypt.tmp" "$img"
 }
 
+# rootfs-db: rootfs-ns plus Debian 12's PostgreSQL 15 and MariaDB (the workloads suite: real packages, their own
+# units). Installed through chroot apt-get with services kept from starting (policy-rc.d), then disabled: a test
+# starts the one it needs. rootfs-ns is left as it is (the other suites do not pay for two databases).
+step_rootfs-db() {
+  local T=$H/rootfs-db.tmp
+  fresh "$T"; cp -a "$H/rootfs-ns" "$T"
+  # shellcheck disable=SC2064    # expand $T now
+  trap "umount '$T/proc' 2>/dev/null || true" EXIT
+  cp /etc/resolv.conf "$T/etc/resolv.conf"
+  printf '#!/bin/sh\nexit 101\n' > "$T/usr/sbin/policy-rc.d"; chmod +x "$T/usr/sbin/policy-rc.d"
+  mount -t proc proc "$T/proc"
+  chroot "$T" apt-get update
+  # shellcheck disable=SC2086
+  chroot "$T" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $DB_PKGS
+  umount "$T/proc"
+  chroot "$T" apt-get clean
+  rm -rf "$T"/var/lib/apt/lists/*_Packages
+  rm -f "$T/etc/resolv.conf" "$T/usr/sbin/policy-rc.d"
+  chroot "$T" systemctl disable postgresql.service postgresql@15-main.service mariadb.service 2>&1 || true
+  chroot "$T" dpkg-query -W postgresql-15 mariadb-server
+  [ -f "$T/etc/postgresql/15/main/postgresql.conf" ]
+  fresh "$H/rootfs-db"; mv "$T" "$H/rootfs-db"
+}
+
 output_ok() {
   case $1 in
     qemu)    [ -x "$H/qemu-root/usr/bin/qemu-system-x86_64" ];;
@@ -353,13 +381,14 @@ output_ok() {
     systemd219) [ -x "$H/systemd219/usr/lib/systemd/systemd" ];;
     rootfs-219) [ -x "$H/rootfs-219/usr/lib/systemd/systemd" ] && [ -x "$H/rootfs-219/usr/bin/systemd-sysusers" ];;
     docker)  [ -f "$H/images/debian12-docker.img" ];;
+    rootfs-db) [ -x "$H/rootfs-db/usr/lib/postgresql/15/bin/postgres" ] && [ -x "$H/rootfs-db/usr/sbin/mariadbd" ];;
     crypt)   debugfs -R 'stat /usr/sbin/cryptsetup' "$H/images/debian12-selinux.img" 2>/dev/null | grep -q 'Type: regular';;
   esac
 }
 
 # Hash of everything step $1's output depends on.
 recipe() {
-  { declare -f "step_$1"; echo "$ROOT_PKGS|$SE_PKGS"
+  { declare -f "step_$1"; echo "$ROOT_PKGS|$SE_PKGS"; [ "$1" = rootfs-db ] && echo "$DB_PKGS"
     [ "$1" = overlay ] && tar -C "$OVERLAY" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -c .
     [ "$1" = systemd219 ] && { echo "$SD219_SHA"; cat "$HERE/systemd219-fixes.sh"; }
     for d in ${DEPS[$1]}; do echo "$d=$(cat "$H/.done-$d" 2>/dev/null)"; done

@@ -17,3 +17,4 @@ mod systemd;
 mod trust;
 mod units;
 mod volumes;
+mod workloads;
