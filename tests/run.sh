@@ -29,6 +29,18 @@ if ! command -v cargo-zigbuild >/dev/null || ! python3 -c 'import ziglang' 2>/de
 fi
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
 
+# Debian's etcd (tests/fleet): unpacked into the harness cache, never installed (no system service is started).
+ETCD_DIR="${ADE_HARNESS_DIR:-/var/cache/ade-prep-harness}/etcd"
+if [ ! -x "$ETCD_DIR/usr/bin/etcd" ] || [ ! -x "$ETCD_DIR/usr/bin/etcdctl" ]; then
+  log "fetching Debian's etcd-server and etcd-client into $ETCD_DIR"
+  dl=$(mktemp -d)
+  (cd "$dl" && apt-get download -qq etcd-server etcd-client 2>/dev/null) || { apt-get update -qq; (cd "$dl" && apt-get download -qq etcd-server etcd-client); }
+  mkdir -p "$ETCD_DIR"
+  for deb in "$dl"/*.deb; do dpkg -x "$deb" "$ETCD_DIR"; done
+  rm -rf "$dl"
+fi
+export ADE_ETCD_DIR="$ETCD_DIR"
+
 # The cached guests (skipped steps when already built). Both modes build the systemd 219 guest (about 3 minutes,
 # once); in CI a missing 219 source fails here.
 if [ -x tests/harness/build-guest.sh ]; then

@@ -97,9 +97,19 @@ pub fn restore_with(paths: &Paths, settings: &Settings, opts: &RestoreOpts) -> a
     if !r.failed.is_empty() {
         return Err(exit::with_code(
             exit::FAILED,
-            anyhow!("restore incomplete ({}); run `ade-prep restore` again once fixed", r.failed.join("; ")),
+            anyhow!(
+                "restore incomplete ({}); run `ade-prep restore` again once fixed{}",
+                r.failed.join("; "),
+                if crate::fleet::record::read(paths).is_ok_and(|r| r.is_some()) {
+                    " (the fleet slot stays held until then)"
+                } else {
+                    ""
+                }
+            ),
         ));
     }
+    // Every workload is back: the fleet slot (if this VM holds one) goes back to the group (docs/fleet.md).
+    crate::fleet::release_after_restore(paths);
     Ok(Some(r))
 }
 

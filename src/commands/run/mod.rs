@@ -323,6 +323,8 @@ fn prepare_for_request(
             notify(&[sd_notify::NotifyState::Ready]);
             return Ok(Err(this));
         }
+        // A fleet member that holds no slot: said loudly, never waited for (ADE will not wait).
+        crate::fleet::warn_if_unheld(paths, settings);
         let settings_file = ade::settings_path(&handler_dir, seq);
         let decision = match volume_type {
             VolumeType::Os => "includes the OS volume: preparing",

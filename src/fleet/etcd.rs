@@ -1,0 +1,211 @@
+//! The etcd backend: one key per group in airlock's layout, `com.coreos.airlock/groups/<group>/v1/semaphore`
+//! (coreos/airlock internal/lock/lock.go:16, 51), created by a transaction "version = 0 → put" (lock.go:137-142)
+//! and changed by read, edit, "version = what was read → put" (lock.go:150-181, 197-203), so that an airlock
+//! server and ade-prep clients can share a group. Spoken over etcd's v3 JSON gateway (`POST /v3/kv/range`,
+//! `/v3/kv/txn`, keys and values base64; 64-bit numbers as strings), served on the client URL under `/v3/` in etcd
+//! 3.4 (etcd v3.4.23 embed/serve.go:298-300; paths: etcdserver/etcdserverpb/gw/rpc.pb.gw.go:851-857).
+//!
+//! Endpoints are tried in order from the last one that answered: a member that is down or has no leader (a 5xx)
+//! passes the request on to the next. A transaction retried on another member after a timeout is safe: the retry
+//! reads the key again and finds the id already holding (or released).
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use super::semaphore::{Acquire, Semaphore};
+use super::{Acquired, Backend, FleetError, Released};
+
+/// How many compare-and-swap races one acquire or release may lose before it reports busy (acquire) or fails.
+pub const CAS_ATTEMPTS: u32 = 64;
+
+/// The group's key (airlock's `keyTemplate` with the group as `url.QueryEscape` leaves a valid group).
+pub fn key(group: &str) -> String {
+    format!("com.coreos.airlock/groups/{group}/v1/semaphore")
+}
+
+/// etcd over its JSON gateway.
+pub struct Etcd {
+    agent: ureq::Agent,
+    endpoints: Vec<String>,
+    key: String,
+    slots: u64,
+    /// The endpoint that answered last.
+    first: Cell<usize>,
+}
+
+/// A read of the key: the semaphore and the key's version (0: absent).
+struct Read {
+    sem: Option<Semaphore>,
+    version: i64,
+}
+
+fn number(v: &Value) -> i64 {
+    match v {
+        Value::String(s) => s.parse().unwrap_or(0),
+        Value::Number(n) => n.as_i64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+impl Etcd {
+    /// A client for `group`'s key; `slots` is what the key is created with when absent.
+    pub fn new(agent: ureq::Agent, endpoints: Vec<String>, group: &str, slots: u64) -> Self {
+        let endpoints = endpoints.into_iter().map(|e| e.trim_end_matches('/').to_string()).collect();
+        Etcd { agent, endpoints, key: key(group), slots, first: Cell::new(0) }
+    }
+
+    /// POSTs to the gateway, trying each endpoint once.
+    fn call(&self, path: &str, body: &Value) -> Result<Value, FleetError> {
+        let n = self.endpoints.len();
+        let mut why = vec![];
+        for k in 0..n {
+            let i = (self.first.get() + k) % n;
+            let url = format!("{}{path}", self.endpoints[i]);
+            match super::http::post(&self.agent, &url, &[], body) {
+                Err(e) => why.push(format!("{}: {e}", self.endpoints[i])),
+                Ok((status, text)) => {
+                    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                    if status == 200 && v.is_object() {
+                        self.first.set(i);
+                        return Ok(v);
+                    }
+                    let msg = v.get("message").and_then(Value::as_str).unwrap_or(text.trim()).to_string();
+                    if status >= 500 {
+                        // No leader, shutting down, timed out: another member may do.
+                        why.push(format!("{}: HTTP {status}: {msg}", self.endpoints[i]));
+                        continue;
+                    }
+                    return Err(FleetError::Server {
+                        endpoint: self.endpoints[i].clone(),
+                        message: format!("{path}: HTTP {status}: {msg}"),
+                    });
+                }
+            }
+        }
+        Err(FleetError::Unreachable(why.join("; ")))
+    }
+
+    fn read(&self) -> Result<Read, FleetError> {
+        let v = self.call("/v3/kv/range", &json!({ "key": B64.encode(&self.key) }))?;
+        let Some(kv) = v.get("kvs").and_then(Value::as_array).and_then(|a| a.first()) else {
+            return Ok(Read { sem: None, version: 0 });
+        };
+        let bad = |message: String| FleetError::BadValue { key: self.key.clone(), message };
+        let value = kv.get("value").and_then(Value::as_str).unwrap_or("");
+        let bytes = B64.decode(value).map_err(|e| bad(format!("value is not base64: {e}")))?;
+        let sem = Semaphore::parse(&bytes).map_err(bad)?;
+        Ok(Read { sem: Some(sem), version: number(&kv["version"]) })
+    }
+
+    /// "version = `version` → put `sem`"; whether it succeeded.
+    fn swap(&self, version: i64, sem: &Semaphore) -> Result<bool, FleetError> {
+        let k = B64.encode(&self.key);
+        let body = json!({
+            "compare": [{ "key": k, "result": "EQUAL", "target": "VERSION", "version": version.to_string() }],
+            "success": [{ "request_put": { "key": k, "value": B64.encode(sem.to_json()) } }],
+        });
+        let v = self.call("/v3/kv/txn", &body)?;
+        // The gateway leaves out `succeeded` when false (proto3 defaults are not emitted).
+        Ok(v.get("succeeded").and_then(Value::as_bool).unwrap_or(false))
+    }
+
+    /// Read, edit, compare-and-swap until the swap holds or the edit changes nothing. `edit` returns whether it
+    /// changed the semaphore, and what to report.
+    fn edit<T>(&self, mut edit: impl FnMut(&mut Semaphore) -> (bool, T)) -> Result<Result<T, u32>, FleetError> {
+        for attempt in 0..CAS_ATTEMPTS {
+            let r = self.read()?;
+            let (mut sem, version) = match r.sem {
+                Some(s) => (s, r.version),
+                // Absent: created empty by the same swap (version 0 = the key does not exist).
+                None => (Semaphore::new(self.slots), 0),
+            };
+            let (changed, out) = edit(&mut sem);
+            if !changed {
+                return Ok(Ok(out));
+            }
+            if self.swap(version, &sem)? {
+                return Ok(Ok(out));
+            }
+            log::debug!("etcd {}: lost a compare-and-swap race (attempt {})", self.key, attempt + 1);
+            let nap = super::jitter(&self.key, attempt) % (u64::from(attempt.min(10)) * 2 + 1);
+            std::thread::sleep(Duration::from_millis(nap));
+        }
+        Ok(Err(CAS_ATTEMPTS))
+    }
+}
+
+impl Backend for Etcd {
+    fn acquire(&self, id: &str, now: u64) -> Result<Acquired, FleetError> {
+        let r = self.edit(|sem| match sem.acquire(id, now) {
+            Acquire::Taken => (true, Acquired::Taken),
+            Acquire::AlreadyHeld => (false, Acquired::AlreadyHeld),
+            Acquire::Full => {
+                (false, Acquired::Busy(format!("all {} slots are held ({})", sem.total_slots, sem.holders.join(", "))))
+            }
+        })?;
+        Ok(r.unwrap_or_else(|n| Acquired::Busy(format!("lost {n} compare-and-swap races in a row"))))
+    }
+
+    fn release(&self, id: &str) -> Result<Released, FleetError> {
+        // An absent key holds nobody: nothing is written (a release never creates the group).
+        if self.read()?.sem.is_none() {
+            return Ok(Released::NotHeld);
+        }
+        let r = self.edit(|sem| {
+            let removed = sem.release(id);
+            (removed, if removed { Released::Released } else { Released::NotHeld })
+        })?;
+        r.map_err(|n| FleetError::Server {
+            endpoint: self.endpoints.join(","),
+            message: format!("{}: lost {n} compare-and-swap races in a row; try again", self.key),
+        })
+    }
+
+    fn status(&self) -> Result<Option<Semaphore>, FleetError> {
+        Ok(self.read()?.sem)
+    }
+
+    fn describe(&self) -> String {
+        format!("etcd {} key {}", self.endpoints.join(","), self.key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_is_airlocks() {
+        assert_eq!(key("workers"), "com.coreos.airlock/groups/workers/v1/semaphore");
+    }
+
+    #[test]
+    fn gateway_numbers_are_strings_or_numbers() {
+        assert_eq!(number(&json!("42")), 42);
+        assert_eq!(number(&json!(7)), 7);
+        assert_eq!(number(&Value::Null), 0);
+    }
+
+    #[test]
+    fn an_unreachable_endpoint_is_a_clear_error() {
+        let f = crate::config::Fleet {
+            backend: crate::config::FleetBackend::Etcd,
+            endpoints: vec!["http://127.0.0.1:1".into()],
+            group: "g".into(),
+            slots: 1,
+            id: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            timeout_secs: 2,
+        };
+        let e = Etcd::new(super::super::http::agent(&f).unwrap(), f.endpoints.clone(), "g", 1);
+        let err = e.acquire("a", 0).unwrap_err().to_string();
+        assert!(err.starts_with("no endpoint answered (http://127.0.0.1:1: "), "{err}");
+        assert!(err.ends_with("nothing changed"), "{err}");
+    }
+}
