@@ -19,8 +19,11 @@ use serde_json::{json, Value};
 use super::semaphore::{Acquire, Semaphore};
 use super::{Acquired, Backend, FleetError, Released};
 
-/// How many compare-and-swap races one acquire or release may lose before it reports busy (acquire) or fails.
+/// How many compare-and-swap races one acquire attempt may lose before it reports busy (its caller polls again).
 pub const CAS_ATTEMPTS: u32 = 64;
+/// How many a release may lose before it fails: a slot must go back even while a thousand waiters race for the
+/// key (bench/fleet.sh lost a release to 64 races in a row with 1000 waiters on a loaded machine).
+pub const RELEASE_CAS_ATTEMPTS: u32 = 2000;
 
 /// The group's key (airlock's `keyTemplate` with the group as `url.QueryEscape` leaves a valid group).
 pub fn key(group: &str) -> String {
@@ -115,8 +118,12 @@ impl Etcd {
 
     /// Read, edit, compare-and-swap until the swap holds or the edit changes nothing. `edit` returns whether it
     /// changed the semaphore, and what to report.
-    fn edit<T>(&self, mut edit: impl FnMut(&mut Semaphore) -> (bool, T)) -> Result<Result<T, u32>, FleetError> {
-        for attempt in 0..CAS_ATTEMPTS {
+    fn edit<T>(
+        &self,
+        attempts: u32,
+        mut edit: impl FnMut(&mut Semaphore) -> (bool, T),
+    ) -> Result<Result<T, u32>, FleetError> {
+        for attempt in 0..attempts {
             let r = self.read()?;
             let (mut sem, version) = match r.sem {
                 Some(s) => (s, r.version),
@@ -131,16 +138,17 @@ impl Etcd {
                 return Ok(Ok(out));
             }
             log::debug!("etcd {}: lost a compare-and-swap race (attempt {})", self.key, attempt + 1);
-            let nap = super::jitter(&self.key, attempt) % (u64::from(attempt.min(10)) * 2 + 1);
+            // Jittered and growing (up to 256 ms), so that racing writers spread out instead of colliding again.
+            let nap = super::jitter(&self.key, attempt) % (1u64 << attempt.min(8));
             std::thread::sleep(Duration::from_millis(nap));
         }
-        Ok(Err(CAS_ATTEMPTS))
+        Ok(Err(attempts))
     }
 }
 
 impl Backend for Etcd {
     fn acquire(&self, id: &str, now: u64) -> Result<Acquired, FleetError> {
-        let r = self.edit(|sem| match sem.acquire(id, now) {
+        let r = self.edit(CAS_ATTEMPTS, |sem| match sem.acquire(id, now) {
             Acquire::Taken => (true, Acquired::Taken),
             Acquire::AlreadyHeld => (false, Acquired::AlreadyHeld),
             Acquire::Full => {
@@ -155,7 +163,7 @@ impl Backend for Etcd {
         if self.read()?.sem.is_none() {
             return Ok(Released::NotHeld);
         }
-        let r = self.edit(|sem| {
+        let r = self.edit(RELEASE_CAS_ATTEMPTS, |sem| {
             let removed = sem.release(id);
             (removed, if removed { Released::Released } else { Released::NotHeld })
         })?;
