@@ -136,12 +136,15 @@ pub fn run(paths: &Paths, settings: &Settings, opts: &FleetOpts, action: &Action
                 log::warn!("{e:#}");
                 None
             });
-            let sem = sem.unwrap_or_else(|| fleet::Semaphore::new(0));
+            let exists = sem.is_some();
+            // No key yet: what the first acquire will create.
+            let sem = sem.unwrap_or_else(|| fleet::Semaphore::new(f.slots));
             if *json {
                 let holders: Vec<_> =
                     sem.holders.iter().map(|h| serde_json::json!({ "id": h, "since": sem.since.get(h) })).collect();
                 let v = serde_json::json!({
                     "group": f.group,
+                    "exists": exists,
                     "where": backend.describe(),
                     "total_slots": sem.total_slots,
                     "free": sem.free(),
@@ -152,13 +155,22 @@ pub fn run(paths: &Paths, settings: &Settings, opts: &FleetOpts, action: &Action
                 });
                 out(&format!("{v:#}\n"))?;
             } else {
-                let mut s = format!(
-                    "group {}: {} of {} slots held ({})\n",
-                    f.group,
-                    sem.holders.len(),
-                    sem.total_slots,
-                    backend.describe()
-                );
+                let mut s = if exists {
+                    format!(
+                        "group {}: {} of {} slots held ({})\n",
+                        f.group,
+                        sem.holders.len(),
+                        sem.total_slots,
+                        backend.describe()
+                    )
+                } else {
+                    format!(
+                        "group {}: no semaphore yet; the first acquire creates it with {} slots ({})\n",
+                        f.group,
+                        sem.total_slots,
+                        backend.describe()
+                    )
+                };
                 for h in &sem.holders {
                     let since = sem
                         .since

@@ -59,6 +59,12 @@ fn single_member_acquire_records_the_slot_is_idempotent_and_a_full_group_says_bu
     let a = vm_root(t.path(), "aaaa-1111", &cfg);
     let b = vm_root(t.path(), "bbbb-2222", &cfg);
 
+    let o = ade_prep(&a, &["fleet", "status"]);
+    assert!(
+        text(&o).contains("group web: no semaphore yet; the first acquire creates it with 1 slots"),
+        "{}",
+        text(&o)
+    );
     let o = ade_prep(&a, &["fleet", "acquire"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("acquired: group web slot for aaaa-1111 (recorded on this VM)"), "{}", text(&o));
