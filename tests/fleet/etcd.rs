@@ -38,6 +38,8 @@ pub struct Member {
 /// A cluster (one or three members), killed on drop.
 pub struct Cluster {
     pub members: Vec<Member>,
+    /// etcd's client TLS flags (CA, cert, key) when serving https.
+    tls: Option<[PathBuf; 3]>,
     bin: PathBuf,
     cluster: String,
     _tmp: tempfile::TempDir,
@@ -46,6 +48,11 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` members and waits until each answers /health.
     pub fn start(n: usize) -> Option<Cluster> {
+        Self::start_with(n, None)
+    }
+
+    /// Starts `n` members serving clients over https with client-certificate authentication (CA, server cert, key).
+    pub fn start_with(n: usize, tls: Option<[PathBuf; 3]>) -> Option<Cluster> {
         let Some(bin) = bin_dir() else {
             super::common::skip("no etcd: tests/run.sh fetches Debian's etcd-server (or set ADE_ETCD_DIR)");
             return None;
@@ -54,14 +61,14 @@ impl Cluster {
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),
-                client: format!("http://127.0.0.1:{}", free_port()),
+                client: format!("{}://127.0.0.1:{}", if tls.is_some() { "https" } else { "http" }, free_port()),
                 peer: format!("http://127.0.0.1:{}", free_port()),
                 dir: tmp.path().join(format!("m{i}")),
                 child: None,
             })
             .collect();
         let cluster = members.iter().map(|m| format!("{}={}", m.name, m.peer)).collect::<Vec<_>>().join(",");
-        let mut c = Cluster { members, bin, cluster, _tmp: tmp };
+        let mut c = Cluster { members, tls, bin, cluster, _tmp: tmp };
         for i in 0..n {
             c.spawn(i);
         }
@@ -83,6 +90,14 @@ impl Cluster {
             .args(["--initial-cluster", &self.cluster, "--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", &format!("ade-prep-test-{}", std::process::id())])
             .args(["--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn"])
+            .args(self.tls.iter().flat_map(|[ca, cert, key]| {
+                [
+                    "--client-cert-auth".into(),
+                    format!("--trusted-ca-file={}", ca.display()),
+                    format!("--cert-file={}", cert.display()),
+                    format!("--key-file={}", key.display()),
+                ]
+            }))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -97,6 +112,26 @@ impl Cluster {
     }
 
     fn wait_healthy(&self, i: usize) {
+        if let Some([ca, cert, key]) = &self.tls {
+            // The plain agent cannot speak to it: etcdctl with the client certificate.
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(60) {
+                let ok = Command::new(self.bin.join("etcdctl"))
+                    .env("ETCDCTL_API", "3")
+                    .arg(format!("--endpoints={}", self.members[i].client))
+                    .arg(format!("--cacert={}", ca.display()))
+                    .arg(format!("--cert={}", cert.display()))
+                    .arg(format!("--key={}", key.display()))
+                    .args(["endpoint", "health"])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if ok {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            panic!("etcd {} (TLS) did not become healthy in 60 s: {}", self.members[i].name, self.log(i));
+        }
         let url = format!("{}/health", self.members[i].client);
         let agent = agent();
         let start = Instant::now();

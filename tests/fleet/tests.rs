@@ -310,3 +310,88 @@ fn the_fleetlock_backend_speaks_the_protocol_to_a_server_over_the_same_etcd() {
     assert!(holders(&c.endpoints()[0]).is_empty());
     assert!(ade_prep(&b, &["fleet", "acquire"]).status.success());
 }
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with the openssl command (test fixtures
+/// only: ade-prep itself never uses OpenSSL).
+fn make_certs(dir: &Path) -> Option<[std::path::PathBuf; 5]> {
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl").current_dir(dir).args(args).output();
+        assert!(o.as_ref().is_ok_and(|o| o.status.success()), "openssl {args:?}: {o:?}");
+    };
+    if Command::new("openssl").arg("version").output().is_err() {
+        common::skip("no openssl command to make test certificates");
+        return None;
+    }
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test-ca"]]
+        .concat());
+    for (name, ext) in [("server", "san.ext"), ("client", "client.ext")] {
+        let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+        run(&[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")]].concat());
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            ext,
+        ]);
+    }
+    let p = |f: &str| dir.join(f);
+    Some([p("ca.pem"), p("server.pem"), p("server.key"), p("client.pem"), p("client.key")])
+}
+
+#[test]
+fn mutual_tls_with_the_configured_ca_and_client_certificate() {
+    if common::need_root() {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let Some([ca, server, server_key, client, client_key]) = make_certs(certs.path()) else { return };
+    let Some(c) = Cluster::start_with(1, Some([ca.clone(), server, server_key])) else { return };
+    let ep = &c.endpoints()[0];
+    assert!(ep.starts_with("https://"));
+    let t = tempfile::tempdir().unwrap();
+    let base = etcd_config(&c.endpoints(), 1);
+    let tls = format!(
+        "{base}ca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
+        ca.display().to_string(),
+        client.display().to_string(),
+        client_key.display().to_string()
+    );
+    let a = vm_root(t.path(), "aaaa-1111", &tls);
+    let o = ade_prep(&a, &["fleet", "acquire"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = ade_prep(&a, &["fleet", "status", "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["this_vm_holds"], true, "{}", text(&o));
+    // Without the client certificate etcd refuses the handshake: an error, nothing recorded.
+    let no_client = format!("{base}ca_file = {:?}\n", ca.display().to_string());
+    let b = vm_root(t.path(), "bbbb-2222", &no_client);
+    let o = ade_prep(&b, &["fleet", "acquire"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("no endpoint answered"), "{}", text(&o));
+    assert!(!b.join("var/lib/ade-prep/fleet-slot.json").exists());
+    // Without the CA the server's certificate is not trusted (the webpki roots do not know the test CA).
+    let c_only = format!(
+        "{base}cert_file = {:?}\nkey_file = {:?}\n",
+        client.display().to_string(),
+        client_key.display().to_string()
+    );
+    let d = vm_root(t.path(), "dddd-4444", &c_only);
+    let o = ade_prep(&d, &["fleet", "acquire"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let o = ade_prep(&a, &["fleet", "release"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
