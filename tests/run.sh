@@ -14,7 +14,7 @@ log() { printf '== %s\n' "$*"; }
 
 # Debian packages the tests call.
 PKGS="psmisc lsof time bc e2fsprogs util-linux procps debootstrap systemd-container dbus shellcheck cryptsetup-bin
-      debhelper dpkg-dev fakeroot lintian rpm rpmlint"
+      debhelper dpkg-dev fakeroot lintian rpm rpmlint openssl curl"
 missing=()
 for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
