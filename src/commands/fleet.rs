@@ -68,6 +68,19 @@ pub fn run(paths: &Paths, settings: &Settings, opts: &FleetOpts, action: &Action
         Action::Acquire { wait } => {
             if mine {
                 super::need_root("fleet acquire (it records the slot on this VM)")?;
+                // One slot per VM: a slot recorded in another group is neither overwritten nor stranded.
+                if let Some(r) = record::read(paths)?.filter(|r| r.fleet.group != f.group) {
+                    return Err(exit::with_code(
+                        exit::FAILED,
+                        anyhow!(
+                            "this VM holds a slot of group {} (recorded {}): `ade-prep fleet release` gives it back \
+                             before a slot of group {} is taken",
+                            r.fleet.group,
+                            crate::clock::format_utc(r.acquired_at),
+                            f.group
+                        ),
+                    ));
+                }
             }
             let r = fleet::acquire_waiting(
                 backend.as_ref(),
@@ -87,6 +100,7 @@ pub fn run(paths: &Paths, settings: &Settings, opts: &FleetOpts, action: &Action
                             id: id.clone(),
                             acquired_at: crate::clock::now(),
                             fleet: f.clone(),
+                            release_pending: false,
                         };
                         if let Err(e) = record::write(paths, &rec) {
                             // Held but not recorded: restore could not give it back; give it back now.
@@ -115,17 +129,39 @@ pub fn run(paths: &Paths, settings: &Settings, opts: &FleetOpts, action: &Action
                     anyhow!("--id {id} is not this VM's id: releasing another VM's slot takes --force"),
                 ));
             }
-            if mine {
+            let recorded = if mine {
                 super::need_root("fleet release (it removes the slot record on this VM)")?;
-            }
-            let r = backend.release(&id)?;
-            if mine {
-                record::remove(paths)?;
-            }
-            log::info!("fleet: released the slot of {id} in group {} ({r:?})", f.group);
+                record::read(paths)?.filter(|r| r.id == id)
+            } else {
+                None
+            };
+            // This VM's slot is released where the record says (its group, endpoints and TLS files), whatever the
+            // configuration says now.
+            let (r, group) = match &recorded {
+                Some(rec) if opts.group.as_ref().is_some_and(|g| *g != rec.fleet.group) => {
+                    return Err(exit::with_code(
+                        exit::USAGE,
+                        anyhow!(
+                            "--group {}: this VM's slot is recorded in group {}; `ade-prep fleet release` without \
+                             --group gives it back",
+                            f.group,
+                            rec.fleet.group
+                        ),
+                    ))
+                }
+                Some(rec) => (fleet::release_recorded(paths, rec)?, rec.fleet.group.clone()),
+                None => {
+                    let r = backend.release(&id)?;
+                    if mine {
+                        record::remove(paths)?;
+                    }
+                    (r, f.group.clone())
+                }
+            };
+            log::info!("fleet: released the slot of {id} in group {group} ({r:?})");
             let text = match r {
-                Released::Released | Released::Done => format!("released: group {} slot of {id}\n", f.group),
-                Released::NotHeld => format!("not held: {id} holds no slot of group {}\n", f.group),
+                Released::Released | Released::Done => format!("released: group {group} slot of {id}\n"),
+                Released::NotHeld => format!("not held: {id} holds no slot of group {group}\n"),
             };
             out(&text)?;
             Ok(exit::OK)
@@ -137,6 +173,15 @@ pub fn run(paths: &Paths, settings: &Settings, opts: &FleetOpts, action: &Action
                 None
             });
             let exists = sem.is_some();
+            if let Some(s) = sem.as_ref().filter(|s| s.total_slots != f.slots) {
+                log::warn!(
+                    "group {}: the stored semaphore has {} slots, the configuration says {}: the stored number \
+                     governs (change it in etcd, as with airlock)",
+                    f.group,
+                    s.total_slots,
+                    f.slots
+                );
+            }
             // No key yet: what the first acquire will create.
             let sem = sem.unwrap_or_else(|| fleet::Semaphore::new(f.slots));
             if *json {
@@ -151,7 +196,7 @@ pub fn run(paths: &Paths, settings: &Settings, opts: &FleetOpts, action: &Action
                     "holders": holders,
                     "id": id,
                     "this_vm_holds": sem.holds(&id),
-                    "recorded": local.as_ref().map(|r| serde_json::json!({"id": r.id, "group": r.fleet.group, "acquired_at": r.acquired_at})),
+                    "recorded": local.as_ref().map(|r| serde_json::json!({"id": r.id, "group": r.fleet.group, "acquired_at": r.acquired_at, "release_pending": r.release_pending})),
                 });
                 out(&format!("{v:#}\n"))?;
             } else {
@@ -180,6 +225,13 @@ pub fn run(paths: &Paths, settings: &Settings, opts: &FleetOpts, action: &Action
                     s.push_str(&format!("  {h}  {since}{me}\n"));
                 }
                 match &local {
+                    Some(r) if r.release_pending => s.push_str(&format!(
+                        "this VM's record: release pending: {} is done but its slot of group {} (since {}) could not \
+                         be given back yet; the next restore, run or `ade-prep fleet release` tries again\n",
+                        r.id,
+                        r.fleet.group,
+                        crate::clock::format_utc(r.acquired_at)
+                    )),
                     Some(r) => s.push_str(&format!(
                         "this VM's record: {} holds a slot of group {} since {}\n",
                         r.id,

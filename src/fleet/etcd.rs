@@ -40,9 +40,18 @@ pub struct Etcd {
     first: Cell<usize>,
 }
 
-/// A read of the key: the semaphore and the key's version (0: absent).
+/// A read of the key: the semaphore, and the revision a swap compares against.
 struct Read {
     sem: Option<Semaphore>,
+    stamp: Stamp,
+}
+
+/// Which write of the key a read saw: its `mod_revision` (0: absent). A swap compares it, not the key's version:
+/// a version starts again at 1 when the key is deleted and created anew, so "version = 1" can match a key that is
+/// no longer the one read (ABA); a revision is never reused (etcd rpc.proto:545, `MOD`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    mod_revision: i64,
     version: i64,
 }
 
@@ -95,20 +104,36 @@ impl Etcd {
     fn read(&self) -> Result<Read, FleetError> {
         let v = self.call("/v3/kv/range", &json!({ "key": B64.encode(&self.key) }))?;
         let Some(kv) = v.get("kvs").and_then(Value::as_array).and_then(|a| a.first()) else {
-            return Ok(Read { sem: None, version: 0 });
+            return Ok(Read { sem: None, stamp: Stamp { mod_revision: 0, version: 0 } });
         };
         let bad = |message: String| FleetError::BadValue { key: self.key.clone(), message };
         let value = kv.get("value").and_then(Value::as_str).unwrap_or("");
         let bytes = B64.decode(value).map_err(|e| bad(format!("value is not base64: {e}")))?;
         let sem = Semaphore::parse(&bytes).map_err(bad)?;
-        Ok(Read { sem: Some(sem), version: number(&kv["version"]) })
+        Ok(Read {
+            sem: Some(sem),
+            stamp: Stamp { mod_revision: number(&kv["mod_revision"]), version: number(&kv["version"]) },
+        })
     }
 
-    /// "version = `version` → put `sem`"; whether it succeeded.
-    fn swap(&self, version: i64, sem: &Semaphore) -> Result<bool, FleetError> {
+    /// The semaphore as stored (None: no key) and the stamp a [`Etcd::swap`] compares against.
+    pub fn read_stamped(&self) -> Result<(Option<Semaphore>, Stamp), FleetError> {
+        let r = self.read()?;
+        Ok((r.sem, r.stamp))
+    }
+
+    /// "the key is still the one read → put `sem`"; whether it succeeded. An absent key is created by "version = 0"
+    /// (airlock's create, lock.go:137-142); an existing one is changed by "mod_revision = what was read".
+    pub fn swap(&self, stamp: &Stamp, sem: &Semaphore) -> Result<bool, FleetError> {
         let k = B64.encode(&self.key);
+        debug_assert!((stamp.version == 0) == (stamp.mod_revision == 0), "{stamp:?}");
+        let compare = if stamp.mod_revision == 0 {
+            json!({ "key": k, "result": "EQUAL", "target": "VERSION", "version": "0" })
+        } else {
+            json!({ "key": k, "result": "EQUAL", "target": "MOD", "mod_revision": stamp.mod_revision.to_string() })
+        };
         let body = json!({
-            "compare": [{ "key": k, "result": "EQUAL", "target": "VERSION", "version": version.to_string() }],
+            "compare": [compare],
             "success": [{ "request_put": { "key": k, "value": B64.encode(sem.to_json()) } }],
         });
         let v = self.call("/v3/kv/txn", &body)?;
@@ -123,19 +148,43 @@ impl Etcd {
         attempts: u32,
         mut edit: impl FnMut(&mut Semaphore) -> (bool, T),
     ) -> Result<Result<T, u32>, FleetError> {
+        // A write whose answer was lost (every endpoint failed after it was sent) may have been applied: the next
+        // read says what happened; if that read fails too, the error must not claim that nothing changed.
+        let mut unsure: Option<String> = None;
         for attempt in 0..attempts {
-            let r = self.read()?;
-            let (mut sem, version) = match r.sem {
-                Some(s) => (s, r.version),
-                // Absent: created empty by the same swap (version 0 = the key does not exist).
-                None => (Semaphore::new(self.slots), 0),
+            let r = match (self.read(), unsure.take()) {
+                (Ok(r), _) => r,
+                (Err(FleetError::Unreachable(e)), Some(sent)) => {
+                    return Err(FleetError::Uncertain(format!("{sent}; then reading the key: {e}")))
+                }
+                (Err(e), Some(sent)) => {
+                    return Err(FleetError::Uncertain(format!("{sent}; then reading the key: {e}")))
+                }
+                (Err(e), None) => return Err(e),
             };
+            if let Some(s) = r.sem.as_ref().filter(|s| attempt == 0 && s.total_slots != self.slots) {
+                log::warn!(
+                    "etcd {}: the stored semaphore has {} slots, the configuration says {}: the stored number governs",
+                    self.key,
+                    s.total_slots,
+                    self.slots
+                );
+            }
+            // Absent: created empty by the same swap.
+            let mut sem = r.sem.unwrap_or_else(|| Semaphore::new(self.slots));
             let (changed, out) = edit(&mut sem);
             if !changed {
                 return Ok(Ok(out));
             }
-            if self.swap(version, &sem)? {
-                return Ok(Ok(out));
+            match self.swap(&r.stamp, &sem) {
+                Ok(true) => return Ok(Ok(out)),
+                Ok(false) => {}
+                Err(FleetError::Unreachable(why)) => {
+                    log::warn!("etcd {}: the write's answer was lost ({why}); reading the key again", self.key);
+                    unsure = Some(why);
+                    continue;
+                }
+                Err(e) => return Err(e),
             }
             log::debug!("etcd {}: lost a compare-and-swap race (attempt {})", self.key, attempt + 1);
             // Jittered and growing (up to 256 ms), so that racing writers spread out instead of colliding again.

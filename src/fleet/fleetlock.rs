@@ -5,7 +5,10 @@
 //! status request and does not say whether a 200 was a new slot or one already held.
 //!
 //! A 4xx is the client's fault (airlock: unknown group, bad identity, internal/server/pre_reboot.go:51-68) and
-//! fails; a 5xx (airlock: `failed_lock` when full, pre_reboot.go:82-87) is "not now", retried while waiting.
+//! fails; a 5xx (airlock: `failed_lock` when full or on a lost race, pre_reboot.go:82-87) is "not now", retried while
+//! waiting, except `failed_sem_init` (airlock cannot reach its etcd, pre_reboot.go:73-79), an error at once.
+
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -16,6 +19,15 @@ pub struct FleetLock {
     agent: ureq::Agent,
     base: String,
     group: String,
+}
+
+/// How long a release retries a server error (a lost race on airlock's side) before it fails.
+pub const RELEASE_RETRY: Duration = Duration::from_secs(60);
+
+/// The `kind` of a FleetLock error body.
+fn kind(body: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(body).ok()?;
+    v.get("kind").and_then(Value::as_str).map(str::to_string)
 }
 
 /// The error a FleetLock server returned, as one line.
@@ -45,7 +57,10 @@ impl Backend for FleetLock {
     fn acquire(&self, id: &str, _now: u64) -> Result<Acquired, FleetError> {
         match self.post("/v1/pre-reboot", id)? {
             (200, _) => Ok(Acquired::Taken),
-            (s, body) if s >= 500 => Ok(Acquired::Busy(error_text(s, &body))),
+            // airlock's "cannot reach my etcd" (internal/server/pre_reboot.go:73-79): an error, not a full group.
+            (s, body) if s >= 500 && kind(&body).as_deref() != Some("failed_sem_init") => {
+                Ok(Acquired::Busy(error_text(s, &body)))
+            }
             (s, body) => Err(FleetError::Server {
                 endpoint: self.base.clone(),
                 message: format!("/v1/pre-reboot: {}", error_text(s, &body)),
@@ -54,12 +69,26 @@ impl Backend for FleetLock {
     }
 
     fn release(&self, id: &str) -> Result<Released, FleetError> {
-        match self.post("/v1/steady-state", id)? {
-            (200, _) => Ok(Released::Done),
-            (s, body) => Err(FleetError::Server {
-                endpoint: self.base.clone(),
-                message: format!("/v1/steady-state: {}", error_text(s, &body)),
-            }),
+        // airlock tries its compare-and-swap once and answers a lost race `500 failed_lock` (lock.go:208-209,
+        // steady_state.go:82-87): a release retries 5xx, with growing jitter, for up to RELEASE_RETRY.
+        let start = Instant::now();
+        let mut attempt: u32 = 0;
+        loop {
+            match self.post("/v1/steady-state", id)? {
+                (200, _) => return Ok(Released::Done),
+                (s, body) if s >= 500 && start.elapsed() < RELEASE_RETRY => {
+                    log::debug!("{}/v1/steady-state: {} (attempt {})", self.base, error_text(s, &body), attempt + 1);
+                    let nap = super::jitter(id, attempt) % (10u64 << attempt.min(7));
+                    std::thread::sleep(Duration::from_millis(nap));
+                    attempt = attempt.wrapping_add(1);
+                }
+                (s, body) => {
+                    return Err(FleetError::Server {
+                        endpoint: self.base.clone(),
+                        message: format!("/v1/steady-state: {}", error_text(s, &body)),
+                    })
+                }
+            }
         }
     }
 

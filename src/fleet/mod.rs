@@ -22,6 +22,12 @@ pub enum FleetError {
     /// No endpoint answered.
     #[error("no endpoint answered ({0}); nothing changed")]
     Unreachable(String),
+    /// A write was sent but no answer came back: it may have been applied.
+    #[error(
+        "no endpoint answered the write ({0}); it may have been applied: `ade-prep fleet status` shows the group, \
+         and acquiring (or releasing) again is safe"
+    )]
+    Uncertain(String),
     /// The server answered with an error.
     #[error("{endpoint}: {message}")]
     Server {
@@ -151,13 +157,39 @@ pub fn own_id(paths: &Paths, f: &Fleet) -> anyhow::Result<String> {
 }
 
 /// `restore`'s success path: every workload is back, so the slot this VM holds (if any) is given back. A release
-/// that fails keeps the record (the group stays short one node) and says how to finish; restore still succeeded.
+/// that fails keeps the record, marked pending, and says how to finish; restore still succeeded.
 pub fn release_after_restore(paths: &Paths) {
+    give_back(paths, "every workload is back");
+}
+
+/// `run`, when it concludes that ADE's request opens no window on this VM (an online OS encryption, a distribution
+/// ADE does not unmount, the OS already encrypted, a data request with nothing to free): ade-prep is done with this
+/// VM for the rollout and has nothing to restore, so the recorded slot (if any) goes back. The one call `run` makes.
+pub fn release_without_window(paths: &Paths, why: &str) {
+    give_back(paths, &format!("no window for ADE's request: {why}"));
+}
+
+/// `restore` with no window open: an explicit restore gives the recorded slot back (nothing of ade-prep's is down);
+/// the deadline timer's (`past_deadline`) only retries a release left pending, since a slot taken before ADE is
+/// enabled has no window yet either.
+pub fn release_on_idle_restore(paths: &Paths, past_deadline: bool) {
+    match record::read(paths) {
+        Ok(Some(r)) if r.release_pending || !past_deadline => {
+            give_back(paths, "restore found no window open: every workload is up")
+        }
+        Ok(_) => {}
+        Err(e) => log::error!("{e:#}; the fleet slot (if any) was not released"),
+    }
+}
+
+/// Gives the recorded slot back (why: for the log). A failure marks the record pending, so that the next restore,
+/// `run` or `fleet release` tries again.
+pub fn give_back(paths: &Paths, why: &str) {
     let rec = match record::read(paths) {
         Ok(Some(r)) => r,
         Ok(None) => return,
         Err(e) => {
-            log::error!("{e}; the fleet slot (if any) was not released: `ade-prep fleet release --force` frees it");
+            log::error!("{e:#}; the fleet slot (if any) was not released: `ade-prep fleet release --force` frees it");
             return;
         }
     };
@@ -167,14 +199,20 @@ pub fn release_after_restore(paths: &Paths) {
             rec.fleet.group,
             rec.id
         ),
-        Ok(_) => {
-            log::info!("fleet: released the slot of {} in group {} (every workload is back)", rec.id, rec.fleet.group)
+        Ok(_) => log::info!("fleet: released the slot of {} in group {} ({why})", rec.id, rec.fleet.group),
+        Err(e) => {
+            let mut pending = rec.clone();
+            pending.release_pending = true;
+            let marked = match record::write(paths, &pending) {
+                Ok(()) => "marked pending: the next restore, run or `ade-prep fleet release` tries again".to_string(),
+                Err(w) => format!("{w:#}; run `ade-prep fleet release`"),
+            };
+            log::error!(
+                "fleet: could not release the slot of {} in group {} ({why}): {e:#}; it stays held, {marked}",
+                rec.id,
+                rec.fleet.group
+            )
         }
-        Err(e) => log::error!(
-            "fleet: could not release the slot of {} in group {}: {e:#}; it stays held: run `ade-prep fleet release`",
-            rec.id,
-            rec.fleet.group
-        ),
     }
 }
 

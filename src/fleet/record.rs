@@ -28,6 +28,10 @@ pub struct SlotRecord {
     pub acquired_at: u64,
     /// Where (backend, endpoints, group, TLS files).
     pub fleet: Fleet,
+    /// ade-prep is done with this VM (restored, or no window was needed) but the release failed: the next restore
+    /// (the deadline timer's included), `run` or `fleet release` tries again, and `fleet status` says so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub release_pending: bool,
 }
 
 /// The record, if any.
@@ -105,6 +109,7 @@ mod tests {
                 key_file: None,
                 timeout_secs: 5,
             },
+            release_pending: false,
         }
     }
 

@@ -70,6 +70,9 @@ impl Semaphore {
         if self.holders.len() as u64 >= self.total_slots {
             return Acquire::Full;
         }
+        // Sorted before every write: airlock finds holders by binary search (semaphore.go:34, 101), so a list
+        // written out of order by hand would hide a holder from it.
+        self.holders.sort();
         let at = self.holders.binary_search_by(|h| h.as_str().cmp(id)).unwrap_or_else(|i| i);
         self.holders.insert(at, id.to_string());
         self.since.insert(id.to_string(), now);
@@ -82,6 +85,7 @@ impl Semaphore {
         let before = self.holders.len();
         self.holders.retain(|h| h != id);
         let removed = self.holders.len() != before;
+        self.holders.sort();
         self.since.remove(id);
         self.prune();
         removed
@@ -121,6 +125,16 @@ mod tests {
         let before = s.clone();
         assert_eq!(s.acquire("vm-a", 99), Acquire::AlreadyHeld);
         assert_eq!(s, before, "the since-when of the first acquire is kept");
+    }
+
+    #[test]
+    fn holders_written_out_of_order_by_hand_are_sorted_by_every_write() {
+        let mut s = Semaphore::parse(br#"{"total_slots":5,"holders":["vm-c","vm-a"]}"#).unwrap();
+        assert_eq!(s.acquire("vm-b", 1), Acquire::Taken);
+        assert_eq!(s.holders, ["vm-a", "vm-b", "vm-c"]);
+        let mut s = Semaphore::parse(br#"{"total_slots":5,"holders":["vm-d","vm-c","vm-a"]}"#).unwrap();
+        assert!(s.release("vm-c"));
+        assert_eq!(s.holders, ["vm-a", "vm-d"]);
     }
 
     #[test]

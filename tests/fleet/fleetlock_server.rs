@@ -1,8 +1,9 @@
 //! A FleetLock server for the tests (coreos/zincati docs/development/fleetlock/protocol.md), in the manner of
 //! airlock (coreos/airlock internal/server/*.go): `POST /v1/pre-reboot` and `/v1/steady-state`, the header
 //! `fleet-lock-protocol: true`, the body `{"client_params": {"id", "group"}}`, 200 or `{"kind", "value"}` with 400
-//! (bad identity, unknown group) or 500 (the lock failed, e.g. full). It keeps the semaphore in etcd through
-//! ade-prep's etcd backend (airlock's layout), so both backends share one group. HTTP/1.1 by hand: one request per
+//! (bad identity, unknown group) or 500 (the lock failed: full, a lost race, etcd unreachable). It keeps the
+//! semaphore in etcd in airlock's layout and with airlock's one-try compare-and-swap on the key's version (not
+//! ade-prep's etcd client, whose retries would hide airlock's conflicts), so both backends share one group. HTTP/1.1 by hand: one request per
 //! connection, a thread each; it stops when dropped.
 
 use std::collections::BTreeMap;
@@ -12,27 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ade_prep::config::{Fleet, FleetBackend};
-use ade_prep::fleet::Acquired;
+use ade_prep::fleet::semaphore::Acquire;
+use ade_prep::fleet::Semaphore;
+use base64::Engine as _;
 
 pub struct Server {
     pub url: String,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
-}
-
-fn fleet(endpoints: &[String], group: &str, slots: u64) -> Fleet {
-    Fleet {
-        backend: FleetBackend::Etcd,
-        endpoints: endpoints.to_vec(),
-        group: group.into(),
-        slots,
-        id: None,
-        ca_file: None,
-        cert_file: None,
-        key_file: None,
-        timeout_secs: 5,
-    }
 }
 
 fn respond(s: &mut TcpStream, code: u16, body: &str) {
@@ -96,22 +84,88 @@ fn handle(mut s: TcpStream, etcd: &[String], groups: &BTreeMap<String, u64>) {
     let Some(&slots) = groups.get(group) else {
         return respond(&mut s, 400, &error("unknown_group", &format!("unknown group {group:?}")));
     };
-    let b = match ade_prep::fleet::backend(&fleet(etcd, group, slots)) {
-        Ok(b) => b,
-        Err(e) => return respond(&mut s, 500, &error("failed_sem_init", &e.to_string())),
+    // airlock's lock manager (internal/lock/lock.go): ensureInit creates the key if absent ("version = 0 → put",
+    // lock.go:137-142), failing as `failed_sem_init` (pre_reboot.go:73-79); then ONE read, edit, "version = what
+    // was read → put" (lock.go:150-210): a lost race is `500 failed_lock` "conflict on semaphore detected,
+    // aborting" (lock.go:208-209), never retried; steady-state writes even for a non-holder (lock.go:95-101).
+    if let Err(e) = ensure_init(etcd, group, slots) {
+        return respond(&mut s, 500, &error("failed_sem_init", &e));
+    }
+    let (mut sem, version) = match get(etcd, group) {
+        Ok(Some(x)) => x,
+        Ok(None) => return respond(&mut s, 500, &error("failed_lock", "semaphore vanished")),
+        Err(e) => return respond(&mut s, 500, &error("failed_lock", &e)),
     };
     if path == "/v1/pre-reboot" {
-        match b.acquire(id, ade_prep::clock::now()) {
-            Ok(Acquired::Taken | Acquired::AlreadyHeld) => respond(&mut s, 200, ""),
-            Ok(Acquired::Busy(why)) => respond(&mut s, 500, &error("failed_lock", &why)),
-            Err(e) => respond(&mut s, 500, &error("failed_lock", &e.to_string())),
+        match sem.acquire(id, 0) {
+            Acquire::AlreadyHeld => return respond(&mut s, 200, ""),
+            Acquire::Full => {
+                let why = format!("all {} semaphore slots currently locked", sem.total_slots);
+                return respond(&mut s, 500, &error("failed_lock", &why));
+            }
+            Acquire::Taken => {}
         }
     } else {
-        match b.release(id) {
-            Ok(_) => respond(&mut s, 200, ""),
-            Err(e) => respond(&mut s, 500, &error("failed_unlock", &e.to_string())),
-        }
+        sem.release(id);
     }
+    match put_if(etcd, group, version, &sem) {
+        Ok(true) => respond(&mut s, 200, ""),
+        Ok(false) => respond(&mut s, 500, &error("failed_lock", "conflict on semaphore detected, aborting")),
+        Err(e) => respond(&mut s, 500, &error("failed_lock", &e)),
+    }
+}
+
+fn key(group: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(ade_prep::fleet::etcd::key(group))
+}
+
+/// One POST to the first etcd endpoint.
+fn call(etcd: &[String], path: &str, body: serde_json::Value) -> Result<serde_json::Value, String> {
+    let r =
+        super::etcd::agent().post(&format!("{}{path}", etcd[0])).send(body.to_string()).map_err(|e| e.to_string())?;
+    if r.status() != 200 {
+        return Err(format!("etcd: HTTP {}", r.status()));
+    }
+    let text = r.into_body().read_to_string().map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+fn ensure_init(etcd: &[String], group: &str, slots: u64) -> Result<(), String> {
+    let k = key(group);
+    let value = base64::engine::general_purpose::STANDARD.encode(Semaphore::new(slots).to_json());
+    call(
+        etcd,
+        "/v3/kv/txn",
+        serde_json::json!({
+            "compare": [{ "key": k, "result": "EQUAL", "target": "VERSION", "version": "0" }],
+            "success": [{ "request_put": { "key": k, "value": value } }],
+        }),
+    )
+    .map(drop)
+}
+
+fn get(etcd: &[String], group: &str) -> Result<Option<(Semaphore, String)>, String> {
+    let v = call(etcd, "/v3/kv/range", serde_json::json!({ "key": key(group) }))?;
+    let Some(kv) = v.get("kvs").and_then(|k| k.get(0)) else { return Ok(None) };
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(kv["value"].as_str().unwrap_or(""))
+        .map_err(|e| e.to_string())?;
+    let sem = Semaphore::parse(&raw)?;
+    Ok(Some((sem, kv["version"].as_str().unwrap_or("0").to_string())))
+}
+
+fn put_if(etcd: &[String], group: &str, version: String, sem: &Semaphore) -> Result<bool, String> {
+    let k = key(group);
+    let value = base64::engine::general_purpose::STANDARD.encode(sem.to_json());
+    let v = call(
+        etcd,
+        "/v3/kv/txn",
+        serde_json::json!({
+            "compare": [{ "key": k, "result": "EQUAL", "target": "VERSION", "version": version }],
+            "success": [{ "request_put": { "key": k, "value": value } }],
+        }),
+    )?;
+    Ok(v.get("succeeded").and_then(|b| b.as_bool()).unwrap_or(false))
 }
 
 impl Server {

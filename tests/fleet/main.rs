@@ -8,4 +8,5 @@ mod common;
 
 mod etcd;
 mod fleetlock_server;
+mod proxy;
 mod tests;

@@ -223,10 +223,16 @@ fn a_crashed_holder_keeps_its_slot_through_its_reboot_until_released() {
     // ...unless etcd cannot be reached: then the record stays for the next try.
     c.kill(0);
     fleet::release_after_restore(&paths);
-    assert!(fleet::record::read(&paths).unwrap().is_some(), "the record went without a release");
+    let rec = fleet::record::read(&paths).unwrap().expect("the record went without a release");
+    assert!(rec.release_pending, "a failed release after a good restore is not marked pending");
     c.restart(0);
-    fleet::release_after_restore(&paths);
-    assert!(fleet::record::read(&paths).unwrap().is_none());
+    let o = ade_prep(&a, &["fleet", "status"]);
+    assert!(text(&o).contains("this VM's record: release pending"), "{}", text(&o));
+    // The deadline timer's restore (no window open) retries it.
+    std::os::unix::fs::symlink("/proc", a.join("proc")).unwrap();
+    let o = ade_prep(&a, &["restore", "--past-deadline"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(fleet::record::read(&paths).unwrap().is_none(), "{}", text(&o));
     assert!(holders(&c.endpoints()[0]).is_empty());
 
     // An operator frees a dead VM's slot from another VM: --force needed.
@@ -256,7 +262,16 @@ fn an_airlock_layout_key_written_by_hand_is_honoured() {
     let o = ade_prep(&a, &["fleet", "acquire"]);
     assert_eq!(o.status.code(), Some(5), "{}", text(&o));
     assert!(text(&o).contains("all 2 slots are held (node-x, node-y)"), "{}", text(&o));
+    assert!(text(&o).contains("the stored semaphore has 2 slots, the configuration says 5"), "{}", text(&o));
+    let o = ade_prep(&a, &["fleet", "status"]);
+    assert!(text(&o).contains("the stored semaphore has 2 slots, the configuration says 5"), "{}", text(&o));
     // An operator frees one by hand; ade-prep takes it, keeping airlock's fields and order.
+    assert!(c.etcdctl(&["put", KEY, r#"{"total_slots":3,"holders":["node-y","node-x"]}"#]).status.success());
+    let o = ade_prep(&a, &["fleet", "acquire"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Written sorted: airlock finds holders by binary search (semaphore.go:34).
+    assert_eq!(holders(&c.endpoints()[0]), ["aaaa-1111", "node-x", "node-y"]);
+    assert!(ade_prep(&a, &["fleet", "release"]).status.success());
     assert!(c.etcdctl(&["put", KEY, r#"{"total_slots":2,"holders":["node-y"]}"#]).status.success());
     let o = ade_prep(&a, &["fleet", "acquire"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -291,7 +306,7 @@ fn the_fleetlock_backend_speaks_the_protocol_to_a_server_over_the_same_etcd() {
     assert!(ade_prep(&a, &["fleet", "acquire"]).status.success(), "a holder re-acquiring gets 200");
     let o = ade_prep(&b, &["fleet", "acquire", "--wait", "1"]);
     assert_eq!(o.status.code(), Some(5), "{}", text(&o));
-    assert!(text(&o).contains("HTTP 500 failed_lock: all 1 slots are held (aaaa-1111)"), "{}", text(&o));
+    assert!(text(&o).contains("HTTP 500 failed_lock: all 1 semaphore slots currently locked"), "{}", text(&o));
     // A 4xx is an error, not a wait.
     let o = Command::new(env!("CARGO_BIN_EXE_ade-prep"))
         .arg("--root")
@@ -394,4 +409,194 @@ fn mutual_tls_with_the_configured_ca_and_client_certificate() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let o = ade_prep(&a, &["fleet", "release"]);
     assert!(o.status.success(), "{}", text(&o));
+}
+
+/// A VM root that `run` can decide on: /proc linked to the real one, RHEL 8.6 (ADE encrypts its OS disk online,
+/// no window), and ADE's request seq 0 "EnableEncryption, OS".
+fn online_vm(dir: &Path, uuid: &str, cfg: &str) -> std::path::PathBuf {
+    let root = vm_root(dir, uuid, cfg);
+    std::os::unix::fs::symlink("/proc", root.join("proc")).unwrap();
+    std::fs::write(root.join("etc/os-release"), "NAME=\"Red Hat Enterprise Linux\"\nID=\"rhel\"\nVERSION_ID=\"8.6\"\n")
+        .unwrap();
+    let settings =
+        root.join("var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.1/config/0.settings");
+    std::fs::create_dir_all(settings.parent().unwrap()).unwrap();
+    std::fs::write(
+        settings,
+        r#"{"runtimeSettings":[{"handlerSettings":{"publicSettings":{"EncryptionOperation":"EnableEncryption","VolumeType":"OS"}}}]}"#,
+    )
+    .unwrap();
+    root
+}
+
+#[test]
+fn a_vm_whose_ade_request_opens_no_window_gives_its_slot_back() {
+    if common::need_root() {
+        return;
+    }
+    let Some(c) = Cluster::start(1) else { return };
+    let t = tempfile::tempdir().unwrap();
+    let cfg = etcd_config(&c.endpoints(), 1);
+    let a = online_vm(t.path(), "aaaa-1111", &cfg);
+    assert!(ade_prep(&a, &["fleet", "acquire"]).status.success());
+    // run decides that ADE's request opens no window (online OS encryption) and ends: the slot goes back.
+    let o = Command::new(env!("CARGO_BIN_EXE_ade-prep"))
+        .arg("--root")
+        .arg(&a)
+        .args(["-v", "run"])
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("encrypts the OS disk online"), "{}", text(&o));
+    assert!(holders(&c.endpoints()[0]).is_empty(), "the slot stayed held: {}", text(&o));
+    assert!(!a.join("var/lib/ade-prep/fleet-slot.json").exists());
+
+    // restore with no window: the deadline timer's keeps a slot taken before ADE is enabled; a restore by hand (or
+    // by an orchestrator) gives it back, every workload being up.
+    let b = vm_root(t.path(), "bbbb-2222", &cfg);
+    std::os::unix::fs::symlink("/proc", b.join("proc")).unwrap();
+    assert!(ade_prep(&b, &["fleet", "acquire"]).status.success());
+    let o = ade_prep(&b, &["restore", "--past-deadline"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(holders(&c.endpoints()[0]), ["bbbb-2222"]);
+    let o = ade_prep(&b, &["restore"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(holders(&c.endpoints()[0]).is_empty(), "{}", text(&o));
+    assert!(!b.join("var/lib/ade-prep/fleet-slot.json").exists());
+}
+
+#[test]
+fn release_and_acquire_follow_the_slot_recorded_on_the_vm() {
+    if common::need_root() {
+        return;
+    }
+    let Some(c) = Cluster::start(1) else { return };
+    let t = tempfile::tempdir().unwrap();
+    let a = vm_root(t.path(), "aaaa-1111", &etcd_config(&c.endpoints(), 1));
+    let cache_key = "com.coreos.airlock/groups/cache/v1/semaphore";
+    assert!(ade_prep(&a, &["fleet", "acquire"]).status.success());
+    // Another group while web's slot is recorded: refused, naming web; nothing taken in cache, the record kept.
+    let o = ade_prep(&a, &["fleet", "--group", "cache", "acquire"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("this VM holds a slot of group web"), "{}", text(&o));
+    assert!(read_key(&c.endpoints()[0], cache_key, 0).is_none());
+    // Releasing in another group: refused, the record kept.
+    let o = ade_prep(&a, &["fleet", "--group", "cache", "release"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("recorded in group web"), "{}", text(&o));
+    assert_eq!(holders(&c.endpoints()[0]), ["aaaa-1111"]);
+    // The configuration changes group since the acquire: release still gives back web's slot (the record's).
+    std::fs::write(
+        a.join("etc/ade-prep/config.toml"),
+        etcd_config(&c.endpoints(), 1).replace("group = \"web\"", "group = \"cache\""),
+    )
+    .unwrap();
+    let o = ade_prep(&a, &["fleet", "release"]);
+    assert!(o.status.success() && text(&o).contains("released: group web slot of aaaa-1111"), "{}", text(&o));
+    assert!(holders(&c.endpoints()[0]).is_empty());
+    assert!(!a.join("var/lib/ade-prep/fleet-slot.json").exists());
+}
+
+#[test]
+fn a_swap_after_the_key_was_deleted_and_recreated_fails() {
+    if common::need_root() {
+        return;
+    }
+    let Some(c) = Cluster::start(1) else { return };
+    let f = lib_fleet(c.endpoints(), 1);
+    let mk = || fleet::etcd::Etcd::new(super::etcd::agent(), f.endpoints.clone(), "web", 1);
+    let (stale, b) = (mk(), mk());
+    assert!(c.etcdctl(&["put", KEY, r#"{"total_slots":1,"holders":[]}"#]).status.success());
+    let (sem, stamp) = stale.read_stamped().unwrap();
+    let mut sem = sem.unwrap();
+    // An operator deletes the key (to change the group's slots, say); B's acquire creates it again at version 1.
+    assert!(c.etcdctl(&["del", KEY]).status.success());
+    use fleet::Backend as _;
+    assert_eq!(b.acquire("vm-b", 1).unwrap(), Acquired::Taken);
+    // The stale writer's swap of what it read (version 1 too) must not pass.
+    sem.acquire("vm-c", 2);
+    assert!(!stale.swap(&stamp, &sem).unwrap(), "a stale swap overwrote the recreated key");
+    assert_eq!(holders(&c.endpoints()[0]), ["vm-b"]);
+}
+
+#[test]
+fn a_lost_reply_to_a_committed_acquire_is_read_back_and_recorded() {
+    if common::need_root() {
+        return;
+    }
+    let Some(c) = Cluster::start(1) else { return };
+    let t = tempfile::tempdir().unwrap();
+    let proxy = super::proxy::Proxy::start(c.endpoints()[0].clone(), false);
+    let a = vm_root(t.path(), "aaaa-1111", &etcd_config(std::slice::from_ref(&proxy.url), 1));
+    let o = ade_prep(&a, &["fleet", "acquire"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(holders(&c.endpoints()[0]), ["aaaa-1111"]);
+    assert!(a.join("var/lib/ade-prep/fleet-slot.json").exists(), "held in etcd but not recorded");
+    // The reply is lost and etcd cannot be read again: the error says the slot may have been taken.
+    assert!(c.etcdctl(&["put", KEY, r#"{"total_slots":2,"holders":["aaaa-1111"]}"#]).status.success());
+    let silent = super::proxy::Proxy::start(c.endpoints()[0].clone(), true);
+    let b = vm_root(t.path(), "bbbb-2222", &etcd_config(std::slice::from_ref(&silent.url), 2));
+    let o = ade_prep(&b, &["fleet", "acquire"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("it may have been applied") && !text(&o).contains("nothing changed"), "{}", text(&o));
+    assert_eq!(holders(&c.endpoints()[0]), ["aaaa-1111", "bbbb-2222"]);
+}
+
+#[test]
+fn fleetlock_releases_under_contention_all_succeed_against_a_one_try_server() {
+    if common::need_root() {
+        return;
+    }
+    const VMS: usize = 12;
+    let Some(c) = Cluster::start(1) else { return };
+    let server = Server::start(c.endpoints(), &[("web", VMS as u64)]);
+    let f = Fleet {
+        backend: FleetBackend::Fleetlock,
+        endpoints: vec![server.url.clone()],
+        group: "web".into(),
+        slots: VMS as u64,
+        id: None,
+        ca_file: None,
+        cert_file: None,
+        key_file: None,
+        timeout_secs: 5,
+    };
+    let barrier = Arc::new(std::sync::Barrier::new(VMS));
+    let threads: Vec<_> = (0..VMS)
+        .map(|i| {
+            let (f, barrier) = (f.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let b = fleet::backend(&f).unwrap();
+                let id = format!("vm-{i:02}");
+                let got =
+                    fleet::acquire_waiting(b.as_ref(), &id, Duration::from_secs(60), Duration::from_millis(50), |_| {});
+                assert!(matches!(got, Ok(Acquired::Taken)), "{id}: {got:?}");
+                barrier.wait();
+                b.release(&id).map_err(|e| format!("{id}: {e}"))
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failed.is_empty(), "releases lost to airlock's one-try conflicts: {failed:?}");
+    assert!(holders(&c.endpoints()[0]).is_empty());
+}
+
+#[test]
+fn fleetlock_failed_sem_init_is_an_error_at_once_not_a_full_group() {
+    if common::need_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    // The FleetLock server's own etcd is down.
+    let server = Server::start(vec![format!("http://127.0.0.1:{}", super::etcd::free_port())], &[("web", 1)]);
+    let cfg = format!("[fleet]\nbackend = \"fleetlock\"\nendpoints = [\"{}\"]\ngroup = \"web\"\n", server.url);
+    let a = vm_root(t.path(), "aaaa-1111", &cfg);
+    let started = std::time::Instant::now();
+    let o = ade_prep(&a, &["fleet", "acquire", "--wait", "30"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(started.elapsed() < Duration::from_secs(15), "it waited as if the group were full");
+    assert!(text(&o).contains("failed_sem_init"), "{}", text(&o));
+    assert!(!a.join("var/lib/ade-prep/fleet-slot.json").exists());
 }
