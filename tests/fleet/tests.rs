@@ -551,17 +551,7 @@ fn fleetlock_releases_under_contention_all_succeed_against_a_one_try_server() {
     const VMS: usize = 12;
     let Some(c) = Cluster::start(1) else { return };
     let server = Server::start(c.endpoints(), &[("web", VMS as u64)]);
-    let f = Fleet {
-        backend: FleetBackend::Fleetlock,
-        endpoints: vec![server.url.clone()],
-        group: "web".into(),
-        slots: VMS as u64,
-        id: None,
-        ca_file: None,
-        cert_file: None,
-        key_file: None,
-        timeout_secs: 5,
-    };
+    let f = Fleet { backend: FleetBackend::Fleetlock, ..lib_fleet(vec![server.url.clone()], VMS as u64) };
     let barrier = Arc::new(std::sync::Barrier::new(VMS));
     let threads: Vec<_> = (0..VMS)
         .map(|i| {
