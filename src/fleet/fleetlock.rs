@@ -48,8 +48,14 @@ impl FleetLock {
     fn post(&self, path: &str, id: &str) -> Result<(u16, String), FleetError> {
         let body = json!({ "client_params": { "id": id, "group": self.group } });
         let url = format!("{}{path}", self.base);
-        super::http::post(&self.agent, &url, &[("fleet-lock-protocol", "true")], &body)
-            .map_err(|e| FleetError::Unreachable(format!("{url}: {e}")))
+        // No status request to read back: a request that may have reached the server is not "nothing changed".
+        super::http::post(&self.agent, &url, &[("fleet-lock-protocol", "true")], &body).map_err(|e| {
+            if e.maybe_sent {
+                FleetError::Uncertain(format!("{url}: {e}"))
+            } else {
+                FleetError::Unreachable(format!("{url}: {e}"))
+            }
+        })
     }
 }
 

@@ -60,19 +60,46 @@ pub(crate) fn agent(f: &Fleet) -> Result<ureq::Agent, FleetError> {
     Ok(config.into())
 }
 
-/// POSTs a JSON body; the status and the body text, or the transport error as text.
+/// A transport error: its text, and whether the request may have reached the server (false only when no
+/// connection was made: the name did not resolve, the connection was refused or timed out while connecting).
+#[derive(Debug)]
+pub(crate) struct PostError {
+    pub text: String,
+    pub maybe_sent: bool,
+}
+
+impl std::fmt::Display for PostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+fn post_error(e: ureq::Error) -> PostError {
+    use ureq::{Error, Timeout};
+    let not_sent = match &e {
+        Error::HostNotFound | Error::ConnectionFailed => true,
+        Error::Timeout(Timeout::Resolve | Timeout::Connect) => true,
+        Error::Io(io) => {
+            matches!(io.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::AddrNotAvailable)
+        }
+        _ => false,
+    };
+    PostError { text: e.to_string(), maybe_sent: !not_sent }
+}
+
+/// POSTs a JSON body; the status and the body text, or the transport error.
 pub(crate) fn post(
     agent: &ureq::Agent,
     url: &str,
     headers: &[(&str, &str)],
     body: &serde_json::Value,
-) -> Result<(u16, String), String> {
+) -> Result<(u16, String), PostError> {
     let mut req = agent.post(url).header("content-type", "application/json");
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = req.send(body.to_string()).map_err(|e| e.to_string())?;
+    let resp = req.send(body.to_string()).map_err(post_error)?;
     let status = resp.status().as_u16();
-    let text = resp.into_body().read_to_string().map_err(|e| e.to_string())?;
+    let text = resp.into_body().read_to_string().map_err(|e| PostError { maybe_sent: true, ..post_error(e) })?;
     Ok((status, text))
 }

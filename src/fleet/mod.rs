@@ -24,8 +24,8 @@ pub enum FleetError {
     Unreachable(String),
     /// A write was sent but no answer came back: it may have been applied.
     #[error(
-        "no endpoint answered the write ({0}); it may have been applied: `ade-prep fleet status` shows the group, \
-         and acquiring (or releasing) again is safe"
+        "no answer to the write ({0}); it may have been applied: acquiring (or releasing) again is safe and tells \
+         (etcd: `ade-prep fleet status` shows the group)"
     )]
     Uncertain(String),
     /// The server answered with an error.

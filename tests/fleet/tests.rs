@@ -590,3 +590,33 @@ fn fleetlock_failed_sem_init_is_an_error_at_once_not_a_full_group() {
     assert!(text(&o).contains("failed_sem_init"), "{}", text(&o));
     assert!(!a.join("var/lib/ade-prep/fleet-slot.json").exists());
 }
+
+#[test]
+fn fleetlock_a_request_sent_but_unanswered_is_not_called_nothing_changed() {
+    if common::need_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    // A server that reads the request and closes without an answer (it may have taken the slot).
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            use std::io::Read as _;
+            let mut buf = [0u8; 4096];
+            let _ = (&s).read(&mut buf);
+        }
+    });
+    let cfg = format!("[fleet]\nbackend = \"fleetlock\"\nendpoints = [\"{url}\"]\ngroup = \"web\"\n");
+    let a = vm_root(t.path(), "aaaa-1111", &cfg);
+    let o = ade_prep(&a, &["fleet", "acquire"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("it may have been applied") && !text(&o).contains("nothing changed"), "{}", text(&o));
+    // Refused: nothing was sent, nothing changed.
+    let port = super::etcd::free_port();
+    let cfg = format!("[fleet]\nbackend = \"fleetlock\"\nendpoints = [\"http://127.0.0.1:{port}\"]\ngroup = \"web\"\n");
+    let b = vm_root(t.path(), "bbbb-2222", &cfg);
+    let o = ade_prep(&b, &["fleet", "acquire"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("nothing changed"), "{}", text(&o));
+}

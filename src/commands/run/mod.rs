@@ -311,10 +311,10 @@ fn prepare_for_request(
         let (handler_dir, seq, volume_type) = match decide(&obs, public.as_ref(), flow) {
             Decision::Skip { why, watch } => {
                 status(&format!("nothing to do: {why}"));
+                notify(&[sd_notify::NotifyState::Ready]);
                 if !watch && obs.seq.is_some() {
                     crate::fleet::release_without_window(paths, &why); // ADE's request opens no window here
                 }
-                notify(&[sd_notify::NotifyState::Ready]);
                 return Ok(Err(if watch { this } else { Next::Exit(exit::OK) }));
             }
             Decision::Prepare { handler_dir, seq, volume_type } => (handler_dir, seq, volume_type),
@@ -362,9 +362,9 @@ fn prepare_for_request(
         drop(guard); // the journal holds the window from now on
         if let Err(why) = prepared {
             status(&format!("nothing to do: {why}"));
-            crate::fleet::release_without_window(paths, &why); // ADE's request opens no window here
             notify(&[sd_notify::NotifyState::Ready]);
-            // A later request may find data volumes to free; an online OS flow never needs the window.
+            crate::fleet::release_without_window(paths, &why); // ADE's request opens no window here
+                                                               // A later request may find data volumes to free; an online OS flow never needs the window.
             return Ok(Err(if volume_type.includes_data() { this } else { Next::Exit(exit::OK) }));
         }
         if let Some(a) = age(&settings_file) {
