@@ -1,6 +1,7 @@
 //! The etcd backend: one key per group in airlock's layout, `com.coreos.airlock/groups/<group>/v1/semaphore`
 //! (coreos/airlock internal/lock/lock.go:16, 51), created by a transaction "version = 0 → put" (lock.go:137-142)
-//! and changed by read, edit, "version = what was read → put" (lock.go:150-181, 197-203), so that an airlock
+//! and changed by read, edit, compare-and-swap (airlock: "version = what was read → put", lock.go:150-181, 197-203;
+//! here "mod_revision = what was read", immune to a delete and recreate of the key: [`Stamp`]), so that an airlock
 //! server and ade-prep clients can share a group. Spoken over etcd's v3 JSON gateway (`POST /v3/kv/range`,
 //! `/v3/kv/txn`, keys and values base64; 64-bit numbers as strings), served on the client URL under `/v3/` in etcd
 //! 3.4 (etcd v3.4.23 embed/serve.go:298-300; paths: etcdserver/etcdserverpb/gw/rpc.pb.gw.go:851-857).
