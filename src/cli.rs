@@ -117,6 +117,19 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Fleet rollouts: take, give back or show a slot of the group semaphore ([fleet] in the configuration), so that
+    /// no more than N VMs of a group are encrypted at once (docs/fleet.md).
+    Fleet {
+        /// The group (default: fleet.group).
+        #[arg(long, global = true, value_name = "GROUP")]
+        group: Option<String>,
+        /// The VM's id (default: fleet.id, else this VM's SMBIOS UUID).
+        #[arg(long, global = true, value_name = "ID")]
+        id: Option<String>,
+        /// What to do.
+        #[command(subcommand)]
+        action: FleetAction,
+    },
     /// Run CMD holding the serialisation lock, once no encryption window is open; CMD's exit code passes through
     /// (5 when the wait ran out).
     Lock {
@@ -126,6 +139,30 @@ pub enum Command {
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<std::ffi::OsString>,
+    },
+}
+
+/// `fleet`'s verbs.
+#[derive(Debug, Subcommand)]
+pub enum FleetAction {
+    /// Take a slot for this VM (or --id), recorded on this VM until `restore` gives it back; exit 5 when the group
+    /// stays full.
+    Acquire {
+        /// Seconds to retry while the group is full (default 0: one try).
+        #[arg(long, value_name = "SECS", default_value_t = 0)]
+        wait: u64,
+    },
+    /// Give this VM's slot back (`--id ID --force`: a dead VM's).
+    Release {
+        /// Release another VM's slot (--id).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the group's slots and holders, with since-when, and this VM's record.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -166,6 +203,14 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Lock { wait, command } => {
             config::or_builtin(loaded);
             commands::lock::run(&paths, wait, &command)
+        }
+        Command::Fleet { group, id, action } => {
+            let action = match action {
+                FleetAction::Acquire { wait } => commands::fleet::Action::Acquire { wait },
+                FleetAction::Release { force } => commands::fleet::Action::Release { force },
+                FleetAction::Status { json } => commands::fleet::Action::Status { json },
+            };
+            commands::fleet::run(&paths, &loaded?, &commands::fleet::FleetOpts { group, id }, &action)
         }
         Command::Config => commands::config::run(&paths, &loaded?),
         // The support bundle is most needed when something is wrong, the configuration included.

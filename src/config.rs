@@ -183,6 +183,63 @@ pub struct Settings {
     pub protected: Protected,
     /// The workload catalogue, by name.
     pub workloads: BTreeMap<String, Workload>,
+    /// The fleet rollout's group semaphore (docs/fleet.md); absent: no fleet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<Fleet>,
+}
+
+/// Which server keeps the group semaphore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FleetBackend {
+    /// etcd v3 directly (its JSON gateway), airlock's key layout.
+    Etcd,
+    /// A FleetLock server (airlock or another), over its HTTP protocol.
+    Fleetlock,
+}
+
+/// The fleet rollout: which group this VM belongs to and where its semaphore lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fleet {
+    /// `etcd` or `fleetlock`.
+    pub backend: FleetBackend,
+    /// etcd client URLs (tried in order), or the FleetLock server's base URL (one).
+    pub endpoints: Vec<String>,
+    /// The group: VMs of one service that must not all be encrypted at once.
+    pub group: String,
+    /// etcd: the group's slots when its key is created (an existing key keeps its own).
+    pub slots: u64,
+    /// This VM's id in the group (default: the SMBIOS UUID, /sys/class/dmi/id/product_uuid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// PEM CA certificates that sign the server's certificate (https endpoints; default: the webpki roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (mutual TLS), with `key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// Seconds one request may take.
+    pub timeout_secs: u64,
+}
+
+impl Fleet {
+    fn new() -> Self {
+        Fleet {
+            backend: FleetBackend::Etcd,
+            endpoints: vec![],
+            group: "default".into(),
+            slots: 1,
+            id: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            timeout_secs: 10,
+        }
+    }
 }
 
 /// Stray process handling.
@@ -228,6 +285,7 @@ impl Default for Settings {
             window: Window { timeout_hours: 0, extension_wait_secs: 0 },
             protected: Protected::default(),
             workloads: BTreeMap::new(),
+            fleet: None,
         };
         match parse_file(Path::new(BUILTIN_PATH), BUILTIN) {
             Ok(raw) => merge(&mut settings, raw),
@@ -247,6 +305,7 @@ struct RawFile {
     window: Option<RawWindow>,
     protected: Option<RawProtected>,
     workloads: Option<BTreeMap<String, RawWorkload>>,
+    fleet: Option<RawFleet>,
 }
 
 // ---- bounds: every number a file may give, checked as it is parsed (so the error names file, line and key) ----
@@ -335,6 +394,27 @@ struct RawWorkload {
     ready: Option<Probe>,
 }
 
+/// The most slots a group may have.
+pub const MAX_FLEET_SLOTS: u64 = 100_000;
+/// The longest request timeout: 10 minutes.
+pub const MAX_FLEET_TIMEOUT_SECS: u64 = 600;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    backend: Option<FleetBackend>,
+    endpoints: Option<Vec<String>>,
+    group: Option<String>,
+    #[serde(default, deserialize_with = "optional::<1, MAX_FLEET_SLOTS, _>")]
+    slots: Option<u64>,
+    id: Option<String>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "optional::<1, MAX_FLEET_TIMEOUT_SECS, _>")]
+    timeout_secs: Option<u64>,
+}
+
 /// 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
@@ -415,6 +495,53 @@ fn merge(settings: &mut Settings, raw: RawFile) {
             w.ready = Some(p);
         }
     }
+    if let Some(r) = raw.fleet {
+        let f = settings.fleet.get_or_insert_with(Fleet::new);
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = r.$f { f.$f = v; } )* };
+        }
+        set!(backend, endpoints, group, slots, timeout_secs);
+        macro_rules! set_opt {
+            ($($f:ident),*) => { $( if r.$f.is_some() { f.$f = r.$f; } )* };
+        }
+        set_opt!(id, ca_file, cert_file, key_file);
+    }
+}
+
+/// A FleetLock group: `^[a-zA-Z0-9.-]+$` (coreos/zincati docs/development/fleetlock/protocol.md:50); the etcd key
+/// takes it as is.
+pub fn valid_group(g: &str) -> bool {
+    !g.is_empty() && g.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+}
+
+/// What is wrong with a `[fleet]` section, as (dotted key, message).
+pub fn check_fleet(f: &Fleet) -> Result<(), (&'static str, String)> {
+    if f.endpoints.is_empty() {
+        return Err(("fleet.endpoints", "must list at least one URL (http://HOST:PORT or https://...)".into()));
+    }
+    for e in &f.endpoints {
+        let host = e.strip_prefix("http://").or_else(|| e.strip_prefix("https://"));
+        if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
+            return Err(("fleet.endpoints", format!("{e:?}: not an http:// or https:// URL")));
+        }
+    }
+    if f.backend == FleetBackend::Fleetlock && f.endpoints.len() != 1 {
+        return Err(("fleet.endpoints", "the fleetlock backend takes one base URL".into()));
+    }
+    if !valid_group(&f.group) {
+        return Err(("fleet.group", format!("{:?}: must match ^[a-zA-Z0-9.-]+$ (FleetLock's rule)", f.group)));
+    }
+    if f.id.as_ref().is_some_and(|i| i.trim().is_empty() || i.chars().any(char::is_control)) {
+        return Err(("fleet.id", "must be non-empty text without control characters".into()));
+    }
+    if f.cert_file.is_some() != f.key_file.is_some() {
+        return Err(("fleet.cert_file", "cert_file and key_file go together (mutual TLS)".into()));
+    }
+    let tls = f.ca_file.is_some() || f.cert_file.is_some();
+    if tls && !f.endpoints.iter().all(|e| e.starts_with("https://")) {
+        return Err(("fleet.ca_file", "TLS files are set but an endpoint is not https://".into()));
+    }
+    Ok(())
 }
 
 fn validate(settings: &Settings, path: &Path) -> Result<(), ConfigError> {
@@ -447,6 +574,9 @@ fn validate(settings: &Settings, path: &Path) -> Result<(), ConfigError> {
         if w.ready.as_ref().is_some_and(|p| p.argv.first().is_none_or(String::is_empty)) {
             return Err(invalid(format!("workloads.{name}.ready.argv"), "must name a program"));
         }
+    }
+    if let Some(f) = &settings.fleet {
+        check_fleet(f).map_err(|(key, message)| invalid(key.to_string(), &message))?;
     }
     Ok(())
 }
@@ -689,6 +819,36 @@ mod tests {
         write(d.path(), "etc/ade-prep/config.toml", "[workloads.x]\npre_stop = [{argv = []}]\nunits=[\"x\"]\n");
         let e = load(&Paths::under(d.path()), false).unwrap_err().to_string();
         assert!(e.contains("workloads.x.pre_stop[0].argv: must name a program"), "{e}");
+    }
+
+    #[test]
+    fn a_fleet_section_merges_over_layers_and_each_bad_field_is_named_on_one_line() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::under(d.path());
+        write(d.path(), "etc/ade-prep/config.toml", "[fleet]\nendpoints = [\"http://10.0.0.4:2379\"]\nslots = 3\n");
+        write(d.path(), "etc/ade-prep/config.d/10-group.toml", "[fleet]\ngroup = \"cassandra\"\n");
+        let f = load(&paths, false).unwrap().fleet.unwrap();
+        assert_eq!((f.backend, f.group.as_str(), f.slots, f.timeout_secs), (FleetBackend::Etcd, "cassandra", 3, 10));
+        assert_eq!(f.endpoints, ["http://10.0.0.4:2379"]);
+        let cases = [
+            ("group = \"a b\"", "10-group.toml: fleet.group: \"a b\": must match ^[a-zA-Z0-9.-]+$"),
+            ("endpoints = []", "fleet.endpoints: must list at least one URL"),
+            ("endpoints = [\"10.0.0.4:2379\"]", "fleet.endpoints: \"10.0.0.4:2379\": not an http:// or https:// URL"),
+            (
+                "backend = \"fleetlock\"\nendpoints = [\"http://a\", \"http://b\"]",
+                "fleet.endpoints: the fleetlock backend takes one base URL",
+            ),
+            ("cert_file = \"/c.pem\"", "fleet.cert_file: cert_file and key_file go together"),
+            ("ca_file = \"/ca.pem\"", "fleet.ca_file: TLS files are set but an endpoint is not https://"),
+            ("slots = 0", "10-group.toml:2: slots: 0 is out of range: must be 1 to 100000"),
+            ("backend = \"zk\"", "10-group.toml:2: backend: unknown variant `zk`"),
+        ];
+        for (line, want) in cases {
+            write(d.path(), "etc/ade-prep/config.d/10-group.toml", &format!("[fleet]\n{line}\n"));
+            let e = load(&paths, false).unwrap_err().to_string();
+            assert!(e.contains(want), "{line}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
     }
 
     #[test]

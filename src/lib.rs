@@ -15,6 +15,7 @@ pub mod events;
 pub mod exit;
 pub(crate) mod extension;
 pub(crate) mod failpoint;
+pub mod fleet;
 pub(crate) mod fsread;
 pub mod fuzz;
 pub(crate) mod glob;

@@ -11,6 +11,8 @@ pub const CONFIG_DIR: &str = "/etc/ade-prep/config.d";
 pub const STATE_FILE: &str = "/var/lib/ade-prep/state.json";
 /// The folder of the journal.
 pub const STATE_DIR: &str = "/var/lib/ade-prep";
+/// The fleet slot this VM holds (src/fleet/record.rs), kept through ADE's reboot until `restore` gives it back.
+pub const FLEET_SLOT_FILE: &str = "/var/lib/ade-prep/fleet-slot.json";
 /// The units to hold down through a reboot while a window is open, for ade-prep-generator (src/window/hold.rs).
 pub const HOLD_FILE: &str = "/etc/ade-prep/hold";
 /// Runtime folder (tmpfiles.d creates it).
@@ -57,6 +59,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("CONFIG_DIR", CONFIG_DIR),
     ("STATE_FILE", STATE_FILE),
     ("HOLD_FILE", HOLD_FILE),
+    ("FLEET_SLOT_FILE", FLEET_SLOT_FILE),
     ("RUN_DIR", RUN_DIR),
     ("LOCK_FILE", LOCK_FILE),
     ("WAAGENT_DIR", WAAGENT_DIR),
@@ -125,6 +128,10 @@ impl Paths {
     /// The journal under the root.
     pub fn state_file(&self) -> PathBuf {
         self.resolve(STATE_FILE)
+    }
+    /// The fleet slot record under the root.
+    pub fn fleet_slot_file(&self) -> PathBuf {
+        self.resolve(FLEET_SLOT_FILE)
     }
     /// The hold list under the root.
     pub fn hold_file(&self) -> PathBuf {

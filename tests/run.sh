@@ -24,7 +24,7 @@ TIER=${1:-all}
 # The test targets (tests/NAME/main.rs) of each tier. A new tests/NAME/ goes into one of them: `all` fails on a test
 # target that no tier runs.
 TESTS_FAST="cli"
-TESTS_NSPAWN="nspawn"
+TESTS_NSPAWN="nspawn fleet"
 TESTS_PACKAGING="packaging"
 TESTS_VM="vm"
 
@@ -66,7 +66,7 @@ install_tools() {
   # Debian packages the tests call.
   local p missing=()
   local PKGS="psmisc lsof time bc e2fsprogs util-linux procps debootstrap systemd-container dbus shellcheck
-      cryptsetup-bin debhelper dpkg-dev fakeroot lintian rpm rpmlint"
+      cryptsetup-bin debhelper dpkg-dev fakeroot lintian rpm rpmlint openssl curl"
   for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing Debian packages: ${missing[*]}"
@@ -79,8 +79,20 @@ install_tools() {
     pip install -q ziglang cargo-zigbuild
   fi
   rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
+  # Debian's etcd (tests/fleet): unpacked into the harness cache, never installed (no system service is started).
+  local deb dl etcd_dir="${ADE_HARNESS_DIR:-/var/cache/ade-prep-harness}/etcd"
+  if [ ! -x "$etcd_dir/usr/bin/etcd" ] || [ ! -x "$etcd_dir/usr/bin/etcdctl" ]; then
+    log "fetching Debian's etcd-server and etcd-client into $etcd_dir"
+    dl=$(mktemp -d)
+    (cd "$dl" && apt-get download -qq etcd-server etcd-client 2>/dev/null) ||
+      { apt-get update -qq; (cd "$dl" && apt-get download -qq etcd-server etcd-client); }
+    mkdir -p "$etcd_dir"
+    for deb in "$dl"/*.deb; do dpkg -x "$deb" "$etcd_dir"; done
+    rm -rf "$dl"
+  fi
 }
 [ "$TIER" = fast ] || step "tools" install_tools
+export ADE_ETCD_DIR="${ADE_ETCD_DIR:-${ADE_HARNESS_DIR:-/var/cache/ade-prep-harness}/etcd}"
 
 # ---- the cached guests, built in the background while cargo compiles and tests run ------------------------------
 # The nspawn guests (rootfs-ns, rootfs-219: packaging and nspawn tiers) first, while cargo compiles; then, for the vm

@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod config;
+pub mod fleet;
 pub mod lock;
 pub mod prepare;
 pub mod report;

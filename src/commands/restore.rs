@@ -66,7 +66,11 @@ pub fn restore_with(paths: &Paths, settings: &Settings, opts: &RestoreOpts) -> a
     if opts.past_deadline {
         // Read before the hold list is touched: a window not yet due is left entirely alone.
         match journal.as_ref().map(|j| j.record()).filter(|r| r.is_window_open()) {
-            None => return Ok(None),
+            None => {
+                // No window: only a fleet release left pending is retried (the timer makes that automatic).
+                crate::fleet::release_on_idle_restore(paths, true);
+                return Ok(None);
+            }
             Some(r) => {
                 let deadline = r.deadline_or(settings.window.timeout_hours);
                 if crate::clock::now() < deadline {
@@ -96,6 +100,7 @@ pub fn restore_with(paths: &Paths, settings: &Settings, opts: &RestoreOpts) -> a
             RealEdges::new(paths)?.machine(settings).systemd.reload()?;
             log::warn!("no window open: removed a stale hold list and reloaded ({})", masked.join(" "));
         }
+        crate::fleet::release_on_idle_restore(paths, opts.past_deadline);
         return Ok(None);
     }
     let Some(mut journal) = journal else { return Ok(None) };
@@ -132,11 +137,18 @@ pub fn restore_with(paths: &Paths, settings: &Settings, opts: &RestoreOpts) -> a
             exit::FAILED,
             anyhow!(
                 "restore incomplete ({}); run `ade-prep restore` again once fixed, or `ade-prep restore --abandon \
-                 ENTRY` for an undo that cannot succeed (entries in `ade-prep status`)",
-                r.failed.join("; ")
+                 ENTRY` for an undo that cannot succeed (entries in `ade-prep status`){}",
+                r.failed.join("; "),
+                if crate::fleet::record::read(paths).is_ok_and(|r| r.is_some()) {
+                    " (the fleet slot stays held until then)"
+                } else {
+                    ""
+                }
             ),
         ));
     }
+    // Every workload is back: the fleet slot (if this VM holds one) goes back to the group (docs/fleet.md).
+    crate::fleet::release_after_restore(paths);
     Ok(Some(r))
 }
 

@@ -312,6 +312,9 @@ fn prepare_for_request(
             Decision::Skip { why, watch } => {
                 status(&format!("nothing to do: {why}"));
                 notify(&[sd_notify::NotifyState::Ready]);
+                if !watch && obs.seq.is_some() {
+                    crate::fleet::release_without_window(paths, &why); // ADE's request opens no window here
+                }
                 return Ok(Err(if watch { this } else { Next::Exit(exit::OK) }));
             }
             Decision::Prepare { handler_dir, seq, volume_type } => (handler_dir, seq, volume_type),
@@ -323,6 +326,8 @@ fn prepare_for_request(
             notify(&[sd_notify::NotifyState::Ready]);
             return Ok(Err(this));
         }
+        // A fleet member that holds no slot: said loudly, never waited for (ADE will not wait).
+        crate::fleet::warn_if_unheld(paths, settings);
         let settings_file = ade::settings_path(&handler_dir, seq);
         let decision = match volume_type {
             VolumeType::Os => "includes the OS volume: preparing",
@@ -363,7 +368,8 @@ fn prepare_for_request(
         if let Err(why) = prepared {
             status(&format!("nothing to do: {why}"));
             notify(&[sd_notify::NotifyState::Ready]);
-            // A later request may find data volumes to free; an online OS flow never needs the window.
+            crate::fleet::release_without_window(paths, &why); // ADE's request opens no window here
+                                                               // A later request may find data volumes to free; an online OS flow never needs the window.
             return Ok(Err(if volume_type.includes_data() { this } else { Next::Exit(exit::OK) }));
         }
         if let Some(a) = age(&settings_file) {
