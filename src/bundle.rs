@@ -237,15 +237,17 @@ fn create_beside(dir: &std::fs::File, name: &std::ffi::OsStr) -> std::io::Result
     use std::os::fd::{AsRawFd, FromRawFd};
     use std::os::unix::ffi::OsStrExt;
     for _ in 0..32 {
-        let mut r = [0u8; 8];
-        // SAFETY: getrandom writes at most r.len() bytes into r.
-        let n = unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };
-        if n != r.len() as isize {
-            return Err(std::io::Error::last_os_error());
-        }
+        // Not libc::getrandom: glibc 2.17 (CentOS 7, the packages' floor) has no such symbol and the release link
+        // fails. std's RandomState is keyed from the kernel's random source (with its own fallback there).
+        let r = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            h.finish()
+        };
         let mut tmp = b".".to_vec();
         tmp.extend_from_slice(name.as_bytes());
-        tmp.extend_from_slice(format!(".{:016x}.tmp", u64::from_ne_bytes(r)).as_bytes());
+        tmp.extend_from_slice(format!(".{r:016x}.tmp").as_bytes());
         let tmp = std::ffi::CString::new(tmp).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         // SAFETY: a valid folder fd and a NUL-terminated name.
