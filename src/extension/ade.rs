@@ -109,6 +109,13 @@ pub fn status_seq(handler_dir: &Path) -> Result<Option<u64>, ExtensionError> {
     Ok(settings_files(handler_dir)?.into_iter().map(|f| f.0).max())
 }
 
+/// The handler folder's `mrseq` (ADE's last saved seq: `HandlerUtil.py:129-133`, written by `save_seq`,
+/// `:408-413`; the agent copies it into an upgraded handler's folder, WALA `exthandlers.py:1389-1408`). None when
+/// missing or not a number.
+pub fn read_mrseq(handler_dir: &Path) -> Option<u64> {
+    std::fs::read_to_string(handler_dir.join("mrseq")).ok()?.trim().parse().ok()
+}
+
 /// `config/<seq>.settings` of a handler.
 pub fn settings_path(handler_dir: &Path, seq: u64) -> PathBuf {
     handler_dir.join("config").join(format!("{seq}.settings"))
@@ -384,6 +391,17 @@ pub struct Facts {
     pub daemon: Option<i32>,
     /// Where `/` stands (None: the mount table could not be read).
     pub root: Option<RootState>,
+    /// The OS volume is encrypted by ADE's own test, the LVM rule included ([`machine::os_encrypted`]).
+    pub os_encrypted: bool,
+    /// ADE's decryption request queue file exists ([`machine::DECRYPT_QUEUE_FILE`]).
+    pub decrypt_queue: bool,
+    /// The handler folder's `mrseq`: the seq ADE last saved ([`read_mrseq`]).
+    pub mrseq: Option<u64>,
+    /// The current settings file's size and modification time in nanoseconds (the agent rewrites it at each
+    /// start: WALA `update.py:613-643`, `exthandlers.py:846`).
+    pub settings_stamp: Option<(u64, u128)>,
+    /// When the status file was last written, seconds since the epoch.
+    pub status_mtime: Option<u64>,
 }
 
 impl Facts {
@@ -394,26 +412,37 @@ impl Facts {
 
     /// Reads them all; never fails (what cannot be read is a reason to wait, in [`decide`]).
     pub fn read(paths: &Paths) -> Facts {
+        let mounts =
+            crate::mountinfo::parse(&std::fs::read_to_string(paths.proc().join("self/mountinfo")).unwrap_or_default())
+                .0;
         let mut f = Facts {
             queue: machine::queue_present(paths),
+            decrypt_queue: machine::decrypt_queue_present(paths),
             daemon: machine::ade_daemon(paths),
             root: RootState::read(paths).map_err(|e| log::warn!("{e}")).ok(),
+            os_encrypted: machine::os_encrypted(paths, &mounts),
             waagent_dir: paths.waagent_dir(),
             ..Facts::default()
         };
         let Ok(Some(handler)) = find_ade_handler(paths).map_err(|e| log::warn!("{e}")) else { return f };
         f.seq = current_seq(&handler.dir).map_err(|e| log::warn!("{e}")).ok().flatten();
         f.status_seq = status_seq(&handler.dir).ok().flatten();
+        f.mrseq = read_mrseq(&handler.dir);
         if let Some(seq) = f.seq {
             f.public = read_settings(&handler.dir, seq).ok();
-            f.settings_mtime = std::fs::metadata(settings_path(&handler.dir, seq))
+            let md = std::fs::metadata(settings_path(&handler.dir, seq)).ok();
+            let since =
+                md.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok());
+            f.settings_mtime = since.map(|d| d.as_secs());
+            f.settings_stamp = md.zip(since).map(|(m, d)| (m.len(), d.as_nanos()));
+        }
+        if let Some(s) = f.status_seq {
+            f.status = read_status(&handler.dir, s);
+            f.status_mtime = std::fs::metadata(status_path(&handler.dir, s))
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
                 .map(|d| d.as_secs());
-        }
-        if let Some(s) = f.status_seq {
-            f.status = read_status(&handler.dir, s);
         }
         f.handler = Some(handler);
         f

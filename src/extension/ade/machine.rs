@@ -14,6 +14,12 @@ use crate::scan::{list_pids, parse_cmdline};
 /// ADE's request queue ("encryption marker"), in [`crate::paths::ADE_CONFIG_DIR`] (FINDINGS 11,
 /// `EncryptionEnvironment.py:37`).
 pub const QUEUE_FILE: &str = "azure_crypt_request_queue.ini";
+/// ADE's decryption request queue, in [`crate::paths::ADE_CONFIG_DIR`] (`EncryptionEnvironment.py:38`): written by
+/// DisableEncryption before it starts the daemon (`handle.py:156-169`), removed by the daemon at its end
+/// (`handle.py:2497`).
+pub const DECRYPT_QUEUE_FILE: &str = "azure_decrypt_request_queue.ini";
+/// ADE's OS mapper name (`CommonVariables.osmapper_name`; `DiskUtil.get_osmapper_path`).
+pub const OS_MAPPER: &str = "osencrypt";
 /// ADE's OS phase markers folder, in [`crate::paths::ADE_CONFIG_DIR`] (FINDINGS 25, `EncryptionEnvironment.py:45`).
 pub const MARKERS_DIR: &str = "os_encryption_markers";
 /// Where ADE's unmount state keeps the old root after `pivot_root` (FINDINGS 21-23, `handle.py:2156`).
@@ -22,6 +28,47 @@ pub const OLDROOT: &str = "/oldroot";
 /// Whether ADE's request queue file exists (FINDINGS 11): while it does, ADE has work queued.
 pub fn queue_present(paths: &Paths) -> bool {
     paths.ade_config_dir().join(QUEUE_FILE).exists()
+}
+
+/// Whether ADE's decryption request queue file exists.
+pub fn decrypt_queue_present(paths: &Paths) -> bool {
+    paths.ade_config_dir().join(DECRYPT_QUEUE_FILE).exists()
+}
+
+/// Whether the OS volume is encrypted by ADE's own test (`DiskUtil.py:654-659`, `:674-677`): for an LVM OS disk,
+/// `pvdisplay | grep /dev/mapper/osencrypt` (a PV of the root's volume group is ADE's OS mapper); otherwise `/`
+/// mounted from `/dev/mapper/*` or `/dev/dm*`. Read from sysfs rather than by running pvdisplay: the root's device
+/// `/sys/dev/block/<maj:min>`, an LVM volume when its `dm/uuid` starts with `LVM-` (device-mapper's LVM prefix),
+/// then its `slaves` followed down: encrypted when one of them is the device-mapper device named `osencrypt`.
+pub fn os_encrypted(paths: &Paths, mounts: &[Mount]) -> bool {
+    let Some(root) = mounts.iter().rev().find(|m| m.mount_point == Path::new("/")) else { return false };
+    let on_mapper = root.source.starts_with("/dev/mapper/") || root.source.starts_with("/dev/dm");
+    if !on_mapper {
+        return false;
+    }
+    let dev = paths.sys().join(format!("dev/block/{}:{}", root.dev.0, root.dev.1));
+    let read = |d: &Path, f: &str| std::fs::read_to_string(d.join(f)).map(|s| s.trim().to_string()).ok();
+    let lvm = read(&dev, "dm/uuid").is_some_and(|u| u.starts_with("LVM-"))
+        || (read(&dev, "dm/uuid").is_none() && root.source.starts_with("/dev/mapper/rootvg-"));
+    if !lvm {
+        return true;
+    }
+    let mut stack = vec![dev];
+    let mut seen = 0;
+    while let Some(d) = stack.pop() {
+        seen += 1;
+        if seen > 64 {
+            break;
+        }
+        for e in std::fs::read_dir(d.join("slaves")).into_iter().flatten().flatten() {
+            let slave = std::fs::canonicalize(e.path()).unwrap_or_else(|_| e.path());
+            if read(&slave, "dm/name").as_deref() == Some(OS_MAPPER) {
+                return true;
+            }
+            stack.push(slave);
+        }
+    }
+    false
 }
 
 /// The names in ADE's markers folder, sorted (FINDINGS 25); empty when there is none.
@@ -87,7 +134,8 @@ impl RootState {
         self.tmpfs || self.oldroot
     }
 
-    /// `/` is mounted from a device-mapper volume, as after ADE's OS encryption (FINDINGS 15, `DiskUtil.py:674-679`).
+    /// `/` is mounted from a device-mapper volume: ADE's test for a non-LVM OS disk (FINDINGS 15,
+    /// `DiskUtil.py:674-677`); an LVM root is on the mapper without being encrypted: [`os_encrypted`] tells.
     pub fn on_mapper(&self) -> bool {
         self.source.starts_with("/dev/mapper/") || self.source.starts_with("/dev/dm")
     }
@@ -145,5 +193,62 @@ mod tests {
         // FINDINGS 15: after the reboot / is on the mapper.
         let enc = rs("22 1 253:0 / / rw - ext4 /dev/mapper/osencrypt rw\n");
         assert!(enc.on_mapper() && !enc.frozen());
+    }
+}
+
+#[cfg(test)]
+mod lvm_tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A sysfs with `dm-0` (the root LV, uuid `LVM-...`) on `slave` (`dm-1` named `name`, or the partition sda2).
+    fn sysfs(root: &Path, lv_uuid: &str, pv: Option<&str>) {
+        let b = root.join("sys/devices/virtual/block");
+        std::fs::create_dir_all(b.join("dm-0/dm")).unwrap();
+        std::fs::create_dir_all(b.join("dm-0/slaves")).unwrap();
+        std::fs::write(b.join("dm-0/dm/uuid"), format!("{lv_uuid}\n")).unwrap();
+        std::fs::write(b.join("dm-0/dm/name"), "rootvg-rootlv\n").unwrap();
+        std::fs::create_dir_all(root.join("sys/dev/block")).unwrap();
+        symlink("../../devices/virtual/block/dm-0", root.join("sys/dev/block/253:0")).unwrap();
+        match pv {
+            Some(name) => {
+                std::fs::create_dir_all(b.join("dm-1/dm")).unwrap();
+                std::fs::write(b.join("dm-1/dm/name"), format!("{name}\n")).unwrap();
+                symlink("../../dm-1", b.join("dm-0/slaves/dm-1")).unwrap();
+            }
+            None => {
+                let sda2 = root.join("sys/devices/pci0/host0/block/sda/sda2");
+                std::fs::create_dir_all(&sda2).unwrap();
+                symlink(&sda2, b.join("dm-0/slaves/sda2")).unwrap();
+            }
+        }
+    }
+
+    fn mounts(source: &str) -> Vec<Mount> {
+        crate::mountinfo::parse(&format!("22 1 253:0 / / rw - xfs {source} rw\n")).0
+    }
+
+    #[test]
+    fn an_lvm_root_is_encrypted_only_on_ades_os_mapper() {
+        // DiskUtil.py:654-659: an LVM OS disk is encrypted when `pvdisplay | grep /dev/mapper/osencrypt`.
+        let d = tempfile::tempdir().unwrap();
+        sysfs(d.path(), "LVM-abcdef", None);
+        let p = Paths::under(d.path());
+        assert!(!os_encrypted(&p, &mounts("/dev/mapper/rootvg-rootlv")), "rootvg on a plain partition");
+        let d = tempfile::tempdir().unwrap();
+        sysfs(d.path(), "LVM-abcdef", Some("osencrypt"));
+        assert!(os_encrypted(&Paths::under(d.path()), &mounts("/dev/mapper/rootvg-rootlv")), "PV is osencrypt");
+        let d = tempfile::tempdir().unwrap();
+        sysfs(d.path(), "LVM-abcdef", Some("other-crypt"));
+        assert!(!os_encrypted(&Paths::under(d.path()), &mounts("/dev/mapper/rootvg-rootlv")), "PV another mapper");
+        // DiskUtil.py:674-677: a non-LVM root on the mapper is encrypted; on a partition it is not.
+        let d = tempfile::tempdir().unwrap();
+        sysfs(d.path(), "CRYPT-LUKS1-abc-osencrypt", None);
+        assert!(os_encrypted(&Paths::under(d.path()), &mounts("/dev/mapper/osencrypt")));
+        assert!(!os_encrypted(&Paths::under(d.path()), &mounts("/dev/sda1")));
+        // No sysfs: a rootvg name is taken as LVM (not encrypted without the osencrypt PV).
+        let none = tempfile::tempdir().unwrap();
+        assert!(!os_encrypted(&Paths::under(none.path()), &mounts("/dev/mapper/rootvg-rootlv")));
+        assert!(os_encrypted(&Paths::under(none.path()), &mounts("/dev/mapper/osencrypt")));
     }
 }

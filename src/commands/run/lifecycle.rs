@@ -1,0 +1,849 @@
+//! ADE's request lifecycle as `run` follows it: a [`RunState`] with checked transitions and the pure
+//! [`next`]`(state, look) -> action`, fed by one [`Look`] at ADE (settings and their rewrite, `mrseq`, status,
+//! queue files, the daemon, the root's real encryption state, the boot) and acted on by `run` through the window's
+//! existing edges (prepare, restore). Every rule names the ADE or agent source it follows (tests/ade/FINDINGS.md for
+//! the line convention: a bare `file:line` is sp `VMEncryption/main/`).
+//!
+//! The rule of the window: it opens whenever ADE shows it will act on a volume `run` frees (an enable or a disable
+//! ADE will run again, a queue file, a live daemon); it closes only at ADE's end of the request it was opened for
+//! (taken up and finished, or a failure ADE treats as final before take-up, or nothing taken up within the agent's
+//! bound on the enable), or at the deadline, which a daemon at work with its queue extends. Lifecycle statuses
+//! (Install, Update, Uninstall, UpdateEncryptionSettings) never close it. It must not read or change anything.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::checks::Flow;
+use crate::datavol::VolumeType;
+use crate::extension::ade::verdict::{RESTARTED_FROM_STRIPPED_OS, UNMOUNT_RETRY_CODE};
+use crate::extension::ade::{AdeStatus, OpStatus, OsState, Outcome, PublicSettings};
+
+/// A settings file's identity at one moment: WALA rewrites `<seq>.settings` in place at every agent start
+/// (`WALA/azurelinuxagent/ga/update.py:613-643`, `exthandlers.py:846`), before it runs enable again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// Size in bytes.
+    pub len: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: u128,
+}
+
+/// One look at ADE and the machine, everything [`next`] decides on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Look {
+    /// Seconds since the epoch.
+    pub now: u64,
+    /// The kernel's boot id.
+    pub boot_id: String,
+    /// Why ADE is in its RAM root (`/` a tmpfs, `/oldroot` mounted, the mount table unreadable): change nothing
+    /// (FINDINGS 23).
+    pub frozen: Option<String>,
+    /// The newest ADE handler folder.
+    pub handler: Option<PathBuf>,
+    /// The handler is the dual pass (0.1.0.999xxx).
+    pub dual_pass: bool,
+    /// The current request's seq (FINDINGS 1).
+    pub seq: Option<u64>,
+    /// The current settings file's stamp.
+    pub stamp: Option<Stamp>,
+    /// The current request's public settings (None: not readable now).
+    pub public: Option<PublicSettings>,
+    /// The handler folder's `mrseq`: the seq ADE last saved (`HandlerUtil.py:129-133`, `:408-413`).
+    pub mrseq: Option<u64>,
+    /// What the status file says.
+    pub status: Option<AdeStatus>,
+    /// When the status file was last written, seconds since the epoch.
+    pub status_mtime: Option<u64>,
+    /// `azure_crypt_request_queue.ini` exists (FINDINGS 11, `EncryptionEnvironment.py:37`).
+    pub queue: bool,
+    /// `azure_decrypt_request_queue.ini` exists (`EncryptionEnvironment.py:38`, written by disable `handle.py:156-158`).
+    pub decrypt_queue: bool,
+    /// ADE's daemon, recognised as ADE starts it, is alive.
+    pub daemon: bool,
+    /// The OS volume is encrypted as ADE itself tells (`DiskUtil.py:654-659`, `:674-677`): for an LVM root, a PV
+    /// on `/dev/mapper/osencrypt`; otherwise `/` on `/dev/mapper/*` or `/dev/dm*`.
+    pub os_encrypted: bool,
+    /// How ADE encrypts this distribution's OS disk.
+    pub flow: Option<Flow>,
+    /// The window's length for a new prepare, seconds.
+    pub window_secs: u64,
+}
+
+/// The request a window or a "handled" mark is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Req {
+    /// The handler folder.
+    pub handler_dir: PathBuf,
+    /// Its seq.
+    pub seq: u64,
+    /// The settings file's stamp when it was looked at.
+    pub stamp: Option<Stamp>,
+}
+
+impl Req {
+    fn same_request(&self, other: &Req) -> bool {
+        self.handler_dir == other.handler_dir && self.seq == other.seq
+    }
+}
+
+/// Where `run` is in ADE's lifecycle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum RunState {
+    /// No window: watching ADE. `handled`: the request last dealt with, as its settings were then.
+    Watching { handled: Option<Req> },
+    /// The window is open for `req`.
+    Open {
+        req: Req,
+        /// The volumes it frees.
+        volumes: VolumeType,
+        /// ADE took the request up (its queue file or its daemon seen since the window opened).
+        taken_up: bool,
+        /// When it opened, seconds since the epoch.
+        opened_at: u64,
+        /// When it closes without word from ADE, seconds since the epoch.
+        deadline: u64,
+    },
+    /// `run` ends.
+    Ended,
+}
+
+/// What `run` does after a look.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Action {
+    /// Nothing changes; look again.
+    Wait(String),
+    /// ADE is in its RAM root: change nothing at all (FINDINGS 23).
+    Hold(String),
+    /// Open the window for `req`.
+    Prepare { req: Req, volumes: VolumeType, at: u64, deadline: u64, why: String },
+    /// ADE took the window's request up (queue or daemon seen).
+    TakenUp(String),
+    /// The deadline moves to `until`: ADE's daemon is at work with its queue.
+    Extend { until: u64, why: String },
+    /// Close the window: ADE ended its request (`outcome`), or the deadline passed (`outcome` None). `handled`:
+    /// ADE's current request then, marked dealt with (None: the window's own).
+    Restore { why: String, outcome: Option<Outcome>, handled: Option<Req> },
+    /// Mark `req` dealt with, no window: ADE will not act on a volume `run` frees.
+    Handled { req: Req, why: String },
+    /// End `run`.
+    Exit(String),
+}
+
+impl Action {
+    /// The action's name and reason, for the status line and the tests.
+    pub fn text(&self) -> String {
+        match self {
+            Action::Wait(w) => format!("wait: {w}"),
+            Action::Hold(w) => format!("hold: {w}"),
+            Action::Prepare { req, volumes, why, .. } => format!("prepare {volumes} for seq {}: {why}", req.seq),
+            Action::TakenUp(w) => format!("taken up: {w}"),
+            Action::Extend { why, .. } => format!("extend: {why}"),
+            Action::Restore { why, .. } => format!("restore: {why}"),
+            Action::Handled { req, why } => format!("handled seq {}: {why}", req.seq),
+            Action::Exit(w) => format!("exit: {w}"),
+        }
+    }
+}
+
+/// An action that the state cannot take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("run state {state}: {action} is not a transition from it")]
+pub struct BadTransition {
+    state: String,
+    action: String,
+}
+
+impl RunState {
+    fn name(&self) -> &'static str {
+        match self {
+            RunState::Watching { .. } => "watching",
+            RunState::Open { .. } => "open",
+            RunState::Ended => "ended",
+        }
+    }
+
+    /// The state after `action`, checked: prepare and exit only from watching, taken-up, extend and restore only
+    /// from open (extend only forward), nothing from ended.
+    pub fn after(&self, action: &Action) -> Result<RunState, BadTransition> {
+        let bad = || BadTransition { state: self.name().into(), action: action.text() };
+        match (self, action) {
+            (RunState::Ended, _) => Err(bad()),
+            (s, Action::Wait(_) | Action::Hold(_)) => Ok(s.clone()),
+            (RunState::Watching { .. }, Action::Prepare { req, volumes, at, deadline, .. }) => {
+                Ok(RunState::open(req.clone(), *volumes, *at, *deadline))
+            }
+            (RunState::Watching { .. }, Action::Handled { req, .. }) => {
+                Ok(RunState::Watching { handled: Some(req.clone()) })
+            }
+            (RunState::Watching { .. }, Action::Exit(_)) => Ok(RunState::Ended),
+            (RunState::Open { taken_up: false, req, volumes, opened_at, deadline }, Action::TakenUp(_)) => {
+                Ok(RunState::Open {
+                    req: req.clone(),
+                    volumes: *volumes,
+                    taken_up: true,
+                    opened_at: *opened_at,
+                    deadline: *deadline,
+                })
+            }
+            (RunState::Open { req, volumes, taken_up, opened_at, deadline }, Action::Extend { until, .. })
+                if until > deadline =>
+            {
+                Ok(RunState::Open {
+                    req: req.clone(),
+                    volumes: *volumes,
+                    taken_up: *taken_up,
+                    opened_at: *opened_at,
+                    deadline: *until,
+                })
+            }
+            (RunState::Open { req, .. }, Action::Restore { handled, .. }) => {
+                Ok(RunState::Watching { handled: Some(handled.clone().unwrap_or_else(|| req.clone())) })
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    /// The state of a window the journal holds open (opened at `opened_at`, closing at `deadline`).
+    pub fn open(req: Req, volumes: VolumeType, opened_at: u64, deadline: u64) -> RunState {
+        RunState::Open { req, volumes, taken_up: false, opened_at, deadline }
+    }
+}
+
+/// How far the deadline moves at a time while ADE's daemon lives with its queue.
+pub const EXTEND_SECS: u64 = 3600;
+
+/// How long after a request's settings ADE's enable can still take it up: the agent runs install (timeout 900 s,
+/// `WALA/azurelinuxagent/ga/exthandlers.py:1736`) then enable (300 s, `:1673`), killing each at its timeout
+/// (`WALA/azurelinuxagent/ga/extensionprocessutil.py:48-50`); enable writes the queue before it starts the daemon
+/// (`handle.py:1143-1147`). Plus a margin.
+pub const TAKE_UP_BOUND_SECS: u64 = 900 + 300 + 120;
+
+/// The statuses of ADE's lifecycle commands: never the end of a request (`handle.py:60-62` Install, the agent's
+/// Update/Uninstall, `handle.py:430-434` UpdateEncryptionSettings, chained before enable marks the queue), nor the
+/// stamp before the pivot (`handle.py:223-229` StartEncryption, FINDINGS 24).
+pub const LIFECYCLE_OPERATIONS: &[&str] =
+    &["Install", "Update", "Uninstall", "UpdateEncryptionSettings", "StartEncryption"];
+
+/// Whether a status is the end of an enable or disable: not a lifecycle status, not a normal step of the OS pass
+/// (FINDINGS 7, 8), not the OS volume in progress or awaiting the reboot (FINDINGS 6, 9), not transitioning.
+fn terminal(s: &AdeStatus) -> bool {
+    if LIFECYCLE_OPERATIONS.contains(&s.operation.as_str()) {
+        return false;
+    }
+    if matches!(s.os, Some(OsState::EncryptionInProgress | OsState::VMRestartPending | OsState::DecryptionInProgress)) {
+        return false;
+    }
+    match s.status {
+        OpStatus::Error => s.message != RESTARTED_FROM_STRIPPED_OS && s.code != UNMOUNT_RETRY_CODE,
+        OpStatus::Success | OpStatus::Warning => true,
+        OpStatus::Transitioning | OpStatus::Other(_) => false,
+    }
+}
+
+fn outcome_of(s: &AdeStatus, os_encrypted: bool, includes_os: bool) -> Outcome {
+    match s.status {
+        OpStatus::Error => {
+            Outcome::Failed { operation: s.operation.clone(), code: s.code.clone(), message: s.message.clone() }
+        }
+        _ if os_encrypted && includes_os => Outcome::Encrypted,
+        _ => Outcome::Succeeded { operation: s.operation.clone(), message: s.message.clone() },
+    }
+}
+
+/// What ADE's current request will touch that the window frees, or why nothing.
+fn volumes_for(look: &Look, p: &PublicSettings) -> Result<VolumeType, String> {
+    let op = p.encryption_operation.as_deref().unwrap_or("none");
+    let Some(asked) = p.volume_kind() else {
+        return Err(format!("ADE volume type {} is not OS, Data or All", p.volume_type.as_deref().unwrap_or("none")));
+    };
+    let flow = look.flow.unwrap_or(Flow::Unknown);
+    if matches!(flow, Flow::Unsupported | Flow::Unknown) {
+        return Err("ADE does not unmount / on this distribution (see `ade-prep check`)".into());
+    }
+    if op == "DisableEncryption" {
+        // Disable decrypts the data volumes in place after a plain `umount` (`handle.py:2460-2467`, `:1709-1760`);
+        // it refuses while the OS volume is encrypted (`handle.py:117-118`).
+        if look.os_encrypted {
+            return Err("ADE refuses DisableEncryption while the OS volume is encrypted (handle.py:117-118)".into());
+        }
+        return Ok(VolumeType::Data);
+    }
+    if !p.is_enable() {
+        return Err(format!("ADE operation {op} neither encrypts nor decrypts"));
+    }
+    // With `/` already encrypted ADE touches the data volumes only (`Ubuntu2004EncryptionStateMachine.py:140-146`,
+    // `handle.py:908-921`); the online flow never unmounts `/`.
+    let os = asked.includes_os() && flow == Flow::Unmount && !look.os_encrypted;
+    match (os, asked.includes_data()) {
+        (true, true) => Ok(VolumeType::All),
+        (true, false) => Ok(VolumeType::Os),
+        (false, true) => Ok(VolumeType::Data),
+        (false, false) if look.os_encrypted => Err("the OS volume is already encrypted".into()),
+        (false, false) => Err("this distribution encrypts the OS disk online".into()),
+    }
+}
+
+/// Why ADE will act on the current request (`Ok`), or why it will not.
+fn ade_will_act(look: &Look, p: &PublicSettings, seq: u64) -> Result<String, String> {
+    if look.daemon {
+        return Ok("ADE's daemon is at work".into());
+    }
+    let disable = p.encryption_operation.as_deref() == Some("DisableEncryption");
+    if disable && look.decrypt_queue {
+        return Ok("ADE's decrypt queue is there: disable starts the daemon (handle.py:167-169)".into());
+    }
+    if !disable && look.queue {
+        // Enable resumes whenever the queue exists, before exit_if_same_seq (handle.py:958-960, :1057-1069; dp
+        // handle.py:751-755).
+        return Ok("ADE's request queue is there: its next enable starts the daemon (handle.py:1057-1069)".into());
+    }
+    if look.mrseq == Some(seq) {
+        return Err(format!(
+            "ADE saved seq {seq} in mrseq: its enable exits in exit_if_same_seq (HandlerUtil.py:154-160)"
+        ));
+    }
+    // A final status written after the settings: ADE's enable for this seq already ran and ended before saving it
+    // (fatal precheck, handle.py:804-818; BekMissingException, :884-889); it runs again only when the agent
+    // rewrites the settings (a new stamp).
+    let settings_secs = look.stamp.map(|s| (s.mtime_ns / 1_000_000_000) as u64);
+    if let (Some(s), Some(at), Some(set)) = (&look.status, look.status_mtime, settings_secs) {
+        if terminal(s) && at >= set {
+            return Err(format!(
+                "ADE's enable for seq {seq} already ended ({} {} code {}) after these settings were written",
+                s.operation, s.status, s.code
+            ));
+        }
+    }
+    Ok(format!("ADE's enable will run for seq {seq} (no mrseq for it: handle.py:1072, :1150)"))
+}
+
+/// The one decision: what `run` does in `state` after `look`.
+pub fn next(state: &RunState, look: &Look) -> Action {
+    if let Some(why) = &look.frozen {
+        return Action::Hold(why.clone());
+    }
+    match state {
+        RunState::Ended => Action::Wait("ended".into()),
+        RunState::Watching { handled } => next_watching(handled.as_ref(), look),
+        RunState::Open { req, volumes, taken_up, opened_at, deadline } => {
+            let mut action = next_open(req, *volumes, *taken_up, *opened_at, *deadline, look);
+            if let Action::Restore { handled, .. } = &mut action {
+                *handled = current_req(look);
+            }
+            action
+        }
+    }
+}
+
+/// ADE's current request as the look shows it.
+fn current_req(look: &Look) -> Option<Req> {
+    Some(Req { handler_dir: look.handler.clone()?, seq: look.seq?, stamp: look.stamp })
+}
+
+fn next_watching(handled: Option<&Req>, look: &Look) -> Action {
+    let Some(dir) = &look.handler else {
+        return Action::Exit("no ADE handler on this machine".into());
+    };
+    let Some(seq) = look.seq else {
+        return Action::Wait(format!("no settings in {}", dir.join("config").display()));
+    };
+    let req = Req { handler_dir: dir.clone(), seq, stamp: look.stamp };
+    let Some(p) = &look.public else {
+        return Action::Wait(format!("ADE settings seq {seq} not readable yet"));
+    };
+    // Dealt with and unchanged since: ADE has not run again (no agent start rewrote the settings) and no daemon.
+    if handled.is_some_and(|h| h.same_request(&req) && h.stamp == req.stamp) && !look.daemon {
+        return Action::Wait(format!("seq {seq} was dealt with; watching for ADE's next request"));
+    }
+    let volumes = match volumes_for(look, p) {
+        Ok(v) => v,
+        Err(why) => return Action::Handled { req, why },
+    };
+    match ade_will_act(look, p, seq) {
+        Ok(why) => Action::Prepare { req, volumes, at: look.now, deadline: look.now + look.window_secs, why },
+        Err(why) => Action::Handled { req, why },
+    }
+}
+
+fn next_open(req: &Req, volumes: VolumeType, taken_up: bool, opened_at: u64, deadline: u64, look: &Look) -> Action {
+    let busy = look.queue || look.decrypt_queue || look.daemon;
+    if busy && !taken_up {
+        let what = if look.daemon { "daemon" } else { "request queue" };
+        return Action::TakenUp(format!("ADE's {what} seen for seq {}", req.seq));
+    }
+    if look.now >= deadline {
+        if look.daemon && (look.queue || look.decrypt_queue) {
+            return Action::Extend {
+                until: look.now + EXTEND_SECS,
+                why: format!("deadline passed while ADE's daemon works through its queue: extended by {EXTEND_SECS} s"),
+            };
+        }
+        return Action::Restore {
+            handled: None,
+            why: "the window's deadline passed without ADE's end".into(),
+            outcome: None,
+        };
+    }
+    let current_op = look.public.as_ref().and_then(|p| p.encryption_operation.clone()).unwrap_or_default();
+    let newer = look.seq.is_some_and(|s| s != req.seq) || look.handler.as_ref() != Some(&req.handler_dir);
+    // A Disable or Query request mid-flow: no enable will resume the queue, whose OS pass is done
+    // (`handle.py:103-105`, `:115-118`, `:876-882`).
+    if look.os_encrypted && look.queue && !look.daemon && newer && !current_op.starts_with("EnableEncryption") {
+        return Action::Restore {
+            handled: None,
+            why: format!(
+                "ADE's queue is stranded: the OS volume is encrypted and seq {} is {current_op}, not an enable",
+                look.seq.unwrap_or_default()
+            ),
+            outcome: Some(Outcome::Encrypted),
+        };
+    }
+    if busy {
+        return Action::Wait(match (look.daemon, look.queue || look.decrypt_queue) {
+            (true, _) => "ADE's daemon is at work".into(),
+            _ => "ADE's request queue is there: more to do".into(),
+        });
+    }
+    if look.os_encrypted && volumes.includes_os() {
+        return Action::Restore {
+            handled: None,
+            why: "the OS volume is encrypted; nothing queued or running".into(),
+            outcome: Some(Outcome::Encrypted),
+        };
+    }
+    let fresh = |s: &AdeStatus| terminal(s) && look.status_mtime.is_some_and(|at| at >= opened_at);
+    match &look.status {
+        Some(s) if taken_up && terminal(s) || fresh(s) => {
+            if s.status != OpStatus::Error && volumes.includes_os() && !look.os_encrypted {
+                return Action::Wait(format!("{} {}: the OS volume is not encrypted yet", s.operation, s.status));
+            }
+            let o = outcome_of(s, look.os_encrypted, volumes.includes_os());
+            let when = if taken_up { "ADE finished" } else { "ADE ended before taking the request up" };
+            Action::Restore { handled: None, why: format!("{when}: {o}"), outcome: Some(o) }
+        }
+        _ if !taken_up && look.now.saturating_sub(opened_at) > TAKE_UP_BOUND_SECS => Action::Restore {
+            handled: None,
+            why: format!("ADE took seq {} up neither by queue nor by daemon within {TAKE_UP_BOUND_SECS} s", req.seq),
+            outcome: None,
+        },
+        Some(s) => Action::Wait(format!("{} {} code {}: not ADE's end", s.operation, s.status, s.code)),
+        None => Action::Wait("no status yet".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SP: &str = "/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.12";
+    const DAY: u64 = 86_400;
+
+    /// A fake ADE world and `run`'s state in it: each event changes the look as ADE or the agent would, each
+    /// `expect` runs `next` until it waits and compares the actions taken.
+    struct Sim {
+        row: &'static str,
+        state: RunState,
+        look: Look,
+    }
+
+    impl Sim {
+        fn new(row: &'static str) -> Sim {
+            Sim {
+                row,
+                state: RunState::Watching { handled: None },
+                look: Look {
+                    now: 1_000_000,
+                    boot_id: "boot-1".into(),
+                    handler: Some(SP.into()),
+                    flow: Some(Flow::Unmount),
+                    window_secs: DAY,
+                    ..Look::default()
+                },
+            }
+        }
+        fn tick(&mut self, secs: u64) -> &mut Self {
+            self.look.now += secs;
+            self
+        }
+        /// The agent writes `config/<seq>.settings` (a new request).
+        fn settings(&mut self, seq: u64, op: &str, vt: &str) -> &mut Self {
+            self.look.seq = Some(seq);
+            self.look.public =
+                Some(PublicSettings { encryption_operation: Some(op.into()), volume_type: Some(vt.into()) });
+            self.rewrite()
+        }
+        /// An agent start rewrites the current settings in place (WALA `update.py:613-643`, `exthandlers.py:846`).
+        fn rewrite(&mut self) -> &mut Self {
+            self.look.stamp = Some(Stamp { len: 400, mtime_ns: u128::from(self.look.now) * 1_000_000_000 });
+            self
+        }
+        fn status(&mut self, op: &str, st: &str, code: &str, msg: &str, os: &str) -> &mut Self {
+            let status = match st {
+                "success" => OpStatus::Success,
+                "error" => OpStatus::Error,
+                "transitioning" => OpStatus::Transitioning,
+                other => OpStatus::Other(other.into()),
+            };
+            self.look.status = Some(AdeStatus {
+                status,
+                operation: op.into(),
+                code: code.into(),
+                message: msg.into(),
+                os: Some(match os {
+                    "NotEncrypted" => OsState::NotEncrypted,
+                    "EncryptionInProgress" => OsState::EncryptionInProgress,
+                    "VMRestartPending" => OsState::VMRestartPending,
+                    "Encrypted" => OsState::Encrypted,
+                    other => OsState::Other(other.into()),
+                }),
+                data: None,
+                timestamp: None,
+            });
+            self.look.status_mtime = Some(self.look.now);
+            self
+        }
+        fn queue(&mut self, on: bool) -> &mut Self {
+            self.look.queue = on;
+            self
+        }
+        fn decrypt_queue(&mut self, on: bool) -> &mut Self {
+            self.look.decrypt_queue = on;
+            self
+        }
+        fn daemon(&mut self, on: bool) -> &mut Self {
+            self.look.daemon = on;
+            self
+        }
+        fn mrseq(&mut self, seq: Option<u64>) -> &mut Self {
+            self.look.mrseq = seq;
+            self
+        }
+        fn encrypted(&mut self, on: bool) -> &mut Self {
+            self.look.os_encrypted = on;
+            self
+        }
+        /// ADE pivots into its RAM root (FINDINGS 21-23).
+        fn ram_root(&mut self) -> &mut Self {
+            self.look.frozen = Some("/ is a tmpfs (ADE's RAM root)".into());
+            self
+        }
+        /// A reboot: a new boot id, no daemon, `/` the disk again; then the agent starts and rewrites the
+        /// settings.
+        fn reboot(&mut self) -> &mut Self {
+            self.look.boot_id = format!("{}+", self.look.boot_id);
+            self.look.frozen = None;
+            self.look.daemon = false;
+            self.tick(120).rewrite()
+        }
+        /// `run` restarted (a new process): the state from the journal's last record.
+        fn restart_run(&mut self, state: RunState) -> &mut Self {
+            self.state = state;
+            self
+        }
+        /// Runs `next` until it waits, holds or exits; the actions' short names (a lone "wait" when nothing else).
+        fn step(&mut self) -> Vec<String> {
+            let mut done = vec![];
+            for _ in 0..6 {
+                let a = next(&self.state, &self.look);
+                self.state = self.state.after(&a).unwrap_or_else(|e| panic!("{}: {e}", self.row));
+                let (name, last) = match &a {
+                    Action::Wait(_) => ("wait".to_string(), true),
+                    Action::Hold(_) => ("hold".to_string(), true),
+                    Action::Exit(_) => ("exit".to_string(), true),
+                    Action::Prepare { volumes, .. } => (format!("prepare {volumes}"), false),
+                    Action::TakenUp(_) => ("taken-up".to_string(), false),
+                    Action::Extend { .. } => ("extend".to_string(), true),
+                    Action::Handled { .. } => ("handled".to_string(), false),
+                    Action::Restore { outcome, .. } => (
+                        match outcome {
+                            None => "restore timeout".to_string(),
+                            Some(Outcome::Encrypted) => "restore encrypted".to_string(),
+                            Some(Outcome::Failed { .. }) => "restore failed".to_string(),
+                            Some(Outcome::Succeeded { .. }) => "restore succeeded".to_string(),
+                        },
+                        false,
+                    ),
+                };
+                eprintln!("{}: {}", self.row, a.text());
+                done.push(name);
+                if last {
+                    break;
+                }
+            }
+            if done.len() > 1 && done.last().is_some_and(|l| l == "wait") {
+                done.pop();
+            }
+            done
+        }
+        fn expect(&mut self, want: &[&str]) -> &mut Self {
+            let got = self.step();
+            assert_eq!(got, want, "{}", self.row);
+            self
+        }
+        fn open(&self) -> bool {
+            matches!(self.state, RunState::Open { .. })
+        }
+    }
+
+    /// One ADE history: the issue's item, the ADE (or agent) source it replays, and the history.
+    type History = (&'static str, &'static str, fn(&mut Sim));
+
+    const INSTALL: (&str, &str, &str, &str) = ("Install", "success", "0", "Install Succeeded");
+
+    fn install(s: &mut Sim) -> &mut Sim {
+        let (op, st, code, msg) = INSTALL;
+        s.status(op, st, code, msg, "NotEncrypted")
+    }
+
+    /// The OS pass of a single-pass All/OS request from take-up to the encrypted reboot.
+    fn os_pass(s: &mut Sim) -> &mut Sim {
+        s.tick(5).queue(true).expect(&["taken-up"]);
+        s.daemon(true).status("EnableEncryption", "transitioning", "0", "Encryption started", "EncryptionInProgress");
+        s.expect(&["wait"]);
+        s.tick(60).ram_root().expect(&["hold"]);
+        s.status(
+            "EnableEncryptionOSVolume",
+            "error",
+            "19",
+            "Restarted extension from stripped down OS",
+            "EncryptionInProgress",
+        );
+        s.expect(&["hold"]);
+        // After the reboot the disk still has the queue; the first enable runs the daemon once more (FINDINGS 11, 14).
+        s.reboot().encrypted(true).status(
+            "StartEncryption",
+            "success",
+            "0",
+            "Encryption settings stamped",
+            "NotEncrypted",
+        );
+        s.expect(&["wait"]);
+        s.daemon(true).expect(&["wait"]);
+        s.tick(30).daemon(false).queue(false).mrseq(Some(0));
+        s.status("EnableEncryptionOSVolume", "success", "0", "Encryption succeeded for all volumes", "Encrypted")
+    }
+
+    const HISTORIES: &[History] = &[
+        (
+            "1: the same seq run again after a failure before mrseq (fatal precheck; agent restart; reboot)",
+            "handle.py:804-818 (fatal precheck do_exit before save_seq), :1072/:1150 (save_seq only in enable_encryption), \
+             WALA update.py:613-643 + exthandlers.py:846 (each agent start rewrites <seq>.settings and runs enable)",
+            |s| {
+                s.settings(0, "EnableEncryption", "All");
+                install(s).expect(&["prepare all"]);
+                s.tick(20).status("Enable", "error", "3", "Not enough memory", "NotEncrypted").expect(&["restore failed"]);
+                s.tick(600).expect(&["wait"]);
+                // The reboot after the resize: the agent rewrites seq 0 and runs enable again; no mrseq.
+                s.reboot().expect(&["prepare all"]);
+                s.tick(10).status("Enable", "error", "3", "Not enough memory", "NotEncrypted").expect(&["restore failed"]);
+                // systemctl restart walinuxagent: the same again, and this time ADE takes it up.
+                s.tick(300).rewrite().expect(&["prepare all"]);
+                s.tick(5).queue(true).expect(&["taken-up"]);
+                assert!(s.open());
+                // Removed and added again: a new folder of the same name, seq 0, no mrseq; run restarted from the
+                // journal that handled seq 0.
+                let handled = Req { handler_dir: SP.into(), seq: 0, stamp: s.look.stamp };
+                s.restart_run(RunState::Watching { handled: Some(handled) }).queue(false).mrseq(None);
+                s.tick(100).rewrite().expect(&["prepare all"]);
+            },
+        ),
+        (
+            "1b: the request queue at enable resumes ADE whatever mrseq says",
+            "handle.py:958-960 and :1057-1069 (queue present: start_daemon before exit_if_same_seq); dp handle.py:751-755",
+            |s| {
+                s.settings(0, "EnableEncryption", "OS").mrseq(Some(0)).queue(true);
+                s.expect(&["prepare os", "taken-up"]);
+            },
+        ),
+        (
+            "2: an LVM root on /dev/mapper/rootvg-rootlv is not encrypted until a PV is /dev/mapper/osencrypt",
+            "DiskUtil.py:654-659 (LVM OS disk: pvdisplay | grep /dev/mapper/osencrypt), :674-677, :1109-1133 (is_os_disk_lvm)",
+            |s| {
+                s.encrypted(false).settings(0, "EnableEncryption", "All");
+                install(s).expect(&["prepare all"]);
+                s.tick(3).expect(&["wait"]);
+                os_pass(s).expect(&["restore encrypted"]);
+                assert!(!s.open());
+            },
+        ),
+        (
+            "3: dual pass: an OS failure keeps the queue: not final; the next enable restarts the daemon",
+            "dp handle.py:1742-1747, :1762-1769 (queue kept after an OS or data failure, 'Passphrase file not found'), \
+             dp handle.py:751-755 (any later enable with the queue restarts the daemon)",
+            |s| {
+                s.look.dual_pass = true;
+                s.look.handler = Some("/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-0.1.0.999345".into());
+                s.settings(0, "EnableEncryption", "All");
+                install(s).expect(&["prepare all"]);
+                s.tick(5).queue(true).status("EnableEncryption", "success", "0", "<KEK secret id>", "EncryptionInProgress");
+                s.expect(&["taken-up"]);
+                // Pass 2 (a new seq) starts the daemon (dp handle.py:752-755), which fails.
+                s.tick(30).settings(1, "EnableEncryption", "All").daemon(true).expect(&["wait"]);
+                s.tick(130).daemon(false);
+                s.status("EnableEncryptionOSVolume", "error", "19", "Failed to encrypt OS volume", "EncryptionInProgress");
+                s.tick(200).expect(&["wait"]);
+                s.tick(DAY).expect(&["restore timeout"]);
+                s.tick(60).expect(&["wait"]);
+                // The next agent start re-runs enable: the queue makes it resume: the window opens again.
+                s.rewrite().expect(&["prepare all", "taken-up"]);
+                s.daemon(true).expect(&["wait"]);
+            },
+        ),
+        (
+            "4: lifecycle statuses (Install, UpdateEncryptionSettings, Update, Uninstall) never close a Data window",
+            "handle.py:60-62 (install writes 'Install Succeeded' before enable), :430-434 (UpdateEncryptionSettings \
+             success reported before enable_encryption marks the queue, :949-951)",
+            |s| {
+                s.mrseq(Some(0)).settings(1, "EnableEncryption", "Data");
+                install(s).expect(&["prepare data"]);
+                s.tick(3).status("UpdateEncryptionSettings", "success", "0", "Encryption settings updated", "NotEncrypted");
+                s.expect(&["wait"]);
+                s.status("Update", "success", "0", "Update Succeeded", "NotEncrypted").expect(&["wait"]);
+                s.status("Uninstall", "success", "0", "Uninstall Succeeded", "NotEncrypted").expect(&["wait"]);
+                s.tick(2).queue(true).daemon(true).expect(&["taken-up"]);
+                s.tick(600).queue(false).daemon(false);
+                s.status("EnableEncryption", "success", "0", "Encryption succeeded for data volumes", "NotEncrypted");
+                s.expect(&["restore succeeded"]);
+            },
+        ),
+        (
+            "5: the deadline extends while ADE's daemon works through its queue; nothing acts from the RAM root",
+            "TransactionalCopyTask.py (in-place data copy in 50 MiB slices, DataCopy statuses), handle.py:2168-2209 \
+             (All: data volumes first, then the OS), handle.py:2509-2512 (one daemon), OSEncryptionState.py:186-188",
+            |s| {
+                s.settings(0, "EnableEncryption", "All");
+                install(s).expect(&["prepare all"]);
+                s.tick(5).queue(true).daemon(true).expect(&["taken-up"]);
+                s.tick(DAY).expect(&["extend"]);
+                s.tick(EXTEND_SECS / 2).expect(&["wait"]);
+                s.tick(EXTEND_SECS).expect(&["extend"]);
+                // The OS pass starts after the deadline: in the RAM root nothing acts, deadline or not.
+                s.tick(2 * EXTEND_SECS).ram_root().expect(&["hold"]);
+                // Back on the disk with the daemon gone and the queue left past the deadline: restore.
+                s.reboot().expect(&["restore timeout"]);
+            },
+        ),
+        (
+            "6: a later request in the same boot; All on an encrypted OS frees the data volumes only",
+            "Ubuntu2004EncryptionStateMachine.py:140-146 (OS on /dev/mapper/osencrypt: no OS step), handle.py:908-921 \
+             (are_required_devices_encrypted: data items only)",
+            |s| {
+                s.settings(0, "EnableEncryption", "OS");
+                install(s).expect(&["prepare os"]);
+                os_pass(s).expect(&["restore encrypted"]);
+                s.tick(600).expect(&["wait"]);
+                // Add a data disk, VolumeType All, same boot.
+                s.settings(1, "EnableEncryption", "All").expect(&["prepare data"]);
+                s.tick(5).queue(true).daemon(true).expect(&["taken-up"]);
+                s.tick(900).queue(false).daemon(false).mrseq(Some(1));
+                s.status("EnableEncryption", "success", "0", "Encryption succeeded for all volumes", "Encrypted");
+                s.expect(&["restore succeeded"]);
+                s.tick(60).expect(&["wait"]);
+            },
+        ),
+        (
+            "7: DisableEncryption of data volumes opens a window (and none with the OS encrypted)",
+            "handle.py:90-169 (disable marks azure_decrypt_request_queue.ini, starts the daemon), :2444-2467 \
+             (daemon_decrypt: unchecked umount /dev/mapper/<name>), :1709-1760 (copy back in place), :117-118",
+            |s| {
+                s.mrseq(Some(0)).settings(1, "DisableEncryption", "Data").expect(&["prepare data"]);
+                s.tick(5).decrypt_queue(true).status("DisableEncryption", "success", "0", "Encryption settings cleared", "NotEncrypted");
+                s.expect(&["taken-up"]);
+                s.daemon(true).expect(&["wait"]);
+                s.tick(3600).decrypt_queue(false).daemon(false).mrseq(Some(1));
+                s.status("DisableEncryption", "success", "0", "Decryption completed", "NotEncrypted");
+                s.expect(&["restore succeeded"]);
+                s.encrypted(true).settings(2, "DisableEncryption", "All").expect(&["handled"]);
+            },
+        ),
+        (
+            "8: an ADE upgrade after a final failure: mrseq copied into the new folder: nothing to do",
+            "WALA exthandlers.py:1389-1408 (mrseq and status copied to the new version's folder), HandlerUtil.py:154-160 \
+             (exit_if_same_seq), handle.py:963",
+            |s| {
+                let handled = Req { handler_dir: SP.into(), seq: 3, stamp: None };
+                s.restart_run(RunState::Watching { handled: Some(handled) });
+                s.look.handler =
+                    Some("/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.13".into());
+                s.mrseq(Some(3)).settings(3, "EnableEncryption", "All");
+                s.status("EnableEncryptionOSVolume", "error", "19", "Failed to encrypt OS volume", "NotEncrypted");
+                s.status("Update", "success", "0", "Update Succeeded", "NotEncrypted");
+                install(s).expect(&["handled"]);
+                s.tick(3600).expect(&["wait"]);
+                // The next reboot rewrites seq 3 in the new folder: ADE still exits on mrseq.
+                s.reboot().expect(&["handled"]);
+            },
+        ),
+        (
+            "9: a Disable or Query request mid-flow strands the queue after the OS reboot",
+            "handle.py:103-105 (disable saves the seq), :115-118 (refuses with the OS encrypted), :876-882 (other \
+             operations: error, no resume); the queue resumes only in enable_encryption (:1057-1069)",
+            |s| {
+                s.settings(0, "EnableEncryption", "OS");
+                install(s).expect(&["prepare os"]);
+                s.tick(5).queue(true).daemon(true).expect(&["taken-up"]);
+                s.tick(30).settings(1, "QueryEncryptionStatus", "OS").expect(&["wait"]);
+                s.ram_root().expect(&["hold"]);
+                s.reboot().encrypted(true);
+                s.status("Enable", "error", "3", "Encryption operation QueryEncryptionStatus is not supported", "Encrypted");
+                s.expect(&["restore encrypted"]);
+                s.tick(3600).expect(&["wait"]);
+            },
+        ),
+        (
+            "10: a final failure after ADE's umount -a is restored (the ground is checked by the restore edge)",
+            "ubuntu_2004 StripdownState.py:48 / rhel_72 :50 (umount -a), handle.py:2310-2320 (final failure, queue removed)",
+            |s| {
+                s.settings(0, "EnableEncryption", "All");
+                install(s).expect(&["prepare all"]);
+                s.tick(5).queue(true).daemon(true).expect(&["taken-up"]);
+                s.tick(90).daemon(false).queue(false);
+                s.status("EnableEncryptionOSVolume", "error", "19", "Failed to encrypt OS volume with error: No space left", "NotEncrypted");
+                s.expect(&["restore failed"]);
+            },
+        ),
+        (
+            "11: a stale final status on the first run bounces nothing",
+            "HandlerUtil.py:154-160 (mrseq == seq: enable exits), handle.py:2310-2320 / :891-898 (final statuses)",
+            |s| {
+                s.settings(0, "EnableEncryption", "All").tick(400).mrseq(Some(0));
+                s.status("EnableEncryptionOSVolume", "error", "19", "Failed to encrypt OS volume", "NotEncrypted");
+                s.expect(&["handled"]);
+                // Without mrseq (failed before save_seq), a final status newer than the settings: also handled, until
+                // the agent runs enable again.
+                s.restart_run(RunState::Watching { handled: None }).mrseq(None);
+                s.status("Enable", "error", "1", "Unexpected Error during enable", "NotEncrypted");
+                s.expect(&["handled"]);
+                s.tick(60).rewrite().expect(&["prepare all"]);
+            },
+        ),
+    ];
+
+    #[test]
+    fn whole_ade_histories_follow_ades_source() {
+        for (row, source, history) in HISTORIES {
+            assert!(!source.is_empty() && source.contains(".py"), "{row}: no source line");
+            let mut s = Sim::new(row);
+            history(&mut s);
+        }
+    }
+
+    #[test]
+    fn transitions_are_checked() {
+        let req = Req { handler_dir: SP.into(), seq: 0, stamp: None };
+        let watching = RunState::Watching { handled: None };
+        let open = RunState::open(req.clone(), VolumeType::All, 10, 100);
+        let restore = Action::Restore { handled: None, why: "x".into(), outcome: None };
+        let prepare =
+            Action::Prepare { req: req.clone(), volumes: VolumeType::Os, at: 0, deadline: 9, why: "x".into() };
+        assert!(watching.after(&restore).is_err(), "restore with no window");
+        assert!(open.after(&prepare).is_err(), "prepare over an open window");
+        assert!(open.after(&Action::Exit("x".into())).is_err(), "exit with the window open");
+        assert!(open.after(&Action::Extend { until: 50, why: "x".into() }).is_err(), "extend backwards");
+        let taken = open.after(&Action::TakenUp("x".into())).unwrap();
+        assert!(taken.after(&Action::TakenUp("x".into())).is_err(), "taken up twice");
+        assert_eq!(open.after(&restore).unwrap(), RunState::Watching { handled: Some(req) });
+        assert!(RunState::Ended.after(&Action::Wait("x".into())).is_err());
+    }
+}
