@@ -65,6 +65,30 @@ pub fn restore_with(paths: &Paths, settings: &Settings, opts: &RestoreOpts) -> a
                     );
                     return Ok(None);
                 }
+                // Nothing changes from ADE's RAM root (FINDINGS 23), and a daemon at work with its queue has its
+                // deadline extended by `run` (FINDINGS 58): the timer's restore leaves both alone.
+                use crate::extension::ade::machine;
+                match machine::RootState::read(paths) {
+                    Ok(root) if !root.frozen() => {}
+                    Ok(_) => {
+                        log::warn!(
+                            "ADE is in its RAM root (/ a tmpfs or /oldroot mounted): nothing is restored from it"
+                        );
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        log::warn!("cannot tell ADE's RAM root from the disk ({e}): nothing is restored");
+                        return Ok(None);
+                    }
+                }
+                if let (Some(pid), true) = (machine::ade_daemon(paths), machine::queue_present(paths)) {
+                    log::warn!(
+                        "past the deadline {}, but ADE's daemon (pid {pid}) is at work with its request queue: left \
+                         to `run`, which extends the deadline while it lives",
+                        crate::clock::format_utc(deadline)
+                    );
+                    return Ok(None);
+                }
                 log::error!(
                     "the window opened {} is past its deadline {}: restoring",
                     crate::clock::format_utc(r.opened_at),

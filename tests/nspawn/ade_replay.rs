@@ -7,7 +7,7 @@
 //!
 //! Done for real: the guest agent's settings files (written in place), ADE's status files (in place), the request
 //! queue, markers, a live `handle.py -daemon` process (a shell script of that name, so that its command line is
-//! ADE's), `systemctl daemon-reload`, Ubuntu's `systemctl rescue` as the stop of both ade-prep units, RHEL's
+//! ADE's, root's, in the agent's extension slice as ADE's enable starts it), `systemctl daemon-reload`, Ubuntu's `systemctl rescue` as the stop of both ade-prep units, RHEL's
 //! restart of ade-prep.service.
 //!
 //! Simulated, and how:
@@ -160,7 +160,7 @@ impl Replay {
             }
             "write_config" => {
                 std::fs::create_dir_all(ADE_CONFIG).unwrap();
-                let c = format!("[azure_disk_encryption_config]\nvolumetype = {}\n", s(st, "volume_type"));
+                let c = format!("[azure_crypt_config]\nvolumetype = {}\n", s(st, "volume_type"));
                 std::fs::write(Path::new(ADE_CONFIG).join("azure_crypt_config.ini"), c).unwrap();
             }
             "write_marker" => {
@@ -173,7 +173,15 @@ impl Replay {
                     let script = self.handler.join("main/handle.py");
                     std::fs::create_dir_all(script.parent().unwrap()).unwrap();
                     std::fs::write(&script, "sleep 100000\nexit 0\n").unwrap();
-                    self.daemon = Some(Command::new("/bin/sh").arg(&script).arg("-daemon").spawn().unwrap());
+                    // As ADE's enable starts it, in the scope the agent runs enable in (WALA cgroupapi.py:315,
+                    // slice name :76-83): ade-prep recognises ADE's daemon only there (machine::started_as_ade).
+                    let slice = "--slice=azure-vmextensions-Microsoft.Azure.Security.AzureDiskEncryptionForLinux.slice";
+                    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let unit = format!("--unit=enable_{}_{n}", std::process::id());
+                    let mut c = Command::new("systemd-run");
+                    c.args(["--scope", slice, &unit, "/bin/sh"]).arg(&script).arg("-daemon");
+                    self.daemon = Some(c.spawn().unwrap());
                 }
             }
             "stop_daemon" => self.stop_daemon(),

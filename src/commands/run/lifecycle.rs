@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::checks::Flow;
 use crate::datavol::VolumeType;
+use crate::extension::ade::machine::OLDROOT;
 use crate::extension::ade::verdict::{RESTARTED_FROM_STRIPPED_OS, UNMOUNT_RETRY_CODE};
-use crate::extension::ade::{AdeStatus, OpStatus, OsState, Outcome, PublicSettings};
+use crate::extension::ade::{AdeStatus, Facts, OpStatus, OsState, Outcome, PublicSettings, StatusRead};
 
 /// A settings file's identity at one moment: WALA rewrites `<seq>.settings` in place at every agent start
 /// (`WALA/azurelinuxagent/ga/update.py:613-643`, `exthandlers.py:846`), before it runs enable again.
@@ -68,6 +69,54 @@ pub struct Look {
     pub flow: Option<Flow>,
     /// The window's length for a new prepare, seconds.
     pub window_secs: u64,
+}
+
+impl Look {
+    /// The look from ADE's facts ([`crate::extension::ade::Facts`]) at `now`, in boot `boot_id`, on a
+    /// distribution of `flow`, for windows of `window_secs`.
+    pub fn from_facts(f: &Facts, now: u64, boot_id: &str, flow: Flow, window_secs: u64) -> Look {
+        let frozen = match &f.root {
+            None => Some("the mount table cannot be read: cannot tell ADE's RAM root from the disk".into()),
+            Some(r) if r.tmpfs => Some("/ is a tmpfs (ADE's RAM root)".into()),
+            Some(r) if r.oldroot => Some(format!("{OLDROOT} is mounted (ADE is unmounting the disk)")),
+            Some(_) => None,
+        };
+        let status = match &f.status {
+            StatusRead::Ok { status } => Some(status.clone()),
+            _ => None,
+        };
+        // ADE's substatus is ADE's own test of the OS volume (`DiskUtil.py:654-677`), the LVM rule included.
+        let substatus_encrypted = status.as_ref().is_some_and(|s| s.os == Some(OsState::Encrypted));
+        Look {
+            now,
+            boot_id: boot_id.into(),
+            frozen,
+            handler: f.handler.as_ref().map(|h| h.dir.clone()),
+            dual_pass: f.dual_pass(),
+            seq: f.seq,
+            stamp: f.settings_stamp.map(|(len, mtime_ns)| Stamp { len, mtime_ns }),
+            public: f.public.clone(),
+            mrseq: f.mrseq,
+            status,
+            status_mtime: f.status_mtime,
+            queue: f.queue,
+            decrypt_queue: f.decrypt_queue,
+            daemon: f.daemon.is_some(),
+            os_encrypted: f.os_encrypted || substatus_encrypted,
+            flow: Some(flow),
+            window_secs,
+        }
+    }
+}
+
+/// The volumes an open window found in the journal frees, from ADE's request: what it asked for, less `/` on a
+/// distribution that does not unmount it (the journal keeps the units, not the volume type).
+pub fn window_volumes(look: &Look) -> VolumeType {
+    let asked = look.public.as_ref().and_then(PublicSettings::volume_kind).unwrap_or(VolumeType::All);
+    match (asked, look.flow) {
+        (VolumeType::All, Some(Flow::Online)) => VolumeType::Data,
+        (v, _) => v,
+    }
 }
 
 /// The request a window or a "handled" mark is for.
@@ -300,7 +349,7 @@ fn ade_will_act(look: &Look, p: &PublicSettings, seq: u64) -> Result<String, Str
     }
     if look.mrseq == Some(seq) {
         return Err(format!(
-            "ADE saved seq {seq} in mrseq: its enable exits in exit_if_same_seq (HandlerUtil.py:154-160)"
+            "already handled: ADE saved seq {seq} in mrseq, its enable exits in exit_if_same_seq (HandlerUtil.py:154-160)"
         ));
     }
     // A final status written after the settings: ADE's enable for this seq already ran and ended before saving it

@@ -83,20 +83,88 @@ pub fn markers(paths: &Paths) -> Vec<String> {
 
 /// ADE's own test for its daemon (FINDINGS 12, `handle.py:690-701`): a command line holding
 /// `<ADE handler>/main/handle.py` and `-daemon` (started as `extension_shim.sh -c <H>/main/handle.py -daemon`,
-/// or through `sh -c` with all of it in one argument).
+/// or through `sh -c` with all of it in one argument). The shape only: [`ade_daemon`] also checks that ADE started it.
 pub fn is_ade_daemon(cmdline: &[String]) -> bool {
-    let words: Vec<&str> = cmdline.iter().flat_map(|a| a.split_whitespace()).collect();
-    words.contains(&"-daemon")
-        && words.iter().any(|w| w.ends_with("/main/handle.py") && w.contains(&format!("/{ADE_HANDLER}-")))
+    daemon_script(cmdline).is_some()
 }
 
-/// The pid of a live ADE `handle.py -daemon`, from `/proc` under the root; `None` when there is none.
+/// The `<ADE handler>/main/handle.py` word of a command line of ADE's daemon's shape.
+fn daemon_script(cmdline: &[String]) -> Option<&str> {
+    let words: Vec<&str> = cmdline.iter().flat_map(|a| a.split_whitespace()).collect();
+    if !words.contains(&"-daemon") {
+        return None;
+    }
+    words.into_iter().find(|w| w.ends_with("/main/handle.py") && w.contains(&format!("/{ADE_HANDLER}-")))
+}
+
+/// The agent's slice prefix for extension handlers' scopes (`WALA/azurelinuxagent/ga/cgroupapi.py:42`, `:76-83`:
+/// `azure-vmextensions-<Publisher.Type>.slice`, each command in a scope of it, `:315`).
+pub const EXTENSION_SLICE: &str = "azure-vmextensions-";
+/// The agent's own units: with cgroups off the agent starts handler commands directly (FINDINGS 28,
+/// `WALA/azurelinuxagent/ga/cgroupconfigurator.py:839`), so ADE's daemon stays in the agent's cgroup.
+pub const AGENT_UNITS: &[&str] = &["walinuxagent.service", "waagent.service"];
+
+/// Why process `pid`, whose command line has ADE's daemon's shape, was not started by ADE, or Ok when it was:
+/// root's process (real and effective uid 0); its `handle.py` an absolute path straight in a handler folder of
+/// ADE in the agent's folder, no symlink, the script, `main/` and the handler folder owned by root and writable by
+/// no one else (as the agent unpacks them); and in the cgroup the agent gives ADE's commands, its extension slice
+/// or, with cgroups off, the agent's own service. A process any user can start with that command line is none of
+/// these.
+pub fn started_as_ade(paths: &Paths, pid: i32, cmdline: &[String]) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = paths.proc().join(pid.to_string());
+    let status = std::fs::read_to_string(dir.join("status")).map_err(|e| format!("pid {pid}: status: {e}"))?;
+    let uids: Vec<&str> =
+        status.lines().find_map(|l| l.strip_prefix("Uid:")).map(|l| l.split_whitespace().collect()).unwrap_or_default();
+    if uids.len() < 2 || uids[0] != "0" || uids[1] != "0" {
+        return Err(format!("pid {pid} is not root's (Uid: {})", uids.join(" ")));
+    }
+    let script = Path::new(daemon_script(cmdline).ok_or_else(|| format!("pid {pid}: not a daemon command line"))?);
+    let main = script.parent().filter(|m| m.file_name().is_some_and(|n| n == "main"));
+    let handler = main.and_then(Path::parent);
+    let in_agent = handler.and_then(Path::parent).is_some_and(|w| paths.resolve(w) == paths.waagent_dir());
+    let plain = script.is_absolute()
+        && script.components().all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::RootDir));
+    let (Some(main), Some(handler), true, true) = (main, handler, in_agent, plain) else {
+        return Err(format!(
+            "pid {pid}: {} is not in an ADE handler folder of {}",
+            script.display(),
+            crate::paths::WAAGENT_DIR
+        ));
+    };
+    for p in [script, main, handler] {
+        let md = std::fs::symlink_metadata(paths.resolve(p)).map_err(|e| format!("pid {pid}: {}: {e}", p.display()))?;
+        if md.file_type().is_symlink() || md.uid() != 0 || md.mode() & 0o022 != 0 {
+            return Err(format!(
+                "pid {pid}: {} is not root's alone (a symlink, another owner or writable by others)",
+                p.display()
+            ));
+        }
+    }
+    let cgroup = std::fs::read_to_string(dir.join("cgroup")).map_err(|e| format!("pid {pid}: cgroup: {e}"))?;
+    let ours = cgroup.lines().filter_map(|l| l.splitn(3, ':').nth(2)).any(|path| {
+        path.split('/').any(|part| {
+            (part.starts_with(EXTENSION_SLICE) && part.contains(ADE_HANDLER) && part.ends_with(".slice"))
+                || AGENT_UNITS.contains(&part)
+        })
+    });
+    if !ours {
+        return Err(format!("pid {pid} is in neither ADE's extension slice nor the agent's service"));
+    }
+    Ok(())
+}
+
+/// The pid of ADE's live daemon, from `/proc` under the root: a process of its command line's shape
+/// ([`is_ade_daemon`]) that ADE started ([`started_as_ade`]); `None` when there is none.
 pub fn ade_daemon(paths: &Paths) -> Option<i32> {
     let proc = paths.proc();
     let mut pids = list_pids(&proc).ok()?;
     pids.sort();
     pids.into_iter().find(|pid| {
-        std::fs::read(proc.join(pid.to_string()).join("cmdline")).is_ok_and(|b| is_ade_daemon(&parse_cmdline(&b)))
+        let Ok(b) = std::fs::read(proc.join(pid.to_string()).join("cmdline")) else { return false };
+        let args = parse_cmdline(&b);
+        is_ade_daemon(&args)
+            && started_as_ade(paths, *pid, &args).map_err(|why| log::debug!("not ADE's daemon: {why}")).is_ok()
     })
 }
 
@@ -166,18 +234,56 @@ mod tests {
         assert!(!is_ade_daemon(&v(&["python3", "/home/u/handle.py", "-daemon"])));
     }
 
+    /// A process under a fake `/proc`: its command line, uid and cgroup.
+    fn put_proc(root: &Path, pid: &str, args: &[&str], uid: u32, cgroup: &str) {
+        let d = root.join("proc").join(pid);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("cmdline"), args.join("\0")).unwrap();
+        std::fs::write(d.join("status"), format!("Name:\tpython3\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")).unwrap();
+        std::fs::write(d.join("cgroup"), format!("0::{cgroup}\n")).unwrap();
+    }
+
+    const SCOPE: &str = "/azure.slice/azure-vmextensions.slice/\
+        azure-vmextensions-Microsoft.Azure.Security.AzureDiskEncryptionForLinux.slice/enable_1f2e.scope";
+
     #[test]
-    fn the_daemon_is_found_in_proc_under_the_root() {
+    fn the_daemon_is_found_in_proc_under_the_root_only_as_ade_starts_it() {
+        use std::os::unix::fs::PermissionsExt;
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (root-owned handler files)");
+            return;
+        }
         let d = tempfile::tempdir().unwrap();
         let paths = Paths::under(d.path());
-        let put = |pid: &str, args: &[&str]| {
-            std::fs::create_dir_all(d.path().join("proc").join(pid)).unwrap();
-            std::fs::write(d.path().join("proc").join(pid).join("cmdline"), args.join("\0")).unwrap();
-        };
-        put("10", &["sshd"]);
+        let py = format!("{H}/main/handle.py");
+        let script = paths.resolve(&py);
+        std::fs::create_dir_all(script.parent().unwrap()).unwrap();
+        std::fs::write(&script, "").unwrap();
+        for p in [script.clone(), script.parent().unwrap().to_path_buf(), paths.resolve(H)] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let shim = format!("{H}/main/extension_shim.sh");
+        put_proc(d.path(), "10", &["sshd"], 0, "/system.slice/ssh.service");
         assert_eq!(ade_daemon(&paths), None);
-        put("42", &["python3", &format!("{H}/main/handle.py"), "-daemon"]);
+        // Forgeries: a user's process, a user's session, a copy elsewhere, a path through `..`.
+        put_proc(d.path(), "20", &["/bin/bash", &shim, "-c", &py, "-daemon"], 1000, SCOPE);
+        put_proc(d.path(), "21", &["python3", &py, "-daemon"], 0, "/user.slice/user-1000.slice/session-3.scope");
+        let elsewhere = format!("/tmp{H}/main/handle.py");
+        put_proc(d.path(), "22", &["python3", &elsewhere, "-daemon"], 0, SCOPE);
+        let dotdot = format!("{H}/../{}-9/main/handle.py", crate::extension::ADE_HANDLER);
+        put_proc(d.path(), "23", &["python3", &dotdot, "-daemon"], 0, SCOPE);
+        assert_eq!(ade_daemon(&paths), None, "none of these is ADE's daemon");
+        // A handler script writable by others is not the agent's.
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o666)).unwrap();
+        put_proc(d.path(), "42", &["/bin/bash", &shim, "-c", &py, "-daemon"], 0, SCOPE);
+        assert_eq!(ade_daemon(&paths), None, "a world-writable handle.py");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+        // As ADE starts it: root, the real handler's script, the enable scope of ADE's slice.
         assert_eq!(ade_daemon(&paths), Some(42));
+        // With the agent's cgroups off: in the agent's own service.
+        std::fs::remove_dir_all(d.path().join("proc/42")).unwrap();
+        put_proc(d.path(), "43", &["python3", &py, "-daemon"], 0, "/system.slice/walinuxagent.service");
+        assert_eq!(ade_daemon(&paths), Some(43));
     }
 
     #[test]
