@@ -896,3 +896,55 @@ mod tests {
         assert!(RunState::Ended.after(&Action::Wait("x".into())).is_err());
     }
 }
+
+#[cfg(test)]
+mod volume_tests {
+    use super::*;
+
+    fn look(op: &str, vt: &str, flow: Flow, os_encrypted: bool) -> Look {
+        Look {
+            handler: Some("/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.12".into()),
+            seq: Some(0),
+            public: Some(PublicSettings { encryption_operation: Some(op.into()), volume_type: Some(vt.into()) }),
+            flow: Some(flow),
+            os_encrypted,
+            window_secs: 60,
+            ..Look::default()
+        }
+    }
+
+    fn act(l: &Look) -> String {
+        match next(&RunState::Watching { handled: None }, l) {
+            Action::Prepare { volumes, .. } => format!("prepare {volumes}"),
+            Action::Handled { why, .. } => format!("handled: {why}"),
+            a => a.text(),
+        }
+    }
+
+    #[test]
+    fn the_volumes_freed_are_those_ade_will_touch() {
+        // Any case (handle.py:906 lowercases it); exact operation names (handle.py:832).
+        assert_eq!(act(&look("EnableEncryption", "ALL", Flow::Unmount, false)), "prepare all");
+        assert_eq!(act(&look("EnableEncryptionFormatAll", "os", Flow::Unmount, false)), "prepare os");
+        assert_eq!(act(&look("EnableEncryption", "data", Flow::Unmount, false)), "prepare data");
+        // The online flow never unmounts /: the data volumes only, an OS request nothing.
+        assert_eq!(act(&look("EnableEncryption", "All", Flow::Online, false)), "prepare data");
+        assert!(act(&look("EnableEncryption", "OS", Flow::Online, false)).contains("online"));
+        // A distribution ADE does not unmount / on (or unknown): nothing.
+        for f in [Flow::Unsupported, Flow::Unknown] {
+            assert!(act(&look("EnableEncryption", "Data", f, false)).contains("does not unmount"));
+        }
+        // The OS encrypted: All frees the data volumes only, OS nothing; Disable refused (handle.py:117-118).
+        assert_eq!(act(&look("EnableEncryption", "All", Flow::Unmount, true)), "prepare data");
+        assert!(act(&look("EnableEncryption", "OS", Flow::Unmount, true)).contains("already encrypted"));
+        assert!(act(&look("DisableEncryption", "Data", Flow::Unmount, true)).contains("refuses"));
+        // Neither an enable nor a disable, or another volume type: nothing.
+        assert!(act(&look("QueryEncryptionStatus", "OS", Flow::Unmount, false)).contains("neither encrypts"));
+        assert!(act(&look("enableencryption", "OS", Flow::Unmount, false)).contains("neither encrypts"));
+        assert!(act(&look("EnableEncryption", "Everything", Flow::Unmount, false)).contains("not OS, Data or All"));
+        // In the RAM root nothing, whatever the request.
+        let mut l = look("EnableEncryption", "All", Flow::Unmount, false);
+        l.frozen = Some("/ is a tmpfs".into());
+        assert!(act(&l).starts_with("hold"));
+    }
+}
