@@ -393,8 +393,8 @@ pub struct Facts {
     /// The current settings file's size and modification time in nanoseconds (the agent rewrites it at each
     /// start: WALA `update.py:613-643`, `exthandlers.py:846`).
     pub settings_stamp: Option<(u64, u128)>,
-    /// When the status file was last written, seconds since the epoch.
-    pub status_mtime: Option<u64>,
+    /// When the status file was last written, nanoseconds since the epoch.
+    pub status_mtime: Option<u128>,
 }
 
 impl Facts {
@@ -435,7 +435,7 @@ impl Facts {
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-                .map(|d| d.as_secs());
+                .map(|d| d.as_nanos());
         }
         f.handler = Some(handler);
         f

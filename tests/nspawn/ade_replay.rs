@@ -124,6 +124,28 @@ impl Replay {
                 // In place, as the agent does (open "wb", write): no rename.
                 std::fs::write(self.handler.join(format!("config/{seq}.settings")), text.to_string()).unwrap();
             }
+            "write_mrseq" => {
+                // ADE's save_seq (HandlerUtil.py:408-413), in the handler folder.
+                std::fs::write(self.handler.join("mrseq"), st["seq"].as_integer().unwrap().to_string()).unwrap();
+            }
+            "upgrade" => {
+                // The agent's upgrade: a new version's folder with the old one's config, mrseq and status copied
+                // (WALA exthandlers.py:1389-1408); the old folder stays until its uninstall.
+                let new = self.handler.with_file_name(format!(
+                    "Microsoft.Azure.Security.AzureDiskEncryptionForLinux-{}",
+                    s(st, "version")
+                ));
+                for sub in ["config", "status", "main"] {
+                    std::fs::create_dir_all(new.join(sub)).unwrap();
+                    for e in std::fs::read_dir(self.handler.join(sub)).into_iter().flatten().flatten() {
+                        std::fs::copy(e.path(), new.join(sub).join(e.file_name())).unwrap();
+                    }
+                }
+                if self.handler.join("mrseq").exists() {
+                    std::fs::copy(self.handler.join("mrseq"), new.join("mrseq")).unwrap();
+                }
+                self.handler = new;
+            }
             "reject_settings" => {
                 let seq = st["seq"].as_integer().unwrap();
                 let c = self.handler.join("config");

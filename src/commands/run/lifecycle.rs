@@ -54,8 +54,9 @@ pub struct Look {
     pub mrseq: Option<u64>,
     /// What the status file says.
     pub status: Option<AdeStatus>,
-    /// When the status file was last written, seconds since the epoch.
-    pub status_mtime: Option<u64>,
+    /// When the status file was last written, nanoseconds since the epoch (compared with the settings' stamp: a
+    /// rewrite and a status in the same second are told apart).
+    pub status_mtime: Option<u128>,
     /// `azure_crypt_request_queue.ini` exists (FINDINGS 11, `EncryptionEnvironment.py:37`).
     pub queue: bool,
     /// `azure_decrypt_request_queue.ini` exists (`EncryptionEnvironment.py:38`, written by disable `handle.py:156-158`).
@@ -355,9 +356,8 @@ fn ade_will_act(look: &Look, p: &PublicSettings, seq: u64) -> Result<String, Str
     // A final status written after the settings: ADE's enable for this seq already ran and ended before saving it
     // (fatal precheck, handle.py:804-818; BekMissingException, :884-889); it runs again only when the agent
     // rewrites the settings (a new stamp).
-    let settings_secs = look.stamp.map(|s| (s.mtime_ns / 1_000_000_000) as u64);
-    if let (Some(s), Some(at), Some(set)) = (&look.status, look.status_mtime, settings_secs) {
-        if terminal(s) && at >= set {
+    if let (Some(s), Some(at), Some(set)) = (&look.status, look.status_mtime, look.stamp.map(|s| s.mtime_ns)) {
+        if terminal(s) && at > set {
             return Err(format!(
                 "ADE's enable for seq {seq} already ended ({} {} code {}) after these settings were written",
                 s.operation, s.status, s.code
@@ -461,7 +461,15 @@ fn next_open(req: &Req, volumes: VolumeType, taken_up: bool, opened_at: u64, dea
             outcome: Some(Outcome::Encrypted),
         };
     }
-    let fresh = |s: &AdeStatus| terminal(s) && look.status_mtime.is_some_and(|at| at >= opened_at);
+    // Written since the window's request: after its settings (nanoseconds), or, with no stamp (a window from the
+    // journal), in or after the second it opened.
+    let fresh = |s: &AdeStatus| {
+        terminal(s)
+            && look.status_mtime.is_some_and(|at| match req.stamp {
+                Some(st) => at > st.mtime_ns,
+                None => at >= u128::from(opened_at) * 1_000_000_000,
+            })
+    };
     match &look.status {
         Some(s) if taken_up && terminal(s) || fresh(s) => {
             if s.status != OpStatus::Error && volumes.includes_os() && !look.os_encrypted {
@@ -549,7 +557,8 @@ mod tests {
                 data: None,
                 timestamp: None,
             });
-            self.look.status_mtime = Some(self.look.now);
+            // Just after the second's settings rewrite, as ADE writes after the agent.
+            self.look.status_mtime = Some(u128::from(self.look.now) * 1_000_000_000 + 1);
             self
         }
         fn queue(&mut self, on: bool) -> &mut Self {
