@@ -395,6 +395,9 @@ pub struct Facts {
     pub settings_stamp: Option<(u64, u128)>,
     /// When the status file was last written, nanoseconds since the epoch.
     pub status_mtime: Option<u128>,
+    /// The volume type ADE recorded for its request ([`machine::recorded_volume_type`]): what its daemon works on,
+    /// whatever the current settings ask.
+    pub recorded_volume_type: Option<String>,
 }
 
 impl Facts {
@@ -411,6 +414,7 @@ impl Facts {
         let mut f = Facts {
             queue: machine::queue_present(paths),
             decrypt_queue: machine::decrypt_queue_present(paths),
+            recorded_volume_type: machine::recorded_volume_type(paths),
             daemon: machine::ade_daemon(paths),
             root: RootState::read(paths).map_err(|e| log::warn!("{e}")).ok(),
             os_encrypted: machine::os_encrypted(paths, &mounts),

@@ -63,6 +63,9 @@ pub struct Look {
     pub decrypt_queue: bool,
     /// ADE's daemon, recognised as ADE starts it, is alive.
     pub daemon: bool,
+    /// The volume type ADE recorded for its request (`azure_crypt_config.ini`, else the queue's): what its daemon
+    /// works on (`handle.py:2157`), whatever the current settings' operation.
+    pub recorded: Option<VolumeType>,
     /// The OS volume is encrypted as ADE itself tells (`DiskUtil.py:654-659`, `:674-677`): for an LVM root, a PV
     /// on `/dev/mapper/osencrypt`; otherwise `/` on `/dev/mapper/*` or `/dev/dm*`.
     pub os_encrypted: bool,
@@ -103,6 +106,7 @@ impl Look {
             queue: f.queue,
             decrypt_queue: f.decrypt_queue,
             daemon: f.daemon.is_some(),
+            recorded: f.recorded_volume_type.as_deref().and_then(VolumeType::parse),
             os_encrypted: f.os_encrypted || substatus_encrypted,
             flow: Some(flow),
             window_secs,
@@ -313,14 +317,24 @@ fn volumes_for(look: &Look, p: &PublicSettings) -> Result<VolumeType, String> {
     }
     if op == "DisableEncryption" {
         // Disable decrypts the data volumes in place after a plain `umount` (`handle.py:2460-2467`, `:1709-1760`);
-        // it refuses while the OS volume is encrypted (`handle.py:117-118`).
+        // it refuses while the OS volume is encrypted (`handle.py:115-116`).
         if look.os_encrypted {
-            return Err("ADE refuses DisableEncryption while the OS volume is encrypted (handle.py:117-118)".into());
+            return Err("ADE refuses DisableEncryption while the OS volume is encrypted (handle.py:115-116)".into());
         }
         return Ok(VolumeType::Data);
     }
     if !p.is_enable() {
         return Err(format!("ADE operation {op} neither encrypts nor decrypts"));
+    }
+    touched(look, asked)
+}
+
+/// What an encryption of `asked` touches that the window frees: with `/` already encrypted ADE touches the data
+/// volumes only, and the online flow never unmounts `/`.
+fn touched(look: &Look, asked: VolumeType) -> Result<VolumeType, String> {
+    let flow = look.flow.unwrap_or(Flow::Unknown);
+    if matches!(flow, Flow::Unsupported | Flow::Unknown) {
+        return Err("ADE does not unmount / on this distribution (see `ade-prep check`)".into());
     }
     // With `/` already encrypted ADE touches the data volumes only (`Ubuntu2004EncryptionStateMachine.py:140-146`,
     // `handle.py:908-921`); the online flow never unmounts `/`.
@@ -336,9 +350,6 @@ fn volumes_for(look: &Look, p: &PublicSettings) -> Result<VolumeType, String> {
 
 /// Why ADE will act on the current request (`Ok`), or why it will not.
 fn ade_will_act(look: &Look, p: &PublicSettings, seq: u64) -> Result<String, String> {
-    if look.daemon {
-        return Ok("ADE's daemon is at work".into());
-    }
     let disable = p.encryption_operation.as_deref() == Some("DisableEncryption");
     if disable && look.decrypt_queue {
         return Ok("ADE's decrypt queue is there: disable starts the daemon (handle.py:167-169)".into());
@@ -365,6 +376,30 @@ fn ade_will_act(look: &Look, p: &PublicSettings, seq: u64) -> Result<String, Str
         }
     }
     Ok(format!("ADE's enable will run for seq {seq} (no mrseq for it: handle.py:1072, :1150)"))
+}
+
+/// Why ADE's own record will be worked on now, whatever the current request asks: a live daemon, or the request
+/// queue with an enable (which resumes it, `handle.py:958-960`) or a dual-pass Query (which finds the last
+/// non-query operation and resumes it, dp `handle.py:659-669`, `:751-755`) as the current request.
+fn ade_own_work(look: &Look, p: &PublicSettings) -> Option<String> {
+    if look.daemon {
+        return Some("ADE's daemon is at work".into());
+    }
+    let query = p.encryption_operation.as_deref() == Some("QueryEncryptionStatus");
+    (look.queue && look.dual_pass && query).then(|| {
+        "ADE's request queue is there and dual pass's Query resumes it (dp handle.py:659-669, :751-755)".into()
+    })
+}
+
+/// The volumes ADE's own record makes it touch: decryption works on data volumes (`handle.py:2444-2467`); the
+/// request queue's work on the volume type ADE recorded (`handle.py:2157`), or with no record readable, the
+/// current settings' if they encrypt, else all.
+fn ade_volumes(look: &Look) -> Result<VolumeType, String> {
+    if look.decrypt_queue && !look.queue {
+        return touched(look, VolumeType::Data);
+    }
+    let current = look.public.as_ref().filter(|p| p.is_enable()).and_then(PublicSettings::volume_kind);
+    touched(look, look.recorded.or(current).unwrap_or(VolumeType::All))
 }
 
 /// The one decision: what `run` does in `state` after `look`.
@@ -405,6 +440,14 @@ fn next_watching(handled: Option<&Req>, look: &Look) -> Action {
     if handled.is_some_and(|h| h.same_request(&req) && h.stamp == req.stamp) && !look.daemon {
         return Action::Wait(format!("seq {seq} was dealt with; watching for ADE's next request"));
     }
+    // ADE's own work: its daemon, or a queue the current request's enable resumes, works on the volume type ADE
+    // recorded (`handle.py:2157`), whatever the current operation (a Query or Disable seq while the daemon works).
+    if let Some(why) = ade_own_work(look, p) {
+        return match ade_volumes(look) {
+            Ok(volumes) => Action::Prepare { req, volumes, at: look.now, deadline: look.now + look.window_secs, why },
+            Err(why) => Action::Handled { req, why },
+        };
+    }
     let volumes = match volumes_for(look, p) {
         Ok(v) => v,
         Err(why) => return Action::Handled { req, why },
@@ -438,7 +481,14 @@ fn next_open(req: &Req, volumes: VolumeType, taken_up: bool, opened_at: u64, dea
     let newer = look.seq.is_some_and(|s| s != req.seq) || look.handler.as_ref() != Some(&req.handler_dir);
     // A Disable or Query request mid-flow: no enable will resume the queue, whose OS pass is done
     // (`handle.py:103-105`, `:115-118`, `:876-882`).
-    if look.os_encrypted && look.queue && !look.daemon && newer && !current_op.starts_with("EnableEncryption") {
+    let dp_query = look.dual_pass && current_op == "QueryEncryptionStatus";
+    if look.os_encrypted
+        && look.queue
+        && !look.daemon
+        && newer
+        && !current_op.starts_with("EnableEncryption")
+        && !dp_query
+    {
         return Action::Restore {
             handled: None,
             why: format!(
@@ -575,6 +625,11 @@ mod tests {
         }
         fn mrseq(&mut self, seq: Option<u64>) -> &mut Self {
             self.look.mrseq = seq;
+            self
+        }
+        /// ADE records the volume type of its request (`azure_crypt_config.ini`, the queue).
+        fn recorded(&mut self, vt: VolumeType) -> &mut Self {
+            self.look.recorded = Some(vt);
             self
         }
         fn encrypted(&mut self, on: bool) -> &mut Self {
@@ -876,6 +931,40 @@ mod tests {
                 s.tick(60).rewrite().expect(&["prepare all"]);
             },
         ),
+        (
+            "12: a Query or Disable seq current while ADE's daemon works its All queue: the window opens on ADE's record",
+            "handle.py:2157 (the daemon reads the volume type from azure_crypt_config.ini, not the current settings), \
+             HandlerUtil.py:265-308 (the last non-query settings), second reading finding 1",
+            |s| {
+                s.settings(0, "EnableEncryption", "All").recorded(VolumeType::All);
+                install(s).expect(&["prepare all"]);
+                s.tick(5).queue(true).daemon(true).expect(&["taken-up"]);
+                // The deadline passes with the daemon gone a moment (between passes): restored, then a Query seq.
+                s.tick(DAY).daemon(false).expect(&["restore timeout"]);
+                s.tick(60).settings(1, "QueryEncryptionStatus", "All").expect(&["handled"]);
+                // ADE's daemon works on (started by any later enable): the window opens on All, not on the Query.
+                s.tick(30).daemon(true).expect(&["prepare all", "taken-up"]);
+                // A Disable seq current while it works: still ADE's record.
+                s.restart_run(RunState::Watching { handled: None });
+                s.settings(2, "DisableEncryption", "Data").expect(&["prepare all", "taken-up"]);
+            },
+        ),
+        (
+            "13: dual pass: a Query seq with the queue and no daemon restarts the daemon on the recorded request",
+            "dp handle.py:580-581 (enable loops), :659-669 (Query, no daemon, queue present: find the last non-query \
+             operation), :751-755 (queue present: start_daemon); sp handle.py:876-882 (sp: Query is an error, no resume)",
+            |s| {
+                s.look.dual_pass = true;
+                s.look.handler = Some("/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-0.1.0.999345".into());
+                s.mrseq(Some(1)).queue(true).recorded(VolumeType::Data);
+                s.settings(2, "QueryEncryptionStatus", "Data").expect(&["prepare data", "taken-up"]);
+                s.tick(5).daemon(true).expect(&["wait"]);
+                // Single pass: the same Query is answered with an error and resumes nothing.
+                let mut sp = Sim::new("13 (sp)");
+                sp.mrseq(Some(1)).queue(true).recorded(VolumeType::Data);
+                sp.settings(2, "QueryEncryptionStatus", "Data").expect(&["handled"]);
+            },
+        ),
     ];
 
     #[test]
@@ -943,7 +1032,7 @@ mod volume_tests {
         for f in [Flow::Unsupported, Flow::Unknown] {
             assert!(act(&look("EnableEncryption", "Data", f, false)).contains("does not unmount"));
         }
-        // The OS encrypted: All frees the data volumes only, OS nothing; Disable refused (handle.py:117-118).
+        // The OS encrypted: All frees the data volumes only, OS nothing; Disable refused (handle.py:115-116).
         assert_eq!(act(&look("EnableEncryption", "All", Flow::Unmount, true)), "prepare data");
         assert!(act(&look("EnableEncryption", "OS", Flow::Unmount, true)).contains("already encrypted"));
         assert!(act(&look("DisableEncryption", "Data", Flow::Unmount, true)).contains("refuses"));

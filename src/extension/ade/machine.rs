@@ -30,6 +30,27 @@ pub fn queue_present(paths: &Paths) -> bool {
     paths.ade_config_dir().join(QUEUE_FILE).exists()
 }
 
+/// ADE's own record of a request's volume type, written by Python's configparser (keys lowercased):
+/// `azure_crypt_config.ini` (`EncryptionEnvironment.py:33`, section `azure_crypt_config`), which the daemon reads
+/// (`handle.py:2157`), else the queue's `VolumeType` (`EncryptionMarkConfig.py:39-40`, `:61-73`). None: neither.
+pub fn recorded_volume_type(paths: &Paths) -> Option<String> {
+    [CONFIG_FILE, QUEUE_FILE].iter().find_map(|f| {
+        let text = std::fs::read_to_string(paths.ade_config_dir().join(f)).ok()?;
+        ini_value(&text, "volumetype")
+    })
+}
+
+/// ADE's encryption config, in [`crate::paths::ADE_CONFIG_DIR`] (`EncryptionEnvironment.py:33`).
+pub const CONFIG_FILE: &str = "azure_crypt_config.ini";
+
+/// The value of `key` (any case) in a configparser file (`key = value` or `key: value`).
+fn ini_value(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(['=', ':'])?;
+        (k.trim().eq_ignore_ascii_case(key) && !v.trim().is_empty()).then(|| v.trim().to_string())
+    })
+}
+
 /// Whether ADE's decryption request queue file exists.
 pub fn decrypt_queue_present(paths: &Paths) -> bool {
     paths.ade_config_dir().join(DECRYPT_QUEUE_FILE).exists()
@@ -356,5 +377,23 @@ mod lvm_tests {
         let none = tempfile::tempdir().unwrap();
         assert!(!os_encrypted(&Paths::under(none.path()), &mounts("/dev/mapper/rootvg-rootlv")));
         assert!(os_encrypted(&Paths::under(none.path()), &mounts("/dev/mapper/osencrypt")));
+    }
+
+    #[test]
+    fn the_recorded_volume_type_is_ades_config_then_its_queue() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::under(d.path());
+        let dir = paths.ade_config_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(recorded_volume_type(&paths), None);
+        // configparser's own layout: a section, keys lowercased (EncryptionMarkConfig.py:61-73).
+        std::fs::write(
+            dir.join(QUEUE_FILE),
+            "[encryption_request_queue]\ncommand = EnableEncryption\nvolumetype = Data\n",
+        )
+        .unwrap();
+        assert_eq!(recorded_volume_type(&paths).as_deref(), Some("Data"));
+        std::fs::write(dir.join(CONFIG_FILE), "[azure_crypt_config]\nVolumeType: All\n").unwrap();
+        assert_eq!(recorded_volume_type(&paths).as_deref(), Some("All"));
     }
 }

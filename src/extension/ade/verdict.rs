@@ -214,6 +214,7 @@ mod tests {
             mrseq: None,
             settings_stamp: None,
             status_mtime: None,
+            recorded_volume_type: None,
             root: Some(match c.root {
                 "disk" => RootState { tmpfs: false, oldroot: false, source: "/dev/sda1".into() },
                 "ram" => RootState { tmpfs: true, oldroot: true, source: "none".into() },
