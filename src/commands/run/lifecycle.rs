@@ -273,6 +273,13 @@ pub const EXTEND_SECS: u64 = 3600;
 /// (`handle.py:1143-1147`). Plus a margin.
 pub const TAKE_UP_BOUND_SECS: u64 = 900 + 300 + 120;
 
+/// How long a queue ADE kept after its final status, with no daemon, holds the window: ADE does nothing more until
+/// its next enable (`handle.py:2148-2153`, `:2290-2297`, `:2555-2564` exit without clearing the queue; `:2488-2493`
+/// keeps the decrypt queue; dp `handle.py:1742-1747`, `:1762-1769`, `:1872-1881`), which `run` sees coming (the
+/// agent's settings rewrite, the daemon's start). Longer than a daemon's head start before it writes anything (60 s,
+/// dp 120 s, FINDINGS 26), with a margin.
+pub const KEPT_QUEUE_BOUND_SECS: u64 = 600;
+
 /// The statuses of ADE's lifecycle commands: never the end of a request (`handle.py:60-62` Install, the agent's
 /// Update/Uninstall, `handle.py:430-434` UpdateEncryptionSettings, chained before enable marks the queue), nor the
 /// stamp before the pivot (`handle.py:223-229` StartEncryption, FINDINGS 24).
@@ -351,6 +358,14 @@ fn touched(look: &Look, asked: VolumeType) -> Result<VolumeType, String> {
 /// Why ADE will act on the current request (`Ok`), or why it will not.
 fn ade_will_act(look: &Look, p: &PublicSettings, seq: u64) -> Result<String, String> {
     let disable = p.encryption_operation.as_deref() == Some("DisableEncryption");
+    if disable && look.decrypt_queue && !look.dual_pass && look.mrseq == Some(seq) {
+        // Single pass runs disable once per seq: a re-run of the same seq exits in exit_if_same_seq with "Decryption
+        // completed" before it starts any daemon (handle.py:97-104); only a later daemon works the decrypt queue
+        // (handle.py:2529-2533).
+        return Err(format!(
+            "ADE's decrypt queue is stranded: seq {seq} is in mrseq and single pass's disable exits for it (handle.py:104)"
+        ));
+    }
     if disable && look.decrypt_queue {
         return Ok("ADE's decrypt queue is there: disable starts the daemon (handle.py:167-169)".into());
     }
@@ -498,6 +513,38 @@ fn next_open(req: &Req, volumes: VolumeType, taken_up: bool, opened_at: u64, dea
             outcome: Some(Outcome::Encrypted),
         };
     }
+    // Written since the window's request: after its settings (nanoseconds), or, with no stamp (a window from the
+    // journal), in or after the second it opened.
+    let written_since = look.status_mtime.is_some_and(|at| match req.stamp {
+        Some(st) => at > st.mtime_ns,
+        None => at >= u128::from(opened_at) * 1_000_000_000,
+    });
+    let fresh = |s: &AdeStatus| terminal(s) && written_since;
+    // A queue ADE kept after its final status, no daemon: idle until ADE's next enable, which reopens the window.
+    if let (Some(s), Some(at)) = (&look.status, look.status_mtime) {
+        let since = u128::from(look.now).saturating_mul(1_000_000_000).saturating_sub(at) / 1_000_000_000;
+        // An error ends the daemon whatever the OS substatus says (dp's OS failure reports it in progress), except
+        // the RAM root's restart and unmount retries (FINDINGS 7, 8).
+        let ended = terminal(s)
+            || s.status == OpStatus::Error && s.message != RESTARTED_FROM_STRIPPED_OS && s.code != UNMOUNT_RETRY_CODE;
+        if taken_up && !look.daemon && (look.queue || look.decrypt_queue) && ended && written_since {
+            if since < u128::from(KEPT_QUEUE_BOUND_SECS) {
+                return Action::Wait(format!(
+                    "{} {} code {}: ADE kept its queue; no daemon yet",
+                    s.operation, s.status, s.code
+                ));
+            }
+            return Action::Restore {
+                handled: None,
+                why: format!("ADE kept its queue after its final status with no daemon for {since} s: idle until its next enable"),
+                outcome: Some(Outcome::Failed {
+                    operation: s.operation.clone(),
+                    code: s.code.clone(),
+                    message: format!("{} (queue kept, no daemon)", s.message),
+                }),
+            };
+        }
+    }
     if busy {
         return Action::Wait(match (look.daemon, look.queue || look.decrypt_queue) {
             (true, _) => "ADE's daemon is at work".into(),
@@ -511,15 +558,6 @@ fn next_open(req: &Req, volumes: VolumeType, taken_up: bool, opened_at: u64, dea
             outcome: Some(Outcome::Encrypted),
         };
     }
-    // Written since the window's request: after its settings (nanoseconds), or, with no stamp (a window from the
-    // journal), in or after the second it opened.
-    let fresh = |s: &AdeStatus| {
-        terminal(s)
-            && look.status_mtime.is_some_and(|at| match req.stamp {
-                Some(st) => at > st.mtime_ns,
-                None => at >= u128::from(opened_at) * 1_000_000_000,
-            })
-    };
     match &look.status {
         Some(s) if taken_up && terminal(s) || fresh(s) => {
             if s.status != OpStatus::Error && volumes.includes_os() && !look.os_encrypted {
@@ -781,8 +819,8 @@ mod tests {
             },
         ),
         (
-            "3: dual pass: an OS failure keeps the queue: not final; the next enable restarts the daemon",
-            "dp handle.py:1742-1747, :1762-1769 (queue kept after an OS or data failure, 'Passphrase file not found'), \
+            "3: dual pass: an OS failure keeps the queue: restored within a bound; the next enable restarts the daemon",
+            "dp handle.py:1872-1881 (queue kept after an OS failure; :1742-1747 passphrase, :1762-1769 data), \
              dp handle.py:751-755 (any later enable with the queue restarts the daemon)",
             |s| {
                 s.look.dual_pass = true;
@@ -796,8 +834,9 @@ mod tests {
                 s.tick(130).daemon(false);
                 s.status("EnableEncryptionOSVolume", "error", "19", "Failed to encrypt OS volume", "EncryptionInProgress");
                 s.tick(200).expect(&["wait"]);
-                s.tick(DAY).expect(&["restore timeout"]);
-                s.tick(60).expect(&["wait"]);
+                // Queue kept, no daemon: ADE is idle until its next enable; the window does not wait for the day.
+                s.tick(KEPT_QUEUE_BOUND_SECS).expect(&["restore failed"]);
+                s.tick(DAY).expect(&["wait"]);
                 // The next agent start re-runs enable: the queue makes it resume: the window opens again.
                 s.rewrite().expect(&["prepare all", "taken-up"]);
                 s.daemon(true).expect(&["wait"]);
@@ -858,14 +897,15 @@ mod tests {
         (
             "7: DisableEncryption of data volumes opens a window (and none with the OS encrypted)",
             "handle.py:90-169 (disable marks azure_decrypt_request_queue.ini, starts the daemon), :2444-2467 \
-             (daemon_decrypt: unchecked umount /dev/mapper/<name>), :1709-1760 (copy back in place), :117-118",
+             (daemon_decrypt: unchecked umount /dev/mapper/<name>), :1709-1760 (copy back in place), :2499-2503 (the daemon's \
+             end), :115-116",
             |s| {
                 s.mrseq(Some(0)).settings(1, "DisableEncryption", "Data").expect(&["prepare data"]);
                 s.tick(5).decrypt_queue(true).status("DisableEncryption", "success", "0", "Encryption settings cleared", "NotEncrypted");
                 s.expect(&["taken-up"]);
                 s.daemon(true).expect(&["wait"]);
                 s.tick(3600).decrypt_queue(false).daemon(false).mrseq(Some(1));
-                s.status("DisableEncryption", "success", "0", "Decryption completed", "NotEncrypted");
+                s.status("Disable", "success", "0", "Decryption succeeded", "NotEncrypted");
                 s.expect(&["restore succeeded"]);
                 s.encrypted(true).settings(2, "DisableEncryption", "All").expect(&["handled"]);
             },
@@ -963,6 +1003,46 @@ mod tests {
                 let mut sp = Sim::new("13 (sp)");
                 sp.mrseq(Some(1)).queue(true).recorded(VolumeType::Data);
                 sp.settings(2, "QueryEncryptionStatus", "Data").expect(&["handled"]);
+            },
+        ),
+        (
+            "14: single pass: a daemon's final failure that keeps the queue does not hold the window for its deadline",
+            "handle.py:2148-2153 ('Passphrase file not found': do_exit, queue kept), :2555-2564 ('Enable' 19, queue \
+             kept; only the else at :2565-2571 clears it), :958-960 + :1057-1069 (the next enable restarts the daemon)",
+            |s| {
+                s.settings(0, "EnableEncryption", "Data").recorded(VolumeType::Data);
+                install(s).expect(&["prepare data"]);
+                s.tick(5).queue(true).daemon(true).expect(&["taken-up"]);
+                s.tick(70).daemon(false);
+                s.status("EnableEncryption", "error", "2", "Passphrase file not found.", "NotEncrypted");
+                s.tick(KEPT_QUEUE_BOUND_SECS - 10).expect(&["wait"]);
+                s.tick(20).expect(&["restore failed"]);
+                s.tick(3 * 3600).expect(&["wait"]);
+                // ADE's next enable shows: the agent's rewrite (a goal state, an agent start) reopens the window.
+                s.rewrite().expect(&["prepare data", "taken-up"]);
+                s.tick(5).daemon(true).expect(&["wait"]);
+                s.tick(70).daemon(false);
+                s.status("EnableEncryption", "error", "2", "Passphrase file not found.", "NotEncrypted");
+                s.tick(KEPT_QUEUE_BOUND_SECS + 1).expect(&["restore failed"]);
+                // A daemon started by anything else reopens it too.
+                s.tick(60).daemon(true).expect(&["prepare data", "taken-up"]);
+            },
+        ),
+        (
+            "15: single pass: a failed decryption keeps the decrypt queue; the re-run of the same Disable seq exits",
+            "handle.py:2488-2493 ('Disable' error, decrypt queue kept), :97-104 (exit_if_same_seq: 'DisableEncryption' \
+             success 'Decryption completed', no daemon), :2529-2533 (a later daemon works the decrypt queue first)",
+            |s| {
+                s.mrseq(Some(0)).settings(1, "DisableEncryption", "Data").expect(&["prepare data"]);
+                s.tick(5).decrypt_queue(true).mrseq(Some(1)).daemon(true).expect(&["taken-up"]);
+                s.tick(600).daemon(false).status("Disable", "error", "2", "Decryption failed for /dev/sdc1", "NotEncrypted");
+                s.tick(KEPT_QUEUE_BOUND_SECS + 1).expect(&["restore failed"]);
+                // The agent re-runs enable for seq 1: ADE exits at handle.py:104 with a success, starts nothing.
+                s.tick(3600).rewrite().status("DisableEncryption", "success", "0", "Decryption completed", "NotEncrypted");
+                s.expect(&["handled"]);
+                s.tick(DAY).expect(&["wait"]);
+                // A daemon (any later enable's) decrypts first: the window opens on the data volumes.
+                s.daemon(true).expect(&["prepare data", "taken-up"]);
             },
         ),
     ];
