@@ -280,6 +280,11 @@ pub const TAKE_UP_BOUND_SECS: u64 = 900 + 300 + 120;
 /// dp 120 s, FINDINGS 26), with a margin.
 pub const KEPT_QUEUE_BOUND_SECS: u64 = 600;
 
+/// How long after its "Encryption settings updated" an enable that goes on to encrypt (`handle.py:430-434`, then
+/// `enable_encryption`, `:949-951`) has written its queue: the agent kills enable at 300 s
+/// (`WALA/azurelinuxagent/ga/exthandlers.py:1673`, `extensionprocessutil.py:48-50`), plus a margin.
+pub const UPDATE_SETTLE_SECS: u64 = 300 + 60;
+
 /// The statuses of ADE's lifecycle commands: never the end of a request (`handle.py:60-62` Install, the agent's
 /// Update/Uninstall, `handle.py:430-434` UpdateEncryptionSettings, chained before enable marks the queue), nor the
 /// stamp before the pivot (`handle.py:223-229` StartEncryption, FINDINGS 24).
@@ -442,6 +447,11 @@ fn current_req(look: &Look) -> Option<Req> {
 
 fn next_watching(handled: Option<&Req>, look: &Look) -> Action {
     let Some(dir) = &look.handler else {
+        // Removing the extension runs disable and uninstall, neither of which stops the daemon (handle.py:65-87),
+        // then deletes the folder (WALA exthandlers.py:1759-1782); the queue outlives it and a re-added ADE resumes it.
+        if look.daemon || look.queue || look.decrypt_queue {
+            return Action::Wait("ADE's handler folder is gone but its daemon or queue is still there".into());
+        }
         return Action::Exit("no ADE handler on this machine".into());
     };
     let Some(seq) = look.seq else {
@@ -513,6 +523,9 @@ fn next_open(req: &Req, volumes: VolumeType, taken_up: bool, opened_at: u64, dea
             outcome: Some(Outcome::Encrypted),
         };
     }
+    let since_status = look
+        .status_mtime
+        .map(|at| u128::from(look.now).saturating_mul(1_000_000_000).saturating_sub(at) / 1_000_000_000);
     // Written since the window's request: after its settings (nanoseconds), or, with no stamp (a window from the
     // journal), in or after the second it opened.
     let written_since = look.status_mtime.is_some_and(|at| match req.stamp {
@@ -521,8 +534,7 @@ fn next_open(req: &Req, volumes: VolumeType, taken_up: bool, opened_at: u64, dea
     });
     let fresh = |s: &AdeStatus| terminal(s) && written_since;
     // A queue ADE kept after its final status, no daemon: idle until ADE's next enable, which reopens the window.
-    if let (Some(s), Some(at)) = (&look.status, look.status_mtime) {
-        let since = u128::from(look.now).saturating_mul(1_000_000_000).saturating_sub(at) / 1_000_000_000;
+    if let (Some(s), Some(since)) = (&look.status, since_status) {
         // An error ends the daemon whatever the OS substatus says (dp's OS failure reports it in progress), except
         // the RAM root's restart and unmount retries (FINDINGS 7, 8).
         let ended = terminal(s)
@@ -557,6 +569,24 @@ fn next_open(req: &Req, volumes: VolumeType, taken_up: bool, opened_at: u64, dea
             why: "the OS volume is encrypted; nothing queued or running".into(),
             outcome: Some(Outcome::Encrypted),
         };
+    }
+    // A key rotation with every requested volume already encrypted: "Encryption settings updated" is ADE's exit
+    // (`handle.py:435-440`, mrseq saved at `:425`); no queue or daemon follows. When the same report precedes an
+    // encryption (`:430-434`), the same enable writes the queue before the agent's timeout.
+    if let Some(s) = &look.status {
+        if s.operation == "UpdateEncryptionSettings"
+            && s.status == OpStatus::Success
+            && written_since
+            && look.mrseq == Some(req.seq)
+            && since_status.is_some_and(|t| t >= u128::from(UPDATE_SETTLE_SECS))
+        {
+            let o = Outcome::Succeeded { operation: s.operation.clone(), message: s.message.clone() };
+            return Action::Restore {
+                handled: None,
+                why: format!("ADE updated the encryption settings with nothing to encrypt: {o}"),
+                outcome: Some(o),
+            };
+        }
     }
     match &look.status {
         Some(s) if taken_up && terminal(s) || fresh(s) => {
@@ -1043,6 +1073,37 @@ mod tests {
                 s.tick(DAY).expect(&["wait"]);
                 // A daemon (any later enable's) decrypts first: the window opens on the data volumes.
                 s.daemon(true).expect(&["prepare data", "taken-up"]);
+            },
+        ),
+        (
+            "16: a key rotation with every requested volume encrypted ends at 'Encryption settings updated'",
+            "handle.py:938-954 (config changed, are_required_devices_encrypted: update_encryption_settings() alone), \
+             :425 (save_seq), :435-440 (do_exit UpdateEncryptionSettings success); :430-434 + :949-951 (the chained \
+             report, then enable_encryption writes the queue), WALA exthandlers.py:1673 (enable killed at 300 s)",
+            |s| {
+                s.mrseq(Some(0)).settings(1, "EnableEncryption", "Data").expect(&["prepare data"]);
+                s.tick(20).mrseq(Some(1));
+                s.status("UpdateEncryptionSettings", "success", "0", "Encryption settings updated", "NotEncrypted");
+                s.tick(UPDATE_SETTLE_SECS - 10).expect(&["wait"]);
+                s.tick(20).expect(&["restore succeeded"]);
+                s.tick(DAY).expect(&["wait"]);
+            },
+        ),
+        (
+            "17: the extension removed while its daemon or queue lives on: run stays, and opens when ADE is back",
+            "handle.py:65-87 (disable and uninstall leave the daemon and the queue), WALA exthandlers.py:1759-1782 \
+             (the handler folder deleted), handle.py:958-960 + :1057-1069 (a re-added ADE's enable resumes the queue)",
+            |s| {
+                s.look.handler = None;
+                s.queue(true).daemon(true).expect(&["wait"]);
+                s.tick(600).daemon(false).expect(&["wait"]);
+                s.queue(false).expect(&["exit"]);
+                // Re-added before the queue went: the new folder's first enable resumes it.
+                let mut b = Sim::new("17 (re-added)");
+                b.look.handler = None;
+                b.queue(true).expect(&["wait"]);
+                b.look.handler = Some(SP.into());
+                b.settings(0, "EnableEncryption", "All").recorded(VolumeType::All).expect(&["prepare all", "taken-up"]);
             },
         ),
     ];
