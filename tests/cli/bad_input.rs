@@ -528,3 +528,28 @@ fn restore_past_deadline_changes_nothing_from_ades_ram_root() {
     assert_eq!(std::fs::read(&journal).unwrap(), before, "the journal is untouched");
     assert!(hold.exists(), "the hold list is untouched");
 }
+
+#[test]
+fn restore_past_deadline_leaves_a_young_boot_with_ades_queue_to_ades_resume() {
+    if crate::common::need_root() {
+        return;
+    }
+    // FINDINGS 62: after ADE's reboot the queue is on the disk and the daemon not yet started; ADE's first enable
+    // resumes it (handle.py:957-960, :2596-2602), so the timer's restore must not race it.
+    let d = tempfile::tempdir().unwrap();
+    put(d.path(), "proc/self/mountinfo", "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n");
+    put(d.path(), "proc/uptime", "95.31 180.02\n");
+    put(d.path(), "var/lib/azure_disk_encryption_config/azure_crypt_request_queue.ini", "[encryption_request_queue]\n");
+    let hold = put(d.path(), "etc/ade-prep/hold", "mongod.service\n");
+    let journal = open_window(d.path(), ade_prep::clock::now() - 1);
+    let before = std::fs::read(&journal).unwrap();
+    let o = ade_prep(d.path(), &["-v", "restore", "--past-deadline", "--wait", "0"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("booted 95 s ago with ADE's request queue"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&journal).unwrap(), before, "the journal is untouched");
+    assert!(hold.exists(), "the hold list is untouched");
+    // An old boot: restored (the restore itself then fails here, after saying why it runs).
+    put(d.path(), "proc/uptime", "86400.00 180.02\n");
+    let o = ade_prep(d.path(), &["restore", "--past-deadline", "--wait", "0"]).output().unwrap();
+    assert!(stderr(&o).contains(": restoring"), "{}", stderr(&o));
+}

@@ -37,6 +37,8 @@ pub struct Look {
     pub now: u64,
     /// The kernel's boot id.
     pub boot_id: String,
+    /// Seconds since this boot (None: unknown).
+    pub uptime: Option<u64>,
     /// Why ADE is in its RAM root (`/` a tmpfs, `/oldroot` mounted, the mount table unreadable): change nothing
     /// (FINDINGS 23).
     pub frozen: Option<String>,
@@ -94,6 +96,7 @@ impl Look {
         Look {
             now,
             boot_id: boot_id.into(),
+            uptime: None,
             frozen,
             handler: f.handler.as_ref().map(|h| h.dir.clone()),
             dual_pass: f.dual_pass(),
@@ -422,6 +425,16 @@ fn ade_volumes(look: &Look) -> Result<VolumeType, String> {
     touched(look, look.recorded.or(current).unwrap_or(VolumeType::All))
 }
 
+/// Why a past deadline must not restore yet: a young boot with ADE's queue on the disk and no daemon yet, whose
+/// first enable resumes it (`handle.py:957-960`, `:2596-2602`; for All the daemon runs the data pass again,
+/// `:2168-2210`) within the agent's bound after its start. None otherwise.
+pub fn young_boot_resumes(look: &Look) -> Option<String> {
+    let up = look.uptime.filter(|u| *u < TAKE_UP_BOUND_SECS)?;
+    (look.queue && !look.daemon).then(|| {
+        format!("booted {up} s ago with ADE's queue on the disk: its first enable resumes it; waiting up to {TAKE_UP_BOUND_SECS} s after the boot")
+    })
+}
+
 /// The one decision: what `run` does in `state` after `look`.
 pub fn next(state: &RunState, look: &Look) -> Action {
     if let Some(why) = &look.frozen {
@@ -490,6 +503,9 @@ fn next_open(req: &Req, volumes: VolumeType, taken_up: bool, opened_at: u64, dea
         return Action::TakenUp(format!("ADE's {what} seen for seq {}", req.seq));
     }
     if look.now >= deadline {
+        if let Some(why) = young_boot_resumes(look) {
+            return Action::Extend { until: look.now + (TAKE_UP_BOUND_SECS - look.uptime.unwrap_or_default()), why };
+        }
         if look.daemon && (look.queue || look.decrypt_queue) {
             return Action::Extend {
                 until: look.now + EXTEND_SECS,
@@ -639,6 +655,7 @@ mod tests {
         }
         fn tick(&mut self, secs: u64) -> &mut Self {
             self.look.now += secs;
+            self.look.uptime = self.look.uptime.map(|u| u + secs);
             self
         }
         /// The agent writes `config/<seq>.settings` (a new request).
@@ -713,6 +730,7 @@ mod tests {
         /// settings.
         fn reboot(&mut self) -> &mut Self {
             self.look.boot_id = format!("{}+", self.look.boot_id);
+            self.look.uptime = Some(0);
             self.look.frozen = None;
             self.look.daemon = false;
             self.tick(120).rewrite()
@@ -892,7 +910,7 @@ mod tests {
         (
             "5: the deadline extends while ADE's daemon works through its queue; nothing acts from the RAM root",
             "TransactionalCopyTask.py (in-place data copy in 50 MiB slices, DataCopy statuses), handle.py:2168-2209 \
-             (All: data volumes first, then the OS), handle.py:2509-2512 (one daemon), OSEncryptionState.py:186-188",
+             (All: data volumes first, then the OS), OSEncryptionState.py:186-188, handle.py:957-960 + :2596-2602 (after the reboot the first enable resumes the queue)",
             |s| {
                 s.settings(0, "EnableEncryption", "All");
                 install(s).expect(&["prepare all"]);
@@ -902,8 +920,21 @@ mod tests {
                 s.tick(EXTEND_SECS).expect(&["extend"]);
                 // The OS pass starts after the deadline: in the RAM root nothing acts, deadline or not.
                 s.tick(2 * EXTEND_SECS).ram_root().expect(&["hold"]);
-                // Back on the disk with the daemon gone and the queue left past the deadline: restore.
-                s.reboot().expect(&["restore timeout"]);
+                // Back on the disk, the queue left past the deadline, no daemon yet: ADE's first enable resumes it
+                // (handle.py:957-960; for All the data pass again, :2168-2210): no restore racing it.
+                s.reboot().expect(&["extend"]);
+                s.tick(60).daemon(true).expect(&["wait"]);
+                s.tick(30).daemon(false).queue(false).encrypted(true);
+                s.status("EnableEncryptionOSVolume", "success", "0", "Encryption succeeded for all volumes", "Encrypted");
+                s.expect(&["restore encrypted"]);
+                // The same boot with no enable ever coming: restored once the boot is past the agent's bound.
+                let mut b = Sim::new("5 (no resume)");
+                b.settings(0, "EnableEncryption", "All");
+                install(&mut b).expect(&["prepare all"]);
+                b.tick(5).queue(true).daemon(true).expect(&["taken-up"]);
+                b.tick(DAY).daemon(false).ram_root().expect(&["hold"]);
+                b.reboot().expect(&["extend"]);
+                b.tick(TAKE_UP_BOUND_SECS).expect(&["restore timeout"]);
             },
         ),
         (

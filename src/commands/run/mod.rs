@@ -199,7 +199,9 @@ impl Driver<'_> {
         let flow =
             if obs.seq.is_some() || matches!(state, RunState::Open { .. }) { self.flow() } else { Flow::Unknown };
         let hours = self.config.settings.window.timeout_hours;
-        (Look::from_facts(&obs.facts, clock::now(), &boot, flow, hours.saturating_mul(3600)), obs)
+        let mut look = Look::from_facts(&obs.facts, clock::now(), &boot, flow, hours.saturating_mul(3600));
+        look.uptime = clock::uptime_secs(self.paths);
+        (look, obs)
     }
 
     /// The state `run` starts in: a window cut short is restored first, an open one (by `run` before a reboot, or
