@@ -136,6 +136,11 @@ pub struct Req {
     pub seq: u64,
     /// The settings file's stamp when it was looked at.
     pub stamp: Option<Stamp>,
+    /// The boot in which ADE ended this request with a final status before taking it up (a fatal precheck, an
+    /// "already encrypted" answer): its enable, re-run by the agent at every goal state and agent start, repeats
+    /// that within the boot, so the window reopens for it only when ADE takes it up (queue, daemon) or after a
+    /// reboot.
+    pub ended_in_boot: Option<String>,
 }
 
 impl Req {
@@ -445,8 +450,11 @@ pub fn next(state: &RunState, look: &Look) -> Action {
         RunState::Watching { handled } => next_watching(handled.as_ref(), look),
         RunState::Open { req, volumes, taken_up, opened_at, deadline } => {
             let mut action = next_open(req, *volumes, *taken_up, *opened_at, *deadline, look);
-            if let Action::Restore { handled, .. } = &mut action {
+            if let Action::Restore { handled, outcome, .. } = &mut action {
                 *handled = current_req(look);
+                if let Some(h) = handled.as_mut().filter(|h| !*taken_up && outcome.is_some() && h.same_request(req)) {
+                    h.ended_in_boot = Some(look.boot_id.clone());
+                }
             }
             action
         }
@@ -455,7 +463,7 @@ pub fn next(state: &RunState, look: &Look) -> Action {
 
 /// ADE's current request as the look shows it.
 fn current_req(look: &Look) -> Option<Req> {
-    Some(Req { handler_dir: look.handler.clone()?, seq: look.seq?, stamp: look.stamp })
+    Some(Req { handler_dir: look.handler.clone()?, seq: look.seq?, stamp: look.stamp, ended_in_boot: None })
 }
 
 fn next_watching(handled: Option<&Req>, look: &Look) -> Action {
@@ -470,12 +478,16 @@ fn next_watching(handled: Option<&Req>, look: &Look) -> Action {
     let Some(seq) = look.seq else {
         return Action::Wait(format!("no settings in {}", dir.join("config").display()));
     };
-    let req = Req { handler_dir: dir.clone(), seq, stamp: look.stamp };
+    let req = Req { handler_dir: dir.clone(), seq, stamp: look.stamp, ended_in_boot: None };
     let Some(p) = &look.public else {
         return Action::Wait(format!("ADE settings seq {seq} not readable yet"));
     };
     // Dealt with and unchanged since: ADE has not run again (no agent start rewrote the settings) and no daemon.
-    if handled.is_some_and(|h| h.same_request(&req) && h.stamp == req.stamp) && !look.daemon {
+    // A request ADE had ended before take-up counts again once its queue shows.
+    let queued = look.queue || look.decrypt_queue;
+    if handled.is_some_and(|h| h.same_request(&req) && h.stamp == req.stamp && !(h.ended_in_boot.is_some() && queued))
+        && !look.daemon
+    {
         return Action::Wait(format!("seq {seq} was dealt with; watching for ADE's next request"));
     }
     // ADE's own work: its daemon, or a queue the current request's enable resumes, works on the volume type ADE
@@ -485,6 +497,15 @@ fn next_watching(handled: Option<&Req>, look: &Look) -> Action {
             Ok(volumes) => Action::Prepare { req, volumes, at: look.now, deadline: look.now + look.window_secs, why },
             Err(why) => Action::Handled { req, why },
         };
+    }
+    // ADE ended this seq before taking it up, in this boot: the same enable re-run by the agent ends the same way
+    // (fatal prechecks on facts fixed within a boot: handle.py:804-818, check_util.py:59-66, :256-345; the
+    // "already encrypted" answer, handle.py:964-970, saves no mrseq); wait for its queue or daemon instead.
+    if let Some(h) = handled.filter(|h| h.same_request(&req) && h.ended_in_boot.as_deref() == Some(&look.boot_id)) {
+        if !queued {
+            let why = format!("ADE ended seq {seq} before taking it up in this boot: waiting for its queue or daemon");
+            return Action::Handled { req: Req { ended_in_boot: h.ended_in_boot.clone(), ..req }, why };
+        }
     }
     let volumes = match volumes_for(look, p) {
         Ok(v) => v,
@@ -827,7 +848,8 @@ mod tests {
         (
             "1: the same seq run again after a failure before mrseq (fatal precheck; agent restart; reboot)",
             "handle.py:804-818 (fatal precheck do_exit before save_seq), :1072/:1150 (save_seq only in enable_encryption), \
-             WALA update.py:613-643 + exthandlers.py:846 (each agent start rewrites <seq>.settings and runs enable)",
+             WALA update.py:613-643 + exthandlers.py:846 (each agent start rewrites <seq>.settings and runs enable), \
+             check_util.py:59-66 (MemTotal, fixed within a boot), second reading finding 4",
             |s| {
                 s.settings(0, "EnableEncryption", "All");
                 install(s).expect(&["prepare all"]);
@@ -836,13 +858,15 @@ mod tests {
                 // The reboot after the resize: the agent rewrites seq 0 and runs enable again; no mrseq.
                 s.reboot().expect(&["prepare all"]);
                 s.tick(10).status("Enable", "error", "3", "Not enough memory", "NotEncrypted").expect(&["restore failed"]);
-                // systemctl restart walinuxagent: the same again, and this time ADE takes it up.
-                s.tick(300).rewrite().expect(&["prepare all"]);
-                s.tick(5).queue(true).expect(&["taken-up"]);
+                // systemctl restart walinuxagent or a new goal state in the same boot: the same enable, the same end:
+                // no window until ADE takes the request up (queue, daemon: 60 s head start, FINDINGS 26).
+                s.tick(300).rewrite().expect(&["handled"]);
+                s.tick(3600).rewrite().expect(&["handled"]);
+                s.tick(5).queue(true).expect(&["prepare all", "taken-up"]);
                 assert!(s.open());
                 // Removed and added again: a new folder of the same name, seq 0, no mrseq; run restarted from the
                 // journal that handled seq 0.
-                let handled = Req { handler_dir: SP.into(), seq: 0, stamp: s.look.stamp };
+                let handled = Req { handler_dir: SP.into(), seq: 0, stamp: s.look.stamp, ended_in_boot: None };
                 s.restart_run(RunState::Watching { handled: Some(handled) }).queue(false).mrseq(None);
                 s.tick(100).rewrite().expect(&["prepare all"]);
             },
@@ -976,7 +1000,7 @@ mod tests {
             "WALA exthandlers.py:1389-1408 (mrseq and status copied to the new version's folder), HandlerUtil.py:154-160 \
              (exit_if_same_seq), handle.py:963",
             |s| {
-                let handled = Req { handler_dir: SP.into(), seq: 3, stamp: None };
+                let handled = Req { handler_dir: SP.into(), seq: 3, stamp: None, ended_in_boot: None };
                 s.restart_run(RunState::Watching { handled: Some(handled) });
                 s.look.handler =
                     Some("/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.13".into());
@@ -1137,6 +1161,22 @@ mod tests {
                 b.settings(0, "EnableEncryption", "All").recorded(VolumeType::All).expect(&["prepare all", "taken-up"]);
             },
         ),
+        (
+            "18: ADE's 'already encrypted' answer for a new seq, re-run at every goal state, bounces the data volumes once a boot",
+            "handle.py:957-970 (no queue, every required device encrypted: do_exit EnableEncryption success, no \
+             save_seq), WALA update.py:635-643 + exthandlers.py:533-583 (enable re-run at each new goal state)",
+            |s| {
+                s.encrypted(true).mrseq(Some(0)).settings(1, "EnableEncryption", "All").expect(&["prepare data"]);
+                s.tick(15).status("EnableEncryption", "success", "0", "Encryption succeeded for all volumes", "Encrypted");
+                s.expect(&["restore succeeded"]);
+                s.tick(1800).rewrite().expect(&["handled"]);
+                s.tick(1800).rewrite().expect(&["handled"]);
+                s.reboot().expect(&["prepare data"]);
+                s.tick(15).status("EnableEncryption", "success", "0", "Encryption succeeded for all volumes", "Encrypted");
+                s.expect(&["restore succeeded"]);
+                s.tick(1800).rewrite().expect(&["handled"]);
+            },
+        ),
     ];
 
     #[test]
@@ -1150,7 +1190,7 @@ mod tests {
 
     #[test]
     fn transitions_are_checked() {
-        let req = Req { handler_dir: SP.into(), seq: 0, stamp: None };
+        let req = Req { handler_dir: SP.into(), seq: 0, stamp: None, ended_in_boot: None };
         let watching = RunState::Watching { handled: None };
         let open = RunState::open(req.clone(), VolumeType::All, 10, 100);
         let restore = Action::Restore { handled: None, why: "x".into(), outcome: None };
