@@ -398,6 +398,8 @@ pub struct Facts {
     /// The volume type ADE recorded for its request ([`machine::recorded_volume_type`]): what its daemon works on,
     /// whatever the current settings ask.
     pub recorded_volume_type: Option<String>,
+    /// When ADE last wrote its queue or ongoing item ([`machine::work_files_mtime`]), nanoseconds since the epoch.
+    pub work_files_mtime: Option<u128>,
 }
 
 impl Facts {
@@ -415,6 +417,7 @@ impl Facts {
             queue: machine::queue_present(paths),
             decrypt_queue: machine::decrypt_queue_present(paths),
             recorded_volume_type: machine::recorded_volume_type(paths),
+            work_files_mtime: machine::work_files_mtime(paths),
             daemon: machine::ade_daemon(paths),
             root: RootState::read(paths).map_err(|e| log::warn!("{e}")).ok(),
             os_encrypted: machine::os_encrypted(paths, &mounts),

@@ -59,6 +59,8 @@ pub struct Look {
     /// When the status file was last written, nanoseconds since the epoch (compared with the settings' stamp: a
     /// rewrite and a status in the same second are told apart).
     pub status_mtime: Option<u128>,
+    /// When ADE last showed progress: its status file, queue or ongoing item written, nanoseconds since the epoch.
+    pub progress_at: Option<u128>,
     /// `azure_crypt_request_queue.ini` exists (FINDINGS 11, `EncryptionEnvironment.py:37`).
     pub queue: bool,
     /// `azure_decrypt_request_queue.ini` exists (`EncryptionEnvironment.py:38`, written by disable `handle.py:156-158`).
@@ -106,6 +108,7 @@ impl Look {
             mrseq: f.mrseq,
             status,
             status_mtime: f.status_mtime,
+            progress_at: f.status_mtime.max(f.work_files_mtime),
             queue: f.queue,
             decrypt_queue: f.decrypt_queue,
             daemon: f.daemon.is_some(),
@@ -141,6 +144,9 @@ pub struct Req {
     /// that within the boot, so the window reopens for it only when ADE takes it up (queue, daemon) or after a
     /// reboot.
     pub ended_in_boot: Option<String>,
+    /// ADE's progress mark (status, queue, ongoing item) when the window was restored past its deadline with the
+    /// daemon alive and showing no progress: the daemon reopens it only once it moves again.
+    pub stalled_at: Option<u128>,
 }
 
 impl Req {
@@ -274,6 +280,11 @@ impl RunState {
 
 /// How far the deadline moves at a time while ADE's daemon lives with its queue.
 pub const EXTEND_SECS: u64 = 3600;
+
+/// How long ADE's daemon may show no progress (status file, queue, ongoing item: the in-place copy commits every 50
+/// MiB slice, `TransactionalCopyTask.py:182-188`) and still have the deadline extended: a wedged daemon, or a second
+/// one blocked on the first's flock (`ProcessLock.py:30-37`), does not hold the workloads for ever.
+pub const PROGRESS_BOUND_SECS: u64 = 2 * EXTEND_SECS;
 
 /// How long after a request's settings ADE's enable can still take it up: the agent runs install (timeout 900 s,
 /// `WALA/azurelinuxagent/ga/exthandlers.py:1736`) then enable (300 s, `:1673`), killing each at its timeout
@@ -455,6 +466,9 @@ pub fn next(state: &RunState, look: &Look) -> Action {
                 if let Some(h) = handled.as_mut().filter(|h| !*taken_up && outcome.is_some() && h.same_request(req)) {
                     h.ended_in_boot = Some(look.boot_id.clone());
                 }
+                if let Some(h) = handled.as_mut().filter(|_| outcome.is_none() && look.daemon) {
+                    h.stalled_at = look.progress_at;
+                }
             }
             action
         }
@@ -463,7 +477,13 @@ pub fn next(state: &RunState, look: &Look) -> Action {
 
 /// ADE's current request as the look shows it.
 fn current_req(look: &Look) -> Option<Req> {
-    Some(Req { handler_dir: look.handler.clone()?, seq: look.seq?, stamp: look.stamp, ended_in_boot: None })
+    Some(Req {
+        handler_dir: look.handler.clone()?,
+        seq: look.seq?,
+        stamp: look.stamp,
+        ended_in_boot: None,
+        stalled_at: None,
+    })
 }
 
 fn next_watching(handled: Option<&Req>, look: &Look) -> Action {
@@ -478,16 +498,20 @@ fn next_watching(handled: Option<&Req>, look: &Look) -> Action {
     let Some(seq) = look.seq else {
         return Action::Wait(format!("no settings in {}", dir.join("config").display()));
     };
-    let req = Req { handler_dir: dir.clone(), seq, stamp: look.stamp, ended_in_boot: None };
+    let req = Req { handler_dir: dir.clone(), seq, stamp: look.stamp, ended_in_boot: None, stalled_at: None };
     let Some(p) = &look.public else {
         return Action::Wait(format!("ADE settings seq {seq} not readable yet"));
     };
     // Dealt with and unchanged since: ADE has not run again (no agent start rewrote the settings) and no daemon.
     // A request ADE had ended before take-up counts again once its queue shows.
     let queued = look.queue || look.decrypt_queue;
-    if handled.is_some_and(|h| h.same_request(&req) && h.stamp == req.stamp && !(h.ended_in_boot.is_some() && queued))
-        && !look.daemon
-    {
+    let stalled = |h: &Req| h.stalled_at.is_some_and(|t| look.progress_at.is_none_or(|p| p <= t));
+    if handled.is_some_and(|h| {
+        h.same_request(&req)
+            && h.stamp == req.stamp
+            && !(h.ended_in_boot.is_some() && queued)
+            && (!look.daemon || stalled(h))
+    }) {
         return Action::Wait(format!("seq {seq} was dealt with; watching for ADE's next request"));
     }
     // ADE's own work: its daemon, or a queue the current request's enable resumes, works on the volume type ADE
@@ -527,17 +551,23 @@ fn next_open(req: &Req, volumes: VolumeType, taken_up: bool, opened_at: u64, dea
         if let Some(why) = young_boot_resumes(look) {
             return Action::Extend { until: look.now + (TAKE_UP_BOUND_SECS - look.uptime.unwrap_or_default()), why };
         }
-        if look.daemon && (look.queue || look.decrypt_queue) {
+        let quiet = look.progress_at.map(|t| u128::from(look.now).saturating_sub(t / 1_000_000_000));
+        if look.daemon
+            && (look.queue || look.decrypt_queue)
+            && quiet.is_some_and(|q| q < u128::from(PROGRESS_BOUND_SECS))
+        {
             return Action::Extend {
                 until: look.now + EXTEND_SECS,
                 why: format!("deadline passed while ADE's daemon works through its queue: extended by {EXTEND_SECS} s"),
             };
         }
-        return Action::Restore {
-            handled: None,
-            why: "the window's deadline passed without ADE's end".into(),
-            outcome: None,
+        let why = match quiet {
+            Some(q) if look.daemon => format!(
+                "the window's deadline passed; ADE's daemon lives but has shown no progress (status, queue, ongoing item) for {q} s"
+            ),
+            _ => "the window's deadline passed without ADE's end".into(),
         };
+        return Action::Restore { handled: None, why, outcome: None };
     }
     let current_op = look.public.as_ref().and_then(|p| p.encryption_operation.clone()).unwrap_or_default();
     let newer = look.seq.is_some_and(|s| s != req.seq) || look.handler.as_ref() != Some(&req.handler_dir);
@@ -715,10 +745,15 @@ mod tests {
             });
             // Just after the second's settings rewrite, as ADE writes after the agent.
             self.look.status_mtime = Some(u128::from(self.look.now) * 1_000_000_000 + 1);
-            self
+            self.progress()
         }
         fn queue(&mut self, on: bool) -> &mut Self {
             self.look.queue = on;
+            self.progress()
+        }
+        /// ADE's daemon commits a slice of its copy (the ongoing item, `TransactionalCopyTask.py:187-188`).
+        fn progress(&mut self) -> &mut Self {
+            self.look.progress_at = Some(u128::from(self.look.now) * 1_000_000_000);
             self
         }
         fn decrypt_queue(&mut self, on: bool) -> &mut Self {
@@ -866,7 +901,7 @@ mod tests {
                 assert!(s.open());
                 // Removed and added again: a new folder of the same name, seq 0, no mrseq; run restarted from the
                 // journal that handled seq 0.
-                let handled = Req { handler_dir: SP.into(), seq: 0, stamp: s.look.stamp, ended_in_boot: None };
+                let handled = Req { handler_dir: SP.into(), seq: 0, stamp: s.look.stamp, ended_in_boot: None, stalled_at: None };
                 s.restart_run(RunState::Watching { handled: Some(handled) }).queue(false).mrseq(None);
                 s.tick(100).rewrite().expect(&["prepare all"]);
             },
@@ -939,8 +974,8 @@ mod tests {
                 s.settings(0, "EnableEncryption", "All");
                 install(s).expect(&["prepare all"]);
                 s.tick(5).queue(true).daemon(true).expect(&["taken-up"]);
-                s.tick(DAY).expect(&["extend"]);
-                s.tick(EXTEND_SECS / 2).expect(&["wait"]);
+                s.tick(DAY).progress().expect(&["extend"]);
+                s.tick(EXTEND_SECS / 2).progress().expect(&["wait"]);
                 s.tick(EXTEND_SECS).expect(&["extend"]);
                 // The OS pass starts after the deadline: in the RAM root nothing acts, deadline or not.
                 s.tick(2 * EXTEND_SECS).ram_root().expect(&["hold"]);
@@ -1000,7 +1035,7 @@ mod tests {
             "WALA exthandlers.py:1389-1408 (mrseq and status copied to the new version's folder), HandlerUtil.py:154-160 \
              (exit_if_same_seq), handle.py:963",
             |s| {
-                let handled = Req { handler_dir: SP.into(), seq: 3, stamp: None, ended_in_boot: None };
+                let handled = Req { handler_dir: SP.into(), seq: 3, stamp: None, ended_in_boot: None, stalled_at: None };
                 s.restart_run(RunState::Watching { handled: Some(handled) });
                 s.look.handler =
                     Some("/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-1.4.0.13".into());
@@ -1177,6 +1212,24 @@ mod tests {
                 s.tick(1800).rewrite().expect(&["handled"]);
             },
         ),
+        (
+            "19: a daemon that shows no progress past the deadline (wedged, or a second one blocked on the flock) is not extended for ever",
+            "ProcessLock.py:30-37 (a blocking flock: a second daemon waits), TransactionalCopyTask.py:182-188 (a \
+             status and the ongoing item committed at every 50 MiB slice), second reading finding 7",
+            |s| {
+                s.settings(0, "EnableEncryption", "Data");
+                install(s).expect(&["prepare data"]);
+                s.tick(5).queue(true).daemon(true).expect(&["taken-up"]);
+                s.tick(DAY - 60).progress().tick(60).expect(&["extend"]);
+                // Then nothing moves: one more hour, then restore, the daemon still alive.
+                s.tick(EXTEND_SECS).expect(&["extend"]);
+                s.tick(EXTEND_SECS).expect(&["restore timeout"]);
+                assert!(!s.open());
+                // The stalled daemon does not reopen it; once it moves again, it does.
+                s.tick(600).expect(&["wait"]);
+                s.progress().expect(&["prepare data", "taken-up"]);
+            },
+        ),
     ];
 
     #[test]
@@ -1190,7 +1243,7 @@ mod tests {
 
     #[test]
     fn transitions_are_checked() {
-        let req = Req { handler_dir: SP.into(), seq: 0, stamp: None, ended_in_boot: None };
+        let req = Req { handler_dir: SP.into(), seq: 0, stamp: None, ended_in_boot: None, stalled_at: None };
         let watching = RunState::Watching { handled: None };
         let open = RunState::open(req.clone(), VolumeType::All, 10, 100);
         let restore = Action::Restore { handled: None, why: "x".into(), outcome: None };

@@ -230,8 +230,13 @@ impl Driver<'_> {
         }
         let Some(mut record) = record else { return Ok(Some(RunState::Watching { handled: None })) };
         if !record.is_window_open() {
-            let handled =
-                record.ade.map(|a| Req { handler_dir: a.handler_dir, seq: a.seq, stamp: None, ended_in_boot: None });
+            let handled = record.ade.map(|a| Req {
+                handler_dir: a.handler_dir,
+                seq: a.seq,
+                stamp: None,
+                ended_in_boot: None,
+                stalled_at: None,
+            });
             return Ok(Some(RunState::Watching { handled }));
         }
         if record.ade.is_none() {
@@ -244,7 +249,8 @@ impl Driver<'_> {
             // its deadline as before.
             // Taken as taken up: closed by ADE's end or the deadline, never by the take-up bound.
             self.config.for_ending();
-            let req = Req { handler_dir: PathBuf::new(), seq: u64::MAX, stamp: None, ended_in_boot: None };
+            let req =
+                Req { handler_dir: PathBuf::new(), seq: u64::MAX, stamp: None, ended_in_boot: None, stalled_at: None };
             let deadline = record.deadline_or(self.config.settings.window.timeout_hours);
             return Ok(Some(RunState::Open {
                 req,
@@ -257,7 +263,13 @@ impl Driver<'_> {
         self.config.for_ending();
         resume_after_reboot(paths, &record)?;
         let (look, _) = self.look(&RunState::Watching { handled: None });
-        let req = Req { handler_dir: ade_ref.handler_dir, seq: ade_ref.seq, stamp: None, ended_in_boot: None };
+        let req = Req {
+            handler_dir: ade_ref.handler_dir,
+            seq: ade_ref.seq,
+            stamp: None,
+            ended_in_boot: None,
+            stalled_at: None,
+        };
         let deadline = record.deadline_or(self.config.settings.window.timeout_hours);
         Ok(Some(RunState::open(req, lifecycle::window_volumes(&look), record.opened_at, deadline)))
     }

@@ -40,6 +40,21 @@ pub fn recorded_volume_type(paths: &Paths) -> Option<String> {
     })
 }
 
+/// The item ADE's daemon is copying, in [`crate::paths::ADE_CONFIG_DIR`] (`EncryptionEnvironment.py:39`): committed
+/// at every 50 MiB slice of an in-place copy (`TransactionalCopyTask.py:187-188`, `:229-230`).
+pub const ONGOING_ITEM_FILE: &str = "azure_crypt_ongoing_item.ini";
+
+/// When ADE's daemon last wrote one of its work files (the request queues, the ongoing item), nanoseconds since the
+/// epoch: its progress besides the status file.
+pub fn work_files_mtime(paths: &Paths) -> Option<u128> {
+    [QUEUE_FILE, DECRYPT_QUEUE_FILE, ONGOING_ITEM_FILE]
+        .iter()
+        .filter_map(|f| std::fs::metadata(paths.ade_config_dir().join(f)).and_then(|m| m.modified()).ok())
+        .filter_map(|t| t.duration_since(std::time::SystemTime::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .max()
+}
+
 /// ADE's encryption config, in [`crate::paths::ADE_CONFIG_DIR`] (`EncryptionEnvironment.py:33`).
 pub const CONFIG_FILE: &str = "azure_crypt_config.ini";
 
@@ -224,7 +239,9 @@ impl RootState {
     }
 
     /// `/` is mounted from a device-mapper volume: ADE's test for a non-LVM OS disk (FINDINGS 15,
-    /// `DiskUtil.py:674-677`); an LVM root is on the mapper without being encrypted: [`os_encrypted`] tells.
+    /// `DiskUtil.py:674-677`); an LVM root is on the mapper without being encrypted: [`os_encrypted`] tells (the rule
+    /// `check` and `run` use; this one only in tests).
+    #[cfg(test)]
     pub fn on_mapper(&self) -> bool {
         self.source.starts_with("/dev/mapper/") || self.source.starts_with("/dev/dm")
     }

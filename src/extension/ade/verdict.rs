@@ -215,6 +215,7 @@ mod tests {
             settings_stamp: None,
             status_mtime: None,
             recorded_volume_type: None,
+            work_files_mtime: None,
             root: Some(match c.root {
                 "disk" => RootState { tmpfs: false, oldroot: false, source: "/dev/sda1".into() },
                 "ram" => RootState { tmpfs: true, oldroot: true, source: "none".into() },
