@@ -21,7 +21,8 @@ use crate::extension::ade::verdict::{RESTARTED_FROM_STRIPPED_OS, UNMOUNT_RETRY_C
 use crate::extension::ade::{AdeStatus, Facts, OpStatus, OsState, Outcome, PublicSettings, StatusRead};
 
 /// A settings file's identity at one moment: WALA rewrites `<seq>.settings` in place at every agent start
-/// (`WALA/azurelinuxagent/ga/update.py:613-643`, `exthandlers.py:846`), before it runs enable again.
+/// (`WALA/azurelinuxagent/ga/update.py:613-643`, `exthandlers.py:846`) and at every new extensions goal state
+/// (`update.py:635-643`, `exthandlers.py:533-583`), before it runs enable again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stamp {
     /// Size in bytes.
@@ -844,6 +845,11 @@ mod tests {
     /// One ADE history: the item, the ADE (or agent) source it replays, and the history.
     type History = (&'static str, &'static str, fn(&mut Sim));
 
+    /// A fatal precheck's message: the traceback (handle.py:813), code 53 (configuration_error, handle.py:814-818,
+    /// Common.py:249), e.g. "Not enough memory" (check_util.py:59-66).
+    const PRECHECK_TRACEBACK: &str =
+        "Traceback (most recent call last): ... Exception: Not enough memory for enabling encryption";
+
     const INSTALL: (&str, &str, &str, &str) = ("Install", "success", "0", "Install Succeeded");
 
     fn install(s: &mut Sim) -> &mut Sim {
@@ -888,11 +894,11 @@ mod tests {
             |s| {
                 s.settings(0, "EnableEncryption", "All");
                 install(s).expect(&["prepare all"]);
-                s.tick(20).status("Enable", "error", "3", "Not enough memory", "NotEncrypted").expect(&["restore failed"]);
+                s.tick(20).status("Enable", "error", "53", PRECHECK_TRACEBACK, "NotEncrypted").expect(&["restore failed"]);
                 s.tick(600).expect(&["wait"]);
                 // The reboot after the resize: the agent rewrites seq 0 and runs enable again; no mrseq.
                 s.reboot().expect(&["prepare all"]);
-                s.tick(10).status("Enable", "error", "3", "Not enough memory", "NotEncrypted").expect(&["restore failed"]);
+                s.tick(10).status("Enable", "error", "53", PRECHECK_TRACEBACK, "NotEncrypted").expect(&["restore failed"]);
                 // systemctl restart walinuxagent or a new goal state in the same boot: the same enable, the same end:
                 // no window until ADE takes the request up (queue, daemon: 60 s head start, FINDINGS 26).
                 s.tick(300).rewrite().expect(&["handled"]);
@@ -962,7 +968,8 @@ mod tests {
                 s.status("Uninstall", "success", "0", "Uninstall Succeeded", "NotEncrypted").expect(&["wait"]);
                 s.tick(2).queue(true).daemon(true).expect(&["taken-up"]);
                 s.tick(600).queue(false).daemon(false);
-                s.status("EnableEncryption", "success", "0", "Encryption succeeded for data volumes", "NotEncrypted");
+                // The daemon's report (handle.py:2201-2204), redone at its end (redo_current_status, :2571).
+                s.status("EnableEncryptionDataVolumes", "success", "0", "Encryption succeeded for data volumes", "NotEncrypted");
                 s.expect(&["restore succeeded"]);
             },
         ),
@@ -1059,7 +1066,7 @@ mod tests {
                 s.tick(30).settings(1, "QueryEncryptionStatus", "OS").expect(&["wait"]);
                 s.ram_root().expect(&["hold"]);
                 s.reboot().encrypted(true);
-                s.status("Enable", "error", "3", "Encryption operation QueryEncryptionStatus is not supported", "Encrypted");
+                s.status("Enable", "error", "53", "Encryption operation QueryEncryptionStatus is not supported", "Encrypted");
                 s.expect(&["restore encrypted"]);
                 s.tick(3600).expect(&["wait"]);
             },
@@ -1086,7 +1093,7 @@ mod tests {
                 // Without mrseq (failed before save_seq), a final status newer than the settings: also handled, until
                 // the agent runs enable again.
                 s.restart_run(RunState::Watching { handled: None }).mrseq(None);
-                s.status("Enable", "error", "1", "Unexpected Error during enable", "NotEncrypted");
+                s.status("Enable", "error", "100", "Unexpected Error during enable: <traceback>", "NotEncrypted");
                 s.expect(&["handled"]);
                 s.tick(60).rewrite().expect(&["prepare all"]);
             },
