@@ -168,7 +168,11 @@ pub fn started_as_ade(paths: &Paths, pid: i32, cmdline: &[String]) -> Result<(),
             crate::paths::WAAGENT_DIR
         ));
     };
-    for p in [script, main, handler] {
+    // An upgrade or a removal deletes the handler folder while its daemon works on (WALA exthandlers.py:943,
+    // :1759-1782): a folder gone entirely is left to the cgroup test below (second reading, finding 3).
+    let gone =
+        matches!(std::fs::symlink_metadata(paths.resolve(handler)), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    for p in [script, main, handler].into_iter().filter(|_| !gone) {
         let md = std::fs::symlink_metadata(paths.resolve(p)).map_err(|e| format!("pid {pid}: {}: {e}", p.display()))?;
         if md.file_type().is_symlink() || md.uid() != 0 || md.mode() & 0o022 != 0 {
             return Err(format!(
@@ -322,6 +326,13 @@ mod tests {
         std::fs::remove_dir_all(d.path().join("proc/42")).unwrap();
         put_proc(d.path(), "43", &["python3", &py, "-daemon"], 0, "/system.slice/walinuxagent.service");
         assert_eq!(ade_daemon(&paths), Some(43));
+        // Its handler folder deleted by an upgrade or a removal while it works on: still ADE's daemon (root's, in
+        // the agent's cgroup); a user's process naming a deleted folder is still not.
+        std::fs::remove_dir_all(paths.resolve(H)).unwrap();
+        assert_eq!(ade_daemon(&paths), Some(43));
+        std::fs::remove_dir_all(d.path().join("proc/43")).unwrap();
+        put_proc(d.path(), "44", &["python3", &py, "-daemon"], 1000, "/system.slice/walinuxagent.service");
+        assert_eq!(ade_daemon(&paths), None);
     }
 
     #[test]
