@@ -20,6 +20,13 @@ pub fn boot_id(paths: &Paths) -> Result<String, BootIdError> {
     std::fs::read_to_string(&path).map(|s| s.trim().to_string()).map_err(|source| BootIdError { path, source })
 }
 
+/// Seconds since this boot (`/proc/uptime`'s first field); None when unreadable.
+pub fn uptime_secs(paths: &Paths) -> Option<u64> {
+    let text = std::fs::read_to_string(paths.proc().join("uptime")).ok()?;
+    let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(secs as u64)
+}
+
 /// Now, in unix seconds.
 pub fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())

@@ -57,12 +57,15 @@ fn dd_to_osencrypt(procs: &[Process]) -> Option<&Process> {
     })
 }
 
-/// An ADE operation under way, and its phase.
+/// An ADE operation under way, and its phase. `os_encrypted`: the OS volume is encrypted by ADE's own test, the
+/// rule `run` uses ([`crate::extension::ade::machine::os_encrypted`]: an LVM root is on the mapper without being
+/// encrypted).
 pub fn ade_operation(
     queue: &Input<Option<String>>,
     markers: &Input<Option<Vec<String>>>,
     procs: &Input<Vec<Process>>,
     mounts: &Input<Vec<Mount>>,
+    os_encrypted: bool,
 ) -> Check {
     let mk = |r, e: String| Check::new(ADE_OPERATION, OP_TITLE, OP_FIX, r, e);
     let mut seen = vec![];
@@ -84,10 +87,10 @@ pub fn ade_operation(
     }
     // One reader of where / stands, shared with `run` (FINDINGS 15, 23).
     let root = mounts.as_ref().ok().map(|m| RootState::from_mounts(m));
-    // An encrypted VM keeps PrereqState (and SelinuxState on RHEL) on the disk for good (FINDINGS 25): `/` on the
-    // mapper means the phases finished, whatever markers are left.
-    let on_mapper = root.as_ref().is_some_and(RootState::on_mapper);
-    let mut finished = on_mapper;
+    // An encrypted VM keeps PrereqState (and SelinuxState on RHEL) on the disk for good (FINDINGS 25): the OS
+    // volume encrypted (ADE's test, as `run` reads it: not merely `/` on the mapper, which an LVM root always is)
+    // means the phases finished, whatever markers are left.
+    let mut finished = os_encrypted;
     match markers {
         Ok(Some(names)) if !names.is_empty() => {
             let done: Vec<&str> = PHASES.iter().copied().filter(|p| names.iter().any(|n| n == p)).collect();
@@ -120,8 +123,8 @@ pub fn ade_operation(
             under_way = true;
             seen.push(format!("{OLDROOT} is mounted: ADE is unmounting the disk"));
         }
-        if on_mapper {
-            seen.push(format!("/ is on {}", root.source));
+        if os_encrypted {
+            seen.push(format!("/ is on {} (encrypted)", root.source));
         }
     }
     let markers_only = !seen.is_empty() && !under_way;
@@ -425,17 +428,40 @@ mod tests {
         }
     }
 
+    /// `ade_operation` with the OS encrypted when `/` is on the mapper (no LVM in these mount tables).
+    fn op(
+        q: &Input<Option<String>>,
+        m: &Input<Option<Vec<String>>>,
+        p: &Input<Vec<Process>>,
+        mounts: &Input<Vec<Mount>>,
+    ) -> Check {
+        let enc = mounts.as_ref().is_ok_and(|ms| RootState::from_mounts(ms).on_mapper());
+        ade_operation(q, m, p, mounts, enc)
+    }
+
+    #[test]
+    fn an_lvm_root_with_phase_markers_is_interrupted_not_finished() {
+        // FINDINGS 15: an LVM root is on /dev/mapper without being encrypted (DiskUtil.py:654-659): PrereqState left
+        // alone there is an interrupted OS pass, as `run` reads the root.
+        let none: Input<Option<String>> = Ok(None);
+        let lvm = Ok(parse("22 1 253:0 / / rw - xfs /dev/mapper/rootvg-rootlv rw\n").0);
+        let kept = Ok(Some(vec!["PrereqState".to_string()]));
+        let c = ade_operation(&none, &kept, &Ok(vec![]), &lvm, false);
+        assert!(c.result == Status::Warn && c.evidence.contains("interrupted"), "{}", c.evidence);
+        assert_eq!(ade_operation(&none, &kept, &Ok(vec![]), &lvm, true).result, Status::Pass);
+    }
+
     #[test]
     fn operation_phase() {
         let none: Input<Option<String>> = Ok(None);
         let no_markers: Input<Option<Vec<String>>> = Ok(None);
         let m = Ok(parse(PLAIN).0);
-        let quiet = ade_operation(&none, &no_markers, &Ok(vec![]), &m);
+        let quiet = op(&none, &no_markers, &Ok(vec![]), &m);
         assert_eq!(quiet.result, Status::Pass);
         let queue =
             Ok(Some("[encryption_request_queue]\nencryptionoperation = EnableEncryption\nvolumetype = OS\n".into()));
         let marks = Ok(Some(vec!["PrereqState".into(), "StripdownState".into()]));
-        let c = ade_operation(&queue, &marks, &Ok(vec![dd(4242)]), &m);
+        let c = op(&queue, &marks, &Ok(vec![dd(4242)]), &m);
         assert_eq!(c.result, Status::Warn);
         assert_eq!(
             c.evidence,
@@ -445,9 +471,9 @@ mod tests {
         );
         // all phases marked, nothing queued: finished earlier
         let all = Ok(Some(PHASES.iter().map(|s| s.to_string()).collect()));
-        assert_eq!(ade_operation(&none, &all, &Ok(vec![]), &m).result, Status::Pass);
+        assert_eq!(op(&none, &all, &Ok(vec![]), &m).result, Status::Pass);
         // some phases marked, nothing queued: interrupted
-        let c = ade_operation(&none, &marks, &Ok(vec![]), &m);
+        let c = op(&none, &marks, &Ok(vec![]), &m);
         assert_eq!(c.result, Status::Warn);
         assert!(c.evidence.contains("interrupted"));
         // FINDINGS 25, 15: an encrypted VM keeps PrereqState (and SelinuxState on RHEL) on the disk for good, the
@@ -455,18 +481,18 @@ mod tests {
         let encrypted = Ok(parse("22 1 253:0 / / rw - ext4 /dev/mapper/osencrypt rw\n").0);
         for kept in [vec!["PrereqState"], vec!["PrereqState", "SelinuxState"]] {
             let kept = Ok(Some(kept.into_iter().map(String::from).collect()));
-            let c = ade_operation(&none, &kept, &Ok(vec![]), &encrypted);
+            let c = op(&none, &kept, &Ok(vec![]), &encrypted);
             assert_eq!(c.result, Status::Pass, "{}", c.evidence);
             assert!(c.evidence.contains("finished earlier") && c.evidence.contains("/dev/mapper/osencrypt"));
         }
         // ADE's RAM root, and /oldroot mounted (FINDINGS 23)
-        let c = ade_operation(&none, &no_markers, &Ok(vec![]), &Ok(parse("1 0 0:40 / / rw - tmpfs tmpfs rw\n").0));
+        let c = op(&none, &no_markers, &Ok(vec![]), &Ok(parse("1 0 0:40 / / rw - tmpfs tmpfs rw\n").0));
         assert_eq!(c.result, Status::Warn);
         let ram = "22 1 8:1 / /oldroot rw - ext4 /dev/sda1 rw\n1 0 0:40 / / rw - tmpfs none rw\n";
-        let c = ade_operation(&none, &no_markers, &Ok(vec![]), &Ok(parse(ram).0));
+        let c = op(&none, &no_markers, &Ok(vec![]), &Ok(parse(ram).0));
         assert!(c.result == Status::Warn && c.evidence.contains("RAM root"), "{}", c.evidence);
         // unreadable and nothing found: unknown
-        let c = ade_operation(
+        let c = op(
             &Err("/a/azure_crypt_request_queue.ini: Is a directory (os error 21)".into()),
             &no_markers,
             &Ok(vec![]),
@@ -475,7 +501,7 @@ mod tests {
         assert_eq!(c.result, Status::Unknown);
         assert!(c.evidence.contains("Is a directory"));
         // a dd alone is enough
-        assert_eq!(ade_operation(&none, &no_markers, &Ok(vec![dd(7)]), &m).result, Status::Warn);
+        assert_eq!(op(&none, &no_markers, &Ok(vec![dd(7)]), &m).result, Status::Warn);
     }
 
     #[test]

@@ -114,6 +114,8 @@ pub struct Inputs {
     pub ade_queue: Input<Option<String>>,
     /// ADE's `os_encryption_markers` folder (None: absent).
     pub ade_markers: Input<Option<Vec<String>>>,
+    /// The OS volume is encrypted by ADE's own test, as `run` reads it ([`crate::extension::ade::machine::os_encrypted`]).
+    pub os_encrypted: bool,
     /// The ADE extension's status (None: no ADE handler folder).
     pub ade_state: Input<Option<AdeState>>,
     pub selinux: Selinux,
@@ -347,6 +349,7 @@ pub fn gather(paths: &Paths, agent: &dyn AgentVersion, workloads: Input<Vec<Work
     let network = super::network::gather_here(paths, &processes);
     let ade_dir = paths.ade_config_dir();
     let rh = |p: &str| std::fs::read_to_string(paths.resolve(p)).ok();
+    let os_encrypted = mounts.as_ref().is_ok_and(|m| crate::extension::ade::machine::os_encrypted(paths, m));
     Inputs {
         os_release: read_text(&paths.os_release()),
         redhat_release: rh(paths::CENTOS_RELEASE).or_else(|| rh(paths::REDHAT_RELEASE)),
@@ -361,6 +364,7 @@ pub fn gather(paths: &Paths, agent: &dyn AgentVersion, workloads: Input<Vec<Work
         waagent_entries,
         ade_queue: read_optional(&ade_dir.join(ADE_QUEUE_FILE)),
         ade_markers: list_dir(&ade_dir.join(ADE_MARKERS_DIR)),
+        os_encrypted,
         workloads,
         stale_hold: read_stale_hold(paths),
         volumes: VolumeInputs::not_read("data volumes not read (lsblk is run by check_machine)"),

@@ -210,7 +210,7 @@ pub fn run(inp: &Inputs) -> Report {
         window::workloads(&inp.workloads, flow),
         agent::extensions(&inp.processes),
         ade::with_stale_hold(
-            ade::ade_operation(&inp.ade_queue, &inp.ade_markers, &inp.processes, &inp.mounts),
+            ade::ade_operation(&inp.ade_queue, &inp.ade_markers, &inp.processes, &inp.mounts, inp.os_encrypted),
             &inp.stale_hold,
         ),
         ade::encryption_status(&inp.ade_state, &inp.mounts, &inp.dm, &inp.volumes),
@@ -313,6 +313,7 @@ pub(crate) mod tests {
             waagent_entries: err(reason),
             ade_queue: err(reason),
             ade_markers: err(reason),
+            os_encrypted: false,
             ade_state: err(reason),
             selinux: Selinux { path: "/sys/fs/selinux/enforce".into(), enforce: err(reason) },
             workloads: err(reason),

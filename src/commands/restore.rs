@@ -80,6 +80,42 @@ pub fn restore_with(paths: &Paths, settings: &Settings, opts: &RestoreOpts) -> a
                     );
                     return Ok(None);
                 }
+                // Nothing changes from ADE's RAM root (FINDINGS 23), and a daemon at work with its queue has its
+                // deadline extended by `run` (FINDINGS 58): the timer's restore leaves both alone.
+                use crate::extension::ade::machine;
+                match machine::RootState::read(paths) {
+                    Ok(root) if !root.frozen() => {}
+                    Ok(_) => {
+                        log::warn!(
+                            "ADE is in its RAM root (/ a tmpfs or /oldroot mounted): nothing is restored from it"
+                        );
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        log::warn!("cannot tell ADE's RAM root from the disk ({e}): nothing is restored");
+                        return Ok(None);
+                    }
+                }
+                // A young boot with the queue on the disk and no daemon yet: ADE's first enable resumes it
+                // (`handle.py:957-960`, `:2596-2602`), `run` extends the deadline for it (FINDINGS 62).
+                let young = crate::clock::uptime_secs(paths)
+                    .filter(|u| *u < crate::commands::run::lifecycle::TAKE_UP_BOUND_SECS);
+                if let (Some(up), true, None) = (young, machine::queue_present(paths), machine::ade_daemon(paths)) {
+                    log::warn!(
+                        "past the deadline {}, but booted {up} s ago with ADE's request queue on the disk: left to \
+                         ADE's first enable and to `run`",
+                        crate::clock::format_utc(deadline)
+                    );
+                    return Ok(None);
+                }
+                if let (Some(pid), true) = (machine::ade_daemon(paths), machine::queue_present(paths)) {
+                    log::warn!(
+                        "past the deadline {}, but ADE's daemon (pid {pid}) is at work with its request queue: left \
+                         to `run`, which extends the deadline while it lives",
+                        crate::clock::format_utc(deadline)
+                    );
+                    return Ok(None);
+                }
                 log::error!(
                     "the window opened {} is past its deadline {}: restoring",
                     crate::clock::format_utc(r.opened_at),

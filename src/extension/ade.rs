@@ -2,29 +2,22 @@
 //! (`/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-<version>/`), the current request
 //! (`config/<seq>.settings`: newest mtime, not rejected), the status it reports (`status/<highest seq>.status`), with
 //! [`machine`] the rest of what ADE leaves on the machine (queue file, daemon, markers, where `/` is), gathered as
-//! [`Facts`] and judged by [`verdict`]; and the watcher that waits for the verdict. The one reader of these files
+//! [`Facts`] and judged by [`verdict`] (for `check`; `run` follows them with its lifecycle). The one reader of these files
 //! for `check` and `run` (tests/ade/FINDINGS.md gives each rule's source); it must not change anything.
 //!
 //! ADE rewrites its status file in place (truncate, then write), so a reader can see it empty or half written: such
 //! a read is "read again", never acted on (FINDINGS 18).
 
 use std::fmt;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::ADE_HANDLER;
 use crate::paths::Paths;
 use crate::version;
-
-/// How often the watcher looks when inotify says nothing (or is not available).
-pub const DEFAULT_POLL: Duration = Duration::from_secs(5);
 
 /// A file of the extension that cannot be read or understood.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +100,13 @@ pub fn current_seq(handler_dir: &Path) -> Result<Option<u64>, ExtensionError> {
 /// seq that has a `.settings`, rejected or not. It can differ from [`current_seq`].
 pub fn status_seq(handler_dir: &Path) -> Result<Option<u64>, ExtensionError> {
     Ok(settings_files(handler_dir)?.into_iter().map(|f| f.0).max())
+}
+
+/// The handler folder's `mrseq` (ADE's last saved seq: `HandlerUtil.py:129-133`, written by `save_seq`,
+/// `:408-413`; the agent copies it into an upgraded handler's folder, WALA `exthandlers.py:1389-1408`). None when
+/// missing or not a number.
+pub fn read_mrseq(handler_dir: &Path) -> Option<u64> {
+    std::fs::read_to_string(handler_dir.join("mrseq")).ok()?.trim().parse().ok()
 }
 
 /// `config/<seq>.settings` of a handler.
@@ -384,6 +384,22 @@ pub struct Facts {
     pub daemon: Option<i32>,
     /// Where `/` stands (None: the mount table could not be read).
     pub root: Option<RootState>,
+    /// The OS volume is encrypted by ADE's own test, the LVM rule included ([`machine::os_encrypted`]).
+    pub os_encrypted: bool,
+    /// ADE's decryption request queue file exists ([`machine::DECRYPT_QUEUE_FILE`]).
+    pub decrypt_queue: bool,
+    /// The handler folder's `mrseq`: the seq ADE last saved ([`read_mrseq`]).
+    pub mrseq: Option<u64>,
+    /// The current settings file's size and modification time in nanoseconds (the agent rewrites it at each
+    /// start: WALA `update.py:613-643`, `exthandlers.py:846`).
+    pub settings_stamp: Option<(u64, u128)>,
+    /// When the status file was last written, nanoseconds since the epoch.
+    pub status_mtime: Option<u128>,
+    /// The volume type ADE recorded for its request ([`machine::recorded_volume_type`]): what its daemon works on,
+    /// whatever the current settings ask.
+    pub recorded_volume_type: Option<String>,
+    /// When ADE last wrote its queue or ongoing item ([`machine::work_files_mtime`]), nanoseconds since the epoch.
+    pub work_files_mtime: Option<u128>,
 }
 
 impl Facts {
@@ -394,26 +410,39 @@ impl Facts {
 
     /// Reads them all; never fails (what cannot be read is a reason to wait, in [`decide`]).
     pub fn read(paths: &Paths) -> Facts {
+        let mounts =
+            crate::mountinfo::parse(&std::fs::read_to_string(paths.proc().join("self/mountinfo")).unwrap_or_default())
+                .0;
         let mut f = Facts {
             queue: machine::queue_present(paths),
+            decrypt_queue: machine::decrypt_queue_present(paths),
+            recorded_volume_type: machine::recorded_volume_type(paths),
+            work_files_mtime: machine::work_files_mtime(paths),
             daemon: machine::ade_daemon(paths),
             root: RootState::read(paths).map_err(|e| log::warn!("{e}")).ok(),
+            os_encrypted: machine::os_encrypted(paths, &mounts),
             waagent_dir: paths.waagent_dir(),
             ..Facts::default()
         };
         let Ok(Some(handler)) = find_ade_handler(paths).map_err(|e| log::warn!("{e}")) else { return f };
         f.seq = current_seq(&handler.dir).map_err(|e| log::warn!("{e}")).ok().flatten();
         f.status_seq = status_seq(&handler.dir).ok().flatten();
+        f.mrseq = read_mrseq(&handler.dir);
         if let Some(seq) = f.seq {
             f.public = read_settings(&handler.dir, seq).ok();
-            f.settings_mtime = std::fs::metadata(settings_path(&handler.dir, seq))
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-                .map(|d| d.as_secs());
+            let md = std::fs::metadata(settings_path(&handler.dir, seq)).ok();
+            let since =
+                md.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok());
+            f.settings_mtime = since.map(|d| d.as_secs());
+            f.settings_stamp = md.zip(since).map(|(m, d)| (m.len(), d.as_nanos()));
         }
         if let Some(s) = f.status_seq {
             f.status = read_status(&handler.dir, s);
+            f.status_mtime = std::fs::metadata(status_path(&handler.dir, s))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos());
         }
         f.handler = Some(handler);
         f
@@ -446,130 +475,10 @@ pub fn observe(paths: &Paths) -> Observation {
     Observation { facts, verdict }
 }
 
-/// How a wait ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WaitEnd {
-    /// ADE is done.
-    Done {
-        /// How.
-        outcome: Outcome,
-        /// The observation that said so.
-        last: Observation,
-    },
-    /// The timeout ran out first.
-    TimedOut {
-        /// The last observation.
-        last: Observation,
-    },
-    /// The stop flag was raised (SIGTERM).
-    Stopped {
-        /// The last observation.
-        last: Observation,
-    },
-}
-
-/// Waits for ADE: inotify on the guest agent's folder, the handler folder and its `status/` and `config/`
-/// (so a new handler version or a new seq is followed), polling as a fallback.
-#[derive(Debug, Clone)]
-pub struct Watcher {
-    paths: Paths,
-    poll: Duration,
-    stop: Option<Arc<AtomicBool>>,
-}
-
-impl Watcher {
-    /// A watcher of the extension under `paths`, polling every [`DEFAULT_POLL`] besides inotify.
-    pub fn new(paths: &Paths) -> Self {
-        Watcher { paths: paths.clone(), poll: DEFAULT_POLL, stop: None }
-    }
-
-    /// Looks at least this often.
-    #[cfg(test)]
-    pub fn poll_every(mut self, every: Duration) -> Self {
-        self.poll = every;
-        self
-    }
-
-    /// Ends the wait with [`WaitEnd::Stopped`] once `flag` is set (checked at every wake-up).
-    pub fn stop_when(mut self, flag: Arc<AtomicBool>) -> Self {
-        self.stop = Some(flag);
-        self
-    }
-
-    fn folders(&self, last: &Observation) -> Vec<PathBuf> {
-        let mut dirs = vec![self.paths.waagent_dir(), self.paths.ade_config_dir()];
-        if let Some(h) = &last.handler {
-            dirs.extend([h.dir.clone(), h.dir.join("status"), h.dir.join("config")]);
-        }
-        dirs.retain(|d| d.is_dir());
-        dirs
-    }
-
-    /// Waits until ADE is done or `timeout` runs out; `on_change` sees every observation that differs from the
-    /// one before (the first one included).
-    pub fn wait_until_done(&self, timeout: Duration, mut on_change: impl FnMut(&Observation)) -> WaitEnd {
-        let start = Instant::now();
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-            .map_err(|e| log::warn!("inotify unavailable ({e}): polling every {} s", self.poll.as_secs_f64()))
-            .ok();
-        let mask = AddWatchFlags::IN_CLOSE_WRITE
-            | AddWatchFlags::IN_MODIFY
-            | AddWatchFlags::IN_CREATE
-            | AddWatchFlags::IN_MOVED_TO
-            | AddWatchFlags::IN_DELETE
-            | AddWatchFlags::IN_ONLYDIR;
-        let mut watched: Vec<PathBuf> = vec![];
-        let mut wds: Vec<WatchDescriptor> = vec![];
-        let mut previous: Option<Observation> = None;
-        loop {
-            let obs = observe(&self.paths);
-            if previous.as_ref() != Some(&obs) {
-                on_change(&obs);
-            }
-            if let Verdict::Done(outcome) = &obs.verdict {
-                return WaitEnd::Done { outcome: outcome.clone(), last: obs };
-            }
-            if self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
-                return WaitEnd::Stopped { last: obs };
-            }
-            let elapsed = start.elapsed();
-            if elapsed >= timeout {
-                return WaitEnd::TimedOut { last: obs };
-            }
-            let nap = self.poll.min(timeout - elapsed);
-            match &inotify {
-                Some(ino) => {
-                    let want = self.folders(&obs);
-                    if want != watched {
-                        for wd in wds.drain(..) {
-                            let _ = ino.rm_watch(wd);
-                        }
-                        wds = want.iter().filter_map(|d| ino.add_watch(d.as_path(), mask).ok()).collect();
-                        watched = want;
-                        // Something may have changed between the look and the watches: look again first.
-                        previous = Some(obs);
-                        continue;
-                    }
-                    let mut fds = [nix::poll::PollFd::new(ino.as_fd(), nix::poll::PollFlags::POLLIN)];
-                    let ms = nix::poll::PollTimeout::try_from(nap).unwrap_or(nix::poll::PollTimeout::MAX);
-                    if let Ok(n) = nix::poll::poll(&mut fds, ms) {
-                        if n > 0 {
-                            // Drain; what changed is found by looking again.
-                            while ino.read_events().is_ok_and(|e| !e.is_empty()) {}
-                        }
-                    }
-                }
-                None => std::thread::sleep(nap),
-            }
-            previous = Some(obs);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use std::time::Duration;
 
     const VERSION: &str = "1.1.0.76";
 
@@ -606,18 +515,6 @@ mod tests {
     const AGENT_SAMPLE: &str = r#"[{"version":1.0,"timestampUTC":"2024-05-01T12:00:00Z","status":{"name":"AzureDiskEncryptionForLinux","operation":"EnableEncryption","status":"transitioning","code":0,"formattedMessage":{"lang":"en-US","message":"Encryption started"},"substatus":[{"name":"AzureDiskEncryptionForLinux","status":"success","code":0,"formattedMessage":{"lang":"en-US","message":"{\"os\": \"EncryptionInProgress\", \"data\": \"NotEncrypted\"}"}}]}}]"#;
 
     const SETTINGS: &str = r#"{"runtimeSettings":[{"handlerSettings":{"protectedSettingsCertThumbprint":"1BE9A13AA1321C7C515EF109746998BAB6D86FD1","protectedSettings":"MIIByAYJKoZIhvcNAQcDoIIBuTCCAbUCAQAxggFxMIIBbQIBADBVMEExPzA9BgoJkiaJk","publicSettings":{"EncryptionOperation":"EnableEncryption","KeyVaultURL":"https://kv.vault.azure.net/","VolumeType":"All","KeyEncryptionAlgorithm":"RSA-OAEP","SequenceVersion":"8c1d3a4e"}}}]}"#;
-
-    /// Writes like Python's `open(path, 'w+').write(text)`: truncate, then the text, here in two pieces with a
-    /// pause between them so that a reader can see it half written.
-    fn write_like_ade(path: &Path, text: &str, pause: Duration) {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let mut f = std::fs::File::create(path).unwrap();
-        let half = text.len() / 2;
-        f.write_all(&text.as_bytes()[..half]).unwrap();
-        f.flush().unwrap();
-        std::thread::sleep(pause);
-        f.write_all(&text.as_bytes()[half..]).unwrap();
-    }
 
     /// `/` on the disk in the fixture's mount table (without one the verdict is "frozen": FINDINGS 23).
     fn on_disk(root: &Path) {
@@ -769,128 +666,5 @@ mod tests {
         // The daemon can show it as JSON.
         assert_eq!(serde_json::to_value(&o).unwrap()["status"]["read"], "invalid");
         assert!(why(o).ends_with("reading again"));
-    }
-
-    #[test]
-    fn the_watcher_follows_the_status_through_half_written_files_to_the_end() {
-        let d = tempfile::tempdir().unwrap();
-        let paths = Paths::under(d.path());
-        on_disk(d.path());
-        let h = handler_dir(d.path());
-        put(&settings_path(&h, 0), SETTINGS);
-        let st = status_path(&h, 0);
-        put(&st, &ade_status("EnableEncryption", "success", "0", "started", "EncryptionInProgress", "NotMounted"));
-        let writer = std::thread::spawn(move || {
-            let pause = Duration::from_millis(150);
-            std::thread::sleep(pause);
-            let steps = [
-                ("StartEncryption", "success", "EncryptionInProgress"),
-                ("EnableEncryptionOSVolume", "transitioning", "EncryptionInProgress"),
-                ("EnableEncryptionOSVolume", "success", "VMRestartPending"),
-                ("EnableEncryption", "success", "Encrypted"),
-            ];
-            for (op, status, os) in steps {
-                write_like_ade(&st, &ade_status(op, status, "0", "m", os, "NotMounted"), pause);
-                std::thread::sleep(pause);
-            }
-        });
-        let mut seen = vec![];
-        let t = Instant::now();
-        // A long poll: only inotify can make this quick.
-        let end = Watcher::new(&paths)
-            .poll_every(Duration::from_secs(30))
-            .wait_until_done(Duration::from_secs(20), |o| seen.push(o.clone()));
-        writer.join().unwrap();
-        println!("woke on ADE's writes in {:?}", t.elapsed());
-        // No time bound needed: with only the 30 s poll the wait would end at its 20 s limit before it saw the
-        // last write, so Done proves that inotify woke it.
-        match end {
-            WaitEnd::Done { outcome: Outcome::Encrypted, last } => assert_eq!(last.seq, Some(0)),
-            other => panic!("{other:?}"),
-        }
-        // Every observation but the last said wait; the restart-pending one was seen.
-        assert!(seen[..seen.len() - 1].iter().all(|o| matches!(o.verdict, Verdict::Wait(_))));
-        assert!(seen
-            .iter()
-            .any(|o| matches!(&o.status, StatusRead::Ok { status } if status.os == Some(OsState::VMRestartPending))));
-    }
-
-    #[test]
-    fn the_watcher_follows_a_new_seq_and_ignores_the_old_one() {
-        let d = tempfile::tempdir().unwrap();
-        let paths = Paths::under(d.path());
-        on_disk(d.path());
-        let h = handler_dir(d.path());
-        std::fs::create_dir_all(paths.waagent_dir()).unwrap();
-        let h2 = h.clone();
-        let writer = std::thread::spawn(move || {
-            let pause = Duration::from_millis(150);
-            std::thread::sleep(pause);
-            // The handler appears (first install), then its settings and status.
-            put(&settings_path(&h2, 0), SETTINGS);
-            std::thread::sleep(pause);
-            put(
-                &status_path(&h2, 0),
-                &ade_status("EnableEncryption", "success", "0", "started", "EncryptionInProgress", "NotMounted"),
-            );
-            std::thread::sleep(pause);
-            // New settings mid-window (a status query): the old seq's file is no longer the one to read...
-            put(&settings_path(&h2, 1), SETTINGS);
-            std::thread::sleep(pause);
-            put(
-                &status_path(&h2, 0),
-                &ade_status("EnableEncryption", "error", "5", "stale", "NotEncrypted", "NotMounted"),
-            );
-            std::thread::sleep(pause);
-            // ...ADE writes to the newest seq's file.
-            write_like_ade(
-                &status_path(&h2, 1),
-                &ade_status("EnableEncryption", "success", "0", "done", "Encrypted", "NotMounted"),
-                pause,
-            );
-        });
-        let mut seqs = vec![];
-        let end = Watcher::new(&paths)
-            // A long poll: a new handler folder, a new seq and the status must all be noticed through inotify.
-            .poll_every(Duration::from_secs(30))
-            .wait_until_done(Duration::from_secs(10), |o| seqs.push(o.seq));
-        writer.join().unwrap();
-        match end {
-            WaitEnd::Done { outcome, last } => {
-                assert_eq!(outcome, Outcome::Encrypted);
-                assert_eq!(last.seq, Some(1));
-                assert_eq!(last.facts.handler.unwrap().dir, h);
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(seqs.contains(&Some(0)) && seqs.contains(&None), "{seqs:?}");
-    }
-
-    #[test]
-    fn the_watcher_times_out_or_stops_with_the_last_observation() {
-        let d = tempfile::tempdir().unwrap();
-        let paths = Paths::under(d.path());
-        on_disk(d.path());
-        let t = Instant::now();
-        let end = Watcher::new(&paths)
-            .poll_every(Duration::from_millis(50))
-            .wait_until_done(Duration::from_millis(300), |_| {});
-        assert!(t.elapsed() >= Duration::from_millis(300));
-        match end {
-            WaitEnd::TimedOut { last } => assert!(matches!(last.verdict, Verdict::Wait(_))),
-            other => panic!("{other:?}"),
-        }
-        let flag = Arc::new(AtomicBool::new(false));
-        let f2 = flag.clone();
-        let setter = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(200));
-            f2.store(true, Ordering::SeqCst);
-        });
-        let end = Watcher::new(&paths)
-            .poll_every(Duration::from_millis(50))
-            .stop_when(flag)
-            .wait_until_done(Duration::from_secs(20), |_| {});
-        setter.join().unwrap();
-        assert!(matches!(end, WaitEnd::Stopped { .. }), "{end:?}");
     }
 }

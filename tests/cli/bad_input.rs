@@ -128,7 +128,8 @@ fn run_does_not_prepare_again_for_an_ade_request_already_handled() {
         return;
     }
     let d = root();
-    // The window of seq 0 was closed (after ADE's error, say); the path unit starts `run` again at the next boot.
+    // The window of seq 0 was closed (after ADE's error, say: ADE saved seq 0 in mrseq, HandlerUtil.py:408-413); the
+    // path unit starts `run` again at the next boot, where the agent's enable exits on mrseq (HandlerUtil.py:154-160).
     let mut j: serde_json::Value = serde_json::from_str(include_str!("../fixtures/state/v1.json")).unwrap();
     j["phase"] = "closed".into();
     j["entries"] = serde_json::json!([]);
@@ -139,6 +140,7 @@ fn run_does_not_prepare_again_for_an_ade_request_already_handled() {
         &format!("{HANDLER}/config/0.settings"),
         r#"{"runtimeSettings":[{"handlerSettings":{"publicSettings":{"EncryptionOperation":"EnableEncryption","VolumeType":"All"}}}]}"#,
     );
+    put(d.path(), &format!("{HANDLER}/mrseq"), "0");
     let before = std::fs::read(&journal).unwrap();
     let log = d.path().join("run.log");
     let mut child = ade_prep(d.path(), &["-v", "run", "--force", "distro"])
@@ -150,7 +152,7 @@ fn run_does_not_prepare_again_for_an_ade_request_already_handled() {
         std::fs::read_to_string(&log).unwrap_or_default().contains("idle: watching for ADE's next request (seq 0")
     });
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("nothing to do: ADE request seq 0 was already handled"), "{text}");
+    assert!(text.contains("nothing to do: ADE request seq 0: already handled: ADE saved seq 0 in mrseq"), "{text}");
     assert!(child.try_wait().unwrap().is_none(), "run ended: {text}");
     assert_eq!(std::fs::read(&journal).unwrap(), before, "the journal is untouched");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
@@ -502,4 +504,51 @@ fn restore_past_deadline_leaves_a_window_not_yet_due_and_restores_one_past_it() 
     let o = ade_prep(d.path(), &["restore", "--past-deadline", "--wait", "0"]).output().unwrap();
     assert!(stderr(&o).contains("is past its deadline") && stderr(&o).contains(": restoring"), "{}", stderr(&o));
     assert!(!hold.exists(), "the restore began: the hold list is cleared first");
+}
+
+#[test]
+fn restore_past_deadline_changes_nothing_from_ades_ram_root() {
+    if crate::common::need_root() {
+        return;
+    }
+    // FINDINGS 23: ADE's RAM root (`/` a tmpfs, the disk on /oldroot); the timer's restore must change nothing there.
+    let d = tempfile::tempdir().unwrap();
+    put(
+        d.path(),
+        "proc/self/mountinfo",
+        "22 1 8:1 / /oldroot rw - ext4 /dev/sda1 rw\n90 1 0:50 / / rw - tmpfs none rw\n",
+    );
+    let hold = put(d.path(), "etc/ade-prep/hold", "mongod.service\n");
+    let journal = open_window(d.path(), ade_prep::clock::now() - 1);
+    let before = std::fs::read(&journal).unwrap();
+    let o = ade_prep(d.path(), &["-v", "restore", "--past-deadline", "--wait", "0"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("ADE is in its RAM root"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&journal).unwrap(), before, "the journal is untouched");
+    assert!(hold.exists(), "the hold list is untouched");
+}
+
+#[test]
+fn restore_past_deadline_leaves_a_young_boot_with_ades_queue_to_ades_resume() {
+    if crate::common::need_root() {
+        return;
+    }
+    // FINDINGS 62: after ADE's reboot the queue is on the disk and the daemon not yet started; ADE's first enable
+    // resumes it (handle.py:957-960, :2596-2602), so the timer's restore must not race it.
+    let d = tempfile::tempdir().unwrap();
+    put(d.path(), "proc/self/mountinfo", "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n");
+    put(d.path(), "proc/uptime", "95.31 180.02\n");
+    put(d.path(), "var/lib/azure_disk_encryption_config/azure_crypt_request_queue.ini", "[encryption_request_queue]\n");
+    let hold = put(d.path(), "etc/ade-prep/hold", "mongod.service\n");
+    let journal = open_window(d.path(), ade_prep::clock::now() - 1);
+    let before = std::fs::read(&journal).unwrap();
+    let o = ade_prep(d.path(), &["-v", "restore", "--past-deadline", "--wait", "0"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("booted 95 s ago with ADE's request queue"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&journal).unwrap(), before, "the journal is untouched");
+    assert!(hold.exists(), "the hold list is untouched");
+    // An old boot: restored (the restore itself then fails here, after saying why it runs).
+    put(d.path(), "proc/uptime", "86400.00 180.02\n");
+    let o = ade_prep(d.path(), &["restore", "--past-deadline", "--wait", "0"]).output().unwrap();
+    assert!(stderr(&o).contains(": restoring"), "{}", stderr(&o));
 }

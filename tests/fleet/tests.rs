@@ -439,15 +439,25 @@ fn a_vm_whose_ade_request_opens_no_window_gives_its_slot_back() {
     let cfg = etcd_config(&c.endpoints(), 1);
     let a = online_vm(t.path(), "aaaa-1111", &cfg);
     assert!(ade_prep(&a, &["fleet", "acquire"]).status.success());
-    // run decides that ADE's request opens no window (online OS encryption) and ends: the slot goes back.
-    let o = Command::new(env!("CARGO_BIN_EXE_ade-prep"))
+    // run decides that ADE's request opens no window (online OS encryption): the slot goes back. run itself stays
+    // up for ADE's next request (a data request may still need a window there), so it is stopped once the slot is
+    // back or after 60 s.
+    let child = Command::new(env!("CARGO_BIN_EXE_ade-prep"))
         .arg("--root")
         .arg(&a)
         .args(["-v", "run"])
         .env_remove("NOTIFY_SOCKET")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while !holders(&c.endpoints()[0]).is_empty() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
     assert!(text(&o).contains("encrypts the OS disk online"), "{}", text(&o));
     assert!(holders(&c.endpoints()[0]).is_empty(), "the slot stayed held: {}", text(&o));
     assert!(!a.join("var/lib/ade-prep/fleet-slot.json").exists());

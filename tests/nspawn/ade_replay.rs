@@ -7,7 +7,7 @@
 //!
 //! Done for real: the guest agent's settings files (written in place), ADE's status files (in place), the request
 //! queue, markers, a live `handle.py -daemon` process (a shell script of that name, so that its command line is
-//! ADE's), `systemctl daemon-reload`, Ubuntu's `systemctl rescue` as the stop of both ade-prep units, RHEL's
+//! ADE's, root's, in the agent's extension slice as ADE's enable starts it), `systemctl daemon-reload`, Ubuntu's `systemctl rescue` as the stop of both ade-prep units, RHEL's
 //! restart of ade-prep.service.
 //!
 //! Simulated, and how:
@@ -124,6 +124,28 @@ impl Replay {
                 // In place, as the agent does (open "wb", write): no rename.
                 std::fs::write(self.handler.join(format!("config/{seq}.settings")), text.to_string()).unwrap();
             }
+            "write_mrseq" => {
+                // ADE's save_seq (HandlerUtil.py:408-413), in the handler folder.
+                std::fs::write(self.handler.join("mrseq"), st["seq"].as_integer().unwrap().to_string()).unwrap();
+            }
+            "upgrade" => {
+                // The agent's upgrade: a new version's folder with the old one's config, mrseq and status copied
+                // (WALA exthandlers.py:1389-1408); the old folder stays until its uninstall.
+                let new = self.handler.with_file_name(format!(
+                    "Microsoft.Azure.Security.AzureDiskEncryptionForLinux-{}",
+                    s(st, "version")
+                ));
+                for sub in ["config", "status", "main"] {
+                    std::fs::create_dir_all(new.join(sub)).unwrap();
+                    for e in std::fs::read_dir(self.handler.join(sub)).into_iter().flatten().flatten() {
+                        std::fs::copy(e.path(), new.join(sub).join(e.file_name())).unwrap();
+                    }
+                }
+                if self.handler.join("mrseq").exists() {
+                    std::fs::copy(self.handler.join("mrseq"), new.join("mrseq")).unwrap();
+                }
+                self.handler = new;
+            }
             "reject_settings" => {
                 let seq = st["seq"].as_integer().unwrap();
                 let c = self.handler.join("config");
@@ -160,7 +182,7 @@ impl Replay {
             }
             "write_config" => {
                 std::fs::create_dir_all(ADE_CONFIG).unwrap();
-                let c = format!("[azure_disk_encryption_config]\nvolumetype = {}\n", s(st, "volume_type"));
+                let c = format!("[azure_crypt_config]\nvolumetype = {}\n", s(st, "volume_type"));
                 std::fs::write(Path::new(ADE_CONFIG).join("azure_crypt_config.ini"), c).unwrap();
             }
             "write_marker" => {
@@ -173,7 +195,15 @@ impl Replay {
                     let script = self.handler.join("main/handle.py");
                     std::fs::create_dir_all(script.parent().unwrap()).unwrap();
                     std::fs::write(&script, "sleep 100000\nexit 0\n").unwrap();
-                    self.daemon = Some(Command::new("/bin/sh").arg(&script).arg("-daemon").spawn().unwrap());
+                    // As ADE's enable starts it, in the scope the agent runs enable in (WALA cgroupapi.py:315,
+                    // slice name :76-83): ade-prep recognises ADE's daemon only there (machine::started_as_ade).
+                    let slice = "--slice=azure-vmextensions-Microsoft.Azure.Security.AzureDiskEncryptionForLinux.slice";
+                    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let unit = format!("--unit=enable_{}_{n}", std::process::id());
+                    let mut c = Command::new("systemd-run");
+                    c.args(["--scope", slice, &unit, "/bin/sh"]).arg(&script).arg("-daemon");
+                    self.daemon = Some(c.spawn().unwrap());
                 }
             }
             "stop_daemon" => self.stop_daemon(),

@@ -1,15 +1,15 @@
-//! `ade-prep run`: the entry of the Type=notify unit that the path unit starts when ADE's settings appear.
-//! Decide whether this ADE run needs the window (an enable that includes the OS volume, on a distribution that
-//! unmounts, not yet encrypted), prepare, say READY=1, follow ADE's status through the reboot, restore when it is
-//! done or the window times out. After a reboot the unit starts again, finds the open window and goes on waiting.
-//! Then it stays up for ADE's next request (a retry after an error, a new sequence number), unless none can need the
-//! window any more (the OS volume encrypted, a distribution that does not unmount).
-//! SIGTERM keeps the window (the journal holds it) and exits cleanly; `restore` stays available by hand.
+//! `ade-prep run`: the entry of the Type=notify unit that the path unit starts when ADE's handler appears. It
+//! follows ADE's request lifecycle ([`lifecycle`]: a state machine with checked transitions and a pure `next`) for
+//! as long as ADE is installed: it opens the window whenever ADE will act on a volume it frees (prepare, READY=1),
+//! follows ADE through its reboots (the unit starts again and finds the open window), and closes it only at ADE's
+//! end of the request or at the deadline, which a daemon at work with its queue extends. SIGTERM keeps the window
+//! (the journal holds it) and exits cleanly; `restore` stays available by hand.
 //!
-//! This module owns the decision and the window's lifetime across requests; the waiting is in [`wait`], the
-//! plumbing with systemd and signals in [`plumbing`]. It must not carry out the window itself (prepare and restore
-//! do).
+//! This module carries out the lifecycle's actions and owns the window's lifetime across requests; the rule is in
+//! [`lifecycle`], the settings helpers in [`wait`], the plumbing with systemd and signals in [`plumbing`]. It must
+//! not carry out the window itself (prepare and restore do).
 
+pub mod lifecycle;
 pub mod plumbing;
 pub mod wait;
 
@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use self::lifecycle::{Action, Look, Req, RunState};
 use self::plumbing::{notify, start_watchdog, status, StopToken};
-use self::wait::{age, observe_settings, os_work_started, read_settings_patiently, wait_for_next_request};
-pub use self::wait::{SETTINGS_READ_WAIT, SETTINGS_WAIT};
+use self::wait::{age, os_work_started};
 use super::prepare::{self, PrepareOpts};
 use super::restore;
 use crate::checks::{self, Flow};
@@ -28,80 +28,13 @@ use crate::clock;
 use crate::config::{ConfigError, Settings};
 use crate::datavol::{DataVolumes, VolumeCheck, VolumeType};
 use crate::exit;
-use crate::extension::ade::{
-    self, Observation, OsState, Outcome, PublicSettings, RootState, StatusRead, Verdict, WaitEnd, Watcher,
-};
+use crate::extension::ade::{self, Observation, Outcome, RootState, Verdict};
 use crate::paths::Paths;
 use crate::selinux::SelinuxFs;
 use crate::window::hold;
 use crate::window::journal::{self, AdeRef, Journal};
 use crate::window::phase::Phase;
 use crate::window::store::{FileStore, Store};
-
-/// What `run` decides about ADE's current request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Prepare for this run.
-    Prepare {
-        /// The handler folder.
-        handler_dir: PathBuf,
-        /// The settings' sequence number.
-        seq: u64,
-        /// The volumes to free: ADE's VolumeType, less the OS volume when ADE will not unmount `/` (already
-        /// encrypted, or encrypted online).
-        volume_type: VolumeType,
-    },
-    /// Nothing to do for this request, and why. `watch`: a later request on this machine may need the window
-    /// (false when none ever will: no ADE, a distribution that does not unmount, the OS volume already encrypted).
-    Skip {
-        why: String,
-        /// Stay up for ADE's next request.
-        watch: bool,
-    },
-}
-
-fn skip(why: impl Into<String>, watch: bool) -> Decision {
-    Decision::Skip { why: why.into(), watch }
-}
-
-/// Pure: whether ADE's request needs the window.
-pub fn decide(obs: &Observation, public: Option<&PublicSettings>, flow: Flow) -> Decision {
-    let (Some(h), Some(seq)) = (&obs.handler, obs.seq) else {
-        return skip(format!("no ADE request: {}", verdict_text(&obs.verdict)), false);
-    };
-    let Some(p) = public else {
-        return skip(format!("ADE settings seq {seq} have no readable public settings"), true);
-    };
-    let op = p.encryption_operation.as_deref().unwrap_or("none");
-    let vt = p.volume_type.as_deref().unwrap_or("none");
-    if !p.is_enable() {
-        return skip(format!("ADE operation {op} is not an enable: nothing to prepare"), true);
-    }
-    let Some(asked) = p.volume_kind() else {
-        return skip(format!("ADE volume type {vt} is not OS, Data or All: nothing to prepare"), true);
-    };
-    let os_encrypted = matches!(&obs.status, StatusRead::Ok { status } if status.os == Some(OsState::Encrypted));
-    // Data volumes are unmounted with a plain `umount` and skipped when busy (`DiskUtil.py:597-599`,
-    // `handle.py:1989-1993`), on every distribution and also once the OS volume is encrypted (VolumeType All
-    // encrypts the data volumes first, `handle.py:2168-2209`).
-    // ADE will not unmount `/` (online OS flow, OS already encrypted): only the data volumes are freed.
-    let data_only = || Decision::Prepare { handler_dir: h.dir.clone(), seq, volume_type: VolumeType::Data };
-    match flow {
-        Flow::Unmount => {}
-        Flow::Online if asked.includes_data() => return data_only(),
-        Flow::Online => return skip("this distribution encrypts the OS disk online: no preparation needed", false),
-        Flow::Unsupported | Flow::Unknown => {
-            return skip("ADE does not unmount / on this distribution (see `ade-prep check`)", false)
-        }
-    }
-    if os_encrypted {
-        if asked.includes_data() {
-            return data_only();
-        }
-        return skip("the OS volume is already encrypted", false);
-    }
-    Decision::Prepare { handler_dir: h.dir.clone(), seq, volume_type: asked }
-}
 
 pub(crate) fn verdict_text(v: &Verdict) -> String {
     v.text()
@@ -145,47 +78,6 @@ pub struct RunOpts {
     pub force: Vec<String>,
 }
 
-/// What `run` does once a request is dealt with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Next {
-    /// End `run` with this exit code.
-    Exit(u8),
-    /// Stay up until ADE's request changes from this one (another sequence number, or another handler folder).
-    Watch {
-        /// The handler folder of the request dealt with.
-        handler_dir: Option<PathBuf>,
-        /// Its sequence number.
-        seq: Option<u64>,
-    },
-}
-
-/// `ade-prep run`: deals with ADE's current request, then, unless no later request can need the window (the OS
-/// volume encrypted, a distribution that does not unmount, no ADE at all), stays up for the next one: while the
-/// service is active the path unit cannot start it again, so a retry after ADE's error would otherwise go
-/// unprepared.
-///
-/// A configuration that does not load is an error (exit 2) only when `run` would prepare: an open window is waited
-/// on and restored all the same (its deadline is in the journal), with the built-in defaults for the rest.
-pub fn run(paths: &Paths, loaded: Result<Settings, ConfigError>, opts: &RunOpts) -> anyhow::Result<u8> {
-    let (settings, bad_config) = match loaded {
-        Ok(s) => (s, None),
-        Err(e) => (Settings::default(), Some(e.to_string())),
-    };
-    let config = Config { settings: &settings, bad: bad_config.as_deref() };
-    let stop = StopToken::from_signals()?;
-    start_watchdog();
-    loop {
-        match one_request(paths, config, opts, &stop)? {
-            Next::Exit(code) => return Ok(code),
-            Next::Watch { handler_dir, seq } => {
-                if !wait_for_next_request(paths, handler_dir.as_deref(), seq, &stop) {
-                    return Ok(exit::OK);
-                }
-            }
-        }
-    }
-}
-
 /// The configuration `run` works with: what loaded, or the built-in defaults and why the files did not load.
 #[derive(Clone, Copy)]
 struct Config<'a> {
@@ -211,41 +103,6 @@ impl Config<'_> {
     }
 }
 
-fn one_request(paths: &Paths, config: Config, opts: &RunOpts, stop: &StopToken) -> anyhow::Result<Next> {
-    // In ADE's RAM root nothing is read for a decision and nothing is changed (FINDINGS 23).
-    if let Some(why) = frozen_now(paths) {
-        if idle_while_frozen(paths, stop, &why) {
-            return Ok(Next::Exit(exit::OK));
-        }
-    }
-    // The journal is read once and decided on; again only after this process changed it (a restore, a prepare).
-    let store = FileStore::new(paths);
-    let mut record = store.load()?;
-    if record.as_ref().is_some_and(|r| r.is_window_open() && r.phase != Phase::Open) {
-        // Decided with the lock held: a manual prepare (or restore) still running holds it; once it is ours, the
-        // journal says what that process left, an open window to adopt or one cut short (crash) to restore.
-        drop(crate::lock::Lock::new(paths).acquire("run", None)?);
-        record = store.load()?;
-    }
-    if let Some(r) = record.as_ref().filter(|r| r.is_window_open() && r.phase != Phase::Open) {
-        // A prepare or a restore was cut short (crash, reboot): finish the restore, then decide anew.
-        status(&format!("found a window in phase {}: restoring it first", r.phase));
-        restore::restore(paths, config.for_ending(), None)?;
-        record = store.load()?;
-    }
-    let record = match record {
-        Some(open) if open.is_window_open() => match (open.ade.is_none(), config.for_starting()) {
-            (true, Ok(settings)) => adopt_manual_window(paths, settings, opts, stop, open)?,
-            _ => open,
-        },
-        last => match prepare_for_request(paths, config.for_starting()?, opts, stop, last.as_ref())? {
-            Ok(open) => open,
-            Err(next) => return Ok(next),
-        },
-    };
-    wait_and_restore(paths, config.for_ending(), stop, record)
-}
-
 /// How ADE encrypts this distribution's OS disk, `--force distro` taken as the unmount flow.
 fn flow_for(paths: &Paths, settings: &Settings, opts: &RunOpts) -> Flow {
     let flow = checks::check_machine(paths, settings, &checks::Waagent::for_paths(paths)).flow;
@@ -257,102 +114,333 @@ fn flow_for(paths: &Paths, settings: &Settings, opts: &RunOpts) -> Flow {
     }
 }
 
-/// A window a manual prepare opened records no ADE request: when ADE's current request needs the window, the
-/// window is adopted for it (its seq recorded, with the lock held), never restored and prepared again (workloads
-/// are not bounced, pre-stop commands do not run twice). Otherwise the window is left as it is.
-fn adopt_manual_window(
-    paths: &Paths,
-    settings: &Settings,
-    opts: &RunOpts,
-    stop: &StopToken,
-    open: journal::Record,
-) -> anyhow::Result<journal::Record> {
-    let obs = ade::observe(paths);
-    let public = match (&obs.handler, obs.seq) {
-        (Some(h), Some(seq)) => read_settings_patiently(&h.dir, seq, SETTINGS_READ_WAIT, stop).ok(),
-        _ => None,
+/// `ade-prep run`: follows ADE's request lifecycle ([`lifecycle`]) for as long as ADE is on the machine: one look
+/// at ADE, the pure [`lifecycle::next`], the action carried out through the window's edges (prepare, restore), the
+/// state moved by its checked transition. The window opens whenever ADE will act on a volume it frees and closes
+/// only at ADE's end of the request; while the service is active the path unit cannot start it again, so `run`
+/// stays up between requests (a rerun of the same seq, a later request in the same boot).
+///
+/// A configuration that does not load is an error (exit 2) only when `run` would prepare: an open window is waited
+/// on and restored all the same (its deadline is in the journal), with the built-in defaults for the rest.
+pub fn run(paths: &Paths, loaded: Result<Settings, ConfigError>, opts: &RunOpts) -> anyhow::Result<u8> {
+    let (settings, bad_config) = match loaded {
+        Ok(s) => (s, None),
+        Err(e) => (Settings::default(), Some(e.to_string())),
     };
-    let Decision::Prepare { handler_dir, seq, .. } = decide(&obs, public.as_ref(), flow_for(paths, settings, opts))
-    else {
-        return Ok(open);
-    };
-    let _lock = crate::lock::Lock::new(paths).acquire("run", None)?;
-    let mut j = Journal::resume(FileStore::new(paths))?.context("the journal vanished")?;
-    if !j.is_window_open() || j.record().ade.is_some() {
-        return Ok(j.record().clone());
+    let config = Config { settings: &settings, bad: bad_config.as_deref() };
+    let stop = StopToken::from_signals()?;
+    start_watchdog();
+    let mut driver = Driver { paths, config, opts, stop: &stop, flow: None, said: String::new(), ready: false };
+    let Some(mut state) = driver.initial_state()? else { return Ok(exit::OK) };
+    loop {
+        if stop.is_raised() {
+            match state {
+                RunState::Open { .. } => {
+                    status("stopping: the window stays open (the journal holds it); `ade-prep restore` closes it");
+                    notify(&[sd_notify::NotifyState::Stopping]);
+                }
+                _ => status("stopping: no window open"),
+            }
+            return Ok(exit::OK);
+        }
+        let (look, obs) = driver.look(&state);
+        let action = lifecycle::next(&state, &look);
+        let after = state.after(&action)?;
+        match driver.act(&state, &action, &look, &obs)? {
+            Acted::As => state = after,
+            Acted::Instead(s) => state = s,
+            Acted::End(code) => return Ok(code),
+        }
     }
-    status(&format!("a window opened by another prepare is adopted for ADE request seq {seq}"));
-    j.set_ade(AdeRef { handler_dir, seq })?;
-    Ok(j.record().clone())
 }
 
-/// Decides on ADE's current request and prepares for it: the open window's record, or what `run` does instead.
-fn prepare_for_request(
-    paths: &Paths,
-    settings: &Settings,
-    opts: &RunOpts,
-    stop: &StopToken,
-    last: Option<&journal::Record>,
-) -> anyhow::Result<Result<journal::Record, Next>> {
-    {
-        let obs = observe_settings(paths, SETTINGS_WAIT, Duration::from_secs(1), stop);
-        let public = match (&obs.handler, obs.seq) {
-            (Some(h), Some(seq)) => match read_settings_patiently(&h.dir, seq, SETTINGS_READ_WAIT, stop) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    log::warn!("{e}");
-                    None
-                }
-            },
-            _ => None,
-        };
-        let flow = flow_for(paths, settings, opts);
-        let this = Next::Watch { handler_dir: obs.handler.as_ref().map(|h| h.dir.clone()), seq: obs.seq };
-        let (handler_dir, seq, volume_type) = match decide(&obs, public.as_ref(), flow) {
-            Decision::Skip { why, watch } => {
-                status(&format!("nothing to do: {why}"));
-                notify(&[sd_notify::NotifyState::Ready]);
-                if !watch && obs.seq.is_some() {
-                    crate::fleet::release_without_window(paths, &why); // ADE's request opens no window here
-                }
-                return Ok(Err(if watch { this } else { Next::Exit(exit::OK) }));
-            }
-            Decision::Prepare { handler_dir, seq, volume_type } => (handler_dir, seq, volume_type),
-        };
-        // The path unit starts `run` at every boot while ADE's settings exist: a request already handled (the
-        // window closed after ADE's success or error) is not prepared for again.
-        if let Some(done) = last.and_then(|r| r.ade.as_ref()).filter(|a| a.handler_dir == handler_dir && a.seq == seq) {
-            status(&format!("nothing to do: ADE request seq {} was already handled", done.seq));
+/// How an action went.
+enum Acted {
+    /// As the transition says.
+    As,
+    /// Another state (a prepare that found nothing to free, a window adopted).
+    Instead(RunState),
+    /// `run` ends with this code.
+    End(u8),
+}
+
+/// `run`'s loop's side: looking at ADE and carrying out [`lifecycle::Action`]s.
+struct Driver<'a> {
+    paths: &'a Paths,
+    config: Config<'a>,
+    opts: &'a RunOpts,
+    stop: &'a StopToken,
+    /// The distribution's flow, once read.
+    flow: Option<Flow>,
+    /// The last status line said while waiting.
+    said: String,
+    /// READY=1 was sent.
+    ready: bool,
+}
+
+impl Driver<'_> {
+    fn flow(&mut self) -> Flow {
+        let (paths, settings, opts) = (self.paths, self.config.settings, self.opts);
+        *self.flow.get_or_insert_with(|| flow_for(paths, settings, opts))
+    }
+
+    fn ready(&mut self) {
+        if !self.ready {
             notify(&[sd_notify::NotifyState::Ready]);
-            return Ok(Err(this));
+            self.ready = true;
         }
+    }
+
+    /// One look: the lifecycle's and the verdict's (for the status line's detail).
+    fn look(&mut self, state: &RunState) -> (Look, Observation) {
+        let obs = ade::observe(self.paths);
+        let boot = clock::boot_id(self.paths).unwrap_or_default();
+        // The distribution is read only once a request may need it.
+        let flow =
+            if obs.seq.is_some() || matches!(state, RunState::Open { .. }) { self.flow() } else { Flow::Unknown };
+        let hours = self.config.settings.window.timeout_hours;
+        let mut look = Look::from_facts(&obs.facts, clock::now(), &boot, flow, hours.saturating_mul(3600));
+        look.uptime = clock::uptime_secs(self.paths);
+        (look, obs)
+    }
+
+    /// The state `run` starts in: a window cut short is restored first, an open one (by `run` before a reboot, or
+    /// by hand and adopted for ADE's request) is followed, else the last request the journal dealt with is
+    /// remembered. None: ADE is in its RAM root and `run` was stopped there.
+    fn initial_state(&mut self) -> anyhow::Result<Option<RunState>> {
+        let paths = self.paths;
+        // In ADE's RAM root nothing is read for a decision and nothing is changed (FINDINGS 23).
+        if let Some(why) = frozen_now(paths) {
+            if idle_while_frozen(paths, self.stop, &why) {
+                return Ok(None);
+            }
+        }
+        let store = FileStore::new(paths);
+        let mut record = store.load()?;
+        if record.as_ref().is_some_and(|r| r.is_window_open() && r.phase != Phase::Open) {
+            // Decided with the lock held: a manual prepare (or restore) still running holds it; once it is ours, the
+            // journal says what that process left, an open window to adopt or one cut short (crash) to restore.
+            drop(crate::lock::Lock::new(paths).acquire("run", None)?);
+            record = store.load()?;
+        }
+        if let Some(r) = record.as_ref().filter(|r| r.is_window_open() && r.phase != Phase::Open) {
+            status(&format!("found a window in phase {}: restoring it first", r.phase));
+            restore::restore(paths, self.config.for_ending(), None)?;
+            record = store.load()?;
+        }
+        let Some(mut record) = record else { return Ok(Some(RunState::Watching { handled: None })) };
+        if !record.is_window_open() {
+            let handled = record.ade.map(|a| Req {
+                handler_dir: a.handler_dir,
+                seq: a.seq,
+                stamp: None,
+                ended_in_boot: None,
+                stalled_at: None,
+            });
+            return Ok(Some(RunState::Watching { handled }));
+        }
+        if record.ade.is_none() {
+            if let Ok(settings) = self.config.for_starting() {
+                record = self.adopt_manual_window(settings.clone(), record)?;
+            }
+        }
+        let Some(ade_ref) = record.ade.clone() else {
+            // A window opened by hand that ADE's request does not need: left to its owner (`restore`), followed to
+            // its deadline as before.
+            // Taken as taken up: closed by ADE's end or the deadline, never by the take-up bound.
+            self.config.for_ending();
+            let req =
+                Req { handler_dir: PathBuf::new(), seq: u64::MAX, stamp: None, ended_in_boot: None, stalled_at: None };
+            let deadline = record.deadline_or(self.config.settings.window.timeout_hours);
+            return Ok(Some(RunState::Open {
+                req,
+                volumes: VolumeType::All,
+                taken_up: true,
+                opened_at: record.opened_at,
+                deadline,
+            }));
+        };
+        self.config.for_ending();
+        resume_after_reboot(paths, &record)?;
+        let (look, _) = self.look(&RunState::Watching { handled: None });
+        let req = Req {
+            handler_dir: ade_ref.handler_dir,
+            seq: ade_ref.seq,
+            stamp: None,
+            ended_in_boot: None,
+            stalled_at: None,
+        };
+        let deadline = record.deadline_or(self.config.settings.window.timeout_hours);
+        Ok(Some(RunState::open(req, lifecycle::window_volumes(&look), record.opened_at, deadline)))
+    }
+
+    /// A window a manual prepare opened records no ADE request: when ADE's current request needs the window, the
+    /// window is adopted for it (its seq recorded, with the lock held), never restored and prepared again
+    /// (workloads are not bounced, pre-stop commands do not run twice). Otherwise it is left as it is.
+    fn adopt_manual_window(&mut self, _settings: Settings, open: journal::Record) -> anyhow::Result<journal::Record> {
+        let (look, _) = self.look(&RunState::Watching { handled: None });
+        let Action::Prepare { req, .. } = lifecycle::next(&RunState::Watching { handled: None }, &look) else {
+            return Ok(open);
+        };
+        let _lock = crate::lock::Lock::new(self.paths).acquire("run", None)?;
+        let mut j = Journal::resume(FileStore::new(self.paths))?.context("the journal vanished")?;
+        if !j.is_window_open() || j.record().ade.is_some() {
+            return Ok(j.record().clone());
+        }
+        status(&format!("a window opened by another prepare is adopted for ADE request seq {}", req.seq));
+        j.set_ade(AdeRef { handler_dir: req.handler_dir, seq: req.seq })?;
+        Ok(j.record().clone())
+    }
+
+    fn act(&mut self, state: &RunState, action: &Action, look: &Look, obs: &Observation) -> anyhow::Result<Acted> {
+        match action {
+            Action::Wait(why) => {
+                let line = match state {
+                    RunState::Open { .. } => {
+                        let detail = match &obs.verdict {
+                            Verdict::Wait(w) => w.clone(),
+                            _ => why.clone(),
+                        };
+                        let summary =
+                            FileStore::new(self.paths).load().ok().flatten().map(|r| r.summary()).unwrap_or_default();
+                        format!("{summary}, waiting for ADE: {detail}")
+                    }
+                    RunState::Watching { handled: Some(h) } if why.contains("was dealt with") => {
+                        format!("idle: watching for ADE's next request (seq {} was dealt with)", h.seq)
+                    }
+                    _ => format!("waiting: {why}"),
+                };
+                if line != self.said {
+                    status(&line);
+                    self.said = line;
+                }
+                self.ready();
+                self.nap();
+                Ok(Acted::As)
+            }
+            Action::Hold(why) => {
+                if idle_while_frozen(self.paths, self.stop, why) {
+                    return Ok(Acted::End(exit::OK));
+                }
+                Ok(Acted::As)
+            }
+            Action::Exit(why) => {
+                if look.handler.is_some() {
+                    status(&format!("nothing to do: {why}"));
+                } else {
+                    status(&format!("nothing to do: no ADE request: {}", verdict_text(&obs.verdict)));
+                }
+                self.ready();
+                Ok(Acted::End(exit::OK))
+            }
+            Action::Handled { req, why } => {
+                status(&format!("nothing to do: ADE request seq {}: {why}", req.seq));
+                // A fleet slot taken for this VM's rollout is given back: ADE's request opens no window.
+                if matches!(state, RunState::Watching { .. }) {
+                    crate::fleet::release_without_window(self.paths, why);
+                }
+                self.said.clear();
+                Ok(Acted::As)
+            }
+            Action::TakenUp(why) => {
+                log::info!("{why}");
+                Ok(Acted::As)
+            }
+            Action::Extend { until, why } => {
+                let _lock = crate::lock::Lock::new(self.paths).acquire("run", None)?;
+                let mut j = Journal::resume(FileStore::new(self.paths))?.context("the journal vanished")?;
+                j.set_deadline(*until)?;
+                let line = format!("{why}: the window's deadline is now {}", clock::format_utc(*until));
+                log::warn!("{line}");
+                crate::events::emit(crate::events::Event::AdeDecision {
+                    seq: look.seq.unwrap_or_default(),
+                    decision: &line,
+                });
+                status(&line);
+                Ok(Acted::As)
+            }
+            Action::Restore { why, outcome, .. } => {
+                // ADE pivoted between the look and now: the RAM root is no place to restore (FINDINGS 17, 23).
+                if let Some(why) = frozen_now(self.paths) {
+                    return Ok(if idle_while_frozen(self.paths, self.stop, &why) {
+                        Acted::End(exit::OK)
+                    } else {
+                        Acted::Instead(state.clone())
+                    });
+                }
+                let record = FileStore::new(self.paths).load()?;
+                match outcome {
+                    None => {
+                        let deadline = match state {
+                            RunState::Open { deadline, .. } => *deadline,
+                            _ => 0,
+                        };
+                        log::error!(
+                            "no completion from ADE by the window's deadline {} ({}): restoring",
+                            clock::format_utc(deadline),
+                            verdict_text(&obs.verdict)
+                        );
+                    }
+                    Some(o) => status(&format!("ADE done: {o} ({why}); restoring")),
+                }
+                restore_now(self.paths, self.config.for_ending())?;
+                if let (Some(o), Some(record)) = (outcome, record) {
+                    if !matches!(o, Outcome::Failed { .. }) {
+                        let vols = crate::datavol::AdeVolumes { paths: self.paths, runner: &crate::runner::RealRunner };
+                        if let Some(line) = verify_data_volumes(&vols, &record) {
+                            status(&line);
+                        }
+                    }
+                }
+                self.said.clear();
+                Ok(Acted::As)
+            }
+            Action::Prepare { req, volumes, why, .. } => self.prepare(req, *volumes, why, look),
+        }
+    }
+
+    /// Sleeps a second, or less when stopped.
+    fn nap(&self) {
+        for _ in 0..5 {
+            if self.stop.is_raised() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Opens the window for `req` through prepare; the state after it.
+    fn prepare(&mut self, req: &Req, volume_type: VolumeType, why: &str, look: &Look) -> anyhow::Result<Acted> {
+        let paths = self.paths;
+        let settings = self.config.for_starting()?;
         // A fleet member that holds no slot: said loudly, never waited for (ADE will not wait).
         crate::fleet::warn_if_unheld(paths, settings);
-        let settings_file = ade::settings_path(&handler_dir, seq);
+        let seq = req.seq;
+        let handler_dir = req.handler_dir.clone();
         let decision = match volume_type {
             VolumeType::Os => "includes the OS volume: preparing",
             VolumeType::Data => "includes data volumes: preparing to free them",
             VolumeType::All => "includes the OS and data volumes: preparing",
         };
-        status(&format!("ADE request seq {seq} {decision}"));
+        status(&format!("ADE request seq {seq} {decision} ({why})"));
         crate::events::emit(crate::events::Event::AdeDecision { seq, decision });
+        // Other extensions' handler operations and the lock are waited for only within ADE's head start
+        // (FINDINGS 26, 31; issue 24).
+        let settings_file = ade::settings_path(&handler_dir, seq);
+        let age_secs = age(&settings_file).map_or(0, |a| a.as_secs());
+        let bound = ade::verdict::extension_wait_bound(look.dual_pass, age_secs);
         let popts = PrepareOpts {
             dry_run: false,
-            force: opts.force.clone(),
+            force: self.opts.force.clone(),
             lock_wait: None,
             // The wait for another holder of the lock ends within ADE's head start (issue 24).
-            lock_override_after: Some(ade::verdict::extension_wait_bound(
-                obs.dual_pass(),
-                age(&settings_file).map_or(0, |a| a.as_secs()),
-            )),
+            lock_override_after: Some(bound),
             volume_type,
             data_mounts: vec![],
         };
-        // Other extensions' handler operations are waited for only within ADE's head start (FINDINGS 26, 31).
         let mut settings = settings.clone();
-        let age_secs = age(&settings_file).map_or(0, |a| a.as_secs());
-        let bound = ade::verdict::extension_wait_bound(obs.dual_pass(), age_secs);
         settings.window.extension_wait_secs = settings.window.extension_wait_secs.min(bound);
+        let handled = RunState::Watching { handled: Some(req.clone()) };
         let (prepared, guard) = match prepare::prepare(paths, &settings, Path::new("/"), &popts) {
             // A prepare by hand opened a window since the journal was read (prepare decided so with the lock
             // held): adopt it for this request rather than restoring it and preparing again.
@@ -360,17 +448,18 @@ fn prepare_for_request(
                 status(&format!("a window opened by another prepare is adopted for ADE request seq {seq} ({e:#})"));
                 let mut j = Journal::resume(FileStore::new(paths))?.context("the journal vanished")?;
                 j.set_ade(AdeRef { handler_dir, seq })?;
-                return Ok(Ok(j.record().clone()));
+                let r = j.record();
+                let deadline = r.deadline_or(settings.window.timeout_hours);
+                return Ok(Acted::Instead(RunState::open(req.clone(), volume_type, r.opened_at, deadline)));
             }
             r => r?,
         };
         drop(guard); // the journal holds the window from now on
         if let Err(why) = prepared {
             status(&format!("nothing to do: {why}"));
-            notify(&[sd_notify::NotifyState::Ready]);
+            self.ready();
             crate::fleet::release_without_window(paths, &why); // ADE's request opens no window here
-                                                               // A later request may find data volumes to free; an online OS flow never needs the window.
-            return Ok(Err(if volume_type.includes_data() { this } else { Next::Exit(exit::OK) }));
+            return Ok(Acted::Instead(handled));
         }
         if let Some(a) = age(&settings_file) {
             log::info!(
@@ -386,7 +475,12 @@ fn prepare_for_request(
         }
         let mut j = Journal::resume(FileStore::new(paths))?.context("the journal vanished after prepare")?;
         j.set_ade(AdeRef { handler_dir, seq })?;
-        Ok(Ok(j.record().clone()))
+        let r = j.record();
+        let deadline = r.deadline_or(settings.window.timeout_hours);
+        self.said.clear();
+        self.ready = false;
+        self.ready();
+        Ok(Acted::Instead(RunState::open(req.clone(), volume_type, r.opened_at, deadline)))
     }
 }
 
@@ -419,63 +513,6 @@ fn resume_after_reboot(paths: &Paths, record: &journal::Record) -> anyhow::Resul
         Err(e) => log::error!("SELinux could not be set permissive again after the reboot: {e}"),
     }
     Ok(())
-}
-
-fn wait_and_restore(
-    paths: &Paths,
-    settings: &Settings,
-    stop: &StopToken,
-    record: journal::Record,
-) -> anyhow::Result<Next> {
-    resume_after_reboot(paths, &record)?;
-    let summary = record.summary();
-    let deadline = record.deadline_or(settings.window.timeout_hours);
-    let remaining = Duration::from_secs(deadline.saturating_sub(clock::now()));
-    notify(&[sd_notify::NotifyState::Ready]);
-    status(&format!("{summary}, waiting for ADE"));
-    let end = Watcher::new(paths).stop_when(stop.flag()).wait_until_done(remaining, |obs| {
-        status(&format!("{summary}, waiting for ADE: {}", verdict_text(&obs.verdict)));
-    });
-    match end {
-        WaitEnd::Stopped { .. } => {
-            status("stopping: the window stays open (the journal holds it); `ade-prep restore` closes it");
-            notify(&[sd_notify::NotifyState::Stopping]);
-            Ok(Next::Exit(exit::OK))
-        }
-        WaitEnd::Done { .. } | WaitEnd::TimedOut { .. } if frozen_now(paths).is_some() => {
-            // ADE pivoted between the look and now: the RAM root is no place to restore (FINDINGS 17, 23).
-            let why = frozen_now(paths).unwrap_or_default();
-            idle_while_frozen(paths, stop, &why);
-            Ok(Next::Exit(exit::OK))
-        }
-        WaitEnd::Done { outcome, .. } => {
-            status(&format!("ADE done: {outcome}; restoring"));
-            restore_now(paths, settings)?;
-            if !matches!(outcome, Outcome::Failed { .. }) {
-                let vols = crate::datavol::AdeVolumes { paths, runner: &crate::runner::RealRunner };
-                if let Some(line) = verify_data_volumes(&vols, &record) {
-                    status(&line);
-                }
-            }
-            // After the OS volume is encrypted no later request unmounts / again; after an error, ADE is retried.
-            Ok(match outcome {
-                Outcome::Encrypted => Next::Exit(exit::OK),
-                _ => Next::Watch {
-                    handler_dir: record.ade.as_ref().map(|a| a.handler_dir.clone()),
-                    seq: record.ade.as_ref().map(|a| a.seq),
-                },
-            })
-        }
-        WaitEnd::TimedOut { last } => {
-            log::error!(
-                "no completion from ADE by the window's deadline {} ({}): restoring",
-                clock::format_utc(deadline),
-                verdict_text(&last.verdict)
-            );
-            restore_now(paths, settings)?;
-            Ok(Next::Exit(exit::FAILED))
-        }
-    }
 }
 
 /// After ADE's success: whether each data volume of the window was encrypted, one event each (an error naming a
@@ -513,81 +550,10 @@ fn restore_now(paths: &Paths, settings: &Settings) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extension::ade::AdeHandler;
-
-    fn obs(os: Option<&str>) -> Observation {
-        let status = match os {
-            None => StatusRead::Missing,
-            Some(os) => {
-                let text = format!(
-                    r#"[{{"status":{{"operation":"EnableEncryption","status":"transitioning","code":0,
-                    "formattedMessage":{{"message":"x"}},"substatus":[{{"formattedMessage":{{"message":
-                    "{{\"os\": \"{os}\", \"data\": \"NotEncrypted\"}}"}}}}]}}}}]"#
-                );
-                StatusRead::Ok { status: ade::parse_status(&text).unwrap() }
-            }
-        };
-        Observation {
-            facts: ade::Facts {
-                handler: Some(AdeHandler { dir: "/var/lib/waagent/ADE-2.4".into(), version: "2.4".into() }),
-                seq: Some(0),
-                status,
-                ..Default::default()
-            },
-            verdict: Verdict::Wait("x".into()),
-        }
-    }
-
-    fn public(op: &str, vt: &str) -> PublicSettings {
-        PublicSettings { encryption_operation: Some(op.into()), volume_type: Some(vt.into()) }
-    }
-
-    #[test]
-    fn prepares_for_an_enable_of_the_os_or_data_volumes_with_the_volumes_ade_will_unmount() {
-        let o = obs(None);
-        let vt = |d: Decision| match d {
-            Decision::Prepare { volume_type, .. } => volume_type,
-            d => panic!("{d:?}"),
-        };
-        assert_eq!(vt(decide(&o, Some(&public("EnableEncryption", "All")), Flow::Unmount)), VolumeType::All);
-        assert_eq!(vt(decide(&o, Some(&public("EnableEncryptionFormatAll", "OS")), Flow::Unmount)), VolumeType::Os);
-        // Data volumes are unmounted with a plain umount and skipped when busy (DiskUtil.py:597-599,
-        // handle.py:1989-1993): any case (handle.py:906 lowercases it).
-        for data in ["Data", "data", "DATA"] {
-            assert_eq!(vt(decide(&o, Some(&public("EnableEncryption", data)), Flow::Unmount)), VolumeType::Data);
-        }
-        // ADE will not unmount /: the online OS flow, an OS volume already encrypted; the data volumes still are.
-        assert_eq!(vt(decide(&o, Some(&public("EnableEncryption", "All")), Flow::Online)), VolumeType::Data);
-        let encrypted = obs(Some("Encrypted"));
-        assert_eq!(vt(decide(&encrypted, Some(&public("EnableEncryption", "all")), Flow::Unmount)), VolumeType::Data);
-        // (why, whether a later request may still need the window)
-        let skip = |d: Decision| match d {
-            Decision::Skip { why, watch } => (why, watch),
-            d => panic!("{d:?}"),
-        };
-        let (why, watch) = skip(decide(&o, Some(&public("EnableEncryption", "Everything")), Flow::Unmount));
-        assert!(why.contains("is not OS, Data or All") && watch, "{why}");
-        let (why, watch) = skip(decide(&o, Some(&public("DisableEncryption", "All")), Flow::Unmount));
-        assert!(why.contains("not an enable") && watch, "{why}");
-        let (why, watch) = skip(decide(&o, Some(&public("EnableEncryption", "OS")), Flow::Online));
-        assert!(why.contains("online") && !watch, "{why}");
-        let (why, watch) = skip(decide(&o, Some(&public("EnableEncryption", "OS")), Flow::Unsupported));
-        assert!(why.contains("does not unmount") && !watch, "{why}");
-        let (why, watch) = skip(decide(&o, Some(&public("EnableEncryption", "Data")), Flow::Unsupported));
-        assert!(why.contains("does not unmount") && !watch, "{why}");
-        let (why, watch) = skip(decide(&encrypted, Some(&public("EnableEncryption", "OS")), Flow::Unmount));
-        assert!(why.contains("already encrypted") && !watch, "{why}");
-        let (why, watch) = skip(decide(&o, None, Flow::Unmount));
-        assert!(why.contains("no readable public settings") && watch, "{why}");
-        let mut none = obs(None);
-        (none.facts.handler, none.facts.seq) = (None, None);
-        let (why, watch) = skip(decide(&none, None, Flow::Unmount));
-        assert!(why.starts_with("no ADE request") && !watch, "{why}");
-    }
+    use crate::testing::volumes::{volume, FakeVolumes};
 
     #[test]
     fn after_ades_success_each_data_volume_is_verified_and_one_ade_skipped_is_named() {
-        use crate::testing::volumes::{volume, FakeVolumes};
         let store = crate::testing::store::MemStore::default();
         let mut j = Journal::open(store, Path::new("/"), "boot").unwrap();
         assert_eq!(verify_data_volumes(&FakeVolumes::default(), j.record()), None, "no data volume, no line");

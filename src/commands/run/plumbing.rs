@@ -11,28 +11,14 @@ use std::time::Duration;
 pub struct StopToken(Arc<AtomicBool>);
 
 impl StopToken {
-    /// A token nothing raises yet (the tests raise it by hand).
-    #[cfg(test)]
-    pub fn new() -> Self {
-        Self::default()
-    }
     /// The token SIGTERM, SIGINT and SIGHUP raise ([`crate::signals`]): the same stop request that prepare
     /// honours between its steps and that restore finishes despite.
     pub fn from_signals() -> anyhow::Result<Self> {
         Ok(StopToken(crate::signals::install()?))
     }
-    /// Raises the token.
-    #[cfg(test)]
-    pub fn raise(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
     /// Whether it was raised.
     pub fn is_raised(&self) -> bool {
         self.0.load(Ordering::SeqCst)
-    }
-    /// The flag itself, for the ADE watcher ([`crate::extension::ade::Watcher::stop_when`]).
-    pub fn flag(&self) -> Arc<AtomicBool> {
-        self.0.clone()
     }
 }
 

@@ -146,7 +146,7 @@ pub fn decide(f: &Facts, now: u64) -> Verdict {
         Some(OsState::VMRestartPending) => return wait("OS volume encrypted, waiting through the restart"),
         _ => {}
     }
-    if root.on_mapper() || s.os == Some(OsState::Encrypted) {
+    if f.os_encrypted || s.os == Some(OsState::Encrypted) {
         if f.queue {
             return wait("OS volume encrypted, but ADE's request queue is still there");
         }
@@ -209,6 +209,13 @@ mod tests {
             status: StatusRead::Ok { status: parse_status(&text.to_string()).unwrap() },
             queue: c.queue,
             daemon: c.daemon.then_some(4242),
+            os_encrypted: c.root == "mapper",
+            decrypt_queue: false,
+            mrseq: None,
+            settings_stamp: None,
+            status_mtime: None,
+            recorded_volume_type: None,
+            work_files_mtime: None,
             root: Some(match c.root {
                 "disk" => RootState { tmpfs: false, oldroot: false, source: "/dev/sda1".into() },
                 "ram" => RootState { tmpfs: true, oldroot: true, source: "none".into() },
