@@ -640,7 +640,7 @@ fn next_open(req: &Req, volumes: VolumeType, taken_up: bool, opened_at: u64, dea
     if look.os_encrypted && volumes.includes_os() {
         return Action::Restore {
             handled: None,
-            why: "the OS volume is encrypted; nothing queued or running".into(),
+            why: "nothing queued or running".into(),
             outcome: Some(Outcome::Encrypted),
         };
     }

@@ -145,6 +145,9 @@ pub fn run(paths: &Paths, loaded: Result<Settings, ConfigError>, opts: &RunOpts)
         }
         let (look, obs) = driver.look(&state);
         let action = lifecycle::next(&state, &look);
+        if !matches!(action, Action::Wait(_)) {
+            log::debug!("run state {state:?}, look {look:?}: {}", action.text());
+        }
         let after = state.after(&action)?;
         match driver.act(&state, &action, &look, &obs)? {
             Acted::As => state = after,
@@ -314,7 +317,12 @@ impl Driver<'_> {
                     status(&line);
                     self.said = line;
                 }
-                self.ready();
+                // READY=1 says the window is open, or that run has dealt with ADE's request and watches for the
+                // next one: never while a request is still to be decided (a pre-hook's `systemctl start` returns
+                // on READY, and ADE must not start before the window is open).
+                if !matches!(state, RunState::Watching { handled: None }) {
+                    self.ready();
+                }
                 self.nap();
                 Ok(Acted::As)
             }
@@ -335,6 +343,7 @@ impl Driver<'_> {
             }
             Action::Handled { req, why } => {
                 status(&format!("nothing to do: ADE request seq {}: {why}", req.seq));
+                self.ready();
                 // A fleet slot taken for this VM's rollout is given back: ADE's request opens no window.
                 if matches!(state, RunState::Watching { .. }) {
                     crate::fleet::release_without_window(self.paths, why);
