@@ -88,6 +88,10 @@ pub enum Command {
         /// Close every entry whose undo failed (as --abandon each), then restore the rest.
         #[arg(long = "abandon-all", alias = "all", conflicts_with_all = ["abandon", "past_deadline"])]
         all: bool,
+        /// Start the workloads even where a filesystem they stood on when the window opened is not mounted again
+        /// (a disk gone for good); recorded in the journal.
+        #[arg(long, conflicts_with = "past_deadline")]
+        without_ground: bool,
     },
     /// The unit's entry (Type=notify): when ADE's settings ask to encrypt the OS volume, prepare, wait for ADE
     /// through the reboot, restore; after a reboot, resume the open window.
@@ -188,11 +192,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             commands::prepare::run(&paths, &loaded?, &mount, &opts, json)
         }
-        Command::Restore { wait, from_prev, past_deadline, abandon, all } => {
+        Command::Restore { wait, from_prev, past_deadline, abandon, all, without_ground } => {
             use commands::restore::Abandon;
             let abandon =
                 if all { Some(Abandon::AllFailed) } else { (!abandon.is_empty()).then_some(Abandon::Entries(abandon)) };
-            let opts = commands::restore::RestoreOpts { lock_wait: wait, from_prev, past_deadline, abandon };
+            let opts =
+                commands::restore::RestoreOpts { lock_wait: wait, from_prev, past_deadline, abandon, without_ground };
             commands::restore::run(&paths, &config::or_builtin(loaded), &opts)
         }
         Command::Run { force } => commands::run::run(&paths, loaded, &commands::run::RunOpts { force }),

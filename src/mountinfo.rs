@@ -40,6 +40,12 @@ pub fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The mount table of the root `paths` looks at (`<proc>/self/mountinfo`), parsed; an error names the file.
+pub fn read(paths: &crate::paths::Paths) -> Result<Vec<Mount>, String> {
+    let file = paths.proc().join("self/mountinfo");
+    std::fs::read_to_string(&file).map(|t| parse(&t).0).map_err(|e| format!("{}: {e}", file.display()))
+}
+
 /// Parses mountinfo text; malformed lines are skipped and counted.
 pub fn parse(text: &str) -> (Vec<Mount>, usize) {
     let mut mounts = vec![];

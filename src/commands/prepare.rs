@@ -176,6 +176,11 @@ pub fn prepare(
     if !volumes.is_empty() {
         journal.set_volumes(volumes.clone())?;
     }
+    // So is the ground the workloads stand on: restore mounts it again before it starts any (issue 23 item 10).
+    match crate::mountinfo::read(paths) {
+        Ok(mounts) => journal.set_ground(crate::window::ground::to_record(&mounts))?,
+        Err(e) => log::warn!("the ground is not recorded (restore will not check it): {e}"),
+    }
     let names: Vec<String> = plan.mount_points().iter().map(|m| m.display().to_string()).collect();
     events::emit(Event::WindowOpened { mounts: &names.join(", "), steps: plan.steps.len() });
     // The hold list is a step of the plan (after the stops, before the reload that activates the masks).

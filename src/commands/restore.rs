@@ -32,6 +32,8 @@ pub struct RestoreOpts {
     pub past_deadline: bool,
     /// Entries whose undo failed and cannot succeed, closed before the restore (`--abandon`).
     pub abandon: Option<Abandon>,
+    /// The ground is dropped from the journal (recorded) and not checked (`--without-ground`).
+    pub without_ground: bool,
 }
 
 /// What `restore --abandon` closes.
@@ -122,6 +124,31 @@ pub fn restore_with(paths: &Paths, settings: &Settings, opts: &RestoreOpts) -> a
                     crate::clock::format_utc(deadline)
                 );
             }
+        }
+    }
+    // The ground before anything: a filesystem the workloads stood on that cannot be mounted again leaves the
+    // window as it is, hold list included (through a reboot too), rather than start them in an empty folder.
+    // `--without-ground`: the operator knows (a disk gone for good); the journal says so.
+    let mut journal = journal;
+    if let Some(j) = journal.as_mut().filter(|j| opts.without_ground && j.is_window_open()) {
+        if let Some(g) = j.record().ground.clone() {
+            let names: Vec<String> = g.iter().map(|g| g.mount_point.display().to_string()).collect();
+            j.clear_ground().map_err(|e| anyhow!("restore --without-ground: {e}; nothing changed"))?;
+            log::warn!("restore --without-ground: not checking that {} are mounted", names.join(", "));
+        }
+    }
+    if let Some(ground) = journal.as_ref().filter(|j| j.is_window_open()).and_then(|j| j.record().ground.clone()) {
+        let edges = RealEdges::new(paths)?;
+        let lost = crate::window::restore::ground_back(&edges.machine(settings), &ground);
+        if !lost.is_empty() {
+            return Err(exit::with_code(
+                exit::FAILED,
+                anyhow!(
+                    "restore refused, nothing was undone: {}; mount it (or fix /etc/fstab) and run `ade-prep restore` \
+                     again",
+                    lost.join("; ")
+                ),
+            ));
         }
     }
     // The hold list first: restore's Reload runs ade-prep-generator, which must no longer mask anything (the

@@ -455,6 +455,7 @@ mod tests {
     use crate::testing::runner::FakeRunner;
     use crate::testing::selinux::FakeSelinux;
     use crate::testing::systemd::{service, FakeCall, FakeFailure, FakeSystemd};
+    use crate::window::ground;
     use crate::window::journal::Status;
     use crate::window::phase::Phase;
     use crate::window::plan::plan;
@@ -594,6 +595,53 @@ mod tests {
         let again = w.restore(&mut j2);
         assert_eq!(again.summary(), "nothing to undo");
         drop(j);
+    }
+
+    #[test]
+    fn restore_starts_no_workload_before_the_ground_they_stood_on_is_mounted_again() {
+        let w = World::new(docker_systemd());
+        let (r, mut j) = w.prepare(docker_holders());
+        r.unwrap();
+        // /data was mounted when the window opened; ADE's stripdown unmounted it and it failed to come back (#658).
+        j.set_ground(vec![ground::Ground { mount_point: "/data".into(), source: "/dev/sdc1".into() }]).unwrap();
+        let phase = j.record().phase;
+        assert_eq!(j.record().version, crate::window::record::VERSION);
+        let mi = w.paths.proc().join("self/mountinfo");
+        std::fs::create_dir_all(mi.parent().unwrap()).unwrap();
+        std::fs::write(&mi, "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n").unwrap();
+        let r = w.restore(&mut j);
+        assert_eq!(r.failed.len(), 2, "{:?}", r.failed);
+        assert!(
+            r.failed[0].starts_with("/data (/dev/sdc1 when the window opened) is not mounted: data.mount: "),
+            "{:?}",
+            r.failed
+        );
+        // It tried the mount unit, as the boot would; nothing else was undone (SELinux stays permissive).
+        let calls = w.sd.calls();
+        let after_prepare = calls.iter().rposition(|c| matches!(c, FakeCall::Mask(..))).unwrap();
+        assert_eq!(
+            calls[after_prepare..]
+                .iter()
+                .filter(|c| matches!(c, FakeCall::Start(_) | FakeCall::Unmask(_)))
+                .collect::<Vec<_>>(),
+            [&FakeCall::Start(vec!["data.mount".into()])]
+        );
+        assert_eq!(w.sd.masked(), ["containerd.service", "docker.service", "docker.socket"]);
+        assert_eq!(w.active("docker.service"), "inactive");
+        assert_eq!(w.se.0.get(), Mode::Permissive);
+        assert!(j.record().is_window_open());
+        assert_eq!(j.record().phase, phase, "the window is as it was");
+        // A second restore with /data mounted again would go on (tests/nspawn/volumes.rs); `restore
+        // --without-ground` drops the check instead (recorded): everything comes back, /data or not.
+        drop(j);
+        let mut j = Journal::resume(FileStore::at(w.dir.path().join("state.json"))).unwrap().unwrap();
+        j.clear_ground().unwrap();
+        let mut j = Journal::resume(FileStore::at(w.dir.path().join("state.json"))).unwrap().unwrap();
+        assert!(j.record().ground.is_none(), "the journal records the operator's choice");
+        let r = w.restore(&mut j);
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+        assert_eq!(w.active("docker.service"), "active");
+        assert_eq!(j.record().phase, Phase::Closed);
     }
 
     #[test]

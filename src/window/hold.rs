@@ -193,6 +193,7 @@ mod tests {
             ade: None,
             deadline: None,
             volumes: None,
+            ground: None,
             entries: entries
                 .into_iter()
                 .enumerate()

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use super::phase::Phase;
-pub use super::record::{AdeRef, Change, Entry, Record, StateError, Status, VERSION, VERSION_V1};
+pub use super::record::{AdeRef, Change, Entry, Record, StateError, Status, VERSION, VERSION_V1, VERSION_V2};
 use super::store::Store;
 use crate::clock::{format_utc, now};
 
@@ -45,6 +45,7 @@ impl<S: Store> Journal<S> {
             ade: None,
             deadline: None,
             volumes: None,
+            ground: None,
             entries: vec![],
         };
         store.save(&record)?;
@@ -176,12 +177,33 @@ impl<S: Store> Journal<S> {
     }
 
     /// Records the data volumes the window frees (before anything is changed: restore and `status` verify them
-    /// after ADE's success). The journal becomes version [`VERSION`]: an older ade-prep refuses it rather than
-    /// restore a window without knowing its volumes.
+    /// after ADE's success). The journal becomes version [`VERSION_V2`] at least: an older ade-prep refuses it
+    /// rather than restore a window without knowing its volumes.
     pub fn set_volumes(&mut self, volumes: Vec<crate::datavol::VolumeRef>) -> Result<(), StateError> {
         self.commit(|r, _| {
             r.volumes = Some(volumes);
+            r.version = r.version.max(VERSION_V2);
+            Ok(())
+        })
+    }
+
+    /// Records the ground the workloads stand on (before anything is changed: restore mounts it again before any
+    /// start). Nothing when it is empty; otherwise the journal becomes version [`VERSION`].
+    pub fn set_ground(&mut self, ground: Vec<super::ground::Ground>) -> Result<(), StateError> {
+        if ground.is_empty() {
+            return Ok(());
+        }
+        self.commit(|r, _| {
+            r.ground = Some(ground);
             r.version = VERSION;
+            Ok(())
+        })
+    }
+
+    /// Drops the ground (`restore --without-ground`): restore no longer checks it. The version stays.
+    pub fn clear_ground(&mut self) -> Result<(), StateError> {
+        self.commit(|r, _| {
+            r.ground = None;
             Ok(())
         })
     }

@@ -5,6 +5,7 @@
 
 pub(crate) mod ctr;
 pub(crate) mod execute;
+pub mod ground;
 pub(crate) mod hold;
 pub mod journal;
 pub mod phase;

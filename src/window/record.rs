@@ -11,10 +11,14 @@ use super::phase::Phase;
 use crate::selinux;
 
 /// The newest schema version this build reads and writes: 2 adds [`Record::volumes`] (the data volumes of the
-/// window). A journal is written with the oldest version that holds it: 1 without data volumes (so that an older
-/// ade-prep still reads and restores an OS-only window), 2 with them (an older ade-prep, which reads 1 only, then
-/// refuses it as "from a newer ade-prep" instead of restoring a window whose data volumes it does not know of).
-pub const VERSION: u32 = 2;
+/// window), 3 adds [`Record::ground`] (the filesystems the workloads stand on). A journal is written with the oldest
+/// version that holds it: 1 with neither (so that an older ade-prep still reads and restores it), 2 with data volumes
+/// only, 3 with ground (an older ade-prep then refuses it as "from a newer ade-prep" instead of restoring a window
+/// whose volumes it does not know of, or starting workloads on a filesystem not mounted again).
+pub const VERSION: u32 = 3;
+
+/// The version with data volumes and no ground.
+pub const VERSION_V2: u32 = 2;
 
 /// The version without data volumes, which this build reads and writes too.
 pub const VERSION_V1: u32 = 1;
@@ -153,7 +157,7 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
-    /// [`VERSION_V1`], or [`VERSION`] when [`Record::volumes`] is set.
+    /// [`VERSION_V1`], [`VERSION_V2`] when [`Record::volumes`] is set, [`VERSION`] when [`Record::ground`] is.
     pub version: u32,
     /// Where the window stands.
     pub phase: Phase,
@@ -178,6 +182,10 @@ pub struct Record {
     /// only), verified once ADE reports success: ADE skips a busy one silently.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Vec<crate::datavol::VolumeRef>>,
+    /// The block-device filesystems mounted when the window opened (version 3 only): restore starts no workload
+    /// before each is mounted again ([`super::ground`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ground: Option<Vec<super::ground::Ground>>,
     /// The changes, oldest first.
     pub entries: Vec<Entry>,
 }

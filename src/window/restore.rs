@@ -3,7 +3,8 @@
 //! unmasking a unit that is not masked, or starting one that runs, changes nothing. It must not consult anything but
 //! the journal about what to undo.
 //!
-//! Order: SELinux back; the hold list removed, then unmask every unit (one call, then Reload; a Reload all the
+//! Order: the ground the workloads stood on mounted again (or nothing at all: [`super::ground`]); SELinux back; the
+//! hold list removed, then unmask every unit (one call, then Reload; a Reload all the
 //! same when there is no runtime mask, so that ade-prep-generator drops its masks); start the stopped units that were running
 //! (sockets, then services, then timers and paths, each batch concurrently, each job awaited); start stopped containers, then
 //! containerd's own stopped tasks.
@@ -17,11 +18,13 @@ use anyhow::anyhow;
 use crate::events::{self, Event};
 use crate::failpoint;
 use crate::glob;
+use crate::mountinfo;
 use crate::runner::Runner;
 use crate::selinux::Mode;
 use crate::systemd::{ActiveState, UnitKind};
 use crate::window::ctr;
 use crate::window::execute;
+use crate::window::ground;
 use crate::window::hold;
 use crate::window::journal::{Change, Journal};
 use crate::window::phase::Phase;
@@ -116,6 +119,24 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
         log::error!("restore: the journal could not record {what}: {e}; undoing the rest all the same");
         out.failed.push(format!("journal: could not record {what}: {e}"));
     };
+    // The ground first: every filesystem the workloads stood on is mounted again before anything is undone; one
+    // that cannot be leaves the window as it is (a database would write into the empty mount-point folder on `/`).
+    // The next restore tries again.
+    if let Some(ground) = j.record().ground.clone() {
+        let lost = ground_back(m, &ground);
+        if !lost.is_empty() {
+            for l in &lost {
+                log::error!("restore: {l}");
+            }
+            out.failed.extend(lost);
+            out.failed.push(
+                "nothing was undone: mount the filesystems above (or fix /etc/fstab) and run `ade-prep restore` again"
+                    .into(),
+            );
+            events::emit(Event::RestoreIncomplete(&out.failed));
+            return Ok(out);
+        }
+    }
     if let Err(e) = j.set_phase(Phase::Restoring) {
         unrecorded(&mut out, "the start of the restore", &e);
     }
@@ -310,6 +331,44 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
         events::emit(Event::RestoreIncomplete(&out.failed));
     }
     Ok(out)
+}
+
+/// Mounts the recorded ground that is not mounted now as the boot would (its mount unit, from the fstab generator),
+/// each start awaited; what is still not mounted, each named with why. Empty when all of it is there.
+pub(crate) fn ground_back(m: &Machine, ground: &[ground::Ground]) -> Vec<String> {
+    let now = match mountinfo::read(m.paths) {
+        Ok(now) => now,
+        Err(e) => return vec![format!("the ground cannot be checked: {e}")],
+    };
+    let missing = ground::missing(ground, &now);
+    if missing.is_empty() {
+        return vec![];
+    }
+    // The fstab generator runs again first: ADE rewrote /etc/fstab for a volume it encrypted
+    // (`CryptMountConfigUtil.py:702-747`) and reloads nothing. The hold list keeps the workloads masked meanwhile.
+    if let Err(e) = m.systemd.reload() {
+        return vec![format!("the ground cannot be mounted again: reloading systemd: {e}")];
+    }
+    let batch: Vec<(String, Duration)> =
+        missing.iter().map(|g| (ground::mount_unit(&g.mount_point), Duration::from_secs(90))).collect();
+    for (unit, _) in &batch {
+        log::info!("restore: mounting {unit} again (it was mounted when the window opened)");
+    }
+    let results = m.systemd.start_units(&batch);
+    let now = mountinfo::read(m.paths).unwrap_or_default();
+    let still = ground::missing(ground, &now);
+    still
+        .iter()
+        .map(|g| {
+            let unit = ground::mount_unit(&g.mount_point);
+            let why = results
+                .iter()
+                .find(|(u, _)| *u == unit)
+                .and_then(|(_, r)| r.as_ref().err().map(|e| e.to_string()))
+                .unwrap_or_else(|| "started, yet not mounted".into());
+            format!("{} ({} when the window opened) is not mounted: {unit}: {why}", g.mount_point.display(), g.source)
+        })
+        .collect()
 }
 
 /// Before the starts: processes of a stopped unit's old instance that still run in its cgroup (KillMode=process

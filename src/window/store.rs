@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::record::{Record, StateError, VERSION, VERSION_V1};
+use super::record::{Record, StateError, VERSION, VERSION_V1, VERSION_V2};
 use crate::paths::Paths;
 
 /// The journal store: one real implementation ([`FileStore`]), fakes in tests.
@@ -120,7 +120,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Record, StateError> {
     }
     let r: Record = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
     if r.version == VERSION_V1 && r.volumes.is_some() {
-        return Err(corrupt(format!("\"volumes\" needs journal version {VERSION}, the file says {VERSION_V1}")));
+        return Err(corrupt(format!("\"volumes\" needs journal version {VERSION_V2}, the file says {VERSION_V1}")));
+    }
+    if r.version < VERSION && r.ground.is_some() {
+        return Err(corrupt(format!("\"ground\" needs journal version {VERSION}, the file says {}", r.version)));
     }
     Ok(r)
 }
@@ -330,11 +333,25 @@ mod tests {
     }
 
     #[test]
+    fn ground_needs_version_3() {
+        let ground = "\"ground\": [{\"mount_point\": \"/data\", \"source\": \"/dev/sdc1\"}], \"entries\"";
+        let (e, _) = load_err(&FIXTURE.replacen("\"entries\"", ground, 1));
+        assert!(e.contains("\"ground\" needs journal version 3, the file says 1"), "{e}");
+        let v3 = FIXTURE.replacen("\"version\": 1", "\"version\": 3", 1).replacen("\"entries\"", ground, 1);
+        let d = tempfile::tempdir().unwrap();
+        let store = FileStore::new(&Paths::under(d.path()));
+        std::fs::create_dir_all(store.location().parent().unwrap()).unwrap();
+        std::fs::write(store.location(), v3).unwrap();
+        let r = store.load().unwrap().unwrap();
+        assert_eq!(r.ground.unwrap()[0].mount_point, Path::new("/data"));
+    }
+
+    #[test]
     fn an_unknown_version_is_refused_naming_the_file() {
-        let (e, path) = load_err(&FIXTURE.replacen("\"version\": 1", "\"version\": 3", 1));
+        let (e, path) = load_err(&FIXTURE.replacen("\"version\": 1", "\"version\": 4", 1));
         assert!(
             e.starts_with(&format!(
-                "{}: journal version 3 is from a newer ade-prep (this ade-prep reads versions 1 to 2); refusing to \
+                "{}: journal version 4 is from a newer ade-prep (this ade-prep reads versions 1 to 3); refusing to \
                  guess",
                 path.display()
             )),

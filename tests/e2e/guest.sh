@@ -336,7 +336,9 @@ EOF
 units = ["$DATA_UNIT"]
 stop_timeout_secs = 30
 EOF
-  printf '%s\n' '[Unit]' "RequiresMountsFor=$DATA_MP" '[Service]' "WorkingDirectory=$DATA_MP" \
+  # No RequiresMountsFor=, as a database's unit has none for its data folder: were /data not mounted, the unit
+  # would start in the empty folder on / (restore mounts the ground first: error scenario).
+  printf '%s\n' '[Unit]' '[Service]' "WorkingDirectory=$DATA_MP" \
     "ExecStart=/bin/sh -c 'exec 3>>$DATA_MP/workload.log; echo started >&3; exec sleep infinity'" \
     '[Install]' 'WantedBy=multi-user.target' > "/etc/systemd/system/$DATA_UNIT"
   systemctl daemon-reload
@@ -517,7 +519,15 @@ EOF
   check "service waits through EncryptionInProgress ($(svc_state))" svc_ready
   case $SCENARIO in
     error)
+      if [ -n "$DATA_PASS" ]; then
+        # ADE's stripdown unmounts every idle filesystem (umount -a, StripdownState.py:48) before its OS step
+        # fails: /data is left unmounted, its workload stopped (issue 23 item 10).
+        umount "$DATA_MP" || die "umount $DATA_MP"
+        tl "ADE left $DATA_MP unmounted" "$(findmnt -no SOURCE --mountpoint "$DATA_MP" || echo 'not mounted')"
+      fi
       complete EnableEncryption error 10 "Failed to encrypt the OS volume: unmount of / failed" NotEncrypted
+      [ -z "$DATA_PASS" ] || check "restore mounted $DATA_MP again before starting its workload" \
+        logged "mounting data.mount again"
       check "service logged ADE's failure" logged "failed (code 10)"
       [ -z "$DATA_PASS" ] || data_after_restore
       # The operator retries: the guest agent writes settings seq 1; the same service prepares again.

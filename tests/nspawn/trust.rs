@@ -11,7 +11,7 @@ use crate::common::{inside_with_scenarios as inside, sh, unit_prop, wait_for};
 use crate::prepare::{ade, baseline, json, prepare, window_open, BASE};
 
 /// How many `in_container_*` tests there are: the host side checks that each ran and passed.
-const IN_CONTAINER_TESTS: usize = 7;
+const IN_CONTAINER_TESTS: usize = 8;
 
 #[test]
 fn trust_in_nspawn() {
@@ -236,15 +236,87 @@ fn in_container_the_lock_lives_as_long_as_its_command_and_run_overrides_a_holder
     assert!(window_open(), "run did not prepare");
     let log = unit_log();
     assert!(log.contains("lock: overridden") && log.contains("sleep 600"), "{log}");
-    // The holder ends; ADE reports success; run restores and exits 0.
+    // The holder ends; ADE reports success; run restores and watches on (issue 23); SIGTERM ends it with 0.
     holder.kill().unwrap();
     holder.wait().unwrap();
     write_status(9, "success", "Encrypted");
+    wait_for("run to restore after ADE's success", 60, || show("StatusText").contains("(seq 9 was dealt with)"));
+    assert!(!window_open());
+    assert!(sh(&["systemctl", "stop", crate::daemon::UNIT]).status.success());
     let (code, out) = finish(child);
     assert_eq!(code, Some(0), "{out}");
-    assert!(!window_open());
     let _ = std::fs::remove_dir_all(HANDLER);
     let _ = std::fs::remove_file("/etc/ade-prep/config.d/50-test.toml");
+}
+
+#[test]
+#[ignore = "runs inside the nspawn container, started by trust_in_nspawn"]
+fn in_container_a_users_process_named_as_ades_daemon_holds_no_window_open_and_ades_own_does() {
+    use crate::daemon::{finish, show, start_unit, unit_log, write_settings, write_status, HANDLER, UNIT};
+    if !inside() {
+        return;
+    }
+    let _ = std::fs::remove_file(crate::prepare::CONFIG);
+    let _ = std::fs::remove_dir_all(HANDLER);
+    crate::common::setup_workloads();
+    crate::common::settle_workloads();
+    // ADE's handler as the agent unpacks it: root's, writable by root alone.
+    let script = format!("{HANDLER}/main/handle.py");
+    std::fs::create_dir_all(format!("{HANDLER}/main")).unwrap();
+    std::fs::write(&script, "# ADE's handler (stand-in file: only its path, owner and mode matter)\n").unwrap();
+    assert!(sh(&["chmod", "-R", "go-w", HANDLER]).status.success());
+    let sleeper = "import time; time.sleep(3600)";
+    let seq_dealt = |seq: u32| move || show("StatusText").contains(&format!("(seq {seq} was dealt with)"));
+
+    // A window for ADE's request; then a user starts a process with ADE's daemon's command line, as the agent's
+    // shim runs it (issue 24, item 2).
+    write_settings(0, "EnableEncryption", "All");
+    write_status(0, "transitioning", "EncryptionInProgress");
+    let child = start_unit();
+    wait_for("the unit to be active (READY=1)", 60, || show("ActiveState") == "active");
+    assert!(window_open(), "run did not prepare");
+    let forged = as_user(&["python3", "-c", sleeper, &script, "-daemon"]);
+    let forged_pid = forged.id();
+    let _procs = UserProcs(vec![forged]);
+    wait_for("the user's forged daemon", 10, || {
+        std::fs::read_to_string(format!("/proc/{forged_pid}/cmdline")).is_ok_and(|c| c.contains("-daemon"))
+    });
+    // ADE reports success: the forgery keeps nothing open; run restores at once.
+    write_status(0, "success", "Encrypted");
+    wait_for("run to restore after ADE's success", 60, seq_dealt(0));
+    assert!(!window_open(), "the window stayed open");
+    assert!(
+        !unit_log().contains("ADE's daemon is at work"),
+        "a user's process was taken for ADE's daemon: {}",
+        unit_log()
+    );
+    assert!(std::fs::metadata(format!("/proc/{forged_pid}")).is_ok(), "the user's process was ended");
+    crate::common::settle_workloads();
+
+    // ADE's own daemon, started as the agent starts it with its cgroups off (in the agent's service, FINDINGS 28):
+    // while it lives after the final status, the window stays; once it ends, run restores.
+    let agent = "/run/systemd/system/walinuxagent.service";
+    std::fs::write(agent, format!("[Service]\nExecStart=/usr/bin/python3 -c \"{sleeper}\" {script} -daemon\n"))
+        .unwrap();
+    assert!(sh(&["systemctl", "daemon-reload"]).status.success());
+    write_settings(1, "EnableEncryption", "All");
+    write_status(1, "transitioning", "EncryptionInProgress");
+    wait_for("the window for seq 1", 60, window_open);
+    assert!(sh(&["systemctl", "start", "walinuxagent.service"]).status.success());
+    write_status(1, "success", "Encrypted");
+    // run looks every second: five looks later the window is still open, run still waiting for ADE.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    assert!(window_open(), "restored while ADE's daemon lived: {}", unit_log());
+    assert!(show("StatusText").contains("waiting for ADE"), "{}", show("StatusText"));
+    assert!(sh(&["systemctl", "stop", "walinuxagent.service"]).status.success());
+    wait_for("run to restore once ADE's daemon ended", 60, seq_dealt(1));
+    assert!(!window_open());
+    assert!(sh(&["systemctl", "stop", UNIT]).status.success());
+    let (code, out) = finish(child);
+    assert_eq!(code, Some(0), "{out}");
+    std::fs::remove_file(agent).unwrap();
+    let _ = sh(&["systemctl", "daemon-reload"]);
+    let _ = std::fs::remove_dir_all(HANDLER);
 }
 
 #[test]

@@ -202,7 +202,10 @@ fn in_container_a_data_volume_held_by_a_service_is_freed_for_a_plain_umount_and_
     assert_eq!(state(ROOT_UNIT), "active", "the holder of / alone is left running");
     let st = json(&ade(&["status", "--json"]));
     assert_eq!(st["window_open"], true, "{st}");
-    assert_eq!(st["journal"]["version"], 2, "a journal with data volumes is version 2: {st}");
+    // Data volumes and the ground (/data itself among it, a block device): version 3.
+    assert_eq!(st["journal"]["version"], 3, "a journal with data volumes and ground is version 3: {st}");
+    let ground = st["journal"]["ground"].as_array().unwrap_or_else(|| panic!("no ground recorded: {st}"));
+    assert!(ground.iter().any(|g| g["mount_point"] == "/data"), "/data is not in the ground: {st}");
     assert_eq!(st["volumes"][0]["volume"]["mount_point"], "/data", "{st}");
     let device = st["volumes"][0]["volume"]["device"].as_str().unwrap().to_string();
     assert!(device.starts_with("/dev/loop"), "the volume's device is the host's loop device: {st}");
@@ -213,6 +216,14 @@ fn in_container_a_data_volume_held_by_a_service_is_freed_for_a_plain_umount_and_
     let um = sh(&["umount", "/data"]);
     assert!(um.status.success(), "umount after prepare: {um:?}");
     assert!(!mounted("/data"));
+    // Left unmounted (ADE's data step failed, azure-linux-extensions #658), with no mount unit to bring it back (no
+    // fstab line here): restore starts nothing in the empty folder, names the mount and keeps the service held.
+    let r = ade(&["restore"]);
+    assert_eq!(r.code, 1, "restore with /data not mounted: {r:?}");
+    assert!(r.stderr.contains("/data (") && r.stderr.contains("is not mounted: data.mount: "), "{r:?}");
+    assert_eq!(state(DATA_UNIT), "inactive", "started with /data not mounted");
+    assert!(sd().unit(DATA_UNIT).unwrap().is_masked(), "{DATA_UNIT} no longer held");
+    assert_eq!(json(&ade(&["status", "--json"]))["window_open"], true, "the window closed");
     assert!(sh(&["mount", "--bind", "/data-src", "/data"]).status.success());
 
     let r = ade(&["restore"]);

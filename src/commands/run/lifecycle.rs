@@ -1243,6 +1243,28 @@ mod tests {
                 s.progress().expect(&["prepare data", "taken-up"]);
             },
         ),
+        (
+            "20: a second daemon queued on the flock acts after the first one's final status: the window waits for it",
+            "handle.py:1057-1069 (an enable while the queue exists starts another daemon), ProcessLock.py:30-37 (it \
+             blocks on the flock), :2179-2187 (the first fails its data pass: queue removed, code 19), :2392-2394 and \
+             :2201-2204 (the second finds no queue and reports success), second reading finding 8",
+            |s| {
+                s.settings(0, "EnableEncryption", "Data");
+                install(s).expect(&["prepare data"]);
+                s.tick(5).queue(true).daemon(true).expect(&["taken-up"]);
+                // The agent re-runs enable (a new goal state): a second daemon waits on the first's flock. The first
+                // fails its data pass and removes the queue; the second still lives: not ADE's end.
+                s.tick(1800).queue(false);
+                s.status("EnableEncryptionDataVolumes", "error", "19", "Failed to encrypt data volumes", "NotEncrypted");
+                s.expect(&["wait"]);
+                s.tick(60).expect(&["wait"]);
+                assert!(s.open());
+                // The second gets the lock, finds no queue, reports success and ends: now ADE is done.
+                s.tick(60).status("EnableEncryptionDataVolumes", "success", "0", "Encryption succeeded for data volumes", "NotEncrypted");
+                s.daemon(false).expect(&["restore succeeded"]);
+                assert!(!s.open());
+            },
+        ),
     ];
 
     #[test]

@@ -140,6 +140,14 @@ pub const EXTENSION_SLICE: &str = "azure-vmextensions-";
 /// `WALA/azurelinuxagent/ga/cgroupconfigurator.py:839`), so ADE's daemon stays in the agent's cgroup.
 pub const AGENT_UNITS: &[&str] = &["walinuxagent.service", "waagent.service"];
 
+/// Whether a cgroup path's component `part`, under `parent`, is the scope an agent older than the extension slice
+/// gives a handler command: `systemd-run --unit=<Name-Version with '-' as '_'>_<uuid> --scope`, in `system.slice`
+/// (`WALA v2.2.53 azurelinuxagent/common/cgroupapi.py:89-91`, `:663-682`; still the distro's agent where
+/// `AutoUpdate.Enabled=n` pins it). Only root creates units in `system.slice`.
+fn legacy_agent_scope(parent: &str, part: &str) -> bool {
+    parent == "system.slice" && part.starts_with(&format!("{ADE_HANDLER}_")) && part.ends_with(".scope")
+}
+
 /// Why process `pid`, whose command line has ADE's daemon's shape, was not started by ADE, or Ok when it was:
 /// root's process (real and effective uid 0); its `handle.py` an absolute path straight in a handler folder of
 /// ADE in the agent's folder, no symlink, the script, `main/` and the handler folder owned by root and writable by
@@ -183,9 +191,11 @@ pub fn started_as_ade(paths: &Paths, pid: i32, cmdline: &[String]) -> Result<(),
     }
     let cgroup = std::fs::read_to_string(dir.join("cgroup")).map_err(|e| format!("pid {pid}: cgroup: {e}"))?;
     let ours = cgroup.lines().filter_map(|l| l.splitn(3, ':').nth(2)).any(|path| {
-        path.split('/').any(|part| {
+        let parts: Vec<&str> = path.split('/').collect();
+        parts.iter().enumerate().any(|(i, part)| {
             (part.starts_with(EXTENSION_SLICE) && part.contains(ADE_HANDLER) && part.ends_with(".slice"))
-                || AGENT_UNITS.contains(&part)
+                || AGENT_UNITS.contains(part)
+                || (i > 0 && legacy_agent_scope(parts[i - 1], part))
         })
     });
     if !ours {
@@ -325,6 +335,16 @@ mod tests {
         // With the agent's cgroups off: in the agent's own service.
         std::fs::remove_dir_all(d.path().join("proc/42")).unwrap();
         put_proc(d.path(), "43", &["python3", &py, "-daemon"], 0, "/system.slice/walinuxagent.service");
+        assert_eq!(ade_daemon(&paths), Some(43));
+        // With an agent older than the extension slice (WALA 2.2.53): its systemd-run scope in system.slice; the
+        // same scope name in a user's slice is not the agent's.
+        std::fs::remove_dir_all(d.path().join("proc/43")).unwrap();
+        let legacy =
+            "Microsoft.Azure.Security.AzureDiskEncryptionForLinux_1.4.0.12_5d2c0d7e-9f1a-4b7e-a2a4-0c1d2e3f4a5b.scope";
+        put_proc(d.path(), "45", &["python3", &py, "-daemon"], 0, &format!("/user.slice/user-0.slice/{legacy}"));
+        assert_eq!(ade_daemon(&paths), None, "an agent scope's name outside system.slice");
+        std::fs::remove_dir_all(d.path().join("proc/45")).unwrap();
+        put_proc(d.path(), "43", &["python3", &py, "-daemon"], 0, &format!("/system.slice/{legacy}"));
         assert_eq!(ade_daemon(&paths), Some(43));
         // Its handler folder deleted by an upgrade or a removal while it works on: still ADE's daemon (root's, in
         // the agent's cgroup); a user's process naming a deleted folder is still not.

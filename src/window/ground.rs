@@ -1,0 +1,130 @@
+//! The ground the workloads stand on: the block-device filesystems mounted when the window opened. Restore starts
+//! no workload until each of them is mounted again (issue 23 item 10): ADE's stripdown unmounts every idle
+//! filesystem (`umount -a`, `oscrypto/ubuntu_2004/encryptstates/StripdownState.py:48`, `rhel_72/.../StripdownState.py:50`)
+//! and a data volume whose encryption failed is left unmounted (azure-linux-extensions #658): a database started
+//! then writes into the empty mount-point folder on `/`. A missing one is mounted as the boot would (its mount
+//! unit, which systemd's fstab generator made from `/etc/fstab`); one that cannot be mounted keeps every workload
+//! down and masked, named in restore's error. Pure decisions here; restore carries them out.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::mountinfo::Mount;
+
+/// One filesystem of the ground, as it was mounted when the window opened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ground {
+    /// Where it was mounted.
+    pub mount_point: PathBuf,
+    /// Its source then (a block device: `/dev/sdc1`, `/dev/mapper/...`).
+    pub source: String,
+}
+
+/// Mount points that are ADE's own to unmount, format and mount again, never a workload's ground: the resource
+/// disk (`ResourceDiskUtil.py`: `/mnt/resource`, and `/mnt` where the agent mounts it) and the BEK volume
+/// (`/mnt/azure_bek_disk`, `CommonVariables.py`).
+pub const ADES_OWN: &[&str] = &["/mnt", "/mnt/resource", "/mnt/azure_bek_disk"];
+
+/// The ground to record from the mount table: every block-device filesystem (source under `/dev/`) but `/` (which
+/// is there whenever restore runs), ADE's own mounts and anything under the API filesystems; one per mount point
+/// (the top one).
+pub fn to_record(mounts: &[Mount]) -> Vec<Ground> {
+    let api = ["/proc", "/sys", "/dev", "/run"];
+    let mut out: Vec<Ground> = vec![];
+    for m in mounts {
+        let mp = &m.mount_point;
+        if !m.source.starts_with("/dev/")
+            || mp == Path::new("/")
+            || ADES_OWN.iter().any(|o| mp == Path::new(o))
+            || api.iter().any(|a| mp.starts_with(a))
+        {
+            continue;
+        }
+        out.retain(|g| &g.mount_point != mp);
+        out.push(Ground { mount_point: mp.clone(), source: m.source.clone() });
+    }
+    out
+}
+
+/// The recorded ground not mounted now (by mount point: ADE mounts an encrypted data volume again from its
+/// mapper, a new source at the same place).
+pub fn missing<'a>(recorded: &'a [Ground], now: &[Mount]) -> Vec<&'a Ground> {
+    recorded.iter().filter(|g| !now.iter().any(|m| m.mount_point == g.mount_point)).collect()
+}
+
+/// The name of the mount unit systemd gives `path` (`systemd-escape --path --suffix=mount`, as systemd 219 escapes
+/// it, `src/shared/unit-name.c` `unit_name_from_path`): `/` between components becomes `-`; any byte but ASCII
+/// letters, digits, `:`, `_` and `.` (and a leading `.`) becomes `\xNN`.
+pub fn mount_unit(path: &Path) -> String {
+    let s = path.to_string_lossy();
+    let parts: Vec<&str> = s.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() {
+        return "-.mount".into();
+    }
+    let mut out = String::new();
+    for (i, b) in parts.join("/").bytes().enumerate() {
+        match b {
+            b'/' => out.push('-'),
+            b'.' if i == 0 => out.push_str("\\x2e"),
+            b if b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.') => out.push(b as char),
+            b => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out.push_str(".mount");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> Vec<Mount> {
+        crate::mountinfo::parse(text).0
+    }
+
+    const MOUNTS: &str = "\
+22 1 8:1 / / rw - ext4 /dev/sda1 rw
+23 22 0:5 / /dev rw - devtmpfs udev rw
+24 22 0:21 / /proc rw - proc proc rw
+25 22 8:2 / /boot rw - ext4 /dev/sda2 rw
+26 22 8:33 / /data rw - xfs /dev/sdc1 rw
+27 22 8:17 / /mnt rw - ext4 /dev/sdb1 rw
+28 22 0:40 / /run rw - tmpfs tmpfs rw
+29 28 7:0 / /run/snap rw - squashfs /dev/loop0 ro
+30 22 0:41 / /var/lib/docker/overlay2/x/merged rw - overlay overlay rw
+31 22 8:49 / /var/lib/pg\\040data rw - ext4 /dev/sdd1 rw
+";
+
+    #[test]
+    fn the_ground_is_every_block_filesystem_but_the_root_ades_own_and_the_api_mounts() {
+        let g = to_record(&table(MOUNTS));
+        let mps: Vec<&str> = g.iter().map(|g| g.mount_point.to_str().unwrap()).collect();
+        assert_eq!(mps, ["/boot", "/data", "/var/lib/pg data"]);
+        assert_eq!(g[1].source, "/dev/sdc1");
+    }
+
+    #[test]
+    fn a_mount_point_mounted_again_from_another_source_is_there() {
+        let g = to_record(&table(MOUNTS));
+        // ADE encrypted /data: mounted again from its mapper. /var/lib/pg data left unmounted (#658).
+        let now = table(
+            "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n25 22 8:2 / /boot rw - ext4 /dev/sda2 rw\n\
+             26 22 253:1 / /data rw - xfs /dev/mapper/8c1d-uuid rw\n",
+        );
+        let gone: Vec<&str> = missing(&g, &now).iter().map(|g| g.mount_point.to_str().unwrap()).collect();
+        assert_eq!(gone, ["/var/lib/pg data"]);
+        assert!(missing(&g, &table(MOUNTS)).is_empty());
+    }
+
+    #[test]
+    fn mount_units_are_named_as_systemd_escapes_paths() {
+        // systemd-escape --path --suffix=mount (as `systemd-escape --path --suffix=mount` prints them).
+        assert_eq!(mount_unit(Path::new("/data")), "data.mount");
+        assert_eq!(mount_unit(Path::new("/var/lib/pg data")), "var-lib-pg\\x20data.mount");
+        assert_eq!(mount_unit(Path::new("/srv/my-db/")), "srv-my\\x2ddb.mount");
+        assert_eq!(mount_unit(Path::new("/.hidden/a.b")), "\\x2ehidden-a.b.mount");
+        assert_eq!(mount_unit(Path::new("/")), "-.mount");
+    }
+}
