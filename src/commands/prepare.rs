@@ -177,8 +177,12 @@ pub fn prepare(
         journal.set_volumes(volumes.clone())?;
     }
     // So is the ground the workloads stand on: restore mounts it again before it starts any (issue 23 item 10).
+    let fstab = std::fs::read_to_string(paths.resolve(crate::paths::FSTAB)).unwrap_or_default();
     match crate::mountinfo::read(paths) {
-        Ok(mounts) => journal.set_ground(crate::window::ground::to_record(&mounts))?,
+        Ok(mounts) => {
+            let boot = crate::window::ground::boot_mounts(&fstab);
+            journal.set_ground(crate::window::ground::to_record(&mounts, &boot))?
+        }
         Err(e) => log::warn!("the ground is not recorded (restore will not check it): {e}"),
     }
     let names: Vec<String> = plan.mount_points().iter().map(|m| m.display().to_string()).collect();

@@ -27,15 +27,29 @@ pub struct Ground {
 /// (`/mnt/azure_bek_disk`, `CommonVariables.py`).
 pub const ADES_OWN: &[&str] = &["/mnt", "/mnt/resource", "/mnt/azure_bek_disk"];
 
-/// The ground to record from the mount table: every block-device filesystem (source under `/dev/`) but `/` (which
-/// is there whenever restore runs), ADE's own mounts and anything under the API filesystems; one per mount point
-/// (the top one).
-pub fn to_record(mounts: &[Mount]) -> Vec<Ground> {
+/// The mount points the boot mounts from `/etc/fstab` (`fstab` its text): every line but `noauto` ones and swap.
+pub fn boot_mounts(fstab: &str) -> Vec<PathBuf> {
+    crate::volumes::verify::parse_fstab(fstab)
+        .into_iter()
+        .filter(|(_, mp, fstype, opts)| {
+            fstype != "swap" && mp.starts_with('/') && !opts.split(',').any(|o| o == "noauto")
+        })
+        .map(|(_, mp, _, _)| PathBuf::from(mp))
+        .collect()
+}
+
+/// The ground to record from the mount table: every block-device filesystem (source under `/dev/`) that the boot
+/// mounts (its mount point in `boot`, from [`boot_mounts`]), but `/` (there whenever restore runs), ADE's own mounts
+/// and anything under the API filesystems; one per mount point (the top one). What the workloads mount themselves
+/// (a container engine's devicemapper or overlay, kubelet's volumes, a unit's `ExecStartPre=mount`) and snap's
+/// loop mounts are not ground: they come back with their owner, or not at all (found by the third reading).
+pub fn to_record(mounts: &[Mount], boot: &[PathBuf]) -> Vec<Ground> {
     let api = ["/proc", "/sys", "/dev", "/run"];
     let mut out: Vec<Ground> = vec![];
     for m in mounts {
         let mp = &m.mount_point;
         if !m.source.starts_with("/dev/")
+            || !boot.contains(mp)
             || mp == Path::new("/")
             || ADES_OWN.iter().any(|o| mp == Path::new(o))
             || api.iter().any(|a| mp.starts_with(a))
@@ -97,17 +111,44 @@ mod tests {
 31 22 8:49 / /var/lib/pg\\040data rw - ext4 /dev/sdd1 rw
 ";
 
+    const FSTAB: &str = "\
+# <file system> <mount point> <type> <options> <dump> <pass>
+UUID=4a1e / ext4 defaults 0 1
+UUID=77b2 /boot ext4 defaults 0 2
+UUID=d474 /data xfs defaults,nofail 0 2
+/dev/sdb1 /mnt auto defaults,nofail,x-systemd.requires=cloud-init.service 0 2
+/dev/sdd1 /var/lib/pg\\040data ext4 defaults 0 2
+/dev/sde1 /backup ext4 noauto 0 0
+/swapfile none swap sw 0 0
+";
+
+    fn record(mounts: &str) -> Vec<Ground> {
+        to_record(&table(mounts), &boot_mounts(FSTAB))
+    }
+
     #[test]
-    fn the_ground_is_every_block_filesystem_but_the_root_ades_own_and_the_api_mounts() {
-        let g = to_record(&table(MOUNTS));
+    fn the_ground_is_every_block_filesystem_the_boot_mounts_but_the_root_ades_own_and_the_api_mounts() {
+        assert_eq!(
+            boot_mounts(FSTAB),
+            ["/", "/boot", "/data", "/mnt", "/var/lib/pg data"].map(PathBuf::from),
+            "noauto and swap are not the boot's"
+        );
+        let g = record(MOUNTS);
         let mps: Vec<&str> = g.iter().map(|g| g.mount_point.to_str().unwrap()).collect();
         assert_eq!(mps, ["/boot", "/data", "/var/lib/pg data"]);
         assert_eq!(g[1].source, "/dev/sdc1");
+        // A block filesystem a workload mounts itself (no fstab line: docker's devicemapper, kubelet's volumes), a
+        // snap's loop mount: not ground.
+        let more = format!(
+            "{MOUNTS}40 22 253:5 / /var/lib/docker/devicemapper/mnt/ab12 rw - xfs /dev/mapper/docker-8:1-ab12 rw\n\
+             41 22 7:1 / /snap/core/1 ro - squashfs /dev/loop1 ro\n"
+        );
+        assert_eq!(record(&more), g);
     }
 
     #[test]
     fn a_mount_point_mounted_again_from_another_source_is_there() {
-        let g = to_record(&table(MOUNTS));
+        let g = record(MOUNTS);
         // ADE encrypted /data: mounted again from its mapper. /var/lib/pg data left unmounted (#658).
         let now = table(
             "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n25 22 8:2 / /boot rw - ext4 /dev/sda2 rw\n\

@@ -127,11 +127,11 @@ fn a_corrupt_journal_is_refused_naming_the_file() {
     let (o, _) = run(d.path(), &["lock", "--", "true"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains(&format!("{}: corrupt journal", journal.display())), "{}", stderr(&o));
-    std::fs::write(&journal, include_str!("../fixtures/state/v1.json").replacen("\"version\": 1", "\"version\": 3", 1))
+    std::fs::write(&journal, include_str!("../fixtures/state/v1.json").replacen("\"version\": 1", "\"version\": 4", 1))
         .unwrap();
     let (o, _) = run(d.path(), &["lock", "--", "true"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("journal version 3 is from a newer ade-prep"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("journal version 4 is from a newer ade-prep"), "{}", stderr(&o));
 }
 
 #[test]

@@ -195,6 +195,10 @@ fn in_container_a_data_volume_held_by_a_service_is_freed_for_a_plain_umount_and_
     assert!(!dry.stdout.contains(ROOT_UNIT), "with VolumeType Data, / is not part of the window: {dry:?}");
     assert_eq!(state(DATA_UNIT), "active", "a dry run changes nothing");
 
+    // The boot mounts /data (its fstab line; here a bind of the host's volume).
+    let fstab = std::fs::read_to_string("/etc/fstab").unwrap_or_default();
+    let with_line = |src: &str| format!("{fstab}{src} /data none bind 0 0\n");
+    std::fs::write("/etc/fstab", with_line("/data-src")).unwrap();
     let r = ade(&["prepare", "--force", "distro", "-v", "--volume-type", "data", "--data-mount", "/data"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(state(DATA_UNIT), "inactive");
@@ -216,18 +220,25 @@ fn in_container_a_data_volume_held_by_a_service_is_freed_for_a_plain_umount_and_
     let um = sh(&["umount", "/data"]);
     assert!(um.status.success(), "umount after prepare: {um:?}");
     assert!(!mounted("/data"));
-    // Left unmounted (ADE's data step failed, azure-linux-extensions #658), with no mount unit to bring it back (no
-    // fstab line here): restore starts nothing in the empty folder, names the mount and keeps the service held.
+    // Left unmounted (ADE's data step failed, azure-linux-extensions #658), and its fstab line names a source that
+    // is gone: the mount unit fails; restore undoes nothing, names the mount and keeps the service held.
+    std::fs::write("/etc/fstab", with_line("/data-src-gone")).unwrap();
     let r = ade(&["restore"]);
     assert_eq!(r.code, 1, "restore with /data not mounted: {r:?}");
-    assert!(r.stderr.contains("/data (") && r.stderr.contains("is not mounted: data.mount: "), "{r:?}");
+    assert!(r.stderr.contains("restore refused, nothing was undone: /data ("), "{r:?}");
+    assert!(r.stderr.contains("is not mounted: data.mount: "), "{r:?}");
+    assert!(!mounted("/data"));
     assert_eq!(state(DATA_UNIT), "inactive", "started with /data not mounted");
     assert!(sd().unit(DATA_UNIT).unwrap().is_masked(), "{DATA_UNIT} no longer held");
     assert_eq!(json(&ade(&["status", "--json"]))["window_open"], true, "the window closed");
-    assert!(sh(&["mount", "--bind", "/data-src", "/data"]).status.success());
 
+    // fstab fixed: restore mounts /data as the boot would (its mount unit), then brings the service back on it.
+    std::fs::write("/etc/fstab", with_line("/data-src")).unwrap();
     let r = ade(&["restore"]);
+    std::fs::write("/etc/fstab", &fstab).unwrap();
+    let _ = sh(&["systemctl", "daemon-reload"]);
     assert_eq!(r.code, 0, "{r:?}");
+    assert!(mounted("/data"), "restore did not mount /data");
     assert_eq!(state(DATA_UNIT), "active", "restore brings the service back");
     assert!(!sd().unit(DATA_UNIT).unwrap().is_masked());
     wait_for("the service to hold /data again", 10, || holder_pids(DATA_UNIT).len() == 1);

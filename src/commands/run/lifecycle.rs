@@ -452,6 +452,9 @@ pub fn young_boot_resumes(look: &Look) -> Option<String> {
     })
 }
 
+/// The wait with no ADE handler on the machine.
+pub const NO_HANDLER: &str = "no ADE handler on this machine: watching for ADE";
+
 /// The one decision: what `run` does in `state` after `look`.
 pub fn next(state: &RunState, look: &Look) -> Action {
     if let Some(why) = &look.frozen {
@@ -494,7 +497,10 @@ fn next_watching(handled: Option<&Req>, look: &Look) -> Action {
         if look.daemon || look.queue || look.decrypt_queue {
             return Action::Wait("ADE's handler folder is gone but its daemon or queue is still there".into());
         }
-        return Action::Exit("no ADE handler on this machine".into());
+        // No ADE (not yet, or removed): watch for it rather than end. An ended `run` leaves the unit active
+        // (exited) for the rest of the boot (RemainAfterExit=yes), and ade-prep.path cannot start it again when
+        // ADE is added (third reading, finding 1).
+        return Action::Wait(NO_HANDLER.into());
     };
     let Some(seq) = look.seq else {
         return Action::Wait(format!("no settings in {}", dir.join("config").display()));
@@ -538,7 +544,11 @@ fn next_watching(handled: Option<&Req>, look: &Look) -> Action {
             return Action::Handled { req: Req { ended_in_boot: h.ended_in_boot.clone(), ..req }, why };
         }
     }
-    let volumes = match volumes_for(look, p) {
+    // An enable with ADE's queue there resumes it (handle.py:1057-1069; dp :751-755): its daemon works on the volume
+    // type ADE recorded (handle.py:2157), which a resume never rewrites, whatever this request asks (third
+    // reading, finding 2).
+    let resumes = look.queue && p.is_enable();
+    let volumes = match if resumes { ade_volumes(look) } else { volumes_for(look, p) } {
         Ok(v) => v,
         Err(why) => return Action::Handled { req, why },
     };
@@ -614,6 +624,11 @@ fn next_open(req: &Req, volumes: VolumeType, taken_up: bool, opened_at: u64, dea
         let ended = terminal(s)
             || s.status == OpStatus::Error && s.message != RESTARTED_FROM_STRIPPED_OS && s.code != UNMOUNT_RETRY_CODE;
         if taken_up && !look.daemon && (look.queue || look.decrypt_queue) && ended && written_since {
+            // A young boot: the status may be the last slice's before the reboot, and ADE's first enable resumes
+            // the queue within the agent's bound (handle.py:957-960, :2596-2602; third reading, finding 4).
+            if let Some(why) = young_boot_resumes(look) {
+                return Action::Wait(why);
+            }
             if since < u128::from(KEPT_QUEUE_BOUND_SECS) {
                 return Action::Wait(format!(
                     "{} {} code {}: ADE kept its queue; no daemon yet",
@@ -1200,7 +1215,12 @@ mod tests {
                 s.look.handler = None;
                 s.queue(true).daemon(true).expect(&["wait"]);
                 s.tick(600).daemon(false).expect(&["wait"]);
-                s.queue(false).expect(&["exit"]);
+                // Everything of ADE gone: run still watches (an ended run would keep ade-prep.path from starting
+                // it again for the rest of the boot); ADE removed and added again in the same boot opens the window.
+                s.queue(false).expect(&["wait"]);
+                s.tick(3600);
+                s.look.handler = Some(SP.into());
+                s.settings(0, "EnableEncryption", "All").expect(&["prepare all"]);
                 // Re-added before the queue went: the new folder's first enable resumes it.
                 let mut b = Sim::new("17 (re-added)");
                 b.look.handler = None;
@@ -1263,6 +1283,43 @@ mod tests {
                 s.tick(60).status("EnableEncryptionDataVolumes", "success", "0", "Encryption succeeded for data volumes", "NotEncrypted");
                 s.daemon(false).expect(&["restore succeeded"]);
                 assert!(!s.open());
+            },
+        ),
+        (
+            "22: dual pass: a retry with another VolumeType resumes the kept queue, which works on the type ADE recorded",
+            "dp handle.py:751-755 (an enable with the queue restarts the daemon before anything else), handle.py:2157 \
+             (the daemon reads the volume type from azure_crypt_config.ini, which a resume never rewrites), dp \
+             :1872-1881 (the queue kept after an OS failure), third reading finding 2",
+            |s| {
+                s.look.dual_pass = true;
+                s.look.handler = Some("/var/lib/waagent/Microsoft.Azure.Security.AzureDiskEncryptionForLinux-0.1.0.999345".into());
+                s.settings(0, "EnableEncryption", "All");
+                install(s).expect(&["prepare all"]);
+                s.tick(5).queue(true).recorded(VolumeType::All).daemon(true).expect(&["taken-up"]);
+                s.tick(600).daemon(false);
+                s.status("EnableEncryptionOSVolume", "error", "19", "Failed to encrypt OS volume", "NotEncrypted");
+                s.tick(KEPT_QUEUE_BOUND_SECS + 1).expect(&["restore failed"]);
+                // The operator retries with VolumeType Data: the enable resumes the kept All queue, OS pass included.
+                s.tick(60).settings(1, "EnableEncryption", "Data").expect(&["prepare all", "taken-up"]);
+            },
+        ),
+        (
+            "21: a reboot in the middle of a data copy: the last slice's status is not ADE's end while the boot is young",
+            "TransactionalCopyTask.py:182-188 (a DataCopy status at each 50 MiB slice), handle.py:957-960 and \
+             :2596-2602 (the first enable after the boot resumes the queue), third reading finding 4",
+            |s| {
+                s.settings(0, "EnableEncryption", "Data");
+                install(s).expect(&["prepare data"]);
+                s.tick(5).queue(true).daemon(true).expect(&["taken-up"]);
+                s.tick(600).status("DataCopy", "success", "0", "Copied 12 slices", "NotEncrypted").expect(&["wait"]);
+                // The VM reboots (a host event): no daemon, the queue on the disk, the last slice's status; the
+                // boot and the agent's start take their time.
+                s.tick(30).reboot().tick(500).expect(&["wait"]);
+                assert!(s.open(), "restored before ADE's first enable resumed the copy");
+                s.daemon(true).progress().expect(&["wait"]);
+                s.tick(3600).queue(false).daemon(false);
+                s.status("EnableEncryptionDataVolumes", "success", "0", "Encryption succeeded for data volumes", "NotEncrypted");
+                s.expect(&["restore succeeded"]);
             },
         ),
     ];

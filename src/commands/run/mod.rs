@@ -130,7 +130,16 @@ pub fn run(paths: &Paths, loaded: Result<Settings, ConfigError>, opts: &RunOpts)
     let config = Config { settings: &settings, bad: bad_config.as_deref() };
     let stop = StopToken::from_signals()?;
     start_watchdog();
-    let mut driver = Driver { paths, config, opts, stop: &stop, flow: None, said: String::new(), ready: false };
+    let mut driver = Driver {
+        paths,
+        config,
+        opts,
+        stop: &stop,
+        flow: None,
+        said: String::new(),
+        ready: false,
+        restore_retry_at: None,
+    };
     let Some(mut state) = driver.initial_state()? else { return Ok(exit::OK) };
     loop {
         if stop.is_raised() {
@@ -179,7 +188,12 @@ struct Driver<'a> {
     said: String,
     /// READY=1 was sent.
     ready: bool,
+    /// After an incomplete restore: not before this instant again.
+    restore_retry_at: Option<std::time::Instant>,
 }
+
+/// How long `run` waits before it tries an incomplete restore again.
+const RESTORE_RETRY_SECS: u64 = 60;
 
 impl Driver<'_> {
     fn flow(&mut self) -> Flow {
@@ -320,7 +334,7 @@ impl Driver<'_> {
                 // READY=1 says the window is open, or that run has dealt with ADE's request and watches for the
                 // next one: never while a request is still to be decided (a pre-hook's `systemctl start` returns
                 // on READY, and ADE must not start before the window is open).
-                if !matches!(state, RunState::Watching { handled: None }) {
+                if !matches!(state, RunState::Watching { handled: None }) || look.handler.is_none() {
                     self.ready();
                 }
                 self.nap();
@@ -392,7 +406,20 @@ impl Driver<'_> {
                     }
                     Some(o) => status(&format!("ADE done: {o} ({why}); restoring")),
                 }
-                restore_now(self.paths, self.config.for_ending())?;
+                if self.restore_retry_at.is_some_and(|at| std::time::Instant::now() < at) {
+                    self.nap();
+                    return Ok(Acted::Instead(state.clone()));
+                }
+                if let Err(e) = restore_now(self.paths, self.config.for_ending()) {
+                    // Incomplete (a unit that does not start, the ground not mounted): the window stays, `run`
+                    // with it, and tries again; an ended `run` would leave it to the deadline timer alone.
+                    let line = format!("restore incomplete: {e:#}; trying again in {RESTORE_RETRY_SECS} s");
+                    log::error!("{line}");
+                    status(&line);
+                    self.restore_retry_at = Some(std::time::Instant::now() + Duration::from_secs(RESTORE_RETRY_SECS));
+                    return Ok(Acted::Instead(state.clone()));
+                }
+                self.restore_retry_at = None;
                 if let (Some(o), Some(record)) = (outcome, record) {
                     if !matches!(o, Outcome::Failed { .. }) {
                         let vols = crate::datavol::AdeVolumes { paths: self.paths, runner: &crate::runner::RealRunner };
@@ -404,8 +431,37 @@ impl Driver<'_> {
                 self.said.clear();
                 Ok(Acted::As)
             }
-            Action::Prepare { req, volumes, why, .. } => self.prepare(req, *volumes, why, look),
+            Action::Prepare { req, volumes, why, .. } => match self.prepare(req, *volumes, why, look) {
+                // Stopped during prepare (rolled back): run ends, as asked.
+                Err(e) if self.stop.is_raised() => Err(e),
+                Err(e) => self.prepare_failed(req, e),
+                acted => acted,
+            },
         }
+    }
+
+    /// A prepare for `req` that failed (refused, or rolled back): `run` does not end with it (it would leave the
+    /// unit active (exited), and ADE's retry with no window, for the rest of the boot). With no window left open
+    /// the request counts as dealt with: ADE's next request, or this one run again by the agent, is looked at
+    /// afresh. A window the failure left open (its rollback incomplete) ends `run` as before: its next start
+    /// restores it.
+    fn prepare_failed(&mut self, req: &Req, e: anyhow::Error) -> anyhow::Result<Acted> {
+        match FileStore::new(self.paths).load() {
+            Ok(None) => {}
+            Ok(Some(r)) if !r.is_window_open() => {}
+            _ => return Err(e),
+        }
+        let line = format!(
+            "prepare for ADE request seq {} failed, nothing left changed ({}): {e:#}; watching for ADE's next request",
+            req.seq,
+            exit::code_of(&e)
+        );
+        log::error!("{line}");
+        status(&line);
+        self.ready();
+        crate::fleet::release_without_window(self.paths, "prepare failed");
+        self.said.clear();
+        Ok(Acted::Instead(RunState::Watching { handled: Some(req.clone()) }))
     }
 
     /// Sleeps a second, or less when stopped.

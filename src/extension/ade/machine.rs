@@ -140,12 +140,15 @@ pub const EXTENSION_SLICE: &str = "azure-vmextensions-";
 /// `WALA/azurelinuxagent/ga/cgroupconfigurator.py:839`), so ADE's daemon stays in the agent's cgroup.
 pub const AGENT_UNITS: &[&str] = &["walinuxagent.service", "waagent.service"];
 
-/// Whether a cgroup path's component `part`, under `parent`, is the scope an agent older than the extension slice
-/// gives a handler command: `systemd-run --unit=<Name-Version with '-' as '_'>_<uuid> --scope`, in `system.slice`
-/// (`WALA v2.2.53 azurelinuxagent/common/cgroupapi.py:89-91`, `:663-682`; still the distro's agent where
-/// `AutoUpdate.Enabled=n` pins it). Only root creates units in `system.slice`.
+/// Whether a cgroup path's component `part`, under `parent`, is the scope an agent older than the per-extension
+/// slice gives a handler command: `systemd-run --unit=<Name-Version with '-' as '_'>_<uuid> --scope`, in
+/// `system.slice` (`WALA v2.2.53 azurelinuxagent/common/cgroupapi.py:89-91`, `:663-682`) or, from 2.3,
+/// `--slice=azure-vmextensions.slice` (`v2.4.0.2 cgroupapi.py:237-242`); still the distro's agent where
+/// `AutoUpdate.Enabled=n` pins it. Only root creates units in the system manager's slices.
 fn legacy_agent_scope(parent: &str, part: &str) -> bool {
-    parent == "system.slice" && part.starts_with(&format!("{ADE_HANDLER}_")) && part.ends_with(".scope")
+    matches!(parent, "system.slice" | "azure-vmextensions.slice")
+        && part.starts_with(&format!("{ADE_HANDLER}_"))
+        && part.ends_with(".scope")
 }
 
 /// Why process `pid`, whose command line has ADE's daemon's shape, was not started by ADE, or Ok when it was:
@@ -345,6 +348,16 @@ mod tests {
         assert_eq!(ade_daemon(&paths), None, "an agent scope's name outside system.slice");
         std::fs::remove_dir_all(d.path().join("proc/45")).unwrap();
         put_proc(d.path(), "43", &["python3", &py, "-daemon"], 0, &format!("/system.slice/{legacy}"));
+        assert_eq!(ade_daemon(&paths), Some(43));
+        // WALA 2.3-2.4: the same scope in azure-vmextensions.slice.
+        std::fs::remove_dir_all(d.path().join("proc/43")).unwrap();
+        put_proc(
+            d.path(),
+            "43",
+            &["python3", &py, "-daemon"],
+            0,
+            &format!("/azure.slice/azure-vmextensions.slice/{legacy}"),
+        );
         assert_eq!(ade_daemon(&paths), Some(43));
         // Its handler folder deleted by an upgrade or a removal while it works on: still ADE's daemon (root's, in
         // the agent's cgroup); a user's process naming a deleted folder is still not.
