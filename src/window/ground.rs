@@ -62,10 +62,21 @@ pub fn to_record(mounts: &[Mount], boot: &[PathBuf]) -> Vec<Ground> {
     out
 }
 
-/// The recorded ground not mounted now (by mount point: ADE mounts an encrypted data volume again from its
-/// mapper, a new source at the same place).
-pub fn missing<'a>(recorded: &'a [Ground], now: &[Mount]) -> Vec<&'a Ground> {
-    recorded.iter().filter(|g| !now.iter().any(|m| m.mount_point == g.mount_point)).collect()
+/// The recorded ground not mounted now from a block device (by mount point: ADE mounts an encrypted data volume
+/// again from its mapper, a new source at the same place), each with what is mounted there instead, if anything
+/// (a bind of an empty folder, say: systemd creates a bind mount's missing source).
+pub fn missing<'a>(recorded: &'a [Ground], now: &[Mount]) -> Vec<(&'a Ground, Option<String>)> {
+    recorded
+        .iter()
+        .filter_map(|g| {
+            let top = now.iter().rev().find(|m| m.mount_point == g.mount_point);
+            match top {
+                Some(m) if m.source.starts_with("/dev/") => None,
+                Some(m) => Some((g, Some(m.source.clone()))),
+                None => Some((g, None)),
+            }
+        })
+        .collect()
 }
 
 /// The name of the mount unit systemd gives `path` (`systemd-escape --path --suffix=mount`, as systemd 219 escapes
@@ -154,9 +165,12 @@ UUID=d474 /data xfs defaults,nofail 0 2
             "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n25 22 8:2 / /boot rw - ext4 /dev/sda2 rw\n\
              26 22 253:1 / /data rw - xfs /dev/mapper/8c1d-uuid rw\n",
         );
-        let gone: Vec<&str> = missing(&g, &now).iter().map(|g| g.mount_point.to_str().unwrap()).collect();
+        let gone: Vec<&str> = missing(&g, &now).iter().map(|(g, _)| g.mount_point.to_str().unwrap()).collect();
         assert_eq!(gone, ["/var/lib/pg data"]);
         assert!(missing(&g, &table(MOUNTS)).is_empty());
+        // Something else mounted there (a bind of an empty folder): not the ground.
+        let bind = format!("{MOUNTS}50 22 0:60 /data-src-gone /data rw - overlay overlay rw\n");
+        assert_eq!(missing(&g, &table(&bind)), [(&g[1], Some("overlay".to_string()))]);
     }
 
     #[test]

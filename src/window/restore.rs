@@ -350,7 +350,7 @@ pub(crate) fn ground_back(m: &Machine, ground: &[ground::Ground]) -> Vec<String>
         return vec![format!("the ground cannot be mounted again: reloading systemd: {e}")];
     }
     let batch: Vec<(String, Duration)> =
-        missing.iter().map(|g| (ground::mount_unit(&g.mount_point), Duration::from_secs(90))).collect();
+        missing.iter().map(|(g, _)| (ground::mount_unit(&g.mount_point), Duration::from_secs(90))).collect();
     for (unit, _) in &batch {
         log::info!("restore: mounting {unit} again (it was mounted when the window opened)");
     }
@@ -359,13 +359,16 @@ pub(crate) fn ground_back(m: &Machine, ground: &[ground::Ground]) -> Vec<String>
     let still = ground::missing(ground, &now);
     still
         .iter()
-        .map(|g| {
+        .map(|(g, instead)| {
             let unit = ground::mount_unit(&g.mount_point);
             let why = results
                 .iter()
                 .find(|(u, _)| *u == unit)
                 .and_then(|(_, r)| r.as_ref().err().map(|e| e.to_string()))
-                .unwrap_or_else(|| "started, yet not mounted".into());
+                .unwrap_or_else(|| match instead {
+                    Some(src) => format!("mounted from {src}, not a block device"),
+                    None => "started, yet not mounted".into(),
+                });
             format!("{} ({} when the window opened) is not mounted: {unit}: {why}", g.mount_point.display(), g.source)
         })
         .collect()

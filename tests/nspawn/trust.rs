@@ -317,6 +317,8 @@ fn in_container_a_users_process_named_as_ades_daemon_holds_no_window_open_and_ad
     std::fs::remove_file(agent).unwrap();
     let _ = sh(&["systemctl", "daemon-reload"]);
     let _ = std::fs::remove_dir_all(HANDLER);
+    // setup_workloads' drop-in would replace the next tests' db workload (lexically after 50-scenarios.toml).
+    let _ = std::fs::remove_file("/etc/ade-prep/config.d/50-test.toml");
 }
 
 #[test]
