@@ -37,6 +37,11 @@ pub struct Access {
     pub root: bool,
     /// m: memory-mapped file (or shared library); only looked for when `exe` is false, as fuser shows it.
     pub mmap: bool,
+    /// A shared writable mapping of a file on the filesystem (`rw-s` in maps: writes reach the file without a
+    /// `write`): looked for only in a process of a system service with no fd open for writing there (see
+    /// [`crate::classify::writer`]); fuser has no letter for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mmap_write: bool,
 }
 
 impl Access {
@@ -482,7 +487,12 @@ fn walk_one(proc_fd: &OwnedFd, pid: i32, dev: u64, out: &mut Partial) {
     }
     if acc.any() {
         // A process that exits before its details are read is skipped, as one that exits mid-walk.
-        if let Some(h) = details(&dirfd, &Hit { pid, uid, access: acc, fds, writable_fds: wfds }) {
+        if let Some(mut h) = details(&dirfd, &Hit { pid, uid, access: acc, fds, writable_fds: wfds }) {
+            // A system service's process that writes through a shared mapping only: maps read again, for these
+            // few (every other process skips it, as fuser's `m` does when `e` is there).
+            if wfds == 0 && crate::classify::system_service(h.unit.as_deref(), h.cgroup.as_deref()).is_some() {
+                h.access.mmap_write = read_at(&dirfd, c"maps").is_ok_and(|t| maps_write_hit(&t, dev));
+            }
             out.holders.push(h);
         }
     }
@@ -490,14 +500,27 @@ fn walk_one(proc_fd: &OwnedFd, pid: i32, dev: u64, out: &mut Partial) {
 
 /// True when a line of maps text is a mapping of a file on `dev`.
 fn maps_hit(text: &[u8], dev: u64) -> bool {
+    maps_any(text, dev, |_| true)
+}
+
+/// True when a line of maps text is a shared writable mapping (`rw-s`, `-w-s`) of a file on `dev`: its stores
+/// reach the file (a private one, `rw-p`, is copy-on-write and never does).
+fn maps_write_hit(text: &[u8], dev: u64) -> bool {
+    maps_any(text, dev, |perms| perms.get(1) == Some(&b'w') && perms.get(3) == Some(&b's'))
+}
+
+fn maps_any(text: &[u8], dev: u64, perms_ok: impl Fn(&[u8]) -> bool) -> bool {
     let (maj, min) = (libc::major(dev), libc::minor(dev));
     for line in text.split(|&b| b == b'\n') {
         // address perms offset dev inode path
         let mut f = line.split(|&b| b == b' ').filter(|s| !s.is_empty());
-        let (Some(_), Some(_), Some(_), Some(d), Some(inode)) = (f.next(), f.next(), f.next(), f.next(), f.next())
+        let (Some(_), Some(perms), Some(_), Some(d), Some(inode)) = (f.next(), f.next(), f.next(), f.next(), f.next())
         else {
             continue;
         };
+        if !perms_ok(perms) {
+            continue;
+        }
         if inode == b"0" {
             continue;
         }
@@ -839,7 +862,7 @@ mod tests {
 
     #[test]
     fn codes_follow_fuser() {
-        let a = Access { file: true, file_write: true, root: true, cwd: true, exe: true, mmap: true };
+        let a = Access { file: true, file_write: true, root: true, cwd: true, exe: true, mmap: true, mmap_write: true };
         assert_eq!(a.codes(), "Frce");
         let b = Access { file: true, mmap: true, ..Default::default() };
         assert_eq!(b.codes(), "fm");
@@ -875,5 +898,10 @@ mod tests {
         assert!(maps_hit(text, dev));
         assert!(!maps_hit(b"55d0-55d1 r--p 00000000 fe:02 1234 /x\n", dev));
         assert!(!maps_hit(b"55d0-55d1 rw-p 00000000 00:00 0 \n", libc::makedev(0, 0)));
+        // Only a shared writable mapping of a file there writes to it.
+        assert!(maps_write_hit(b"7f00-7f01 rw-s 00000000 fe:01 99 /var/lib/x/db.mmap\n", dev));
+        assert!(!maps_write_hit(b"7f00-7f01 rw-p 00000000 fe:01 99 /usr/lib/libc.so\n", dev), "private: copy on write");
+        assert!(!maps_write_hit(b"7f00-7f01 r--s 00000000 fe:01 99 /var/lib/x/ro\n", dev), "read-only");
+        assert!(!maps_write_hit(b"7f00-7f01 rw-s 00000000 fe:02 99 /data/x\n", dev), "another device");
     }
 }
