@@ -124,6 +124,11 @@ pub fn snapshot(m: &Machine, mounts: &[PathBuf]) -> anyhow::Result<Snapshot> {
     for w in &workloads {
         todo.extend(m.settings.workloads[w].companion_units.iter().cloned());
     }
+    // The other writers' services, when prepare is to stop them: the plan needs their facts as a workload's.
+    if m.settings.policy.writers == crate::config::WritersPolicy::Stop {
+        let writers = crate::classify::writers(holders.iter().map(|(h, c)| (h, c)));
+        todo.extend(writers.into_iter().filter_map(|w| w.unit));
+    }
     while let Some(u) = todo.pop() {
         if units.contains_key(&u) {
             continue;

@@ -18,3 +18,4 @@ mod trust;
 mod units;
 mod volumes;
 mod workloads;
+mod writers;
