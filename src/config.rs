@@ -745,7 +745,7 @@ mod tests {
         let workloads = raw.workloads.unwrap();
         assert_eq!(
             workloads.keys().collect::<Vec<_>>(),
-            ["cassandra", "docker", "mariadb", "mongodb", "postgresql", "redis", "sap"]
+            ["cassandra", "docker", "kubelet", "mariadb", "mongodb", "postgresql", "redis", "sap"]
         );
         for (name, w) in &workloads {
             assert!(w.units.as_ref().is_some_and(|u| !u.is_empty()), "{name}");

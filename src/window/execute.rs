@@ -791,6 +791,32 @@ mod tests {
     }
 
     #[test]
+    fn kubelets_pods_are_stopped_with_containerds_tasks_and_left_to_kubelet_by_restore() {
+        let mut w = World::new(docker_systemd());
+        w.runner = FakeRunner::default().with_task("k8s.io", "pod-a", "RUNNING").with_task("demo", "web", "RUNNING");
+        let (r, _) = w.prepare(docker_holders());
+        r.unwrap();
+        assert_eq!(w.runner.task("k8s.io", "pod-a"), None, "stopped and deleted with containerd's tasks");
+        let mut j = Journal::resume(FileStore::at(w.dir.path().join("state.json"))).unwrap().unwrap();
+        let r = w.restore(&mut j);
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+        assert_eq!(w.runner.task("demo", "web").as_deref(), Some("RUNNING"), "containerd's own: started again");
+        assert_eq!(w.runner.task("k8s.io", "pod-a"), None, "kubelet's: never started by ctr");
+        let calls: Vec<String> = w.runner.calls.borrow().iter().map(|c| c.join(" ")).collect();
+        assert!(!calls.iter().any(|c| c.starts_with("ctr -n k8s.io task start")), "{calls:?}");
+        let pods: Vec<(Status, Option<String>)> = j
+            .record()
+            .entries
+            .iter()
+            .filter(|e| matches!(&e.change, Change::StopTask { namespace, .. } if namespace == "k8s.io"))
+            .map(|e| (e.status, e.note.clone()))
+            .collect();
+        assert_eq!(pods.len(), 1, "{pods:?}");
+        assert_eq!(pods[0].0, Status::Undone, "nothing left to undo: the window closes");
+        assert_eq!(j.record().phase, Phase::Closed);
+    }
+
+    #[test]
     fn a_task_that_cannot_be_started_is_named_and_the_window_stays_open() {
         let mut w = World::new(docker_systemd());
         w.runner = FakeRunner { fail_when: vec!["task start".into()], ..ctr_runner() };

@@ -153,6 +153,11 @@ fn uses_placeholders(p: &PreStop) -> bool {
 /// workload of the catalogue can have it (a TOML key with parentheses must be quoted).
 pub const WRITERS: &str = "(other writers)";
 
+/// The catalogue's kubelet entry: its units are stopped in a wave of their own before the containers and containerd's
+/// tasks (and so before containerd): a running kubelet sees its pods' containers end and starts them again through
+/// the CRI while prepare stops them (docs/workloads.md).
+pub const KUBELET: &str = "kubelet";
+
 /// How long prepare waits for a writer's unit to stop: its own TimeoutStopSec (systemd's default 90 s) then decides;
 /// this bound only keeps a stop that systemd never ends from holding prepare for ever.
 pub const WRITER_STOP_TIMEOUT_SECS: u64 = 300;
@@ -378,6 +383,15 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
             }
         }
     }
+    let running = |u: &&String| facts(u).is_none_or(|f| f.is_running());
+    let first: Vec<&String> =
+        unit_workload.iter().filter(|(_, w)| **w == KUBELET).map(|(u, _)| u).filter(running).collect();
+    if !first.is_empty() {
+        steps.push(Step::StopUnits {
+            wave: "kubelet (before the containers)".into(),
+            units: first.iter().map(|u| (u.to_string(), timeout(u))).collect(),
+        });
+    }
     if workloads.contains_key("docker") && !snap.docker_containers.is_empty() {
         steps.push(Step::StopContainers {
             ids: snap.docker_containers.clone(),
@@ -407,9 +421,11 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
     if masking {
         steps.push(Step::MaskUnits { units: mask });
     }
-    let running = |u: &&String| facts(u).is_none_or(|f| f.is_running());
-    let (triggers, services): (Vec<&String>, Vec<&String>) =
-        unit_workload.keys().filter(running).partition(|u| facts(u).is_some_and(|f| f.is_trigger()));
+    let (triggers, services): (Vec<&String>, Vec<&String>) = unit_workload
+        .keys()
+        .filter(running)
+        .filter(|u| !first.contains(u))
+        .partition(|u| facts(u).is_some_and(|f| f.is_trigger()));
     for (wave, units) in [("triggers", triggers), ("services", services)] {
         if !units.is_empty() {
             steps.push(Step::StopUnits {
@@ -714,6 +730,40 @@ mod tests {
         assert!(!text.contains("other writer pid 24"), "a reader is no writer: {text}");
         assert!(!text.contains("logger (other"), "stopped, so not left alone: {text}");
         assert!(text.contains("reader (other, pid 24)"), "a reader is left alone: {text}");
+    }
+
+    #[test]
+    fn kubelet_is_stopped_first_before_the_pods_tasks_and_containerd() {
+        let s = Settings::default();
+        let mut sn = snap(
+            vec![holder(10, "kubelet", Some("kubelet.service")), holder(11, "containerd", Some("containerd.service"))],
+            vec![unit("kubelet.service", "active", &[]), unit("containerd.service", "active", &[])],
+            &s,
+        );
+        let pod = crate::window::ctr::Task { namespace: "k8s.io".into(), id: "pod-a".into(), state: "running".into() };
+        sn.containerd_tasks = vec![pod.clone()];
+        let p = plan(&sn, &s).unwrap();
+        assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+        let at = |want: &Step| p.steps.iter().position(|s| s == want).unwrap_or_else(|| panic!("{want:?} not in {p}"));
+        let kubelet = at(&Step::StopUnits {
+            wave: "kubelet (before the containers)".into(),
+            units: vec![("kubelet.service".into(), 90)],
+        });
+        let tasks = at(&Step::StopTasks { tasks: vec![pod], grace_secs: s.docker.stop_grace_secs });
+        let containerd =
+            at(&Step::StopUnits { wave: "services".into(), units: vec![("containerd.service".into(), 90)] });
+        assert!(kubelet < tasks && tasks < containerd, "{p}");
+        assert!(p
+            .steps
+            .contains(&Step::HoldUnits { units: vec!["containerd.service".into(), "kubelet.service".into()] }));
+        // Without kubelet running: no such wave.
+        let sn = snap(
+            vec![holder(11, "containerd", Some("containerd.service"))],
+            vec![unit("containerd.service", "active", &[])],
+            &s,
+        );
+        let p = plan(&sn, &s).unwrap();
+        assert!(!p.to_string().contains("kubelet"), "{p}");
     }
 
     #[test]

@@ -265,6 +265,12 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
     for (seq, c) in &todo {
         if let Change::StopTask { namespace, id, state } = c {
             let t = ctr::Task { namespace: namespace.clone(), id: id.clone(), state: state.clone() };
+            if ctr::left_to_kubelet(&t) {
+                // kubelet's pods: kubelet recreates them through the CRI once it runs again (docs/workloads.md).
+                log::info!("restore: containerd {t} left to kubelet: not started with ctr");
+                ok(j, *seq, format!("containerd {t}: left to kubelet"), &mut out)?;
+                continue;
+            }
             match ctr::start(m.runner, &t) {
                 Ok(()) => {
                     log::info!("started containerd {t}");
