@@ -370,6 +370,17 @@ mod tests {
         assert_eq!(class_of(&j).1.as_deref(), Some("cassandra"));
         assert_eq!(class_of(&h(16, "hdbindexserver", None)).1.as_deref(), Some("sap"));
         assert_eq!(class_of(&h(17, "sapstart", Some("SAPHN1_00.service"))).1.as_deref(), Some("sap"));
+        assert_eq!(class_of(&h(18, "kubelet", Some("kubelet.service"))).1.as_deref(), Some("kubelet"));
+        // Elasticsearch and OpenSearch: by unit, or a JVM (comm java) by its main class.
+        for (unit, class) in [
+            ("elasticsearch.service", "org.elasticsearch.bootstrap.Elasticsearch"),
+            ("opensearch.service", "org.opensearch.bootstrap.OpenSearch"),
+        ] {
+            assert_eq!(class_of(&h(19, "java", Some(unit))).1.as_deref(), Some("elasticsearch"), "{unit}");
+            let mut jvm = h(19, "java", Some("search.service"));
+            jvm.cmdline = vec!["/usr/share/x/jdk/bin/java".into(), "-Xms1g".into(), class.into()];
+            assert_eq!(class_of(&jvm).1.as_deref(), Some("elasticsearch"), "{class}");
+        }
     }
 
     #[test]

@@ -745,7 +745,7 @@ mod tests {
         let workloads = raw.workloads.unwrap();
         assert_eq!(
             workloads.keys().collect::<Vec<_>>(),
-            ["cassandra", "docker", "kubelet", "mariadb", "mongodb", "postgresql", "redis", "sap"]
+            ["cassandra", "docker", "elasticsearch", "kubelet", "mariadb", "mongodb", "postgresql", "redis", "sap"]
         );
         for (name, w) in &workloads {
             assert!(w.units.as_ref().is_some_and(|u| !u.is_empty()), "{name}");
@@ -763,6 +763,11 @@ mod tests {
         assert_eq!(
             probes,
             [
+                (
+                    "elasticsearch",
+                    "curl -sS -f http://127.0.0.1:9200/_cluster/health?wait_for_status=yellow&timeout=5s as root"
+                        .to_string()
+                ),
                 ("mariadb", "mysqladmin --silent ping as root".to_string()),
                 ("postgresql", "pg_isready -q as postgres".to_string()),
                 ("redis", "redis-cli ping as root".to_string()),

@@ -958,6 +958,55 @@ mod tests {
     }
 
     #[test]
+    fn elasticsearch_allocation_is_limited_and_flushed_before_the_stop_and_restored_after_the_start_or_the_rollback() {
+        let sd = || FakeSystemd::new().with_unit(service("elasticsearch.service", "active"));
+        let es = || {
+            let mut h = holder(80, "java", Some("elasticsearch.service"));
+            h.cmdline = vec![
+                "/usr/share/elasticsearch/jdk/bin/java".into(),
+                "org.elasticsearch.bootstrap.Elasticsearch".into(),
+            ];
+            vec![h]
+        };
+        let calls = |w: &World, from: usize| -> Vec<String> {
+            w.runner.calls.borrow()[from..].iter().map(|a| a.join(" ")).collect()
+        };
+        let settings = "curl -sS -f -X PUT -H Content-Type: application/json -d";
+        let primaries = format!(
+            "{settings} {{\"persistent\":{{\"cluster.routing.allocation.enable\":\"primaries\"}}}} \
+             http://127.0.0.1:9200/_cluster/settings"
+        );
+        let flush = "curl -sS -f -X POST http://127.0.0.1:9200/_flush".to_string();
+        let back = "curl -sS -f --retry 30 --retry-delay 2 -X PUT -H Content-Type: application/json -d \
+                    {\"persistent\":{\"cluster.routing.allocation.enable\":null}} \
+                    http://127.0.0.1:9200/_cluster/settings"
+            .to_string();
+        let health = "curl -sS -f http://127.0.0.1:9200/_cluster/health?wait_for_status=yellow&timeout=5s".to_string();
+
+        // The window: allocation limited, flush, stop; after the start, allocation back, then health not red.
+        let w = World::new(sd());
+        let (r, mut j) = w.prepare(es());
+        r.unwrap();
+        assert_eq!(calls(&w, 0), [primaries.clone(), flush.clone()]);
+        assert_eq!(w.active("elasticsearch.service"), "inactive");
+        let before = w.runner.calls.borrow().len();
+        let r = w.restore(&mut j);
+        assert!(r.failed.is_empty() && r.not_ready.is_empty(), "{r:?}");
+        assert_eq!(calls(&w, before), [back.clone(), health.clone()]);
+        assert_eq!(w.active("elasticsearch.service"), "active");
+
+        // The flush fails: nothing is stopped, and the rollback sets allocation back although the node never
+        // stopped (else the cluster would stay limited to primaries).
+        let mut w = World::new(sd());
+        w.runner.fail_when = vec!["_flush".into()];
+        let (r, _) = w.prepare(es());
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(e.contains("rolled back"), "{e}");
+        assert_eq!(w.active("elasticsearch.service"), "active");
+        assert_eq!(calls(&w, 0), [primaries, flush, back, health], "allocation set back by the rollback");
+    }
+
+    #[test]
     fn restore_runs_the_post_start_steps_after_the_start_then_waits_for_readiness_naming_a_failing_probe() {
         let sd = || FakeSystemd::new().with_unit(service("postgresql@15-main.service", "active"));
         let holders = || vec![holder(70, "postgres", Some("postgresql@15-main.service"))];

@@ -286,9 +286,20 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
             }
         }
     }
-    // 4c. The workloads started again: their post-start steps, then their readiness, each within its bound.
+    // 4c. The workloads started again: their post-start steps, then their readiness, each within its bound. Also
+    // those whose pre-stop ran although none of their units was stopped (a rollback after an Elasticsearch node's
+    // allocation was limited, before its stop): a post-start undoes what the pre-stop set on the service.
+    let pre_stopped: BTreeSet<&str> = todo
+        .iter()
+        .filter_map(|(_, c)| match c {
+            Change::PreStop { workload, .. } => Some(workload.as_str()),
+            _ => None,
+        })
+        .collect();
     for (name, w) in &m.settings.workloads {
-        if !started.iter().any(|u| glob::any(&w.units, u) || w.companion_units.contains(u)) {
+        let was_started = started.iter().any(|u| glob::any(&w.units, u) || w.companion_units.contains(u));
+        let undoes_pre_stop = pre_stopped.contains(name.as_str()) && !w.post_start.is_empty();
+        if !was_started && !undoes_pre_stop {
             continue;
         }
         if let Err(e) = bring_up(m, name, w) {

@@ -12,6 +12,7 @@ mod daemon;
 mod hold;
 mod journal;
 mod prepare;
+mod search;
 mod signals;
 mod systemd;
 mod trust;
