@@ -55,12 +55,12 @@ pub struct Verdict {
     pub protected_processes: usize,
     /// Kernel threads (their root and cwd are on `/`).
     pub kernel_threads: usize,
-    /// Other processes with a file there open for writing (added in 0.2), each with the service prepare would stop
+    /// Other processes with a file there open for writing (added in 0.1, issue 25), each with the service prepare would stop
     /// under `[policy] writers = "stop"` (none: reported only).
     pub writers: Vec<Writer>,
-    /// `[policy] writers` (added in 0.2).
+    /// `[policy] writers` (added in 0.1, issue 25).
     pub writers_policy: WritersPolicy,
-    /// What ADE does to them on this distribution, with where ADE's code says so (added in 0.2).
+    /// What ADE does to them on this distribution, with where ADE's code says so (added in 0.1, issue 25).
     pub writers_ade: String,
 }
 

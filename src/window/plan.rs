@@ -180,10 +180,12 @@ pub fn writer_units(snap: &Snapshot, settings: &Settings) -> (BTreeSet<String>, 
             ));
         } else if snap.own_units.contains(u) {
             notes.push(format!("other writer {who}: {u} runs ade-prep, left running"));
-        } else if snap.units.get(u).is_some_and(|f| f.fragment_path.starts_with("/run/systemd/transient/")) {
-            // A `systemd-run` service: stopped, it is gone (systemd 219 keeps transient units in /run/systemd/system
-            // and is not told apart here; restore then warns that the unit is gone).
+        } else if snap.units.get(u).is_some_and(|f| f.transient) {
+            // A `systemd-run` service: stopped, it is gone.
             notes.push(format!("other writer {who}: {u} is transient (nothing could start it again), left running"));
+        } else if snap.units.get(u).is_some_and(|f| f.refuse_manual_stop) {
+            // auditd on RHEL 7: its stop would be refused and prepare roll back at every try.
+            notes.push(format!("other writer {who}: {u} refuses a manual stop (RefuseManualStop=yes), left running"));
         } else {
             units.insert(u.to_string());
         }
@@ -611,6 +613,8 @@ mod tests {
                 triggered_by: triggered_by.iter().map(|s| s.to_string()).collect(),
                 fragment_path: format!("/lib/systemd/system/{id}"),
                 stopped_with: vec![],
+                refuse_manual_stop: false,
+                transient: false,
             },
         )
     }
@@ -674,7 +678,9 @@ mod tests {
         user.uids = Some([1000, 1000]);
         user.cgroup = Some("/user.slice/user-1000.slice/session-3.scope".into());
         let mut transient = unit("run-r9.service", "active", &[]);
-        transient.1.fragment_path = "/run/systemd/transient/run-r9.service".into();
+        transient.1.transient = true;
+        let mut auditd = unit("auditd.service", "active", &[]);
+        auditd.1.refuse_manual_stop = true;
         let holders = || {
             vec![
                 holder(10, "mongod", Some("mongod.service")),
@@ -683,6 +689,7 @@ mod tests {
                 writing(22, "cfg", Some("cloud-final.service")),
                 writing(23, "job", Some("run-r9.service")),
                 holder(24, "reader", Some("reader.service")),
+                writing(25, "auditd", Some("auditd.service")),
             ]
         };
         let units = || {
@@ -692,6 +699,7 @@ mod tests {
                 unit("ade-writer.timer", "active", &[]),
                 unit("cloud-final.service", "active", &[]),
                 transient.clone(),
+                auditd.clone(),
             ]
         };
         let mut sn = snap(holders(), units(), &s);
@@ -726,6 +734,7 @@ mod tests {
         assert!(named(&p, "other writer pid 21 nginx (a user's process"), "{:?}", p.warnings);
         assert!(named(&p, "cloud-final.service runs ade-prep, left running"), "{:?}", p.warnings);
         assert!(named(&p, "run-r9.service is transient"), "{:?}", p.warnings);
+        assert!(named(&p, "auditd.service refuses a manual stop"), "{:?}", p.warnings);
         let text = p.to_string();
         assert!(!text.contains("other writer pid 24"), "a reader is no writer: {text}");
         assert!(!text.contains("logger (other"), "stopped, so not left alone: {text}");

@@ -23,6 +23,8 @@ fn writers_in_nspawn() {
 
 const ENABLED: &str = "ade-writer.service";
 const DISABLED: &str = "ade-writer2.service";
+const TRANSIENT: &str = "ade-writer-run.service";
+const REFUSES: &str = "ade-writer-refuses.service";
 
 /// A small service appending to a file under /var for as long as it runs (fd 3 open for writing), installed in
 /// /etc like a package's; `enable`d or not.
@@ -78,6 +80,20 @@ fn in_container_other_writers_are_named_and_under_stop_stopped_held_and_restored
     let sd = baseline(BASE);
     install_writer(ENABLED, true);
     install_writer(DISABLED, false);
+    // Two writers prepare must leave running, each named: a transient service (`systemd-run`: nothing could start
+    // it again) and one that refuses a manual stop (as auditd does on RHEL 7).
+    let script = |name: &str| {
+        format!("mkdir -p /var/lib/{name}; exec 3>>/var/lib/{name}/log; while :; do echo tick >&3; sleep 1; done")
+    };
+    let run = sh(&["systemd-run", &format!("--unit={TRANSIENT}"), "/bin/sh", "-c", &script("ade-writer-run")]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    std::fs::write(
+        format!("/etc/systemd/system/{REFUSES}"),
+        format!("[Unit]\nRefuseManualStop=yes\n[Service]\nExecStart=/bin/sh -c '{}'\n", script("ade-writer-refuses")),
+    )
+    .unwrap();
+    assert!(sh(&["systemctl", "daemon-reload"]).status.success());
+    assert!(sh(&["systemctl", "start", REFUSES]).status.success());
     let enablement = (is_enabled(ENABLED), is_enabled(DISABLED));
     assert_eq!(enablement, ("enabled".to_string(), "disabled".to_string()));
     // A user writing to a file on / (their session's process: reported, never stopped).
@@ -88,18 +104,18 @@ fn in_container_other_writers_are_named_and_under_stop_stopped_held_and_restored
     let user_pid = user.id();
     let _procs = UserProcs(vec![user]);
     wait_for("the user's writer", 10, || comm(user_pid).as_deref() == Some("sleep"));
-    let (w1, w2) = (main_pid(ENABLED), main_pid(DISABLED));
+    let (w1, w2, w3, w4) = (main_pid(ENABLED), main_pid(DISABLED), main_pid(TRANSIENT), main_pid(REFUSES));
     let mut last = Value::Null;
     for _ in 0..100 {
         last = json(&ade(&["scan", "--json"]));
         let pids: Vec<u64> =
             last["verdict"]["writers"].as_array().unwrap().iter().filter_map(|w| w["pid"].as_u64()).collect();
-        if [w1, w2, user_pid.into()].iter().all(|p| pids.contains(p)) {
+        if [w1, w2, w3, w4, user_pid.into()].iter().all(|p| pids.contains(p)) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    for p in [w1, w2, user_pid.into()] {
+    for p in [w1, w2, w3, w4, user_pid.into()] {
         writer_of(&last, p);
     }
 
@@ -137,6 +153,10 @@ fn in_container_other_writers_are_named_and_under_stop_stopped_held_and_restored
         assert!(std::fs::read_to_string(HOLD).unwrap().lines().any(|l| l == unit), "{unit} not held");
     }
     assert!(comm(user_pid).is_some(), "the user's process was ended");
+    for (unit, why) in [(TRANSIENT, "is transient"), (REFUSES, "refuses a manual stop")] {
+        assert_eq!(state(&sd, unit), "active", "{unit}: {r:?}");
+        assert!(r.stdout.contains(&format!("{unit} {why}")), "{unit} not named: {r:?}");
+    }
     // Journaled as a workload unit's stop: restore starts it because it was active.
     let journal: Value = serde_json::from_slice(&std::fs::read("/var/lib/ade-prep/state.json").unwrap()).unwrap();
     for unit in [ENABLED, DISABLED] {
@@ -164,5 +184,8 @@ fn in_container_other_writers_are_named_and_under_stop_stopped_held_and_restored
     crate::prepare::write_config(BASE);
     remove_writer(ENABLED);
     remove_writer(DISABLED);
+    let _ = sh(&["systemctl", "stop", TRANSIENT]);
+    let _ = sh(&["systemctl", "kill", REFUSES]);
+    remove_writer(REFUSES);
     let _ = std::fs::remove_dir_all(dir);
 }
