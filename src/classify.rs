@@ -175,6 +175,65 @@ pub fn holder_trusted(h: &Holder) -> Option<&'static str> {
     trusted(h.uids, h.unit.as_deref(), h.cgroup.as_deref())
 }
 
+/// The unit of a process when that unit is a system service: a `.service` whose cgroup is outside `user.slice`
+/// (systemd put the process there; no user can). A scope, a user's manager or session, or no unit: None.
+pub fn system_service<'a>(unit: Option<&'a str>, cgroup: Option<&str>) -> Option<&'a str> {
+    let u = unit.filter(|u| u.ends_with(".service"))?;
+    cgroup.is_some_and(|c| c.starts_with('/') && !in_user_slice(c)).then_some(u)
+}
+
+/// Another writer: a holder in no workload and not protected with a file on the filesystem open for writing (an fd
+/// open `O_WRONLY`/`O_RDWR`, or a shared writable mapping). ADE leaves it running until its own stop or restart
+/// (docs/design.md, "Every other writer").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Writer {
+    pub pid: i32,
+    /// `comm`, for the operator (never what decides).
+    pub comm: String,
+    /// The system service prepare stops under `[policy] writers = "stop"`; None: reported, never stopped.
+    pub unit: Option<String>,
+    /// Why it is only reported (no unit or a scope, a user's process).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_only: Option<String>,
+}
+
+/// Whether a classified holder is another writer, and which unit would stop it. Decided by the unit systemd put it
+/// in, never by its name or arguments (the trust rule): only a system service ([`system_service`]) may be stopped,
+/// and in a unit that runs users' jobs ([`USER_JOB_UNITS`]) only for root's process. A user's process holding a file
+/// open for writing is reported, never stopped.
+pub fn writer(h: &Holder, c: &Classification) -> Option<Writer> {
+    if c.class != Class::Other || h.kernel_thread || (h.writable_fds == 0 && !h.access.mmap_write) {
+        return None;
+    }
+    let w = |unit: Option<&str>, why: Option<String>| Writer {
+        pid: h.pid,
+        comm: h.comm.clone(),
+        unit: unit.map(str::to_string),
+        report_only: why,
+    };
+    match system_service(h.unit.as_deref(), h.cgroup.as_deref()) {
+        Some(u) if runs_users_jobs(u) && h.uids != Some([0, 0]) => {
+            Some(w(None, Some(format!("a user's job in {u} (not root's): its unit runs every user's jobs"))))
+        }
+        Some(u) => Some(w(Some(u), None)),
+        None => {
+            let why = match (h.unit.as_deref(), h.cgroup.as_deref()) {
+                (_, Some(c)) if in_user_slice(c) => format!("a user's process (cgroup {c})"),
+                (Some(u), _) => format!("{u} is not a system service: no unit to stop and start again"),
+                (None, _) => "in no unit".to_string(),
+            };
+            Some(w(None, Some(why)))
+        }
+    }
+}
+
+/// The writers among classified holders, in pid order.
+pub fn writers<'a>(holders: impl IntoIterator<Item = (&'a Holder, &'a Classification)>) -> Vec<Writer> {
+    let mut v: Vec<Writer> = holders.into_iter().filter_map(|(h, c)| writer(h, c)).collect();
+    v.sort_by_key(|w| w.pid);
+    v
+}
+
 /// Classifies one holder.
 pub fn classify(h: &Holder, s: &Settings) -> Classification {
     if let Some(reason) = protected_reason(h, s) {
@@ -246,6 +305,58 @@ mod tests {
     }
 
     #[test]
+    fn writers_are_named_by_their_system_service_never_by_name() {
+        let s = Settings::default();
+        let wr = |x: &Holder| writer(x, &classify(x, &s));
+        let writing = |pid, comm: &str, unit: Option<&str>| {
+            let mut x = h(pid, comm, unit);
+            x.writable_fds = 1;
+            x
+        };
+        // A system service writing to a file on /: its unit, whoever it runs as (User=www-data).
+        let mut nginx = writing(70, "nginx", Some("nginx.service"));
+        nginx.uids = Some([33, 33]);
+        assert_eq!(wr(&nginx).unwrap().unit.as_deref(), Some("nginx.service"));
+        // Writing through a shared mapping only.
+        let mut m = h(71, "lmdb", Some("cache.service"));
+        m.access.mmap_write = true;
+        assert_eq!(wr(&m).unwrap().unit.as_deref(), Some("cache.service"));
+        // Reading only: no writer.
+        assert_eq!(wr(&h(72, "nginx", Some("nginx.service"))), None);
+        // Workloads and protected holders are not "other" writers.
+        assert_eq!(wr(&writing(73, "mongod", Some("mongod.service"))), None);
+        assert_eq!(wr(&writing(74, "systemd-journal", Some("systemd-journald.service"))), None);
+        let mut k = writing(2, "kthreadd", None);
+        k.kernel_thread = true;
+        assert_eq!(wr(&k), None);
+        // A user's process, whatever it calls itself: reported, never stopped.
+        let mut user = writing(75, "nginx", Some("session-3.scope"));
+        user.uids = Some([1000, 1000]);
+        user.cgroup = Some("/user.slice/user-1000.slice/session-3.scope".into());
+        let w = wr(&user).unwrap();
+        assert_eq!(w.unit, None);
+        assert!(w.report_only.unwrap().contains("a user's process"));
+        // A unit the user named under their own manager: still the user's.
+        let mut own = writing(76, "x", Some("evil.service"));
+        own.uids = Some([1000, 1000]);
+        own.cgroup = Some("/user.slice/user-1000.slice/user@1000.service/app.slice/evil.service".into());
+        assert_eq!(wr(&own).unwrap().unit, None);
+        // A user's at job in atd.service: reported; root's job there names atd.service.
+        let mut job = writing(77, "sh", Some("atd.service"));
+        job.uids = Some([1000, 1000]);
+        assert_eq!(wr(&job).unwrap().unit, None);
+        job.uids = Some([0, 0]);
+        assert_eq!(wr(&job).unwrap().unit.as_deref(), Some("atd.service"));
+        // A system scope or no unit: nothing to stop and start again.
+        let scope = wr(&writing(78, "backup", Some("run-r1.scope"))).unwrap();
+        assert!(scope.unit.is_none() && scope.report_only.unwrap().contains("not a system service"));
+        assert_eq!(wr(&writing(79, "x", None)).unwrap().report_only.as_deref(), Some("in no unit"));
+        let all = [&nginx, &user, &h(72, "nginx", Some("nginx.service"))];
+        let cs: Vec<Classification> = all.iter().map(|x| classify(x, &s)).collect();
+        assert_eq!(writers(all.into_iter().zip(&cs)).iter().map(|w| w.pid).collect::<Vec<_>>(), [70, 75]);
+    }
+
+    #[test]
     fn builtin_workloads() {
         assert_eq!(class_of(&h(10, "dockerd", Some("docker.service"))), (Class::Workload, Some("docker".into())));
         assert_eq!(class_of(&h(11, "containerd-shim", Some("containerd.service"))).1.as_deref(), Some("docker"));
@@ -259,6 +370,17 @@ mod tests {
         assert_eq!(class_of(&j).1.as_deref(), Some("cassandra"));
         assert_eq!(class_of(&h(16, "hdbindexserver", None)).1.as_deref(), Some("sap"));
         assert_eq!(class_of(&h(17, "sapstart", Some("SAPHN1_00.service"))).1.as_deref(), Some("sap"));
+        assert_eq!(class_of(&h(18, "kubelet", Some("kubelet.service"))).1.as_deref(), Some("kubelet"));
+        // Elasticsearch and OpenSearch: by unit, or a JVM (comm java) by its main class.
+        for (unit, class) in [
+            ("elasticsearch.service", "org.elasticsearch.bootstrap.Elasticsearch"),
+            ("opensearch.service", "org.opensearch.bootstrap.OpenSearch"),
+        ] {
+            assert_eq!(class_of(&h(19, "java", Some(unit))).1.as_deref(), Some("elasticsearch"), "{unit}");
+            let mut jvm = h(19, "java", Some("search.service"));
+            jvm.cmdline = vec!["/usr/share/x/jdk/bin/java".into(), "-Xms1g".into(), class.into()];
+            assert_eq!(class_of(&jvm).1.as_deref(), Some("elasticsearch"), "{class}");
+        }
     }
 
     #[test]

@@ -61,6 +61,35 @@ pub enum StrayPolicy {
     Terminate,
 }
 
+/// What prepare does with the other writers: services in no workload and not protected that hold files on the
+/// filesystem open for writing ([`crate::classify::writer`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WritersPolicy {
+    /// Name them (scan, check, prepare's plan) and leave them to ADE.
+    #[default]
+    Report,
+    /// Stop and hold their units for the window like a workload's, and start again those that were active.
+    Stop,
+}
+
+impl fmt::Display for WritersPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WritersPolicy::Report => "report",
+            WritersPolicy::Stop => "stop",
+        })
+    }
+}
+
+/// Policies that are not a workload's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// `report` or `stop`.
+    pub writers: WritersPolicy,
+}
+
 /// A command run before a workload's units are stopped, as an argv (never a shell).
 /// `{sid}`, `{sidlower}` and `{nr}` are replaced from an SAP unit name `SAP<SID>_<NR>.service`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +204,8 @@ pub struct Protected {
 pub struct Settings {
     /// Processes holding the filesystem in no unit.
     pub stray: Stray,
+    /// The other writers.
+    pub policy: Policy,
     /// Docker specifics.
     pub docker: Docker,
     /// The encryption window.
@@ -281,6 +312,7 @@ impl Default for Settings {
     fn default() -> Self {
         let mut settings = Settings {
             stray: Stray { policy: StrayPolicy::Report, grace_secs: 0 },
+            policy: Policy { writers: WritersPolicy::Report },
             docker: Docker { stop_grace_secs: 0 },
             window: Window { timeout_hours: 0, extension_wait_secs: 0 },
             protected: Protected::default(),
@@ -301,6 +333,7 @@ impl Default for Settings {
 #[serde(deny_unknown_fields)]
 struct RawFile {
     stray: Option<RawStray>,
+    policy: Option<RawPolicy>,
     docker: Option<RawDocker>,
     window: Option<RawWindow>,
     protected: Option<RawProtected>,
@@ -352,6 +385,12 @@ struct RawStray {
     policy: Option<StrayPolicy>,
     #[serde(default, deserialize_with = "optional::<0, MAX_STOP_SECS, _>")]
     grace_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    writers: Option<WritersPolicy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -455,6 +494,9 @@ fn merge(settings: &mut Settings, raw: RawFile) {
         if let Some(v) = r.grace_secs {
             settings.stray.grace_secs = v;
         }
+    }
+    if let Some(v) = raw.policy.and_then(|r| r.writers) {
+        settings.policy.writers = v;
     }
     if let Some(r) = raw.docker {
         if let Some(v) = r.stop_grace_secs {
@@ -697,12 +739,13 @@ mod tests {
         let raw = parse_file(Path::new(BUILTIN_PATH), BUILTIN).unwrap();
         let (stray, docker, window) = (raw.stray.unwrap(), raw.docker.unwrap(), raw.window.unwrap());
         assert!(stray.policy.is_some() && stray.grace_secs.is_some());
+        assert_eq!(raw.policy.unwrap().writers, Some(WritersPolicy::Report));
         assert!(docker.stop_grace_secs.is_some());
         assert!(window.timeout_hours.is_some() && window.extension_wait_secs.is_some());
         let workloads = raw.workloads.unwrap();
         assert_eq!(
             workloads.keys().collect::<Vec<_>>(),
-            ["cassandra", "docker", "mariadb", "mongodb", "postgresql", "redis", "sap"]
+            ["cassandra", "docker", "elasticsearch", "kubelet", "mariadb", "mongodb", "postgresql", "redis", "sap"]
         );
         for (name, w) in &workloads {
             assert!(w.units.as_ref().is_some_and(|u| !u.is_empty()), "{name}");
@@ -720,6 +763,11 @@ mod tests {
         assert_eq!(
             probes,
             [
+                (
+                    "elasticsearch",
+                    "curl -sS -f http://127.0.0.1:9200/_cluster/health?wait_for_status=yellow&timeout=5s as root"
+                        .to_string()
+                ),
                 ("mariadb", "mysqladmin --silent ping as root".to_string()),
                 ("postgresql", "pg_isready -q as postgres".to_string()),
                 ("redis", "redis-cli ping as root".to_string()),
@@ -749,7 +797,7 @@ mod tests {
         write(
             d.path(),
             "etc/ade-prep/config.d/10-a.toml",
-            "[stray]\ngrace_secs = 10\n[protected]\nunits=[\"x.service\"]\n",
+            "[stray]\ngrace_secs = 10\n[protected]\nunits=[\"x.service\"]\n[policy]\nwriters = \"stop\"\n",
         );
         write(d.path(), "etc/ade-prep/config.d/30-c.conf", "not toml, ignored: not *.toml");
         write(
@@ -762,6 +810,8 @@ mod tests {
         assert_eq!(s.stray.policy, StrayPolicy::Terminate);
         assert_eq!(s.stray.grace_secs, 20);
         assert_eq!(s.protected.units, vec!["x.service".to_string()]);
+        assert_eq!(s.policy.writers, WritersPolicy::Stop);
+        assert_eq!(Settings::default().policy.writers, WritersPolicy::Report);
         assert_eq!(s.workloads["redis"].stop_timeout_secs, 30);
         assert_eq!(s.workloads["docker"].stop_timeout_secs, 120);
         // fields not given keep the earlier layer's value

@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
-use crate::classify::{classify, Class};
-use crate::config::Settings;
+use crate::classify::{classify, Class, Writer};
+use crate::config::{Settings, WritersPolicy};
 use crate::scan::{Holder, KernelUsers, Scan, Target, Unreadable};
 use crate::text::escape_controls;
 
@@ -55,6 +55,13 @@ pub struct Verdict {
     pub protected_processes: usize,
     /// Kernel threads (their root and cwd are on `/`).
     pub kernel_threads: usize,
+    /// Other processes with a file there open for writing (added in 0.1, issue 25), each with the service prepare would stop
+    /// under `[policy] writers = "stop"` (none: reported only).
+    pub writers: Vec<Writer>,
+    /// `[policy] writers` (added in 0.1, issue 25).
+    pub writers_policy: WritersPolicy,
+    /// What ADE does to them on this distribution, with where ADE's code says so (added in 0.1, issue 25).
+    pub writers_ade: String,
 }
 
 /// Why entries could not be read, for the warning.
@@ -80,8 +87,9 @@ pub struct UnreadableReport {
     pub why: Option<UnreadableWhy>,
 }
 
-/// Builds the report of a scan; `why` says why entries were unreadable (see [`unreadable_why`]).
-pub fn scan_report(scan: &Scan, settings: &Settings, why: UnreadableWhy) -> ScanReport {
+/// Builds the report of a scan; `why` says why entries were unreadable (see [`unreadable_why`]); `os_id` is
+/// os-release's `ID` (what ADE does to the other writers depends on it).
+pub fn scan_report(scan: &Scan, settings: &Settings, why: UnreadableWhy, os_id: Option<&str>) -> ScanReport {
     let processes: Vec<ProcessEntry> = scan
         .holders
         .iter()
@@ -96,7 +104,18 @@ pub fn scan_report(scan: &Scan, settings: &Settings, why: UnreadableWhy) -> Scan
             }
         })
         .collect();
-    let verdict = verdict(&processes, &scan.kernel);
+    let mut verdict = verdict(&processes, &scan.kernel);
+    let classes: Vec<crate::classify::Classification> = processes
+        .iter()
+        .map(|e| crate::classify::Classification {
+            class: e.class,
+            workload: e.workload.clone(),
+            reason: e.reason.clone(),
+        })
+        .collect();
+    verdict.writers = crate::classify::writers(scan.holders.iter().zip(&classes));
+    verdict.writers_policy = settings.policy.writers;
+    verdict.writers_ade = ade_fate(os_id).to_string();
     let count = scan.unreadable_count();
     ScanReport {
         version: 1,
@@ -140,6 +159,61 @@ pub fn verdict(processes: &[ProcessEntry], kernel: &KernelUsers) -> Verdict {
         || !kernel.swap_files.is_empty()
         || kernel.mounts_below.iter().any(|m| !moved_by_ade(m));
     v
+}
+
+/// What ADE's OS pass does to a service still running (and to any process still holding the old root), by
+/// os-release's `ID`: Ubuntu isolates rescue.target, which stops every service it does not want, and restarts the
+/// units still running (`ubuntu_2004/encryptstates/UnmountOldrootState.py:50-69`, `ubuntu_1604/...:54-73`); RHEL 7
+/// `systemctl restart`s every running service into the RAM root, before and after the unmount
+/// (`rhel_72/encryptstates/UnmountOldrootState.py:50-67`, `:79`, `:119`), where what it writes is in a tmpfs that
+/// ADE's reboot discards. Both then `kill -9` every process `fuser -vm /oldroot` lists (ubuntu_2004 `:89-120`,
+/// rhel_72 `:85-113`). Branch ade-sp-release-1.4.0.12, VMEncryption/main/oscrypto; tests/ade/FINDINGS.md item 22.
+pub fn ade_fate(os_id: Option<&str>) -> &'static str {
+    match os_id {
+        Some("ubuntu") => {
+            "ADE stops them with `systemctl rescue` (ubuntu_2004 UnmountOldrootState.py:50), then kill -9s whatever \
+             still holds the old root (:89-120)"
+        }
+        Some("rhel" | "centos") => {
+            "ADE restarts them into its RAM root (rhel_72 UnmountOldrootState.py:50-67, :79, :119), where what they \
+             write is lost at ADE's reboot, and kill -9s whatever still holds the old root (:85-113)"
+        }
+        _ => {
+            "ADE stops them with `systemctl rescue` (Ubuntu) or restarts them into its RAM root, their writes lost \
+             (RHEL/CentOS 7), then kill -9s whatever still holds the old root (UnmountOldrootState.py)"
+        }
+    }
+}
+
+/// One writer for the operator: `UNIT (pid N)` or `pid N COMM (why reported only)`.
+pub fn describe_writer(w: &Writer) -> String {
+    match (&w.unit, &w.report_only) {
+        (Some(u), _) => format!("{} (pid {})", escape_controls(u), w.pid),
+        (None, why) => format!(
+            "pid {} {} ({})",
+            w.pid,
+            escape_controls(&w.comm),
+            why.as_deref().map(escape_controls).unwrap_or_default()
+        ),
+    }
+}
+
+/// The writers' line of the verdict and of `check`: who, what ADE does, what ade-prep does.
+pub fn writers_text(writers: &[Writer], policy: WritersPolicy, ade: &str) -> String {
+    let names: Vec<String> = writers.iter().map(describe_writer).collect();
+    let stoppable = writers.iter().any(|w| w.unit.is_some());
+    let ours = match policy {
+        WritersPolicy::Report => {
+            "[policy] writers = \"report\": ade-prep leaves them to ADE (\"stop\" has prepare \
+                                  stop and hold their units and restore start them again)"
+        }
+        WritersPolicy::Stop if stoppable => {
+            "[policy] writers = \"stop\": prepare stops and holds their units (those named by a unit) and restore \
+             starts again those that were active"
+        }
+        WritersPolicy::Stop => "[policy] writers = \"stop\", but none runs in a system service prepare can stop",
+    };
+    format!("{} other writer(s) with files open for writing: {}; {ade}; {ours}", writers.len(), some_of(&names, 8))
 }
 
 /// The API filesystems ADE moves to its RAM root after its pivot_root, with everything mounted below them
@@ -218,6 +292,9 @@ pub fn verdict_text(r: &ScanReport) -> String {
             v.other_processes,
             some_of(&of(Class::Other), 5)
         );
+    }
+    if !v.writers.is_empty() {
+        let _ = writeln!(o, "  - {}", writers_text(&v.writers, v.writers_policy, &v.writers_ade));
     }
     if !r.kernel.swap_files.is_empty() {
         let _ = writeln!(o, "  - {} swap file(s) on it (ADE runs swapoff -a first)", r.kernel.swap_files.len());
@@ -355,15 +432,17 @@ mod tests {
         let mut kworker = holder(9, "kworker/0:1", None);
         kworker.kernel_thread = true;
         kworker.cmdline.clear();
+        let mut writer = holder(900, "python3", Some("nginx.service"));
+        writer.writable_fds = 2;
         let holders = vec![
             holder(1, "systemd", Some("init.scope")),
             kthread,
             kworker,
             holder(812, "dockerd", Some("docker.service")),
-            holder(900, "python3", Some("nginx.service")),
+            writer,
             holder(901, "evil\x1b[2J", None),
         ];
-        scan_report(&Scan::from_holders(Path::new("/"), holders), &Settings::default(), UnreadableWhy::Other)
+        scan_report(&Scan::from_holders(Path::new("/"), holders), &Settings::default(), UnreadableWhy::Other, None)
     }
 
     #[test]
@@ -390,6 +469,14 @@ mod tests {
                 other_processes: 2,
                 protected_processes: 1,
                 kernel_threads: 2,
+                writers: vec![Writer {
+                    pid: 900,
+                    comm: "python3".into(),
+                    unit: Some("nginx.service".into()),
+                    report_only: None
+                }],
+                writers_policy: WritersPolicy::Report,
+                writers_ade: ade_fate(None).into(),
             }
         );
     }
@@ -402,6 +489,10 @@ mod tests {
         assert_eq!(lines[1], "verdict: ADE's unmount of / would meet holders:");
         assert!(lines[2].contains("1 workload process(es) (docker) that prepare would stop, through docker.service"));
         assert!(lines[3].contains("2 other process(es)") && lines[3].contains("pid 900 python3"), "{t}");
+        assert!(
+            lines[4].starts_with("  - 1 other writer(s) with files open for writing: nginx.service (pid 900); "),
+            "{t}"
+        );
         assert!(!t.contains("kworker"), "{t}");
         assert!(t.contains("      2 kernel threads (protected"), "{t}");
         assert!(!t.contains('\x1b') && t.contains("evil\\e[2J"), "{t}");
@@ -410,6 +501,29 @@ mod tests {
         assert!(row("812") < row("900") && row("900") < row("901") && row("901") < row("1"), "{t}");
         let all = scan_text(&r, true);
         assert!(all.contains("[kworker/0:1]") && !all.contains("kernel threads (protected"), "{all}");
+    }
+
+    #[test]
+    fn writers_are_named_with_what_ade_does_here_and_what_the_policy_does() {
+        let w = |pid, unit: Option<&str>| Writer {
+            pid,
+            comm: "x".into(),
+            unit: unit.map(Into::into),
+            report_only: unit.is_none().then(|| "a user's process (cgroup /user.slice/u)".into()),
+        };
+        let ws = [w(900, Some("nginx.service")), w(901, None)];
+        let ubuntu = writers_text(&ws, WritersPolicy::Report, ade_fate(Some("ubuntu")));
+        assert_eq!(
+            ubuntu,
+            "2 other writer(s) with files open for writing: nginx.service (pid 900), pid 901 x (a user's process \
+             (cgroup /user.slice/u)); ADE stops them with `systemctl rescue` (ubuntu_2004 UnmountOldrootState.py:50), \
+             then kill -9s whatever still holds the old root (:89-120); [policy] writers = \"report\": ade-prep \
+             leaves them to ADE (\"stop\" has prepare stop and hold their units and restore start them again)"
+        );
+        let rhel = writers_text(&ws, WritersPolicy::Stop, ade_fate(Some("centos")));
+        assert!(rhel.contains("restarts them into its RAM root") && rhel.contains("lost at ADE's reboot"), "{rhel}");
+        assert!(rhel.contains("prepare stops and holds their units"), "{rhel}");
+        assert!(writers_text(&ws[1..], WritersPolicy::Stop, "").contains("none runs in a system service"));
     }
 
     #[test]

@@ -37,6 +37,11 @@ pub struct Access {
     pub root: bool,
     /// m: memory-mapped file (or shared library); only looked for when `exe` is false, as fuser shows it.
     pub mmap: bool,
+    /// A shared writable mapping of a file on the filesystem (`rw-s` in maps: writes reach the file without a
+    /// `write`): looked for only in a process of a system service with no fd open for writing there (see
+    /// [`crate::classify::writer`]); fuser has no letter for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mmap_write: bool,
 }
 
 impl Access {
@@ -399,7 +404,9 @@ fn gone(e: Errno) -> bool {
     matches!(e, Errno::ENOENT | Errno::ESRCH)
 }
 
-fn walk_one(proc_fd: &OwnedFd, pid: i32, dev: u64, out: &mut Partial) {
+/// `mnt_ids`: the mounts of the filesystem (every mountinfo line with its device), by which an fd open for writing on
+/// a regular file that reports another device is attributed (see [`fd_mount`]).
+fn walk_one(proc_fd: &OwnedFd, pid: i32, dev: u64, mnt_ids: &[u32], out: &mut Partial) {
     let name = pid.to_string();
     let dirfd = match nix::fcntl::openat(
         proc_fd.as_fd(),
@@ -449,6 +456,17 @@ fn walk_one(proc_fd: &OwnedFd, pid: i32, dev: u64, out: &mut Partial) {
                             }
                         }
                     }
+                    // A regular file reporting another device, open for writing: on an overlayfs root (or a btrfs
+                    // subvolume) a file's st_dev is its layer's, not the mount's; the mount it was opened through
+                    // (fdinfo's mnt_id) says whether it pins the filesystem. Read only for these few fds.
+                    Ok(st) if !mnt_ids.is_empty() && st.st_mode & libc::S_IFMT == libc::S_IFREG => {
+                        let writable = fstatat(&fd_dir, fname, AtFlags::AT_SYMLINK_NOFOLLOW)
+                            .is_ok_and(|l| l.st_mode & libc::S_IWUSR != 0);
+                        if writable && fd_mount(&dirfd, fname).is_some_and(|id| mnt_ids.contains(&id)) {
+                            fds += 1;
+                            wfds += 1;
+                        }
+                    }
                     Ok(_) => {}
                     Err(e) if gone(e) => {}
                     Err(e) => {
@@ -482,22 +500,55 @@ fn walk_one(proc_fd: &OwnedFd, pid: i32, dev: u64, out: &mut Partial) {
     }
     if acc.any() {
         // A process that exits before its details are read is skipped, as one that exits mid-walk.
-        if let Some(h) = details(&dirfd, &Hit { pid, uid, access: acc, fds, writable_fds: wfds }) {
+        if let Some(mut h) = details(&dirfd, &Hit { pid, uid, access: acc, fds, writable_fds: wfds }) {
+            // A system service's process that writes through a shared mapping only: maps read again, for these
+            // few (every other process skips it, as fuser's `m` does when `e` is there).
+            if wfds == 0 && crate::classify::system_service(h.unit.as_deref(), h.cgroup.as_deref()).is_some() {
+                h.access.mmap_write = read_at(&dirfd, c"maps").is_ok_and(|t| maps_write_hit(&t, dev));
+            }
             out.holders.push(h);
         }
     }
 }
 
+/// The mount an fd was opened through: `mnt_id:` of `/proc/PID/fdinfo/FD` (Linux 3.15 and later; None before, or
+/// when it cannot be read).
+fn fd_mount(dirfd: &OwnedFd, fd: &CStr) -> Option<u32> {
+    let mut path = b"fdinfo/".to_vec();
+    path.extend_from_slice(fd.to_bytes());
+    let path = std::ffi::CString::new(path).ok()?;
+    parse_fdinfo_mnt_id(&read_at(dirfd, &path).ok()?)
+}
+
+/// `mnt_id:` of fdinfo text.
+fn parse_fdinfo_mnt_id(text: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(text).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("mnt_id:"))?.trim().parse().ok()
+}
+
 /// True when a line of maps text is a mapping of a file on `dev`.
 fn maps_hit(text: &[u8], dev: u64) -> bool {
+    maps_any(text, dev, |_| true)
+}
+
+/// True when a line of maps text is a shared writable mapping (`rw-s`, `-w-s`) of a file on `dev`: its stores
+/// reach the file (a private one, `rw-p`, is copy-on-write and never does).
+fn maps_write_hit(text: &[u8], dev: u64) -> bool {
+    maps_any(text, dev, |perms| perms.get(1) == Some(&b'w') && perms.get(3) == Some(&b's'))
+}
+
+fn maps_any(text: &[u8], dev: u64, perms_ok: impl Fn(&[u8]) -> bool) -> bool {
     let (maj, min) = (libc::major(dev), libc::minor(dev));
     for line in text.split(|&b| b == b'\n') {
         // address perms offset dev inode path
         let mut f = line.split(|&b| b == b' ').filter(|s| !s.is_empty());
-        let (Some(_), Some(_), Some(_), Some(d), Some(inode)) = (f.next(), f.next(), f.next(), f.next(), f.next())
+        let (Some(_), Some(perms), Some(_), Some(d), Some(inode)) = (f.next(), f.next(), f.next(), f.next(), f.next())
         else {
             continue;
         };
+        if !perms_ok(perms) {
+            continue;
+        }
         if inode == b"0" {
             continue;
         }
@@ -687,6 +738,8 @@ impl ProcessTable for ProcFs {
     fn scan(&self, path: &Path) -> Result<Scan, ScanError> {
         let (target, mounts) = self.target(path)?;
         let kernel = self.kernel_users(&target, &mounts);
+        let mnt_ids: Vec<u32> =
+            mounts.iter().filter(|m| makedev(m.dev.0, m.dev.1) == target.dev).map(|m| m.id).collect();
         let perr = |source| ScanError::Proc { path: self.proc_root.clone(), source };
         let proc_fd =
             nix::fcntl::open(&self.proc_root, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
@@ -707,7 +760,7 @@ impl ProcessTable for ProcFs {
                             break;
                         }
                         for &pid in &pids[i..(i + 16).min(pids.len())] {
-                            walk_one(&proc_fd, pid, target.dev, &mut part);
+                            walk_one(&proc_fd, pid, target.dev, &mnt_ids, &mut part);
                         }
                     }
                     let mut m = merged.lock().unwrap_or_else(|p| p.into_inner());
@@ -839,7 +892,7 @@ mod tests {
 
     #[test]
     fn codes_follow_fuser() {
-        let a = Access { file: true, file_write: true, root: true, cwd: true, exe: true, mmap: true };
+        let a = Access { file: true, file_write: true, root: true, cwd: true, exe: true, mmap: true, mmap_write: true };
         assert_eq!(a.codes(), "Frce");
         let b = Access { file: true, mmap: true, ..Default::default() };
         assert_eq!(b.codes(), "fm");
@@ -869,11 +922,45 @@ mod tests {
     }
 
     #[test]
+    fn fdinfo_names_the_mount_an_fd_was_opened_through() {
+        assert_eq!(parse_fdinfo_mnt_id(b"pos:\t0\nflags:\t0100002\nmnt_id:\t24\nino:\t3\n"), Some(24));
+        assert_eq!(parse_fdinfo_mnt_id(b"pos:\t0\nflags:\t0100002\n"), None, "before Linux 3.15");
+    }
+
+    #[test]
+    fn an_fd_open_for_writing_on_an_overlay_root_is_attributed_by_its_mount() {
+        // This test's own fd on a file of the folder's filesystem, open for writing: found through the mount ids of
+        // the filesystem even when the device given to the walk is another (as an overlay's layers report).
+        let d = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(d.path().join("w")).unwrap();
+        let fs = ProcFs::new("/proc");
+        let (target, mounts) = fs.target(d.path()).unwrap();
+        let ids: Vec<u32> = mounts.iter().filter(|m| makedev(m.dev.0, m.dev.1) == target.dev).map(|m| m.id).collect();
+        let proc_fd = nix::fcntl::open("/proc", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        let me = std::process::id() as i32;
+        let walk = |dev: u64, ids: &[u32]| {
+            let mut part = Partial::default();
+            walk_one(&proc_fd, me, dev, ids, &mut part);
+            part.holders.into_iter().next().map_or(0, |h| h.writable_fds)
+        };
+        let other_dev = libc::makedev(4095, 4095);
+        assert!(walk(target.dev, &[]) >= 1, "by its device");
+        assert_eq!(walk(other_dev, &[]), 0, "another device, no mount ids: not attributed");
+        assert!(walk(other_dev, &ids) >= 1, "another device, the mount it was opened through: attributed");
+        drop(f);
+    }
+
+    #[test]
     fn maps_device_field_is_matched_in_hex() {
         let dev = libc::makedev(0xfe, 0x1);
         let text = b"55d0-55d1 r--p 00000000 fe:01 1234 /usr/bin/x\n";
         assert!(maps_hit(text, dev));
         assert!(!maps_hit(b"55d0-55d1 r--p 00000000 fe:02 1234 /x\n", dev));
         assert!(!maps_hit(b"55d0-55d1 rw-p 00000000 00:00 0 \n", libc::makedev(0, 0)));
+        // Only a shared writable mapping of a file there writes to it.
+        assert!(maps_write_hit(b"7f00-7f01 rw-s 00000000 fe:01 99 /var/lib/x/db.mmap\n", dev));
+        assert!(!maps_write_hit(b"7f00-7f01 rw-p 00000000 fe:01 99 /usr/lib/libc.so\n", dev), "private: copy on write");
+        assert!(!maps_write_hit(b"7f00-7f01 r--s 00000000 fe:01 99 /var/lib/x/ro\n", dev), "read-only");
+        assert!(!maps_write_hit(b"7f00-7f01 rw-s 00000000 fe:02 99 /data/x\n", dev), "another device");
     }
 }

@@ -121,6 +121,10 @@ pub struct Inputs {
     pub selinux: Selinux,
     /// Workload processes holding `/`.
     pub workloads: Input<Vec<WorkloadHolder>>,
+    /// The other writers of `/` (from the same scan; set by [`super::check_machine`], not read by [`gather`]).
+    pub writers: Input<Vec<crate::classify::Writer>>,
+    /// `[policy] writers`.
+    pub writers_policy: crate::config::WritersPolicy,
     /// ade-prep's hold list left with no window open (None: no list, or a window is open).
     pub stale_hold: Input<Option<StaleHold>>,
     /// ADE's data-volume selection and what judging it needs ([`gather_volumes`]).
@@ -366,6 +370,8 @@ pub fn gather(paths: &Paths, agent: &dyn AgentVersion, workloads: Input<Vec<Work
         ade_markers: list_dir(&ade_dir.join(ADE_MARKERS_DIR)),
         os_encrypted,
         workloads,
+        writers: Err("not read (the scan is check_machine's)".into()),
+        writers_policy: Default::default(),
         stale_hold: read_stale_hold(paths),
         volumes: VolumeInputs::not_read("data volumes not read (lsblk is run by check_machine)"),
         packages: super::packages::gather(paths),

@@ -32,6 +32,11 @@ pub use inputs::{
 };
 pub use volumes::VolumeInputs;
 
+/// os-release's `ID` (lowercase), None when the text has none.
+pub fn os_id(os_release: &str) -> Option<String> {
+    distro::parse_os_release(os_release).ok().map(|d| d.id)
+}
+
 /// The distribution and version against ADE's behaviour.
 pub const DISTRO: &str = "distro";
 /// MemTotal against the extension's threshold.
@@ -54,6 +59,8 @@ pub const DATA_VOLUMES: &str = "data-volumes";
 pub const SELINUX: &str = "selinux";
 /// Workloads holding `/`.
 pub const WORKLOADS: &str = "workloads";
+/// Other services writing to files on `/`.
+pub const WRITERS: &str = "writers";
 /// Other extension handlers running.
 pub const EXTENSIONS: &str = "extensions";
 /// An ADE operation already under way.
@@ -84,6 +91,7 @@ pub const ALL_IDS: &[&str] = &[
     DATA_VOLUMES,
     SELINUX,
     WORKLOADS,
+    WRITERS,
     EXTENSIONS,
     ADE_OPERATION,
     ENCRYPTION_STATUS,
@@ -208,6 +216,12 @@ pub fn run(inp: &Inputs) -> Report {
         volumes::data_volumes(&inp.volumes, &inp.mounts),
         window::selinux(&inp.selinux, flow),
         window::workloads(&inp.workloads, flow),
+        window::writers(
+            &inp.writers,
+            inp.writers_policy,
+            inp.os_release.as_ref().ok().and_then(|t| os_id(t)).as_deref(),
+            flow,
+        ),
         agent::extensions(&inp.processes),
         ade::with_stale_hold(
             ade::ade_operation(&inp.ade_queue, &inp.ade_markers, &inp.processes, &inp.mounts, inp.os_encrypted),
@@ -239,11 +253,15 @@ pub fn run(inp: &Inputs) -> Report {
 /// the root filesystem classified with `settings`; the guest agent's version from `agent` when no
 /// `-run-exthandlers` process names it.
 pub fn check_machine(paths: &Paths, settings: &Settings, agent: &dyn AgentVersion) -> Report {
-    let workloads = ProcFs::new(paths.proc())
-        .scan(paths.root())
-        .map(|s| workload_holders(&s, settings))
-        .map_err(|e| format!("scanning {}: {e}", paths.root().display()));
+    let scan =
+        ProcFs::new(paths.proc()).scan(paths.root()).map_err(|e| format!("scanning {}: {e}", paths.root().display()));
+    let workloads = scan.as_ref().map(|s| workload_holders(s, settings)).map_err(String::clone);
     let mut inputs = gather(paths, agent, workloads);
+    inputs.writers = scan.map(|s| {
+        let classes: Vec<_> = s.holders.iter().map(|h| crate::classify::classify(h, settings)).collect();
+        crate::classify::writers(s.holders.iter().zip(&classes))
+    });
+    inputs.writers_policy = settings.policy.writers;
     inputs.volumes = if paths.is_system() {
         inputs::gather_volumes(paths, &crate::runner::RealRunner, &inputs.ade_state)
     } else {
@@ -317,6 +335,8 @@ pub(crate) mod tests {
             ade_state: err(reason),
             selinux: Selinux { path: "/sys/fs/selinux/enforce".into(), enforce: err(reason) },
             workloads: err(reason),
+            writers: err(reason),
+            writers_policy: Default::default(),
             stale_hold: err(reason),
             volumes: VolumeInputs::not_read(reason),
             packages: packages::PackageFacts { dpkg: err(reason), rpm: err(reason), pythons: Default::default() },

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use crate::selinux::{parse_enforce, Mode};
 
-use super::{Check, Flow, Input, Selinux, Status, WorkloadHolder, BACKUP, SELINUX, WORKLOADS};
+use super::{Check, Flow, Input, Selinux, Status, WorkloadHolder, BACKUP, SELINUX, WORKLOADS, WRITERS};
+use crate::classify::Writer;
+use crate::config::WritersPolicy;
 
 const SELINUX_TITLE: &str = "SELinux not enforcing";
 const SELINUX_FIX: &str = "Let `ade-prep prepare` switch SELinux to permissive for the encryption (it restores \
@@ -15,6 +17,11 @@ const WORKLOADS_TITLE: &str = "no workload holding /";
 const WORKLOADS_FIX: &str = "Run `ade-prep prepare` (or stop these services yourself) before enabling encryption: ADE \
     cannot stop SAP, MongoDB, Cassandra, Docker and similar workloads, and their open files keep / from being \
     unmounted; prepare restarts them once encryption is done.";
+
+const WRITERS_TITLE: &str = "no other service writing to /";
+const WRITERS_FIX: &str = "Stop these services yourself before enabling encryption (and start them again once it is \
+    done), or set [policy] writers = \"stop\" in /etc/ade-prep/config.toml to have prepare stop and hold them for the \
+    window and restore start them again. A process of a user is never stopped by ade-prep: end it yourself.";
 
 const BACKUP_TITLE: &str = "snapshot or backup first";
 const BACKUP_FIX: &str = "Take a snapshot or backup of the VM's disks right before enabling encryption, and restore \
@@ -79,6 +86,20 @@ pub fn workloads(w: &Input<Vec<WorkloadHolder>>, flow: Flow) -> Check {
     mk(Status::Warn, parts.join("; "))
 }
 
+/// Other services writing to files on `/` warn, naming them (unit and pid), what ADE does to them on this
+/// distribution (`os_id`, os-release's ID) and what ade-prep does under `policy`.
+pub fn writers(w: &Input<Vec<Writer>>, policy: WritersPolicy, os_id: Option<&str>, flow: Flow) -> Check {
+    let mk = |r, e: String| Check::new(WRITERS, WRITERS_TITLE, WRITERS_FIX, r, e);
+    if flow == Flow::Online {
+        return mk(Status::NotApplicable, ONLINE.into());
+    }
+    match w {
+        Err(e) => mk(Status::Unknown, e.clone()),
+        Ok(w) if w.is_empty() => mk(Status::Pass, "no other process holds a file on / open for writing".into()),
+        Ok(w) => mk(Status::Warn, crate::report::writers_text(w, policy, crate::report::ade_fate(os_id))),
+    }
+}
+
 /// The reminder to snapshot or back up, always shown.
 pub fn backup(flow: Flow) -> Check {
     let e = match flow {
@@ -130,5 +151,20 @@ mod tests {
         assert_eq!(workloads(&Err("scan".into()), Flow::Unmount).result, Status::Unknown);
         assert_eq!(workloads(&Err("scan".into()), Flow::Online).result, Status::NotApplicable);
         assert_eq!(backup(Flow::Unmount).result, Status::Info);
+    }
+
+    #[test]
+    fn writers_are_named_with_what_ade_does_on_this_distribution() {
+        let w =
+            vec![Writer { pid: 41, comm: "logger".into(), unit: Some("ade-writer.service".into()), report_only: None }];
+        let c = writers(&Ok(w.clone()), WritersPolicy::Report, Some("rhel"), Flow::Unmount);
+        assert_eq!(c.result, Status::Warn);
+        assert!(c.evidence.starts_with("1 other writer(s) with files open for writing: ade-writer.service (pid 41); "));
+        assert!(c.evidence.contains("restarts them into its RAM root"), "{}", c.evidence);
+        let u = writers(&Ok(w.clone()), WritersPolicy::Stop, Some("ubuntu"), Flow::Unmount);
+        assert!(u.evidence.contains("systemctl rescue") && u.evidence.contains("prepare stops"), "{}", u.evidence);
+        assert_eq!(writers(&Ok(vec![]), WritersPolicy::Report, None, Flow::Unmount).result, Status::Pass);
+        assert_eq!(writers(&Ok(w), WritersPolicy::Report, None, Flow::Online).result, Status::NotApplicable);
+        assert_eq!(writers(&Err("scan".into()), WritersPolicy::Report, None, Flow::Unmount).result, Status::Unknown);
     }
 }

@@ -24,7 +24,8 @@ pub fn scan_report(paths: &Paths, settings: &Settings, mount: &Path) -> anyhow::
     existing(mount)?;
     let scan = ProcFs::new(paths.proc()).scan(mount)?;
     let why = report::unreadable_why(is_root(), scan.unreadable_count() > 0 && in_container(paths));
-    Ok(report::scan_report(&scan, settings, why))
+    let os_id = std::fs::read_to_string(paths.os_release()).ok().and_then(|t| crate::checks::os_id(&t));
+    Ok(report::scan_report(&scan, settings, why, os_id.as_deref()))
 }
 
 /// Prints the holders of `mount`: every process with `all`, kernel threads folded into one line otherwise.

@@ -190,6 +190,12 @@ pub struct UnitInfo {
     /// A service's start timeout (TimeoutStartUSec) in µs; None when it has none (infinity) or is no service.
     #[serde(default)]
     pub timeout_start_usec: Option<u64>,
+    /// `RefuseManualStop=yes`: systemd refuses `systemctl stop` (auditd on RHEL 7).
+    #[serde(default)]
+    pub refuse_manual_stop: bool,
+    /// Created at runtime (`systemd-run`, a scope): gone once stopped, nothing can start it again.
+    #[serde(default)]
+    pub transient: bool,
 }
 
 impl UnitInfo {

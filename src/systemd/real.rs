@@ -288,6 +288,8 @@ impl ServiceManager for Systemd {
             consists_of: p.strings("ConsistsOf")?,
             after: p.strings("After")?,
             before: p.strings("Before")?,
+            refuse_manual_stop: p.opt_bool("RefuseManualStop")?.unwrap_or(false),
+            transient: p.opt_bool("Transient")?.unwrap_or(false),
             ..UnitInfo::default()
         };
         // ControlGroup, KillMode, MainPID and Restart live on the type's own interface (in 219 as in 252).
@@ -381,6 +383,9 @@ impl Props<'_> {
     }
     fn opt_string(&self, key: &str) -> Result<Option<String>, SystemdError> {
         self.opt::<String>(key)
+    }
+    fn opt_bool(&self, key: &str) -> Result<Option<bool>, SystemdError> {
+        self.opt::<bool>(key)
     }
     fn opt_u32(&self, key: &str) -> Result<Option<u32>, SystemdError> {
         self.opt::<u32>(key)

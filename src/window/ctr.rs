@@ -21,6 +21,16 @@ use crate::runner::{RunError, Runner};
 /// Docker's namespace: its containers are stopped and started with the docker CLI, never here.
 pub const DOCKER_NAMESPACE: &str = "moby";
 
+/// containerd's CRI plugin's namespace: kubelet's pods. Their containers are created and started through the CRI;
+/// a `ctr task start` behind it would run a pod's container again without kubelet (and the CRI's own record of it).
+pub const CRI_NAMESPACE: &str = "k8s.io";
+
+/// Whether restore leaves a stopped task to kubelet instead of starting it again: the CRI's namespace. kubelet, once
+/// started again, finds its pods' containers exited and recreates them through the CRI, as after a node's reboot.
+pub fn left_to_kubelet(t: &Task) -> bool {
+    t.namespace == CRI_NAMESPACE
+}
+
 /// How long one `ctr` command may take.
 const CTR_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a task has to end after SIGKILL.
@@ -249,6 +259,15 @@ mod tests {
         assert_eq!(running_tasks(&r).unwrap(), [t("default", "a", "running"), t("demo", "b", "paused")]);
         let calls: Vec<String> = r.calls.borrow().iter().map(|c| c.join(" ")).collect();
         assert!(!calls.iter().any(|c| c.contains("-n moby")), "{calls:?}");
+    }
+
+    #[test]
+    fn only_the_cri_namespaces_tasks_are_left_to_kubelet() {
+        let t = |ns: &str| Task { namespace: ns.into(), id: "x".into(), state: "running".into() };
+        assert!(left_to_kubelet(&t("k8s.io")));
+        for ns in ["default", "demo", "k8s", "k8s.io.x", "buildkit"] {
+            assert!(!left_to_kubelet(&t(ns)), "{ns}");
+        }
     }
 
     #[test]

@@ -839,6 +839,32 @@ mod tests {
     }
 
     #[test]
+    fn kubelets_pods_are_stopped_with_containerds_tasks_and_left_to_kubelet_by_restore() {
+        let mut w = World::new(docker_systemd());
+        w.runner = FakeRunner::default().with_task("k8s.io", "pod-a", "RUNNING").with_task("demo", "web", "RUNNING");
+        let (r, _) = w.prepare(docker_holders());
+        r.unwrap();
+        assert_eq!(w.runner.task("k8s.io", "pod-a"), None, "stopped and deleted with containerd's tasks");
+        let mut j = Journal::resume(FileStore::at(w.dir.path().join("state.json"))).unwrap().unwrap();
+        let r = w.restore(&mut j);
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+        assert_eq!(w.runner.task("demo", "web").as_deref(), Some("RUNNING"), "containerd's own: started again");
+        assert_eq!(w.runner.task("k8s.io", "pod-a"), None, "kubelet's: never started by ctr");
+        let calls: Vec<String> = w.runner.calls.borrow().iter().map(|c| c.join(" ")).collect();
+        assert!(!calls.iter().any(|c| c.starts_with("ctr -n k8s.io task start")), "{calls:?}");
+        let pods: Vec<(Status, Option<String>)> = j
+            .record()
+            .entries
+            .iter()
+            .filter(|e| matches!(&e.change, Change::StopTask { namespace, .. } if namespace == "k8s.io"))
+            .map(|e| (e.status, e.note.clone()))
+            .collect();
+        assert_eq!(pods.len(), 1, "{pods:?}");
+        assert_eq!(pods[0].0, Status::Undone, "nothing left to undo: the window closes");
+        assert_eq!(j.record().phase, Phase::Closed);
+    }
+
+    #[test]
     fn a_task_that_cannot_be_started_is_named_and_the_window_stays_open() {
         let mut w = World::new(docker_systemd());
         w.runner = FakeRunner { fail_when: vec!["task start".into()], ..ctr_runner() };
@@ -977,6 +1003,55 @@ mod tests {
         );
         assert_eq!(calls, [ask]);
         assert_eq!(w.active("redis-server.service"), "active");
+    }
+
+    #[test]
+    fn elasticsearch_allocation_is_limited_and_flushed_before_the_stop_and_restored_after_the_start_or_the_rollback() {
+        let sd = || FakeSystemd::new().with_unit(service("elasticsearch.service", "active"));
+        let es = || {
+            let mut h = holder(80, "java", Some("elasticsearch.service"));
+            h.cmdline = vec![
+                "/usr/share/elasticsearch/jdk/bin/java".into(),
+                "org.elasticsearch.bootstrap.Elasticsearch".into(),
+            ];
+            vec![h]
+        };
+        let calls = |w: &World, from: usize| -> Vec<String> {
+            w.runner.calls.borrow()[from..].iter().map(|a| a.join(" ")).collect()
+        };
+        let settings = "curl -sS -f -X PUT -H Content-Type: application/json -d";
+        let primaries = format!(
+            "{settings} {{\"persistent\":{{\"cluster.routing.allocation.enable\":\"primaries\"}}}} \
+             http://127.0.0.1:9200/_cluster/settings"
+        );
+        let flush = "curl -sS -f -X POST http://127.0.0.1:9200/_flush".to_string();
+        let back = "curl -sS -f --retry 30 --retry-delay 2 -X PUT -H Content-Type: application/json -d \
+                    {\"persistent\":{\"cluster.routing.allocation.enable\":null}} \
+                    http://127.0.0.1:9200/_cluster/settings"
+            .to_string();
+        let health = "curl -sS -f http://127.0.0.1:9200/_cluster/health?wait_for_status=yellow&timeout=5s".to_string();
+
+        // The window: allocation limited, flush, stop; after the start, allocation back, then health not red.
+        let w = World::new(sd());
+        let (r, mut j) = w.prepare(es());
+        r.unwrap();
+        assert_eq!(calls(&w, 0), [primaries.clone(), flush.clone()]);
+        assert_eq!(w.active("elasticsearch.service"), "inactive");
+        let before = w.runner.calls.borrow().len();
+        let r = w.restore(&mut j);
+        assert!(r.failed.is_empty() && r.not_ready.is_empty(), "{r:?}");
+        assert_eq!(calls(&w, before), [back.clone(), health.clone()]);
+        assert_eq!(w.active("elasticsearch.service"), "active");
+
+        // The flush fails: nothing is stopped, and the rollback sets allocation back although the node never
+        // stopped (else the cluster would stay limited to primaries).
+        let mut w = World::new(sd());
+        w.runner.fail_when = vec!["_flush".into()];
+        let (r, _) = w.prepare(es());
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(e.contains("rolled back"), "{e}");
+        assert_eq!(w.active("elasticsearch.service"), "active");
+        assert_eq!(calls(&w, 0), [primaries, flush, back, health], "allocation set back by the rollback");
     }
 
     #[test]

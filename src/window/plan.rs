@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::classify::Class;
-use crate::config::{PreStop, Settings, StrayPolicy};
+use crate::config::{PreStop, Settings, StrayPolicy, WritersPolicy};
 use crate::glob;
 use crate::scan::Holder;
 use crate::systemd::UnitKind;
@@ -149,14 +149,62 @@ fn uses_placeholders(p: &PreStop) -> bool {
     p.argv.iter().chain(std::iter::once(&p.user)).any(|a| a.contains("{sid") || a.contains("{nr}"))
 }
 
+/// The name the plan gives the other writers' units where a workload's name goes (`[policy] writers = "stop"`): no
+/// workload of the catalogue can have it (a TOML key with parentheses must be quoted).
+pub const WRITERS: &str = "(other writers)";
+
+/// The catalogue's kubelet entry: its units are stopped in a wave of their own before the containers and containerd's
+/// tasks (and so before containerd): a running kubelet sees its pods' containers end and starts them again through
+/// the CRI while prepare stops them (docs/workloads.md).
+pub const KUBELET: &str = "kubelet";
+
+/// How long prepare waits for a writer's unit to stop: its own TimeoutStopSec (systemd's default 90 s) then decides;
+/// this bound only keeps a stop that systemd never ends from holding prepare for ever.
+pub const WRITER_STOP_TIMEOUT_SECS: u64 = 300;
+
+/// The other writers' units prepare stops under `[policy] writers = "stop"` (none under "report"), and what it says
+/// of every other writer: each named, with why it is left running when it is. Pure: [`crate::classify::writer`]
+/// decided who writes and which system service runs it; here only what prepare may do with that service.
+pub fn writer_units(snap: &Snapshot, settings: &Settings) -> (BTreeSet<String>, Vec<String>) {
+    let writers = crate::classify::writers(snap.holders.iter().map(|(h, c)| (h, c)));
+    let (mut units, mut notes) = (BTreeSet::new(), vec![]);
+    for w in writers {
+        let who = crate::report::describe_writer(&w);
+        let Some(u) = w.unit.as_deref() else {
+            notes.push(format!("other writer {who}: never stopped by ade-prep, left to ADE"));
+            continue;
+        };
+        if settings.policy.writers == WritersPolicy::Report {
+            notes.push(format!(
+                "other writer {who}: left to ADE ([policy] writers = \"report\"; \"stop\" would stop and hold {u})"
+            ));
+        } else if snap.own_units.contains(u) {
+            notes.push(format!("other writer {who}: {u} runs ade-prep, left running"));
+        } else if snap.units.get(u).is_some_and(|f| f.transient) {
+            // A `systemd-run` service: stopped, it is gone.
+            notes.push(format!("other writer {who}: {u} is transient (nothing could start it again), left running"));
+        } else if snap.units.get(u).is_some_and(|f| f.refuse_manual_stop) {
+            // auditd on RHEL 7: its stop would be refused and prepare roll back at every try.
+            notes.push(format!("other writer {who}: {u} refuses a manual stop (RefuseManualStop=yes), left running"));
+        } else {
+            units.insert(u.to_string());
+        }
+    }
+    (units, notes)
+}
+
 /// The plan for a snapshot.
 pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
     // Workloads present, and the units their holders run in.
     let mut workloads: BTreeMap<&str, Vec<&Holder>> = BTreeMap::new();
     let mut left_alone = vec![];
+    // The other writers' services, under `[policy] writers = "stop"`: stopped, masked and held as a workload's units
+    // (with what triggers them and what systemd stops with them), started again by restore when they were active.
+    let (writer_units, writer_notes) = writer_units(snap, settings);
     for (h, c) in &snap.holders {
         match (c.class, c.workload.as_deref()) {
             (Class::Workload, Some(w)) => workloads.entry(w).or_default().push(h),
+            (Class::Other, _) if h.unit.as_ref().is_some_and(|u| writer_units.contains(u)) => {}
             _ => left_alone.push(format!("{} ({}, pid {}): {}", h.comm, class_word(c.class), h.pid, c.reason)),
         }
     }
@@ -255,6 +303,10 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
             ));
         }
     }
+    warnings.extend(writer_notes);
+    for u in writer_units {
+        unit_workload.entry(u).or_insert(WRITERS);
+    }
     let mut frontier: Vec<String> = unit_workload.keys().cloned().collect();
     let mut also: Vec<String> = vec![];
     let mut unmasked: BTreeSet<String> = BTreeSet::new();
@@ -290,7 +342,7 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
             .or_else(|| own(u).then(|| format!("{u} runs ade-prep")));
         let Some(why) = why else { return true };
         let running = snap.units.get(u).is_some_and(|f| f.is_running());
-        if running && !settings.workloads[*w].companion_units.contains(u) {
+        if running && !settings.workloads.get(*w).is_some_and(|c| c.companion_units.contains(u)) {
             // A trigger or a dependent: stopping the workload would stop it (or it would start the workload again).
             blockers.push(format!(
                 "{u} is tied to workload {w}'s units but is never stopped ({why}): remove the dependency, \
@@ -306,7 +358,8 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
         warnings.push(format!("also stopped and restored: {a}"));
     }
     let facts = |u: &str| snap.units.get(u);
-    let timeout = |u: &str| settings.workloads[unit_workload[u]].stop_timeout_secs;
+    let timeout =
+        |u: &str| settings.workloads.get(unit_workload[u]).map_or(WRITER_STOP_TIMEOUT_SECS, |w| w.stop_timeout_secs);
 
     let mut steps = vec![Step::WaitForExtensions { timeout_secs: settings.window.extension_wait_secs }, Step::TakeLock];
     // Pre-stop commands of the workloads that are running.
@@ -331,6 +384,15 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
                 steps.push(Step::PreStop { workload: w.to_string(), command: p.clone() });
             }
         }
+    }
+    let running = |u: &&String| facts(u).is_none_or(|f| f.is_running());
+    let first: Vec<&String> =
+        unit_workload.iter().filter(|(_, w)| **w == KUBELET).map(|(u, _)| u).filter(running).collect();
+    if !first.is_empty() {
+        steps.push(Step::StopUnits {
+            wave: "kubelet (before the containers)".into(),
+            units: first.iter().map(|u| (u.to_string(), timeout(u))).collect(),
+        });
     }
     if workloads.contains_key("docker") && !snap.docker_containers.is_empty() {
         steps.push(Step::StopContainers {
@@ -361,9 +423,11 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
     if masking {
         steps.push(Step::MaskUnits { units: mask });
     }
-    let running = |u: &&String| facts(u).is_none_or(|f| f.is_running());
-    let (triggers, services): (Vec<&String>, Vec<&String>) =
-        unit_workload.keys().filter(running).partition(|u| facts(u).is_some_and(|f| f.is_trigger()));
+    let (triggers, services): (Vec<&String>, Vec<&String>) = unit_workload
+        .keys()
+        .filter(running)
+        .filter(|u| !first.contains(u))
+        .partition(|u| facts(u).is_some_and(|f| f.is_trigger()));
     for (wave, units) in [("triggers", triggers), ("services", services)] {
         if !units.is_empty() {
             steps.push(Step::StopUnits {
@@ -549,6 +613,8 @@ mod tests {
                 triggered_by: triggered_by.iter().map(|s| s.to_string()).collect(),
                 fragment_path: format!("/lib/systemd/system/{id}"),
                 stopped_with: vec![],
+                refuse_manual_stop: false,
+                transient: false,
             },
         )
     }
@@ -598,6 +664,115 @@ mod tests {
             stopped_earlier: vec!["mongod.service".into()]
         }));
         assert!(p.to_string().contains("also the leftovers of mongod.service (stopped before prepare)"), "{p}");
+    }
+
+    #[test]
+    fn other_writers_are_named_under_report_and_stopped_held_and_restored_like_workloads_under_stop() {
+        let mut s = Settings::default();
+        let writing = |pid, comm: &str, unit: Option<&str>| {
+            let mut x = holder(pid, comm, unit);
+            x.writable_fds = 1;
+            x
+        };
+        let mut user = writing(21, "nginx", Some("session-3.scope"));
+        user.uids = Some([1000, 1000]);
+        user.cgroup = Some("/user.slice/user-1000.slice/session-3.scope".into());
+        let mut transient = unit("run-r9.service", "active", &[]);
+        transient.1.transient = true;
+        let mut auditd = unit("auditd.service", "active", &[]);
+        auditd.1.refuse_manual_stop = true;
+        let holders = || {
+            vec![
+                holder(10, "mongod", Some("mongod.service")),
+                writing(20, "logger", Some("ade-writer.service")),
+                user.clone(),
+                writing(22, "cfg", Some("cloud-final.service")),
+                writing(23, "job", Some("run-r9.service")),
+                holder(24, "reader", Some("reader.service")),
+                writing(25, "auditd", Some("auditd.service")),
+            ]
+        };
+        let units = || {
+            vec![
+                unit("mongod.service", "active", &[]),
+                unit("ade-writer.service", "active", &["ade-writer.timer"]),
+                unit("ade-writer.timer", "active", &[]),
+                unit("cloud-final.service", "active", &[]),
+                transient.clone(),
+                auditd.clone(),
+            ]
+        };
+        let mut sn = snap(holders(), units(), &s);
+        sn.own_units.insert("cloud-final.service".into());
+        // report (the default): each named, nothing but the workload stopped.
+        let p = plan(&sn, &s).unwrap();
+        assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+        let stops: Vec<&Step> = p.steps.iter().filter(|s| matches!(s, Step::StopUnits { .. })).collect();
+        assert_eq!(stops, [&Step::StopUnits { wave: "services".into(), units: vec![("mongod.service".into(), 90)] }]);
+        let named = |p: &Plan, what: &str| p.warnings.iter().any(|w| w.contains(what));
+        assert!(named(&p, "other writer ade-writer.service (pid 20): left to ADE ([policy] writers = \"report\""));
+        assert!(named(&p, "other writer pid 21 nginx (a user's process"), "{:?}", p.warnings);
+        // stop: the writer's service and its timer stopped, masked and held like a workload's; the user's process,
+        // ade-prep's own unit and a transient service left running, each named; a reader is no writer.
+        s.policy.writers = WritersPolicy::Stop;
+        let p = plan(&sn, &s).unwrap();
+        assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+        assert!(p.steps.contains(&Step::MaskUnits {
+            units: vec!["ade-writer.service".into(), "ade-writer.timer".into(), "mongod.service".into()]
+        }));
+        assert!(p.steps.contains(&Step::StopUnits {
+            wave: "triggers".into(),
+            units: vec![("ade-writer.timer".into(), WRITER_STOP_TIMEOUT_SECS)]
+        }));
+        assert!(p.steps.contains(&Step::StopUnits {
+            wave: "services".into(),
+            units: vec![("ade-writer.service".into(), WRITER_STOP_TIMEOUT_SECS), ("mongod.service".into(), 90)]
+        }));
+        assert!(p.steps.contains(&Step::HoldUnits {
+            units: vec!["ade-writer.service".into(), "ade-writer.timer".into(), "mongod.service".into()]
+        }));
+        assert!(named(&p, "other writer pid 21 nginx (a user's process"), "{:?}", p.warnings);
+        assert!(named(&p, "cloud-final.service runs ade-prep, left running"), "{:?}", p.warnings);
+        assert!(named(&p, "run-r9.service is transient"), "{:?}", p.warnings);
+        assert!(named(&p, "auditd.service refuses a manual stop"), "{:?}", p.warnings);
+        let text = p.to_string();
+        assert!(!text.contains("other writer pid 24"), "a reader is no writer: {text}");
+        assert!(!text.contains("logger (other"), "stopped, so not left alone: {text}");
+        assert!(text.contains("reader (other, pid 24)"), "a reader is left alone: {text}");
+    }
+
+    #[test]
+    fn kubelet_is_stopped_first_before_the_pods_tasks_and_containerd() {
+        let s = Settings::default();
+        let mut sn = snap(
+            vec![holder(10, "kubelet", Some("kubelet.service")), holder(11, "containerd", Some("containerd.service"))],
+            vec![unit("kubelet.service", "active", &[]), unit("containerd.service", "active", &[])],
+            &s,
+        );
+        let pod = crate::window::ctr::Task { namespace: "k8s.io".into(), id: "pod-a".into(), state: "running".into() };
+        sn.containerd_tasks = vec![pod.clone()];
+        let p = plan(&sn, &s).unwrap();
+        assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+        let at = |want: &Step| p.steps.iter().position(|s| s == want).unwrap_or_else(|| panic!("{want:?} not in {p}"));
+        let kubelet = at(&Step::StopUnits {
+            wave: "kubelet (before the containers)".into(),
+            units: vec![("kubelet.service".into(), 90)],
+        });
+        let tasks = at(&Step::StopTasks { tasks: vec![pod], grace_secs: s.docker.stop_grace_secs });
+        let containerd =
+            at(&Step::StopUnits { wave: "services".into(), units: vec![("containerd.service".into(), 90)] });
+        assert!(kubelet < tasks && tasks < containerd, "{p}");
+        assert!(p
+            .steps
+            .contains(&Step::HoldUnits { units: vec!["containerd.service".into(), "kubelet.service".into()] }));
+        // Without kubelet running: no such wave.
+        let sn = snap(
+            vec![holder(11, "containerd", Some("containerd.service"))],
+            vec![unit("containerd.service", "active", &[])],
+            &s,
+        );
+        let p = plan(&sn, &s).unwrap();
+        assert!(!p.to_string().contains("kubelet"), "{p}");
     }
 
     #[test]

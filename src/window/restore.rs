@@ -286,6 +286,12 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
     for (seq, c) in &todo {
         if let Change::StopTask { namespace, id, state } = c {
             let t = ctr::Task { namespace: namespace.clone(), id: id.clone(), state: state.clone() };
+            if ctr::left_to_kubelet(&t) {
+                // kubelet's pods: kubelet recreates them through the CRI once it runs again (docs/workloads.md).
+                log::info!("restore: containerd {t} left to kubelet: not started with ctr");
+                ok(j, *seq, format!("containerd {t}: left to kubelet"), &mut out)?;
+                continue;
+            }
             match ctr::start(m.runner, &t) {
                 Ok(()) => {
                     log::info!("started containerd {t}");
@@ -301,9 +307,20 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
             }
         }
     }
-    // 4c. The workloads started again: their post-start steps, then their readiness, each within its bound.
+    // 4c. The workloads started again: their post-start steps, then their readiness, each within its bound. Also
+    // those whose pre-stop ran although none of their units was stopped (a rollback after an Elasticsearch node's
+    // allocation was limited, before its stop): a post-start undoes what the pre-stop set on the service.
+    let pre_stopped: BTreeSet<&str> = todo
+        .iter()
+        .filter_map(|(_, c)| match c {
+            Change::PreStop { workload, .. } => Some(workload.as_str()),
+            _ => None,
+        })
+        .collect();
     for (name, w) in &m.settings.workloads {
-        if !started.iter().any(|u| glob::any(&w.units, u) || w.companion_units.contains(u)) {
+        let was_started = started.iter().any(|u| glob::any(&w.units, u) || w.companion_units.contains(u));
+        let undoes_pre_stop = pre_stopped.contains(name.as_str()) && !w.post_start.is_empty();
+        if !was_started && !undoes_pre_stop {
             continue;
         }
         if let Err(e) = bring_up(m, name, w) {

@@ -31,6 +31,12 @@ pub struct UnitFacts {
     /// Units systemd stops along with this one: those that `Requires=`, `BindsTo=` or are `PartOf=` it
     /// (RequiredBy, BoundBy, ConsistsOf).
     pub stopped_with: Vec<String>,
+    /// `RefuseManualStop=yes`: a stop of it is refused.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub refuse_manual_stop: bool,
+    /// Created at runtime (`systemd-run`): gone once stopped.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub transient: bool,
 }
 
 impl UnitFacts {
@@ -124,6 +130,11 @@ pub fn snapshot(m: &Machine, mounts: &[PathBuf]) -> anyhow::Result<Snapshot> {
     for w in &workloads {
         todo.extend(m.settings.workloads[w].companion_units.iter().cloned());
     }
+    // The other writers' services, when prepare is to stop them: the plan needs their facts as a workload's.
+    if m.settings.policy.writers == crate::config::WritersPolicy::Stop {
+        let writers = crate::classify::writers(holders.iter().map(|(h, c)| (h, c)));
+        todo.extend(writers.into_iter().filter_map(|w| w.unit));
+    }
     while let Some(u) = todo.pop() {
         if units.contains_key(&u) {
             continue;
@@ -142,6 +153,8 @@ pub fn snapshot(m: &Machine, mounts: &[PathBuf]) -> anyhow::Result<Snapshot> {
                 triggered_by: info.triggered_by,
                 fragment_path: info.fragment_path,
                 stopped_with,
+                refuse_manual_stop: info.refuse_manual_stop,
+                transient: info.transient,
             },
         );
     }

@@ -47,6 +47,7 @@ const IDS: &[&str] = &[
     "data-volumes",
     "selinux",
     "workloads",
+    "writers",
     "extensions",
     "ade-operation",
     "encryption-status",
@@ -187,6 +188,7 @@ fn every_case_has_its_exit_code_flow_and_results() {
                 ("kernel", "not-applicable"),
                 ("selinux", "not-applicable"),
                 ("workloads", "not-applicable"),
+                ("writers", "not-applicable"),
                 ("encryption-status", "not-applicable"),
                 ("packages", "not-applicable"),
                 ("network-route", "unknown"),
@@ -231,6 +233,7 @@ fn online_distributions_need_no_preparation() {
         assert_eq!(json["flow"], "online", "{case}");
         assert!(evidence(&json, "distro").contains("no preparation is needed"), "{case}");
         assert_eq!(result_of(&json, "workloads"), "not-applicable", "{case}");
+        assert_eq!(result_of(&json, "writers"), "not-applicable", "{case}");
         assert_eq!(result_of(&json, "selinux"), "not-applicable", "{case}");
     }
 }
@@ -256,7 +259,7 @@ fn evidence_names_what_was_found() {
     assert!(op.contains("pid 3001"), "{op}");
     let (_, j) = check("ubuntu2004-status-mismatch");
     assert!(evidence(&j, "encryption-status").contains("guest shows it decrypted"));
-    assert!(j["checks"][13]["fix"].as_str().unwrap().contains("az vm encryption disable"));
+    assert!(j["checks"][14]["fix"].as_str().unwrap().contains("az vm encryption disable"));
     let (_, j) = check("rhel79-rootvg");
     assert!(evidence(&j, "os-lvm").contains("supported rootvg layout"));
     assert!(evidence(&j, "data-mounts").contains("/datadrive"));
@@ -267,9 +270,17 @@ fn odd_inputs_are_unknown_never_a_crash() {
     let (code, json) = check("odd-inputs");
     assert_shape("odd-inputs", &json);
     assert_eq!(code, 0, "nothing failed, everything unknown: {json:#}");
-    for id in
-        ["distro", "memory", "os-lvm", "data-mounts", "selinux", "workloads", "ade-operation", "encryption-status"]
-    {
+    for id in [
+        "distro",
+        "memory",
+        "os-lvm",
+        "data-mounts",
+        "selinux",
+        "workloads",
+        "writers",
+        "ade-operation",
+        "encryption-status",
+    ] {
         assert_eq!(result_of(&json, id), "unknown", "{id}");
     }
     assert!(evidence(&json, "distro").contains("Is a directory"));
@@ -281,7 +292,7 @@ fn odd_inputs_are_unknown_never_a_crash() {
     assert_eq!(code, 0);
     // data-volumes unknown (no lsblk under a fixture root); packages unknown (no os-release); the network checks
     // have no guest agent to judge for there
-    assert_eq!(json["summary"]["unknown"], 13, "{json:#}");
+    assert_eq!(json["summary"]["unknown"], 14, "{json:#}");
     assert_eq!(json["summary"]["fail"], 0);
 }
 

@@ -21,7 +21,7 @@ fn trust_in_nspawn() {
 // ---- inside the container ---------------------------------------------------------------------------------
 
 /// A user's processes, ended when dropped.
-struct UserProcs(Vec<Child>);
+pub(crate) struct UserProcs(pub(crate) Vec<Child>);
 impl Drop for UserProcs {
     fn drop(&mut self) {
         for c in &mut self.0 {
@@ -33,7 +33,7 @@ impl Drop for UserProcs {
 
 /// `argv` run by nobody in a transient scope of user.slice (where logind puts a login session's processes; a
 /// user cannot place a process outside it), with its cwd at `/`.
-fn as_user(argv: &[&str]) -> Child {
+pub(crate) fn as_user(argv: &[&str]) -> Child {
     let mut c = Command::new("systemd-run");
     // chroot --userspec: coreutils on both guests; drops real and effective uid and gid before the exec.
     c.args(["--scope", "--slice=user.slice", "--", "chroot", "--userspec=65534:65534", "/"]).args(argv);
@@ -41,7 +41,7 @@ fn as_user(argv: &[&str]) -> Child {
     c.spawn().unwrap()
 }
 
-fn comm(pid: u32) -> Option<String> {
+pub(crate) fn comm(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|c| c.trim().to_string())
 }
 

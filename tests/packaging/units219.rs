@@ -122,7 +122,9 @@ fn dbus_members_used() -> Vec<String> {
     let real = std::fs::read_to_string(src.join("real.rs")).unwrap();
     let (unit_part, type_part) = real.split_once("type_interface(&info.id)").expect("src/systemd/real.rs: unit()");
     for (part, iface) in [(unit_part, "Unit"), (type_part, "Service")] {
-        for getter in ["p.string(\"", "p.opt_string(\"", "p.strings(\"", "p.opt_u32(\"", "p.opt_u64(\""] {
+        for getter in
+            ["p.string(\"", "p.opt_string(\"", "p.strings(\"", "p.opt_bool(\"", "p.opt_u32(\"", "p.opt_u64(\""]
+        {
             used.extend(
                 quoted_after(part, getter).into_iter().map(|m| format!("org.freedesktop.systemd1.{iface}.{m}")),
             );
@@ -150,7 +152,9 @@ fn every_dbus_member_we_use_exists_in_systemd_219() {
     assert!(api.contains("org.freedesktop.systemd1.Manager.StopUnit"), "{}: not 219's API", path.display());
     let used = dbus_members_used();
     // The extraction must see the calls the code is known to make, or the check below proves nothing.
-    for known in ["Manager.StopUnit", "Manager.MaskUnitFiles", "Unit.ActiveState", "Service.MainPID"] {
+    for known in
+        ["Manager.StopUnit", "Manager.MaskUnitFiles", "Unit.ActiveState", "Unit.RefuseManualStop", "Service.MainPID"]
+    {
         assert!(used.iter().any(|u| u.ends_with(known)), "the source scan missed {known}: {used:?}");
     }
     let missing: Vec<&String> = used.iter().filter(|m| !api.contains(*m)).collect();
