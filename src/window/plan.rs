@@ -301,6 +301,22 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
         }
         false
     });
+    // A cluster node: its leave must not take the cluster below quorum (refused here, before the standby).
+    let corosync = super::quorum::COROSYNC_UNIT;
+    if let (Some(w), Some(q)) = (unit_workload.get(corosync), &snap.quorum) {
+        if snap.units.get(corosync).is_some_and(|f| f.is_running()) {
+            let why = match q {
+                Ok(q) => super::quorum::leave_loses_quorum(q),
+                Err(e) => Some(format!("its quorum cannot be read: {e}")),
+            };
+            if let Some(why) = why {
+                blockers.push(format!(
+                    "workload {w}: this node's cluster would lose quorum: {why} (corosync-quorumtool -s): bring the \
+                     other members back, or encrypt this node when the cluster can spare it"
+                ));
+            }
+        }
+    }
     also.retain(|a| unit_workload.contains_key(a.split(' ').next().unwrap_or_default()));
     for a in also {
         warnings.push(format!("also stopped and restored: {a}"));
@@ -563,7 +579,71 @@ mod tests {
             docker_containers: vec![],
             containerd_tasks: vec![],
             own_units: Default::default(),
+            quorum: None,
         }
+    }
+
+    /// A Pacemaker node: pacemakerd and corosync hold `/` (their logs), corosync's quorum as given.
+    fn cluster_node(q: Option<Result<crate::window::quorum::Quorum, String>>, s: &Settings) -> Snapshot {
+        let mut sn = snap(
+            vec![holder(50, "pacemakerd", Some("pacemaker.service")), holder(41, "corosync", Some("corosync.service"))],
+            vec![unit("pacemaker.service", "active", &[]), unit("corosync.service", "active", &[])],
+            s,
+        );
+        sn.quorum = q;
+        sn
+    }
+
+    #[test]
+    fn a_cluster_node_is_put_in_standby_then_stopped_unless_its_leave_would_lose_the_quorum() {
+        let s = Settings::default();
+        let q = |total, quorum| crate::window::quorum::Quorum {
+            quorate: true,
+            expected_votes: 3,
+            total_votes: total,
+            quorum,
+            own_votes: 1,
+            flags: vec!["Quorate".into()],
+        };
+        // Three members up: the leave keeps the quorum. Standby and its wait, then both units stopped.
+        let p = plan(&cluster_node(Some(Ok(q(3, 2))), &s), &s).unwrap();
+        assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+        let pre: Vec<String> = p
+            .steps
+            .iter()
+            .filter_map(|st| match st {
+                Step::PreStop { workload, command } if workload == "pacemaker" => Some(command.argv.join(" ")),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            pre,
+            ["crm_attribute --type nodes --name standby --update on", "crm_resource --wait --timeout=900s"]
+        );
+        let stops = p.steps.iter().find_map(|st| match st {
+            Step::StopUnits { units, .. } => Some(units.clone()),
+            _ => None,
+        });
+        assert_eq!(stops.unwrap(), [("corosync.service".to_string(), 1800), ("pacemaker.service".to_string(), 1800)]);
+        // One member down already: this leave would take the other one below quorum. Refused, naming why.
+        let p = plan(&cluster_node(Some(Ok(q(2, 2))), &s), &s).unwrap();
+        assert_eq!(p.blockers.len(), 1, "{:?}", p.blockers);
+        assert!(
+            p.blockers[0].starts_with(
+                "workload pacemaker: this node's cluster would lose quorum: stopping it would leave the cluster 1 of \
+                 3 expected votes, below its quorum of 2"
+            ),
+            "{}",
+            p.blockers[0]
+        );
+        // Unreadable: refused too.
+        let p = plan(&cluster_node(Some(Err("corosync-quorumtool -s: exited Some(1)".into())), &s), &s).unwrap();
+        assert!(p.blockers[0].contains("its quorum cannot be read: corosync-quorumtool -s: exited Some(1)"), "{p:?}");
+        // Corosync companion: stopped with pacemaker even when only pacemaker holds `/`.
+        let mut sn = cluster_node(Some(Ok(q(3, 2))), &s);
+        sn.holders.retain(|(h, _)| h.comm == "pacemakerd");
+        let p = plan(&sn, &s).unwrap();
+        assert!(format!("{p:?}").contains("(\"corosync.service\", 1800)"), "{p:?}");
     }
 
     #[test]
