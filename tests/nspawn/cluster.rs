@@ -1,0 +1,127 @@
+//! The catalogue's Pacemaker entry (docs/workloads.md) with the real Debian 12 packages (pacemaker 2.1.5, corosync
+//! 3.1.7) in the `ha` guest (rootfs-ha: rootfs-ns plus pacemaker, pacemaker-cli-utils, corosync), systemd 252: a
+//! one-node cluster (the package's corosync.conf: node1 on 127.0.0.1) running an ocf:pacemaker:Dummy resource.
+//! `ade-prep prepare` puts the node in standby, waits for the resource to stop, stops pacemaker then corosync;
+//! `ade-prep restore` starts them, takes the node out of standby and waits for the cluster: the node is online, the
+//! resource started, the probe answers. Asserted with pacemaker's own tools, the CIB on disk and systemd.
+//!
+//! The quorum refusal (a leave that would take the other members below quorum) needs other members: one guest runs
+//! one corosync node, so it is unit-tested on captured outputs (src/window/quorum.rs); here the real quorum of the
+//! one-node cluster is read and allowed (the last member may leave).
+//!
+//! `cluster_in_nspawn` (host side) boots the `ha` guest once and runs this binary's `cluster::in_container_*` tests
+//! inside it. It skips (SKIPPED) when rootfs-ha has not been built (`tests/harness/build-guest.sh --nspawn-only`).
+
+use std::time::{Duration, Instant};
+
+use crate::common::{inside, sd, wait_for};
+use crate::prepare::{ade, prepare, state, window_open, write_config};
+
+/// How many `in_container_*` tests there are: the host side checks that each ran and passed.
+const IN_CONTAINER_TESTS: usize = 1;
+
+#[test]
+fn cluster_in_nspawn() {
+    let _one = crate::common::one_guest();
+    if let Err(e) = crate::common::nspawn_suite_on("cluster", "ha", IN_CONTAINER_TESTS, 600) {
+        panic!("{e}");
+    }
+}
+
+// ---- inside the container ---------------------------------------------------------------------------------
+
+fn sh(argv: &[&str]) -> std::process::Output {
+    crate::common::sh(argv)
+}
+
+fn ok(argv: &[&str]) -> String {
+    let o = sh(argv);
+    assert!(o.status.success(), "{argv:?}: {o:?}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The cluster has a DC (each ask bounded: crmadmin waits for an answer while there is none).
+fn has_dc() -> bool {
+    sh(&["timeout", "5", "crmadmin", "--dc_lookup"]).status.success()
+}
+
+fn located() -> String {
+    let o = sh(&["crm_resource", "--locate", "--resource", "d1"]);
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Dummy's state file: it exists while the resource runs (ocf:pacemaker:Dummy, `state` default).
+const DUMMY_STATE: &str = "/run/Dummy-d1.state";
+
+#[test]
+#[ignore = "runs inside the nspawn container, started by cluster_in_nspawn"]
+fn in_container_pacemaker_node_goes_to_standby_stops_and_comes_back_online() {
+    if !inside() {
+        return;
+    }
+    let sd = sd();
+    let t = Instant::now();
+    ok(&["systemctl", "start", "corosync.service", "pacemaker.service"]);
+    // A one-node cluster elects itself after dc-deadtime (20 s by default).
+    wait_for("a DC", 120, has_dc);
+    ok(&["crm_attribute", "--type", "crm_config", "--name", "stonith-enabled", "--update", "false"]);
+    ok(&[
+        "cibadmin",
+        "--create",
+        "-o",
+        "resources",
+        "--xml-text",
+        "<primitive id=\"d1\" class=\"ocf\" provider=\"pacemaker\" type=\"Dummy\"><operations>\
+         <op id=\"d1-monitor\" name=\"monitor\" interval=\"5s\"/></operations></primitive>",
+    ]);
+    wait_for("d1 started", 60, || located() == "resource d1 is running on: node1");
+    assert!(std::path::Path::new(DUMMY_STATE).exists(), "{DUMMY_STATE}");
+    println!("MEASURED: pacemaker cluster up with d1 running {:.1}s", t.elapsed().as_secs_f64());
+    // corosync and pacemaker's daemons hold their logs on `/` open for writing.
+    let quorum = ok(&["corosync-quorumtool", "-s"]);
+    assert!(quorum.contains("Quorate:          Yes"), "{quorum}");
+
+    write_config("");
+    assert!(!window_open(), "a window is open before the test");
+    let t = Instant::now();
+    let r = prepare(&[]);
+    assert_eq!(r.code, 0, "prepare: {r:?}");
+    println!("MEASURED: pacemaker prepare {:.1}s", t.elapsed().as_secs_f64());
+    for s in [
+        r#"pre-stop pacemaker: running ["crm_attribute", "--type", "nodes", "--name", "standby", "--update", "on"]"#,
+        r#"pre-stop pacemaker: running ["crm_resource", "--wait", "--timeout=900s"]"#,
+    ] {
+        assert!(r.stderr.contains(s), "not run: {s}: {r:?}");
+    }
+    assert_ne!(state(&sd, "pacemaker.service"), "active", "pacemaker still running in the window");
+    assert_ne!(state(&sd, "corosync.service"), "active", "corosync still running in the window");
+    assert!(sh(&["pgrep", "-x", "pacemakerd"]).stdout.is_empty(), "pacemakerd left running");
+    assert!(!sh(&["corosync-quorumtool", "-s"]).status.success(), "corosync still answers");
+    // The node left in standby (recorded in the CIB on disk), its resource stopped before the leave.
+    let cib = std::fs::read_to_string("/var/lib/pacemaker/cib/cib.xml").unwrap();
+    assert!(cib.contains("name=\"standby\" value=\"on\""), "standby not in the CIB: {cib}");
+    assert!(!std::path::Path::new(DUMMY_STATE).exists(), "d1 still running when the node left");
+    // Held through the window: a start is refused.
+    assert!(!sh(&["systemctl", "start", "pacemaker.service"]).status.success(), "pacemaker started in the window");
+
+    std::thread::sleep(Duration::from_secs(2));
+    let t = Instant::now();
+    let r = ade(&["restore", "-v"]);
+    assert_eq!(r.code, 0, "restore: {r:?}");
+    println!("MEASURED: pacemaker restore {:.1}s", t.elapsed().as_secs_f64());
+    assert!(r.stderr.contains("workload pacemaker is ready"), "{r:?}");
+    assert_eq!(state(&sd, "corosync.service"), "active");
+    assert_eq!(state(&sd, "pacemaker.service"), "active");
+    // Online: the standby attribute is gone (crm_attribute exits 105, "No such device or address"), the node online,
+    // the resource started on it.
+    let q = sh(&["crm_attribute", "--type", "nodes", "--name", "standby", "--query"]);
+    assert_eq!(q.status.code(), Some(105), "standby still set: {q:?}");
+    let mon = ok(&["crm_mon", "-1"]);
+    assert!(mon.contains("Online: [ node1 ]"), "{mon}");
+    assert_eq!(located(), "resource d1 is running on: node1", "{mon}");
+    assert!(std::path::Path::new(DUMMY_STATE).exists(), "{DUMMY_STATE}");
+    let s = ade(&["status"]);
+    assert_eq!(s.code, 0, "{s:?}");
+    assert!(s.stdout.contains("workload pacemaker: ready (probe "), "{s:?}");
+    ok(&["systemctl", "stop", "pacemaker.service", "corosync.service"]);
+}
