@@ -190,6 +190,10 @@ pub struct UnitInfo {
     /// A service's start timeout (TimeoutStartUSec) in µs; None when it has none (infinity) or is no service.
     #[serde(default)]
     pub timeout_start_usec: Option<u64>,
+    /// RefuseManualStop=yes: systemd refuses a StopUnit of it; it stops only with a unit it depends on (sbd.service,
+    /// PartOf=corosync.service).
+    #[serde(default)]
+    pub refuse_manual_stop: bool,
 }
 
 impl UnitInfo {

@@ -288,6 +288,7 @@ impl ServiceManager for Systemd {
             consists_of: p.strings("ConsistsOf")?,
             after: p.strings("After")?,
             before: p.strings("Before")?,
+            refuse_manual_stop: p.opt::<bool>("RefuseManualStop")?.unwrap_or(false),
             ..UnitInfo::default()
         };
         // ControlGroup, KillMode, MainPID and Restart live on the type's own interface (in 219 as in 252).

@@ -258,6 +258,7 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
     let mut frontier: Vec<String> = unit_workload.keys().cloned().collect();
     let mut also: Vec<String> = vec![];
     let mut unmasked: BTreeSet<String> = BTreeSet::new();
+    let mut refused: BTreeSet<String> = BTreeSet::new();
     while let Some(u) = frontier.pop() {
         let w = unit_workload[&u];
         let f = snap.units.get(&u);
@@ -274,6 +275,18 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
         // service or socket stays down under a mask (it runs code that may start the workload again or hold the
         // disk); a target, mount, path or timer is stopped by systemd with the workload and is not masked.
         for d in dependents {
+            if snap.units.get(&d).is_some_and(|f| f.refuse_manual_stop && f.is_running()) {
+                // systemd refuses a stop of its own (sbd.service: PartOf=corosync.service, RefuseManualStop=yes): it
+                // goes with `u`, and comes back only through a dependency of `u` (sbd: corosync.service Requires= it).
+                if !refused.contains(&d) {
+                    warnings.push(format!(
+                        "{d} refuses a stop of its own (RefuseManualStop=yes): systemd stops it with {u}; ade-prep \
+                         neither stops nor starts it (it comes back when {u} starts only if {u} requires or wants it)"
+                    ));
+                    refused.insert(d);
+                }
+                continue;
+            }
             if !unit_workload.contains_key(&d) && snap.units.get(&d).is_some_and(|f| f.is_running()) {
                 also.push(format!("{d} (systemd stops it with {u})"));
                 if !(d.ends_with(".service") || d.ends_with(".socket")) {
@@ -565,6 +578,7 @@ mod tests {
                 triggered_by: triggered_by.iter().map(|s| s.to_string()).collect(),
                 fragment_path: format!("/lib/systemd/system/{id}"),
                 stopped_with: vec![],
+                refuse_manual_stop: false,
             },
         )
     }
@@ -592,6 +606,32 @@ mod tests {
         );
         sn.quorum = q;
         sn
+    }
+
+    #[test]
+    fn a_unit_that_refuses_a_manual_stop_is_left_to_the_unit_it_goes_with() {
+        // sbd.service: PartOf=corosync.service (corosync's ConsistsOf), RefuseManualStop=yes.
+        let s = Settings::default();
+        let mut sn = cluster_node(None, &s);
+        sn.units.get_mut("corosync.service").unwrap().stopped_with = vec!["sbd.service".into()];
+        let (id, mut sbd) = unit("sbd.service", "active", &[]);
+        sbd.refuse_manual_stop = true;
+        sn.units.insert(id, sbd);
+        let p = plan(&sn, &s).unwrap();
+        assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+        let text = format!("{:?}", p.steps);
+        assert!(!text.contains("sbd.service"), "sbd stopped, masked or held by ade-prep: {text}");
+        assert!(
+            p.warnings.iter().any(|w| w.starts_with(
+                "sbd.service refuses a stop of its own (RefuseManualStop=yes): systemd stops it with corosync.service"
+            )),
+            "{:?}",
+            p.warnings
+        );
+        // Without RefuseManualStop it is stopped and restored like any unit systemd stops with a workload's.
+        sn.units.get_mut("sbd.service").unwrap().refuse_manual_stop = false;
+        let p = plan(&sn, &s).unwrap();
+        assert!(format!("{:?}", p.steps).contains("(\"sbd.service\", 1800)"), "{:?}", p.steps);
     }
 
     #[test]

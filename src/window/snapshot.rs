@@ -31,6 +31,8 @@ pub struct UnitFacts {
     /// Units systemd stops along with this one: those that `Requires=`, `BindsTo=` or are `PartOf=` it
     /// (RequiredBy, BoundBy, ConsistsOf).
     pub stopped_with: Vec<String>,
+    /// RefuseManualStop=yes: systemd stops it only with a unit it depends on, never on its own.
+    pub refuse_manual_stop: bool,
 }
 
 impl UnitFacts {
@@ -144,6 +146,7 @@ pub fn snapshot(m: &Machine, mounts: &[PathBuf]) -> anyhow::Result<Snapshot> {
                 triggered_by: info.triggered_by,
                 fragment_path: info.fragment_path,
                 stopped_with,
+                refuse_manual_stop: info.refuse_manual_stop,
             },
         );
     }

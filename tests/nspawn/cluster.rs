@@ -5,6 +5,9 @@
 //! `ade-prep restore` starts them, takes the node out of standby and waits for the cluster: the node is online, the
 //! resource started, the probe answers. Asserted with pacemaker's own tools, the CIB on disk and systemd.
 //!
+//! An sbd.service stand-in (PartOf=corosync.service, RefuseManualStop=yes, required by corosync, as sbd's unit is)
+//! goes with corosync and comes back with it: ade-prep does not stop it itself (systemd would refuse).
+//!
 //! The quorum refusal (a leave that would take the other members below quorum) needs other members: one guest runs
 //! one corosync node, so it is unit-tested on captured outputs (src/window/quorum.rs); here the real quorum of the
 //! one-node cluster is read and allowed (the last member may leave).
@@ -50,6 +53,9 @@ fn located() -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+/// The sbd.service stand-in.
+const SBD: &str = "ade-sbd-standin.service";
+
 /// Dummy's state file: it exists while the resource runs (ocf:pacemaker:Dummy, `state` default).
 const DUMMY_STATE: &str = "/run/Dummy-d1.state";
 
@@ -61,7 +67,24 @@ fn in_container_pacemaker_node_goes_to_standby_stops_and_comes_back_online() {
     }
     let sd = sd();
     let t = Instant::now();
+    // A stand-in for sbd.service (not installed: it needs a watchdog), with the dependencies sbd's unit has:
+    // PartOf=corosync.service, RefuseManualStop=yes, and corosync requiring it (sbd's RequiredBy=corosync.service).
+    std::fs::write(
+        format!("/run/systemd/system/{SBD}"),
+        "[Unit]\nPartOf=corosync.service\nBefore=pacemaker.service\nRefuseManualStop=yes\n\n\
+         [Service]\nExecStart=/bin/sleep infinity\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all("/run/systemd/system/corosync.service.requires").unwrap();
+    std::os::unix::fs::symlink(
+        format!("/run/systemd/system/{SBD}"),
+        format!("/run/systemd/system/corosync.service.requires/{SBD}"),
+    )
+    .unwrap();
+    ok(&["systemctl", "daemon-reload"]);
     ok(&["systemctl", "start", "corosync.service", "pacemaker.service"]);
+    assert_eq!(state(&sd, SBD), "active", "corosync pulls the sbd stand-in in");
+    assert!(!sh(&["systemctl", "stop", SBD]).status.success(), "RefuseManualStop=yes refuses a stop");
     // A one-node cluster elects itself after dc-deadtime (20 s by default).
     wait_for("a DC", 120, has_dc);
     ok(&["crm_attribute", "--type", "crm_config", "--name", "stonith-enabled", "--update", "false"]);
@@ -95,6 +118,10 @@ fn in_container_pacemaker_node_goes_to_standby_stops_and_comes_back_online() {
     }
     assert_ne!(state(&sd, "pacemaker.service"), "active", "pacemaker still running in the window");
     assert_ne!(state(&sd, "corosync.service"), "active", "corosync still running in the window");
+    // The sbd stand-in went with corosync (ade-prep left it to systemd: an explicit stop is refused).
+    assert_ne!(state(&sd, SBD), "active", "the sbd stand-in still running in the window");
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(all.contains(&format!("{SBD} refuses a stop of its own (RefuseManualStop=yes)")), "{r:?}");
     assert!(sh(&["pgrep", "-x", "pacemakerd"]).stdout.is_empty(), "pacemakerd left running");
     assert!(!sh(&["corosync-quorumtool", "-s"]).status.success(), "corosync still answers");
     // The node left in standby (recorded in the CIB on disk), its resource stopped before the leave.
@@ -112,6 +139,7 @@ fn in_container_pacemaker_node_goes_to_standby_stops_and_comes_back_online() {
     assert!(r.stderr.contains("workload pacemaker is ready"), "{r:?}");
     assert_eq!(state(&sd, "corosync.service"), "active");
     assert_eq!(state(&sd, "pacemaker.service"), "active");
+    assert_eq!(state(&sd, SBD), "active", "the sbd stand-in came back with corosync");
     // Online: the standby attribute is gone (crm_attribute exits 105, "No such device or address"), the node online,
     // the resource started on it.
     let q = sh(&["crm_attribute", "--type", "nodes", "--name", "standby", "--query"]);
