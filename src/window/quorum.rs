@@ -151,36 +151,27 @@ mod tests {
         }
     }
 
-    // Not captured: the guest runs one corosync node, so the outputs with other members present are the captured
-    // one-node output with its counts changed as corosync-quorumtool would print them.
-    fn with_peers(quorate: bool, expected: u32, total: u32, quorum: u32, flags: &[&str]) -> Quorum {
-        Quorum {
-            quorate,
-            expected_votes: expected,
-            total_votes: total,
-            quorum,
-            flags: flags.iter().map(|f| f.to_string()).collect(),
-            ..captured("one-node.txt")
-        }
-    }
-
     #[test]
     fn a_leave_that_leaves_the_others_below_quorum_is_named() {
-        // Three nodes, all up: two votes stay, quorum 2.
-        assert_eq!(leave_loses_quorum(&with_peers(true, 3, 3, 2, &["Quorate"])), None);
-        // Three nodes, one down already: one vote would stay, quorum 2.
-        let why = leave_loses_quorum(&with_peers(true, 3, 2, 2, &["Quorate"])).unwrap();
+        // Three nodes, one down already (captured with two corosync nodes): one vote would stay, quorum 2.
+        let why = leave_loses_quorum(&captured("three-nodes-one-absent.txt")).unwrap();
         assert_eq!(
             why,
             "stopping it would leave the cluster 1 of 3 expected votes, below its quorum of 2: the other members \
              would stop their resources"
         );
         // Two nodes without two_node: quorum 2, the peer alone is below it.
-        assert!(leave_loses_quorum(&with_peers(true, 2, 2, 2, &["Quorate"])).is_some());
+        assert!(leave_loses_quorum(&captured("two-nodes.txt")).is_some());
         // Two nodes with two_node: quorum 1, the peer keeps it.
-        assert_eq!(leave_loses_quorum(&with_peers(true, 2, 2, 1, &["2Node", "Quorate", "WaitForAll"])), None);
-        // Peers there but no quorum now.
-        let why = leave_loses_quorum(&with_peers(false, 5, 2, 3, &[])).unwrap();
+        let two_node = captured("two-nodes-two-node.txt");
+        assert_eq!((two_node.quorum, two_node.flags.join(" ").as_str()), (1, "2Node Quorate WaitForAll"));
+        assert_eq!(leave_loses_quorum(&two_node), None);
+        // Not captured (three members up; peers there but no quorum): the counts as corosync-quorumtool prints them.
+        let three_up = Quorum { total_votes: 3, ..captured("three-nodes-one-absent.txt") };
+        assert_eq!(leave_loses_quorum(&three_up), None);
+        let partition =
+            Quorum { quorate: false, expected_votes: 5, quorum: 3, ..captured("three-nodes-one-absent.txt") };
+        let why = leave_loses_quorum(&partition).unwrap();
         assert!(why.starts_with("the cluster has no quorum now (2 of 5 expected votes, quorum 3)"), "{why}");
     }
 
