@@ -21,7 +21,7 @@ use crate::common::{inside, sd, wait_for};
 use crate::prepare::{ade, prepare, state, window_open, write_config};
 
 /// How many `in_container_*` tests there are: the host side checks that each ran and passed.
-const IN_CONTAINER_TESTS: usize = 1;
+const IN_CONTAINER_TESTS: usize = 2;
 
 #[test]
 fn cluster_in_nspawn() {
@@ -97,8 +97,10 @@ fn in_container_pacemaker_node_goes_to_standby_stops_and_comes_back_online() {
         "<primitive id=\"d1\" class=\"ocf\" provider=\"pacemaker\" type=\"Dummy\"><operations>\
          <op id=\"d1-monitor\" name=\"monitor\" interval=\"5s\"/></operations></primitive>",
     ]);
-    wait_for("d1 started", 60, || located() == "resource d1 is running on: node1");
-    assert!(std::path::Path::new(DUMMY_STATE).exists(), "{DUMMY_STATE}");
+    // crm_resource shows a start in progress as running (record-pending): the state file says it is done.
+    wait_for("d1 started", 60, || {
+        located() == "resource d1 is running on: node1" && std::path::Path::new(DUMMY_STATE).exists()
+    });
     println!("MEASURED: pacemaker cluster up with d1 running {:.1}s", t.elapsed().as_secs_f64());
     // corosync and pacemaker's daemons hold their logs on `/` open for writing.
     let quorum = ok(&["corosync-quorumtool", "-s"]);
@@ -152,4 +154,105 @@ fn in_container_pacemaker_node_goes_to_standby_stops_and_comes_back_online() {
     assert_eq!(s.code, 0, "{s:?}");
     assert!(s.stdout.contains("workload pacemaker: ready (probe "), "{s:?}");
     ok(&["systemctl", "stop", "pacemaker.service", "corosync.service"]);
+}
+
+/// corosync.conf for three nodes on 10.99.0.1-3 (node3 never runs): with node1 and node2 members the cluster has 2
+/// of 3 expected votes, quorum 2; node1's leave would leave node2 alone, below it.
+fn three_node_conf(logfile: bool) -> String {
+    let mut c = format!(
+        "totem {{\n\tversion: 2\n\tcluster_name: adetest\n\tcrypto_cipher: none\n\tcrypto_hash: none\n}}\n\
+         logging {{\n\tto_logfile: {}\n\tlogfile: /var/log/corosync/corosync.log\n\tto_syslog: yes\n}}\n\
+         quorum {{\n\tprovider: corosync_votequorum\n}}\nnodelist {{\n",
+        if logfile { "yes" } else { "no" }
+    );
+    for i in 1..=3 {
+        c += &format!("\tnode {{\n\t\tname: node{i}\n\t\tnodeid: {i}\n\t\tring0_addr: 10.99.0.{i}\n\t}}\n");
+    }
+    c + "}\n"
+}
+
+#[test]
+#[ignore = "runs inside the nspawn container, started by cluster_in_nspawn"]
+fn in_container_quorum_a_leave_that_would_cost_the_other_member_its_quorum_is_refused_before_anything_changes() {
+    if !inside() {
+        return;
+    }
+    let sd = sd();
+    // Two corosync nodes in this guest: node1 (corosync.service, network namespace a) and node2 (namespace b, its
+    // own /run, /tmp and /var/lib/corosync), over a veth pair. libqb's filesystem sockets let the tools (and
+    // ade-prep) reach node1's corosync from the guest's own namespace. NetworkNamespacePath= is systemd 252's (the
+    // test's setup only; ade-prep does not use it).
+    for cmd in [
+        "ip netns add a",
+        "ip netns add b",
+        "ip -n a link add va type veth peer name vb netns b",
+        "ip -n a addr add 10.99.0.1/24 dev va",
+        "ip -n b addr add 10.99.0.2/24 dev vb",
+        "ip -n a link set lo up",
+        "ip -n b link set lo up",
+        "ip -n a link set va up",
+        "ip -n b link set vb up",
+    ] {
+        ok(&cmd.split(' ').collect::<Vec<_>>());
+    }
+    let conf = "/etc/corosync/corosync.conf";
+    let original = std::fs::read_to_string(conf).unwrap();
+    std::fs::write(conf, three_node_conf(true)).unwrap();
+    std::fs::create_dir_all("/root/peer").unwrap();
+    std::fs::write("/root/peer/corosync.conf", three_node_conf(false)).unwrap();
+    std::fs::create_dir_all("/etc/libqb").unwrap();
+    std::fs::write("/etc/libqb/force-filesystem-sockets", "").unwrap();
+    let dropin = "/run/systemd/system/corosync.service.d/ade-test.conf";
+    std::fs::create_dir_all("/run/systemd/system/corosync.service.d").unwrap();
+    std::fs::write(dropin, "[Service]\nPrivateTmp=no\nNetworkNamespacePath=/run/netns/a\n").unwrap();
+    // Whatever an earlier test left running goes first: the drop-in applies at the next start.
+    ok(&["systemctl", "stop", "pacemaker.service", "corosync.service"]);
+    ok(&["systemctl", "daemon-reload"]);
+    ok(&["systemctl", "start", "corosync.service", "pacemaker.service"]);
+    let mut peer = std::process::Command::new("ip")
+        .args(["netns", "exec", "b", "unshare", "-m", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /var/lib/corosync && \
+             exec corosync -f -c /root/peer/corosync.conf",
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let members = || String::from_utf8_lossy(&sh(&["corosync-quorumtool", "-s"]).stdout).into_owned();
+    wait_for("node2 a member", 60, || members().lines().any(|l| l.split_whitespace().eq(["Nodes:", "2"])));
+    let q = members();
+    assert!(
+        q.contains("Expected votes:   3") && q.contains("Quorum:           2") && q.contains("Quorate:          Yes")
+    );
+    // Pacemaker runs on node1 (node2 has none): without the quorum check the standby and the stops would go ahead.
+    wait_for("a DC", 120, has_dc);
+
+    write_config("");
+    assert!(!window_open(), "a window is open before the test");
+    let r = prepare(&[]);
+    assert_eq!(r.code, 3, "prepare must refuse (precondition): {r:?}");
+    let line = r.stderr.lines().find(|l| l.contains("prepare refused, nothing was changed")).unwrap_or_default();
+    assert!(
+        line.contains(
+            "workload pacemaker: this node's cluster would lose quorum: stopping it would leave the cluster 1 of 3 \
+             expected votes, below its quorum of 2"
+        ),
+        "{r:?}"
+    );
+    // Nothing changed: no pre-stop ran, both units run, no standby, node2 still has its peer, no window.
+    assert!(!r.stderr.contains("pre-stop pacemaker: running"), "{r:?}");
+    assert_eq!(state(&sd, "corosync.service"), "active");
+    assert_eq!(state(&sd, "pacemaker.service"), "active");
+    let standby = sh(&["crm_attribute", "--type", "nodes", "--name", "standby", "--query"]);
+    assert_eq!(standby.status.code(), Some(105), "standby set: {standby:?}");
+    assert!(members().contains("Total votes:      2"));
+    assert!(!window_open());
+
+    let _ = peer.kill();
+    let _ = peer.wait();
+    ok(&["systemctl", "stop", "pacemaker.service", "corosync.service"]);
+    std::fs::remove_file(dropin).unwrap();
+    std::fs::write(conf, original).unwrap();
+    ok(&["systemctl", "daemon-reload"]);
 }
