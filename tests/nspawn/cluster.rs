@@ -200,6 +200,8 @@ fn in_container_quorum_a_leave_that_would_cost_the_other_member_its_quorum_is_re
     std::fs::write(conf, three_node_conf(true)).unwrap();
     std::fs::create_dir_all("/root/peer").unwrap();
     std::fs::write("/root/peer/corosync.conf", three_node_conf(false)).unwrap();
+    // node2 is another machine's corosync: under its own name, not this node's workload (comm or executable).
+    std::fs::copy("/usr/sbin/corosync", "/root/peer/corosync-node2").unwrap();
     std::fs::create_dir_all("/etc/libqb").unwrap();
     std::fs::write("/etc/libqb/force-filesystem-sockets", "").unwrap();
     let dropin = "/run/systemd/system/corosync.service.d/ade-test.conf";
@@ -213,7 +215,7 @@ fn in_container_quorum_a_leave_that_would_cost_the_other_member_its_quorum_is_re
         .args(["netns", "exec", "b", "unshare", "-m", "--propagation", "private", "sh", "-c"])
         .arg(
             "mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /var/lib/corosync && \
-             exec corosync -f -c /root/peer/corosync.conf",
+             exec /root/peer/corosync-node2 -f -c /root/peer/corosync.conf",
         )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -233,11 +235,13 @@ fn in_container_quorum_a_leave_that_would_cost_the_other_member_its_quorum_is_re
     let r = prepare(&[]);
     assert_eq!(r.code, 3, "prepare must refuse (precondition): {r:?}");
     let line = r.stderr.lines().find(|l| l.contains("prepare refused, nothing was changed")).unwrap_or_default();
-    assert!(
-        line.contains(
-            "workload pacemaker: this node's cluster would lose quorum: stopping it would leave the cluster 1 of 3 \
-             expected votes, below its quorum of 2"
-        ),
+    // One line, this refusal alone (node2's corosync is no holder of this node's).
+    assert_eq!(
+        line,
+        "ade-prep: prepare refused, nothing was changed: workload pacemaker: this node's cluster would lose quorum: \
+         stopping it would leave the cluster 1 of 3 expected votes, below its quorum of 2: the other members would \
+         stop their resources (corosync-quorumtool -s): bring the other members back, or encrypt this node when the \
+         cluster can spare it",
         "{r:?}"
     );
     // Nothing changed: no pre-stop ran, both units run, no standby, node2 still has its peer, no window.
