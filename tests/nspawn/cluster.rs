@@ -8,9 +8,9 @@
 //! An sbd.service stand-in (PartOf=corosync.service, RefuseManualStop=yes, required by corosync, as sbd's unit is)
 //! goes with corosync and comes back with it: ade-prep does not stop it itself (systemd would refuse).
 //!
-//! The quorum refusal (a leave that would take the other members below quorum) needs other members: one guest runs
-//! one corosync node, so it is unit-tested on captured outputs (src/window/quorum.rs); here the real quorum of the
-//! one-node cluster is read and allowed (the last member may leave).
+//! The quorum refusal: a second corosync node (node2, network namespace b) joins node1 (corosync.service, namespace
+//! a) in a three-node cluster whose node3 never runs; node1's leave would leave node2 below quorum, and prepare
+//! refuses before anything changes.
 //!
 //! `cluster_in_nspawn` (host side) boots the `ha` guest once and runs this binary's `cluster::in_container_*` tests
 //! inside it. It skips (SKIPPED) when rootfs-ha has not been built (`tests/harness/build-guest.sh --nspawn-only`).
