@@ -109,6 +109,14 @@ pub struct PreStop {
     /// A question asked first (as the same user, within the same timeout): the command runs only when it applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only_if: Option<OnlyIf>,
+    /// Post-start steps only: while the command fails (or times out), run it again every second for up to this many
+    /// seconds (a cluster tool that cannot reach its cluster until the daemons just started are up). 0: once.
+    #[serde(default, deserialize_with = "required::<0, MAX_STOP_SECS, _>", skip_serializing_if = "is_zero")]
+    pub retry_secs: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// When a pre-stop command applies: `argv` exits 0 and its standard output, trimmed, is none of `unless_stdout`
@@ -607,6 +615,13 @@ fn validate(settings: &Settings, path: &Path) -> Result<(), ConfigError> {
             if p.only_if.as_ref().is_some_and(|c| c.argv.first().is_none_or(String::is_empty)) {
                 return Err(invalid(format!("workloads.{name}.pre_stop[{i}].only_if.argv"), "must name a program"));
             }
+            if p.retry_secs != 0 {
+                // A pre-stop that failed is a refusal before anything is stopped: it is never run again.
+                return Err(invalid(
+                    format!("workloads.{name}.pre_stop[{i}].retry_secs"),
+                    "is for post_start steps only",
+                ));
+            }
         }
         for (i, p) in w.post_start.iter().enumerate() {
             if p.argv.first().is_none_or(String::is_empty) {
@@ -745,7 +760,7 @@ mod tests {
         let workloads = raw.workloads.unwrap();
         assert_eq!(
             workloads.keys().collect::<Vec<_>>(),
-            ["cassandra", "docker", "elasticsearch", "kubelet", "mariadb", "mongodb", "postgresql", "redis", "sap"]
+            ["cassandra", "docker", "elasticsearch", "kubelet", "mariadb", "mongodb", "pacemaker", "postgresql", "redis", "sap"]
         );
         for (name, w) in &workloads {
             assert!(w.units.as_ref().is_some_and(|u| !u.is_empty()), "{name}");
@@ -769,6 +784,7 @@ mod tests {
                         .to_string()
                 ),
                 ("mariadb", "mysqladmin --silent ping as root".to_string()),
+                ("pacemaker", "crmadmin --dc_lookup as root".to_string()),
                 ("postgresql", "pg_isready -q as postgres".to_string()),
                 ("redis", "redis-cli ping as root".to_string()),
             ]
@@ -861,6 +877,26 @@ mod tests {
         write(d.path(), "etc/ade-prep/config.toml", "[workloads.redis]\nready = {argv = []}\n");
         let e = load(&Paths::under(d.path()), false).unwrap_err().to_string();
         assert!(e.contains("workloads.redis.ready.argv: must name a program"), "{e}");
+    }
+
+    #[test]
+    fn retry_secs_is_read_for_post_start_and_refused_on_a_pre_stop() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "etc/ade-prep/config.toml",
+            "[workloads.redis]\npost_start = [{argv = [\"redis-cli\", \"ping\"], retry_secs = 30}]\n",
+        );
+        let s = load(&Paths::under(d.path()), false).unwrap();
+        assert_eq!(s.workloads["redis"].post_start[0].retry_secs, 30);
+        assert_eq!(Settings::default().workloads["redis"].pre_stop[0].retry_secs, 0, "default: once");
+        write(
+            d.path(),
+            "etc/ade-prep/config.toml",
+            "[workloads.redis]\npre_stop = [{argv = [\"redis-cli\", \"SAVE\"], retry_secs = 30}]\n",
+        );
+        let e = load(&Paths::under(d.path()), false).unwrap_err().to_string();
+        assert!(e.contains("workloads.redis.pre_stop[0].retry_secs: is for post_start steps only"), "{e}");
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub(crate) struct FakeRunner {
     /// Docker containers the engine no longer has (removed since their stop): `docker ps` leaves them out,
     /// `docker start` of any of them fails (No such container), the others started.
     pub(crate) docker_gone: BTreeSet<String>,
+    /// A command whose argv[0] is a key fails (exit 1, stderr "boom") that many times first, then answers as usual.
+    pub(crate) fail_first: RefCell<BTreeMap<String, u32>>,
 }
 
 impl FakeRunner {
@@ -154,6 +156,10 @@ impl Runner for FakeRunner {
                 Ok(stdout) => Outcome { code: Some(0), timed_out: false, stdout, stderr_tail: String::new() },
                 Err(e) => fail(e),
             });
+        }
+        if let Some(n) = self.fail_first.borrow_mut().get_mut(&argv[0]).filter(|n| **n > 0) {
+            *n -= 1;
+            return Ok(fail("boom".into()));
         }
         let code = self.codes.get(&argv[0]).copied().unwrap_or(0);
         let stdout = self.stdouts.get(&argv.join(" ")).cloned().unwrap_or_default();

@@ -1105,6 +1105,54 @@ mod tests {
     }
 
     #[test]
+    fn a_post_start_step_with_retry_secs_is_run_again_while_it_fails_within_its_bound() {
+        let sd = || FakeSystemd::new().with_unit(service("postgresql@15-main.service", "active"));
+        let holders = || vec![holder(70, "postgres", Some("postgresql@15-main.service"))];
+        let step = |retry_secs| crate::config::PreStop {
+            argv: vec!["cluster-online".into()],
+            retry_secs,
+            ..Settings::default().workloads["sap"].pre_stop[0].clone()
+        };
+        // Fails twice (the cluster is not up yet), then succeeds: run three times, then the probe.
+        let mut w = World::new(sd());
+        w.settings.workloads.get_mut("postgresql").unwrap().post_start = vec![step(30)];
+        let (r, mut j) = w.prepare(holders());
+        r.unwrap();
+        w.runner.fail_first.borrow_mut().insert("cluster-online".into(), 2);
+        let before = w.runner.calls.borrow().len();
+        let r = w.restore(&mut j);
+        assert!(r.failed.is_empty() && r.not_ready.is_empty(), "{r:?}");
+        let after: Vec<String> = w.runner.calls.borrow()[before..].iter().map(|a| a.join(" ")).collect();
+        assert_eq!(after, ["cluster-online", "cluster-online", "cluster-online", "pg_isready -q"]);
+
+        // Without retry_secs: once, and its failure is named.
+        let mut w = World::new(sd());
+        w.settings.workloads.get_mut("postgresql").unwrap().post_start = vec![step(0)];
+        let (r, mut j) = w.prepare(holders());
+        r.unwrap();
+        w.runner.fail_first.borrow_mut().insert("cluster-online".into(), 2);
+        let r = w.restore(&mut j);
+        assert_eq!(r.not_ready.len(), 1, "{r:?}");
+        assert!(r.not_ready[0].starts_with("workload postgresql: post-start [\"cluster-online\"] as "), "{r:?}");
+        assert!(r.not_ready[0].contains("exited Some(1)"), "{r:?}");
+        assert_eq!(w.runner.calls.borrow().iter().filter(|a| a[0] == "cluster-online").count(), 1);
+
+        // Always failing: given up after its bound, named.
+        let mut w = World::new(sd());
+        w.settings.workloads.get_mut("postgresql").unwrap().post_start = vec![step(2)];
+        let (r, mut j) = w.prepare(holders());
+        r.unwrap();
+        w.runner.fail_first.borrow_mut().insert("cluster-online".into(), 1000);
+        let t = std::time::Instant::now();
+        let r = w.restore(&mut j);
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        assert_eq!(r.not_ready.len(), 1, "{r:?}");
+        let n = w.runner.calls.borrow().iter().filter(|a| a[0] == "cluster-online").count();
+        assert!((2..=4).contains(&n), "run again each second for 2 s: {n}");
+        assert_eq!(j.record().phase, Phase::Closed);
+    }
+
+    #[test]
     fn an_undo_whose_target_is_gone_is_done_with_a_warning_and_the_window_ends() {
         let mut w = World::new(docker_systemd().with_unit(service("ade-gone.service", "active")));
         let mut wl = w.settings.workloads["mongodb"].clone();

@@ -10,6 +10,7 @@ pub(crate) mod hold;
 pub mod journal;
 pub mod phase;
 pub(crate) mod plan;
+pub(crate) mod quorum;
 pub mod record;
 pub(crate) mod restore;
 pub(crate) mod snapshot;

@@ -310,6 +310,7 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
     let mut frontier: Vec<String> = unit_workload.keys().cloned().collect();
     let mut also: Vec<String> = vec![];
     let mut unmasked: BTreeSet<String> = BTreeSet::new();
+    let mut refused: BTreeSet<String> = BTreeSet::new();
     while let Some(u) = frontier.pop() {
         let w = unit_workload[&u];
         let f = snap.units.get(&u);
@@ -326,6 +327,18 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
         // service or socket stays down under a mask (it runs code that may start the workload again or hold the
         // disk); a target, mount, path or timer is stopped by systemd with the workload and is not masked.
         for d in dependents {
+            if snap.units.get(&d).is_some_and(|f| f.refuse_manual_stop && f.is_running()) {
+                // systemd refuses a stop of its own (sbd.service: PartOf=corosync.service, RefuseManualStop=yes): it
+                // goes with `u`, and comes back only through a dependency of `u` (sbd: corosync.service Requires= it).
+                if !refused.contains(&d) {
+                    warnings.push(format!(
+                        "{d} refuses a stop of its own (RefuseManualStop=yes): systemd stops it with {u}; ade-prep \
+                         neither stops nor starts it (it comes back when {u} starts only if {u} requires or wants it)"
+                    ));
+                    refused.insert(d);
+                }
+                continue;
+            }
             if !unit_workload.contains_key(&d) && snap.units.get(&d).is_some_and(|f| f.is_running()) {
                 also.push(format!("{d} (systemd stops it with {u})"));
                 if !(d.ends_with(".service") || d.ends_with(".socket")) {
@@ -353,6 +366,22 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
         }
         false
     });
+    // A cluster node: its leave must not take the cluster below quorum (refused here, before the standby).
+    let corosync = super::quorum::COROSYNC_UNIT;
+    if let (Some(w), Some(q)) = (unit_workload.get(corosync), &snap.quorum) {
+        if snap.units.get(corosync).is_some_and(|f| f.is_running()) {
+            let why = match q {
+                Ok(q) => super::quorum::leave_loses_quorum(q),
+                Err(e) => Some(format!("its quorum cannot be read: {e}")),
+            };
+            if let Some(why) = why {
+                blockers.push(format!(
+                    "workload {w}: this node's cluster would lose quorum: {why} (corosync-quorumtool -s): bring the \
+                     other members back, or encrypt this node when the cluster can spare it"
+                ));
+            }
+        }
+    }
     also.retain(|a| unit_workload.contains_key(a.split(' ').next().unwrap_or_default()));
     for a in also {
         warnings.push(format!("also stopped and restored: {a}"));
@@ -629,7 +658,97 @@ mod tests {
             docker_containers: vec![],
             containerd_tasks: vec![],
             own_units: Default::default(),
+            quorum: None,
         }
+    }
+
+    /// A Pacemaker node: pacemakerd and corosync hold `/` (their logs), corosync's quorum as given.
+    fn cluster_node(q: Option<Result<crate::window::quorum::Quorum, String>>, s: &Settings) -> Snapshot {
+        let mut sn = snap(
+            vec![holder(50, "pacemakerd", Some("pacemaker.service")), holder(41, "corosync", Some("corosync.service"))],
+            vec![unit("pacemaker.service", "active", &[]), unit("corosync.service", "active", &[])],
+            s,
+        );
+        sn.quorum = q;
+        sn
+    }
+
+    #[test]
+    fn a_unit_that_refuses_a_manual_stop_is_left_to_the_unit_it_goes_with() {
+        // sbd.service: PartOf=corosync.service (corosync's ConsistsOf), RefuseManualStop=yes.
+        let s = Settings::default();
+        let mut sn = cluster_node(None, &s);
+        sn.units.get_mut("corosync.service").unwrap().stopped_with = vec!["sbd.service".into()];
+        let (id, mut sbd) = unit("sbd.service", "active", &[]);
+        sbd.refuse_manual_stop = true;
+        sn.units.insert(id, sbd);
+        let p = plan(&sn, &s).unwrap();
+        assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+        let text = format!("{:?}", p.steps);
+        assert!(!text.contains("sbd.service"), "sbd stopped, masked or held by ade-prep: {text}");
+        assert!(
+            p.warnings.iter().any(|w| w.starts_with(
+                "sbd.service refuses a stop of its own (RefuseManualStop=yes): systemd stops it with corosync.service"
+            )),
+            "{:?}",
+            p.warnings
+        );
+        // Without RefuseManualStop it is stopped and restored like any unit systemd stops with a workload's.
+        sn.units.get_mut("sbd.service").unwrap().refuse_manual_stop = false;
+        let p = plan(&sn, &s).unwrap();
+        assert!(format!("{:?}", p.steps).contains("(\"sbd.service\", 1800)"), "{:?}", p.steps);
+    }
+
+    #[test]
+    fn a_cluster_node_is_put_in_standby_then_stopped_unless_its_leave_would_lose_the_quorum() {
+        let s = Settings::default();
+        let q = |total, quorum| crate::window::quorum::Quorum {
+            quorate: true,
+            expected_votes: 3,
+            total_votes: total,
+            quorum,
+            own_votes: 1,
+            flags: vec!["Quorate".into()],
+        };
+        // Three members up: the leave keeps the quorum. Standby and its wait, then both units stopped.
+        let p = plan(&cluster_node(Some(Ok(q(3, 2))), &s), &s).unwrap();
+        assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+        let pre: Vec<String> = p
+            .steps
+            .iter()
+            .filter_map(|st| match st {
+                Step::PreStop { workload, command } if workload == "pacemaker" => Some(command.argv.join(" ")),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            pre,
+            ["crm_attribute --type nodes --name standby --update on", "crm_resource --wait --timeout=900s"]
+        );
+        let stops = p.steps.iter().find_map(|st| match st {
+            Step::StopUnits { units, .. } => Some(units.clone()),
+            _ => None,
+        });
+        assert_eq!(stops.unwrap(), [("corosync.service".to_string(), 1800), ("pacemaker.service".to_string(), 1800)]);
+        // One member down already: this leave would take the other one below quorum. Refused, naming why.
+        let p = plan(&cluster_node(Some(Ok(q(2, 2))), &s), &s).unwrap();
+        assert_eq!(p.blockers.len(), 1, "{:?}", p.blockers);
+        assert!(
+            p.blockers[0].starts_with(
+                "workload pacemaker: this node's cluster would lose quorum: stopping it would leave the cluster 1 of \
+                 3 expected votes, below its quorum of 2"
+            ),
+            "{}",
+            p.blockers[0]
+        );
+        // Unreadable: refused too.
+        let p = plan(&cluster_node(Some(Err("corosync-quorumtool -s: exited Some(1)".into())), &s), &s).unwrap();
+        assert!(p.blockers[0].contains("its quorum cannot be read: corosync-quorumtool -s: exited Some(1)"), "{p:?}");
+        // Corosync companion: stopped with pacemaker even when only pacemaker holds `/`.
+        let mut sn = cluster_node(Some(Ok(q(3, 2))), &s);
+        sn.holders.retain(|(h, _)| h.comm == "pacemakerd");
+        let p = plan(&sn, &s).unwrap();
+        assert!(format!("{p:?}").contains("(\"corosync.service\", 1800)"), "{p:?}");
     }
 
     #[test]

@@ -486,13 +486,17 @@ fn bring_up(m: &Machine, name: &str, w: &crate::config::Workload) -> Result<(), 
     for p in &w.post_start {
         let what = format!("workload {name}: post-start {:?} as {}", crate::bundle::redact_argv(&p.argv).0, p.user);
         log::info!("{what}");
-        let o =
-            m.runner.run(&p.argv, &p.user, Duration::from_secs(p.timeout_secs)).map_err(|e| format!("{what}: {e}"))?;
-        if o.timed_out {
-            return Err(format!("{what}: timed out after {} s", p.timeout_secs));
-        }
-        if !o.code.is_some_and(|c| p.ok_exit_codes.contains(&c)) {
-            return Err(format!("{what}: exited {:?} (expected {:?}): {}", o.code, p.ok_exit_codes, o.stderr_tail));
+        // `retry_secs`: run again every second while it fails, within that bound (the cluster tools of a cluster
+        // whose daemons were just started cannot reach it for the first seconds).
+        let t = std::time::Instant::now();
+        loop {
+            let r = post_start_once(m.runner, p).map_err(|e| format!("{what}: {e}"));
+            if r.is_ok() || t.elapsed() >= Duration::from_secs(p.retry_secs) || crate::signals::stop_now() {
+                r?;
+                break;
+            }
+            log::debug!("{}; again in 1 s", r.unwrap_err());
+            std::thread::sleep(Duration::from_secs(1));
         }
     }
     let Some(p) = &w.ready else { return Ok(()) };
@@ -517,6 +521,18 @@ fn bring_up(m: &Machine, name: &str, w: &crate::config::Workload) -> Result<(), 
         }
         Err(e) => Err(format!("workload {name} not ready after {} s: {e}", p.timeout_secs)),
     }
+}
+
+/// One run of a post-start step: Err says how it failed.
+fn post_start_once(runner: &dyn Runner, p: &crate::config::PreStop) -> Result<(), String> {
+    let o = runner.run(&p.argv, &p.user, Duration::from_secs(p.timeout_secs)).map_err(|e| e.to_string())?;
+    if o.timed_out {
+        return Err(format!("timed out after {} s", p.timeout_secs));
+    }
+    if !o.code.is_some_and(|c| p.ok_exit_codes.contains(&c)) {
+        return Err(format!("exited {:?} (expected {:?}): {}", o.code, p.ok_exit_codes, o.stderr_tail));
+    }
+    Ok(())
 }
 
 /// One ask of a readiness probe: Err names the probe and its answer.

@@ -91,6 +91,8 @@ pub struct Snapshot {
     pub containerd_tasks: Vec<super::ctr::Task>,
     /// The units of ade-prep and its ancestors: never stopped.
     pub own_units: BTreeSet<String>,
+    /// Corosync's quorum as this node sees it, or why it could not be read; read while corosync.service runs.
+    pub quorum: Option<Result<super::quorum::Quorum, String>>,
 }
 
 /// Every process holding any of `mounts`, each once (a process on `/` and a data volume is one holder), and what
@@ -169,7 +171,19 @@ pub fn snapshot(m: &Machine, mounts: &[PathBuf]) -> anyhow::Result<Snapshot> {
     let containerd_running = units.get("containerd.service").is_some_and(|f| f.active_state.is_running());
     let containerd_tasks = if containerd_running { super::ctr::running_tasks(m.runner)? } else { vec![] };
     let own_units = m.procs.own_units().into_iter().collect();
-    Ok(Snapshot { mounts: held, holders, units, selinux_enforcing, docker_containers, containerd_tasks, own_units })
+    // Corosync's quorum while it runs: the plan refuses a stop that would leave the cluster without it.
+    let corosync_running = units.get(super::quorum::COROSYNC_UNIT).is_some_and(|f| f.active_state.is_running());
+    let quorum = corosync_running.then(|| super::quorum::read(m.runner));
+    Ok(Snapshot {
+        mounts: held,
+        holders,
+        units,
+        selinux_enforcing,
+        docker_containers,
+        containerd_tasks,
+        own_units,
+        quorum,
+    })
 }
 
 /// Ids of running Docker containers; none when the docker CLI is not installed.

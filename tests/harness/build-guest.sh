@@ -23,14 +23,17 @@
 #                `nspawn-run.sh -g 219` (Debian's libsystemd0/libudev1 stay)
 #   rootfs-db/   rootfs-ns + Debian 12's postgresql (15, cluster 15/main) and mariadb-server, both
 #                DISABLED (tests/nspawn workloads suite, `nspawn-run.sh -g db`)
+#   rootfs-ha/   rootfs-ns + Debian 12's pacemaker (2.1), pacemaker-cli-utils and corosync (3.1), both
+#                DISABLED; the test writes its own one-node corosync.conf (tests/nspawn ha suite,
+#                `nspawn-run.sh -g ha`)
 #   logs/STEP.log, logs/timings
-# Steps: qemu rootfs selinux overlay image nspawn systemd219 rootfs-219 docker crypt (plain). A step is skipped while its
+# Steps: qemu rootfs selinux overlay image nspawn systemd219 rootfs-219 docker crypt rootfs-db rootfs-ha (plain). A step is skipped while its
 # marker $H/.done-STEP holds the current recipe hash (its code, package lists,
 # overlay contents and the hashes of the steps it derives from) and its output
 # exists; otherwise it is redone from scratch (markers are written last, so an
 # interrupted step is redone). Editing guest-overlay/ redoes overlay + image
 # (~30 s), not debootstrap, selinux or rootfs-ns.
-#   --nspawn-only  build only rootfs, overlay, nspawn, systemd219, rootfs-219, rootfs-db (enough for
+#   --nspawn-only  build only rootfs, overlay, nspawn, systemd219, rootfs-219, rootfs-db, rootfs-ha (enough for
 #                  nspawn-run.sh on every guest)
 #   --with-plain-image  every step and the plain image (step plain: images/debian12.img)
 # The systemd 219 source: $ADE_SYSTEMD219_TARBALL, else systemd-rhel7-9b2dad78f2.tar.xz in
@@ -59,10 +62,12 @@ STEPS="$STEPS crypt"; DEPS[crypt]=image     # step_crypt: cryptsetup in images/d
 DEPS[plain]=image                           # step_plain: images/debian12.img (--with-plain-image)
 STEPS="$STEPS rootfs-db"; DEPS[rootfs-db]=nspawn   # step_rootfs-db: rootfs-ns + PostgreSQL 15 and MariaDB
 DB_PKGS="postgresql mariadb-server mariadb-client"
+STEPS="$STEPS rootfs-ha"; DEPS[rootfs-ha]=nspawn   # step_rootfs-ha: rootfs-ns + Pacemaker and Corosync
+HA_PKGS="pacemaker pacemaker-cli-utils corosync"
 
 die() { echo "build-guest: $*" >&2; exit 1; }
 case ${1:-} in
-  --nspawn-only) STEPS="rootfs overlay nspawn systemd219 rootfs-219 rootfs-db";;
+  --nspawn-only) STEPS="rootfs overlay nspawn systemd219 rootfs-219 rootfs-db rootfs-ha";;
   --with-plain-image) STEPS="$STEPS plain";;
   "") ;;
   *) echo "usage: $0 [--nspawn-only | --with-plain-image]" >&2; exit 2;;
@@ -369,6 +374,31 @@ step_rootfs-db() {
   fresh "$H/rootfs-db"; mv "$T" "$H/rootfs-db"
 }
 
+# rootfs-ha: rootfs-ns plus Debian 12's Pacemaker and Corosync (the ha suite: a one-node cluster with the real
+# packages). pacemaker-cli-utils brings crm_mon, crm_attribute, crm_resource, crm_node (Recommends of pacemaker,
+# which --no-install-recommends would leave out); crmsh and pcs are not installed (the catalogue uses only the tools
+# of pacemaker and corosync themselves). Both services disabled: the test writes corosync.conf and starts them.
+step_rootfs-ha() {
+  local T=$H/rootfs-ha.tmp
+  fresh "$T"; cp -a "$H/rootfs-ns" "$T"
+  # shellcheck disable=SC2064    # expand $T now
+  trap "umount '$T/proc' 2>/dev/null || true" EXIT
+  cp /etc/resolv.conf "$T/etc/resolv.conf"
+  printf '#!/bin/sh\nexit 101\n' > "$T/usr/sbin/policy-rc.d"; chmod +x "$T/usr/sbin/policy-rc.d"
+  mount -t proc proc "$T/proc"
+  chroot "$T" apt-get update
+  # shellcheck disable=SC2086
+  chroot "$T" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $HA_PKGS
+  umount "$T/proc"
+  chroot "$T" apt-get clean
+  rm -rf "$T"/var/lib/apt/lists/*_Packages
+  rm -f "$T/etc/resolv.conf" "$T/usr/sbin/policy-rc.d"
+  chroot "$T" systemctl disable pacemaker.service corosync.service 2>&1 || true
+  chroot "$T" dpkg-query -W pacemaker pacemaker-cli-utils corosync
+  [ -x "$T/usr/sbin/crm_attribute" ] && [ -x "$T/usr/sbin/corosync-quorumtool" ]
+  fresh "$H/rootfs-ha"; mv "$T" "$H/rootfs-ha"
+}
+
 output_ok() {
   case $1 in
     qemu)    [ -x "$H/qemu-root/usr/bin/qemu-system-x86_64" ];;
@@ -382,6 +412,7 @@ output_ok() {
     rootfs-219) [ -x "$H/rootfs-219/usr/lib/systemd/systemd" ] && [ -x "$H/rootfs-219/usr/bin/systemd-sysusers" ];;
     docker)  [ -f "$H/images/debian12-docker.img" ];;
     rootfs-db) [ -x "$H/rootfs-db/usr/lib/postgresql/15/bin/postgres" ] && [ -x "$H/rootfs-db/usr/sbin/mariadbd" ];;
+    rootfs-ha) [ -x "$H/rootfs-ha/usr/sbin/pacemakerd" ] && [ -x "$H/rootfs-ha/usr/sbin/corosync" ];;
     crypt)   debugfs -R 'stat /usr/sbin/cryptsetup' "$H/images/debian12-selinux.img" 2>/dev/null | grep -q 'Type: regular';;
   esac
 }
@@ -389,6 +420,7 @@ output_ok() {
 # Hash of everything step $1's output depends on.
 recipe() {
   { declare -f "step_$1"; echo "$ROOT_PKGS|$SE_PKGS"; [ "$1" = rootfs-db ] && echo "$DB_PKGS"
+    [ "$1" = rootfs-ha ] && echo "$HA_PKGS"
     [ "$1" = overlay ] && tar -C "$OVERLAY" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -c .
     [ "$1" = systemd219 ] && { echo "$SD219_SHA"; cat "$HERE/systemd219-fixes.sh"; }
     for d in ${DEPS[$1]}; do echo "$d=$(cat "$H/.done-$d" 2>/dev/null)"; done

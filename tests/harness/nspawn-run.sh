@@ -5,7 +5,9 @@
 #   else 252): 252 = $ADE_HARNESS_DIR/rootfs-ns, Debian 12's systemd 252;
 #   219 = $ADE_HARNESS_DIR/rootfs-219, RHEL 7's systemd 219 on the same Debian
 #   userland (nspawn gives it cgroup v1); db = $ADE_HARNESS_DIR/rootfs-db, the 252
-#   guest with PostgreSQL 15 and MariaDB installed (disabled). DIR is
+#   guest with PostgreSQL 15 and MariaDB installed (disabled); ha =
+#   $ADE_HARNESS_DIR/rootfs-ha, the 252 guest with Pacemaker and Corosync
+#   installed (disabled). DIR is
 #   bind-mounted read-write at /work. Once SystemState is running/degraded,
 #   CMD (joined with spaces) runs with `bash -c` as root in /work inside the
 #   container (nsenter into all its namespaces, in the scope unit
@@ -25,10 +27,10 @@
 set -u
 H=${ADE_HARNESS_DIR:-/var/cache/ade-prep-harness}
 TMO=600 GUEST=${NSPAWN_GUEST:-252}
-usage() { echo "usage: $0 [-t secs] [-g 252|219|db] DIR COMMAND..." >&2; exit 2; }
+usage() { echo "usage: $0 [-t secs] [-g 252|219|db|ha] DIR COMMAND..." >&2; exit 2; }
 while getopts "t:g:" o; do case $o in t) TMO=$OPTARG;; g) GUEST=$OPTARG;; *) usage;; esac; done
 shift $((OPTIND-1))
-case $GUEST in 252) ROOT=$H/rootfs-ns;; 219) ROOT=$H/rootfs-219;; db) ROOT=$H/rootfs-db;; *) usage;; esac
+case $GUEST in 252) ROOT=$H/rootfs-ns;; 219) ROOT=$H/rootfs-219;; db) ROOT=$H/rootfs-db;; ha) ROOT=$H/rootfs-ha;; *) usage;; esac
 [ $# -ge 2 ] || usage
 [ -d "$1" ] || { echo "nspawn-run: no such dir: $1" >&2; exit 2; }
 DIR=$(realpath "$1"); shift; CMD=$*

@@ -7,6 +7,7 @@
 mod common;
 
 mod ade_replay;
+mod cluster;
 mod crash;
 mod daemon;
 mod hold;

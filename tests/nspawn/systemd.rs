@@ -82,6 +82,10 @@ fn in_container_unit_properties_and_unit_by_pid() {
     assert_eq!(sock.main_pid, None);
     assert_eq!(sock.restart, None);
 
+    // RefuseManualStop=yes (read by the plan: sbd.service has it), in systemd's own units of 219 and 252.
+    assert!(sd.unit("systemd-tmpfiles-setup.service").unwrap().refuse_manual_stop);
+    assert!(!db.refuse_manual_stop);
+
     let timer = sd.unit("systemd-tmpfiles-clean.timer").unwrap();
     assert_eq!(timer.triggers, vec!["systemd-tmpfiles-clean.service".to_string()]);
     assert_eq!((timer.control_group, timer.kill_mode), (None, None));
