@@ -199,7 +199,7 @@ fn e2e_vm_ade_success_through_the_reboot() {
 /// (redis-server) and SELinux enforcing. Every one of their assertions is here, on guest.sh's FACT lines.
 #[test]
 fn e2e_vm_ade_error() {
-    if let Some(out) = scenario_with_data_disk("error", 900) {
+    if let Some(out) = scenario_with_data_disk("error", 1200) {
         assert!(out.contains("CHECK ok   ADE's data step succeeded in the window"), "no data step in:\n{out}");
         if std::env::var("ADE_E2E_BINARY").as_deref() != Ok("1") {
             deb_with_selinux_enforcing(&facts(&out));
