@@ -760,7 +760,18 @@ mod tests {
         let workloads = raw.workloads.unwrap();
         assert_eq!(
             workloads.keys().collect::<Vec<_>>(),
-            ["cassandra", "docker", "elasticsearch", "kubelet", "mariadb", "mongodb", "pacemaker", "postgresql", "redis", "sap"]
+            [
+                "cassandra",
+                "docker",
+                "elasticsearch",
+                "kubelet",
+                "mariadb",
+                "mongodb",
+                "pacemaker",
+                "postgresql",
+                "redis",
+                "sap"
+            ]
         );
         for (name, w) in &workloads {
             assert!(w.units.as_ref().is_some_and(|u| !u.is_empty()), "{name}");
