@@ -45,8 +45,10 @@ fn on_a_terminal_the_wait_is_live_with_the_time_left() {
     let live: Vec<&str> = screen.split(['\r', '\n']).filter(|l| l.contains(" s left): ")).collect();
     assert!(!live.is_empty(), "no progress line: {screen:?}");
     assert!(live.iter().all(|l| l.contains("] waiting (") && l.contains("lock is held by")), "{live:?}");
-    // The log line about the wait is printed whole, on its own line, not into the live one.
-    assert!(screen.split(['\r', '\n']).any(|l| l.starts_with("[WARN ] waiting (0 s so far): ")), "{screen:?}");
+    // The log line about the wait is printed whole, on its own line, not into the live one (after the live line's
+    // clear, `ESC[2K`, when the first redraw came before it).
+    let whole = |l: &str| l.trim_start_matches("\x1b[2K").starts_with("[WARN ] waiting (0 s so far): ");
+    assert!(screen.split(['\r', '\n']).any(whole), "{screen:?}");
     // A live line: redrawn in place (carriage return or cursor movement), the seconds left counting down.
     assert!(screen.contains('\r') || screen.contains("\x1b["), "not redrawn: {screen:?}");
     assert!(screen.contains("(1 s left)") && screen.contains("(0 s left)"), "no countdown: {screen:?}");
