@@ -483,13 +483,19 @@ fn in_container_a_target_mount_or_timer_that_requires_a_workload_is_stopped_by_s
     }
     // What systemd itself does to each when the workload is stopped (the evidence in docs/design.md): it stops
     // every unit that Requires= it, whatever its type, and starts none again when the workload starts.
+    // Stopped: inactive; for the tmpfs mount also `failed`, which systemd 219 in the container sometimes leaves
+    // when it unmounts it (seen 2 runs in 5, with a plain `systemctl stop ade-db.service` and no ade-prep at all).
+    let stopped = |u: &str| {
+        let s = state(u);
+        s == "inactive" || (u.ends_with(".mount") && s == "failed")
+    };
     assert!(sh(&["systemctl", "stop", "ade-db.service"]).status.success());
     for u in deps {
-        assert_eq!(state(u), "inactive", "systemd stops {u} with the unit it requires");
+        assert!(stopped(u), "systemd stops {u} with the unit it requires: {}", state(u));
     }
     assert!(sh(&["systemctl", "start", "ade-db.service"]).status.success());
     for u in deps {
-        assert_eq!(state(u), "inactive", "systemd does not start {u} again with the unit it requires");
+        assert!(stopped(u), "systemd does not start {u} again with the unit it requires: {}", state(u));
     }
     start_all();
 
@@ -498,7 +504,7 @@ fn in_container_a_target_mount_or_timer_that_requires_a_workload_is_stopped_by_s
     let r = prepare(&[]);
     assert_eq!(r.code, 0, "{r:?}");
     for u in deps {
-        assert_eq!(state(u), "inactive", "{u}");
+        assert!(stopped(u), "{u}: {}", state(u));
     }
     let masks = crate::prepare::runtime_masks();
     let r = ade(&["restore"]);
