@@ -275,6 +275,13 @@ pub fn sh(argv: &[&str]) -> Output {
     Command::new(argv[0]).args(&argv[1..]).output().unwrap_or_else(|e| panic!("{argv:?}: {e}"))
 }
 
+/// [`sh`] that must succeed; its stdout.
+pub fn sh_ok(argv: &[&str]) -> String {
+    let o = sh(argv);
+    assert!(o.status.success(), "{argv:?}: {o:?}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// The folder holding the selinuxfs stand-in (`enforce`), bound at /sys/fs/selinux for ade-prep (see
 /// [`ade_prep_cmd`]): the container has no SELinux, and its /sys/fs is a read-only sysfs with no selinux folder.
 pub const FAKE_SELINUXFS: &str = "/run/ade-fake-selinuxfs";

@@ -17,7 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{inside, sd, wait_for};
+use crate::common::{inside, sd, sh, sh_ok as ok, wait_for};
 use crate::prepare::{ade, prepare, state, window_open, write_config};
 
 /// How many `in_container_*` tests there are: the host side checks that each ran and passed.
@@ -32,16 +32,6 @@ fn cluster_in_nspawn() {
 }
 
 // ---- inside the container ---------------------------------------------------------------------------------
-
-fn sh(argv: &[&str]) -> std::process::Output {
-    crate::common::sh(argv)
-}
-
-fn ok(argv: &[&str]) -> String {
-    let o = sh(argv);
-    assert!(o.status.success(), "{argv:?}: {o:?}");
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// The cluster has a DC (each ask bounded: crmadmin waits for an answer while there is none).
 fn has_dc() -> bool {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{inside, sd, wait_for};
+use crate::common::{inside, sd, sh, sh_ok as ok, wait_for};
 use crate::prepare::{ade, prepare, state, window_open, write_config};
 
 /// How many `in_container_*` tests there are: the host side checks that each ran and passed.
@@ -30,16 +30,6 @@ fn workloads_in_nspawn() {
 }
 
 // ---- inside the container ---------------------------------------------------------------------------------
-
-fn sh(argv: &[&str]) -> std::process::Output {
-    crate::common::sh(argv)
-}
-
-fn ok(argv: &[&str]) -> String {
-    let o = sh(argv);
-    assert!(o.status.success(), "{argv:?}: {o:?}");
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// A writer committing 1, 2, 3... through `commit` (true: acknowledged), each number retried until it is, from
 /// another thread; `stop` ends it and returns the last acknowledged number and how many attempts failed.
