@@ -350,11 +350,12 @@ step_crypt() {
   mv "$img.crypt.tmp" "$img"
 }
 
-# rootfs-db: rootfs-ns plus Debian 12's PostgreSQL 15 and MariaDB (the workloads suite: real packages, their own
-# units). Installed through chroot apt-get with services kept from starting (policy-rc.d), then disabled: a test
-# starts the one it needs. rootfs-ns is left as it is (the other suites do not pay for two databases).
-step_rootfs-db() {
-  local T=$H/rootfs-db.tmp
+# derive_rootfs NAME PKGS UNITS: $H/rootfs-NAME.tmp = rootfs-ns + Debian's PKGS (no recommends), installed through
+# chroot apt-get with services kept from starting (policy-rc.d), then UNITS disabled: a test starts the one it needs.
+# rootfs-ns is left as it is (the other suites do not pay for these packages). The caller checks the tree, then
+# moves it in place (done_rootfs NAME).
+derive_rootfs() {
+  local T=$H/rootfs-$1.tmp
   fresh "$T"; cp -a "$H/rootfs-ns" "$T"
   # shellcheck disable=SC2064    # expand $T now
   trap "umount '$T/proc' 2>/dev/null || true" EXIT
@@ -363,15 +364,24 @@ step_rootfs-db() {
   mount -t proc proc "$T/proc"
   chroot "$T" apt-get update
   # shellcheck disable=SC2086
-  chroot "$T" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $DB_PKGS
+  chroot "$T" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $2
   umount "$T/proc"
   chroot "$T" apt-get clean
   rm -rf "$T"/var/lib/apt/lists/*_Packages
   rm -f "$T/etc/resolv.conf" "$T/usr/sbin/policy-rc.d"
-  chroot "$T" systemctl disable postgresql.service postgresql@15-main.service mariadb.service 2>&1 || true
+  # shellcheck disable=SC2086
+  chroot "$T" systemctl disable $3 2>&1 || true
+}
+done_rootfs() { fresh "$H/rootfs-$1"; mv "$H/rootfs-$1.tmp" "$H/rootfs-$1"; }
+
+# rootfs-db: rootfs-ns plus Debian 12's PostgreSQL 15 and MariaDB (the workloads suite: real packages, their own
+# units).
+step_rootfs-db() {
+  local T=$H/rootfs-db.tmp
+  derive_rootfs db "$DB_PKGS" "postgresql.service postgresql@15-main.service mariadb.service"
   chroot "$T" dpkg-query -W postgresql-15 mariadb-server
   [ -f "$T/etc/postgresql/15/main/postgresql.conf" ]
-  fresh "$H/rootfs-db"; mv "$T" "$H/rootfs-db"
+  done_rootfs db
 }
 
 # rootfs-ha: rootfs-ns plus Debian 12's Pacemaker and Corosync (the ha suite: a one-node cluster with the real
@@ -380,23 +390,10 @@ step_rootfs-db() {
 # of pacemaker and corosync themselves). Both services disabled: the test writes corosync.conf and starts them.
 step_rootfs-ha() {
   local T=$H/rootfs-ha.tmp
-  fresh "$T"; cp -a "$H/rootfs-ns" "$T"
-  # shellcheck disable=SC2064    # expand $T now
-  trap "umount '$T/proc' 2>/dev/null || true" EXIT
-  cp /etc/resolv.conf "$T/etc/resolv.conf"
-  printf '#!/bin/sh\nexit 101\n' > "$T/usr/sbin/policy-rc.d"; chmod +x "$T/usr/sbin/policy-rc.d"
-  mount -t proc proc "$T/proc"
-  chroot "$T" apt-get update
-  # shellcheck disable=SC2086
-  chroot "$T" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $HA_PKGS
-  umount "$T/proc"
-  chroot "$T" apt-get clean
-  rm -rf "$T"/var/lib/apt/lists/*_Packages
-  rm -f "$T/etc/resolv.conf" "$T/usr/sbin/policy-rc.d"
-  chroot "$T" systemctl disable pacemaker.service corosync.service 2>&1 || true
+  derive_rootfs ha "$HA_PKGS" "pacemaker.service corosync.service"
   chroot "$T" dpkg-query -W pacemaker pacemaker-cli-utils corosync
   [ -x "$T/usr/sbin/crm_attribute" ] && [ -x "$T/usr/sbin/corosync-quorumtool" ]
-  fresh "$H/rootfs-ha"; mv "$T" "$H/rootfs-ha"
+  done_rootfs ha
 }
 
 output_ok() {
@@ -421,6 +418,7 @@ output_ok() {
 recipe() {
   { declare -f "step_$1"; echo "$ROOT_PKGS|$SE_PKGS"; [ "$1" = rootfs-db ] && echo "$DB_PKGS"
     [ "$1" = rootfs-ha ] && echo "$HA_PKGS"
+    case $1 in rootfs-db|rootfs-ha) declare -f derive_rootfs done_rootfs;; esac
     [ "$1" = overlay ] && tar -C "$OVERLAY" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -c .
     [ "$1" = systemd219 ] && { echo "$SD219_SHA"; cat "$HERE/systemd219-fixes.sh"; }
     for d in ${DEPS[$1]}; do echo "$d=$(cat "$H/.done-$d" 2>/dev/null)"; done
