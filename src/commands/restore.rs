@@ -126,8 +126,9 @@ pub fn restore_with(paths: &Paths, settings: &Settings, opts: &RestoreOpts) -> a
             }
         }
     }
-    // `--without-ground`: the operator knows (a disk gone for good); the journal says so. The ground itself is
-    // checked by the window's restore, before anything is undone.
+    // The ground before anything: a filesystem the workloads stood on that cannot be mounted again leaves the
+    // window as it is, hold list included (through a reboot too), rather than start them in an empty folder.
+    // `--without-ground`: the operator knows (a disk gone for good); the journal says so.
     let mut journal = journal;
     if let Some(j) = journal.as_mut().filter(|j| opts.without_ground && j.is_window_open()) {
         if let Some(g) = j.record().ground.clone() {
@@ -136,11 +137,26 @@ pub fn restore_with(paths: &Paths, settings: &Settings, opts: &RestoreOpts) -> a
             log::warn!("restore --without-ground: not checking that {} are mounted", names.join(", "));
         }
     }
+    if let Some(ground) = journal.as_ref().filter(|j| j.is_window_open()).and_then(|j| j.record().ground.clone()) {
+        let edges = RealEdges::new(paths)?;
+        let lost = crate::window::restore::ground_back(&edges.machine(settings), &ground);
+        if !lost.is_empty() {
+            return Err(exit::with_code(
+                exit::FAILED,
+                anyhow!(
+                    "restore refused, nothing was undone: {}; mount it (or fix /etc/fstab) and run `ade-prep restore` \
+                     again",
+                    lost.join("; ")
+                ),
+            ));
+        }
+    }
+    // The hold list first: restore's Reload runs ade-prep-generator, which must no longer mask anything (the
+    // window's restore removes it too, as its rollback does).
+    let had_list = hold::clear_list(paths)?;
     if !journal.as_ref().is_some_and(|j| j.is_window_open()) {
         // No window, but a list was there (stale) or the generator still masks units of the last window (a boot
         // with the list, a crash before the reload): reload, so that they can start again.
-        // (With a window open, the window's restore removes the list, after its ground check.)
-        let had_list = hold::clear_list(paths)?;
         let last = journal.as_ref().map(|j| hold::units_ever_held(j.record())).unwrap_or_default();
         let masked = hold::generator_masks(paths, last);
         if had_list || !masked.is_empty() {
@@ -179,10 +195,6 @@ pub fn restore_with(paths: &Paths, settings: &Settings, opts: &RestoreOpts) -> a
     }
     let edges = RealEdges::new(paths)?;
     let r = restore::restore(&edges.machine(settings), &mut journal)?;
-    if r.refused {
-        let e = anyhow!("restore refused, nothing was undone: {}", r.failed.join("; "));
-        return Err(exit::with_code(exit::FAILED, e));
-    }
     if !r.failed.is_empty() {
         return Err(exit::with_code(
             exit::FAILED,

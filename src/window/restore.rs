@@ -45,8 +45,6 @@ pub struct Restored {
     /// Undos counted done whose target no longer exists (a unit systemd no longer knows, a container the engine
     /// removed, a containerd container deleted): each named. Nothing can bring them back, so the window ends.
     pub warnings: Vec<String>,
-    /// Refused before any undo: a filesystem of the ground is not back (`failed` names each).
-    pub refused: bool,
 }
 
 impl Restored {
@@ -122,8 +120,8 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
         out.failed.push(format!("journal: could not record {what}: {e}"));
     };
     // The ground first: every filesystem the workloads stood on is mounted again before anything is undone; one
-    // that cannot be leaves the window as it is, the hold list included (through a reboot too), rather than start a
-    // database in the empty mount-point folder on `/`. The next restore tries again.
+    // that cannot be leaves the window as it is (a database would write into the empty mount-point folder on `/`).
+    // The next restore tries again.
     if let Some(ground) = j.record().ground.clone() {
         let lost = ground_back(m, &ground);
         if !lost.is_empty() {
@@ -131,8 +129,10 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
                 log::error!("restore: {l}");
             }
             out.failed.extend(lost);
-            out.failed.push("mount it (or fix /etc/fstab) and run `ade-prep restore` again".into());
-            out.refused = true;
+            out.failed.push(
+                "nothing was undone: mount the filesystems above (or fix /etc/fstab) and run `ade-prep restore` again"
+                    .into(),
+            );
             events::emit(Event::RestoreIncomplete(&out.failed));
             return Ok(out);
         }
