@@ -313,8 +313,7 @@ mod tests {
 
     #[test]
     fn real_lookup_in_a_fresh_namespace() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root for unshare(CLONE_NEWNET)");
+        if crate::testing::skip_unless(crate::testing::root(), "needs root for unshare(CLONE_NEWNET)") {
             return;
         }
         // Only loopback: no route to IMDS.

@@ -198,8 +198,7 @@ mod tests {
 
     #[test]
     fn runs_as_another_user_when_root() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED: needs root");
+        if crate::testing::skip_unless(crate::testing::root(), "needs root (runs a command as nobody)") {
             return;
         }
         let o = RealRunner.run(&argv(&["id", "-un"]), "nobody", Duration::from_secs(5)).unwrap();

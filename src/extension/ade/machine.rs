@@ -304,8 +304,7 @@ mod tests {
     #[test]
     fn the_daemon_is_found_in_proc_under_the_root_only_as_ade_starts_it() {
         use std::os::unix::fs::PermissionsExt;
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root (root-owned handler files)");
+        if crate::testing::skip_unless(crate::testing::root(), "needs root (root-owned handler files)") {
             return;
         }
         let d = tempfile::tempdir().unwrap();
