@@ -184,7 +184,7 @@ pub fn system_service<'a>(unit: Option<&'a str>, cgroup: Option<&str>) -> Option
 
 /// Another writer: a holder in no workload and not protected with a file on the filesystem open for writing (an fd
 /// open `O_WRONLY`/`O_RDWR`, or a shared writable mapping). ADE leaves it running until its own stop or restart
-/// (docs/design.md, "Every other writer").
+/// (docs/decisions.md, "Every other writer").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Writer {
     pub pid: i32,

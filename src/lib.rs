@@ -1,6 +1,6 @@
 //! ade-prep: makes Azure Disk Encryption of a Linux OS disk succeed by taking the workloads off `/` for the
 //! encryption window (scan → classify → plan → execute → wait → restore) and putting everything back.
-//! The layers and what each may use are drawn in docs/design.md ("Modules").
+//! The layers and what each may use are drawn in docs/architecture.md ("Layers").
 #![deny(missing_docs)]
 
 pub(crate) mod bundle;

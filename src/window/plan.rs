@@ -323,7 +323,7 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
             }
         }
         // systemd stops these with `u` (Requires=, BindsTo=, PartOf=), whatever their type, and starts none again
-        // with it (measured on 219 and 252, docs/design.md): recorded as stops, so restore starts them. Only a
+        // with it (measured on 219 and 252, docs/decisions.md): recorded as stops, so restore starts them. Only a
         // service or socket stays down under a mask (it runs code that may start the workload again or hold the
         // disk); a target, mount, path or timer is stopped by systemd with the workload and is not masked.
         for d in dependents {

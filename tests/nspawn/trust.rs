@@ -481,7 +481,7 @@ fn in_container_a_target_mount_or_timer_that_requires_a_workload_is_stopped_by_s
     for u in deps {
         assert_eq!(state(u), "active", "{u}");
     }
-    // What systemd itself does to each when the workload is stopped (the evidence in docs/design.md): it stops
+    // What systemd itself does to each when the workload is stopped (the evidence in docs/decisions.md): it stops
     // every unit that Requires= it, whatever its type, and starts none again when the workload starts.
     // Stopped: inactive; for the tmpfs mount also `failed`, which systemd 219 in the container sometimes leaves
     // when it unmounts it (seen 2 runs in 5, with a plain `systemctl stop ade-db.service` and no ade-prep at all).
