@@ -1,14 +1,23 @@
 #!/bin/bash
-# tests/e2e/docker.sh DRIVER PHASE... - the guest side of tests/e2e_vm.rs's Docker scenarios (issue 14), in the
-# debian12-docker qemu guest of tests/harness (-s, VMRUN_IMAGE=debian12-docker): Debian's docker.io engine (dockerd,
-# containerd, runc, containerd-shim-runc-v2), /etc/docker/daemon.json with live-restore, a busybox image imported
-# from /usr/local/share/ade-e2e/busybox-rootfs.tar (no registry), ade-prep from the package (or the binary).
+# tests/e2e/docker.sh DRIVER PHASE... - the guest side of the Docker scenarios (issue 14): Debian 12's docker.io
+# engine (dockerd, containerd, runc, containerd-shim-runc-v2), /etc/docker/daemon.json with live-restore, a busybox
+# image imported from /usr/local/share/ade-e2e/busybox-rootfs.tar (no registry), ade-prep from the package (or the
+# binary). Two guests run it:
+#   nspawn  the `docker` systemd-nspawn guest (rootfs-docker: the 252 guest + docker.io; tests/nspawn/docker.rs) runs
+#           the phases that need no kernel of their own: containerd, no-live-restore, live-restore. The container has
+#           cgroup v2 (nspawn-run.sh -g docker) and its root is an overlay: daemon.json adds storage-driver vfs,
+#           iptables false and bridge none (the container has its own network namespace with only lo), and `ctr`
+#           uses containerd's native snapshotter (CONTAINERD_SNAPSHOTTER; an overlay mount on the overlay root fails
+#           with EINVAL). ade-prep is this build's binary (ADE_PREP_BIN), with the generator.
+#   qemu    the debian12-docker qemu guest of tests/harness (-s, VMRUN_IMAGE=debian12-docker; tests/vm/e2e.rs) runs
+#           the reboot phase, which needs a boot.
 # DRIVER: Docker's cgroup driver, `systemd` (the default of Debian 12's docker.io on cgroup v2: each container in a
 # docker-<id>.scope unit) or `cgroupfs` (containers in /docker/<id>, no unit: Docker's default on the cgroup v1 hosts
 # ADE supports: Ubuntu 16.04-20.04, RHEL/CentOS 7). Phases, run in the order given, in one boot (reboot last):
 #   no-live-restore   live-restore false (set before the containers start): prepare, window, restore
 #   live-restore      live-restore true (reloaded, the containers keep running): prepare, window, restore
 #   reboot            live-restore true: prepare, window, `vm-run-ctl reboot`; boot 2: held through the boot, restore
+#                     (qemu guest only)
 #   containerd        containerd alone: docker.socket and docker.service stopped and disabled, the docker CLI
 #                     moved away (a containerd-only host); a `ctr` task; prepare, window, restore (run first, before
 #                     the containers exist, whatever its place in the list)
@@ -40,6 +49,15 @@ E=/var/lib/ade-e2e
 IMG=ade-e2e/busybox:1
 NAMES="always unless no exited created paused"
 mkdir -p "$E"
+# The guest: nspawn (the `docker` nspawn guest) or qemu (the debian12-docker image).
+GUEST=qemu
+[ "$(systemd-detect-virt -c 2>/dev/null)" = systemd-nspawn ] && GUEST=nspawn
+# In nspawn: containerd's overlayfs snapshotter cannot mount on the container's overlay root (EINVAL); every ctr
+# command of this script (and ade-prep's, which inherit it) uses the native snapshotter (copies, bind mounts).
+# `ctr run` also asks for cpu shares (1024 by default), which runc writes as cpu.weight: the container's cgroup v2 has
+# no cpu controller when the host's controllers are all on v1 (this machine's), so in nspawn the tasks ask for none.
+CTR_RUN=(run -d --null-io)
+if [ "$GUEST" = nspawn ]; then export CONTAINERD_SNAPSHOTTER=native; CTR_RUN+=(--cpu-shares 0); fi
 [ -f "$E/t0" ] || date +%s.%N > "$E/t0"
 T0=$(cat "$E/t0")
 
@@ -107,8 +125,11 @@ install_agent() {
     DEBIAN_FRONTEND=noninteractive dpkg -i "$STAGE/ade-prep.deb" >"$E/dpkg.log" 2>&1 || { cat "$E/dpkg.log"; die "dpkg -i failed"; }
     tl "installed the package" "$(dpkg-query -W -f='${Package} ${Version}' ade-prep)"
   else
-    install -m 0755 "$STAGE/ade-prep" /usr/bin/ade-prep
-    install -m 0755 -D "$STAGE/ade-prep-generator" /usr/lib/systemd/system-generators/ade-prep-generator
+    # ADE_PREP_BIN, ADE_PREP_GENERATOR: the binary and the generator of this build (the nspawn suite), else staged
+    # beside this script (the qemu guest's ADE_E2E_BINARY=1).
+    install -m 0755 "${ADE_PREP_BIN:-$STAGE/ade-prep}" /usr/bin/ade-prep
+    install -m 0755 -D "${ADE_PREP_GENERATOR:-$STAGE/ade-prep-generator}" \
+      /usr/lib/systemd/system-generators/ade-prep-generator
     command -v restorecon >/dev/null && restorecon /usr/bin/ade-prep /usr/lib/systemd/system-generators/ade-prep-generator
     tl "installed the binary and the generator" "no .deb staged"
   fi
@@ -122,7 +143,11 @@ EOF
 }
 
 daemon_json() { # daemon_json LIVE-RESTORE: /etc/docker/daemon.json with the cgroup driver of this run
-  printf '{\n  "live-restore": %s,\n  "exec-opts": ["native.cgroupdriver=%s"]\n}\n' "$1" "$DRIVER" > /etc/docker/daemon.json
+  { printf '{\n  "live-restore": %s,\n' "$1"
+    # In nspawn: vfs (overlay2 on the overlay root fails: "failed to mount overlay: invalid argument"), no iptables
+    # (the container may not touch nf_tables) and no bridge (its network namespace has only lo).
+    [ "$GUEST" = nspawn ] && printf '  "storage-driver": "vfs",\n  "iptables": false,\n  "bridge": "none",\n'
+    printf '  "exec-opts": ["native.cgroupdriver=%s"]\n}\n' "$DRIVER"; } > /etc/docker/daemon.json
 }
 set_live_restore() { # set_live_restore true|false: daemon.json, then a reload (dockerd reloads live-restore on SIGHUP)
   daemon_json "$1"
@@ -155,8 +180,8 @@ ctr_pids() { ctr -n "$CTR_NS" task ls | awk 'NR > 1 {print $2}' | tr '\n' ' '; }
 setup_tasks() { # containerd's own tasks beside Docker's containers
   ctr -n "$CTR_NS" image import "$E/busybox.tar" >/dev/null || die "ctr -n $CTR_NS image import failed"
   local ref; ref=$(ctr -n "$CTR_NS" image ls -q | grep busybox | head -n1)
-  { ctr -n "$CTR_NS" run -d --null-io "$ref" e2e-ctr sh -c "$PAUSER" >/dev/null &&
-    ctr -n "$CTR_NS" run -d --null-io "$ref" e2e-ctr-paused sh -c "$PAUSER" >/dev/null; } || die "ctr run failed"
+  { ctr -n "$CTR_NS" "${CTR_RUN[@]}" "$ref" e2e-ctr sh -c "$PAUSER" >/dev/null &&
+    ctr -n "$CTR_NS" "${CTR_RUN[@]}" "$ref" e2e-ctr-paused sh -c "$PAUSER" >/dev/null; } || die "ctr run failed"
   sleep 1
   ctr -n "$CTR_NS" task pause e2e-ctr-paused || die "ctr task pause failed"
   tl "ctr tasks up in namespace $CTR_NS" "$(ctr_tasks)"
@@ -190,6 +215,9 @@ lines_ok() { # the volume's lines numbered 1..N without a gap or a torn line
   awk '$1 != NR || NF != 2 { bad = 1 } END { exit bad }' /var/lib/docker/volumes/e2e-vol/_data/lines
 }
 
+# The mounts below / (TARGET FSTYPE): not / itself, which is an overlay in the nspawn guest (--volatile=overlay).
+below_root() { findmnt -rn -o TARGET,FSTYPE | awk '$1 != "/"'; }
+
 assert_window() { # assert_window PHASE
   local p=$1 n st out
   for n in always unless paused; do
@@ -217,7 +245,7 @@ assert_window() { # assert_window PHASE
   local hit
   hit=$(echo "$out" | grep -E 'dockerd|containerd|runc|docker-proxy|[[:space:]]sh$|sleep$' | tr -s ' ' | tr '\n' ';')
   check "$p: fuser -vm / lists none of them [${hit}]" [ -z "$hit" ]
-  out=$(findmnt -rn -o TARGET,FSTYPE | grep -E '/var/lib/(docker|containerd)|/run/(docker|containerd)|overlay' | tr '\n' ';')
+  out=$(below_root | grep -E '/var/lib/(docker|containerd)|/run/(docker|containerd)|overlay' | tr '\n' ';')
   check "$p: no docker/containerd mount left below / (umount /oldroot would fail) [${out}]" [ -z "$out" ]
   out=$(set -o pipefail; ade-prep scan --json | python3 -c 'import json, sys
 d = json.load(sys.stdin)
@@ -339,7 +367,7 @@ containerd_phase() {
   unit_active containerd.service || systemctl start containerd.service
   ctr image import "$E/busybox.tar" >/dev/null || die "ctr image import failed"
   local ref; ref=$(ctr image ls -q | grep busybox | head -n1)
-  ctr run -d --null-io "$ref" e2e-task sh -c "$PAUSER" >/dev/null || die "ctr run failed"
+  ctr "${CTR_RUN[@]}" "$ref" e2e-task sh -c "$PAUSER" >/dev/null || die "ctr run failed"
   sleep 2
   # A host with the docker CLI installed but the engine down (its units stopped): prepare must not depend on it.
   local rc=0
@@ -360,7 +388,7 @@ containerd_phase() {
   check "containerd: containerd.service stopped and masked" eval '! unit_active containerd.service && masked containerd.service'
   out=$(fuser -vm / 2>&1 | grep -E 'containerd|[[:space:]]sh$' | tr -s ' ' | tr '\n' ';')
   check "containerd: fuser -vm / lists none of them [${out}]" [ -z "$out" ]
-  out=$(findmnt -rn -o TARGET,FSTYPE | grep -E '/var/lib/containerd|/run/containerd|overlay' | tr '\n' ';')
+  out=$(below_root | grep -E '/var/lib/containerd|/run/containerd|overlay' | tr '\n' ';')
   check "containerd: no containerd mount left below / [${out}]" [ -z "$out" ]
   timed "containerd: ade-prep restore" ade-prep restore -v || FAILS=$((FAILS + 1))
   check "containerd: containerd.service active again" unit_active containerd.service
@@ -388,7 +416,7 @@ if [ "$BOOT" = 1 ]; then
     case $phase in
       no-live-restore | live-restore) docker_phase "$phase";;
       containerd) containerd_phase;;
-      reboot) reboot_phase;;
+      reboot) [ "$GUEST" = qemu ] || die "the reboot phase needs the qemu guest"; reboot_phase;;
       *) die "unknown phase $phase";;
     esac
   done
