@@ -21,6 +21,16 @@
 #   containerd        containerd alone: docker.socket and docker.service stopped and disabled, the docker CLI
 #                     moved away (a containerd-only host); a `ctr` task; prepare, window, restore (run first, before
 #                     the containers exist, whatever its place in the list)
+#   kubelet           a Kubernetes node's order (issue 25; run after containerd, before the containers exist): the
+#                     engine down as in the containerd phase, a pod's container in containerd's CRI namespace k8s.io
+#                     and a STAND-IN kubelet.service (Debian 12 has no kubelet package: /usr/local/bin/kubelet, a
+#                     script that, as kubelet's restartPolicy Always does through the CRI, starts the pod's task again
+#                     whenever it is not running, and looks first 5 s after its start). Asserted: prepare stops
+#                     kubelet.service before the pod's task and before containerd.service (ade-prep's own log order),
+#                     and while prepare ran kubelet started no pod again; in the window kubelet.service is stopped and
+#                     masked and the pod's process gone; restore leaves the pod to kubelet (its log says so), kubelet's
+#                     first look after restore finds the pod not running (nobody ran `ctr task start` behind it), and
+#                     kubelet then starts it: it runs again.
 # The containers (created once, reused by every docker phase):
 #   always    --restart=always, named volume e2e-vol: one numbered line a second in /data/lines (TERM: exits 0)
 #   unless    --restart=unless-stopped, bind mount /srv/e2e: a heartbeat file (TERM: exits 0)
@@ -358,6 +368,88 @@ reboot_boot2() {
   assert_restored reboot
 }
 
+# ---- kubelet (a stand-in: Debian 12 has no kubelet package) ----
+K=/run/kubelet-standin   # its log: "started pod-a (found STATE)", "first look: STATE", "stopped"
+pod_status() { ctr -n k8s.io task ls | awk '$1 == "pod-a" {print $3}'; }
+pod_running() { [ "$(pod_status)" = RUNNING ]; }
+# line NUMBER of the first line of $E/out matching a pattern (0 if none)
+line_of() { grep -n -m1 -E "$1" "$E/out" | cut -d: -f1 | grep . || echo 0; }
+
+kubelet_phase() {
+  local out ref tpid
+  systemctl disable --now docker.socket docker.service >/dev/null 2>&1
+  unit_active containerd.service || systemctl start containerd.service
+  ctr -n k8s.io image import "$E/busybox.tar" >/dev/null || die "ctr -n k8s.io image import failed"
+  ref=$(ctr -n k8s.io image ls -q | grep busybox | head -n1)
+  # The pod's container, as kubelet would have had the CRI create it (here with ctr: no CRI client in the guest).
+  ctr -n k8s.io "${CTR_RUN[@]}" "$ref" pod-a sh -c "$PAUSER" >/dev/null || die "ctr -n k8s.io run failed"
+  rm -rf "$K"
+  # The stand-in: starts the pod's task again whenever it is not running (kubelet's restartPolicy Always, which the
+  # real kubelet carries out through the CRI); its first look comes 5 s after its start (kubelet's own start takes
+  # seconds), so that a task someone else started in between shows as RUNNING there.
+  cat > /usr/local/bin/kubelet <<'EOS'
+#!/bin/bash
+# A STAND-IN for kubelet (tests/e2e/docker.sh, phase kubelet): keeps the pod pod-a of namespace k8s.io running.
+K=/run/kubelet-standin; mkdir -p $K
+trap 'echo stopped >> $K/log; exit 0' TERM
+pod() { ctr -n k8s.io task ls 2>/dev/null | awk '$1 == "pod-a" {print $3}'; }
+sleep 5 & wait $!
+echo "first look: $(pod)" >> $K/log
+while :; do
+  st=$(pod)
+  if [ "$st" != RUNNING ] && ctr -n k8s.io containers info pod-a >/dev/null 2>&1; then
+    [ -n "$st" ] && ctr -n k8s.io task delete pod-a >/dev/null 2>&1
+    ctr -n k8s.io task start --null-io -d pod-a >/dev/null 2>&1 && echo "started pod-a (found ${st:-no task})" >> $K/log
+  fi
+  sleep 0.5 & wait $!
+done
+EOS
+  chmod 0755 /usr/local/bin/kubelet
+  printf '[Unit]
+Description=STAND-IN kubelet (tests/e2e/docker.sh)
+
+[Service]
+ExecStart=/usr/local/bin/kubelet
+Restart=always
+' \
+    > /etc/systemd/system/kubelet.service
+  systemctl daemon-reload; systemctl start kubelet.service || die "kubelet.service does not start"
+  wait_for 30 "the stand-in kubelet's first look" grep -q '^first look' "$K/log"
+  tpid=$(ctr -n k8s.io task ls | awk '$1 == "pod-a" {print $2}')
+  tl "kubelet: pod-a in k8s.io" "pid $tpid, kubelet $(systemctl show -p MainPID --value kubelet.service); $(tr '\n' ';' < "$K/log")"
+  local starts; starts=$(grep -c '^started' "$K/log")
+  timed "kubelet: ade-prep prepare" ade-prep prepare --force distro,memory -v || die "kubelet: prepare failed"
+  local k t c
+  k=$(line_of 'stopped kubelet\.service') t=$(line_of 'stopped containerd task pod-a in namespace k8s\.io')
+  c=$(line_of 'stopped containerd\.service')
+  check "kubelet: prepare stopped kubelet.service (line $k), then the pod's task (line $t), then containerd.service (line $c)" \
+    eval "[ $k -gt 0 ] && [ $k -lt $t ] && [ $t -lt $c ]"
+  check "kubelet: kubelet started no pod while prepare ran [$(tr '\n' ';' < "$K/log")]" \
+    [ "$(grep -c '^started' "$K/log")" = "$starts" ]
+  check "kubelet: kubelet.service stopped and masked ($(systemctl is-active kubelet.service), $(systemctl is-enabled kubelet.service 2>/dev/null))" \
+    eval '! unit_active kubelet.service && masked kubelet.service'
+  check "kubelet: the pod's process is gone (pid $tpid)" eval "! kill -0 $tpid 2>/dev/null"
+  out=$(engine_pids | tr '\n' ' ')
+  check "kubelet: no containerd or shim process [${out}]" [ -z "$out" ]
+  : > "$K/log"
+  timed "kubelet: ade-prep restore" ade-prep restore -v || FAILS=$((FAILS + 1))
+  check "kubelet: restore left the pod to kubelet" grep -q 'task pod-a in namespace k8s.io.* left to kubelet' "$E/out"
+  check "kubelet: restore did not start the pod with ctr" eval "! grep -q 'started containerd task pod-a' '$E/out'"
+  check "kubelet: kubelet.service active again" unit_active kubelet.service
+  wait_for 30 "the stand-in kubelet's first look after restore" grep -q '^first look' "$K/log"
+  check "kubelet: kubelet's first look after restore found the pod not running [$(grep '^first look' "$K/log")]" \
+    [ "$(grep '^first look' "$K/log")" != "first look: RUNNING" ]
+  wait_for 30 "kubelet to start the pod again" pod_running
+  check "kubelet: kubelet started the pod again, it runs ($(pod_status)) [$(tr '\n' ';' < "$K/log")]" \
+    eval "pod_running && grep -q '^started pod-a' '$K/log'"
+  # Back to a host without kubelet for the next phases.
+  systemctl disable --now kubelet.service >/dev/null 2>&1; rm -f /etc/systemd/system/kubelet.service /usr/local/bin/kubelet
+  systemctl daemon-reload
+  ctr -n k8s.io task kill -s KILL pod-a >/dev/null 2>&1; sleep 1
+  ctr -n k8s.io task delete pod-a >/dev/null 2>&1; ctr -n k8s.io container delete pod-a >/dev/null 2>&1
+  systemctl enable --now docker.socket docker.service >/dev/null 2>&1
+}
+
 task_status() { ctr task ls | awk '$1 == "e2e-task" {print $3}'; }
 task_running() { [ "$(task_status)" = RUNNING ]; }
 
@@ -409,13 +501,13 @@ if [ "$BOOT" = 1 ]; then
   setup_image
   # containerd alone first, before any Docker container exists (with live-restore they would outlive dockerd).
   case " $* " in *" containerd "*) tl "phase containerd"; containerd_phase;; esac
+  case " $* " in *" kubelet "*) tl "phase kubelet"; kubelet_phase;; esac
   case " $* " in *" live-restore "* | *" no-live-restore "* | *" reboot "*) setup_containers;; esac
   for phase in "$@"; do
-    [ "$phase" != containerd ] || continue
+    case $phase in containerd | kubelet) continue;; esac
     tl "phase $phase"
     case $phase in
       no-live-restore | live-restore) docker_phase "$phase";;
-      containerd) containerd_phase;;
       reboot) [ "$GUEST" = qemu ] || die "the reboot phase needs the qemu guest"; reboot_phase;;
       *) die "unknown phase $phase";;
     esac

@@ -2,10 +2,12 @@
 //! rootfs-ns plus Debian 12's docker.io 20.10.24, containerd 1.6.20 and runc 1.1.5; systemd 252, cgroup v2; see
 //! `nspawn-run.sh -g docker` for what the container is given). The guest side is tests/e2e/docker.sh, the script the
 //! qemu Docker scenario runs, with the phases that need no kernel of their own: `containerd` (containerd alone, a
-//! `ctr` task, the docker CLI moved away), `no-live-restore` and `live-restore` (the six containers and the two `ctr`
-//! tasks of namespace e2e through prepare, the window and restore); what each phase asserts is listed in docker.sh's
-//! header. Docker's cgroupfs driver, as in the qemu scenario. Only the reboot phase stays in the qemu guest
-//! (tests/vm/e2e.rs e2e_vm_docker_cgroupfs).
+//! `ctr` task, the docker CLI moved away), `kubelet` (a pod's task in namespace k8s.io beside a STAND-IN
+//! kubelet.service: Debian 12 has no kubelet package; issue 25's order, kubelet stopped before containerd and the pod
+//! left to kubelet by restore), `no-live-restore` and `live-restore` (the six containers and the two `ctr` tasks of
+//! namespace e2e through prepare, the window and restore); what each phase asserts is listed in docker.sh's header.
+//! Docker's cgroupfs driver, as in the qemu scenario. Only the reboot phase stays in the qemu guest (tests/vm/e2e.rs
+//! e2e_vm_docker_cgroupfs).
 //!
 //! `docker_in_nspawn` (host side) boots the `docker` guest once and runs this binary's `docker::in_container_*` test
 //! inside it. It skips (SKIPPED) when rootfs-docker-ns has not been built (`tests/harness/build-guest.sh
@@ -30,11 +32,11 @@ fn docker_in_nspawn() {
 // ---- inside the container ---------------------------------------------------------------------------------
 
 /// The phases run here, in docker.sh's order.
-const PHASES: [&str; 3] = ["containerd", "no-live-restore", "live-restore"];
+const PHASES: [&str; 4] = ["containerd", "kubelet", "no-live-restore", "live-restore"];
 
 #[test]
 #[ignore = "runs inside the nspawn container, started by docker_in_nspawn"]
-fn in_container_docker_and_containerd_through_the_window_with_and_without_live_restore() {
+fn in_container_docker_containerd_and_kubelet_through_the_window() {
     if !inside() {
         return;
     }
@@ -60,8 +62,13 @@ fn in_container_docker_and_containerd_through_the_window_with_and_without_live_r
     assert!(out.status.success() && stdout.contains("E2E PASS docker"), "docker.sh failed ({})", out.status);
     assert!(!stdout.contains("CHECK FAIL"), "a check failed");
     // Each phase ran to its end: its last check is there (a phase skipped by mistake would pass silently).
-    assert!(stdout.contains("CHECK ok   containerd: the task runs again"), "the containerd phase did not finish");
-    for p in &PHASES[1..] {
-        assert!(stdout.contains(&format!("CHECK ok   {p}: journal: window closed")), "phase {p} did not finish");
+    let last = [
+        "containerd: the task runs again",
+        "kubelet: kubelet started the pod again",
+        "no-live-restore: journal: window closed",
+        "live-restore: journal: window closed",
+    ];
+    for l in last {
+        assert!(stdout.contains(&format!("CHECK ok   {l}")), "a phase did not finish: no \"{l}\"");
     }
 }

@@ -252,9 +252,9 @@ fn e2e_vm_hard_reset_in_the_window() {
 /// containers of tests/e2e/docker.sh and two `ctr` tasks of containerd's own (namespace e2e, one paused) beside
 /// them; prepare with live-restore on, the reboot in the window (boot 2: the engine held down through the boot), then
 /// restore, in one run of two boots. Docker's cgroupfs driver (its default on the cgroup v1 hosts ADE supports).
-/// Only this phase needs the VM (a boot): the other phases of docker.sh (containerd alone; live-restore off, then on,
-/// each through prepare, the window and restore) run with the same engine packages in the `docker` nspawn guest
-/// (tests/nspawn/docker.rs, the nspawn tier).
+/// Only this phase needs the VM (a boot): the other phases of docker.sh (containerd alone; a stand-in kubelet beside
+/// containerd; live-restore off, then on, each through prepare, the window and restore) run with the same engine
+/// packages in the `docker` nspawn guest (tests/nspawn/docker.rs, the nspawn tier).
 #[test]
 fn e2e_vm_docker_cgroupfs() {
     let phases = "reboot";
