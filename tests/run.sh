@@ -3,7 +3,8 @@
 #   fast       no root needed: shellcheck (every shell script), cargo fmt --check, clippy -D warnings with the MSRV
 #              check (see msrv below), the unit tests and tests/cli. Under a minute warm. Not root: a test that
 #              needs root prints SKIPPED (under CI=true it fails).
-#   nspawn     tests/nspawn: every suite on Debian 12's systemd 252 and RHEL 7's 219 (systemd-nspawn guests)
+#   nspawn     tests/nspawn: every suite on Debian 12's systemd 252 and RHEL 7's 219 (systemd-nspawn guests); the
+#              workloads, cluster and docker suites on 252 guests with the real packages (db, ha, docker)
 #   packaging  the .deb and .rpm built (packaging/build.sh) and checked (tests/packaging: lintian, rpmlint, rpm --root,
 #              the .deb installed, run and purged in a Debian 12 nspawn guest), then tests/cli again against the
 #              release binary the packages ship (the release profile's run)
@@ -95,7 +96,8 @@ install_tools() {
 export ADE_ETCD_DIR="${ADE_ETCD_DIR:-${ADE_HARNESS_DIR:-/var/cache/ade-prep-harness}/etcd}"
 
 # ---- the cached guests, built in the background while cargo compiles and tests run ------------------------------
-# The nspawn guests (rootfs-ns, rootfs-219: packaging and nspawn tiers) first, while cargo compiles; then, for the vm
+# The nspawn guests (rootfs-ns, rootfs-219, and rootfs-db, rootfs-ha, rootfs-docker-ns derived from rootfs-ns:
+# packaging and nspawn tiers) first, while cargo compiles; then, for the vm
 # tier, the qemu images (build-guest.sh without --nspawn-only: qemu, the SELinux image, docker, crypt), while the
 # packaging and nspawn tests run. Both build the systemd 219 guest (3-6 minutes, once); in CI a missing 219 source
 # fails here. build-guest.sh replaces no output another run uses: rootfs-ns and rootfs-219 stay as they are while

@@ -125,7 +125,13 @@ pub fn nspawn_suite_on_with(
         return Ok(());
     }
     let harness_dir = std::env::var("ADE_HARNESS_DIR").unwrap_or_else(|_| "/var/cache/ade-prep-harness".into());
-    let root = if guest == "252" { "rootfs-ns".to_string() } else { format!("rootfs-{guest}") };
+    // As nspawn-run.sh maps them: 252 is rootfs-ns, docker rootfs-docker-ns (rootfs-docker is build-guest.sh's docker
+    // step's scratch copy), every other guest rootfs-GUEST.
+    let root = match guest {
+        "252" => "rootfs-ns".to_string(),
+        "docker" => "rootfs-docker-ns".to_string(),
+        _ => format!("rootfs-{guest}"),
+    };
     if !Path::new(&harness_dir).join(&root).join("usr/lib/systemd/systemd").exists() {
         skip_nspawn(
             suite,

@@ -1,17 +1,36 @@
 #!/bin/bash
-# tests/e2e/docker.sh DRIVER PHASE... - the guest side of tests/e2e_vm.rs's Docker scenarios (issue 14), in the
-# debian12-docker qemu guest of tests/harness (-s, VMRUN_IMAGE=debian12-docker): Debian's docker.io engine (dockerd,
-# containerd, runc, containerd-shim-runc-v2), /etc/docker/daemon.json with live-restore, a busybox image imported
-# from /usr/local/share/ade-e2e/busybox-rootfs.tar (no registry), ade-prep from the package (or the binary).
+# tests/e2e/docker.sh DRIVER PHASE... - the guest side of the Docker scenarios (issue 14): Debian 12's docker.io
+# engine (dockerd, containerd, runc, containerd-shim-runc-v2), /etc/docker/daemon.json with live-restore, a busybox
+# image imported from /usr/local/share/ade-e2e/busybox-rootfs.tar (no registry), ade-prep from the package (or the
+# binary). Two guests run it:
+#   nspawn  the `docker` systemd-nspawn guest (rootfs-docker: the 252 guest + docker.io; tests/nspawn/docker.rs) runs
+#           the phases that need no kernel of their own: containerd, no-live-restore, live-restore. The container has
+#           cgroup v2 (nspawn-run.sh -g docker) and its root is an overlay: daemon.json adds storage-driver vfs,
+#           iptables false and bridge none (the container has its own network namespace with only lo), and `ctr`
+#           uses containerd's native snapshotter (CONTAINERD_SNAPSHOTTER; an overlay mount on the overlay root fails
+#           with EINVAL). ade-prep is this build's binary (ADE_PREP_BIN), with the generator.
+#   qemu    the debian12-docker qemu guest of tests/harness (-s, VMRUN_IMAGE=debian12-docker; tests/vm/e2e.rs) runs
+#           the reboot phase, which needs a boot.
 # DRIVER: Docker's cgroup driver, `systemd` (the default of Debian 12's docker.io on cgroup v2: each container in a
 # docker-<id>.scope unit) or `cgroupfs` (containers in /docker/<id>, no unit: Docker's default on the cgroup v1 hosts
 # ADE supports: Ubuntu 16.04-20.04, RHEL/CentOS 7). Phases, run in the order given, in one boot (reboot last):
 #   no-live-restore   live-restore false (set before the containers start): prepare, window, restore
 #   live-restore      live-restore true (reloaded, the containers keep running): prepare, window, restore
 #   reboot            live-restore true: prepare, window, `vm-run-ctl reboot`; boot 2: held through the boot, restore
+#                     (qemu guest only)
 #   containerd        containerd alone: docker.socket and docker.service stopped and disabled, the docker CLI
 #                     moved away (a containerd-only host); a `ctr` task; prepare, window, restore (run first, before
 #                     the containers exist, whatever its place in the list)
+#   kubelet           a Kubernetes node's order (issue 25; run after containerd, before the containers exist): the
+#                     engine down as in the containerd phase, a pod's container in containerd's CRI namespace k8s.io
+#                     and a STAND-IN kubelet.service (Debian 12 has no kubelet package: /usr/local/bin/kubelet, a
+#                     script that, as kubelet's restartPolicy Always does through the CRI, starts the pod's task again
+#                     whenever it is not running, and looks first 5 s after its start). Asserted: prepare stops
+#                     kubelet.service before the pod's task and before containerd.service (ade-prep's own log order),
+#                     and while prepare ran kubelet started no pod again; in the window kubelet.service is stopped and
+#                     masked and the pod's process gone; restore leaves the pod to kubelet (its log says so), kubelet's
+#                     first look after restore finds the pod not running (nobody ran `ctr task start` behind it), and
+#                     kubelet then starts it: it runs again.
 # The containers (created once, reused by every docker phase):
 #   always    --restart=always, named volume e2e-vol: one numbered line a second in /data/lines (TERM: exits 0)
 #   unless    --restart=unless-stopped, bind mount /srv/e2e: a heartbeat file (TERM: exits 0)
@@ -40,6 +59,15 @@ E=/var/lib/ade-e2e
 IMG=ade-e2e/busybox:1
 NAMES="always unless no exited created paused"
 mkdir -p "$E"
+# The guest: nspawn (the `docker` nspawn guest) or qemu (the debian12-docker image).
+GUEST=qemu
+[ "$(systemd-detect-virt -c 2>/dev/null)" = systemd-nspawn ] && GUEST=nspawn
+# In nspawn: containerd's overlayfs snapshotter cannot mount on the container's overlay root (EINVAL); every ctr
+# command of this script (and ade-prep's, which inherit it) uses the native snapshotter (copies, bind mounts).
+# `ctr run` also asks for cpu shares (1024 by default), which runc writes as cpu.weight: the container's cgroup v2 has
+# no cpu controller when the host's controllers are all on v1 (this machine's), so in nspawn the tasks ask for none.
+CTR_RUN=(run -d --null-io)
+if [ "$GUEST" = nspawn ]; then export CONTAINERD_SNAPSHOTTER=native; CTR_RUN+=(--cpu-shares 0); fi
 [ -f "$E/t0" ] || date +%s.%N > "$E/t0"
 T0=$(cat "$E/t0")
 
@@ -107,8 +135,11 @@ install_agent() {
     DEBIAN_FRONTEND=noninteractive dpkg -i "$STAGE/ade-prep.deb" >"$E/dpkg.log" 2>&1 || { cat "$E/dpkg.log"; die "dpkg -i failed"; }
     tl "installed the package" "$(dpkg-query -W -f='${Package} ${Version}' ade-prep)"
   else
-    install -m 0755 "$STAGE/ade-prep" /usr/bin/ade-prep
-    install -m 0755 -D "$STAGE/ade-prep-generator" /usr/lib/systemd/system-generators/ade-prep-generator
+    # ADE_PREP_BIN, ADE_PREP_GENERATOR: the binary and the generator of this build (the nspawn suite), else staged
+    # beside this script (the qemu guest's ADE_E2E_BINARY=1).
+    install -m 0755 "${ADE_PREP_BIN:-$STAGE/ade-prep}" /usr/bin/ade-prep
+    install -m 0755 -D "${ADE_PREP_GENERATOR:-$STAGE/ade-prep-generator}" \
+      /usr/lib/systemd/system-generators/ade-prep-generator
     command -v restorecon >/dev/null && restorecon /usr/bin/ade-prep /usr/lib/systemd/system-generators/ade-prep-generator
     tl "installed the binary and the generator" "no .deb staged"
   fi
@@ -122,7 +153,11 @@ EOF
 }
 
 daemon_json() { # daemon_json LIVE-RESTORE: /etc/docker/daemon.json with the cgroup driver of this run
-  printf '{\n  "live-restore": %s,\n  "exec-opts": ["native.cgroupdriver=%s"]\n}\n' "$1" "$DRIVER" > /etc/docker/daemon.json
+  { printf '{\n  "live-restore": %s,\n' "$1"
+    # In nspawn: vfs (overlay2 on the overlay root fails: "failed to mount overlay: invalid argument"), no iptables
+    # (the container may not touch nf_tables) and no bridge (its network namespace has only lo).
+    [ "$GUEST" = nspawn ] && printf '  "storage-driver": "vfs",\n  "iptables": false,\n  "bridge": "none",\n'
+    printf '  "exec-opts": ["native.cgroupdriver=%s"]\n}\n' "$DRIVER"; } > /etc/docker/daemon.json
 }
 set_live_restore() { # set_live_restore true|false: daemon.json, then a reload (dockerd reloads live-restore on SIGHUP)
   daemon_json "$1"
@@ -155,8 +190,8 @@ ctr_pids() { ctr -n "$CTR_NS" task ls | awk 'NR > 1 {print $2}' | tr '\n' ' '; }
 setup_tasks() { # containerd's own tasks beside Docker's containers
   ctr -n "$CTR_NS" image import "$E/busybox.tar" >/dev/null || die "ctr -n $CTR_NS image import failed"
   local ref; ref=$(ctr -n "$CTR_NS" image ls -q | grep busybox | head -n1)
-  { ctr -n "$CTR_NS" run -d --null-io "$ref" e2e-ctr sh -c "$PAUSER" >/dev/null &&
-    ctr -n "$CTR_NS" run -d --null-io "$ref" e2e-ctr-paused sh -c "$PAUSER" >/dev/null; } || die "ctr run failed"
+  { ctr -n "$CTR_NS" "${CTR_RUN[@]}" "$ref" e2e-ctr sh -c "$PAUSER" >/dev/null &&
+    ctr -n "$CTR_NS" "${CTR_RUN[@]}" "$ref" e2e-ctr-paused sh -c "$PAUSER" >/dev/null; } || die "ctr run failed"
   sleep 1
   ctr -n "$CTR_NS" task pause e2e-ctr-paused || die "ctr task pause failed"
   tl "ctr tasks up in namespace $CTR_NS" "$(ctr_tasks)"
@@ -190,6 +225,9 @@ lines_ok() { # the volume's lines numbered 1..N without a gap or a torn line
   awk '$1 != NR || NF != 2 { bad = 1 } END { exit bad }' /var/lib/docker/volumes/e2e-vol/_data/lines
 }
 
+# The mounts below / (TARGET FSTYPE): not / itself, which is an overlay in the nspawn guest (--volatile=overlay).
+below_root() { findmnt -rn -o TARGET,FSTYPE | awk '$1 != "/"'; }
+
 assert_window() { # assert_window PHASE
   local p=$1 n st out
   for n in always unless paused; do
@@ -217,7 +255,7 @@ assert_window() { # assert_window PHASE
   local hit
   hit=$(echo "$out" | grep -E 'dockerd|containerd|runc|docker-proxy|[[:space:]]sh$|sleep$' | tr -s ' ' | tr '\n' ';')
   check "$p: fuser -vm / lists none of them [${hit}]" [ -z "$hit" ]
-  out=$(findmnt -rn -o TARGET,FSTYPE | grep -E '/var/lib/(docker|containerd)|/run/(docker|containerd)|overlay' | tr '\n' ';')
+  out=$(below_root | grep -E '/var/lib/(docker|containerd)|/run/(docker|containerd)|overlay' | tr '\n' ';')
   check "$p: no docker/containerd mount left below / (umount /oldroot would fail) [${out}]" [ -z "$out" ]
   out=$(set -o pipefail; ade-prep scan --json | python3 -c 'import json, sys
 d = json.load(sys.stdin)
@@ -330,6 +368,88 @@ reboot_boot2() {
   assert_restored reboot
 }
 
+# ---- kubelet (a stand-in: Debian 12 has no kubelet package) ----
+K=/run/kubelet-standin   # its log: "started pod-a (found STATE)", "first look: STATE", "stopped"
+pod_status() { ctr -n k8s.io task ls | awk '$1 == "pod-a" {print $3}'; }
+pod_running() { [ "$(pod_status)" = RUNNING ]; }
+# line NUMBER of the first line of $E/out matching a pattern (0 if none)
+line_of() { grep -n -m1 -E "$1" "$E/out" | cut -d: -f1 | grep . || echo 0; }
+
+kubelet_phase() {
+  local out ref tpid
+  systemctl disable --now docker.socket docker.service >/dev/null 2>&1
+  unit_active containerd.service || systemctl start containerd.service
+  ctr -n k8s.io image import "$E/busybox.tar" >/dev/null || die "ctr -n k8s.io image import failed"
+  ref=$(ctr -n k8s.io image ls -q | grep busybox | head -n1)
+  # The pod's container, as kubelet would have had the CRI create it (here with ctr: no CRI client in the guest).
+  ctr -n k8s.io "${CTR_RUN[@]}" "$ref" pod-a sh -c "$PAUSER" >/dev/null || die "ctr -n k8s.io run failed"
+  rm -rf "$K"
+  # The stand-in: starts the pod's task again whenever it is not running (kubelet's restartPolicy Always, which the
+  # real kubelet carries out through the CRI); its first look comes 5 s after its start (kubelet's own start takes
+  # seconds), so that a task someone else started in between shows as RUNNING there.
+  cat > /usr/local/bin/kubelet <<'EOS'
+#!/bin/bash
+# A STAND-IN for kubelet (tests/e2e/docker.sh, phase kubelet): keeps the pod pod-a of namespace k8s.io running.
+K=/run/kubelet-standin; mkdir -p $K
+trap 'echo stopped >> $K/log; exit 0' TERM
+pod() { ctr -n k8s.io task ls 2>/dev/null | awk '$1 == "pod-a" {print $3}'; }
+sleep 5 & wait $!
+echo "first look: $(pod)" >> $K/log
+while :; do
+  st=$(pod)
+  if [ "$st" != RUNNING ] && ctr -n k8s.io containers info pod-a >/dev/null 2>&1; then
+    [ -n "$st" ] && ctr -n k8s.io task delete pod-a >/dev/null 2>&1
+    ctr -n k8s.io task start --null-io -d pod-a >/dev/null 2>&1 && echo "started pod-a (found ${st:-no task})" >> $K/log
+  fi
+  sleep 0.5 & wait $!
+done
+EOS
+  chmod 0755 /usr/local/bin/kubelet
+  printf '[Unit]
+Description=STAND-IN kubelet (tests/e2e/docker.sh)
+
+[Service]
+ExecStart=/usr/local/bin/kubelet
+Restart=always
+' \
+    > /etc/systemd/system/kubelet.service
+  systemctl daemon-reload; systemctl start kubelet.service || die "kubelet.service does not start"
+  wait_for 30 "the stand-in kubelet's first look" grep -q '^first look' "$K/log"
+  tpid=$(ctr -n k8s.io task ls | awk '$1 == "pod-a" {print $2}')
+  tl "kubelet: pod-a in k8s.io" "pid $tpid, kubelet $(systemctl show -p MainPID --value kubelet.service); $(tr '\n' ';' < "$K/log")"
+  local starts; starts=$(grep -c '^started' "$K/log")
+  timed "kubelet: ade-prep prepare" ade-prep prepare --force distro,memory -v || die "kubelet: prepare failed"
+  local k t c
+  k=$(line_of 'stopped kubelet\.service') t=$(line_of 'stopped containerd task pod-a in namespace k8s\.io')
+  c=$(line_of 'stopped containerd\.service')
+  check "kubelet: prepare stopped kubelet.service (line $k), then the pod's task (line $t), then containerd.service (line $c)" \
+    eval "[ $k -gt 0 ] && [ $k -lt $t ] && [ $t -lt $c ]"
+  check "kubelet: kubelet started no pod while prepare ran [$(tr '\n' ';' < "$K/log")]" \
+    [ "$(grep -c '^started' "$K/log")" = "$starts" ]
+  check "kubelet: kubelet.service stopped and masked ($(systemctl is-active kubelet.service), $(systemctl is-enabled kubelet.service 2>/dev/null))" \
+    eval '! unit_active kubelet.service && masked kubelet.service'
+  check "kubelet: the pod's process is gone (pid $tpid)" eval "! kill -0 $tpid 2>/dev/null"
+  out=$(engine_pids | tr '\n' ' ')
+  check "kubelet: no containerd or shim process [${out}]" [ -z "$out" ]
+  : > "$K/log"
+  timed "kubelet: ade-prep restore" ade-prep restore -v || FAILS=$((FAILS + 1))
+  check "kubelet: restore left the pod to kubelet" grep -q 'task pod-a in namespace k8s.io.* left to kubelet' "$E/out"
+  check "kubelet: restore did not start the pod with ctr" eval "! grep -q 'started containerd task pod-a' '$E/out'"
+  check "kubelet: kubelet.service active again" unit_active kubelet.service
+  wait_for 30 "the stand-in kubelet's first look after restore" grep -q '^first look' "$K/log"
+  check "kubelet: kubelet's first look after restore found the pod not running [$(grep '^first look' "$K/log")]" \
+    [ "$(grep '^first look' "$K/log")" != "first look: RUNNING" ]
+  wait_for 30 "kubelet to start the pod again" pod_running
+  check "kubelet: kubelet started the pod again, it runs ($(pod_status)) [$(tr '\n' ';' < "$K/log")]" \
+    eval "pod_running && grep -q '^started pod-a' '$K/log'"
+  # Back to a host without kubelet for the next phases.
+  systemctl disable --now kubelet.service >/dev/null 2>&1; rm -f /etc/systemd/system/kubelet.service /usr/local/bin/kubelet
+  systemctl daemon-reload
+  ctr -n k8s.io task kill -s KILL pod-a >/dev/null 2>&1; sleep 1
+  ctr -n k8s.io task delete pod-a >/dev/null 2>&1; ctr -n k8s.io container delete pod-a >/dev/null 2>&1
+  systemctl enable --now docker.socket docker.service >/dev/null 2>&1
+}
+
 task_status() { ctr task ls | awk '$1 == "e2e-task" {print $3}'; }
 task_running() { [ "$(task_status)" = RUNNING ]; }
 
@@ -339,7 +459,7 @@ containerd_phase() {
   unit_active containerd.service || systemctl start containerd.service
   ctr image import "$E/busybox.tar" >/dev/null || die "ctr image import failed"
   local ref; ref=$(ctr image ls -q | grep busybox | head -n1)
-  ctr run -d --null-io "$ref" e2e-task sh -c "$PAUSER" >/dev/null || die "ctr run failed"
+  ctr "${CTR_RUN[@]}" "$ref" e2e-task sh -c "$PAUSER" >/dev/null || die "ctr run failed"
   sleep 2
   # A host with the docker CLI installed but the engine down (its units stopped): prepare must not depend on it.
   local rc=0
@@ -360,7 +480,7 @@ containerd_phase() {
   check "containerd: containerd.service stopped and masked" eval '! unit_active containerd.service && masked containerd.service'
   out=$(fuser -vm / 2>&1 | grep -E 'containerd|[[:space:]]sh$' | tr -s ' ' | tr '\n' ';')
   check "containerd: fuser -vm / lists none of them [${out}]" [ -z "$out" ]
-  out=$(findmnt -rn -o TARGET,FSTYPE | grep -E '/var/lib/containerd|/run/containerd|overlay' | tr '\n' ';')
+  out=$(below_root | grep -E '/var/lib/containerd|/run/containerd|overlay' | tr '\n' ';')
   check "containerd: no containerd mount left below / [${out}]" [ -z "$out" ]
   timed "containerd: ade-prep restore" ade-prep restore -v || FAILS=$((FAILS + 1))
   check "containerd: containerd.service active again" unit_active containerd.service
@@ -381,14 +501,14 @@ if [ "$BOOT" = 1 ]; then
   setup_image
   # containerd alone first, before any Docker container exists (with live-restore they would outlive dockerd).
   case " $* " in *" containerd "*) tl "phase containerd"; containerd_phase;; esac
+  case " $* " in *" kubelet "*) tl "phase kubelet"; kubelet_phase;; esac
   case " $* " in *" live-restore "* | *" no-live-restore "* | *" reboot "*) setup_containers;; esac
   for phase in "$@"; do
-    [ "$phase" != containerd ] || continue
+    case $phase in containerd | kubelet) continue;; esac
     tl "phase $phase"
     case $phase in
       no-live-restore | live-restore) docker_phase "$phase";;
-      containerd) containerd_phase;;
-      reboot) reboot_phase;;
+      reboot) [ "$GUEST" = qemu ] || die "the reboot phase needs the qemu guest"; reboot_phase;;
       *) die "unknown phase $phase";;
     esac
   done

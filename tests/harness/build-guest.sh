@@ -26,15 +26,20 @@
 #   rootfs-ha/   rootfs-ns + Debian 12's pacemaker (2.1), pacemaker-cli-utils and corosync (3.1), both
 #                DISABLED; the test writes its own one-node corosync.conf (tests/nspawn ha suite,
 #                `nspawn-run.sh -g ha`)
+#   rootfs-docker-ns/  rootfs-ns + Debian 12's docker.io (dockerd, containerd, runc; enabled, as the package leaves
+#                them) and busybox-static, /etc/docker/daemon.json for nspawn (live-restore, vfs, no iptables, no
+#                bridge) and the busybox rootfs tar the docker step's image has (tests/nspawn docker suite,
+#                `nspawn-run.sh -g docker`). (rootfs-docker/ is the docker step's scratch copy, not this.)
 #   logs/STEP.log, logs/timings
-# Steps: qemu rootfs selinux overlay image nspawn systemd219 rootfs-219 docker crypt rootfs-db rootfs-ha (plain). A step is skipped while its
+# Steps: qemu rootfs selinux overlay image nspawn systemd219 rootfs-219 docker crypt rootfs-db rootfs-ha
+# rootfs-docker-ns (plain). A step is skipped while its
 # marker $H/.done-STEP holds the current recipe hash (its code, package lists,
 # overlay contents and the hashes of the steps it derives from) and its output
 # exists; otherwise it is redone from scratch (markers are written last, so an
 # interrupted step is redone). Editing guest-overlay/ redoes overlay + image
 # (~30 s), not debootstrap, selinux or rootfs-ns.
-#   --nspawn-only  build only rootfs, overlay, nspawn, systemd219, rootfs-219, rootfs-db, rootfs-ha (enough for
-#                  nspawn-run.sh on every guest)
+#   --nspawn-only  build only rootfs, overlay, nspawn, systemd219, rootfs-219, rootfs-db, rootfs-ha,
+#                  rootfs-docker-ns (enough for nspawn-run.sh on every guest)
 #   --with-plain-image  every step and the plain image (step plain: images/debian12.img)
 # The systemd 219 source: $ADE_SYSTEMD219_TARBALL, else systemd-rhel7-9b2dad78f2.tar.xz in
 # ../shared/vendor/ beside the checkout (or beside the main checkout when this is a git
@@ -64,10 +69,12 @@ STEPS="$STEPS rootfs-db"; DEPS[rootfs-db]=nspawn   # step_rootfs-db: rootfs-ns +
 DB_PKGS="postgresql mariadb-server mariadb-client"
 STEPS="$STEPS rootfs-ha"; DEPS[rootfs-ha]=nspawn   # step_rootfs-ha: rootfs-ns + Pacemaker and Corosync
 HA_PKGS="pacemaker pacemaker-cli-utils corosync"
+STEPS="$STEPS rootfs-docker-ns"; DEPS[rootfs-docker-ns]=nspawn   # step_rootfs-docker-ns: rootfs-ns + docker.io
+DOCKER_NS_PKGS="docker.io busybox-static python3"   # python3: docker.sh reads JSON (the SELinux image has it)
 
 die() { echo "build-guest: $*" >&2; exit 1; }
 case ${1:-} in
-  --nspawn-only) STEPS="rootfs overlay nspawn systemd219 rootfs-219 rootfs-db rootfs-ha";;
+  --nspawn-only) STEPS="rootfs overlay nspawn systemd219 rootfs-219 rootfs-db rootfs-ha rootfs-docker-ns";;
   --with-plain-image) STEPS="$STEPS plain";;
   "") ;;
   *) echo "usage: $0 [--nspawn-only | --with-plain-image]" >&2; exit 2;;
@@ -396,6 +403,32 @@ step_rootfs-ha() {
   done_rootfs ha
 }
 
+# rootfs-docker-ns: rootfs-ns plus Debian 12's docker.io (the docker suite: tests/e2e/docker.sh's phases that need no
+# kernel of their own, with the real engine, in nspawn). The units stay enabled, as in the docker step's image. The
+# daemon.json lets the engine start at boot in the container (nspawn-run.sh -g docker): vfs (overlay2 cannot mount on
+# the container's overlay root), no iptables (nf_tables is the host's), no bridge (the container's network namespace
+# has only lo); docker.sh rewrites it with the cgroup driver and live-restore of each phase. The busybox tree is made
+# as the docker step makes it (no registry: the guest `docker import`s it). derive_rootfs is given no unit to disable.
+# The same packages' initramfs trigger runs in the chroot as for the other derived roots (unused: nspawn boots no
+# kernel).
+step_rootfs-docker-ns() {
+  local T=$H/rootfs-docker-ns.tmp t
+  derive_rootfs docker-ns "$DOCKER_NS_PKGS" ""
+  chroot "$T" systemctl enable docker.service docker.socket containerd.service
+  mkdir -p "$T/etc/docker"
+  printf '{\n  "live-restore": true,\n  "storage-driver": "vfs",\n  "iptables": false,\n  "bridge": "none"\n}\n' \
+    > "$T/etc/docker/daemon.json"
+  t=$T/tmp/bb
+  rm -rf "$t"; mkdir -p "$t/bin" "$t/tmp" "$t/data" "$T/usr/local/share/ade-e2e"
+  cp "$T/bin/busybox" "$t/bin/busybox"
+  chroot "$t" /bin/busybox --install -s /bin
+  tar -C "$t" --numeric-owner --owner=0 --group=0 -cf "$T/usr/local/share/ade-e2e/busybox-rootfs.tar" .
+  rm -rf "$t"
+  chroot "$T" dpkg-query -W docker.io containerd runc busybox-static
+  chroot "$T" systemctl is-enabled docker.service docker.socket containerd.service
+  done_rootfs docker-ns
+}
+
 output_ok() {
   case $1 in
     qemu)    [ -x "$H/qemu-root/usr/bin/qemu-system-x86_64" ];;
@@ -410,6 +443,8 @@ output_ok() {
     docker)  [ -f "$H/images/debian12-docker.img" ];;
     rootfs-db) [ -x "$H/rootfs-db/usr/lib/postgresql/15/bin/postgres" ] && [ -x "$H/rootfs-db/usr/sbin/mariadbd" ];;
     rootfs-ha) [ -x "$H/rootfs-ha/usr/sbin/pacemakerd" ] && [ -x "$H/rootfs-ha/usr/sbin/corosync" ];;
+    rootfs-docker-ns) [ -x "$H/rootfs-docker-ns/usr/sbin/dockerd" ] &&
+                      [ -f "$H/rootfs-docker-ns/usr/local/share/ade-e2e/busybox-rootfs.tar" ];;
     crypt)   debugfs -R 'stat /usr/sbin/cryptsetup' "$H/images/debian12-selinux.img" 2>/dev/null | grep -q 'Type: regular';;
   esac
 }
@@ -418,7 +453,8 @@ output_ok() {
 recipe() {
   { declare -f "step_$1"; echo "$ROOT_PKGS|$SE_PKGS"; [ "$1" = rootfs-db ] && echo "$DB_PKGS"
     [ "$1" = rootfs-ha ] && echo "$HA_PKGS"
-    case $1 in rootfs-db|rootfs-ha) declare -f derive_rootfs done_rootfs;; esac
+    [ "$1" = rootfs-docker-ns ] && echo "$DOCKER_NS_PKGS"
+    case $1 in rootfs-db|rootfs-ha|rootfs-docker-ns) declare -f derive_rootfs done_rootfs;; esac
     [ "$1" = overlay ] && tar -C "$OVERLAY" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -c .
     [ "$1" = systemd219 ] && { echo "$SD219_SHA"; cat "$HERE/systemd219-fixes.sh"; }
     for d in ${DEPS[$1]}; do echo "$d=$(cat "$H/.done-$d" 2>/dev/null)"; done

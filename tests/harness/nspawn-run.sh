@@ -7,7 +7,13 @@
 #   userland (nspawn gives it cgroup v1); db = $ADE_HARNESS_DIR/rootfs-db, the 252
 #   guest with PostgreSQL 15 and MariaDB installed (disabled); ha =
 #   $ADE_HARNESS_DIR/rootfs-ha, the 252 guest with Pacemaker and Corosync
-#   installed (disabled). DIR is
+#   installed (disabled); docker = $ADE_HARNESS_DIR/rootfs-docker-ns, the 252 guest with Debian 12's docker.io
+#   (dockerd, containerd, runc; enabled), booted with what the engine needs: cgroup v2 whatever the host has
+#   (nspawn's SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1: on a v1/hybrid host nspawn mounts the v1 controllers read-only,
+#   where Docker's cgroupfs driver writes), its own network namespace (--private-network: without it /proc/sys/net
+#   is read-only and dockerd fails at "Enabling IP forwarding"), and the bpf and @keyring system calls past
+#   nspawn's seccomp filter (without them runc fails: "bpf_prog_query(BPF_CGROUP_DEVICE) failed: operation not
+#   permitted", its v2 device filter; "unable to join session keyring"). DIR is
 #   bind-mounted read-write at /work. Once SystemState is running/degraded,
 #   CMD (joined with spaces) runs with `bash -c` as root in /work inside the
 #   container (nsenter into all its namespaces, in the scope unit
@@ -27,10 +33,11 @@
 set -u
 H=${ADE_HARNESS_DIR:-/var/cache/ade-prep-harness}
 TMO=600 GUEST=${NSPAWN_GUEST:-252}
-usage() { echo "usage: $0 [-t secs] [-g 252|219|db|ha] DIR COMMAND..." >&2; exit 2; }
+usage() { echo "usage: $0 [-t secs] [-g 252|219|db|ha|docker] DIR COMMAND..." >&2; exit 2; }
 while getopts "t:g:" o; do case $o in t) TMO=$OPTARG;; g) GUEST=$OPTARG;; *) usage;; esac; done
 shift $((OPTIND-1))
-case $GUEST in 252) ROOT=$H/rootfs-ns;; 219) ROOT=$H/rootfs-219;; db) ROOT=$H/rootfs-db;; ha) ROOT=$H/rootfs-ha;; *) usage;; esac
+case $GUEST in 252) ROOT=$H/rootfs-ns;; 219) ROOT=$H/rootfs-219;; db) ROOT=$H/rootfs-db;; ha) ROOT=$H/rootfs-ha;;
+  docker) ROOT=$H/rootfs-docker-ns;; *) usage;; esac
 [ $# -ge 2 ] || usage
 [ -d "$1" ] || { echo "nspawn-run: no such dir: $1" >&2; exit 2; }
 DIR=$(realpath "$1"); shift; CMD=$*
@@ -101,10 +108,14 @@ cleanup() {
 trap cleanup EXIT; trap 'exit 130' INT TERM
 
 VOL=(--volatile=overlay); [ "${NSPAWN_PERSIST:-0}" = 1 ] && VOL=()
+GUEST_ARGS=()     # what the guest needs beyond the defaults (see the header)
+if [ "$GUEST" = docker ]; then
+  GUEST_ARGS=(--private-network --system-call-filter='bpf @keyring'); export SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1
+fi
 T0=$(date +%s%N)
 ( for c in "${CGS[@]}"; do mkdir -p "$c" && echo $BASHPID > "$c/cgroup.procs" || exit 125; done
   exec systemd-nspawn -q -b -D "$ROOT" "${VOL[@]}" -M "$NAME" --register=no --keep-unit \
-    --bind="$RUN/dbus:/run/dbus" "${BINDS[@]}" ) </dev/null >"$RUN/console.log" 2>&1 &
+    "${GUEST_ARGS[@]}" --bind="$RUN/dbus:/run/dbus" "${BINDS[@]}" ) </dev/null >"$RUN/console.log" 2>&1 &
 NSPID=$!
 
 # Wait for the boot to finish (SystemState running or degraded).

@@ -10,6 +10,7 @@ mod ade_replay;
 mod cluster;
 mod crash;
 mod daemon;
+mod docker;
 mod hold;
 mod journal;
 mod prepare;
