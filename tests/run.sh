@@ -10,10 +10,11 @@
 #              release binary the packages ship (the release profile's run)
 #   vm         tests/vm: the qemu guests (TCG), only where the kernel matters: reboots, power cuts, ADE's pivot,
 #              SELinux enforcing, dm-crypt
-#   all        every tier, in that order
+#   all        every tier: fast first, then the vm tier in one lane and the packaging and nspawn tiers in a second,
+#              at the same time (the second lane's output is shown when both are done)
 # Run as root on a fresh Debian 12 machine (every tier but fast): installs what the tests need (Debian packages, the
 # zig toolchain for glibc-2.17 builds), builds the cached test guests (tests/harness/build-guest.sh, in the background
-# while cargo compiles), then runs the tier. Each step's time is printed (`== STEP: N s`); tests/harness/NOTES.md
+# while cargo compiles: the qemu images first under `all`), then runs the tier. Each step's time is printed (`== STEP: N s`); tests/harness/NOTES.md
 # has the budget.
 # Env: ADE_HARNESS_DIR (cache, default /var/cache/ade-prep-harness), SKIP_VM=1 (all: no qemu image build, no vm tier),
 #      ADE_SYSTEMD219_TARBALL (the systemd 219 source; default ../shared/vendor/, else a download),
@@ -96,43 +97,51 @@ install_tools() {
 export ADE_ETCD_DIR="${ADE_ETCD_DIR:-${ADE_HARNESS_DIR:-/var/cache/ade-prep-harness}/etcd}"
 
 # ---- the cached guests, built in the background while cargo compiles and tests run ------------------------------
-# The nspawn guests (rootfs-ns, rootfs-219, and rootfs-db, rootfs-ha, rootfs-docker-ns derived from rootfs-ns:
-# packaging and nspawn tiers) first, while cargo compiles; then, for the vm
-# tier, the qemu images (build-guest.sh without --nspawn-only: qemu, the SELinux image, docker, crypt), while the
-# packaging and nspawn tests run. Both build the systemd 219 guest (3-6 minutes, once); in CI a missing 219 source
-# fails here. build-guest.sh replaces no output another run uses: rootfs-ns and rootfs-219 stay as they are while
-# the images are built.
-GUESTS_PID='' GUESTS_LOG='' GUESTS_KIND='' GUESTS_NEXT=''
-guests_start() { # guests_start nspawn|vm
-  local mode=()
-  [ "$1" = nspawn ] && mode=(--nspawn-only)
-  mkdir -p target
-  GUESTS_LOG=$(mktemp target/build-guest.XXXXXX.log)
-  log "guests ($1): tests/harness/build-guest.sh ${mode[*]} (background; log $GUESTS_LOG)"
-  GUESTS_T=$SECONDS GUESTS_KIND=$1
+# The vm tier is the longest (TCG), so under `all` its guests come first (build-guest.sh --vm-only: the qemu images,
+# and rootfs-ns for the packaging tier), then the nspawn guests (--nspawn-only: the 219 build, rootfs-db, -ha,
+# -docker-ns), built while the vm tier runs; in CI a missing 219 source fails there. build-guest.sh replaces no
+# output another run uses. Each build's log and exit code land in
+# target/guests/KIND.{log,rc}; guests_need waits for one.
+GUESTS_PID='' GUESTS_DIR=target/guests PKG_GUESTS=nspawn
+guests_start() { # guests_start KIND... (vm | nspawn): builds them in turn, in the background
+  rm -rf "$GUESTS_DIR"; mkdir -p "$GUESTS_DIR"
+  log "guests ($*): tests/harness/build-guest.sh, in the background (logs in $GUESTS_DIR/)"
+  PKG_GUESTS=nspawn; case " $* " in *" vm "*) PKG_GUESTS=vm;; esac   # rootfs-ns: in both builds
   # Its own process group (setsid), so that an interrupted or failed run stops the whole build.
-  setsid tests/harness/build-guest.sh "${mode[@]}" > "$GUESTS_LOG" 2>&1 &
+  # shellcheck disable=SC2016   # expanded by that bash
+  setsid bash -c 'd=$1; shift
+    for k in "$@"; do
+      t=$SECONDS; tests/harness/build-guest.sh "--$k-only" > "$d/$k.log" 2>&1; rc=$?
+      echo "$rc $((SECONDS - t))" > "$d/$k.rc"; [ "$rc" = 0 ] || exit "$rc"
+    done' guests "$GUESTS_DIR" "$@" &
   GUESTS_PID=$!
 }
-# guests_need nspawn|vm: waits for the build those tests need, shows its log, fails the run when it failed; then
-# starts the next build, if any.
-guests_need() {
+guests_need() { # guests_need KIND: waits for that build, shows its log, fails the run when it failed
   [ -n "$GUESTS_PID" ] || return 0
-  [ "$1" = nspawn ] && [ "$GUESTS_KIND" = vm ] && [ -z "$GUESTS_NEXT" ] && [ "$TIER" = all ] && return 0
-  local rc=0 t=$SECONDS
-  wait "$GUESTS_PID" || rc=$?
-  GUESTS_PID=''
-  sed 's/^/   | /' "$GUESTS_LOG"; rm -f "$GUESTS_LOG"
-  log "guests ($GUESTS_KIND): built in $((SECONDS - GUESTS_T)) s (waited $((SECONDS - t)) s for it)"
-  [ $rc = 0 ] || { echo "tests/run.sh: tests/harness/build-guest.sh failed (rc $rc)" >&2; exit 1; }
-  if [ -n "$GUESTS_NEXT" ]; then GUESTS_NEXT=''; guests_start vm; fi
+  local t=$SECONDS rc took
+  while [ ! -e "$GUESTS_DIR/$1.rc" ]; do
+    if ! kill -0 "$GUESTS_PID" 2>/dev/null && [ ! -e "$GUESTS_DIR/$1.rc" ]; then
+      echo "tests/run.sh: tests/harness/build-guest.sh ended before the $1 guests (an earlier build failed)" >&2
+      return 1
+    fi
+    sleep 2
+  done
+  read -r rc took < "$GUESTS_DIR/$1.rc"
+  sed 's/^/   | /' "$GUESTS_DIR/$1.log"
+  log "guests ($1): built in $took s (waited $((SECONDS - t)) s for it)"
+  [ "$rc" = 0 ] || { echo "tests/run.sh: tests/harness/build-guest.sh --$1-only failed (rc $rc)" >&2; return 1; }
 }
-# An interrupted or failed run does not leave the build going.
-trap '[ -z "$GUESTS_PID" ] || kill -TERM -- "-$GUESTS_PID" 2>/dev/null || true' EXIT
+# An interrupted or failed run leaves neither the build nor the nspawn lane (see `all` below) going.
+LANE_PID=''
+stop_background() {
+  [ -z "$GUESTS_PID" ] || kill -TERM -- "-$GUESTS_PID" 2>/dev/null || true
+  [ -z "$LANE_PID" ] || kill -TERM -- "-$LANE_PID" 2>/dev/null || true
+}
+trap stop_background EXIT
 case $TIER in
   nspawn | packaging) guests_start nspawn;;
   vm) guests_start vm;;
-  all) guests_start nspawn; [ "$NO_VM" = 1 ] || GUESTS_NEXT=vm;;
+  all) if [ "$NO_VM" = 1 ]; then guests_start nspawn; else guests_start vm nspawn; fi;;
 esac
 
 # ---- fast ---------------------------------------------------------------------------------------------------------
@@ -190,8 +199,8 @@ fi
 cargo_test() {
   local need=$1 args=(); shift
   while [ $# -gt 0 ] && [ "$1" != -- ]; do args+=(--test "$1"); shift; done
-  step "cargo build: ${args[*]}" cargo test "${FEATURES[@]}" --no-run "${args[@]}"
-  guests_need "$need"
+  step "cargo build: ${args[*]}" cargo test "${FEATURES[@]}" --no-run "${args[@]}" || return
+  guests_need "$need" || return
   step "cargo test: ${args[*]}" cargo test "${FEATURES[@]}" "${args[@]}" "$@"
 }
 
@@ -206,26 +215,53 @@ build_packages() {
   PACKAGES_BUILT=1
 }
 
-# ---- packaging ----------------------------------------------------------------------------------------------------
-if in_tier packaging; then
-  build_packages
+# ---- packaging, nspawn, vm -------------------------------------------------------------------------------------
+# Each returns at its first failure, also where the caller tests it (`||`, where bash's set -e does not apply).
+packaging_tier() {
+  build_packages || return
   # shellcheck disable=SC2086
-  cargo_test nspawn $TESTS_PACKAGING
+  cargo_test "$PKG_GUESTS" $TESTS_PACKAGING || return
   # The release profile: the cli suite against the binary the packages ship (LTO, panic=abort, stripped).
-  REL=$(realpath "${CARGO_TARGET_DIR:-target}")/x86_64-unknown-linux-gnu/release/ade-prep
-  [ -x "$REL" ] || { echo "tests/run.sh: no $REL after packaging/build.sh" >&2; exit 1; }
-  step "cargo test: tests/{$TESTS_FAST} against the release binary ($REL)" \
-    env ADE_PREP_TEST_BIN="$REL" cargo test "${FEATURES[@]}" "${FAST_ARGS[@]}"
+  local rel
+  rel=$(realpath "${CARGO_TARGET_DIR:-target}")/x86_64-unknown-linux-gnu/release/ade-prep
+  [ -x "$rel" ] || { echo "tests/run.sh: no $rel after packaging/build.sh" >&2; return 1; }
+  step "cargo test: tests/{$TESTS_FAST} against the release binary ($rel)" \
+    env ADE_PREP_TEST_BIN="$rel" cargo test "${FEATURES[@]}" "${FAST_ARGS[@]}"
+}
+# shellcheck disable=SC2086
+nspawn_tier() { cargo_test nspawn $TESTS_NSPAWN; }
+# One guest at a time (tests/common one_guest); --nocapture shows each scenario's timeline and its time.
+# shellcheck disable=SC2086
+vm_tier() { build_packages || return; cargo_test vm $TESTS_VM -- --nocapture; }
+
+if [ "$TIER" = all ] && [ "$NO_VM" = 0 ]; then
+  # Two lanes. The vm tier (qemu under TCG, ~25 minutes) leaves the CPU idle whenever its guest waits (ADE's
+  # stand-in, the service's timers, the tests' polls); the packaging and nspawn tiers, in a second lane, run in
+  # those gaps, and the nspawn guests build while the first scenarios run (measured in tests/harness/NOTES.md).
+  # Every test binary is built first, so that the lanes' cargo calls only run tests. The second lane's output is
+  # written to target/lane-nspawn.log and shown when the vm tier is done; a failure of either fails the run.
+  build_packages
+  ALL_TARGETS=()
+  for t in $TESTS_PACKAGING $TESTS_NSPAWN $TESTS_VM; do ALL_TARGETS+=(--test "$t"); done
+  step "cargo build: every test target" cargo test "${FEATURES[@]}" --no-run "${ALL_TARGETS[@]}"
+  log "lane nspawn: the packaging and nspawn tiers, beside the vm tier (output: target/lane-nspawn.log)"
+  set -m   # the lane in its own process group, which stop_background can end whole
+  ( trap - EXIT; set -e; packaging_tier; nspawn_tier ) > target/lane-nspawn.log 2>&1 &
+  LANE_PID=$!
+  set +m
+  VM_RC=0
+  vm_tier || VM_RC=$?
+  LANE_RC=0
+  wait "$LANE_PID" || LANE_RC=$?
+  LANE_PID=''
+  log "lane nspawn: its output"
+  cat target/lane-nspawn.log
+  log "lane nspawn: $([ $LANE_RC = 0 ] && echo passed || echo "FAILED (rc $LANE_RC)"); vm tier: $([ $VM_RC = 0 ] && echo passed || echo "FAILED (rc $VM_RC)")"
+  [ $LANE_RC = 0 ] && [ $VM_RC = 0 ] || exit 1
+else
+  if in_tier packaging; then packaging_tier; fi
+  if in_tier nspawn; then nspawn_tier; fi
+  if in_tier vm && [ "$NO_VM" = 0 ]; then vm_tier; fi
 fi
 
-# ---- nspawn -------------------------------------------------------------------------------------------------------
-# shellcheck disable=SC2086
-if in_tier nspawn; then cargo_test nspawn $TESTS_NSPAWN; fi
-
-# ---- vm -----------------------------------------------------------------------------------------------------------
-# shellcheck disable=SC2086
-# One guest at a time (tests/common one_guest); --nocapture shows each scenario's timeline and its time.
-if in_tier vm && [ $NO_VM = 0 ]; then build_packages; cargo_test vm $TESTS_VM -- --nocapture; fi
-
-guests_need vm
 log "tests/run.sh $TIER: all passed in $((SECONDS - T_ALL)) s"

@@ -1,5 +1,5 @@
 #!/bin/bash
-# build-guest.sh [--nspawn-only | --with-plain-image] - build ade-prep's test guests (idempotent, cached).
+# build-guest.sh [--nspawn-only | --vm-only | --with-plain-image] - build ade-prep's test guests (idempotent, cached).
 #
 # Output under H=${ADE_HARNESS_DIR:-/var/cache/ade-prep-harness}:
 #   qemu-root/   private qemu-system-x86 7.2 from extracted .debs (the host's
@@ -40,6 +40,9 @@
 # (~30 s), not debootstrap, selinux or rootfs-ns.
 #   --nspawn-only  build only rootfs, overlay, nspawn, systemd219, rootfs-219, rootfs-db, rootfs-ha,
 #                  rootfs-docker-ns (enough for nspawn-run.sh on every guest)
+#   --vm-only      build only what the qemu guests boot (qemu, rootfs, selinux, overlay, image, docker, crypt) and
+#                  rootfs-ns (nspawn: seconds; the packaging tier's .deb test boots it); tests/run.sh builds these
+#                  first, then --nspawn-only, so that the vm tier, the longest, starts as early as it can
 #   --with-plain-image  every step and the plain image (step plain: images/debian12.img)
 # The systemd 219 source: $ADE_SYSTEMD219_TARBALL, else systemd-rhel7-9b2dad78f2.tar.xz in
 # ../shared/vendor/ beside the checkout (or beside the main checkout when this is a git
@@ -75,9 +78,10 @@ DOCKER_NS_PKGS="docker.io busybox-static python3"   # python3: docker.sh reads J
 die() { echo "build-guest: $*" >&2; exit 1; }
 case ${1:-} in
   --nspawn-only) STEPS="rootfs overlay nspawn systemd219 rootfs-219 rootfs-db rootfs-ha rootfs-docker-ns";;
+  --vm-only) STEPS="qemu rootfs selinux overlay image nspawn docker crypt";;
   --with-plain-image) STEPS="$STEPS plain";;
   "") ;;
-  *) echo "usage: $0 [--nspawn-only | --with-plain-image]" >&2; exit 2;;
+  *) echo "usage: $0 [--nspawn-only | --vm-only | --with-plain-image]" >&2; exit 2;;
 esac
 [ "$(id -u)" = 0 ] || die "must run as root"
 [ -d "$OVERLAY" ] || die "missing $OVERLAY"
