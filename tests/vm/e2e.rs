@@ -191,7 +191,10 @@ fn e2e_vm_ade_success_through_a_power_cut_and_the_reboot() {
             let check = format!("CHECK ok   journal: window still open after the {after}");
             assert!(out.contains(&check), "no \"{check}\" in:\n{out}");
         }
-        assert!(out.contains("CHECK ok   came up permissive, as configured"), "boot 2 (permissive) not checked:\n{out}");
+        assert!(
+            out.contains("CHECK ok   came up permissive, as configured"),
+            "boot 2 (permissive) not checked:\n{out}"
+        );
         assert!(out.contains("CHECK ok   came up enforcing, as configured"), "boot 3 (enforcing) not checked:\n{out}");
     }
 }
