@@ -22,6 +22,8 @@ use crate::window::hold;
 use crate::window::journal::{Change, Journal};
 use crate::window::plan::{Plan, Step};
 use crate::window::restore;
+use crate::window::steps::docker::docker_timeout;
+use crate::window::steps::leftovers::kill_leftovers;
 use crate::window::store::Store;
 
 /// Waits until none of the agent's short-lived handler operations other than ADE's runs (FINDINGS 28-31), at most
@@ -415,34 +417,6 @@ fn clear_holders<S: Store>(
         finish(j, seq)?;
     }
     Ok(())
-}
-
-/// What a stopped unit left in its cgroup (KillMode=process): KillUnit SIGTERM, up to `grace` for `pids` to go,
-/// then KillUnit SIGKILL. A unit whose processes (pid, start time) are already gone is fine.
-pub(crate) fn kill_leftovers(m: &Machine, unit: &str, pids: &[(i32, u64)], grace: Duration) -> anyhow::Result<()> {
-    let gone = || pids.iter().all(|&(p, start)| !m.procs.alive(p, start));
-    if let Err(e) = m.systemd.kill_unit(unit, libc::SIGTERM) {
-        if gone() {
-            return Ok(());
-        }
-        return Err(e.into());
-    }
-    let start = Instant::now();
-    while start.elapsed() < grace {
-        if gone() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    match m.systemd.kill_unit(unit, libc::SIGKILL) {
-        Err(e) if !gone() => Err(e.into()),
-        _ => Ok(()),
-    }
-}
-
-/// How long `docker stop` or `docker start` of `n` containers may take: the grace, a minute, and 5 s a container.
-pub(crate) fn docker_timeout(grace_secs: u64, n: usize) -> Duration {
-    Duration::from_secs(grace_secs.saturating_add(60).saturating_add(5u64.saturating_mul(n as u64)))
 }
 
 #[cfg(test)]

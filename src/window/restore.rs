@@ -23,11 +23,12 @@ use crate::runner::Runner;
 use crate::selinux::Mode;
 use crate::systemd::{ActiveState, UnitKind};
 use crate::window::ctr;
-use crate::window::execute;
 use crate::window::ground;
 use crate::window::hold;
 use crate::window::journal::{Change, Journal};
 use crate::window::phase::Phase;
+use crate::window::steps::docker::docker_timeout;
+use crate::window::steps::leftovers::kill_leftovers;
 use crate::window::store::Store;
 use crate::window::Machine;
 
@@ -393,7 +394,7 @@ pub(crate) fn ground_back(m: &Machine, ground: &[ground::Ground]) -> Vec<String>
 
 /// Before the starts: processes of a stopped unit's old instance that still run in its cgroup (KillMode=process
 /// leftovers a crash kept prepare from ending) would hold the unit's resources (a listening socket) and fail its
-/// start. They were to end with the window anyway: KillUnit, as prepare does ([`execute::kill_leftovers`]), each
+/// start. They were to end with the window anyway: KillUnit, as prepare does ([`kill_leftovers`]), each
 /// recorded. Only units that are not running now (a running unit's processes are its live instance).
 fn end_leftovers<S: Store>(
     m: &Machine,
@@ -456,7 +457,7 @@ fn end_leftovers<S: Store>(
         let pids: Vec<i32> = procs.iter().map(|(p, _, _)| *p).collect();
         let what = format!("ended what {unit}'s old instance left (pid {pids:?})");
         let seen: Vec<(i32, u64)> = procs.iter().map(|(p, s, _)| (*p, *s)).collect();
-        match execute::kill_leftovers(m, &unit, &seen, grace) {
+        match kill_leftovers(m, &unit, &seen, grace) {
             Ok(()) => {
                 log::info!("restore: {what}");
                 for seq in seqs {
@@ -564,7 +565,7 @@ fn start_containers(runner: &dyn Runner, ids: &[String]) -> anyhow::Result<Vec<S
         let mut argv: Vec<String> = vec!["docker".into(), "start".into()];
         argv.extend(ids.iter().cloned());
         // The CLI starts them one after another: 20 took 298 s under TCG (docs/docker.md, bug 4).
-        let timeout = super::execute::docker_timeout(240, ids.len()).max(Duration::from_secs(300));
+        let timeout = docker_timeout(240, ids.len()).max(Duration::from_secs(300));
         let o = runner.run(&argv, "root", timeout)?;
         if o.code == Some(0) {
             Ok(())
