@@ -330,10 +330,8 @@ impl ProcFs {
         let canon = std::fs::canonicalize(path).map_err(perr)?;
         let md = std::fs::metadata(&canon).map_err(perr)?;
         let dev = std::os::unix::fs::MetadataExt::dev(&md);
-        let mi_path = self.proc_root.join("self/mountinfo");
-        let text =
-            std::fs::read_to_string(&mi_path).map_err(|source| ScanError::Proc { path: mi_path.clone(), source })?;
-        let (mounts, _) = mountinfo::parse(&text);
+        let mounts = mountinfo::read_in(&self.proc_root)
+            .map_err(|mountinfo::ReadError { path, source }| ScanError::Proc { path, source })?;
         // The mount holding the path with the same device (bind mounts and btrfs subvolumes make the device the
         // better witness); fall back to the longest prefix.
         let m = mounts

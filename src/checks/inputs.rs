@@ -194,11 +194,9 @@ impl AgentVersion for Waagent {
 }
 
 fn read_mounts(paths: &Paths) -> Input<Vec<Mount>> {
-    let p = paths.proc().join("self/mountinfo");
-    let text = read_text(&p)?;
-    let (mounts, _) = mountinfo::parse(&text);
+    let mounts = mountinfo::read(paths).map_err(|e| e.to_string())?;
     if mounts.is_empty() {
-        return Err(format!("{}: no mount could be parsed", p.display()));
+        return Err(format!("{}: no mount could be parsed", paths.proc().join("self/mountinfo").display()));
     }
     Ok(mounts)
 }
