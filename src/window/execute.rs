@@ -509,7 +509,7 @@ mod tests {
             restore::restore(&self.machine(&procs), j).unwrap()
         }
         fn active(&self, u: &str) -> String {
-            self.sd.unit(u).unwrap().active_state
+            self.sd.unit(u).unwrap().active_state.to_string()
         }
     }
 

@@ -21,7 +21,7 @@ use crate::glob;
 use crate::mountinfo;
 use crate::runner::Runner;
 use crate::selinux::Mode;
-use crate::systemd::{ActiveState, UnitKind};
+use crate::systemd::{ActiveState, LoadState, UnitKind};
 use crate::window::ctr;
 use crate::window::ground;
 use crate::window::hold;
@@ -210,7 +210,7 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
         out.failed.push(format!("removing the hold list: {e}"));
     }
     // 3. Start what was running, newest stop first.
-    let stops: Vec<(u32, String, String)> = todo
+    let stops: Vec<(u32, String, ActiveState)> = todo
         .iter()
         .filter_map(|(s, c)| match c {
             Change::StopUnit { unit, active_state_before } => Some((*s, unit.clone(), active_state_before.clone())),
@@ -228,10 +228,9 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
         _ => 1,
     };
     for n in [0, 1, 2] {
-        let wave: Vec<&(u32, String, String)> = stops.iter().filter(|(_, u, _)| wave_of(u) == n).collect();
-        let (start, skip): (Vec<_>, Vec<_>) = wave
-            .into_iter()
-            .partition(|(_, u, before)| ActiveState::parse(before).is_running() && UnitKind::of(u) != UnitKind::Scope);
+        let wave: Vec<&(u32, String, ActiveState)> = stops.iter().filter(|(_, u, _)| wave_of(u) == n).collect();
+        let (start, skip): (Vec<_>, Vec<_>) =
+            wave.into_iter().partition(|(_, u, before)| before.is_running() && UnitKind::of(u) != UnitKind::Scope);
         for (seq, u, before) in skip {
             ok(j, *seq, format!("{u} left stopped (was {before})"), &mut out)?;
         }
@@ -399,13 +398,13 @@ pub(crate) fn ground_back(m: &Machine, ground: &[ground::Ground]) -> Vec<String>
 fn end_leftovers<S: Store>(
     m: &Machine,
     j: &mut Journal<S>,
-    stops: &[(u32, String, String)],
+    stops: &[(u32, String, ActiveState)],
     out: &mut Restored,
     unrecorded: &dyn Fn(&mut Restored, &str, &dyn std::fmt::Display),
 ) {
     let to_start: BTreeSet<&str> = stops
         .iter()
-        .filter(|(_, u, before)| ActiveState::parse(before).is_running() && UnitKind::of(u) != UnitKind::Scope)
+        .filter(|(_, u, before)| before.is_running() && UnitKind::of(u) != UnitKind::Scope)
         .map(|(_, u, _)| u.as_str())
         .collect();
     if to_start.is_empty() {
@@ -555,7 +554,7 @@ pub fn probe(runner: &dyn Runner, p: &crate::config::Probe, ask: Duration) -> Re
 
 /// Whether systemd no longer knows `unit`: its LoadState is `not-found` (a property 219 has).
 fn unit_gone(m: &Machine, unit: &str) -> bool {
-    m.systemd.unit(unit).is_ok_and(|i| i.load_state == "not-found")
+    m.systemd.unit(unit).is_ok_and(|i| i.load_state == LoadState::NotFound)
 }
 
 /// `docker start` of the stopped containers; Ok with the ids the engine no longer has (a `--rm` container is
