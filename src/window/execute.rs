@@ -89,18 +89,16 @@ pub fn execute<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow
 /// and what could not be rolled back.
 pub fn roll_back<S: Store>(m: &Machine, j: &mut Journal<S>, e: anyhow::Error) -> anyhow::Error {
     log::error!("prepare failed: {e:#}; rolling back");
-    match restore::restore(m, j) {
-        Ok(r) if r.failed.is_empty() => {
-            log::warn!("rolled back: {}", r.summary());
-            e.context("prepare failed and was rolled back")
-        }
-        // The window stays open (phase Restoring) with what could not be undone.
-        Ok(r) => e.context(format!(
-            "prepare failed; rollback incomplete ({}); run `ade-prep restore` again once fixed",
-            r.failed.join("; ")
-        )),
-        Err(re) => e.context(format!("prepare failed; rollback incomplete: {re:#}")),
+    let r = restore::restore(m, j);
+    if r.failed.is_empty() {
+        log::warn!("rolled back: {}", r.summary());
+        return e.context("prepare failed and was rolled back");
     }
+    // The window stays open (phase Restoring) with what could not be undone.
+    e.context(format!(
+        "prepare failed; rollback incomplete ({}); run `ade-prep restore` again once fixed",
+        r.failed.join("; ")
+    ))
 }
 
 /// Whether a pre-stop command applies ([`crate::config::OnlyIf`]): its question asked as the same user, within the
@@ -506,7 +504,7 @@ mod tests {
         fn restore(&self, j: &mut Journal<FileStore>) -> restore::Restored {
             let procs =
                 FakeProcs { holders: vec![], systemd: &self.sd, terminated: &self.terminated, own_units: vec![] };
-            restore::restore(&self.machine(&procs), j).unwrap()
+            restore::restore(&self.machine(&procs), j)
         }
         fn active(&self, u: &str) -> String {
             self.sd.unit(u).unwrap().active_state.to_string()
@@ -1272,7 +1270,7 @@ mod tests {
         let mut j = Journal::open(&mem, Path::new("/"), "boot-1").unwrap();
         execute(&m, &p, &mut j).unwrap();
         mem.fail.set(true); // the disk filled up during the window
-        let r = restore::restore(&m, &mut j).unwrap();
+        let r = restore::restore(&m, &mut j);
         for u in ["docker.service", "docker.socket", "containerd.service"] {
             assert_eq!(w.active(u), "active", "{u}");
         }
@@ -1286,7 +1284,7 @@ mod tests {
         );
         mem.fail.set(false);
         let mut j2 = Journal::resume(&mem).unwrap().unwrap();
-        let r2 = restore::restore(&m, &mut j2).unwrap();
+        let r2 = restore::restore(&m, &mut j2);
         assert!(r2.failed.is_empty(), "{:?}", r2.failed);
         assert_eq!(j2.record().phase, Phase::Closed);
     }
@@ -1310,7 +1308,7 @@ mod tests {
             terminated: &w.terminated,
             own_units: vec![],
         };
-        let r = restore::restore(&w.machine(&procs), &mut j).unwrap();
+        let r = restore::restore(&w.machine(&procs), &mut j);
         assert!(r.failed.is_empty(), "{:?}", r.failed);
         assert_eq!(w.active("mongod.service"), "active");
         let calls = w.sd.calls();

@@ -108,13 +108,13 @@ fn start_timeout(m: &Machine, unit: &str) -> Duration {
 
 /// Undoes what the journal records and closes the window. A journal that cannot be written does not stop the undo:
 /// the machine is restored all the same and each unrecorded outcome is named in `failed` ("journal: ..."), so the
-/// window stays open and the next `restore` records it (every undo is idempotent). Never errors today; the Result
-/// is kept for the callers.
-pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Restored> {
+/// window stays open and the next `restore` records it (every undo is idempotent). It cannot fail: what went wrong
+/// is in the outcome.
+pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> Restored {
     let mut out = Restored::default();
     let todo: Vec<(u32, Change)> = j.to_undo().map(|e| (e.seq, e.change.clone())).collect();
     if todo.is_empty() && j.record().phase == Phase::Closed {
-        return Ok(out);
+        return out;
     }
     let unrecorded = |out: &mut Restored, what: &str, e: &dyn std::fmt::Display| {
         log::error!("restore: the journal could not record {what}: {e}; undoing the rest all the same");
@@ -135,29 +135,27 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
                     .into(),
             );
             events::emit(Event::RestoreIncomplete(&out.failed));
-            return Ok(out);
+            return out;
         }
     }
     if let Err(e) = j.set_phase(Phase::Restoring) {
         unrecorded(&mut out, "the start of the restore", &e);
     }
     hit();
-    let ok = |j: &mut Journal<S>, seq: u32, what: String, out: &mut Restored| -> anyhow::Result<()> {
+    let ok = |j: &mut Journal<S>, seq: u32, what: String, out: &mut Restored| {
         if let Err(e) = j.undone(seq) {
             unrecorded(out, &what, &e);
         }
         hit();
         out.undone.push(what);
-        Ok(())
     };
-    let bad = |j: &mut Journal<S>, seq: u32, what: String, out: &mut Restored| -> anyhow::Result<()> {
+    let bad = |j: &mut Journal<S>, seq: u32, what: String, out: &mut Restored| {
         if let Err(e) = j.undo_failed(seq, what.clone()) {
             unrecorded(out, &what, &e);
         }
         hit();
         log::error!("restore: {what}");
         out.failed.push(what);
-        Ok(())
     };
 
     // 1. SELinux.
@@ -167,9 +165,9 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
             match m.selinux.set_enforcing(enforcing) {
                 Ok(()) => {
                     events::emit(Event::SelinuxSet(&previous.to_string()));
-                    ok(j, *seq, format!("SELinux back to {previous}"), &mut out)?
+                    ok(j, *seq, format!("SELinux back to {previous}"), &mut out)
                 }
-                Err(e) => bad(j, *seq, format!("SELinux back to {previous}: {e}"), &mut out)?,
+                Err(e) => bad(j, *seq, format!("SELinux back to {previous}: {e}"), &mut out),
             }
         }
     }
@@ -194,12 +192,12 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
             Ok(_) => {
                 for (seq, u) in &masks {
                     log::info!("unmasked {u}");
-                    ok(j, *seq, format!("unmask {u}"), &mut out)?;
+                    ok(j, *seq, format!("unmask {u}"), &mut out);
                 }
             }
             Err(e) => {
                 for (seq, u) in &masks {
-                    bad(j, *seq, format!("unmask {u}: {e}"), &mut out)?;
+                    bad(j, *seq, format!("unmask {u}: {e}"), &mut out);
                 }
             }
         }
@@ -232,7 +230,7 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
         let (start, skip): (Vec<_>, Vec<_>) =
             wave.into_iter().partition(|(_, u, before)| before.is_running() && UnitKind::of(u) != UnitKind::Scope);
         for (seq, u, before) in skip {
-            ok(j, *seq, format!("{u} left stopped (was {before})"), &mut out)?;
+            ok(j, *seq, format!("{u} left stopped (was {before})"), &mut out);
         }
         if start.is_empty() {
             continue;
@@ -245,7 +243,7 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
                 Ok(()) => {
                     started.push(u.clone());
                     events::emit(Event::Started(u));
-                    ok(j, *seq, format!("start {u}"), &mut out)?
+                    ok(j, *seq, format!("start {u}"), &mut out)
                 }
                 // A unit systemd no longer knows (removed by a package upgrade, a transient unit collected after
                 // its stop): nothing can start it. Asked by its LoadState, as 219 and 252 name the start's error
@@ -254,11 +252,11 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
                     let w = format!("{u} no longer exists (LoadState not-found): not started ({e})");
                     log::warn!("restore: {w}");
                     out.warnings.push(w);
-                    ok(j, *seq, format!("start {u}: gone"), &mut out)?
+                    ok(j, *seq, format!("start {u}: gone"), &mut out)
                 }
                 Err(e) => {
                     events::emit(Event::StartFailed(u, &e.to_string()));
-                    bad(j, *seq, format!("{u} failed to come back: {e}"), &mut out)?
+                    bad(j, *seq, format!("{u} failed to come back: {e}"), &mut out)
                 }
             }
         }
@@ -267,7 +265,7 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
     for (seq, c) in &todo {
         if let Change::StopContainers { ids } = c {
             match start_containers(m.runner, ids) {
-                Ok(gone) if gone.is_empty() => ok(j, *seq, format!("started {} container(s)", ids.len()), &mut out)?,
+                Ok(gone) if gone.is_empty() => ok(j, *seq, format!("started {} container(s)", ids.len()), &mut out),
                 Ok(gone) => {
                     let w = format!(
                         "docker container(s) {} no longer exist (removed by the engine: `docker run --rm`): not started",
@@ -275,9 +273,9 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
                     );
                     log::warn!("restore: {w}");
                     out.warnings.push(w);
-                    ok(j, *seq, format!("started {} container(s)", ids.len() - gone.len()), &mut out)?
+                    ok(j, *seq, format!("started {} container(s)", ids.len() - gone.len()), &mut out)
                 }
-                Err(e) => bad(j, *seq, format!("docker start: {e}"), &mut out)?,
+                Err(e) => bad(j, *seq, format!("docker start: {e}"), &mut out),
             }
         }
     }
@@ -289,21 +287,21 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
             if ctr::left_to_kubelet(&t) {
                 // kubelet's pods: kubelet recreates them through the CRI once it runs again (docs/workloads.md).
                 log::info!("restore: containerd {t} left to kubelet: not started with ctr");
-                ok(j, *seq, format!("containerd {t}: left to kubelet"), &mut out)?;
+                ok(j, *seq, format!("containerd {t}: left to kubelet"), &mut out);
                 continue;
             }
             match ctr::start(m.runner, &t) {
                 Ok(()) => {
                     log::info!("started containerd {t}");
-                    ok(j, *seq, format!("started containerd {t}"), &mut out)?
+                    ok(j, *seq, format!("started containerd {t}"), &mut out)
                 }
                 Err(e) if ctr::container_gone(m.runner, &t) => {
                     let w = format!("containerd {t}: its container no longer exists: not started ({e})");
                     log::warn!("restore: {w}");
                     out.warnings.push(w);
-                    ok(j, *seq, format!("start containerd {t}: gone"), &mut out)?
+                    ok(j, *seq, format!("start containerd {t}: gone"), &mut out)
                 }
-                Err(e) => bad(j, *seq, e, &mut out)?,
+                Err(e) => bad(j, *seq, e, &mut out),
             }
         }
     }
@@ -332,7 +330,7 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
     for (seq, c) in &todo {
         match c {
             Change::PreStop { .. } | Change::TerminateProcess { .. } | Change::LockHeld {} => {
-                ok(j, *seq, c.to_string(), &mut out)?
+                ok(j, *seq, c.to_string(), &mut out)
             }
             _ => {}
         }
@@ -340,14 +338,14 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
     if out.failed.is_empty() {
         if let Err(e) = j.set_phase(Phase::Closed) {
             unrecorded(&mut out, "the end of the window", &e);
-            return Ok(out);
+            return out;
         }
         hit();
         events::emit(Event::WindowClosed(&out.summary()));
     } else {
         events::emit(Event::RestoreIncomplete(&out.failed));
     }
-    Ok(out)
+    out
 }
 
 /// Mounts the recorded ground that is not mounted now as the boot would (its mount unit, from the fstab generator),
