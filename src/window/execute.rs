@@ -15,15 +15,14 @@ use crate::events::{self, Event};
 use crate::extension::handler_operations;
 use crate::failpoint;
 use crate::scan::Holder;
-use crate::selinux::Mode;
 use crate::systemd::{Reload, UnitKind};
 use crate::window::ctr;
 use crate::window::hold;
 use crate::window::journal::{Change, Journal};
 use crate::window::plan::{Plan, Step};
 use crate::window::restore;
-use crate::window::steps::docker::docker_timeout;
 use crate::window::steps::leftovers::kill_leftovers;
+use crate::window::steps::{self, docker::docker_timeout};
 use crate::window::store::Store;
 
 /// Waits until none of the agent's short-lived handler operations other than ADE's runs (FINDINGS 28-31), at most
@@ -321,15 +320,11 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                 clear_holders(m, &plan.mount_points(), &ended, *policy, Duration::from_secs(*grace_secs), j)?;
             }
             Step::SelinuxPermissive => {
-                let previous = m.selinux.mode()?;
-                if previous == Mode::Enforcing {
-                    let seq = record(j, Change::SelinuxPermissive { previous })?;
-                    match m.selinux.set_enforcing(false) {
-                        Ok(()) => {
-                            events::emit(Event::SelinuxSet("permissive"));
-                            finish(j, seq)?
-                        }
-                        Err(e) => return Err(fail(j, seq, e.into())),
+                if let Some(change) = steps::selinux::intent(m)? {
+                    let seq = record(j, change)?;
+                    match steps::selinux::apply(m) {
+                        Ok(()) => finish(j, seq)?,
+                        Err(e) => return Err(fail(j, seq, e)),
                     }
                 }
             }
@@ -421,6 +416,7 @@ fn clear_holders<S: Store>(
 mod tests {
     use super::*;
     use crate::config::Settings;
+    use crate::selinux::Mode;
     use crate::systemd::ServiceManager;
     use crate::systemd::UnitInfo;
     use crate::testing::procs::{holder, FakeProcs};

@@ -480,10 +480,8 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
         grace_secs: settings.stray.grace_secs,
         stopped_earlier: stopped_earlier.into_iter().filter(|u| unit_workload.contains_key(u)).collect(),
     });
-    // SELinux is set permissive for ADE's OS pass (its pivot and unmount of `/`); a window of data volumes only
-    // (ADE's plain umount of each, FINDINGS 47, 55) leaves it alone.
     let frees_root = snap.mounts.iter().any(|m| m.mount == std::path::Path::new("/"));
-    if snap.selinux_enforcing && frees_root {
+    if super::steps::selinux::needed(snap.selinux_enforcing, frees_root) {
         steps.push(Step::SelinuxPermissive);
     }
     let mut targets = vec![];

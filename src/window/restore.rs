@@ -20,15 +20,14 @@ use crate::failpoint;
 use crate::glob;
 use crate::mountinfo;
 use crate::runner::Runner;
-use crate::selinux::Mode;
 use crate::systemd::{ActiveState, LoadState, UnitKind};
 use crate::window::ctr;
 use crate::window::ground;
 use crate::window::hold;
 use crate::window::journal::{Change, Journal};
 use crate::window::phase::Phase;
-use crate::window::steps::docker::docker_timeout;
 use crate::window::steps::leftovers::kill_leftovers;
+use crate::window::steps::{self, docker::docker_timeout};
 use crate::window::store::Store;
 use crate::window::Machine;
 
@@ -161,13 +160,9 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> Restored {
     // 1. SELinux.
     for (seq, c) in &todo {
         if let Change::SelinuxPermissive { previous } = c {
-            let enforcing = *previous == Mode::Enforcing;
-            match m.selinux.set_enforcing(enforcing) {
-                Ok(()) => {
-                    events::emit(Event::SelinuxSet(&previous.to_string()));
-                    ok(j, *seq, format!("SELinux back to {previous}"), &mut out)
-                }
-                Err(e) => bad(j, *seq, format!("SELinux back to {previous}: {e}"), &mut out),
+            match steps::selinux::undo(m, *previous) {
+                Ok(what) => ok(j, *seq, what, &mut out),
+                Err(what) => bad(j, *seq, what, &mut out),
             }
         }
     }

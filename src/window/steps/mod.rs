@@ -5,3 +5,4 @@
 
 pub(crate) mod docker;
 pub(crate) mod leftovers;
+pub(crate) mod selinux;
