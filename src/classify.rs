@@ -1,6 +1,7 @@
 //! What each holder is: a workload to stop (and which), protected (never stopped), or other (left alone).
 //! The catalogue of workloads is data ([`crate::config::Settings::workloads`]); the protected list is built in and
-//! can only be extended. Pure; it must not read the machine or know about units' states.
+//! can only be extended; the trust rule it applies is [`crate::trust`]'s. Pure; it must not read the machine or know
+//! about units' states.
 
 use serde::Serialize;
 

@@ -1,5 +1,6 @@
 //! `prepare`: check, snapshot, plan and (unless a dry run) take the lock, open the window and carry the plan out.
-//! It owns the order lock → journal → execute → hold list → phase open; it must not plan or execute itself.
+//! It owns the order lock → journal → execute → hold list → phase open; it must not plan or execute itself. Its
+//! outcome is one [`Prepared`]: not needed (and why), a dry run, or a window open with the lock guard.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

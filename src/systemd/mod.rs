@@ -1,6 +1,7 @@
 //! The service manager edge: what the planner reads about units and what the executor asks of systemd (runtime
 //! masks, stop and start jobs followed to their result, KillUnit), behind [`ServiceManager`], and the one unit
-//! vocabulary ([`ActiveState`], [`LoadState`], [`UnitKind`], typed here and written as systemd's words). It must not decide what to stop; test-only calls are inherent methods.
+//! vocabulary ([`ActiveState`], [`LoadState`], [`UnitKind`]: typed here, written and read as systemd's words, so a
+//! journal keeps the strings it always had). It must not decide what to stop; test-only calls are inherent methods.
 //!
 //! One real implementation, [`Systemd`], over the system bus with zbus' blocking API; `crate::testing::systemd`
 //! fakes it for other modules' unit tests. Only D-Bus API present in systemd 219 (RHEL/CentOS 7) is used.

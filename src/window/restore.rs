@@ -8,7 +8,9 @@
 //! same when there is no runtime mask, so that ade-prep-generator drops its masks); start the stopped units that were running
 //! (sockets, then services, then timers and paths, each batch concurrently, each job awaited); start stopped containers, then
 //! containerd's own stopped tasks.
-//! Units that fail to come back are named and stay in the journal for the next `restore`.
+//! Units that fail to come back are named and stay in the journal for the next `restore`. Restore cannot fail: what
+//! went wrong is in its outcome, [`Restored`]. What both prepare and restore use of one kind of change is in
+//! `super::steps` (SELinux's switch and undo, a unit's leftovers, docker's timeout).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
