@@ -114,9 +114,7 @@ pub trait DataVolumes {
 /// The data volumes mounted at `mounts`, named by hand (`prepare --data-mount`): each must be a mount point, not
 /// `/`. Errors name the flag and the path.
 pub fn by_mount_points(paths: &Paths, mounts: &[PathBuf]) -> anyhow::Result<Vec<VolumeRef>> {
-    let file = paths.proc().join("self/mountinfo");
-    let text = std::fs::read_to_string(&file).with_context(|| format!("--data-mount: reading {}", file.display()))?;
-    let (table, _) = mountinfo::parse(&text);
+    let table = mountinfo::read(paths).context("--data-mount")?;
     let mut out: Vec<VolumeRef> = vec![];
     for given in mounts {
         // On this machine the path as the kernel spells it (`/data/`, a symlink); under a fixture root, as given.

@@ -1,6 +1,7 @@
-//! Reading files that come from outside ade-prep (its configuration, ADE's settings and status) with limits: a
-//! regular file only (a FIFO or a device would block or never end), opened non-blocking, at most a cap in size,
-//! optionally never through a symlink. An edge; it must not interpret what it reads.
+//! Reading files: those that come from outside ade-prep (its configuration, ADE's settings and status) with limits:
+//! a regular file only (a FIFO or a device would block or never end), opened non-blocking, at most a cap in size,
+//! optionally never through a symlink; and the machine's own files the checks read whole (`read_text`,
+//! `read_optional`, `list_dir`), each error naming the path. An edge; it must not interpret what it reads.
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::Read;
@@ -73,6 +74,36 @@ pub fn read_open(mut f: File, cap: u64) -> std::io::Result<String> {
 pub fn read_capped(path: &Path, links: Links) -> std::io::Result<String> {
     let (f, _) = open_regular(path, links)?;
     read_open(f, CAP)
+}
+
+/// A file's whole text; Err names the path.
+pub(crate) fn read_text(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A file's whole text, None when it does not exist; Err names the path.
+pub(crate) fn read_optional(path: &Path) -> Result<Option<String>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// A folder's entry names, sorted; None when it does not exist; Err names the path.
+pub(crate) fn list_dir(path: &Path) -> Result<Option<Vec<String>>, String> {
+    let rd = match std::fs::read_dir(path) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let mut names = vec![];
+    for e in rd {
+        let e = e.map_err(|e| format!("{}: {e}", path.display()))?;
+        names.push(e.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(Some(names))
 }
 
 #[cfg(test)]

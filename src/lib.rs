@@ -24,6 +24,7 @@ pub(crate) mod mountinfo;
 pub(crate) mod netlink;
 pub mod paths;
 pub(crate) mod pidref;
+pub(crate) mod procs;
 pub(crate) mod report;
 pub(crate) mod runner;
 pub(crate) mod scan;
@@ -33,6 +34,7 @@ pub mod systemd;
 #[cfg(test)]
 mod testing;
 pub mod text;
+pub(crate) mod trust;
 pub(crate) mod version;
 pub(crate) mod volumes;
 pub mod window;

@@ -1,5 +1,6 @@
-//! `/proc/PID/mountinfo`, parsed: which filesystem holds a path, what is mounted below it.
-//! A leaf parser: it must not read files (callers give it the text).
+//! `/proc/PID/mountinfo`, read and parsed: which filesystem holds a path, what is mounted below it. The one reader
+//! of the mount table ([`read`], [`read_in`], one error text naming the file) and its parser; it must not read any
+//! other file nor judge what is mounted.
 
 use std::path::{Path, PathBuf};
 
@@ -40,10 +41,38 @@ pub fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The mount table could not be read: the file and why. Its text (`<file>: <error>`) is the one every reader of
+/// the mount table reports.
+#[derive(Debug)]
+pub struct ReadError {
+    /// The mountinfo file.
+    pub path: PathBuf,
+    /// Why it could not be read.
+    pub source: std::io::Error,
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.source)
+    }
+}
+
+// No `source()`: the text already holds the cause, and a chain printer would print it twice.
+impl std::error::Error for ReadError {}
+
 /// The mount table of the root `paths` looks at (`<proc>/self/mountinfo`), parsed; an error names the file.
-pub fn read(paths: &crate::paths::Paths) -> Result<Vec<Mount>, String> {
-    let file = paths.proc().join("self/mountinfo");
-    std::fs::read_to_string(&file).map(|t| parse(&t).0).map_err(|e| format!("{}: {e}", file.display()))
+pub fn read(paths: &crate::paths::Paths) -> Result<Vec<Mount>, ReadError> {
+    read_in(&paths.proc())
+}
+
+/// The mount table under the proc folder `proc_root` (`<proc_root>/self/mountinfo`), parsed; malformed lines are
+/// skipped. The one reader of the mount table: every module reads it through here (or [`read`]).
+pub fn read_in(proc_root: &Path) -> Result<Vec<Mount>, ReadError> {
+    let path = proc_root.join("self/mountinfo");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(parse(&text).0),
+        Err(source) => Err(ReadError { path, source }),
+    }
 }
 
 /// Parses mountinfo text; malformed lines are skipped and counted.

@@ -110,7 +110,7 @@ pub struct Holder {
     /// a pid reused after the scan has another start time and is never signalled.
     pub start_time: u64,
     /// The nearest ancestor that is a trusted containerd shim (comm `containerd-shim*`, run by root or in a system
-    /// unit: [`crate::classify::trusted`]): the process belongs to a container task, Docker's or containerd's own;
+    /// unit: [`crate::trust::trusted`]): the process belongs to a container task, Docker's or containerd's own;
     /// None otherwise. A user's process named containerd-shim is no shim.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shim: Option<i32>,
@@ -281,13 +281,13 @@ pub fn shim_ancestor(proc_root: &Path, pid: i32, memo: &mut HashMap<i32, Option<
     answer
 }
 
-/// Whether the process `pid` under `proc_root` passes the trust rule ([`crate::classify::trusted`]), from its own
+/// Whether the process `pid` under `proc_root` passes the trust rule ([`crate::trust::trusted`]), from its own
 /// `/proc/PID/status` and `/proc/PID/cgroup`: what it claims (its comm) is not read.
 fn trusted_pid(proc_root: &Path, pid: i32) -> bool {
     let dir = proc_root.join(pid.to_string());
     let uids = std::fs::read_to_string(dir.join("status")).ok().as_deref().and_then(parse_status_uids);
     let (unit, cgroup) = std::fs::read_to_string(dir.join("cgroup")).map(|t| unit_from_cgroup(&t)).unwrap_or_default();
-    crate::classify::trusted(uids, unit.as_deref(), cgroup.as_deref()).is_some()
+    crate::trust::trusted(uids, unit.as_deref(), cgroup.as_deref()).is_some()
 }
 
 /// The real and effective uid of `/proc/PID/status`'s `Uid:` line (real, effective, saved, filesystem); None when
@@ -330,10 +330,8 @@ impl ProcFs {
         let canon = std::fs::canonicalize(path).map_err(perr)?;
         let md = std::fs::metadata(&canon).map_err(perr)?;
         let dev = std::os::unix::fs::MetadataExt::dev(&md);
-        let mi_path = self.proc_root.join("self/mountinfo");
-        let text =
-            std::fs::read_to_string(&mi_path).map_err(|source| ScanError::Proc { path: mi_path.clone(), source })?;
-        let (mounts, _) = mountinfo::parse(&text);
+        let mounts = mountinfo::read_in(&self.proc_root)
+            .map_err(|mountinfo::ReadError { path, source }| ScanError::Proc { path, source })?;
         // The mount holding the path with the same device (bind mounts and btrfs subvolumes make the device the
         // better witness); fall back to the longest prefix.
         let m = mounts
@@ -503,7 +501,7 @@ fn walk_one(proc_fd: &OwnedFd, pid: i32, dev: u64, mnt_ids: &[u32], out: &mut Pa
         if let Some(mut h) = details(&dirfd, &Hit { pid, uid, access: acc, fds, writable_fds: wfds }) {
             // A system service's process that writes through a shared mapping only: maps read again, for these
             // few (every other process skips it, as fuser's `m` does when `e` is there).
-            if wfds == 0 && crate::classify::system_service(h.unit.as_deref(), h.cgroup.as_deref()).is_some() {
+            if wfds == 0 && crate::trust::system_service(h.unit.as_deref(), h.cgroup.as_deref()).is_some() {
                 h.access.mmap_write = read_at(&dirfd, c"maps").is_ok_and(|t| maps_write_hit(&t, dev));
             }
             out.holders.push(h);

@@ -122,9 +122,7 @@ impl SelinuxFs {
     /// Where selinuxfs is mounted (resolved under the root): the `selinuxfs` line of mountinfo, else
     /// [`paths::SELINUXFS`] when it holds an `enforce` file; `None` when SELinux is not active.
     pub fn mount_point(&self) -> Option<PathBuf> {
-        let mountinfo = self.paths.proc().join("self/mountinfo");
-        if let Ok(text) = std::fs::read_to_string(&mountinfo) {
-            let (mounts, _) = mountinfo::parse(&text);
+        if let Ok(mounts) = mountinfo::read(&self.paths) {
             if mounts.iter().any(|m| m.fstype == "selinuxfs") {
                 return Some(self.paths.resolve(selinuxfs_in(&mounts)));
             }

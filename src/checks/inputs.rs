@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use crate::classify::{classify, Class};
 use crate::config::Settings;
+use crate::fsread::{list_dir, read_optional, read_text};
 use crate::mountinfo::{self, Mount};
 use crate::paths::{self, Paths};
+use crate::procs::{self, Process};
 use crate::scan::Scan;
 
 use super::agent::agent_from_processes;
@@ -18,20 +20,6 @@ use super::VolumeInputs;
 
 /// An input, or why it could not be had (naming the path).
 pub type Input<T> = Result<T, String>;
-
-/// A process, as much as the checks need of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Process {
-    pub pid: i32,
-    /// Parent pid, from `stat` (None when unreadable).
-    pub ppid: Option<i32>,
-    /// `comm`.
-    pub comm: String,
-    /// The command line.
-    pub cmdline: Vec<String>,
-    /// The current directory (None when unreadable).
-    pub cwd: Option<String>,
-}
 
 /// A device-mapper device from `/sys/block/dm-*`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,39 +193,10 @@ impl AgentVersion for Waagent {
     }
 }
 
-fn read_text(path: &Path) -> Input<String> {
-    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-pub(super) fn read_optional(path: &Path) -> Input<Option<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(Some(t)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
-}
-
-fn list_dir(path: &Path) -> Input<Option<Vec<String>>> {
-    let rd = match std::fs::read_dir(path) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    let mut names = vec![];
-    for e in rd {
-        let e = e.map_err(|e| format!("{}: {e}", path.display()))?;
-        names.push(e.file_name().to_string_lossy().into_owned());
-    }
-    names.sort();
-    Ok(Some(names))
-}
-
 fn read_mounts(paths: &Paths) -> Input<Vec<Mount>> {
-    let p = paths.proc().join("self/mountinfo");
-    let text = read_text(&p)?;
-    let (mounts, _) = mountinfo::parse(&text);
+    let mounts = mountinfo::read(paths).map_err(|e| e.to_string())?;
     if mounts.is_empty() {
-        return Err(format!("{}: no mount could be parsed", p.display()));
+        return Err(format!("{}: no mount could be parsed", paths.proc().join("self/mountinfo").display()));
     }
     Ok(mounts)
 }
@@ -258,23 +217,6 @@ fn read_dm(paths: &Paths) -> Input<Vec<DmDevice>> {
         let uuid = std::fs::read_to_string(d.join("dm/uuid")).ok().map(|u| u.trim().to_string());
         out.push(DmDevice { node, dev, name, uuid });
     }
-    Ok(out)
-}
-
-fn read_processes(proc_root: &Path) -> Input<Vec<Process>> {
-    let pids = crate::scan::list_pids(proc_root).map_err(|e| format!("{}: {e}", proc_root.display()))?;
-    let mut out = vec![];
-    for pid in pids {
-        let d = proc_root.join(pid.to_string());
-        // A process that exits meanwhile just disappears.
-        let Ok(comm) = std::fs::read_to_string(d.join("comm")) else { continue };
-        let cmdline = std::fs::read(d.join("cmdline")).map(|b| crate::scan::parse_cmdline(&b)).unwrap_or_default();
-        let cwd = std::fs::read_link(d.join("cwd")).ok().map(|p| p.to_string_lossy().into_owned());
-        let ppid =
-            std::fs::read_to_string(d.join("stat")).ok().and_then(|s| crate::scan::parse_stat(&s)).map(|s| s.ppid);
-        out.push(Process { pid, ppid, comm: comm.trim_end_matches('\n').to_string(), cmdline, cwd });
-    }
-    out.sort_by_key(|p| p.pid);
     Ok(out)
 }
 
@@ -341,7 +283,7 @@ pub fn workload_holders(scan: &Scan, settings: &Settings) -> Vec<WorkloadHolder>
 pub fn gather(paths: &Paths, agent: &dyn AgentVersion, workloads: Input<Vec<WorkloadHolder>>) -> Inputs {
     let proc = paths.proc();
     let mounts = read_mounts(paths);
-    let mut processes = read_processes(&proc);
+    let mut processes = procs::list(&proc);
     if paths.is_system() {
         processes = processes.map(|p| without_chain(p, std::process::id() as i32));
     }

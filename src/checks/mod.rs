@@ -25,9 +25,10 @@ use crate::config::Settings;
 use crate::paths::Paths;
 use crate::scan::{ProcFs, ProcessTable};
 
+pub use crate::procs::Process;
 pub use distro::Flow;
 pub use inputs::{
-    gather, workload_holders, AdeState, AgentVersion, DmDevice, Input, Inputs, Process, Selinux, StaleHold, Waagent,
+    gather, workload_holders, AdeState, AgentVersion, DmDevice, Input, Inputs, Selinux, StaleHold, Waagent,
     WorkloadHolder,
 };
 pub use volumes::VolumeInputs;

@@ -11,8 +11,10 @@ use crate::netlink::{LookupError, Netlink, Route, RouteLookup};
 // WAAGENT_CONF: ADE's own copy of the old agent parses it at import (Utils/HandlerUtil.py:75).
 use crate::paths::{Paths, ETC_ENVIRONMENT, WAAGENT_CONF};
 
-use super::inputs::read_optional;
-use super::{Check, Input, Process, Status, NETWORK_PROXY, NETWORK_ROUTE, WIRE_SERVER};
+use crate::fsread::read_optional;
+use crate::procs::Process;
+
+use super::{Check, Input, Status, NETWORK_PROXY, NETWORK_ROUTE, WIRE_SERVER};
 
 /// The wire server address the agent found over DHCP (Common.py:88).
 pub const WIRE_SERVER_FILE: &str = "/var/lib/waagent/WireServerEndpoint";

@@ -1,5 +1,6 @@
 //! `prepare`: check, snapshot, plan and (unless a dry run) take the lock, open the window and carry the plan out.
-//! It owns the order lock → journal → execute → hold list → phase open; it must not plan or execute itself.
+//! It owns the order lock → journal → execute → hold list → phase open; it must not plan or execute itself. Its
+//! outcome is one [`Prepared`]: not needed (and why), a dry run, or a window open with the lock guard.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,9 +43,21 @@ pub struct PrepareOpts {
     pub data_mounts: Vec<PathBuf>,
 }
 
+/// What `prepare` came to. The lock guard, where one was taken, is the caller's to keep as long as it drives the
+/// window (dropping it lets the lock go).
+#[derive(Debug)]
+pub enum Prepared {
+    /// Nothing to free, and why; with the lock when it was taken before the decision.
+    NotNeeded { why: String, guard: Option<LockGuard> },
+    /// A dry run: the plan, nothing changed, no lock taken.
+    DryRun(Report),
+    /// The window is open: the plan carried out and the journal, with the lock.
+    Opened(Report, LockGuard),
+}
+
 /// What `prepare` did, for `--json` and for the daemon.
 #[derive(Debug, Serialize)]
-pub struct Prepared {
+pub struct Report {
     /// The plan carried out (or printed).
     pub plan: Plan,
     /// The data volumes freed (each verified after ADE's success).
@@ -114,21 +127,18 @@ fn checked_plan(paths: &Paths, settings: &Settings, mount: &Path, opts: &Prepare
 }
 
 /// `prepare`: check, plan, and (unless a dry run) take the lock, open the window and carry the plan out.
-/// Returns the lock guard with the result: the caller keeps it as long as it drives the window.
-pub fn prepare(
-    paths: &Paths,
-    settings: &Settings,
-    mount: &Path,
-    opts: &PrepareOpts,
-) -> anyhow::Result<(Result<Prepared, String>, Option<LockGuard>)> {
+/// Returns the lock guard in the outcome: the caller keeps it as long as it drives the window.
+pub fn prepare(paths: &Paths, settings: &Settings, mount: &Path, opts: &PrepareOpts) -> anyhow::Result<Prepared> {
     if !opts.dry_run {
         need_root("prepare")?;
     }
     let store = FileStore::new(paths);
     if opts.dry_run {
         return Ok(match checked_plan(paths, settings, mount, opts)? {
-            Planned::NotNeeded(why) => (Err(why), None),
-            Planned::Plan(_, plan, volumes) => (Ok(Prepared { plan, volumes, executed: false, journal: None }), None),
+            Planned::NotNeeded(why) => Prepared::NotNeeded { why, guard: None },
+            Planned::Plan(_, plan, volumes) => {
+                Prepared::DryRun(Report { plan, volumes, executed: false, journal: None })
+            }
         });
     }
     // From here a stop signal rolls back instead of killing (src/signals.rs).
@@ -153,7 +163,7 @@ pub fn prepare(
         None => settings,
     };
     let (edges, plan, volumes) = match checked_plan(paths, settings, mount, opts)? {
-        Planned::NotNeeded(why) => return Ok((Err(why), Some(guard))),
+        Planned::NotNeeded(why) => return Ok(Prepared::NotNeeded { why, guard: Some(guard) }),
         Planned::Plan(edges, plan, volumes) => (edges, plan, volumes),
     };
     if !plan.blockers.is_empty() {
@@ -199,7 +209,7 @@ pub fn prepare(
     journal.set_phase(Phase::Open)?;
     log::info!("window open: {}", journal.record().summary());
     let journal = Some(journal.record().clone());
-    Ok((Ok(Prepared { plan, volumes, executed: true, journal }), Some(guard)))
+    Ok(Prepared::Opened(Report { plan, volumes, executed: true, journal }, guard))
 }
 
 /// `prepare` from the command line: prints the plan (and the window's summary), as text or JSON.
@@ -212,12 +222,13 @@ pub fn run(paths: &Paths, settings: &Settings, mount: &Path, opts: &PrepareOpts,
     for m in &opts.data_mounts {
         existing(m).map_err(|e| exit::with_code(exit::USAGE, e.context("--data-mount")))?;
     }
-    let (prepared, _guard) = prepare(paths, settings, mount, opts)?;
-    match prepared {
-        Err(why) => out(&format!("no preparation needed: {why}\n"))?,
-        Ok(p) if json => out(&(serde_json::to_string_pretty(&p)? + "\n"))?,
-        Ok(p) if !p.executed => out(&format!("{}(dry run: nothing was changed)\n", p.plan))?,
-        Ok(p) => {
+    // The outcome (and the lock guard in it) is kept until the output is written.
+    let prepared = prepare(paths, settings, mount, opts)?;
+    match &prepared {
+        Prepared::NotNeeded { why, .. } => out(&format!("no preparation needed: {why}\n"))?,
+        Prepared::DryRun(p) | Prepared::Opened(p, _) if json => out(&(serde_json::to_string_pretty(p)? + "\n"))?,
+        Prepared::DryRun(p) => out(&format!("{}(dry run: nothing was changed)\n", p.plan))?,
+        Prepared::Opened(p, _) => {
             out(&format!("{}window open: {}\n", p.plan, p.journal.as_ref().map(Record::summary).unwrap_or_default()))?
         }
     }

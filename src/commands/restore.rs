@@ -194,7 +194,7 @@ pub fn restore_with(paths: &Paths, settings: &Settings, opts: &RestoreOpts) -> a
         log::error!("the journal could not record this restore as its owner: {e}; restoring all the same");
     }
     let edges = RealEdges::new(paths)?;
-    let r = restore::restore(&edges.machine(settings), &mut journal)?;
+    let r = restore::restore(&edges.machine(settings), &mut journal);
     if !r.failed.is_empty() {
         return Err(exit::with_code(
             exit::FAILED,

@@ -410,9 +410,7 @@ impl Facts {
 
     /// Reads them all; never fails (what cannot be read is a reason to wait, in [`decide`]).
     pub fn read(paths: &Paths) -> Facts {
-        let mounts =
-            crate::mountinfo::parse(&std::fs::read_to_string(paths.proc().join("self/mountinfo")).unwrap_or_default())
-                .0;
+        let mounts = crate::mountinfo::read(paths).unwrap_or_default();
         let mut f = Facts {
             queue: machine::queue_present(paths),
             decrypt_queue: machine::decrypt_queue_present(paths),

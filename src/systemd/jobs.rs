@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{job_id, reached, DbusError, JobError, JobOp};
+use super::{job_id, reached, ActiveState, DbusError, JobError, JobOp};
 
 /// How often a job still running is looked up (GetJob), in case its JobRemoved was lost.
 pub(crate) const PROBE_EVERY: Duration = Duration::from_secs(2);
@@ -35,7 +35,7 @@ pub(crate) trait JobBus {
     /// Whether the job still exists (GetJob).
     fn job_exists(&mut self, id: u32) -> Result<bool, DbusError>;
     /// The unit's ActiveState.
-    fn active_state(&mut self, unit: &str) -> Result<String, DbusError>;
+    fn active_state(&mut self, unit: &str) -> Result<ActiveState, DbusError>;
     /// Cancels the job.
     fn cancel(&mut self, id: u32) -> Result<(), DbusError>;
     /// Whether ade-prep was asked to stop, and the work in flight is stoppable.
@@ -295,8 +295,8 @@ mod tests {
             let gone = self.gone_at.get(&id).is_some_and(|at| self.t0 + *at <= self.now);
             Ok(!gone && !self.canceled.contains(&id))
         }
-        fn active_state(&mut self, unit: &str) -> Result<String, DbusError> {
-            Ok(self.states.get(unit).cloned().unwrap_or_else(|| "active".into()))
+        fn active_state(&mut self, unit: &str) -> Result<ActiveState, DbusError> {
+            Ok(self.states.get(unit).map_or(ActiveState::Active, |s| ActiveState::parse(s)))
         }
         fn cancel(&mut self, id: u32) -> Result<(), DbusError> {
             if let Some(e) = &self.cancel_fails {

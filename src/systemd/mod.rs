@@ -1,6 +1,7 @@
 //! The service manager edge: what the planner reads about units and what the executor asks of systemd (runtime
 //! masks, stop and start jobs followed to their result, KillUnit), behind [`ServiceManager`], and the one unit
-//! vocabulary ([`ActiveState`], [`UnitKind`]). It must not decide what to stop; test-only calls are inherent methods.
+//! vocabulary ([`ActiveState`], [`LoadState`], [`UnitKind`]: typed here, written and read as systemd's words, so a
+//! journal keeps the strings it always had). It must not decide what to stop; test-only calls are inherent methods.
 //!
 //! One real implementation, [`Systemd`], over the system bus with zbus' blocking API; `crate::testing::systemd`
 //! fakes it for other modules' unit tests. Only D-Bus API present in systemd 219 (RHEL/CentOS 7) is used.
@@ -40,6 +41,49 @@ pub trait ServiceManager {
     fn kill_unit(&self, unit: &str, signal: i32) -> Result<(), SystemdError>;
 }
 
+/// Serialises a unit state as systemd's word and reads it back through `parse`, so that a journal or a JSON
+/// document holds the same strings as before the states were typed.
+macro_rules! state_words {
+    ($t:ident) => {
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Ok($t::parse(&String::deserialize(d)?))
+            }
+        }
+        impl From<&str> for $t {
+            fn from(s: &str) -> Self {
+                $t::parse(s)
+            }
+        }
+        impl PartialEq<str> for $t {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+        impl PartialEq<&str> for $t {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+        /// Systemd's own empty word: what a unit built by hand (`..Default::default()`) has.
+        impl Default for $t {
+            fn default() -> Self {
+                $t::Other(String::new())
+            }
+        }
+    };
+}
+
 /// The one vocabulary for a unit's ActiveState, read by the plan, the executor, the restore and the hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ActiveState {
@@ -73,6 +117,18 @@ impl ActiveState {
             o => ActiveState::Other(o.to_string()),
         }
     }
+    /// Systemd's word.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ActiveState::Active => "active",
+            ActiveState::Reloading => "reloading",
+            ActiveState::Inactive => "inactive",
+            ActiveState::Failed => "failed",
+            ActiveState::Activating => "activating",
+            ActiveState::Deactivating => "deactivating",
+            ActiveState::Other(o) => o,
+        }
+    }
     /// Up or changing state: anything but inactive or failed (a stop job is needed; a start job brings it back).
     pub fn is_running(&self) -> bool {
         !matches!(self, ActiveState::Inactive | ActiveState::Failed)
@@ -83,25 +139,52 @@ impl ActiveState {
     }
 }
 
-impl fmt::Display for ActiveState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ActiveState::Active => "active",
-            ActiveState::Reloading => "reloading",
-            ActiveState::Inactive => "inactive",
-            ActiveState::Failed => "failed",
-            ActiveState::Activating => "activating",
-            ActiveState::Deactivating => "deactivating",
-            ActiveState::Other(o) => o,
-        })
+state_words!(ActiveState);
+
+/// A unit's LoadState: whether systemd has its configuration. The plan acts only on a loaded unit; restore takes a
+/// not-found one as gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadState {
+    /// loaded
+    Loaded,
+    /// not-found: no unit file.
+    NotFound,
+    /// masked: its unit file is /dev/null (after a reload).
+    Masked,
+    /// error
+    Error,
+    /// bad-setting (systemd 233 and later)
+    BadSetting,
+    /// Any other word (stub, merged; empty for a unit built by hand).
+    Other(String),
+}
+
+impl LoadState {
+    /// Reads systemd's word.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "loaded" => LoadState::Loaded,
+            "not-found" => LoadState::NotFound,
+            "masked" => LoadState::Masked,
+            "error" => LoadState::Error,
+            "bad-setting" => LoadState::BadSetting,
+            o => LoadState::Other(o.to_string()),
+        }
+    }
+    /// Systemd's word.
+    pub fn as_str(&self) -> &str {
+        match self {
+            LoadState::Loaded => "loaded",
+            LoadState::NotFound => "not-found",
+            LoadState::Masked => "masked",
+            LoadState::Error => "error",
+            LoadState::BadSetting => "bad-setting",
+            LoadState::Other(o) => o,
+        }
     }
 }
 
-impl Serialize for ActiveState {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
+state_words!(LoadState);
 
 /// What a unit's name says about how ade-prep treats it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,9 +230,9 @@ pub struct UnitInfo {
     /// The unit's primary name.
     pub id: String,
     /// loaded, not-found, masked, error, ...
-    pub load_state: String,
+    pub load_state: LoadState,
     /// active, inactive, failed, activating, deactivating, reloading.
-    pub active_state: String,
+    pub active_state: ActiveState,
     /// The type-specific state (running, dead, listening, exited, ...).
     pub sub_state: String,
     /// enabled, disabled, static, masked, masked-runtime, ... (empty when it has none).
@@ -201,11 +284,11 @@ pub struct UnitInfo {
 impl UnitInfo {
     /// True when the unit is masked (the mask is in effect, i.e. after a reload).
     pub fn is_masked(&self) -> bool {
-        self.load_state == "masked"
+        self.load_state == LoadState::Masked
     }
     /// True when the unit is active or changing state (anything but inactive or failed).
     pub fn is_running(&self) -> bool {
-        ActiveState::parse(&self.active_state).is_running()
+        self.active_state.is_running()
     }
 }
 
@@ -375,7 +458,7 @@ pub enum JobError {
         unit: String,
         job: String,
         /// The unit's ActiveState afterwards.
-        active_state: String,
+        active_state: ActiveState,
     },
     /// ade-prep was asked to stop while the job ran: it is no longer followed and is left to systemd (not canceled).
     #[error("{op} {unit}: job {job} no longer followed: ade-prep was asked to stop")]
@@ -420,8 +503,7 @@ pub fn job_id(path: &str) -> Option<u32> {
 
 /// Whether a unit whose job ended unseen reached what the job aimed for: stopped for a stop, up for a start.
 /// (A oneshot service without RemainAfterExit is inactive after a good start: reported as vanished.)
-pub fn reached(op: JobOp, active_state: &str) -> bool {
-    let state = ActiveState::parse(active_state);
+pub fn reached(op: JobOp, state: &ActiveState) -> bool {
     match op {
         JobOp::Stop => !state.is_running(),
         JobOp::Start => state.is_up(),
@@ -447,8 +529,14 @@ mod tests {
             let s = ActiveState::parse(word);
             assert_eq!((s.is_running(), s.is_up(), s.to_string().as_str()), (running, up, word), "{word}");
         }
-        assert!(reached(JobOp::Stop, "failed") && !reached(JobOp::Stop, "deactivating"));
-        assert!(reached(JobOp::Start, "reloading") && !reached(JobOp::Start, "activating"));
+        assert!(
+            reached(JobOp::Stop, &ActiveState::parse("failed"))
+                && !reached(JobOp::Stop, &ActiveState::parse("deactivating"))
+        );
+        assert!(
+            reached(JobOp::Start, &ActiveState::parse("reloading"))
+                && !reached(JobOp::Start, &ActiveState::parse("activating"))
+        );
     }
 
     #[test]
@@ -501,11 +589,11 @@ mod tests {
 
     #[test]
     fn reached_depends_on_the_job() {
-        assert!(reached(JobOp::Stop, "inactive"));
-        assert!(reached(JobOp::Stop, "failed"));
-        assert!(!reached(JobOp::Stop, "deactivating"));
-        assert!(reached(JobOp::Start, "active"));
-        assert!(!reached(JobOp::Start, "activating"));
-        assert!(!reached(JobOp::Start, "failed"));
+        assert!(reached(JobOp::Stop, &ActiveState::parse("inactive")));
+        assert!(reached(JobOp::Stop, &ActiveState::parse("failed")));
+        assert!(!reached(JobOp::Stop, &ActiveState::parse("deactivating")));
+        assert!(reached(JobOp::Start, &ActiveState::parse("active")));
+        assert!(!reached(JobOp::Start, &ActiveState::parse("activating")));
+        assert!(!reached(JobOp::Start, &ActiveState::parse("failed")));
     }
 }

@@ -15,7 +15,10 @@ use zbus::zvariant::OwnedValue;
 
 use super::jobs::{self, JobBus, Pending, Removed};
 use super::proxy::{JobRemovedStream, ManagerProxy, ManagerProxyBlocking, PropsProxyBlocking};
-use super::{DbusError, FileChange, JobCounters, JobError, JobOp, Reload, ServiceManager, SystemdError, UnitInfo};
+use super::{
+    ActiveState, DbusError, FileChange, JobCounters, JobError, JobOp, LoadState, Reload, ServiceManager, SystemdError,
+    UnitInfo,
+};
 
 /// The system bus when DBUS_SYSTEM_BUS_ADDRESS is not set.
 pub const DEFAULT_SYSTEM_BUS: &str = "unix:path=/var/run/dbus/system_bus_socket";
@@ -273,8 +276,8 @@ impl ServiceManager for Systemd {
         let p = Props { unit: name, map: &u };
         let mut info = UnitInfo {
             id: p.string("Id")?,
-            load_state: p.string("LoadState")?,
-            active_state: p.string("ActiveState")?,
+            load_state: LoadState::parse(&p.string("LoadState")?),
+            active_state: ActiveState::parse(&p.string("ActiveState")?),
             sub_state: p.string("SubState")?,
             unit_file_state: p.opt_string("UnitFileState")?.unwrap_or_default(),
             fragment_path: p.opt_string("FragmentPath")?.unwrap_or_default(),
@@ -299,7 +302,7 @@ impl ServiceManager for Systemd {
         let t = match props.get_all(iface) {
             Ok(t) => t,
             // A unit that failed to load may lack its type's interface.
-            Err(e) if info.load_state != "loaded" => {
+            Err(e) if info.load_state != LoadState::Loaded => {
                 log::debug!("{name}: no {iface} properties: {e}");
                 return Ok(info);
             }
@@ -452,7 +455,7 @@ impl JobBus for RealBus<'_> {
         }
     }
 
-    fn active_state(&mut self, unit: &str) -> Result<String, DbusError> {
+    fn active_state(&mut self, unit: &str) -> Result<ActiveState, DbusError> {
         self.systemd.unit(unit).map(|u| u.active_state).map_err(|e| match e {
             SystemdError::Call { error, .. } | SystemdError::Connect { error, .. } => error,
             e => DbusError { name: None, message: e.to_string() },

@@ -78,10 +78,7 @@ pub fn survey(paths: &Paths, runner: &dyn Runner, vt: VolumeType) -> anyhow::Res
 
 /// [`survey`], for EncryptFormatAll when `format_all` (only mounted volumes a `/dev/disk/azure` link names).
 pub fn survey_for(paths: &Paths, runner: &dyn Runner, vt: VolumeType, format_all: bool) -> anyhow::Result<Survey> {
-    let mountinfo = paths.proc().join("self/mountinfo");
-    let text = crate::fsread::read_capped(&mountinfo, crate::fsread::Links::Follow)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", mountinfo.display()))?;
-    let (mounts, _) = crate::mountinfo::parse(&text);
+    let mounts = crate::mountinfo::read(paths)?;
     let items = run_lsblk(runner, None)?;
     let mut m = select::Machine { items, mounts, azure_named: read::azure_named(paths), ..Default::default() };
     for it in &m.items {

@@ -15,13 +15,14 @@ use crate::events::{self, Event};
 use crate::extension::handler_operations;
 use crate::failpoint;
 use crate::scan::Holder;
-use crate::selinux::Mode;
 use crate::systemd::{Reload, UnitKind};
 use crate::window::ctr;
 use crate::window::hold;
 use crate::window::journal::{Change, Journal};
 use crate::window::plan::{Plan, Step};
 use crate::window::restore;
+use crate::window::steps::leftovers::kill_leftovers;
+use crate::window::steps::{self, docker::docker_timeout};
 use crate::window::store::Store;
 
 /// Waits until none of the agent's short-lived handler operations other than ADE's runs (FINDINGS 28-31), at most
@@ -87,18 +88,16 @@ pub fn execute<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow
 /// and what could not be rolled back.
 pub fn roll_back<S: Store>(m: &Machine, j: &mut Journal<S>, e: anyhow::Error) -> anyhow::Error {
     log::error!("prepare failed: {e:#}; rolling back");
-    match restore::restore(m, j) {
-        Ok(r) if r.failed.is_empty() => {
-            log::warn!("rolled back: {}", r.summary());
-            e.context("prepare failed and was rolled back")
-        }
-        // The window stays open (phase Restoring) with what could not be undone.
-        Ok(r) => e.context(format!(
-            "prepare failed; rollback incomplete ({}); run `ade-prep restore` again once fixed",
-            r.failed.join("; ")
-        )),
-        Err(re) => e.context(format!("prepare failed; rollback incomplete: {re:#}")),
+    let r = restore::restore(m, j);
+    if r.failed.is_empty() {
+        log::warn!("rolled back: {}", r.summary());
+        return e.context("prepare failed and was rolled back");
     }
+    // The window stays open (phase Restoring) with what could not be undone.
+    e.context(format!(
+        "prepare failed; rollback incomplete ({}); run `ade-prep restore` again once fixed",
+        r.failed.join("; ")
+    ))
 }
 
 /// Whether a pre-stop command applies ([`crate::config::OnlyIf`]): its question asked as the same user, within the
@@ -321,15 +320,11 @@ fn run_steps<S: Store>(m: &Machine, plan: &Plan, j: &mut Journal<S>) -> anyhow::
                 clear_holders(m, &plan.mount_points(), &ended, *policy, Duration::from_secs(*grace_secs), j)?;
             }
             Step::SelinuxPermissive => {
-                let previous = m.selinux.mode()?;
-                if previous == Mode::Enforcing {
-                    let seq = record(j, Change::SelinuxPermissive { previous })?;
-                    match m.selinux.set_enforcing(false) {
-                        Ok(()) => {
-                            events::emit(Event::SelinuxSet("permissive"));
-                            finish(j, seq)?
-                        }
-                        Err(e) => return Err(fail(j, seq, e.into())),
+                if let Some(change) = steps::selinux::intent(m)? {
+                    let seq = record(j, change)?;
+                    match steps::selinux::apply(m) {
+                        Ok(()) => finish(j, seq)?,
+                        Err(e) => return Err(fail(j, seq, e)),
                     }
                 }
             }
@@ -417,38 +412,11 @@ fn clear_holders<S: Store>(
     Ok(())
 }
 
-/// What a stopped unit left in its cgroup (KillMode=process): KillUnit SIGTERM, up to `grace` for `pids` to go,
-/// then KillUnit SIGKILL. A unit whose processes (pid, start time) are already gone is fine.
-pub(crate) fn kill_leftovers(m: &Machine, unit: &str, pids: &[(i32, u64)], grace: Duration) -> anyhow::Result<()> {
-    let gone = || pids.iter().all(|&(p, start)| !m.procs.alive(p, start));
-    if let Err(e) = m.systemd.kill_unit(unit, libc::SIGTERM) {
-        if gone() {
-            return Ok(());
-        }
-        return Err(e.into());
-    }
-    let start = Instant::now();
-    while start.elapsed() < grace {
-        if gone() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    match m.systemd.kill_unit(unit, libc::SIGKILL) {
-        Err(e) if !gone() => Err(e.into()),
-        _ => Ok(()),
-    }
-}
-
-/// How long `docker stop` or `docker start` of `n` containers may take: the grace, a minute, and 5 s a container.
-pub(crate) fn docker_timeout(grace_secs: u64, n: usize) -> Duration {
-    Duration::from_secs(grace_secs.saturating_add(60).saturating_add(5u64.saturating_mul(n as u64)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Settings;
+    use crate::selinux::Mode;
     use crate::systemd::ServiceManager;
     use crate::systemd::UnitInfo;
     use crate::testing::procs::{holder, FakeProcs};
@@ -532,10 +500,10 @@ mod tests {
         fn restore(&self, j: &mut Journal<FileStore>) -> restore::Restored {
             let procs =
                 FakeProcs { holders: vec![], systemd: &self.sd, terminated: &self.terminated, own_units: vec![] };
-            restore::restore(&self.machine(&procs), j).unwrap()
+            restore::restore(&self.machine(&procs), j)
         }
         fn active(&self, u: &str) -> String {
-            self.sd.unit(u).unwrap().active_state
+            self.sd.unit(u).unwrap().active_state.to_string()
         }
     }
 
@@ -1298,7 +1266,7 @@ mod tests {
         let mut j = Journal::open(&mem, Path::new("/"), "boot-1").unwrap();
         execute(&m, &p, &mut j).unwrap();
         mem.fail.set(true); // the disk filled up during the window
-        let r = restore::restore(&m, &mut j).unwrap();
+        let r = restore::restore(&m, &mut j);
         for u in ["docker.service", "docker.socket", "containerd.service"] {
             assert_eq!(w.active(u), "active", "{u}");
         }
@@ -1312,7 +1280,7 @@ mod tests {
         );
         mem.fail.set(false);
         let mut j2 = Journal::resume(&mem).unwrap().unwrap();
-        let r2 = restore::restore(&m, &mut j2).unwrap();
+        let r2 = restore::restore(&m, &mut j2);
         assert!(r2.failed.is_empty(), "{:?}", r2.failed);
         assert_eq!(j2.record().phase, Phase::Closed);
     }
@@ -1336,7 +1304,7 @@ mod tests {
             terminated: &w.terminated,
             own_units: vec![],
         };
-        let r = restore::restore(&w.machine(&procs), &mut j).unwrap();
+        let r = restore::restore(&w.machine(&procs), &mut j);
         assert!(r.failed.is_empty(), "{:?}", r.failed);
         assert_eq!(w.active("mongod.service"), "active");
         let calls = w.sd.calls();

@@ -1,5 +1,6 @@
 //! The encryption window's core: its phase and their checked transitions, the snapshot of the machine, the pure
-//! plan, its execution, the restore, the journal (record and store apart) and the hold through a reboot. It works
+//! plan, its execution, the restore, the journal (record and store apart), the hold through a reboot, and in
+//! `steps` what the doing and the undoing of one kind of change share (restore borrows nothing from execute). It works
 //! on the machine only through the edges in `Machine`; it must not reach the command line, print, or talk to
 //! systemd, SELinux or /proc directly.
 
@@ -14,6 +15,7 @@ pub(crate) mod quorum;
 pub mod record;
 pub(crate) mod restore;
 pub(crate) mod snapshot;
+pub(crate) mod steps;
 pub mod store;
 
 use crate::config::Settings;

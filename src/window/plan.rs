@@ -11,7 +11,7 @@ use crate::classify::Class;
 use crate::config::{PreStop, Settings, StrayPolicy, WritersPolicy};
 use crate::glob;
 use crate::scan::Holder;
-use crate::systemd::UnitKind;
+use crate::systemd::{LoadState, UnitKind};
 
 pub(crate) use super::snapshot::Snapshot;
 
@@ -227,7 +227,7 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
                     "{who} runs in {u}, the unit that runs ade-prep: run ade-prep from its own unit \
                      (ade-prep.service) or move the workload out of {u}"
                 ));
-            } else if named && snap.units.get(u).is_some_and(|f| f.load_state == "loaded" && !f.is_running()) {
+            } else if named && snap.units.get(u).is_some_and(|f| f.load_state == LoadState::Loaded && !f.is_running()) {
                 // A leftover of a unit stopped before prepare (KillMode=process): no stop ends it (issue 24). Under
                 // the `terminate` policy (the operator's consent to end workload processes no stop ends) it is ended
                 // in the window like the leftovers of the units prepare stops, its unit masked (inactive, so not
@@ -259,7 +259,7 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
             // workload's: stopping it would end everything in it. Its workload processes are strays (ClearHolders).
         }
         for u in &settings.workloads[*w].companion_units {
-            if snap.units.get(u).is_some_and(|f| f.load_state == "loaded") {
+            if snap.units.get(u).is_some_and(|f| f.load_state == LoadState::Loaded) {
                 unit_workload.entry(u.clone()).or_insert(w);
             }
         }
@@ -317,7 +317,8 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
         let triggers = f.map(|f| f.triggered_by.clone()).unwrap_or_default();
         let dependents = f.map(|f| f.stopped_with.clone()).unwrap_or_default();
         for t in triggers {
-            if !unit_workload.contains_key(&t) && snap.units.get(&t).is_some_and(|f| f.load_state == "loaded") {
+            if !unit_workload.contains_key(&t) && snap.units.get(&t).is_some_and(|f| f.load_state == LoadState::Loaded)
+            {
                 unit_workload.insert(t.clone(), w);
                 frontier.push(t);
             }
@@ -479,10 +480,8 @@ pub fn plan(snap: &Snapshot, settings: &Settings) -> Result<Plan, PlanError> {
         grace_secs: settings.stray.grace_secs,
         stopped_earlier: stopped_earlier.into_iter().filter(|u| unit_workload.contains_key(u)).collect(),
     });
-    // SELinux is set permissive for ADE's OS pass (its pivot and unmount of `/`); a window of data volumes only
-    // (ADE's plain umount of each, FINDINGS 47, 55) leaves it alone.
     let frees_root = snap.mounts.iter().any(|m| m.mount == std::path::Path::new("/"));
-    if snap.selinux_enforcing && frees_root {
+    if super::steps::selinux::needed(snap.selinux_enforcing, frees_root) {
         steps.push(Step::SelinuxPermissive);
     }
     let mut targets = vec![];

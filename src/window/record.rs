@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::phase::Phase;
 use crate::selinux;
+use crate::systemd::ActiveState;
 
 /// The newest schema version this build reads and writes: 2 adds [`Record::volumes`] (the data volumes of the
 /// window), 3 adds [`Record::ground`] (the filesystems the workloads stand on). A journal is written with the oldest
@@ -52,8 +53,8 @@ pub enum Change {
     /// A unit stopped; undo starts it when it was active before.
     StopUnit {
         unit: String,
-        /// Its ActiveState before the stop.
-        active_state_before: String,
+        /// Its ActiveState before the stop (`unknown` when it could not be read), as systemd's word.
+        active_state_before: ActiveState,
     },
     /// A workload's pre-stop command ran (nothing to undo: starting the units brings the workload back).
     PreStop {

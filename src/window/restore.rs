@@ -8,7 +8,9 @@
 //! same when there is no runtime mask, so that ade-prep-generator drops its masks); start the stopped units that were running
 //! (sockets, then services, then timers and paths, each batch concurrently, each job awaited); start stopped containers, then
 //! containerd's own stopped tasks.
-//! Units that fail to come back are named and stay in the journal for the next `restore`.
+//! Units that fail to come back are named and stay in the journal for the next `restore`. Restore cannot fail: what
+//! went wrong is in its outcome, [`Restored`]. What both prepare and restore use of one kind of change is in
+//! `super::steps` (SELinux's switch and undo, a unit's leftovers, docker's timeout).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -20,14 +22,14 @@ use crate::failpoint;
 use crate::glob;
 use crate::mountinfo;
 use crate::runner::Runner;
-use crate::selinux::Mode;
-use crate::systemd::{ActiveState, UnitKind};
+use crate::systemd::{ActiveState, LoadState, UnitKind};
 use crate::window::ctr;
-use crate::window::execute;
 use crate::window::ground;
 use crate::window::hold;
 use crate::window::journal::{Change, Journal};
 use crate::window::phase::Phase;
+use crate::window::steps::leftovers::kill_leftovers;
+use crate::window::steps::{self, docker::docker_timeout};
 use crate::window::store::Store;
 use crate::window::Machine;
 
@@ -107,13 +109,13 @@ fn start_timeout(m: &Machine, unit: &str) -> Duration {
 
 /// Undoes what the journal records and closes the window. A journal that cannot be written does not stop the undo:
 /// the machine is restored all the same and each unrecorded outcome is named in `failed` ("journal: ..."), so the
-/// window stays open and the next `restore` records it (every undo is idempotent). Never errors today; the Result
-/// is kept for the callers.
-pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Restored> {
+/// window stays open and the next `restore` records it (every undo is idempotent). It cannot fail: what went wrong
+/// is in the outcome.
+pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> Restored {
     let mut out = Restored::default();
     let todo: Vec<(u32, Change)> = j.to_undo().map(|e| (e.seq, e.change.clone())).collect();
     if todo.is_empty() && j.record().phase == Phase::Closed {
-        return Ok(out);
+        return out;
     }
     let unrecorded = |out: &mut Restored, what: &str, e: &dyn std::fmt::Display| {
         log::error!("restore: the journal could not record {what}: {e}; undoing the rest all the same");
@@ -134,41 +136,35 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
                     .into(),
             );
             events::emit(Event::RestoreIncomplete(&out.failed));
-            return Ok(out);
+            return out;
         }
     }
     if let Err(e) = j.set_phase(Phase::Restoring) {
         unrecorded(&mut out, "the start of the restore", &e);
     }
     hit();
-    let ok = |j: &mut Journal<S>, seq: u32, what: String, out: &mut Restored| -> anyhow::Result<()> {
+    let ok = |j: &mut Journal<S>, seq: u32, what: String, out: &mut Restored| {
         if let Err(e) = j.undone(seq) {
             unrecorded(out, &what, &e);
         }
         hit();
         out.undone.push(what);
-        Ok(())
     };
-    let bad = |j: &mut Journal<S>, seq: u32, what: String, out: &mut Restored| -> anyhow::Result<()> {
+    let bad = |j: &mut Journal<S>, seq: u32, what: String, out: &mut Restored| {
         if let Err(e) = j.undo_failed(seq, what.clone()) {
             unrecorded(out, &what, &e);
         }
         hit();
         log::error!("restore: {what}");
         out.failed.push(what);
-        Ok(())
     };
 
     // 1. SELinux.
     for (seq, c) in &todo {
         if let Change::SelinuxPermissive { previous } = c {
-            let enforcing = *previous == Mode::Enforcing;
-            match m.selinux.set_enforcing(enforcing) {
-                Ok(()) => {
-                    events::emit(Event::SelinuxSet(&previous.to_string()));
-                    ok(j, *seq, format!("SELinux back to {previous}"), &mut out)?
-                }
-                Err(e) => bad(j, *seq, format!("SELinux back to {previous}: {e}"), &mut out)?,
+            match steps::selinux::undo(m, *previous) {
+                Ok(what) => ok(j, *seq, what, &mut out),
+                Err(what) => bad(j, *seq, what, &mut out),
             }
         }
     }
@@ -193,12 +189,12 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
             Ok(_) => {
                 for (seq, u) in &masks {
                     log::info!("unmasked {u}");
-                    ok(j, *seq, format!("unmask {u}"), &mut out)?;
+                    ok(j, *seq, format!("unmask {u}"), &mut out);
                 }
             }
             Err(e) => {
                 for (seq, u) in &masks {
-                    bad(j, *seq, format!("unmask {u}: {e}"), &mut out)?;
+                    bad(j, *seq, format!("unmask {u}: {e}"), &mut out);
                 }
             }
         }
@@ -209,7 +205,7 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
         out.failed.push(format!("removing the hold list: {e}"));
     }
     // 3. Start what was running, newest stop first.
-    let stops: Vec<(u32, String, String)> = todo
+    let stops: Vec<(u32, String, ActiveState)> = todo
         .iter()
         .filter_map(|(s, c)| match c {
             Change::StopUnit { unit, active_state_before } => Some((*s, unit.clone(), active_state_before.clone())),
@@ -227,12 +223,11 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
         _ => 1,
     };
     for n in [0, 1, 2] {
-        let wave: Vec<&(u32, String, String)> = stops.iter().filter(|(_, u, _)| wave_of(u) == n).collect();
-        let (start, skip): (Vec<_>, Vec<_>) = wave
-            .into_iter()
-            .partition(|(_, u, before)| ActiveState::parse(before).is_running() && UnitKind::of(u) != UnitKind::Scope);
+        let wave: Vec<&(u32, String, ActiveState)> = stops.iter().filter(|(_, u, _)| wave_of(u) == n).collect();
+        let (start, skip): (Vec<_>, Vec<_>) =
+            wave.into_iter().partition(|(_, u, before)| before.is_running() && UnitKind::of(u) != UnitKind::Scope);
         for (seq, u, before) in skip {
-            ok(j, *seq, format!("{u} left stopped (was {before})"), &mut out)?;
+            ok(j, *seq, format!("{u} left stopped (was {before})"), &mut out);
         }
         if start.is_empty() {
             continue;
@@ -245,7 +240,7 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
                 Ok(()) => {
                     started.push(u.clone());
                     events::emit(Event::Started(u));
-                    ok(j, *seq, format!("start {u}"), &mut out)?
+                    ok(j, *seq, format!("start {u}"), &mut out)
                 }
                 // A unit systemd no longer knows (removed by a package upgrade, a transient unit collected after
                 // its stop): nothing can start it. Asked by its LoadState, as 219 and 252 name the start's error
@@ -254,11 +249,11 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
                     let w = format!("{u} no longer exists (LoadState not-found): not started ({e})");
                     log::warn!("restore: {w}");
                     out.warnings.push(w);
-                    ok(j, *seq, format!("start {u}: gone"), &mut out)?
+                    ok(j, *seq, format!("start {u}: gone"), &mut out)
                 }
                 Err(e) => {
                     events::emit(Event::StartFailed(u, &e.to_string()));
-                    bad(j, *seq, format!("{u} failed to come back: {e}"), &mut out)?
+                    bad(j, *seq, format!("{u} failed to come back: {e}"), &mut out)
                 }
             }
         }
@@ -267,7 +262,7 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
     for (seq, c) in &todo {
         if let Change::StopContainers { ids } = c {
             match start_containers(m.runner, ids) {
-                Ok(gone) if gone.is_empty() => ok(j, *seq, format!("started {} container(s)", ids.len()), &mut out)?,
+                Ok(gone) if gone.is_empty() => ok(j, *seq, format!("started {} container(s)", ids.len()), &mut out),
                 Ok(gone) => {
                     let w = format!(
                         "docker container(s) {} no longer exist (removed by the engine: `docker run --rm`): not started",
@@ -275,9 +270,9 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
                     );
                     log::warn!("restore: {w}");
                     out.warnings.push(w);
-                    ok(j, *seq, format!("started {} container(s)", ids.len() - gone.len()), &mut out)?
+                    ok(j, *seq, format!("started {} container(s)", ids.len() - gone.len()), &mut out)
                 }
-                Err(e) => bad(j, *seq, format!("docker start: {e}"), &mut out)?,
+                Err(e) => bad(j, *seq, format!("docker start: {e}"), &mut out),
             }
         }
     }
@@ -289,21 +284,21 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
             if ctr::left_to_kubelet(&t) {
                 // kubelet's pods: kubelet recreates them through the CRI once it runs again (docs/workloads.md).
                 log::info!("restore: containerd {t} left to kubelet: not started with ctr");
-                ok(j, *seq, format!("containerd {t}: left to kubelet"), &mut out)?;
+                ok(j, *seq, format!("containerd {t}: left to kubelet"), &mut out);
                 continue;
             }
             match ctr::start(m.runner, &t) {
                 Ok(()) => {
                     log::info!("started containerd {t}");
-                    ok(j, *seq, format!("started containerd {t}"), &mut out)?
+                    ok(j, *seq, format!("started containerd {t}"), &mut out)
                 }
                 Err(e) if ctr::container_gone(m.runner, &t) => {
                     let w = format!("containerd {t}: its container no longer exists: not started ({e})");
                     log::warn!("restore: {w}");
                     out.warnings.push(w);
-                    ok(j, *seq, format!("start containerd {t}: gone"), &mut out)?
+                    ok(j, *seq, format!("start containerd {t}: gone"), &mut out)
                 }
-                Err(e) => bad(j, *seq, e, &mut out)?,
+                Err(e) => bad(j, *seq, e, &mut out),
             }
         }
     }
@@ -332,7 +327,7 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
     for (seq, c) in &todo {
         match c {
             Change::PreStop { .. } | Change::TerminateProcess { .. } | Change::LockHeld {} => {
-                ok(j, *seq, c.to_string(), &mut out)?
+                ok(j, *seq, c.to_string(), &mut out)
             }
             _ => {}
         }
@@ -340,14 +335,14 @@ pub fn restore<S: Store>(m: &Machine, j: &mut Journal<S>) -> anyhow::Result<Rest
     if out.failed.is_empty() {
         if let Err(e) = j.set_phase(Phase::Closed) {
             unrecorded(&mut out, "the end of the window", &e);
-            return Ok(out);
+            return out;
         }
         hit();
         events::emit(Event::WindowClosed(&out.summary()));
     } else {
         events::emit(Event::RestoreIncomplete(&out.failed));
     }
-    Ok(out)
+    out
 }
 
 /// Mounts the recorded ground that is not mounted now as the boot would (its mount unit, from the fstab generator),
@@ -393,18 +388,18 @@ pub(crate) fn ground_back(m: &Machine, ground: &[ground::Ground]) -> Vec<String>
 
 /// Before the starts: processes of a stopped unit's old instance that still run in its cgroup (KillMode=process
 /// leftovers a crash kept prepare from ending) would hold the unit's resources (a listening socket) and fail its
-/// start. They were to end with the window anyway: KillUnit, as prepare does ([`execute::kill_leftovers`]), each
+/// start. They were to end with the window anyway: KillUnit, as prepare does ([`kill_leftovers`]), each
 /// recorded. Only units that are not running now (a running unit's processes are its live instance).
 fn end_leftovers<S: Store>(
     m: &Machine,
     j: &mut Journal<S>,
-    stops: &[(u32, String, String)],
+    stops: &[(u32, String, ActiveState)],
     out: &mut Restored,
     unrecorded: &dyn Fn(&mut Restored, &str, &dyn std::fmt::Display),
 ) {
     let to_start: BTreeSet<&str> = stops
         .iter()
-        .filter(|(_, u, before)| ActiveState::parse(before).is_running() && UnitKind::of(u) != UnitKind::Scope)
+        .filter(|(_, u, before)| before.is_running() && UnitKind::of(u) != UnitKind::Scope)
         .map(|(_, u, _)| u.as_str())
         .collect();
     if to_start.is_empty() {
@@ -456,7 +451,7 @@ fn end_leftovers<S: Store>(
         let pids: Vec<i32> = procs.iter().map(|(p, _, _)| *p).collect();
         let what = format!("ended what {unit}'s old instance left (pid {pids:?})");
         let seen: Vec<(i32, u64)> = procs.iter().map(|(p, s, _)| (*p, *s)).collect();
-        match execute::kill_leftovers(m, &unit, &seen, grace) {
+        match kill_leftovers(m, &unit, &seen, grace) {
             Ok(()) => {
                 log::info!("restore: {what}");
                 for seq in seqs {
@@ -554,7 +549,7 @@ pub fn probe(runner: &dyn Runner, p: &crate::config::Probe, ask: Duration) -> Re
 
 /// Whether systemd no longer knows `unit`: its LoadState is `not-found` (a property 219 has).
 fn unit_gone(m: &Machine, unit: &str) -> bool {
-    m.systemd.unit(unit).is_ok_and(|i| i.load_state == "not-found")
+    m.systemd.unit(unit).is_ok_and(|i| i.load_state == LoadState::NotFound)
 }
 
 /// `docker start` of the stopped containers; Ok with the ids the engine no longer has (a `--rm` container is
@@ -564,7 +559,7 @@ fn start_containers(runner: &dyn Runner, ids: &[String]) -> anyhow::Result<Vec<S
         let mut argv: Vec<String> = vec!["docker".into(), "start".into()];
         argv.extend(ids.iter().cloned());
         // The CLI starts them one after another: 20 took 298 s under TCG (docs/docker.md, bug 4).
-        let timeout = super::execute::docker_timeout(240, ids.len()).max(Duration::from_secs(300));
+        let timeout = docker_timeout(240, ids.len()).max(Duration::from_secs(300));
         let o = runner.run(&argv, "root", timeout)?;
         if o.code == Some(0) {
             Ok(())

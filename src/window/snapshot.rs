@@ -13,7 +13,7 @@ use crate::classify::{classify, Class, Classification};
 use crate::runner::{RunError, Runner};
 use crate::scan::{Holder, ProcessTable, ScanError};
 use crate::selinux::Mode;
-use crate::systemd::{ActiveState, UnitKind};
+use crate::systemd::{ActiveState, LoadState, UnitKind};
 
 /// What the planner knows of one unit (read from systemd before planning).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -21,7 +21,7 @@ pub struct UnitFacts {
     /// Unit name.
     pub id: String,
     /// `loaded`, `not-found`, `masked`...
-    pub load_state: String,
+    pub load_state: LoadState,
     /// `active`, `inactive`, `activating`...
     pub active_state: ActiveState,
     /// Units that can start this one (sockets, timers, paths).
@@ -151,7 +151,7 @@ pub fn snapshot(m: &Machine, mounts: &[PathBuf]) -> anyhow::Result<Snapshot> {
             UnitFacts {
                 id: info.id,
                 load_state: info.load_state,
-                active_state: ActiveState::parse(&info.active_state),
+                active_state: info.active_state,
                 triggered_by: info.triggered_by,
                 fragment_path: info.fragment_path,
                 stopped_with,

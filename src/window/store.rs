@@ -276,6 +276,34 @@ mod tests {
     }
 
     #[test]
+    fn the_fixtures_stop_states_are_read_typed_and_written_back_as_systemds_words() {
+        use crate::systemd::ActiveState;
+        let before = |r: &Record| -> Vec<ActiveState> {
+            r.entries
+                .iter()
+                .filter_map(|e| match &e.change {
+                    Change::StopUnit { active_state_before, .. } => Some(active_state_before.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        for (name, text) in [("v1.json", FIXTURE), ("v2.json", FIXTURE_V2)] {
+            let r = parse(Path::new(name), text).unwrap();
+            assert_eq!(before(&r), [ActiveState::Active], "{name}");
+            let back = serde_json::to_value(&r).unwrap();
+            let stop = back["entries"].as_array().unwrap().iter().find(|e| e["change"]["kind"] == "stop_unit").unwrap();
+            assert_eq!(stop["change"]["active_state_before"], "active", "{name}");
+        }
+        // What execute records when the unit cannot be read: kept as written, taken as running.
+        let c: Change =
+            serde_json::from_str(r#"{"kind": "stop_unit", "unit": "a.service", "active_state_before": "unknown"}"#)
+                .unwrap();
+        let Change::StopUnit { active_state_before, .. } = &c else { panic!("{c:?}") };
+        assert!(active_state_before.is_running() && *active_state_before == ActiveState::Other("unknown".into()));
+        assert_eq!(serde_json::to_value(&c).unwrap()["active_state_before"], "unknown");
+    }
+
+    #[test]
     fn a_window_with_data_volumes_is_written_as_version_2_and_one_without_as_version_1() {
         use crate::testing::volumes::volume;
         let d = tempfile::tempdir().unwrap();

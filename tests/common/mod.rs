@@ -358,7 +358,7 @@ impl MachineState {
             .map(|u| {
                 let i = sd.unit(u).expect("unit");
                 let file = Path::new("/run/systemd/system").join(u).exists();
-                (u.to_string(), i.active_state.clone(), i.is_masked(), file)
+                (u.to_string(), i.active_state.to_string(), i.is_masked(), file)
             })
             .collect();
         let enforce = std::fs::read_to_string(Path::new(FAKE_SELINUXFS).join("enforce")).unwrap().trim().to_string();

@@ -141,7 +141,7 @@ fn wait_execed(sd: &Systemd, unit: &str) {
 }
 
 pub(crate) fn state(sd: &Systemd, unit: &str) -> String {
-    sd.unit(unit).unwrap().active_state
+    sd.unit(unit).unwrap().active_state.to_string()
 }
 
 fn states(sd: &Systemd) -> BTreeMap<String, String> {

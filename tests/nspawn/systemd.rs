@@ -39,7 +39,7 @@ fn alive(pid: u32) -> bool {
 }
 
 fn state(sd: &Systemd, unit: &str) -> String {
-    sd.unit(unit).unwrap().active_state
+    sd.unit(unit).unwrap().active_state.to_string()
 }
 
 #[test]

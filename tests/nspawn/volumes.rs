@@ -118,7 +118,7 @@ fn mounted(path: &str) -> bool {
 }
 
 fn state(unit: &str) -> String {
-    sd().unit(unit).unwrap().active_state
+    sd().unit(unit).unwrap().active_state.to_string()
 }
 
 /// /data mounted (bound from the host's ext4 volume), the two services running: one holding a file open for

@@ -21,7 +21,7 @@ use anyhow::Context;
 use self::lifecycle::{Action, Look, Req, RunState};
 use self::plumbing::{notify, start_watchdog, status, StopToken};
 use self::wait::{age, os_work_started};
-use super::prepare::{self, PrepareOpts};
+use super::prepare::{self, PrepareOpts, Prepared};
 use super::restore;
 use crate::checks::{self, Flow};
 use crate::clock;
@@ -506,7 +506,7 @@ impl Driver<'_> {
         let mut settings = settings.clone();
         settings.window.extension_wait_secs = settings.window.extension_wait_secs.min(bound);
         let handled = RunState::Watching { handled: Some(req.clone()) };
-        let (prepared, guard) = match prepare::prepare(paths, &settings, Path::new("/"), &popts) {
+        let prepared = match prepare::prepare(paths, &settings, Path::new("/"), &popts) {
             // A prepare by hand opened a window since the journal was read (prepare decided so with the lock
             // held): adopt it for this request rather than restoring it and preparing again.
             Err(e) if FileStore::new(paths).load().ok().flatten().is_some_and(|r| r.phase == Phase::Open) => {
@@ -519,12 +519,16 @@ impl Driver<'_> {
             }
             r => r?,
         };
-        drop(guard); // the journal holds the window from now on
-        if let Err(why) = prepared {
+        // The lock is let go first, whatever prepare came to: the journal holds the window from now on.
+        if let Prepared::NotNeeded { why, guard } = prepared {
+            drop(guard);
             status(&format!("nothing to do: {why}"));
             self.ready();
             crate::fleet::release_without_window(paths, &why); // ADE's request opens no window here
             return Ok(Acted::Instead(handled));
+        }
+        if let Prepared::Opened(_, guard) = prepared {
+            drop(guard);
         }
         if let Some(a) = age(&settings_file) {
             log::info!(

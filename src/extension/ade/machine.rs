@@ -245,9 +245,8 @@ impl RootState {
 
     /// Reads `/proc/self/mountinfo` under the root.
     pub fn read(paths: &Paths) -> Result<Self, String> {
-        let file = paths.proc().join("self/mountinfo");
-        let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        Ok(Self::from_mounts(&crate::mountinfo::parse(&text).0))
+        let mounts = crate::mountinfo::read(paths).map_err(|e| e.to_string())?;
+        Ok(Self::from_mounts(&mounts))
     }
 
     /// ADE is in its RAM root: ade-prep must change nothing (FINDINGS 23).
