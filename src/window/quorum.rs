@@ -92,18 +92,20 @@ pub fn leave_loses_quorum(q: &Quorum) -> Option<String> {
     })
 }
 
-/// Reads the quorum through `corosync-quorumtool -s` as root (exit 0 quorate, 2 not quorate, 1 corosync does not
-/// answer). Err says why it could not be read.
+/// Reads the quorum through `corosync-quorumtool -s` as root. The decision comes from its output, never from its exit
+/// code, which changed meaning: corosync 3.0.2 and 2.4.6 exit 0 quorate, 2 not quorate, 1 on error (corosync commit
+/// db38e395, "quorumtool: Fix exit status codes"); before them (RHEL/CentOS 7's 2.4.x, 2.3.x) `show_status` returned
+/// 1 quorate, 0 not quorate, -1 (255) on error. Its output is the same in both (2.3.4, 2.4.5, 3.1.7). So whatever
+/// the code, a whole status parses to the quorum; a status that does not parse is an error. Err says why.
 pub fn read(runner: &dyn Runner) -> Result<Quorum, String> {
     let argv: Vec<String> = ["corosync-quorumtool", "-s"].iter().map(|s| s.to_string()).collect();
     let o = runner.run(&argv, "root", Duration::from_secs(30)).map_err(|e| format!("corosync-quorumtool -s: {e}"))?;
     if o.timed_out {
         return Err("corosync-quorumtool -s: no answer within 30 s".into());
     }
-    match o.code {
-        Some(0 | 2) => parse(&o.stdout).map_err(|e| format!("corosync-quorumtool -s: {e}")),
-        c => Err(format!("corosync-quorumtool -s: exited {c:?}: {}{}", o.stdout.trim(), o.stderr_tail.trim())),
-    }
+    parse(&o.stdout).map_err(|e| {
+        format!("corosync-quorumtool -s: exited {:?}: {e}: {}{}", o.code, o.stdout.trim(), o.stderr_tail.trim())
+    })
 }
 
 #[cfg(test)]
@@ -136,6 +138,35 @@ mod tests {
         assert_eq!(wfa.flags, ["2Node", "WaitForAll"]);
         let blocked = captured("three-nodes-two-absent.txt");
         assert_eq!((blocked.quorate, blocked.expected_votes, blocked.quorum), (false, 3, 2), "`2 Activity blocked`");
+    }
+
+    /// corosync 2.x (RHEL 7) exits 1 when quorate and 0 when not; 3.x exits 0 and 2. Both read by their output.
+    #[test]
+    fn the_quorum_comes_from_the_output_whatever_the_exit_code() {
+        let fixture = |name: &str| {
+            let p = format!("{}/tests/fixtures/corosync-quorumtool/{name}", env!("CARGO_MANIFEST_DIR"));
+            std::fs::read_to_string(p).unwrap()
+        };
+        let read_with = |code: i32, stdout: &str| {
+            let mut r = crate::testing::runner::FakeRunner::default();
+            r.codes.insert("corosync-quorumtool".into(), code);
+            r.stdouts.insert("corosync-quorumtool -s".into(), stdout.into());
+            read(&r)
+        };
+        for (code, file, quorate) in [
+            (0, "two-nodes.txt", true),              // 3.x quorate
+            (1, "two-nodes.txt", true),              // 2.x quorate
+            (2, "two-nodes-peer-absent.txt", false), // 3.x not quorate
+            (0, "two-nodes-peer-absent.txt", false), // 2.x not quorate
+        ] {
+            let q = read_with(code, &fixture(file)).unwrap_or_else(|e| panic!("exit {code}, {file}: {e}"));
+            assert_eq!(q.quorate, quorate, "exit {code}, {file}");
+        }
+        // corosync not answering: no status, an error whatever the code (3.x: 1; 2.x: 255).
+        for code in [1, 255] {
+            let e = read_with(code, "Cannot initialize QUORUM service\n").unwrap_err();
+            assert!(e.starts_with(&format!("corosync-quorumtool -s: exited Some({code}): ")), "{e}");
+        }
     }
 
     #[test]
